@@ -1,0 +1,469 @@
+//! Reading a config file and checking every value in it.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, NumOrStr};
+use super::{Config, EventMode, Http, LogTarget, Main, Server, units};
+use crate::core::log::Level;
+
+/// A config problem, located as precisely as the file allows.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: ", self.file, l)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The configuration used when no file is given and `./corral.toml` is absent.
+pub fn load_default() -> Config {
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let src = Source {
+        name: "(built-in default)".into(),
+        text: String::new(),
+        base,
+    };
+    build(&src, raw::File::default()).expect("the built-in default is valid")
+}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let base = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let src = Source { name, text, base };
+    let file: raw::File = toml::from_str(&src.text).map_err(|e| src.syntax_error(&e))?;
+    let mut cfg = build(&src, file)?;
+    cfg.file = Some(abs);
+    Ok(cfg)
+}
+
+/// The file being checked: its text for locating keys, and the directory
+/// relative paths are taken from.
+struct Source {
+    name: String,
+    text: String,
+    base: PathBuf,
+}
+
+impl Source {
+    fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
+        let (line, key) = match e.span() {
+            Some(span) => {
+                let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+                let text = self.text.lines().nth(line - 1).unwrap_or("");
+                let key = text.split('=').next().unwrap_or("").trim();
+                let key = if text.contains('=') { key } else { "" };
+                (Some(line), key.to_string())
+            }
+            None => (None, String::new()),
+        };
+        let msg = e.message().trim();
+        let message = if msg.contains("untagged enum NumOrStr") {
+            "expected a number or a string".to_string()
+        } else if msg.contains("untagged enum OneOrMany") {
+            "expected a string or a list of strings".to_string()
+        } else {
+            msg.to_string()
+        };
+        ConfigError {
+            file: self.name.clone(),
+            line,
+            key,
+            message,
+        }
+    }
+
+    /// An error for `key` in the `nth` occurrence of `table`.
+    fn err(&self, table: &str, nth: usize, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.name.clone(),
+            line: self.locate(table, nth, key),
+            key: if key.is_empty() {
+                format!("[{table}]")
+            } else {
+                format!("{table}.{key}")
+            },
+            message,
+        }
+    }
+
+    /// The line of `key` inside the `nth` `[table]` / `[[table]]`, or of the
+    /// table header itself when `key` is empty.
+    fn locate(&self, table: &str, nth: usize, key: &str) -> Option<usize> {
+        let mut current: Option<&str> = None;
+        let mut seen = 0usize;
+        let mut inside = false;
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if let Some(h) = t.strip_prefix('[') {
+                let name = h.trim_start_matches('[');
+                let name = name.split(']').next().unwrap_or("").trim();
+                current = Some(name);
+                inside = false;
+                if name == table {
+                    if seen == nth {
+                        inside = true;
+                        if key.is_empty() {
+                            return Some(i + 1);
+                        }
+                    }
+                    seen += 1;
+                }
+                continue;
+            }
+            if inside
+                && current == Some(table)
+                && t.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn log_target(&self, v: &str) -> LogTarget {
+        match v {
+            "off" => LogTarget::Off,
+            "stderr" => LogTarget::Stderr,
+            "stdout" => LogTarget::Stdout,
+            p => LogTarget::File(self.path(p)),
+        }
+    }
+}
+
+/// Checks one table's values; knows which table and occurrence it is in so
+/// every error points at the right line.
+struct Checker<'a> {
+    src: &'a Source,
+    table: &'static str,
+    nth: usize,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        self.src.err(self.table, self.nth, key, message.into())
+    }
+
+    fn int(&self, key: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            Some(n) => Err(self.err(key, format!("{n} is out of range, expected {min}..={max}"))),
+        }
+    }
+
+    fn size(&self, key: &str, v: Option<NumOrStr>, min: u64, max: u64, default: u64) -> Result<u64, ConfigError> {
+        let n = match v {
+            None => return Ok(default),
+            Some(NumOrStr::Num(n)) => u64::try_from(n).ok(),
+            Some(NumOrStr::Str(s)) => units::size(&s),
+        };
+        match n {
+            Some(n) if (min..=max).contains(&n) => Ok(n),
+            Some(n) => Err(self.err(key, format!("{n} bytes is out of range, expected {min}..={max}"))),
+            None => Err(self.err(key, "expected a size such as 8192, \"16k\" or \"1m\"")),
+        }
+    }
+
+    fn duration(&self, key: &str, v: Option<NumOrStr>, default: Duration) -> Result<Duration, ConfigError> {
+        let d = match v {
+            None => return Ok(default),
+            Some(NumOrStr::Num(n)) => u64::try_from(n).ok().map(Duration::from_secs),
+            Some(NumOrStr::Str(s)) => units::duration(&s),
+        };
+        match d {
+            Some(d) if d <= Duration::from_secs(86_400) => Ok(d),
+            Some(_) => Err(self.err(key, "longer than a day")),
+            None => Err(self.err(key, "expected a duration such as 60, \"30s\", \"500ms\" or \"2m\"")),
+        }
+    }
+
+    fn choice<T: Copy>(
+        &self,
+        key: &str,
+        v: Option<String>,
+        options: &[(&str, T)],
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(v) = v else { return Ok(default) };
+        options
+            .iter()
+            .find(|(name, _)| *name == v)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                self.err(key, format!("\"{v}\" is not one of {}", names.join(", ")))
+            })
+    }
+}
+
+fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
+    let main = build_main(src, file.main.unwrap_or_default())?;
+    let http = build_http(src, file.http.unwrap_or_default())?;
+    let raw_servers = match file.server {
+        Some(v) if !v.is_empty() => v,
+        Some(_) => {
+            return Err(src.err("server", 0, "", "at least one [[server]] is required".into()));
+        }
+        None if src.text.is_empty() => vec![raw::Server::default()],
+        None => {
+            return Err(ConfigError {
+                file: src.name.clone(),
+                line: None,
+                key: "[[server]]".into(),
+                message: "at least one [[server]] block is required".into(),
+            });
+        }
+    };
+    let mut servers = Vec::with_capacity(raw_servers.len());
+    for (i, s) in raw_servers.into_iter().enumerate() {
+        servers.push(build_server(src, i, s)?);
+    }
+    Ok(Config {
+        file: None,
+        main,
+        http,
+        servers,
+    })
+}
+
+fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
+    let c = Checker {
+        src,
+        table: "main",
+        nth: 0,
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match m.workers {
+        None => 1,
+        Some(NumOrStr::Str(s)) if s == "auto" => cpus,
+        Some(NumOrStr::Num(n)) if (1..=512).contains(&n) => n as usize,
+        Some(NumOrStr::Num(n)) => {
+            return Err(c.err("workers", format!("{n} is out of range, expected 1..=512 or \"auto\"")));
+        }
+        Some(NumOrStr::Str(s)) => return Err(c.err("workers", format!("\"{s}\" is not a number or \"auto\""))),
+    };
+    let levels = [
+        ("debug", Level::Debug),
+        ("info", Level::Info),
+        ("notice", Level::Notice),
+        ("warn", Level::Warn),
+        ("error", Level::Error),
+    ];
+    let error_log = match m.error_log {
+        None => LogTarget::Stderr,
+        Some(s) if s == "off" => return Err(c.err("error_log", "cannot be \"off\"; use \"stderr\" or a file path")),
+        Some(s) => src.log_target(&s),
+    };
+    Ok(Main {
+        workers,
+        worker_connections: c.int("worker_connections", m.worker_connections, 8, 1_048_576, 1024)? as usize,
+        event_mode: c.choice(
+            "event_mode",
+            m.event_mode,
+            &[("edge", EventMode::Edge), ("level", EventMode::Level)],
+            EventMode::Edge,
+        )?,
+        pid: src.path(m.pid.as_deref().unwrap_or("/tmp/corral/corral.pid")),
+        error_log,
+        log_level: c.choice("log_level", m.log_level, &levels, Level::Info)?,
+        daemon: m.daemon.unwrap_or(false),
+        shutdown_timeout: c.duration("shutdown_timeout", m.shutdown_timeout, Duration::from_secs(60))?,
+        listen_backlog: c.int("listen_backlog", m.listen_backlog, 1, 65_535, 511)? as i32,
+    })
+}
+
+fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
+    let c = Checker {
+        src,
+        table: "http",
+        nth: 0,
+    };
+    let max_header_size = c.size("max_header_size", h.max_header_size, 1024, 1 << 20, 16 << 10)? as usize;
+    let max_uri_length = c.size("max_uri_length", h.max_uri_length, 64, 1 << 20, 8 << 10)? as usize;
+    if max_uri_length > max_header_size {
+        return Err(c.err(
+            "max_uri_length",
+            format!("{max_uri_length} is larger than max_header_size ({max_header_size})"),
+        ));
+    }
+    Ok(Http {
+        keepalive_timeout: c.duration("keepalive_timeout", h.keepalive_timeout, Duration::from_secs(75))?,
+        keepalive_requests: c.int("keepalive_requests", h.keepalive_requests, 0, 1 << 30, 1000)? as u32,
+        client_header_timeout: c.duration(
+            "client_header_timeout",
+            h.client_header_timeout,
+            Duration::from_secs(60),
+        )?,
+        client_body_timeout: c.duration("client_body_timeout", h.client_body_timeout, Duration::from_secs(60))?,
+        send_timeout: c.duration("send_timeout", h.send_timeout, Duration::from_secs(60))?,
+        lingering_timeout: c.duration("lingering_timeout", h.lingering_timeout, Duration::from_secs(5))?,
+        client_max_body_size: c.size("client_max_body_size", h.client_max_body_size, 0, 1 << 50, 1 << 20)?,
+        max_header_size,
+        max_uri_length,
+        inline_file_max: c.size("inline_file_max", h.inline_file_max, 0, 1 << 20, 32 << 10)?,
+        server_tokens: h.server_tokens.unwrap_or(true),
+    })
+}
+
+fn build_server(src: &Source, nth: usize, s: raw::Server) -> Result<Server, ConfigError> {
+    let c = Checker {
+        src,
+        table: "server",
+        nth,
+    };
+    let listen_raw = s
+        .listen
+        .map(raw::OneOrMany::into_vec)
+        .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]);
+    if listen_raw.is_empty() {
+        return Err(c.err("listen", "needs at least one address"));
+    }
+    let mut listen = Vec::new();
+    for a in &listen_raw {
+        let addr = parse_listen(a).ok_or_else(|| {
+            c.err(
+                "listen",
+                format!("\"{a}\" is not an address such as \"127.0.0.1:8080\", \"[::1]:8080\" or \"8080\""),
+            )
+        })?;
+        if !listen.contains(&addr) {
+            listen.push(addr);
+        }
+    }
+    let root = src.path(s.root.as_deref().unwrap_or("www"));
+    if src.text.is_empty() {
+        // The built-in default tolerates a missing ./www; the worker logs it.
+    } else if !root.is_dir() {
+        return Err(c.err("root", format!("{} is not a directory", root.display())));
+    }
+    let index = s
+        .index
+        .map(raw::OneOrMany::into_vec)
+        .unwrap_or_else(|| vec!["index.html".into()]);
+    for name in &index {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(c.err("index", format!("\"{name}\" must be a plain file name")));
+        }
+    }
+    let server_name = s.server_name.map(raw::OneOrMany::into_vec).unwrap_or_default();
+    for n in &server_name {
+        if n.is_empty() || n.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
+            return Err(c.err("server_name", format!("\"{n}\" is not a host name")));
+        }
+    }
+    Ok(Server {
+        listen,
+        server_name: server_name.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+        root,
+        index,
+        access_log: s.access_log.map_or(LogTarget::Off, |a| src.log_target(&a)),
+        autoindex: s.autoindex.unwrap_or(false),
+        follow_symlinks_outside_root: s.follow_symlinks_outside_root.unwrap_or(false),
+    })
+}
+
+/// `"127.0.0.1:80"`, `"[::1]:80"`, `"*:80"` or a bare port.
+fn parse_listen(s: &str) -> Option<SocketAddr> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Some(port) = s.strip_prefix("*:") {
+        return Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port.parse().ok()?));
+    }
+    if let Some(port) = s.strip_prefix("[::]:") {
+        return Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port.parse().ok()?));
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let src = Source {
+            name: "t.toml".into(),
+            text: text.into(),
+            base: std::env::temp_dir(),
+        };
+        let file: raw::File = toml::from_str(text).map_err(|e| src.syntax_error(&e))?;
+        build(&src, file)
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = check("[main]\nworkers = 1\nwrkers = 2\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("wrkers"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let e = check("[main]\nworkers = 1\ndaemon = \"yes\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.key, "daemon");
+    }
+
+    #[test]
+    fn impossible_value_names_line_and_key() {
+        let text = "[[server]]\nroot = \"/tmp\"\n[[server]]\nroot = \"/tmp\"\nlisten = \"nowhere\"\n";
+        let e = check(text).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.key, "server.listen");
+        let e = check("[main]\n\nworkers = 0\n[[server]]\nroot=\"/tmp\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "main.workers"), "{e}");
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("8080"), Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(parse_listen("[::1]:81"), Some("[::1]:81".parse().unwrap()));
+        assert_eq!(parse_listen("*:82"), Some("0.0.0.0:82".parse().unwrap()));
+        assert_eq!(parse_listen("host:80"), None);
+    }
+}

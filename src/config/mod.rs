@@ -1,0 +1,110 @@
+//! The validated configuration every process works from.
+//!
+//! `raw` mirrors the TOML file one-to-one (serde, unknown keys refused);
+//! `load` turns it into the types below, checking every value and naming
+//! file, line and key when one is wrong.
+
+mod load;
+mod raw;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{ConfigError, load, load_default};
+
+use crate::core::log::Level;
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Off,
+    Stderr,
+    Stdout,
+    File(PathBuf),
+}
+
+/// How worker sockets are registered with epoll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventMode {
+    Edge,
+    Level,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; `None` for the built-in default.
+    pub file: Option<PathBuf>,
+    pub main: Main,
+    pub http: Http,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Main {
+    pub workers: usize,
+    pub worker_connections: usize,
+    pub event_mode: EventMode,
+    pub pid: PathBuf,
+    pub error_log: LogTarget,
+    pub log_level: Level,
+    pub daemon: bool,
+    /// How long a graceful stop waits for workers before killing them.
+    pub shutdown_timeout: Duration,
+    pub listen_backlog: i32,
+}
+
+/// Protocol limits and timers shared by every server block.
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
+    pub client_header_timeout: Duration,
+    pub client_body_timeout: Duration,
+    pub send_timeout: Duration,
+    pub lingering_timeout: Duration,
+    pub client_max_body_size: u64,
+    /// Largest request head (request line + headers) accepted; also the
+    /// size of each pooled read buffer.
+    pub max_header_size: usize,
+    pub max_uri_length: usize,
+    /// Files up to this size are read into memory and leave with the head
+    /// in one `writev`; larger ones go by `sendfile`.
+    pub inline_file_max: u64,
+    pub server_tokens: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub server_name: Vec<String>,
+    pub root: PathBuf,
+    pub index: Vec<String>,
+    pub access_log: LogTarget,
+    pub autoindex: bool,
+    pub follow_symlinks_outside_root: bool,
+}
+
+impl Config {
+    /// Every distinct listening address, in first-seen order.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for s in &self.servers {
+            for a in &s.listen {
+                if !out.contains(a) {
+                    out.push(*a);
+                }
+            }
+        }
+        out
+    }
+
+    /// A short label for logs and the process title.
+    pub fn source(&self) -> String {
+        match &self.file {
+            Some(p) => p.display().to_string(),
+            None => "(built-in default)".to_string(),
+        }
+    }
+}

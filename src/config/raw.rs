@@ -1,0 +1,79 @@
+//! The TOML file as written: every key optional, unknown keys refused.
+
+use serde::Deserialize;
+
+/// A value that may be written as a number or as a string with a unit
+/// (`"16k"`, `"30s"`) or a keyword (`"auto"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NumOrStr {
+    Num(i64),
+    Str(String),
+}
+
+/// `listen` and `index` accept a single string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub main: Option<Main>,
+    pub http: Option<Http>,
+    pub server: Option<Vec<Server>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Main {
+    pub workers: Option<NumOrStr>,
+    pub worker_connections: Option<i64>,
+    pub event_mode: Option<String>,
+    pub pid: Option<String>,
+    pub error_log: Option<String>,
+    pub log_level: Option<String>,
+    pub daemon: Option<bool>,
+    pub shutdown_timeout: Option<NumOrStr>,
+    pub listen_backlog: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub keepalive_timeout: Option<NumOrStr>,
+    pub keepalive_requests: Option<i64>,
+    pub client_header_timeout: Option<NumOrStr>,
+    pub client_body_timeout: Option<NumOrStr>,
+    pub send_timeout: Option<NumOrStr>,
+    pub lingering_timeout: Option<NumOrStr>,
+    pub client_max_body_size: Option<NumOrStr>,
+    pub max_header_size: Option<NumOrStr>,
+    pub max_uri_length: Option<NumOrStr>,
+    pub inline_file_max: Option<NumOrStr>,
+    pub server_tokens: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<OneOrMany>,
+    pub server_name: Option<OneOrMany>,
+    pub root: Option<String>,
+    pub index: Option<OneOrMany>,
+    pub access_log: Option<String>,
+    pub autoindex: Option<bool>,
+    pub follow_symlinks_outside_root: Option<bool>,
+}

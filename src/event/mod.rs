@@ -1,0 +1,11 @@
+//! The reactor: one epoll loop per worker over a fixed pool of connection
+//! slots. It knows sockets, readiness and timers, nothing of HTTP; a
+//! protocol plugs in by implementing [`Service`].
+
+mod buffers;
+mod reactor;
+mod slots;
+
+pub use buffers::BufPool;
+pub use reactor::{Next, Ready, Service, Signals, run};
+pub use slots::Slots;

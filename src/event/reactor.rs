@@ -1,0 +1,366 @@
+//! The worker's event loop: accept, dispatch readiness, sweep timers,
+//! consume signals, and drain gracefully on SIGQUIT.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use socket2::Socket;
+
+use super::slots::{RESERVED, Slots};
+use crate::config::EventMode;
+use crate::os::{net, signals};
+
+/// What a connection waits for after a handler call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Read,
+    Write,
+    Close,
+}
+
+/// What epoll reported for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// Peer hung up or the socket has an error.
+    pub hangup: bool,
+}
+
+/// A protocol served by the reactor.
+pub trait Service {
+    type Conn;
+
+    fn fd(conn: &Self::Conn) -> BorrowedFd<'_>;
+    /// A connection was accepted on listener number `listener`.
+    fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Self::Conn;
+    fn ready(&mut self, conn: &mut Self::Conn, ready: Ready) -> Next;
+    /// Called about once a second per connection; true closes it (timeout).
+    fn expired(&mut self, conn: &mut Self::Conn, now: Instant) -> bool;
+    /// Graceful stop began: close the connection if it is idle, otherwise
+    /// make it the last request on it.
+    fn drain(&mut self, conn: &mut Self::Conn) -> Next;
+    /// The connection is gone; give back what it held.
+    fn closed(&mut self, conn: Self::Conn);
+    /// Start of a loop turn (refresh cached time).
+    fn turn(&mut self);
+    /// About once a second (flush buffered logs).
+    fn housekeeping(&mut self);
+    fn reopen_logs(&mut self);
+    /// The process is about to exit.
+    fn shutdown(&mut self);
+}
+
+/// Where the reactor learns of signals.
+pub struct Signals {
+    pub fd: SignalFd,
+}
+
+const SIGNAL_TOKEN: u64 = u64::MAX;
+const LISTENER_BASE: u64 = RESERVED;
+const EVENTS: usize = 512;
+const ACCEPT_BATCH: usize = 64;
+
+struct Listener {
+    sock: Socket,
+    armed: bool,
+}
+
+struct Reactor<S: Service> {
+    epoll: Epoll,
+    mode: EventMode,
+    service: S,
+    slots: Slots<S::Conn>,
+    listeners: Vec<Listener>,
+    /// Edge mode: listeners that may still have connections queued.
+    pending_accept: Vec<usize>,
+    draining: bool,
+    warned_full: bool,
+}
+
+/// Runs the loop until a stop signal, or until drained after SIGQUIT.
+pub fn run<S: Service>(
+    service: S,
+    listeners: Vec<Socket>,
+    mode: EventMode,
+    connections: usize,
+    signals: Signals,
+) -> io::Result<()> {
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    epoll.add(signals.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN))?;
+    let mut r = Reactor {
+        epoll,
+        mode,
+        service,
+        slots: Slots::new(connections),
+        listeners: listeners
+            .into_iter()
+            .map(|sock| Listener { sock, armed: false })
+            .collect(),
+        pending_accept: Vec::new(),
+        draining: false,
+        warned_full: false,
+    };
+    r.arm_listeners()?;
+    let result = r.run_loop(&signals);
+    r.service.shutdown();
+    result
+}
+
+impl<S: Service> Reactor<S> {
+    fn listener_flags(&self) -> EpollFlags {
+        let f = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+        match self.mode {
+            EventMode::Edge => f | EpollFlags::EPOLLET,
+            EventMode::Level => f,
+        }
+    }
+
+    fn arm_listeners(&mut self) -> io::Result<()> {
+        let flags = self.listener_flags();
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.armed {
+                self.epoll
+                    .add(l.sock.as_fd(), EpollEvent::new(flags, LISTENER_BASE + i as u64))?;
+                l.armed = true;
+                if self.mode == EventMode::Edge {
+                    // Connections queued while disarmed raise no new edge.
+                    self.pending_accept.push(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn disarm_listeners(&mut self) {
+        for l in &mut self.listeners {
+            if l.armed {
+                let _ = self.epoll.delete(l.sock.as_fd());
+                l.armed = false;
+            }
+        }
+        self.pending_accept.clear();
+    }
+
+    fn run_loop(&mut self, signals: &Signals) -> io::Result<()> {
+        let mut events = vec![EpollEvent::empty(); EVENTS];
+        let mut last_sweep = Instant::now();
+        loop {
+            let since = last_sweep.elapsed();
+            let timeout: u16 = if !self.pending_accept.is_empty() {
+                0
+            } else {
+                1000u64.saturating_sub(since.as_millis() as u64).max(1) as u16
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            self.service.turn();
+            for ev in &events[..n] {
+                match ev.data() {
+                    SIGNAL_TOKEN => {
+                        for sig in signals::drain(&signals.fd) {
+                            if self.on_signal(sig) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    t if t >= LISTENER_BASE => {
+                        let i = (t - LISTENER_BASE) as usize;
+                        self.accept(i);
+                    }
+                    t => self.dispatch(t, ev.events()),
+                }
+            }
+            for i in std::mem::take(&mut self.pending_accept) {
+                self.accept(i);
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                self.sweep();
+                self.service.housekeeping();
+            }
+            if self.draining && self.slots.active() == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Returns true when the process must exit now.
+    fn on_signal(&mut self, sig: Signal) -> bool {
+        match sig {
+            Signal::SIGTERM | Signal::SIGINT => {
+                crate::info!("worker received {sig}, exiting");
+                true
+            }
+            Signal::SIGQUIT => {
+                if !self.draining {
+                    crate::info!("gracefully shutting down");
+                    self.start_drain();
+                }
+                false
+            }
+            Signal::SIGUSR1 => {
+                self.service.reopen_logs();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn start_drain(&mut self) {
+        self.draining = true;
+        self.disarm_listeners();
+        // Closing our copies stops this worker accepting; the master keeps its own.
+        self.listeners.clear();
+        for tok in self.slots.tokens() {
+            if let Some(slot) = self.slots.get_mut(tok) {
+                let next = match slot.conn.as_mut() {
+                    Some(c) => self.service.drain(c),
+                    None => continue,
+                };
+                self.apply(tok, next);
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        let budget = match self.mode {
+            EventMode::Edge => ACCEPT_BATCH * 4,
+            EventMode::Level => ACCEPT_BATCH,
+        };
+        for _ in 0..budget {
+            if self.slots.is_full() {
+                if !self.warned_full {
+                    crate::warn!(
+                        "{} worker_connections are not enough, not accepting until a connection closes",
+                        self.slots.capacity()
+                    );
+                    self.warned_full = true;
+                }
+                self.disarm_listeners();
+                return;
+            }
+            let Some(l) = self.listeners.get(i) else { return };
+            match net::accept(&l.sock) {
+                Ok((stream, peer)) => self.register(stream, peer, i),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        crate::error!("accept() failed: {e}; pausing accepts for a second");
+                        self.disarm_listeners();
+                        return;
+                    }
+                    // The peer gave up before we got to it; try the next one.
+                    _ => continue,
+                },
+            }
+        }
+        if self.mode == EventMode::Edge {
+            // Budget spent before EAGAIN: come back next turn, no edge will.
+            self.pending_accept.push(i);
+        }
+    }
+
+    fn register(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) {
+        let conn = self.service.open(stream, peer, listener);
+        let tok = match self.slots.insert(conn) {
+            Ok(t) => t,
+            Err(c) => {
+                self.service.closed(c);
+                return;
+            }
+        };
+        let flags = match self.mode {
+            EventMode::Edge => {
+                EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET
+            }
+            EventMode::Level => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+        };
+        let slot = self.slots.get_mut(tok).expect("just inserted");
+        let fd = S::fd(slot.conn.as_ref().expect("just inserted"));
+        if let Err(e) = self.epoll.add(fd, EpollEvent::new(flags, tok)) {
+            crate::error!("epoll_ctl(ADD) failed: {e}");
+            self.close(tok);
+        }
+    }
+
+    fn dispatch(&mut self, tok: u64, ev: EpollFlags) {
+        let Some(slot) = self.slots.get_mut(tok) else {
+            return; // stale: the slot was closed (and maybe reused) this turn
+        };
+        let ready = Ready {
+            readable: ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP),
+            writable: ev.contains(EpollFlags::EPOLLOUT),
+            hangup: ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
+        };
+        let Some(conn) = slot.conn.as_mut() else { return };
+        let next = self.service.ready(conn, ready);
+        self.apply(tok, next);
+    }
+
+    fn apply(&mut self, tok: u64, next: Next) {
+        if next == Next::Close {
+            self.close(tok);
+            return;
+        }
+        if self.mode == EventMode::Edge {
+            return; // registered once for both directions
+        }
+        let Some(slot) = self.slots.get_mut(tok) else { return };
+        let want_write = next == Next::Write;
+        if slot.want_write == want_write {
+            return;
+        }
+        slot.want_write = want_write;
+        let flags = if want_write {
+            EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP
+        } else {
+            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+        };
+        let fd = S::fd(slot.conn.as_ref().expect("live slot"));
+        let mut ev = EpollEvent::new(flags, tok);
+        if let Err(e) = self.epoll.modify(fd, &mut ev) {
+            crate::error!("epoll_ctl(MOD) failed: {e}");
+            self.close(tok);
+        }
+    }
+
+    fn close(&mut self, tok: u64) {
+        if let Some(conn) = self.slots.remove(tok) {
+            // Dropping the socket closes it, which also removes it from epoll.
+            self.service.closed(conn);
+        }
+        if !self.draining && !self.listeners.is_empty() && self.listeners.iter().any(|l| !l.armed) {
+            self.warned_full = false;
+            if let Err(e) = self.arm_listeners() {
+                crate::error!("cannot resume accepting: {e}");
+            }
+        }
+    }
+
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        for tok in self.slots.tokens() {
+            let expired = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
+                Some(c) => self.service.expired(c, now),
+                None => false,
+            };
+            if expired {
+                self.close(tok);
+            }
+        }
+        // Resume accepting after a descriptor shortage.
+        if !self.draining && !self.slots.is_full() {
+            let _ = self.arm_listeners();
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The access log in nginx's `combined` format, buffered per worker and
+//! flushed when the buffer fills, about every second, and at exit.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+
+use crate::config::LogTarget;
+
+const FLUSH_AT: usize = 32 * 1024;
+
+pub struct AccessLog {
+    target: LogTarget,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+fn open(target: &LogTarget) -> std::io::Result<Option<File>> {
+    match target {
+        LogTarget::File(p) => {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            Ok(Some(OpenOptions::new().create(true).append(true).open(p)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// One entry's fields.
+pub struct Entry<'a> {
+    pub addr: IpAddr,
+    pub time: &'a str,
+    pub request: &'a str,
+    pub status: u16,
+    pub body_bytes: u64,
+    pub referer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+impl AccessLog {
+    pub fn new(target: LogTarget) -> AccessLog {
+        let file = open(&target).unwrap_or_else(|e| {
+            crate::error!("cannot open access log {target:?}: {e}");
+            None
+        });
+        AccessLog {
+            target,
+            file,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn target(&self) -> &LogTarget {
+        &self.target
+    }
+
+    pub fn log(&mut self, e: &Entry<'_>) {
+        let b = &mut self.buf;
+        let _ = write!(b, "{} - - [{}] \"", e.addr, e.time);
+        escape(b, e.request);
+        let _ = write!(b, "\" {} {} \"", e.status, e.body_bytes);
+        escape(b, e.referer.unwrap_or("-"));
+        b.extend_from_slice(b"\" \"");
+        escape(b, e.user_agent.unwrap_or("-"));
+        b.extend_from_slice(b"\"\n");
+        if self.buf.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let r = match (&self.target, self.file.as_mut()) {
+            (LogTarget::File(_), Some(f)) => f.write_all(&self.buf),
+            (LogTarget::Stdout, _) => std::io::stdout().write_all(&self.buf),
+            (LogTarget::Stderr, _) => std::io::stderr().write_all(&self.buf),
+            _ => Ok(()),
+        };
+        if let Err(err) = r {
+            crate::error!("writing access log failed: {err}");
+        }
+        self.buf.clear();
+    }
+
+    pub fn reopen(&mut self) {
+        self.flush();
+        match open(&self.target) {
+            Ok(Some(f)) => self.file = Some(f),
+            Ok(None) => {}
+            Err(e) => crate::error!("cannot reopen access log {:?}: {e}", self.target),
+        }
+    }
+}
+
+/// nginx-style escaping: `"`, `\` and non-printable bytes become `\xHH`.
+fn escape(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+            let _ = write!(out, "\\x{b:02X}");
+        } else {
+            out.push(b);
+        }
+    }
+}

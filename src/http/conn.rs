@@ -1,0 +1,552 @@
+//! One HTTP/1.1 connection: read a head, frame (and discard) the body,
+//! produce the response, write it, then keep-alive, pipeline or close.
+//! This is where a request becomes a response.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Instant;
+
+use super::body::{Body, BodyError};
+use super::reply::{self, Reply, ReplyBody};
+use super::request::{self, Method, Parsed, Request};
+use super::{HttpService, static_file};
+use crate::config::EventMode;
+use crate::event::Next;
+use crate::os::net;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for (the rest of) a request head; idle when no byte is buffered.
+    Head,
+    /// Reading the request body (discarded for static files).
+    Body,
+    /// Writing the response.
+    Send,
+    /// Response sent, write side shut: read and drop until the peer closes,
+    /// so unread input never turns our close into a reset.
+    Linger,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub listener: usize,
+    pub phase: Phase,
+    /// Read buffer from the pool, empty (no allocation) while idle.
+    rbuf: Vec<u8>,
+    /// Unconsumed bytes are `rbuf[rstart..rend]`.
+    rstart: usize,
+    rend: usize,
+    /// The socket may have unread bytes (edge mode: until EAGAIN).
+    readable: bool,
+    /// The peer shut its write side.
+    eof: bool,
+    pub deadline: Instant,
+    served: u32,
+    ex: Option<Exchange>,
+}
+
+/// The request in flight and its response.
+struct Exchange {
+    req: Option<Box<Request>>,
+    line: String,
+    site: usize,
+    status: u16,
+    keep_alive: bool,
+    /// Lingering close after the response (unread input may follow).
+    linger: bool,
+    body: Option<Body>,
+    continue_left: usize,
+    out: Vec<u8>,
+    out_off: usize,
+    head_len: usize,
+    file: Option<(File, i64, u64)>,
+    file_sent: u64,
+}
+
+enum Step {
+    Again,
+    Wait(Next),
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, listener: usize, deadline: Instant) -> Conn {
+        Conn {
+            stream,
+            peer,
+            listener,
+            phase: Phase::Head,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            readable: false,
+            eof: false,
+            deadline,
+            served: 0,
+            ex: None,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Head && self.rstart == self.rend
+    }
+}
+
+impl HttpService {
+    pub(super) fn on_ready(&mut self, c: &mut Conn, readable: bool, hangup: bool) -> Next {
+        if readable {
+            self.mark_readable(c);
+        }
+        if hangup && c.phase != Phase::Send {
+            return Next::Close;
+        }
+        loop {
+            let step = match c.phase {
+                Phase::Head => self.read_head(c),
+                Phase::Body => self.read_body(c),
+                Phase::Send => self.send(c),
+                Phase::Linger => self.linger(c),
+            };
+            match step {
+                Step::Again => continue,
+                Step::Wait(next) => return next,
+            }
+        }
+    }
+
+    fn mark_readable(&self, c: &mut Conn) {
+        c.readable = true;
+    }
+
+    /// Reads more bytes into the buffer. `Ok(false)` means nothing was read
+    /// now (wait for readiness); errors and EOF are reported as `Err`.
+    fn fill(&mut self, c: &mut Conn) -> io::Result<bool> {
+        if !c.readable {
+            return Ok(false);
+        }
+        if c.rbuf.is_empty() {
+            c.rbuf = self.rbufs.get();
+        }
+        if c.rstart == c.rend {
+            c.rstart = 0;
+            c.rend = 0;
+        } else if c.rend == c.rbuf.len() && c.rstart > 0 {
+            c.rbuf.copy_within(c.rstart..c.rend, 0);
+            c.rend -= c.rstart;
+            c.rstart = 0;
+        }
+        let space = c.rbuf.len() - c.rend;
+        if space == 0 {
+            return Ok(false);
+        }
+        match (&c.stream).read(&mut c.rbuf[c.rend..]) {
+            Ok(0) => {
+                c.eof = true;
+                c.readable = false;
+                Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Ok(n) => {
+                c.rend += n;
+                // A short read drained the socket; level mode reads once per event.
+                if n < space || self.mode == EventMode::Level {
+                    c.readable = false;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn release_rbuf_if_empty(&mut self, c: &mut Conn) {
+        if c.rstart == c.rend && !c.rbuf.is_empty() {
+            self.rbufs.put(std::mem::take(&mut c.rbuf));
+            c.rstart = 0;
+            c.rend = 0;
+        }
+    }
+
+    fn read_head(&mut self, c: &mut Conn) -> Step {
+        loop {
+            if c.rstart < c.rend {
+                match request::parse(&c.rbuf[c.rstart..c.rend], &self.limits) {
+                    Parsed::Done(req, len) => {
+                        c.rstart += len;
+                        self.begin(c, req);
+                        return Step::Again;
+                    }
+                    Parsed::Error(code, line) => {
+                        self.fail(c, code, line, None);
+                        return Step::Again;
+                    }
+                    Parsed::Partial => {
+                        if c.rend - c.rstart >= self.rbufs.size() {
+                            let has_line = c.rbuf[c.rstart..c.rend].contains(&b'\n');
+                            let code = if has_line { 431 } else { 414 };
+                            self.fail(c, code, String::new(), None);
+                            return Step::Again;
+                        }
+                    }
+                }
+            }
+            let was_empty = c.rstart == c.rend;
+            match self.fill(c) {
+                Ok(true) => {
+                    if was_empty {
+                        c.deadline = self.clock.now + self.cfg.client_header_timeout;
+                    }
+                }
+                Ok(false) => {
+                    self.release_rbuf_if_empty(c);
+                    return Step::Wait(Next::Read);
+                }
+                Err(_) => return Step::Wait(Next::Close),
+            }
+        }
+    }
+
+    /// A complete head: route it, build the response, decide on the body.
+    fn begin(&mut self, c: &mut Conn, mut req: Box<Request>) {
+        let site = self.select_site(c.listener, req.host.as_deref());
+        let reply = static_file::serve(&self.sites[site], &req, self.cfg.server_tokens);
+        let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
+        let mut linger = reply.close;
+        let mut body = req.body.take();
+        let mut continue_left = 0;
+        if body.is_some() && req.expect_continue {
+            if reply.status >= 300 {
+                // Do not invite a body we would only discard: answer, then close.
+                body = None;
+                keep_alive = false;
+                linger = true;
+            } else {
+                continue_left = CONTINUE.len();
+            }
+        }
+        let line = format!("{} {} HTTP/1.{}", req.method_name, req.target, req.minor);
+        let mut ex = Exchange {
+            req: None,
+            line,
+            site,
+            status: 0,
+            keep_alive,
+            linger,
+            body,
+            continue_left,
+            out: Vec::new(),
+            out_off: 0,
+            head_len: 0,
+            file: None,
+            file_sent: 0,
+        };
+        let head_only = req.method == Method::Head;
+        let minor = req.minor;
+        ex.req = Some(req);
+        self.render(&mut ex, reply, head_only, minor);
+        c.phase = if ex.body.is_some() {
+            c.deadline = self.clock.now + self.cfg.client_body_timeout;
+            Phase::Body
+        } else {
+            c.deadline = self.clock.now + self.cfg.send_timeout;
+            Phase::Send
+        };
+        c.ex = Some(ex);
+    }
+
+    fn may_keep_alive(&self, c: &Conn) -> bool {
+        !self.draining && !c.eof && !self.cfg.keepalive_timeout.is_zero() && c.served + 1 < self.cfg.keepalive_requests
+    }
+
+    /// Answers with an error status and closes afterwards. `ex` is the
+    /// exchange being replaced, if the request head had been accepted.
+    fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
+        let mut ex = ex.unwrap_or(Exchange {
+            req: None,
+            line,
+            site: self.select_site(c.listener, None),
+            status: 0,
+            keep_alive: false,
+            linger: true,
+            body: None,
+            continue_left: 0,
+            out: Vec::new(),
+            out_off: 0,
+            head_len: 0,
+            file: None,
+            file_sent: 0,
+        });
+        if !ex.out.is_empty() {
+            self.wbufs.put(std::mem::take(&mut ex.out));
+        }
+        ex.file = None;
+        ex.body = None;
+        ex.keep_alive = false;
+        ex.linger = true;
+        ex.out_off = 0;
+        let head_only = ex.req.as_ref().is_some_and(|r| r.method == Method::Head);
+        self.render(&mut ex, Reply::fatal(code, self.cfg.server_tokens), head_only, 1);
+        c.phase = Phase::Send;
+        c.deadline = self.clock.now + self.cfg.send_timeout;
+        c.ex = Some(ex);
+    }
+
+    /// Serialises `reply` into the exchange's output: the head, plus the
+    /// body when it is small enough to leave in the same write.
+    fn render(&mut self, ex: &mut Exchange, reply: Reply, head_only: bool, minor: u8) {
+        ex.status = reply.status;
+        ex.out = self.wbufs.get_empty();
+        let keep = ex.keep_alive && !reply.close;
+        reply::write_head(
+            &mut ex.out,
+            &reply,
+            self.clock.http_date(),
+            &self.server_header,
+            keep,
+            minor,
+        );
+        ex.head_len = ex.out.len();
+        if head_only {
+            return;
+        }
+        match reply.body {
+            ReplyBody::Empty => {}
+            ReplyBody::Bytes(b) => ex.out.extend_from_slice(&b),
+            ReplyBody::File { mut file, offset, len } => {
+                if len <= self.cfg.inline_file_max {
+                    ex.out.reserve(len as usize);
+                    let ok = (offset == 0 || file.seek(SeekFrom::Start(offset)).is_ok())
+                        && (&file)
+                            .take(len)
+                            .read_to_end(&mut ex.out)
+                            .is_ok_and(|n| n as u64 == len);
+                    if !ok {
+                        crate::error!("reading \"{}\" failed or the file shrank", ex.line);
+                        ex.out.truncate(ex.head_len);
+                        ex.keep_alive = false;
+                        ex.linger = false;
+                        // The head promised a length we cannot deliver: cut the connection.
+                        ex.out.clear();
+                        ex.head_len = 0;
+                    }
+                } else {
+                    ex.file = Some((file, offset as i64, len));
+                }
+            }
+        }
+    }
+
+    fn read_body(&mut self, c: &mut Conn) -> Step {
+        loop {
+            let Some(ex) = c.ex.as_mut() else {
+                return Step::Wait(Next::Close);
+            };
+            if ex.continue_left > 0 {
+                let from = CONTINUE.len() - ex.continue_left;
+                match (&c.stream).write(&CONTINUE[from..]) {
+                    Ok(n) => ex.continue_left -= n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait(Next::Write),
+                    Err(_) => return Step::Wait(Next::Close),
+                }
+                continue;
+            }
+            if c.rstart < c.rend {
+                let Some(body) = ex.body.as_mut() else {
+                    c.phase = Phase::Send;
+                    return Step::Again;
+                };
+                match body.feed(&c.rbuf[c.rstart..c.rend], &mut |_| {}) {
+                    Ok((n, done)) => {
+                        c.rstart += n;
+                        if done {
+                            ex.body = None;
+                            c.phase = Phase::Send;
+                            c.deadline = self.clock.now + self.cfg.send_timeout;
+                            return Step::Again;
+                        }
+                    }
+                    Err(e) => {
+                        let code = if e == BodyError::TooLarge { 413 } else { 400 };
+                        let ex = c.ex.take();
+                        self.fail(c, code, String::new(), ex);
+                        return Step::Again;
+                    }
+                }
+            }
+            match self.fill(c) {
+                Ok(true) => c.deadline = self.clock.now + self.cfg.client_body_timeout,
+                Ok(false) => return Step::Wait(Next::Read),
+                Err(_) => return Step::Wait(Next::Close),
+            }
+        }
+    }
+
+    fn send(&mut self, c: &mut Conn) -> Step {
+        let Some(ex) = c.ex.as_mut() else {
+            return Step::Wait(Next::Close);
+        };
+        let mut progressed = false;
+        let result: io::Result<()> = loop {
+            if ex.out_off < ex.out.len() {
+                let buf = &ex.out[ex.out_off..];
+                let r = if ex.file.is_some() {
+                    net::send_more(&c.stream, buf)
+                } else {
+                    (&c.stream).write(buf)
+                };
+                match r {
+                    Ok(n) => {
+                        ex.out_off += n;
+                        progressed = true;
+                    }
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
+            if let Some((file, off, left)) = ex.file.as_mut() {
+                if *left == 0 {
+                    ex.file = None;
+                    continue;
+                }
+                match net::sendfile(&c.stream, file, off, (*left).min(1 << 30) as usize) {
+                    Ok(0) => {
+                        break Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shrank while sending",
+                        ));
+                    }
+                    Ok(n) => {
+                        *left -= n as u64;
+                        ex.file_sent += n as u64;
+                        progressed = true;
+                    }
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
+            break Ok(());
+        };
+        match result {
+            Ok(()) => self.finish(c, true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if progressed {
+                    c.deadline = self.clock.now + self.cfg.send_timeout;
+                }
+                Step::Wait(Next::Write)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    crate::error!("{} while sending \"{}\" to {}", e, ex.line, c.peer.ip());
+                } else {
+                    crate::info!("writing to {} failed: {e}", c.peer.ip());
+                }
+                self.finish(c, false)
+            }
+        }
+    }
+
+    /// The response is out (or failed): log it, then keep-alive or close.
+    fn finish(&mut self, c: &mut Conn, ok: bool) -> Step {
+        let Some(mut ex) = c.ex.take() else {
+            return Step::Wait(Next::Close);
+        };
+        self.log_exchange(c, &ex);
+        self.wbufs.put(std::mem::take(&mut ex.out));
+        c.served += 1;
+        if ok && ex.keep_alive && !self.draining {
+            c.phase = Phase::Head;
+            if c.rstart == c.rend {
+                c.deadline = self.clock.now + self.cfg.keepalive_timeout;
+                self.release_rbuf_if_empty(c);
+            } else {
+                c.deadline = self.clock.now + self.cfg.client_header_timeout;
+            }
+            return Step::Again;
+        }
+        if ok && (ex.linger || c.rstart < c.rend || c.readable) {
+            let _ = c.stream.shutdown(Shutdown::Write);
+            c.phase = Phase::Linger;
+            c.deadline = self.clock.now + self.cfg.lingering_timeout;
+            return Step::Again;
+        }
+        Step::Wait(Next::Close)
+    }
+
+    fn linger(&mut self, c: &mut Conn) -> Step {
+        c.rstart = 0;
+        c.rend = 0;
+        if c.rbuf.is_empty() {
+            c.rbuf = self.rbufs.get();
+        }
+        loop {
+            match (&c.stream).read(&mut c.rbuf) {
+                Ok(0) => return Step::Wait(Next::Close),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait(Next::Read),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Step::Wait(Next::Close),
+            }
+        }
+    }
+
+    fn log_exchange(&mut self, c: &Conn, ex: &Exchange) {
+        let Some(log) = self.site_log[ex.site] else { return };
+        let req = ex.req.as_deref();
+        let body_bytes = (ex.out_off.saturating_sub(ex.head_len)) as u64 + ex.file_sent;
+        let entry = super::access_log::Entry {
+            addr: c.peer.ip(),
+            time: self.clock.log_time(),
+            request: &ex.line,
+            status: ex.status,
+            body_bytes,
+            referer: req.and_then(|r| r.referer.as_deref()),
+            user_agent: req.and_then(|r| r.user_agent.as_deref()),
+        };
+        self.logs[log].log(&entry);
+    }
+
+    /// Graceful stop: idle connections close now, busy ones after this response.
+    pub(super) fn on_drain(&mut self, c: &mut Conn) -> Next {
+        match c.phase {
+            Phase::Head if c.rstart == c.rend => Next::Close,
+            Phase::Send => Next::Write,
+            Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
+            _ => Next::Read,
+        }
+    }
+
+    /// The connection is going away; give its buffers back and log a
+    /// response that was cut short.
+    pub(super) fn on_closed(&mut self, mut c: Conn) {
+        if let Some(mut ex) = c.ex.take() {
+            if c.phase == Phase::Send {
+                self.log_exchange(&c, &ex);
+            }
+            self.wbufs.put(std::mem::take(&mut ex.out));
+        }
+        if !c.rbuf.is_empty() {
+            self.rbufs.put(std::mem::take(&mut c.rbuf));
+        }
+    }
+
+    pub(super) fn on_expired(&mut self, c: &mut Conn, now: Instant) -> bool {
+        if now < c.deadline {
+            return false;
+        }
+        match c.phase {
+            Phase::Head if c.rstart == c.rend => {}
+            Phase::Head => crate::info!("client {} timed out reading the request head", c.peer.ip()),
+            Phase::Body => crate::info!("client {} timed out sending the request body", c.peer.ip()),
+            Phase::Send => crate::info!("client {} timed out receiving the response", c.peer.ip()),
+            Phase::Linger => {}
+        }
+        true
+    }
+}

@@ -1,0 +1,177 @@
+//! HTTP/1.1 as a [`Service`] of the reactor: the per-worker state shared by
+//! every connection (sites, buffer pools, access logs, cached time).
+
+mod access_log;
+mod autoindex;
+mod body;
+mod conn;
+mod path;
+mod range;
+mod reply;
+mod request;
+mod static_file;
+mod status;
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use socket2::Socket;
+
+use crate::config::{self, Config, EventMode, LogTarget};
+use crate::core::clock::Clock;
+use crate::event::{self, BufPool, Next, Ready, Service, Signals};
+use access_log::AccessLog;
+use conn::Conn;
+use static_file::Site;
+
+pub struct HttpService {
+    cfg: config::Http,
+    mode: EventMode,
+    sites: Vec<Site>,
+    /// Per listener: the sites bound to it, the default (first) one first.
+    by_listener: Vec<Vec<usize>>,
+    /// Per site: its access log, if any.
+    site_log: Vec<Option<usize>>,
+    logs: Vec<AccessLog>,
+    rbufs: BufPool,
+    wbufs: BufPool,
+    clock: Clock,
+    draining: bool,
+    server_header: String,
+    limits: request::Limits,
+}
+
+impl HttpService {
+    pub fn new(cfg: &Config) -> HttpService {
+        let addrs = cfg.listen_addrs();
+        let mut by_listener = vec![Vec::new(); addrs.len()];
+        for (i, s) in cfg.servers.iter().enumerate() {
+            for a in &s.listen {
+                if let Some(l) = addrs.iter().position(|x| x == a) {
+                    by_listener[l].push(i);
+                }
+            }
+        }
+        let mut logs: Vec<AccessLog> = Vec::new();
+        let mut site_log = Vec::new();
+        for s in &cfg.servers {
+            let idx = match &s.access_log {
+                LogTarget::Off => None,
+                t => Some(match logs.iter().position(|l| l.target() == t) {
+                    Some(i) => i,
+                    None => {
+                        logs.push(AccessLog::new(t.clone()));
+                        logs.len() - 1
+                    }
+                }),
+            };
+            site_log.push(idx);
+        }
+        let server_header = if cfg.http.server_tokens {
+            concat!("corral/", env!("CARGO_PKG_VERSION")).to_string()
+        } else {
+            "corral".to_string()
+        };
+        HttpService {
+            cfg: cfg.http.clone(),
+            mode: cfg.main.event_mode,
+            sites: cfg.servers.iter().cloned().map(Site::new).collect(),
+            by_listener,
+            site_log,
+            logs,
+            rbufs: BufPool::new(cfg.http.max_header_size, 256),
+            wbufs: BufPool::new(4096, 256),
+            clock: Clock::new(),
+            draining: false,
+            server_header,
+            limits: request::Limits {
+                max_uri: cfg.http.max_uri_length,
+                max_body: cfg.http.client_max_body_size,
+            },
+        }
+    }
+
+    /// The site for `host` among those on `listener`: by `server_name`,
+    /// else the first one configured on that address.
+    fn select_site(&self, listener: usize, host: Option<&str>) -> usize {
+        let cands = &self.by_listener[listener];
+        if let Some(h) = host {
+            for &i in cands {
+                if self.sites[i].cfg.server_name.iter().any(|n| n == h) {
+                    return i;
+                }
+            }
+        }
+        cands.first().copied().unwrap_or(0)
+    }
+}
+
+impl Service for HttpService {
+    type Conn = Conn;
+
+    fn fd(conn: &Conn) -> BorrowedFd<'_> {
+        conn.stream.as_fd()
+    }
+
+    fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Conn {
+        let _ = stream.set_nodelay(true);
+        Conn::new(stream, peer, listener, self.clock.now + self.cfg.client_header_timeout)
+    }
+
+    fn ready(&mut self, conn: &mut Conn, ready: Ready) -> Next {
+        self.on_ready(conn, ready.readable, ready.hangup)
+    }
+
+    fn expired(&mut self, conn: &mut Conn, now: Instant) -> bool {
+        self.on_expired(conn, now)
+    }
+
+    fn drain(&mut self, conn: &mut Conn) -> Next {
+        self.draining = true;
+        self.on_drain(conn)
+    }
+
+    fn closed(&mut self, conn: Conn) {
+        self.on_closed(conn);
+    }
+
+    fn turn(&mut self) {
+        self.clock.update();
+    }
+
+    fn housekeeping(&mut self) {
+        for l in &mut self.logs {
+            l.flush();
+        }
+    }
+
+    fn reopen_logs(&mut self) {
+        if let Err(e) = crate::core::log::reopen() {
+            crate::error!("reopening the error log failed: {e}");
+        }
+        for l in &mut self.logs {
+            l.reopen();
+        }
+        crate::notice!("logs reopened");
+    }
+
+    fn shutdown(&mut self) {
+        for l in &mut self.logs {
+            l.flush();
+        }
+    }
+}
+
+/// A worker process's life: serve `cfg` on the inherited `listeners`.
+pub fn worker(cfg: &Config, listeners: Vec<Socket>, signals: Signals) -> std::io::Result<()> {
+    let mut service = HttpService::new(cfg);
+    service.draining = false;
+    event::run(
+        service,
+        listeners,
+        cfg.main.event_mode,
+        cfg.main.worker_connections,
+        signals,
+    )
+}

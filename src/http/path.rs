@@ -1,0 +1,111 @@
+//! Turning a request target's path into a path under the root: percent-
+//! decoding, then RFC 3986 dot-segment removal over the decoded bytes, so
+//! `%2e%2e`, `%2f` and friends cannot climb out.
+
+/// Percent-decodes `raw`. `None` for a broken escape or an encoded NUL.
+pub fn decode(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'%' {
+            let hi = hex(*raw.get(i + 1)?)?;
+            let lo = hex(*raw.get(i + 2)?)?;
+            let v = hi << 4 | lo;
+            if v == 0 {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            if b == 0 {
+                return None;
+            }
+            out.push(b);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Removes `.` and `..` segments and merges repeated slashes. The result
+/// starts with `/` and keeps a trailing slash. `None` if `..` would climb
+/// above the root or the path is not absolute.
+pub fn normalize(path: &[u8]) -> Option<Vec<u8>> {
+    if path.first() != Some(&b'/') {
+        return None;
+    }
+    let mut segs: Vec<&[u8]> = Vec::new();
+    let mut trailing = false;
+    for seg in path[1..].split(|&b| b == b'/') {
+        trailing = false;
+        match seg {
+            b"" => trailing = true,
+            b"." => trailing = true,
+            b".." => {
+                segs.pop()?;
+                trailing = true;
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for s in &segs {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if trailing || segs.is_empty() {
+        out.push(b'/');
+    }
+    Some(out)
+}
+
+/// Percent-encodes a decoded path for a `Location` header or a link.
+pub fn encode(path: &[u8]) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &str) -> Option<String> {
+        normalize(&decode(p.as_bytes())?).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn dot_segments() {
+        assert_eq!(n("/a/b/../c").as_deref(), Some("/a/c"));
+        assert_eq!(n("/a/./b/").as_deref(), Some("/a/b/"));
+        assert_eq!(n("//a///b").as_deref(), Some("/a/b"));
+        assert_eq!(n("/a/..").as_deref(), Some("/"));
+        assert_eq!(n("/").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        assert_eq!(n("/../etc/passwd"), None);
+        assert_eq!(n("/%2e%2e/etc/passwd"), None);
+        assert_eq!(n("/a/%2E%2E%2f%2e%2e/etc"), None);
+        assert_eq!(n("/a%00b"), None);
+        assert_eq!(n("/a%zz"), None);
+        assert_eq!(n("/a%2"), None);
+    }
+}

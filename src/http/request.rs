@@ -1,0 +1,386 @@
+//! Parsing and checking a request head (RFC 9110, RFC 9112). The head is
+//! tokenised by `httparse`; this module applies the rules that keep framing
+//! unambiguous and turns every violation into the right status code.
+
+use super::body::{Body, Chunked};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    /// A method we know but do not allow on static files (405).
+    Other,
+}
+
+/// What the connection needs to know about one request.
+#[derive(Debug)]
+pub struct Request {
+    pub method: Method,
+    pub method_name: String,
+    /// The request target as sent.
+    pub target: String,
+    /// Path part of the target (still percent-encoded), and the query.
+    pub path_end: usize,
+    pub path_start: usize,
+    pub minor: u8,
+    /// Host without port, lowercased.
+    pub host: Option<String>,
+    pub keep_alive: bool,
+    pub body: Option<Body>,
+    pub content_length: Option<u64>,
+    pub expect_continue: bool,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_match: Option<String>,
+    pub if_unmodified_since: Option<String>,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Request {
+    pub fn path(&self) -> &str {
+        &self.target[self.path_start..self.path_end]
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target
+            .get(self.path_end + 1..)
+            .filter(|_| self.target.as_bytes().get(self.path_end) == Some(&b'?'))
+    }
+}
+
+/// The outcome of looking at the buffered bytes.
+pub enum Parsed {
+    /// A complete head of `len` bytes.
+    Done(Box<Request>, usize),
+    Partial,
+    /// Reject with this status and close; `line` is the request line if one
+    /// could be read (for the access log).
+    Error(u16, String),
+}
+
+const MAX_HEADERS: usize = 100;
+
+pub struct Limits {
+    pub max_uri: usize,
+    pub max_body: u64,
+}
+
+pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            // A request line that is already too long need not be waited for.
+            let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            if line_len > limits.max_uri + 32 {
+                return Parsed::Error(414, String::new());
+            }
+            return Parsed::Partial;
+        }
+        Err(httparse::Error::Version) => return Parsed::Error(version_status(buf), first_line(buf)),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, first_line(buf)),
+        Err(_) => return Parsed::Error(400, first_line(buf)),
+    };
+    let method_name = req.method.unwrap_or("").to_string();
+    let target = req.path.unwrap_or("").to_string();
+    let minor = req.version.unwrap_or(1);
+    let line = format!("{method_name} {target} HTTP/1.{minor}");
+    let fail = |code: u16| Parsed::Error(code, line.clone());
+    if target.len() > limits.max_uri {
+        return fail(414);
+    }
+    let method = match method_name.as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+        _ => return fail(501),
+    };
+
+    let mut r = Request {
+        method,
+        method_name,
+        target,
+        path_end: 0,
+        path_start: 0,
+        minor,
+        host: None,
+        keep_alive: minor >= 1,
+        body: None,
+        content_length: None,
+        expect_continue: false,
+        if_none_match: None,
+        if_modified_since: None,
+        if_match: None,
+        if_unmodified_since: None,
+        range: None,
+        if_range: None,
+        referer: None,
+        user_agent: None,
+    };
+
+    let mut hosts = 0u32;
+    let mut te: Option<String> = None;
+    for h in req.headers.iter() {
+        let Ok(value) = std::str::from_utf8(h.value) else {
+            // obs-text in a header we read must not confuse us; others are ignored.
+            if is(h.name, "host") || is(h.name, "content-length") || is(h.name, "transfer-encoding") {
+                return fail(400);
+            }
+            continue;
+        };
+        let value = value.trim_matches([' ', '\t']);
+        let name = h.name;
+        if is(name, "host") {
+            hosts += 1;
+            match host_name(value) {
+                Some(hn) => r.host = Some(hn),
+                None => return fail(400),
+            }
+        } else if is(name, "content-length") {
+            for part in value.split(',') {
+                let part = part.trim_matches([' ', '\t']);
+                if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return fail(400);
+                }
+                let n: u64 = match part.parse() {
+                    Ok(n) => n,
+                    Err(_) => return fail(400),
+                };
+                if r.content_length.is_some_and(|c| c != n) {
+                    return fail(400);
+                }
+                r.content_length = Some(n);
+            }
+        } else if is(name, "transfer-encoding") {
+            let t = te.get_or_insert_with(String::new);
+            if !t.is_empty() {
+                t.push(',');
+            }
+            t.push_str(value);
+        } else if is(name, "connection") {
+            for tok in value.split(',') {
+                let tok = tok.trim_matches([' ', '\t']);
+                if tok.eq_ignore_ascii_case("close") {
+                    r.keep_alive = false;
+                } else if tok.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                    r.keep_alive = true;
+                }
+            }
+        } else if is(name, "expect") {
+            if value.eq_ignore_ascii_case("100-continue") {
+                r.expect_continue = minor >= 1;
+            } else {
+                return fail(417);
+            }
+        } else if is(name, "if-none-match") {
+            r.if_none_match = Some(value.to_string());
+        } else if is(name, "if-modified-since") {
+            r.if_modified_since = Some(value.to_string());
+        } else if is(name, "if-match") {
+            r.if_match = Some(value.to_string());
+        } else if is(name, "if-unmodified-since") {
+            r.if_unmodified_since = Some(value.to_string());
+        } else if is(name, "range") {
+            r.range = Some(value.to_string());
+        } else if is(name, "if-range") {
+            r.if_range = Some(value.to_string());
+        } else if is(name, "referer") {
+            r.referer = Some(value.to_string());
+        } else if is(name, "user-agent") {
+            r.user_agent = Some(value.to_string());
+        }
+    }
+    if hosts > 1 {
+        return fail(400);
+    }
+
+    // Framing (RFC 9112 §6.3): chunked alone, or a single length.
+    if let Some(te) = te {
+        if minor == 0 || r.content_length.is_some() {
+            return fail(400);
+        }
+        let codings: Vec<&str> = te.split(',').map(|c| c.trim_matches([' ', '\t'])).collect();
+        if codings.len() != 1 || !codings[0].eq_ignore_ascii_case("chunked") {
+            return fail(400);
+        }
+        r.body = Some(Body::Chunked(Chunked::new(limits.max_body)));
+    } else if let Some(n) = r.content_length {
+        if n > limits.max_body {
+            return fail(413);
+        }
+        if n > 0 {
+            r.body = Some(Body::Length { left: n });
+        }
+    }
+    if r.body.is_none() {
+        r.expect_continue = false;
+    }
+
+    // Request target forms (RFC 9112 §3.2).
+    let t = r.target.as_bytes();
+    if t.first() == Some(&b'/') {
+        r.path_start = 0;
+    } else if let Some(rest) = strip_scheme(&r.target).map(str::to_string) {
+        let rest = rest.as_str();
+        let off = r.target.len() - rest.len();
+        let slash = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..slash.min(rest.find('?').unwrap_or(rest.len()))];
+        match host_name(authority) {
+            Some(h) if !authority.contains('@') => r.host = Some(h),
+            _ => return fail(400),
+        }
+        if slash == rest.len() {
+            // "http://host" has the empty path, which means "/".
+            r.target.push('/');
+        }
+        r.path_start = off + slash.min(rest.len());
+    } else if r.target == "*" && r.method_name == "OPTIONS" {
+        r.path_start = 0;
+    } else {
+        return fail(400);
+    }
+    if minor >= 1 && hosts == 0 {
+        return fail(400);
+    }
+    let tail = &r.target.as_bytes()[r.path_start..];
+    r.path_end = r.path_start + tail.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(tail.len());
+    if r.target.as_bytes().get(r.path_end) == Some(&b'#') {
+        return fail(400);
+    }
+    Parsed::Done(Box::new(r), len)
+}
+
+fn is(name: &str, want: &str) -> bool {
+    name.eq_ignore_ascii_case(want)
+}
+
+fn strip_scheme(t: &str) -> Option<&str> {
+    let (scheme, rest) = t.split_once("://")?;
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(rest)
+}
+
+/// Validates a Host value (`name`, `name:port`, `[v6]:port`) and returns
+/// the name part, lowercased. The empty value is allowed (RFC 9112 §3.2).
+fn host_name(v: &str) -> Option<String> {
+    let name = if let Some(rest) = v.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return None;
+        }
+        port_ok(after)?;
+        return Some(format!("[{}]", inside.to_ascii_lowercase()));
+    } else {
+        match v.rsplit_once(':') {
+            Some((n, p)) => {
+                port_ok(&format!(":{p}"))?;
+                n
+            }
+            None => v,
+        }
+    };
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    ok.then(|| name.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn port_ok(after: &str) -> Option<()> {
+    if after.is_empty() {
+        return Some(());
+    }
+    let p = after.strip_prefix(':')?;
+    (p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())).then_some(())
+}
+
+/// 505 for a well-formed version we do not speak, 400 for garbage.
+fn version_status(buf: &[u8]) -> u16 {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let ver = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    match ver {
+        [b'H', b'T', b'T', b'P', b'/', d, b'.', m] if d.is_ascii_digit() && m.is_ascii_digit() => 505,
+        [b'H', b'T', b'T', b'P', b'/', d] if d.is_ascii_digit() => 505,
+        _ => 400,
+    }
+}
+
+/// The first line of what was received, for the access log of a bad request.
+fn first_line(buf: &[u8]) -> String {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    String::from_utf8_lossy(&line[..line.len().min(1024)]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Limits = Limits {
+        max_uri: 8192,
+        max_body: 1 << 20,
+    };
+
+    fn status(raw: &str) -> u16 {
+        match parse(raw.as_bytes(), &L) {
+            Parsed::Done(..) => 200,
+            Parsed::Partial => 0,
+            Parsed::Error(c, _) => c,
+        }
+    }
+
+    #[test]
+    fn framing_rules() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400, "missing Host");
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\n"), 200);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +2\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400, "space before colon");
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n"),
+            400,
+            "obs-fold"
+        );
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status("GET / FOO/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("BREW / HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n"),
+            413
+        );
+        assert_eq!(status("GET http://x.y/p?q HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("GET x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n"), 0);
+    }
+
+    #[test]
+    fn absolute_form_sets_host_and_path() {
+        let Parsed::Done(r, _) = parse(b"GET http://Example.COM:80/a/b?x=1 HTTP/1.1\r\nHost: other\r\n\r\n", &L) else {
+            panic!("not parsed")
+        };
+        assert_eq!(r.host.as_deref(), Some("example.com"));
+        assert_eq!(r.path(), "/a/b");
+        assert_eq!(r.query(), Some("x=1"));
+    }
+}

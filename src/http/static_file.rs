@@ -1,0 +1,284 @@
+//! Static files: confinement to the root, index files, directory
+//! redirects, validators and conditional requests, byte ranges.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+
+use super::autoindex;
+use super::path;
+use super::range::{self, Range};
+use super::reply::{Reply, ReplyBody};
+use super::request::{Method, Request};
+use crate::config;
+
+/// A server block as a worker holds it: its settings and an open handle on
+/// its root directory, the anchor every lookup is resolved beneath.
+pub struct Site {
+    pub cfg: config::Server,
+    root: Option<OwnedFd>,
+}
+
+impl Site {
+    pub fn new(cfg: config::Server) -> Site {
+        let root = nix::fcntl::open(
+            &cfg.root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        // SAFETY: open returned a fresh descriptor that nothing else owns.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let root = match root {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                crate::error!(
+                    "root {} cannot be opened: {e}; every request will get 404",
+                    cfg.root.display()
+                );
+                None
+            }
+        };
+        Site { cfg, root }
+    }
+
+    /// Opens `rel` (no leading slash) beneath the root. Symlinks may not
+    /// leave the root unless the config allows it.
+    fn open(&self, rel: &[u8]) -> Result<OwnedFd, Errno> {
+        let root = self.root.as_ref().ok_or(Errno::ENOENT)?;
+        let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+        let resolve = if self.cfg.follow_symlinks_outside_root {
+            ResolveFlag::RESOLVE_NO_MAGICLINKS
+        } else {
+            ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        };
+        // O_NONBLOCK: opening a FIFO must never stall the worker.
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+            .resolve(resolve);
+        let fd = openat2(root.as_raw_fd(), rel, how)?;
+        // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
+    match e {
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG => 404,
+        Errno::EXDEV | Errno::ELOOP => {
+            crate::error!(
+                "\"{}\" resolves outside root {}, refused",
+                String::from_utf8_lossy(rel),
+                site.cfg.root.display()
+            );
+            403
+        }
+        Errno::EACCES | Errno::EPERM => 403,
+        Errno::EMFILE | Errno::ENFILE => {
+            crate::crit!("open() failed: {e}");
+            503
+        }
+        _ => {
+            crate::error!("open(\"{}\") failed: {e}", String::from_utf8_lossy(rel));
+            500
+        }
+    }
+}
+
+/// Serves `req` from `site`.
+pub fn serve(site: &Site, req: &Request, tokens: bool) -> Reply {
+    let Some(decoded) = path::decode(req.path().as_bytes()) else {
+        return Reply::error(400, tokens);
+    };
+    let Some(norm) = path::normalize(&decoded) else {
+        return Reply::error(400, tokens);
+    };
+    if req.method == Method::Other {
+        let mut r = Reply::error(405, tokens);
+        r.header("Allow", "GET, HEAD");
+        return r;
+    }
+    let rel = &norm[1..];
+    let fd = match site.open(rel) {
+        Ok(fd) => fd,
+        Err(e) => return Reply::error(errno_status(e, site, rel), tokens),
+    };
+    let file = File::from(fd);
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(_) => return Reply::error(500, tokens),
+    };
+    if meta.is_dir() {
+        if norm.last() != Some(&b'/') {
+            let mut loc = path::encode(&norm);
+            loc.push('/');
+            if let Some(q) = req.query() {
+                loc.push('?');
+                loc.push_str(q);
+            }
+            let mut r = Reply::error(301, tokens);
+            r.header("Location", loc);
+            return r;
+        }
+        for index in &site.cfg.index {
+            let mut p = rel.to_vec();
+            p.extend_from_slice(index.as_bytes());
+            match site.open(&p) {
+                Ok(fd) => {
+                    let f = File::from(fd);
+                    match f.metadata() {
+                        Ok(m) if m.is_file() => return serve_file(f, &m, index.as_bytes(), req, tokens),
+                        _ => continue,
+                    }
+                }
+                Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+                Err(e) => return Reply::error(errno_status(e, site, &p), tokens),
+            }
+        }
+        if site.cfg.autoindex {
+            return match autoindex::render(&OwnedFd::from(file), &norm) {
+                Ok(html) => {
+                    let mut r = Reply::error(200, tokens);
+                    r.length = Some(html.len() as u64);
+                    r.body = ReplyBody::Bytes(html);
+                    r
+                }
+                Err(e) => {
+                    crate::error!("autoindex of \"{}\" failed: {e}", String::from_utf8_lossy(&norm));
+                    Reply::error(500, tokens)
+                }
+            };
+        }
+        return Reply::error(403, tokens);
+    }
+    if !meta.is_file() {
+        return Reply::error(403, tokens);
+    }
+    serve_file(file, &meta, &norm, req, tokens)
+}
+
+fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, tokens: bool) -> Reply {
+    let len = meta.len();
+    let mtime = meta.mtime().max(0) as u64;
+    let etag = format!("\"{mtime:x}-{len:x}\"");
+    let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime));
+    let validators = |r: &mut Reply| {
+        r.header("Last-Modified", &last_modified);
+        r.header("ETag", &etag);
+    };
+
+    // RFC 9110 §13.2.2: the order in which preconditions are evaluated.
+    if let Some(im) = &req.if_match {
+        if !etag_list_matches(im, &etag, true) {
+            return Reply::error(412, tokens);
+        }
+    } else if let Some(ius) = req.if_unmodified_since.as_deref().and_then(parse_date)
+        && mtime > ius
+    {
+        return Reply::error(412, tokens);
+    }
+    let not_modified = if let Some(inm) = &req.if_none_match {
+        etag_list_matches(inm, &etag, false)
+    } else if let Some(ims) = req.if_modified_since.as_deref().and_then(parse_date) {
+        mtime <= ims
+    } else {
+        false
+    };
+    if not_modified {
+        let mut r = Reply::error(304, tokens);
+        r.content_type = None;
+        r.length = None;
+        r.body = ReplyBody::Empty;
+        validators(&mut r);
+        return r;
+    }
+
+    let name = String::from_utf8_lossy(name);
+    let ctype = mime_guess::from_path(name.as_ref())
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    let mut rng = match &req.range {
+        Some(h) if req.method == Method::Get => range::parse(h, len),
+        _ => Range::Full,
+    };
+    if rng != Range::Full
+        && let Some(ir) = &req.if_range
+    {
+        let ok = if ir.starts_with('"') || ir.starts_with("W/") {
+            ir == &etag
+        } else {
+            parse_date(ir) == Some(mtime)
+        };
+        if !ok {
+            rng = Range::Full;
+        }
+    }
+    let mut r = Reply {
+        status: 200,
+        content_type: Some(ctype),
+        length: Some(len),
+        extra: String::new(),
+        body: ReplyBody::Empty,
+        close: false,
+    };
+    validators(&mut r);
+    r.header("Accept-Ranges", "bytes");
+    let (offset, count) = match rng {
+        Range::Full => (0, len),
+        Range::Part { start, end } => {
+            r.status = 206;
+            r.header("Content-Range", format_args!("bytes {start}-{end}/{len}"));
+            (start, end - start + 1)
+        }
+        Range::Unsatisfiable => {
+            let mut e = Reply::error(416, tokens);
+            e.header("Content-Range", format_args!("bytes */{len}"));
+            return e;
+        }
+    };
+    r.length = Some(count);
+    if req.method == Method::Get && count > 0 {
+        r.body = ReplyBody::File {
+            file,
+            offset,
+            len: count,
+        };
+    }
+    r
+}
+
+fn parse_date(s: &str) -> Option<u64> {
+    let t: SystemTime = httpdate::parse_http_date(s.trim()).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// Matches an If-Match / If-None-Match list against our (strong) ETag.
+/// Strong comparison refuses weak tags; weak comparison ignores `W/`.
+fn etag_list_matches(list: &str, etag: &str, strong: bool) -> bool {
+    list.split(',').map(str::trim).any(|t| {
+        if t == "*" {
+            return true;
+        }
+        match t.strip_prefix("W/") {
+            Some(w) => !strong && w == etag,
+            None => t == etag,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_comparison() {
+        assert!(etag_list_matches("\"a\", \"b\"", "\"b\"", true));
+        assert!(etag_list_matches("W/\"b\"", "\"b\"", false));
+        assert!(!etag_list_matches("W/\"b\"", "\"b\"", true));
+        assert!(etag_list_matches("*", "\"b\"", true));
+        assert!(!etag_list_matches("\"c\"", "\"b\"", false));
+    }
+}

@@ -1,0 +1,11 @@
+//! corral: an event-driven web server and application process manager.
+//!
+//! Arrows point one way: `event` knows nothing of HTTP, `http` plugs a
+//! service into `event`, `master` knows processes and config, not requests.
+
+pub mod config;
+pub mod core;
+pub mod event;
+pub mod http;
+pub mod master;
+pub mod os;

@@ -1,0 +1,125 @@
+//! The `corral` command line, in nginx's shape: `-c FILE`, `-t`,
+//! `-s stop|quit|reopen|reload`, `-V`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, Command};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use corral::config::{self, Config};
+use corral::master;
+use corral::os::pidfile;
+
+const DEFAULT_CONFIG: &str = "corral.toml";
+
+fn cli() -> Command {
+    Command::new("corral")
+        .about("event-driven web server and application process manager")
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("config")
+                .short('c')
+                .value_name("FILE")
+                .help("use this config file (default: ./corral.toml if present, else built-in defaults)"),
+        )
+        .arg(
+            Arg::new("test")
+                .short('t')
+                .action(ArgAction::SetTrue)
+                .help("test the configuration and exit"),
+        )
+        .arg(
+            Arg::new("signal")
+                .short('s')
+                .value_name("SIGNAL")
+                .value_parser(["stop", "quit", "reopen", "reload"])
+                .help("send a signal to the running master: stop, quit, reopen, reload"),
+        )
+        .arg(
+            Arg::new("version")
+                .short('V')
+                .action(ArgAction::SetTrue)
+                .help("print the version and exit"),
+        )
+}
+
+/// `-c FILE`, else `./corral.toml` if present, else the built-in default.
+fn load(explicit: Option<&String>) -> Result<Config, config::ConfigError> {
+    match explicit {
+        Some(p) => config::load(Path::new(p)),
+        None if Path::new(DEFAULT_CONFIG).exists() => config::load(Path::new(DEFAULT_CONFIG)),
+        None => Ok(config::load_default()),
+    }
+}
+
+fn main() -> ExitCode {
+    // Read argv before the process title overwrites it.
+    let argv: Vec<String> = std::env::args().collect();
+    let m = match cli().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if m.get_flag("version") {
+        eprintln!("corral version {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let explicit = m.get_one::<String>("config");
+    let cfg = load(explicit);
+    if m.get_flag("test") {
+        return match cfg {
+            Ok(c) => {
+                eprintln!("corral: the configuration file {} syntax is ok", c.source());
+                eprintln!("corral: configuration file {} test is successful", c.source());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("corral: [emerg] {e}");
+                eprintln!("corral: configuration file {} test failed", e.file);
+                ExitCode::from(1)
+            }
+        };
+    }
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corral: [emerg] {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(sig) = m.get_one::<String>("signal") {
+        return send_signal(&cfg.main.pid, sig);
+    }
+    ExitCode::from(master::run(cfg, master::Launch { argv }) as u8)
+}
+
+fn send_signal(pid_path: &Path, name: &str) -> ExitCode {
+    let sig = match name {
+        "stop" => Signal::SIGTERM,
+        "quit" => Signal::SIGQUIT,
+        "reopen" => Signal::SIGUSR1,
+        _ => Signal::SIGHUP,
+    };
+    let pid = match pidfile::read(pid_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("corral: [error] cannot read pid file \"{}\": {e}", pid_path.display());
+            return ExitCode::from(1);
+        }
+    };
+    match kill(Pid::from_raw(pid), sig) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral: [error] kill({pid}, {sig}) failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

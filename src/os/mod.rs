@@ -1,0 +1,8 @@
+//! Thin, safe wrappers over the Linux calls the rest of corral needs.
+
+pub mod daemon;
+pub mod listen;
+pub mod net;
+pub mod pidfile;
+pub mod signals;
+pub mod title;

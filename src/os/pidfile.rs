@@ -1,0 +1,40 @@
+//! The pid file: written at start, read by `corral -s`, removed at exit.
+
+use std::io;
+use std::path::Path;
+
+pub fn write(path: &Path, pid: u32) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, format!("{pid}\n"))
+}
+
+pub fn read(path: &Path) -> io::Result<i32> {
+    let text = std::fs::read_to_string(path)?;
+    text.trim().parse::<i32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} does not hold a pid", path.display()),
+        )
+    })
+}
+
+/// Removes the pid file if it still names `pid` (a newer master may own it).
+pub fn remove_if_ours(path: &Path, pid: u32) {
+    if read(path).ok() == Some(pid as i32) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The pid in `path` if it names a live corral process.
+pub fn live_master(path: &Path) -> Option<i32> {
+    let pid = read(path).ok()?;
+    if pid as u32 == std::process::id() {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let is_corral = comm.trim() == "corral" || String::from_utf8_lossy(&cmdline).starts_with("corral");
+    is_corral.then_some(pid)
+}

@@ -1,0 +1,52 @@
+//! Signals as events: they are blocked and read from a signalfd inside the
+//! process's own event loop, never handled in an async signal handler.
+
+use std::io;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// The signals a master or worker consumes through its signalfd.
+pub const HANDLED: [Signal; 8] = [
+    Signal::SIGCHLD,
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+fn handled_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in HANDLED {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks the handled signals and returns a nonblocking signalfd for them.
+/// Children forked afterwards inherit the block and make their own fd.
+pub fn signal_fd() -> io::Result<SignalFd> {
+    let set = handled_set();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io::Error::from)?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Reads every pending signal.
+pub fn drain(fd: &SignalFd) -> Vec<Signal> {
+    let mut out = Vec::new();
+    while let Ok(Some(info)) = fd.read_signal() {
+        if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+            out.push(sig);
+        }
+    }
+    out
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies, so
+/// a worker never outlives a master killed with SIGKILL.
+pub fn die_with_parent(sig: Signal) {
+    let _ = nix::sys::prctl::set_pdeathsig(sig);
+}
