@@ -1,0 +1,366 @@
+//! Test harness: runs the real `corral` binary on an ephemeral loopback
+//! port with a config written into a private temporary directory, and
+//! talks to it over raw sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("corral-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+    pub root: PathBuf,
+    pub config: PathBuf,
+}
+
+/// What goes into the config besides the generated paths and port.
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub main: String,
+    pub http: String,
+    pub server: String,
+    /// Extra [[server]] blocks, `{port}` replaced.
+    pub more: String,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::with(Opts::default())
+    }
+
+    pub fn with(o: Opts) -> Server {
+        let dir = TempDir::new();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>hello</h1>\n").unwrap();
+        Server::with_root(o, dir, root)
+    }
+
+    pub fn with_root(o: Opts, dir: TempDir, root: PathBuf) -> Server {
+        let config = dir.path().join("corral.toml");
+        let mut s = Server {
+            child: None,
+            port: 0,
+            dir,
+            root: root.clone(),
+            config,
+        };
+        for _ in 0..5 {
+            s.port = free_port();
+            let text = format!(
+                "[main]\n{workers}pid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\nlog_level = \"info\"\n{main}\n\
+                 [http]\n{http}\n\
+                 [[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{root}\"\naccess_log = \"{d}/access.log\"\n{server}\n{more}\n",
+                d = s.dir.path().display(),
+                port = s.port,
+                workers = if o.main.contains("workers =") {
+                    ""
+                } else {
+                    "workers = 2\n"
+                },
+                root = root.display(),
+                main = o.main,
+                http = o.http,
+                server = o.server,
+                more = o.more.replace("{port}", &s.port.to_string()),
+            );
+            std::fs::write(&s.config, text).unwrap();
+            let child = Command::new(BIN)
+                .arg("-c")
+                .arg(&s.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            s.child = Some(child);
+            if s.wait_ready() {
+                return s;
+            }
+            // The port was taken between probe and bind: try another one.
+            s.stop_now();
+        }
+        panic!("corral did not start: {}", s.error_log());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.workers().len() >= 1 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn workers(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Waits for the master to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let c = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stop_now(&mut self) {
+        let workers = self.workers();
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for w in workers {
+            if alive(w) {
+                let _ = Command::new("kill").arg("-KILL").arg(w.to_string()).status();
+            }
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Sends `raw` and reads until the server closes (or 10 s pass).
+    pub fn raw(&self, raw: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_to_close(&mut s)
+    }
+
+    /// One request on a fresh connection, parsed.
+    pub fn get(&self, path: &str) -> Response {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let all = self.raw(req.as_bytes());
+        parse_responses(&all, false).into_iter().next().expect("a response")
+    }
+
+    pub fn request(&self, req: &str) -> Response {
+        let all = self.raw(req.as_bytes());
+        parse_responses(&all, req.starts_with("HEAD"))
+            .into_iter()
+            .next()
+            .expect("a response")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Live children of `pid`, from /proc.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            let rest = stat.rsplit(')').next().unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.len() > 2 && f[1].parse::<i32>() == Ok(pid) && f[0] != "Z" {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Splits a byte stream into responses (Content-Length or close framing).
+/// `head_only` marks responses to HEAD (no body despite Content-Length).
+pub fn parse_responses(mut data: &[u8], head_only: bool) -> Vec<Response> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&data[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        data = &data[end + 4..];
+        let len = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok());
+        let no_body = head_only || status == 304 || status == 204 || (100..200).contains(&status);
+        let body = if no_body {
+            Vec::new()
+        } else if let Some(len) = len {
+            let n = len.min(data.len());
+            let b = data[..n].to_vec();
+            data = &data[n..];
+            b
+        } else {
+            let b = data.to_vec();
+            data = &[];
+            b
+        };
+        out.push(Response { status, headers, body });
+    }
+    out
+}
+
+/// Runs curl with `args`; returns (exit ok, stdout).
+pub fn curl(args: &[&str]) -> (bool, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is installed (.ci/run installs it)");
+    (out.status.success(), out.stdout)
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}

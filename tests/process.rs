@@ -1,0 +1,281 @@
+//! The master/worker process model: titles, respawn, stop and graceful
+//! stop, the command line, pid file, log reopening, daemon mode.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn process_titles() {
+    let s = Server::start();
+    assert!(
+        cmdline(s.pid()).starts_with("corral: master process "),
+        "{}",
+        cmdline(s.pid())
+    );
+    assert!(cmdline(s.pid()).contains("-c"), "the title keeps the command line");
+    let workers = s.workers();
+    assert_eq!(workers.len(), 2);
+    for w in workers {
+        assert_eq!(cmdline(w), "corral: worker process");
+    }
+}
+
+#[test]
+fn killed_worker_is_respawned() {
+    let s = Server::start();
+    let before = s.workers();
+    let victim = before[0];
+    Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let now = s.workers();
+            now.len() == 2 && !now.contains(&victim)
+        }),
+        "a new worker replaces the killed one"
+    );
+    for _ in 0..10 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(2), || s
+            .error_log()
+            .contains(&format!("{victim} (#"))
+            && s.error_log().contains("exited on signal 9")),
+        "{}",
+        s.error_log()
+    );
+}
+
+#[test]
+fn sigterm_stops_everything_and_removes_pid_file() {
+    let mut s = Server::start();
+    let pid_file = s.dir.path().join("corral.pid");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), s.pid().to_string());
+    let workers = s.workers();
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!pid_file.exists(), "pid file removed at exit");
+    assert!(eventually(Duration::from_secs(2), || workers
+        .iter()
+        .all(|w| !alive(*w))));
+}
+
+#[test]
+fn sigquit_finishes_in_flight_download() {
+    let mut s = Server::start();
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 249) as u8).collect();
+    std::fs::write(s.root.join("big.bin"), &big).unwrap();
+    let mut c = s.connect();
+    c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // An idle keep-alive connection, to be closed by the graceful stop.
+    let mut idle = s.connect();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(n > 0);
+
+    let mut got = Vec::new();
+    while got.len() < 1 << 20 {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let workers = s.workers();
+    s.signal("QUIT");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(s.pid()), "master waits for the download");
+    // The idle connection is closed by the graceful stop.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0, "idle keep-alive closed");
+    got.extend(read_to_close(&mut c));
+    let rs = parse_responses(&got, false);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].body.len(), big.len(), "download completed");
+    assert!(rs[0].body == big);
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "master exits after its workers"
+    );
+    assert!(workers.iter().all(|w| !alive(*w)));
+    assert!(!s.dir.path().join("corral.pid").exists());
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn test_flag_checks_config() {
+    let dir = TempDir::new();
+    let root = dir.path().display().to_string();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!("[main]\nworkers = \"auto\"\n\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{root}\"\n"),
+    )
+    .unwrap();
+    let (code, text) = run(&["-t", "-c", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("test is successful"), "{text}");
+
+    let cases = [
+        ("[main]\nworkers = 2\nwrokers = 3\n", 3, "wrokers"),
+        ("[main]\n\ndaemon = \"yes\"\n", 3, "daemon"),
+        ("[main]\nworker_connections = 0\n", 2, "worker_connections"),
+        ("[main]\nevent_mode = \"sideways\"\n", 2, "event_mode"),
+        ("[[server]]\nroot = \"/nonexistent-corral\"\n", 2, "root"),
+        (
+            &format!("[[server]]\nroot = \"{root}\"\nlisten = \"localhost:x\"\n"),
+            3,
+            "listen",
+        ),
+        (
+            &format!("[http]\nkeepalive_timeout = \"soon\"\n[[server]]\nroot = \"{root}\"\n"),
+            2,
+            "keepalive_timeout",
+        ),
+        ("[main\nworkers = 1\n", 1, ""),
+    ];
+    for (i, (text, line, key)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let (code, out) = run(&["-t", "-c", p.to_str().unwrap()]);
+        assert_eq!(code, 1, "{text}: {out}");
+        assert!(
+            out.contains(&format!("{}:{line}:", p.display())),
+            "file and line for {text:?}: {out}"
+        );
+        assert!(out.contains(key), "key {key} named: {out}");
+        assert!(out.contains("test failed"), "{out}");
+    }
+    // Starting with a broken config fails the same way, before binding anything.
+    let bad = dir.path().join("bad0.toml");
+    let (code, out) = run(&["-c", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("wrokers"), "{out}");
+}
+
+#[test]
+fn version_flag() {
+    let (code, out) = run(&["-V"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+}
+
+#[test]
+fn signal_flag_uses_pid_file() {
+    let mut s = Server::start();
+    let cfg = s.config.to_str().unwrap().to_string();
+    let (code, out) = run(&["-s", "reopen", "-c", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(eventually(Duration::from_secs(5), || s
+        .error_log()
+        .contains("reopening logs")));
+    let (code, out) = run(&["-s", "stop", "-c", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    // No master any more: -s reports the missing pid file.
+    let (code, out) = run(&["-s", "stop", "-c", &cfg]);
+    assert_eq!(code, 1);
+    assert!(out.contains("pid"), "{out}");
+}
+
+#[test]
+fn reopen_after_logrotate_moved_the_logs() {
+    let s = Server::start();
+    assert_eq!(s.get("/").status, 200);
+    let access = s.dir.path().join("access.log");
+    assert!(eventually(Duration::from_secs(5), || s.access_log().contains("GET / ")));
+    std::fs::rename(&access, s.dir.path().join("access.log.1")).unwrap();
+    std::fs::rename(s.dir.path().join("error.log"), s.dir.path().join("error.log.1")).unwrap();
+    s.signal("USR1");
+    assert!(eventually(Duration::from_secs(5), || s
+        .dir
+        .path()
+        .join("error.log")
+        .exists()));
+    // Both workers must have reopened before the next request lands anywhere.
+    assert!(eventually(Duration::from_secs(5), || s
+        .error_log()
+        .matches("logs reopened")
+        .count()
+        >= 2));
+    assert_eq!(s.get("/after-rotate").status, 404);
+    assert!(
+        eventually(Duration::from_secs(5), || s.access_log().contains("/after-rotate")),
+        "new entries go to the new file"
+    );
+    let old = std::fs::read_to_string(s.dir.path().join("access.log.1")).unwrap();
+    assert!(!old.contains("/after-rotate"));
+}
+
+#[test]
+fn refuses_second_master_on_same_pid_file() {
+    let s = Server::start();
+    // A second master with the same config must not start.
+    let (code, out) = run(&["-c", s.config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        s.error_log().contains("names a running corral master") || out.contains("names a running corral master"),
+        "{out}"
+    );
+    assert_eq!(s.get("/").status, 200, "the first one keeps serving");
+}
+
+#[test]
+fn daemon_mode_detaches() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "daemon").unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("d.toml");
+    let pid_file = dir.path().join("d.pid");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[main]\ndaemon = true\nworkers = 1\npid = \"{}\"\nerror_log = \"{}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{}\"\n",
+            pid_file.display(),
+            dir.path().display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let status = Command::new(BIN).args(["-c", cfg.to_str().unwrap()]).status().unwrap();
+    assert!(status.success(), "the launching process exits 0");
+    assert!(eventually(Duration::from_secs(5), || pid_file.exists()));
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    assert!(cmdline(pid).starts_with("corral: master process"));
+    // Detached: its own session, stdio on /dev/null.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    assert_eq!(f[3], pid.to_string(), "session leader");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap().to_str(),
+        Some("/dev/null")
+    );
+    let (ok, body) = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert!(ok);
+    assert_eq!(body, b"daemon");
+    let workers = children_of(pid);
+    let (code, out) = run(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(eventually(Duration::from_secs(10), || !alive(pid)
+        && workers.iter().all(|w| !alive(*w))));
+    assert!(!pid_file.exists());
+}

@@ -1,0 +1,260 @@
+//! Static file serving through the real binary.
+
+mod common;
+
+use common::*;
+
+fn site() -> Server {
+    let s = Server::with(Opts {
+        server: "index = [\"index.html\", \"index.htm\"]".into(),
+        ..Opts::default()
+    });
+    let r = &s.root;
+    std::fs::create_dir_all(r.join("sub")).unwrap();
+    std::fs::write(r.join("sub/index.htm"), "sub index\n").unwrap();
+    std::fs::create_dir_all(r.join("noindex")).unwrap();
+    std::fs::write(r.join("style.css"), "body{}\n").unwrap();
+    std::fs::write(r.join("data.json"), "{}\n").unwrap();
+    std::fs::write(r.join("digits.txt"), "0123456789").unwrap();
+    std::fs::write(r.join("empty.txt"), "").unwrap();
+    s
+}
+
+#[test]
+fn index_file_and_content_types() {
+    let s = site();
+    let r = s.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "<h1>hello</h1>\n");
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("content-length"), Some("15"));
+    assert!(r.header("date").is_some());
+    assert_eq!(s.get("/style.css").header("content-type"), Some("text/css"));
+    assert_eq!(s.get("/data.json").header("content-type"), Some("application/json"));
+    assert_eq!(s.get("/sub/").text(), "sub index\n", "second index name is tried");
+    assert_eq!(s.get("/missing").status, 404);
+    assert_eq!(
+        s.get("/noindex/").status,
+        403,
+        "directory without index and autoindex off"
+    );
+}
+
+#[test]
+fn directory_without_slash_redirects() {
+    let s = site();
+    let r = s.get("/sub?x=1");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/sub/?x=1"));
+}
+
+#[test]
+fn head_has_length_but_no_body() {
+    let s = site();
+    let raw = s.raw(b"HEAD /digits.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Content-Length: 10\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "no body after a HEAD response: {text:?}");
+}
+
+#[test]
+fn methods_other_than_get_and_head() {
+    let s = site();
+    let r = s.request("POST /digits.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+    assert_eq!(r.status, 405);
+    let allow = r.header("allow").unwrap_or("");
+    assert!(allow.contains("GET") && allow.contains("HEAD"), "{allow}");
+    let r = s.request("DELETE /digits.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 405);
+    let r = s.request("FROB /digits.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 501);
+}
+
+#[test]
+fn conditional_requests() {
+    let s = site();
+    let r = s.get("/digits.txt");
+    let etag = r.header("etag").unwrap().to_string();
+    let lm = r.header("last-modified").unwrap().to_string();
+    let cond = |h: &str| {
+        s.request(&format!(
+            "GET /digits.txt HTTP/1.1\r\nHost: a\r\n{h}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let r = cond(&format!("If-None-Match: {etag}"));
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        cond(&format!("If-None-Match: \"x\", W/{etag}")).status,
+        304,
+        "weak comparison"
+    );
+    assert_eq!(cond("If-None-Match: \"other\"").status, 200);
+    assert_eq!(cond(&format!("If-Modified-Since: {lm}")).status, 304);
+    assert_eq!(cond("If-Modified-Since: Thu, 01 Jan 1970 00:00:01 GMT").status, 200);
+    // If-None-Match wins over If-Modified-Since.
+    assert_eq!(
+        cond(&format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {lm}")).status,
+        200
+    );
+    assert_eq!(cond("If-Match: \"other\"").status, 412);
+    assert_eq!(cond(&format!("If-Match: {etag}")).status, 200);
+    assert_eq!(cond("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT").status, 412);
+}
+
+#[test]
+fn byte_ranges() {
+    let s = site();
+    let range = |h: &str| {
+        s.request(&format!(
+            "GET /digits.txt HTTP/1.1\r\nHost: a\r\n{h}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let r = range("Range: bytes=2-4");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.text(), "234");
+    assert_eq!(r.header("content-range"), Some("bytes 2-4/10"));
+    assert_eq!(r.header("content-length"), Some("3"));
+    assert_eq!(range("Range: bytes=7-").text(), "789");
+    assert_eq!(range("Range: bytes=-3").text(), "789");
+    assert_eq!(range("Range: bytes=8-100").text(), "89");
+    let r = range("Range: bytes=10-");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */10"));
+    assert_eq!(range("Range: bytes=-0").status, 416);
+    assert_eq!(range("Range: lines=1-2").status, 200, "unknown unit ignored");
+    let etag = s.get("/digits.txt").header("etag").unwrap().to_string();
+    assert_eq!(range(&format!("Range: bytes=0-0\r\nIf-Range: {etag}")).status, 206);
+    let r = range("Range: bytes=0-0\r\nIf-Range: \"stale\"");
+    assert_eq!((r.status, r.text().as_str()), (200, "0123456789"));
+    assert_eq!(
+        range("Range: bytes=0-0\r\nIf-Range: Thu, 01 Jan 1970 00:00:01 GMT").status,
+        200
+    );
+    assert_eq!(
+        s.request("GET /empty.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=0-\r\nConnection: close\r\n\r\n")
+            .status,
+        416
+    );
+}
+
+#[test]
+fn traversal_is_refused() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "SECRET").unwrap();
+    std::fs::write(root.join("ok.txt"), "ok").unwrap();
+    let s = Server::with_root(Opts::default(), dir, root);
+    for p in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E%2Fsecret.txt",
+        "/a/../../secret.txt",
+        "/..%2fsecret.txt",
+        "/.%2e/secret.txt",
+        "/..\\secret.txt",
+        "/%2e%2e%5csecret.txt",
+        "/ok.txt%00.html",
+        "/ok.txt/..%00/../secret.txt",
+    ] {
+        let raw = s.raw(format!("GET {p} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes());
+        let text = String::from_utf8_lossy(&raw);
+        assert!(!text.contains("SECRET"), "{p} leaked: {text}");
+        let status: u16 = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        assert!(status == 400 || status == 404, "{p} -> {status}");
+    }
+    assert_eq!(
+        s.get("/sub/../ok.txt").text(),
+        "ok",
+        "dot segments inside the root are fine"
+    );
+    assert_eq!(s.get("/%6Fk.txt").text(), "ok", "percent-decoding");
+}
+
+#[test]
+fn symlinks_leaving_root_are_refused_unless_allowed() {
+    for allow in [false, true] {
+        let dir = TempDir::new();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("outside.txt"), "OUTSIDE").unwrap();
+        std::fs::write(root.join("inside.txt"), "INSIDE").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.txt"), root.join("out-link")).unwrap();
+        std::os::unix::fs::symlink("inside.txt", root.join("in-link")).unwrap();
+        let o = Opts {
+            server: format!("follow_symlinks_outside_root = {allow}"),
+            ..Opts::default()
+        };
+        let s = Server::with_root(o, dir, root);
+        assert_eq!(s.get("/in-link").text(), "INSIDE");
+        let r = s.get("/out-link");
+        if allow {
+            assert_eq!(r.text(), "OUTSIDE");
+        } else {
+            assert_eq!(r.status, 403);
+            assert!(!r.text().contains("OUTSIDE"));
+        }
+    }
+}
+
+#[test]
+fn autoindex_escapes_names() {
+    let s = Server::with(Opts {
+        server: "autoindex = true".into(),
+        ..Opts::default()
+    });
+    std::fs::create_dir_all(s.root.join("list")).unwrap();
+    std::fs::write(s.root.join("list/<b>&x\".txt"), "x").unwrap();
+    std::fs::create_dir_all(s.root.join("list/child dir")).unwrap();
+    let r = s.get("/list/");
+    assert_eq!(r.status, 200);
+    let html = r.text();
+    assert!(html.contains("&lt;b&gt;&amp;x&quot;.txt"), "{html}");
+    assert!(!html.contains("<b>&x"), "{html}");
+    assert!(html.contains("href=\"child%20dir/\""), "{html}");
+    assert!(html.contains("href=\"%3Cb%3E&x%22.txt\""), "{html}");
+}
+
+#[test]
+fn large_file_by_sendfile_with_curl() {
+    let s = site();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(s.root.join("big.bin"), &big).unwrap();
+    let url = format!("http://127.0.0.1:{}/big.bin", s.port);
+    let (ok, body) = curl(&[&url]);
+    assert!(ok);
+    assert_eq!(body.len(), big.len());
+    assert!(body == big, "content differs");
+    let (ok, part) = curl(&["-r", "1000000-1000009", &url]);
+    assert!(ok);
+    assert_eq!(part, &big[1_000_000..1_000_010]);
+    // Two downloads over one keep-alive connection.
+    let (ok, both) = curl(&[&url, &url]);
+    assert!(ok);
+    assert_eq!(both.len(), 2 * big.len());
+}
+
+#[test]
+fn access_log_is_combined_format() {
+    let s = site();
+    let r = s.request(
+        "GET /digits.txt?q=1 HTTP/1.1\r\nHost: a\r\nReferer: http://ref/\r\nUser-Agent: tester \"x\"\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || s
+            .access_log()
+            .contains("GET /digits.txt?q=1")),
+        "flushed within a second or so"
+    );
+    let log = s.access_log();
+    let line = log.lines().find(|l| l.contains("digits.txt")).unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.ends_with("\"GET /digits.txt?q=1 HTTP/1.1\" 200 10 \"http://ref/\" \"tester \\x22x\\x22\""),
+        "{line}"
+    );
+}
