@@ -87,7 +87,22 @@ impl Source {
                 let text = self.text.lines().nth(line - 1).unwrap_or("");
                 let key = text.split('=').next().unwrap_or("").trim();
                 let key = if text.contains('=') { key } else { "" };
-                (Some(line), key.to_string())
+                // Qualify with the table the line sits in: `main.workers`.
+                let table = self
+                    .text
+                    .lines()
+                    .take(line - 1)
+                    .filter_map(|l| {
+                        let t = l.trim();
+                        t.starts_with('[')
+                            .then(|| t.trim_matches(|c| c == '[' || c == ']').trim())
+                    })
+                    .last();
+                let key = match (table, key.is_empty()) {
+                    (Some(t), false) => format!("{t}.{key}"),
+                    _ => key.to_string(),
+                };
+                (Some(line), key)
             }
             None => (None, String::new()),
         };
@@ -446,7 +461,7 @@ mod tests {
     fn wrong_type_names_line_and_key() {
         let e = check("[main]\nworkers = 1\ndaemon = \"yes\"\n").unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
-        assert_eq!(e.key, "daemon");
+        assert_eq!(e.key, "main.daemon");
     }
 
     #[test]

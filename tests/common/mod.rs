@@ -126,7 +126,7 @@ impl Server {
             {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.workers().len() >= 1 {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && !self.workers().is_empty() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
