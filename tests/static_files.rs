@@ -258,3 +258,38 @@ fn access_log_is_combined_format() {
         "{line}"
     );
 }
+
+#[test]
+fn cached_small_files_are_never_stale() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(dir.path().join("outside.txt"), "OUTSIDE").unwrap();
+    std::fs::write(root.join("f.txt"), "version-1").unwrap();
+    let s = Server::with_root(
+        Opts {
+            main: "workers = 1".into(),
+            ..Opts::default()
+        },
+        dir,
+        root.clone(),
+    );
+    assert_eq!(s.get("/f.txt").text(), "version-1");
+    assert_eq!(s.get("/f.txt").text(), "version-1");
+    // Same size, rewritten in place within the same second.
+    std::fs::write(root.join("f.txt"), "version-2").unwrap();
+    assert_eq!(s.get("/f.txt").text(), "version-2");
+    // Replaced by a new file (rename over it).
+    std::fs::write(root.join("g.tmp"), "version-3!").unwrap();
+    std::fs::rename(root.join("g.tmp"), root.join("f.txt")).unwrap();
+    let r = s.get("/f.txt");
+    assert_eq!(r.text(), "version-3!");
+    assert_eq!(r.header("content-length"), Some("10"));
+    // Swapped for a symlink leaving the root: refused, not served from memory.
+    std::fs::remove_file(root.join("f.txt")).unwrap();
+    std::os::unix::fs::symlink(s.dir.path().join("outside.txt"), root.join("f.txt")).unwrap();
+    let r = s.get("/f.txt");
+    assert_eq!(r.status, 403);
+    std::fs::remove_file(root.join("f.txt")).unwrap();
+    assert_eq!(s.get("/f.txt").status, 404);
+}

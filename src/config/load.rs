@@ -361,6 +361,7 @@ fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
         max_header_size,
         max_uri_length,
         inline_file_max: c.size("inline_file_max", h.inline_file_max, 0, 1 << 20, 32 << 10)?,
+        open_file_cache: c.int("open_file_cache", h.open_file_cache, 0, 1_000_000, 1000)? as usize,
         server_tokens: h.server_tokens.unwrap_or(true),
     })
 }

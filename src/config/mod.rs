@@ -72,6 +72,9 @@ pub struct Http {
     /// Files up to this size are read into memory and leave with the head
     /// in one `writev`; larger ones go by `sendfile`.
     pub inline_file_max: u64,
+    /// Files up to `inline_file_max` kept in memory per worker and site
+    /// (revalidated by `fstatat` on every hit); 0 disables.
+    pub open_file_cache: usize,
     pub server_tokens: bool,
 }
 

@@ -63,6 +63,7 @@ pub struct Http {
     pub max_header_size: Option<NumOrStr>,
     pub max_uri_length: Option<NumOrStr>,
     pub inline_file_max: Option<NumOrStr>,
+    pub open_file_cache: Option<i64>,
     pub server_tokens: Option<bool>,
 }
 

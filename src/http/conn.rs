@@ -215,7 +215,14 @@ impl HttpService {
     /// A complete head: route it, build the response, decide on the body.
     fn begin(&mut self, c: &mut Conn, mut req: Box<Request>) {
         let site = self.select_site(c.listener, req.host.as_deref());
-        let reply = static_file::serve(&self.sites[site], &req, self.cfg.server_tokens);
+        let mut ctx = static_file::Ctx {
+            site: &self.sites[site],
+            site_idx: site,
+            cache: &mut self.file_cache,
+            cache_max_size: self.cfg.inline_file_max,
+            tokens: self.cfg.server_tokens,
+        };
+        let reply = static_file::serve(&mut ctx, &req);
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
         let mut linger = reply.close;
         let mut body = req.body.take();
@@ -318,6 +325,7 @@ impl HttpService {
         match reply.body {
             ReplyBody::Empty => {}
             ReplyBody::Bytes(b) => ex.out.extend_from_slice(&b),
+            ReplyBody::Shared { data, offset, len } => ex.out.extend_from_slice(&data[offset..offset + len]),
             ReplyBody::File { mut file, offset, len } => {
                 if len <= self.cfg.inline_file_max {
                     ex.out.reserve(len as usize);

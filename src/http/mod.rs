@@ -5,6 +5,7 @@ mod access_log;
 mod autoindex;
 mod body;
 mod conn;
+mod file_cache;
 mod path;
 mod range;
 mod reply;
@@ -34,6 +35,7 @@ pub struct HttpService {
     /// Per site: its access log, if any.
     site_log: Vec<Option<usize>>,
     logs: Vec<AccessLog>,
+    file_cache: file_cache::FileCache,
     rbufs: BufPool,
     wbufs: BufPool,
     clock: Clock,
@@ -80,6 +82,7 @@ impl HttpService {
             by_listener,
             site_log,
             logs,
+            file_cache: file_cache::FileCache::new(cfg.servers.len(), cfg.http.open_file_cache),
             rbufs: BufPool::new(cfg.http.max_header_size, 256),
             wbufs: BufPool::new(4096, 256),
             clock: Clock::new(),

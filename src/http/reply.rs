@@ -9,6 +9,12 @@ use super::status;
 pub enum ReplyBody {
     Empty,
     Bytes(Vec<u8>),
+    /// `len` bytes of cached file contents from `offset`.
+    Shared {
+        data: std::rc::Rc<[u8]>,
+        offset: usize,
+        len: usize,
+    },
     /// `len` bytes of `file` from `offset`.
     File {
         file: File,

@@ -9,7 +9,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
+use std::io::Read;
+use std::rc::Rc;
+
 use super::autoindex;
+use super::file_cache::{Entry, FileCache, Identity};
 use super::path;
 use super::range::{self, Range};
 use super::reply::{Reply, ReplyBody};
@@ -88,8 +92,19 @@ fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
     }
 }
 
-/// Serves `req` from `site`.
-pub fn serve(site: &Site, req: &Request, tokens: bool) -> Reply {
+/// What the handler needs besides the request: the site and its index,
+/// the worker's file cache, and the size up to which files are cached.
+pub struct Ctx<'a> {
+    pub site: &'a Site,
+    pub site_idx: usize,
+    pub cache: &'a mut FileCache,
+    pub cache_max_size: u64,
+    pub tokens: bool,
+}
+
+/// Serves `req` from the site in `ctx`.
+pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
+    let tokens = ctx.tokens;
     let Some(decoded) = path::decode(req.path().as_bytes()) else {
         return Reply::error(400, tokens);
     };
@@ -102,6 +117,20 @@ pub fn serve(site: &Site, req: &Request, tokens: bool) -> Reply {
         return r;
     }
     let rel = &norm[1..];
+    let site = ctx.site;
+    if norm.last() != Some(&b'/')
+        && let Some(root) = site.root.as_ref()
+        && let Some(e) = ctx.cache.get(ctx.site_idx, root.as_raw_fd(), rel)
+    {
+        let meta = FileMeta {
+            len: e.data.len() as u64,
+            mtime: e.mtime,
+            etag: e.etag.clone(),
+            last_modified: e.last_modified.clone(),
+            ctype: e.ctype,
+        };
+        return respond(&meta, Source::Memory(e.data.clone()), req, tokens);
+    }
     let fd = match site.open(rel) {
         Ok(fd) => fd,
         Err(e) => return Reply::error(errno_status(e, site, rel), tokens),
@@ -130,7 +159,9 @@ pub fn serve(site: &Site, req: &Request, tokens: bool) -> Reply {
                 Ok(fd) => {
                     let f = File::from(fd);
                     match f.metadata() {
-                        Ok(m) if m.is_file() => return serve_file(f, &m, index.as_bytes(), req, tokens),
+                        Ok(m) if m.is_file() => {
+                            return respond(&FileMeta::new(&m, index.as_bytes()), Source::File(f), req, tokens);
+                        }
                         _ => continue,
                     }
                 }
@@ -157,22 +188,77 @@ pub fn serve(site: &Site, req: &Request, tokens: bool) -> Reply {
     if !meta.is_file() {
         return Reply::error(403, tokens);
     }
-    serve_file(file, &meta, &norm, req, tokens)
+    let fm = FileMeta::new(&meta, &norm);
+    if ctx.cache.enabled() && fm.len <= ctx.cache_max_size {
+        let mut data = Vec::with_capacity(fm.len as usize);
+        if (&file)
+            .take(fm.len)
+            .read_to_end(&mut data)
+            .is_ok_and(|n| n as u64 == fm.len)
+        {
+            let data: Rc<[u8]> = data.into();
+            ctx.cache.insert(
+                ctx.site_idx,
+                rel,
+                Entry {
+                    id: Identity::of_meta(&meta),
+                    data: data.clone(),
+                    mtime: fm.mtime,
+                    etag: fm.etag.clone(),
+                    last_modified: fm.last_modified.clone(),
+                    ctype: fm.ctype,
+                },
+            );
+            return respond(&fm, Source::Memory(data), req, tokens);
+        }
+        return Reply::error(500, tokens);
+    }
+    respond(&fm, Source::File(file), req, tokens)
 }
 
-fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, tokens: bool) -> Reply {
-    let len = meta.len();
-    let mtime = meta.mtime().max(0) as u64;
-    let etag = format!("\"{mtime:x}-{len:x}\"");
-    let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime));
+/// A file's validators and type.
+struct FileMeta {
+    len: u64,
+    mtime: u64,
+    etag: Rc<str>,
+    last_modified: Rc<str>,
+    ctype: &'static str,
+}
+
+impl FileMeta {
+    fn new(m: &std::fs::Metadata, name: &[u8]) -> FileMeta {
+        let len = m.len();
+        let mtime = m.mtime().max(0) as u64;
+        let name = String::from_utf8_lossy(name);
+        FileMeta {
+            len,
+            mtime,
+            etag: format!("\"{mtime:x}-{len:x}\"").into(),
+            last_modified: httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime)).into(),
+            ctype: mime_guess::from_path(name.as_ref())
+                .first_raw()
+                .unwrap_or("application/octet-stream"),
+        }
+    }
+}
+
+/// Where the bytes come from.
+enum Source {
+    File(File),
+    Memory(Rc<[u8]>),
+}
+
+/// Preconditions, ranges and the response for one file.
+fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply {
+    let (len, mtime, etag) = (fm.len, fm.mtime, &*fm.etag);
     let validators = |r: &mut Reply| {
-        r.header("Last-Modified", &last_modified);
-        r.header("ETag", &etag);
+        r.header("Last-Modified", &fm.last_modified);
+        r.header("ETag", etag);
     };
 
     // RFC 9110 §13.2.2: the order in which preconditions are evaluated.
     if let Some(im) = &req.if_match {
-        if !etag_list_matches(im, &etag, true) {
+        if !etag_list_matches(im, etag, true) {
             return Reply::error(412, tokens);
         }
     } else if let Some(ius) = req.if_unmodified_since.as_deref().and_then(parse_date)
@@ -181,7 +267,7 @@ fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, 
         return Reply::error(412, tokens);
     }
     let not_modified = if let Some(inm) = &req.if_none_match {
-        etag_list_matches(inm, &etag, false)
+        etag_list_matches(inm, etag, false)
     } else if let Some(ims) = req.if_modified_since.as_deref().and_then(parse_date) {
         mtime <= ims
     } else {
@@ -196,10 +282,6 @@ fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, 
         return r;
     }
 
-    let name = String::from_utf8_lossy(name);
-    let ctype = mime_guess::from_path(name.as_ref())
-        .first_raw()
-        .unwrap_or("application/octet-stream");
     let mut rng = match &req.range {
         Some(h) if req.method == Method::Get => range::parse(h, len),
         _ => Range::Full,
@@ -208,7 +290,7 @@ fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, 
         && let Some(ir) = &req.if_range
     {
         let ok = if ir.starts_with('"') || ir.starts_with("W/") {
-            ir == &etag
+            ir == etag
         } else {
             parse_date(ir) == Some(mtime)
         };
@@ -218,7 +300,7 @@ fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, 
     }
     let mut r = Reply {
         status: 200,
-        content_type: Some(ctype),
+        content_type: Some(fm.ctype),
         length: Some(len),
         extra: String::new(),
         body: ReplyBody::Empty,
@@ -241,10 +323,17 @@ fn serve_file(file: File, meta: &std::fs::Metadata, name: &[u8], req: &Request, 
     };
     r.length = Some(count);
     if req.method == Method::Get && count > 0 {
-        r.body = ReplyBody::File {
-            file,
-            offset,
-            len: count,
+        r.body = match source {
+            Source::File(file) => ReplyBody::File {
+                file,
+                offset,
+                len: count,
+            },
+            Source::Memory(data) => ReplyBody::Shared {
+                data,
+                offset: offset as usize,
+                len: count as usize,
+            },
         };
     }
     r

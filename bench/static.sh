@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Static files: corral vs nginx vs lighttpd, same machine, same run, same load.
+#   bench/static.sh [rounds] [seconds]
+# Needs wrk, nginx and lighttpd (Debian packages; installed if missing and root).
+# Prints req/s, p99 latency and worker CPU µs per request for a 1 KiB and a
+# 100 KiB file, the ratios corral/nginx and corral/lighttpd, and the memory per
+# idle keep-alive connection (worker RSS growth with 10,000 idle connections).
+set -euo pipefail
+ROUNDS=${1:-3}
+SECS=${2:-5}
+CONNS=${CONNS:-50}
+IDLE=${IDLE:-10000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+LIGHTTPD=$(command -v lighttpd || echo /usr/sbin/lighttpd)
+
+(cd "$REPO" && cargo build --release -q)
+CORRAL="$REPO/target/release/corral"
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+W=$(mktemp -d /tmp/corral-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 0.5
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$W/www"
+chmod 755 "$W" "$W/www"   # nginx workers run as nobody
+head -c 1024 /dev/urandom >"$W/www/1k.bin"
+head -c 102400 /dev/urandom >"$W/www/100k.bin"
+chmod 644 "$W/www/"*.bin
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+P_CORRAL=$(free_port); P_NGINX=$(free_port); P_LIGHTTPD=$(free_port)
+
+cat >"$W/corral.toml" <<CONF
+[main]
+workers = 1
+worker_connections = 16384
+pid = "$W/corral.pid"
+error_log = "$W/corral-error.log"
+log_level = "warn"
+[[server]]
+listen = "127.0.0.1:$P_CORRAL"
+root = "$W/www"
+access_log = "off"
+CONF
+
+cat >"$W/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path $W/nginx-tmp;
+  proxy_temp_path $W/nginx-tmp; fastcgi_temp_path $W/nginx-tmp;
+  uwsgi_temp_path $W/nginx-tmp; scgi_temp_path $W/nginx-tmp;
+  server { listen 127.0.0.1:$P_NGINX; root $W/www; }
+}
+CONF
+
+cat >"$W/lighttpd.conf" <<CONF
+server.document-root = "$W/www"
+server.port = $P_LIGHTTPD
+server.bind = "127.0.0.1"
+server.pid-file = "$W/lighttpd.pid"
+server.errorlog = "$W/lighttpd-error.log"
+server.max-keep-alive-requests = 1000000
+server.max-keep-alive-idle = 75
+server.max-fds = 20000
+server.max-connections = 16384
+CONF
+
+"$CORRAL" -c "$W/corral.toml" & PIDS+=($!)
+"$NGINX" -c "$W/nginx.conf" -p "$W" 2>/dev/null & PIDS+=($!)
+"$LIGHTTPD" -D -f "$W/lighttpd.conf" & PIDS+=($!)
+sleep 1
+
+# The process that serves: the single worker (corral, nginx) or lighttpd itself.
+worker_of() {
+  local master=$1 kids
+  kids=$(ps -o pid= --ppid "$master" | tr -d ' ' | head -1)
+  echo "${kids:-$master}"
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+TICK=$(getconf CLK_TCK)
+
+declare -A RPS P99 CPU
+run_one() { # name port file
+  local name=$1 port=$2 file=$3 wpid out reqs t0 t1
+  wpid=$(worker_of "$4")
+  t0=$(cpu_ticks "$wpid")
+  out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$port/$file")
+  t1=$(cpu_ticks "$wpid")
+  reqs=$(echo "$out" | awk '/requests in/{print $1}')
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
+    echo "WARNING: $name $file: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
+  fi
+  local rps p99
+  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+  local us
+  us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
+  echo "$rps $p99 $us"
+}
+to_ms() { python3 -c "
+v='$1'
+m={'us':0.001,'ms':1,'s':1000}
+for u in ('us','ms','s'):
+    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
+
+printf '%-9s %-9s %5s %12s %10s %12s\n' server file round req/s p99_ms cpu_us/req
+for file in 1k.bin 100k.bin; do
+  for name in corral nginx lighttpd; do
+    case $name in
+      corral) port=$P_CORRAL; pid=${PIDS[0]} ;;
+      nginx) port=$P_NGINX; pid=${PIDS[1]} ;;
+      lighttpd) port=$P_LIGHTTPD; pid=${PIDS[2]} ;;
+    esac
+    sum_r=0; sum_c=0; worst=0
+    for round in $(seq 1 "$ROUNDS"); do
+      read -r rps p99 us < <(run_one $name $port $file $pid)
+      p99ms=$(to_ms "$p99")
+      printf '%-9s %-9s %5s %12s %10s %12s\n' $name $file $round "$rps" "$p99ms" "$us"
+      sum_r=$(python3 -c "print($sum_r+$rps)"); sum_c=$(python3 -c "print($sum_c+$us)")
+      worst=$(python3 -c "print(max($worst,$p99ms))")
+    done
+    RPS[$name,$file]=$(python3 -c "print(round($sum_r/$ROUNDS))")
+    CPU[$name,$file]=$(python3 -c "print(round($sum_c/$ROUNDS,2))")
+    P99[$name,$file]=$worst
+  done
+done
+
+echo
+echo "== mean of $ROUNDS rounds (p99: worst round) =="
+printf '%-9s %-9s %10s %9s %11s\n' server file req/s p99_ms cpu_us/req
+for file in 1k.bin 100k.bin; do
+  for name in corral nginx lighttpd; do
+    printf '%-9s %-9s %10s %9s %11s\n' $name $file "${RPS[$name,$file]}" "${P99[$name,$file]}" "${CPU[$name,$file]}"
+  done
+done
+echo
+for file in 1k.bin 100k.bin; do
+  for other in nginx lighttpd; do
+    python3 -c "print('corral/$other $file: req/s x%.2f, cpu/req x%.2f' % (${RPS[corral,$file]}/${RPS[$other,$file]}, ${CPU[corral,$file]}/${CPU[$other,$file]}))"
+  done
+done
+
+echo
+echo "== memory per idle keep-alive connection ($IDLE connections) =="
+for name in corral nginx lighttpd; do
+  case $name in
+    corral) port=$P_CORRAL; pid=${PIDS[0]} ;;
+    nginx) port=$P_NGINX; pid=${PIDS[1]} ;;
+    lighttpd) port=$P_LIGHTTPD; pid=${PIDS[2]} ;;
+  esac
+  wpid=$(worker_of "$pid")
+  before=$(rss_kib "$wpid")
+  coproc IDLER { python3 "$HERE/idle_conns.py" "$port" "$IDLE" /1k.bin; }
+  read -r line <&"${IDLER[0]}"
+  after=$(rss_kib "$wpid")
+  exec {IDLER[1]}>&-
+  wait "$IDLER_PID" 2>/dev/null || true
+  python3 -c "print('%-9s RSS %d KiB -> %d KiB: %.0f bytes per idle connection' % ('$name', $before, $after, ($after-$before)*1024/$IDLE))"
+  sleep 1
+done

@@ -1,0 +1,103 @@
+//! Small files kept in memory per worker, like nginx's `open_file_cache`
+//! but holding the bytes too. Every hit is revalidated with one `fstatat`
+//! against the identity the file had when cached (device, inode, size,
+//! mtime, ctime, all to the nanosecond): an edited, replaced, re-permissioned
+//! or re-linked file misses and is opened again through the confined path,
+//! so the cache never serves stale bytes and never bypasses root confinement.
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FileStat, fstatat};
+
+/// What identifies one version of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    pub fn of_meta(m: &std::fs::Metadata) -> Identity {
+        use std::os::unix::fs::MetadataExt;
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size() as i64,
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    pub fn of(st: &FileStat) -> Identity {
+        Identity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+/// A cached file with its precomputed validators.
+pub struct Entry {
+    pub id: Identity,
+    pub data: Rc<[u8]>,
+    pub mtime: u64,
+    pub etag: Rc<str>,
+    pub last_modified: Rc<str>,
+    pub ctype: &'static str,
+}
+
+pub struct FileCache {
+    /// One map per site, keyed by the path relative to its root.
+    maps: Vec<HashMap<Vec<u8>, Entry>>,
+    /// Entries per site at most; 0 disables the cache.
+    max: usize,
+}
+
+impl FileCache {
+    pub fn new(sites: usize, max: usize) -> FileCache {
+        FileCache {
+            maps: (0..sites).map(|_| HashMap::new()).collect(),
+            max,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.max > 0
+    }
+
+    /// The entry for `rel` in site `site` if the file is still the same.
+    pub fn get(&mut self, site: usize, root: RawFd, rel: &[u8]) -> Option<&Entry> {
+        let map = self.maps.get_mut(site)?;
+        let e = map.get(rel)?;
+        let same = fstatat(Some(root), rel, AtFlags::empty()).is_ok_and(|st| Identity::of(&st) == e.id);
+        if !same {
+            map.remove(rel);
+            return None;
+        }
+        map.get(rel)
+    }
+
+    pub fn insert(&mut self, site: usize, rel: &[u8], entry: Entry) {
+        let max = self.max;
+        let Some(map) = self.maps.get_mut(site) else { return };
+        if max == 0 {
+            return;
+        }
+        if map.len() >= max {
+            // Evict an arbitrary entry: cheap, and hot files come straight back.
+            if let Some(k) = map.keys().next().cloned() {
+                map.remove(&k);
+            }
+        }
+        map.insert(rel.to_vec(), entry);
+    }
+}
