@@ -292,4 +292,18 @@ fn cached_small_files_are_never_stale() {
     assert_eq!(r.status, 403);
     std::fs::remove_file(root.join("f.txt")).unwrap();
     assert_eq!(s.get("/f.txt").status, 404);
+
+    // A large file (served from a cached descriptor) edited in place.
+    let big_a = vec![b'a'; 200_000];
+    let big_b = vec![b'b'; 200_000];
+    std::fs::write(root.join("big.bin"), &big_a).unwrap();
+    assert!(s.get("/big.bin").body == big_a);
+    assert!(s.get("/big.bin").body == big_a);
+    std::fs::write(root.join("big.bin"), &big_b).unwrap();
+    assert!(
+        s.get("/big.bin").body == big_b,
+        "no stale bytes from the cached descriptor"
+    );
+    std::fs::write(root.join("big.bin"), &big_b[..1000]).unwrap();
+    assert_eq!(s.get("/big.bin").body.len(), 1000);
 }

@@ -27,11 +27,18 @@ fn open(target: &LogTarget) -> std::io::Result<Option<File>> {
     }
 }
 
+pub enum RequestLine<'a> {
+    Parsed(&'a str, &'a str, u8),
+    Raw(&'a str),
+}
+
 /// One entry's fields.
 pub struct Entry<'a> {
     pub addr: IpAddr,
     pub time: &'a str,
-    pub request: &'a str,
+    /// The request line: (method, target, minor version) of a parsed
+    /// request, or the raw first line of one that was refused.
+    pub request: RequestLine<'a>,
     pub status: u16,
     pub body_bytes: u64,
     pub referer: Option<&'a str>,
@@ -58,7 +65,15 @@ impl AccessLog {
     pub fn log(&mut self, e: &Entry<'_>) {
         let b = &mut self.buf;
         let _ = write!(b, "{} - - [{}] \"", e.addr, e.time);
-        escape(b, e.request);
+        match e.request {
+            RequestLine::Parsed(m, t, minor) => {
+                escape(b, m);
+                b.push(b' ');
+                escape(b, t);
+                b.extend_from_slice(if minor == 0 { b" HTTP/1.0" } else { b" HTTP/1.1" });
+            }
+            RequestLine::Raw(line) => escape(b, line),
+        }
         let _ = write!(b, "\" {} {} \"", e.status, e.body_bytes);
         escape(b, e.referer.unwrap_or("-"));
         b.extend_from_slice(b"\" \"");

@@ -3,8 +3,10 @@
 //! This is where a request becomes a response.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::body::{Body, BodyError};
@@ -63,8 +65,15 @@ struct Exchange {
     out: Vec<u8>,
     out_off: usize,
     head_len: usize,
-    file: Option<(File, i64, u64)>,
+    file: Option<(Rc<File>, i64, u64)>,
     file_sent: u64,
+}
+
+impl Exchange {
+    /// The request target, for log messages.
+    fn target(&self) -> &str {
+        self.req.as_ref().map_or(self.line.as_str(), |r| r.target.as_str())
+    }
 }
 
 enum Step {
@@ -237,7 +246,7 @@ impl HttpService {
                 continue_left = CONTINUE.len();
             }
         }
-        let line = format!("{} {} HTTP/1.{}", req.method_name, req.target, req.minor);
+        let line = String::new();
         let mut ex = Exchange {
             req: None,
             line,
@@ -326,22 +335,19 @@ impl HttpService {
             ReplyBody::Empty => {}
             ReplyBody::Bytes(b) => ex.out.extend_from_slice(&b),
             ReplyBody::Shared { data, offset, len } => ex.out.extend_from_slice(&data[offset..offset + len]),
-            ReplyBody::File { mut file, offset, len } => {
+            ReplyBody::File { file, offset, len } => {
                 if len <= self.cfg.inline_file_max {
-                    ex.out.reserve(len as usize);
-                    let ok = (offset == 0 || file.seek(SeekFrom::Start(offset)).is_ok())
-                        && (&file)
-                            .take(len)
-                            .read_to_end(&mut ex.out)
-                            .is_ok_and(|n| n as u64 == len);
-                    if !ok {
-                        crate::error!("reading \"{}\" failed or the file shrank", ex.line);
-                        ex.out.truncate(ex.head_len);
-                        ex.keep_alive = false;
-                        ex.linger = false;
-                        // The head promised a length we cannot deliver: cut the connection.
+                    // Positioned read: the descriptor may be shared with the cache.
+                    let start = ex.out.len();
+                    ex.out.resize(start + len as usize, 0);
+                    if let Err(e) = file.read_exact_at(&mut ex.out[start..], offset) {
+                        crate::error!("reading \"{}\" failed: {e}", ex.target());
+                        // The head promised a length we cannot deliver: send
+                        // nothing and close.
                         ex.out.clear();
                         ex.head_len = 0;
+                        ex.keep_alive = false;
+                        ex.linger = false;
                     }
                 } else {
                     ex.file = Some((file, offset as i64, len));
@@ -451,7 +457,7 @@ impl HttpService {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
             Err(e) => {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
-                    crate::error!("{} while sending \"{}\" to {}", e, ex.line, c.peer.ip());
+                    crate::error!("{} while sending \"{}\" to {}", e, ex.target(), c.peer.ip());
                 } else {
                     crate::info!("writing to {} failed: {e}", c.peer.ip());
                 }
@@ -511,7 +517,10 @@ impl HttpService {
         let entry = super::access_log::Entry {
             addr: c.peer.ip(),
             time: self.clock.log_time(),
-            request: &ex.line,
+            request: match req {
+                Some(r) => super::access_log::RequestLine::Parsed(&r.method_name, &r.target, r.minor),
+                None => super::access_log::RequestLine::Raw(&ex.line),
+            },
             status: ex.status,
             body_bytes,
             referer: req.and_then(|r| r.referer.as_deref()),

@@ -6,6 +6,8 @@
 //! so the cache never serves stale bytes and never bypasses root confinement.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
@@ -45,28 +47,64 @@ impl Identity {
     }
 }
 
+/// What is kept of a cached file: the bytes of a small one, the open
+/// descriptor of a larger one (sent with `sendfile` at explicit offsets, so
+/// concurrent responses can share it).
+#[derive(Clone)]
+pub enum Cached {
+    Bytes(Rc<[u8]>),
+    File(Rc<File>),
+}
+
+/// Open descriptors kept per worker at most, whatever `open_file_cache` says.
+const MAX_FDS: usize = 64;
+
 /// A cached file with its precomputed validators.
 pub struct Entry {
     pub id: Identity,
-    pub data: Rc<[u8]>,
+    pub body: Cached,
+    pub len: u64,
     pub mtime: u64,
     pub etag: Rc<str>,
     pub last_modified: Rc<str>,
+    pub headers: Rc<str>,
     pub ctype: &'static str,
 }
 
+/// FNV-1a: paths are short and trusted to be ours, so a fast hash is fine.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Map = HashMap<Vec<u8>, Entry, BuildHasherDefault<Fnv>>;
+
 pub struct FileCache {
     /// One map per site, keyed by the path relative to its root.
-    maps: Vec<HashMap<Vec<u8>, Entry>>,
+    maps: Vec<Map>,
     /// Entries per site at most; 0 disables the cache.
     max: usize,
+    fds: usize,
 }
 
 impl FileCache {
     pub fn new(sites: usize, max: usize) -> FileCache {
         FileCache {
-            maps: (0..sites).map(|_| HashMap::new()).collect(),
+            maps: (0..sites).map(|_| Map::default()).collect(),
             max,
+            fds: 0,
         }
     }
 
@@ -80,24 +118,41 @@ impl FileCache {
         let e = map.get(rel)?;
         let same = fstatat(Some(root), rel, AtFlags::empty()).is_ok_and(|st| Identity::of(&st) == e.id);
         if !same {
-            map.remove(rel);
+            if let Some(Entry {
+                body: Cached::File(_), ..
+            }) = map.remove(rel)
+            {
+                self.fds -= 1;
+            }
             return None;
         }
         map.get(rel)
     }
 
     pub fn insert(&mut self, site: usize, rel: &[u8], entry: Entry) {
-        let max = self.max;
-        let Some(map) = self.maps.get_mut(site) else { return };
-        if max == 0 {
+        let is_fd = matches!(entry.body, Cached::File(_));
+        if self.max == 0 || (is_fd && self.fds >= MAX_FDS) {
             return;
         }
-        if map.len() >= max {
+        let Some(map) = self.maps.get_mut(site) else { return };
+        if map.len() >= self.max {
             // Evict an arbitrary entry: cheap, and hot files come straight back.
-            if let Some(k) = map.keys().next().cloned() {
-                map.remove(&k);
+            if let Some(k) = map.keys().next().cloned()
+                && let Some(Entry {
+                    body: Cached::File(_), ..
+                }) = map.remove(&k)
+            {
+                self.fds -= 1;
             }
         }
-        map.insert(rel.to_vec(), entry);
+        if let Some(Entry {
+            body: Cached::File(_), ..
+        }) = map.insert(rel.to_vec(), entry)
+        {
+            self.fds -= 1;
+        }
+        if is_fd {
+            self.fds += 1;
+        }
     }
 }

@@ -17,7 +17,7 @@ pub enum ReplyBody {
     },
     /// `len` bytes of `file` from `offset`.
     File {
-        file: File,
+        file: std::rc::Rc<File>,
         offset: u64,
         len: u64,
     },
@@ -30,6 +30,8 @@ pub struct Reply {
     pub length: Option<u64>,
     /// Extra header lines, each ending in CRLF.
     pub extra: String,
+    /// Precomputed header lines shared by every response for a cached file.
+    pub shared: Option<std::rc::Rc<str>>,
     pub body: ReplyBody,
     /// The connection must close after this response (framing unsure).
     pub close: bool,
@@ -43,6 +45,7 @@ impl Reply {
             content_type: Some("text/html"),
             length: Some(page.len() as u64),
             extra: String::new(),
+            shared: None,
             body: ReplyBody::Bytes(page),
             close: false,
         }
@@ -62,25 +65,34 @@ impl Reply {
 
 /// Serialises the status line and headers into `buf`.
 pub fn write_head(buf: &mut Vec<u8>, r: &Reply, date: &str, server: &str, keep_alive: bool, minor: u8) {
-    let mut s = String::with_capacity(256);
-    let _ = write!(
-        s,
-        "HTTP/1.1 {} {}\r\nServer: {server}\r\nDate: {date}\r\n",
-        r.status,
-        status::reason(r.status)
-    );
+    let mut num = itoa::Buffer::new();
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(num.format(r.status).as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status::reason(r.status).as_bytes());
+    buf.extend_from_slice(b"\r\nServer: ");
+    buf.extend_from_slice(server.as_bytes());
+    buf.extend_from_slice(b"\r\nDate: ");
+    buf.extend_from_slice(date.as_bytes());
+    buf.extend_from_slice(b"\r\n");
     if let Some(ct) = r.content_type {
-        let _ = write!(s, "Content-Type: {ct}\r\n");
+        buf.extend_from_slice(b"Content-Type: ");
+        buf.extend_from_slice(ct.as_bytes());
+        buf.extend_from_slice(b"\r\n");
     }
     if let Some(len) = r.length {
-        let _ = write!(s, "Content-Length: {len}\r\n");
+        buf.extend_from_slice(b"Content-Length: ");
+        buf.extend_from_slice(num.format(len).as_bytes());
+        buf.extend_from_slice(b"\r\n");
     }
-    s.push_str(&r.extra);
+    if let Some(shared) = &r.shared {
+        buf.extend_from_slice(shared.as_bytes());
+    }
+    buf.extend_from_slice(r.extra.as_bytes());
     if !keep_alive {
-        s.push_str("Connection: close\r\n");
+        buf.extend_from_slice(b"Connection: close\r\n");
     } else if minor == 0 {
-        s.push_str("Connection: keep-alive\r\n");
+        buf.extend_from_slice(b"Connection: keep-alive\r\n");
     }
-    s.push_str("\r\n");
-    buf.extend_from_slice(s.as_bytes());
+    buf.extend_from_slice(b"\r\n");
 }

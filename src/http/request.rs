@@ -88,16 +88,16 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     let method_name = req.method.unwrap_or("").to_string();
     let target = req.path.unwrap_or("").to_string();
     let minor = req.version.unwrap_or(1);
-    let line = format!("{method_name} {target} HTTP/1.{minor}");
-    let fail = |code: u16| Parsed::Error(code, line.clone());
+    // The request line is only spelled out again when refusing (for the log).
+    let line = |m: &str, t: &str| format!("{m} {t} HTTP/1.{minor}");
     if target.len() > limits.max_uri {
-        return fail(414);
+        return Parsed::Error(414, line(&method_name, &target));
     }
     let method = match method_name.as_str() {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
-        _ => return fail(501),
+        _ => return Parsed::Error(501, line(&method_name, &target)),
     };
 
     let mut r = Request {
@@ -121,6 +121,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         referer: None,
         user_agent: None,
     };
+    macro_rules! fail {
+        ($code:expr) => {
+            Parsed::Error($code, line(&r.method_name, &r.target))
+        };
+    }
 
     let mut hosts = 0u32;
     let mut te: Option<String> = None;
@@ -128,7 +133,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         let Ok(value) = std::str::from_utf8(h.value) else {
             // obs-text in a header we read must not confuse us; others are ignored.
             if is(h.name, "host") || is(h.name, "content-length") || is(h.name, "transfer-encoding") {
-                return fail(400);
+                return fail!(400);
             }
             continue;
         };
@@ -138,20 +143,20 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             hosts += 1;
             match host_name(value) {
                 Some(hn) => r.host = Some(hn),
-                None => return fail(400),
+                None => return fail!(400),
             }
         } else if is(name, "content-length") {
             for part in value.split(',') {
                 let part = part.trim_matches([' ', '\t']);
                 if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return fail(400);
+                    return fail!(400);
                 }
                 let n: u64 = match part.parse() {
                     Ok(n) => n,
-                    Err(_) => return fail(400),
+                    Err(_) => return fail!(400),
                 };
                 if r.content_length.is_some_and(|c| c != n) {
-                    return fail(400);
+                    return fail!(400);
                 }
                 r.content_length = Some(n);
             }
@@ -174,7 +179,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             if value.eq_ignore_ascii_case("100-continue") {
                 r.expect_continue = minor >= 1;
             } else {
-                return fail(417);
+                return fail!(417);
             }
         } else if is(name, "if-none-match") {
             r.if_none_match = Some(value.to_string());
@@ -195,22 +200,22 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         }
     }
     if hosts > 1 {
-        return fail(400);
+        return fail!(400);
     }
 
     // Framing (RFC 9112 §6.3): chunked alone, or a single length.
     if let Some(te) = te {
         if minor == 0 || r.content_length.is_some() {
-            return fail(400);
+            return fail!(400);
         }
         let codings: Vec<&str> = te.split(',').map(|c| c.trim_matches([' ', '\t'])).collect();
         if codings.len() != 1 || !codings[0].eq_ignore_ascii_case("chunked") {
-            return fail(400);
+            return fail!(400);
         }
         r.body = Some(Body::Chunked(Chunked::new(limits.max_body)));
     } else if let Some(n) = r.content_length {
         if n > limits.max_body {
-            return fail(413);
+            return fail!(413);
         }
         if n > 0 {
             r.body = Some(Body::Length { left: n });
@@ -231,7 +236,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         let authority = &rest[..slash.min(rest.find('?').unwrap_or(rest.len()))];
         match host_name(authority) {
             Some(h) if !authority.contains('@') => r.host = Some(h),
-            _ => return fail(400),
+            _ => return fail!(400),
         }
         if slash == rest.len() {
             // "http://host" has the empty path, which means "/".
@@ -241,15 +246,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     } else if r.target == "*" && r.method_name == "OPTIONS" {
         r.path_start = 0;
     } else {
-        return fail(400);
+        return fail!(400);
     }
     if minor >= 1 && hosts == 0 {
-        return fail(400);
+        return fail!(400);
     }
     let tail = &r.target.as_bytes()[r.path_start..];
     r.path_end = r.path_start + tail.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(tail.len());
     if r.target.as_bytes().get(r.path_end) == Some(&b'#') {
-        return fail(400);
+        return fail!(400);
     }
     Parsed::Done(Box::new(r), len)
 }

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::rc::Rc;
 
 use super::autoindex;
-use super::file_cache::{Entry, FileCache, Identity};
+use super::file_cache::{Cached, Entry, FileCache, Identity};
 use super::path;
 use super::range::{self, Range};
 use super::reply::{Reply, ReplyBody};
@@ -123,13 +123,18 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
         && let Some(e) = ctx.cache.get(ctx.site_idx, root.as_raw_fd(), rel)
     {
         let meta = FileMeta {
-            len: e.data.len() as u64,
+            len: e.len,
             mtime: e.mtime,
             etag: e.etag.clone(),
             last_modified: e.last_modified.clone(),
+            headers: e.headers.clone(),
             ctype: e.ctype,
         };
-        return respond(&meta, Source::Memory(e.data.clone()), req, tokens);
+        let source = match &e.body {
+            Cached::Bytes(b) => Source::Memory(b.clone()),
+            Cached::File(f) => Source::File(f.clone()),
+        };
+        return respond(&meta, source, req, tokens);
     }
     let fd = match site.open(rel) {
         Ok(fd) => fd,
@@ -160,7 +165,12 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
                     let f = File::from(fd);
                     match f.metadata() {
                         Ok(m) if m.is_file() => {
-                            return respond(&FileMeta::new(&m, index.as_bytes()), Source::File(f), req, tokens);
+                            return respond(
+                                &FileMeta::new(&m, index.as_bytes()),
+                                Source::File(Rc::new(f)),
+                                req,
+                                tokens,
+                            );
                         }
                         _ => continue,
                     }
@@ -189,31 +199,42 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
         return Reply::error(403, tokens);
     }
     let fm = FileMeta::new(&meta, &norm);
-    if ctx.cache.enabled() && fm.len <= ctx.cache_max_size {
+    if !ctx.cache.enabled() {
+        return respond(&fm, Source::File(Rc::new(file)), req, tokens);
+    }
+    let body = if fm.len <= ctx.cache_max_size {
         let mut data = Vec::with_capacity(fm.len as usize);
-        if (&file)
+        if !(&file)
             .take(fm.len)
             .read_to_end(&mut data)
             .is_ok_and(|n| n as u64 == fm.len)
         {
-            let data: Rc<[u8]> = data.into();
-            ctx.cache.insert(
-                ctx.site_idx,
-                rel,
-                Entry {
-                    id: Identity::of_meta(&meta),
-                    data: data.clone(),
-                    mtime: fm.mtime,
-                    etag: fm.etag.clone(),
-                    last_modified: fm.last_modified.clone(),
-                    ctype: fm.ctype,
-                },
+            crate::error!(
+                "reading \"{}\" failed or the file changed size",
+                String::from_utf8_lossy(&norm)
             );
-            return respond(&fm, Source::Memory(data), req, tokens);
+            return Reply::error(500, tokens);
         }
-        return Reply::error(500, tokens);
-    }
-    respond(&fm, Source::File(file), req, tokens)
+        Cached::Bytes(data.into())
+    } else {
+        Cached::File(Rc::new(file))
+    };
+    let entry = Entry {
+        id: Identity::of_meta(&meta),
+        body: body.clone(),
+        len: fm.len,
+        mtime: fm.mtime,
+        etag: fm.etag.clone(),
+        last_modified: fm.last_modified.clone(),
+        headers: fm.headers.clone(),
+        ctype: fm.ctype,
+    };
+    ctx.cache.insert(ctx.site_idx, rel, entry);
+    let source = match body {
+        Cached::Bytes(b) => Source::Memory(b),
+        Cached::File(f) => Source::File(f),
+    };
+    respond(&fm, source, req, tokens)
 }
 
 /// A file's validators and type.
@@ -222,6 +243,8 @@ struct FileMeta {
     mtime: u64,
     etag: Rc<str>,
     last_modified: Rc<str>,
+    /// `Last-Modified`, `ETag` and `Accept-Ranges` lines of a 200 or 206.
+    headers: Rc<str>,
     ctype: &'static str,
 }
 
@@ -230,11 +253,14 @@ impl FileMeta {
         let len = m.len();
         let mtime = m.mtime().max(0) as u64;
         let name = String::from_utf8_lossy(name);
+        let etag = format!("\"{mtime:x}-{len:x}\"");
+        let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime));
         FileMeta {
             len,
             mtime,
-            etag: format!("\"{mtime:x}-{len:x}\"").into(),
-            last_modified: httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime)).into(),
+            headers: format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n").into(),
+            etag: etag.into(),
+            last_modified: last_modified.into(),
             ctype: mime_guess::from_path(name.as_ref())
                 .first_raw()
                 .unwrap_or("application/octet-stream"),
@@ -244,7 +270,7 @@ impl FileMeta {
 
 /// Where the bytes come from.
 enum Source {
-    File(File),
+    File(Rc<File>),
     Memory(Rc<[u8]>),
 }
 
@@ -303,11 +329,10 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
         content_type: Some(fm.ctype),
         length: Some(len),
         extra: String::new(),
+        shared: Some(fm.headers.clone()),
         body: ReplyBody::Empty,
         close: false,
     };
-    validators(&mut r);
-    r.header("Accept-Ranges", "bytes");
     let (offset, count) = match rng {
         Range::Full => (0, len),
         Range::Part { start, end } => {
