@@ -309,3 +309,33 @@ fn slots_run_out_and_recover() {
     // Slots free up and the worker accepts again.
     assert!(eventually(Duration::from_secs(10), || s.get("/").status == 200));
 }
+
+#[test]
+fn stalled_head_and_stalled_reader_time_out() {
+    let s = Server::with(Opts {
+        http: "client_header_timeout = 1\nsend_timeout = 1\ninline_file_max = 0\nopen_file_cache = 0".into(),
+        ..Opts::default()
+    });
+    // Slowloris: half a head, then nothing.
+    let mut c = s.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let start = std::time::Instant::now();
+    let out = read_to_close(&mut c);
+    assert!(out.is_empty(), "no response to a head that never completes");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "closed by client_header_timeout"
+    );
+    // A client that never reads a large response.
+    std::fs::write(s.root.join("big.bin"), vec![7u8; 64 << 20]).unwrap();
+    let c = s.connect();
+    (&c).write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(8), || s
+            .error_log()
+            .contains("timed out receiving the response")),
+        "{}",
+        s.error_log()
+    );
+    drop(c);
+}

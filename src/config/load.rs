@@ -362,6 +362,7 @@ fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
         max_uri_length,
         inline_file_max: c.size("inline_file_max", h.inline_file_max, 0, 1 << 20, 32 << 10)?,
         open_file_cache: c.int("open_file_cache", h.open_file_cache, 0, 1_000_000, 1000)? as usize,
+        open_file_cache_memory: c.size("open_file_cache_memory", h.open_file_cache_memory, 0, 1 << 40, 32 << 20)?,
         server_tokens: h.server_tokens.unwrap_or(true),
     })
 }

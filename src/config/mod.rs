@@ -75,6 +75,9 @@ pub struct Http {
     /// Files up to `inline_file_max` kept in memory per worker and site
     /// (revalidated by `fstatat` on every hit); 0 disables.
     pub open_file_cache: usize,
+    /// Bytes of file contents the cache may hold per worker; files up to
+    /// 1/16 of it (at most 1 MiB) are kept in memory, larger ones by descriptor.
+    pub open_file_cache_memory: u64,
     pub server_tokens: bool,
 }
 

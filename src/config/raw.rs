@@ -64,6 +64,7 @@ pub struct Http {
     pub max_uri_length: Option<NumOrStr>,
     pub inline_file_max: Option<NumOrStr>,
     pub open_file_cache: Option<i64>,
+    pub open_file_cache_memory: Option<NumOrStr>,
     pub server_tokens: Option<bool>,
 }
 

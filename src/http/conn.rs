@@ -3,7 +3,7 @@
 //! This is where a request becomes a response.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
@@ -67,6 +67,9 @@ struct Exchange {
     head_len: usize,
     file: Option<(Rc<File>, i64, u64)>,
     file_sent: u64,
+    /// A body held in (cache) memory, `data[off..end]` still to send; it
+    /// leaves with the head in one `writev`, without being copied.
+    mem: Option<(Rc<[u8]>, usize, usize)>,
 }
 
 impl Exchange {
@@ -228,7 +231,6 @@ impl HttpService {
             site: &self.sites[site],
             site_idx: site,
             cache: &mut self.file_cache,
-            cache_max_size: self.cfg.inline_file_max,
             tokens: self.cfg.server_tokens,
         };
         let reply = static_file::serve(&mut ctx, &req);
@@ -261,6 +263,7 @@ impl HttpService {
             head_len: 0,
             file: None,
             file_sent: 0,
+            mem: None,
         };
         let head_only = req.method == Method::Head;
         let minor = req.minor;
@@ -297,6 +300,7 @@ impl HttpService {
             head_len: 0,
             file: None,
             file_sent: 0,
+            mem: None,
         });
         if !ex.out.is_empty() {
             self.wbufs.put(std::mem::take(&mut ex.out));
@@ -334,7 +338,13 @@ impl HttpService {
         match reply.body {
             ReplyBody::Empty => {}
             ReplyBody::Bytes(b) => ex.out.extend_from_slice(&b),
-            ReplyBody::Shared { data, offset, len } => ex.out.extend_from_slice(&data[offset..offset + len]),
+            ReplyBody::Shared { data, offset, len } => {
+                if len as u64 <= self.cfg.inline_file_max {
+                    ex.out.extend_from_slice(&data[offset..offset + len]);
+                } else {
+                    ex.mem = Some((data, offset, offset + len));
+                }
+            }
             ReplyBody::File { file, offset, len } => {
                 if len <= self.cfg.inline_file_max {
                     // Positioned read: the descriptor may be shared with the cache.
@@ -407,6 +417,27 @@ impl HttpService {
         };
         let mut progressed = false;
         let result: io::Result<()> = loop {
+            if let Some((data, off, end)) = ex.mem.as_mut()
+                && *off < *end
+            {
+                let head = &ex.out[ex.out_off..];
+                let r = if head.is_empty() {
+                    (&c.stream).write(&data[*off..*end])
+                } else {
+                    (&c.stream).write_vectored(&[IoSlice::new(head), IoSlice::new(&data[*off..*end])])
+                };
+                match r {
+                    Ok(n) => {
+                        let from_head = n.min(head.len());
+                        ex.out_off += from_head;
+                        *off += n - from_head;
+                        ex.file_sent += (n - from_head) as u64;
+                        progressed = true;
+                    }
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
             if ex.out_off < ex.out.len() {
                 let buf = &ex.out[ex.out_off..];
                 let r = if ex.file.is_some() {

@@ -97,14 +97,32 @@ pub struct FileCache {
     /// Entries per site at most; 0 disables the cache.
     max: usize,
     fds: usize,
+    /// Bytes of file contents held, and the most allowed.
+    bytes: usize,
+    budget: usize,
 }
 
 impl FileCache {
-    pub fn new(sites: usize, max: usize) -> FileCache {
+    pub fn new(sites: usize, max: usize, budget: usize) -> FileCache {
         FileCache {
             maps: (0..sites).map(|_| Map::default()).collect(),
             max,
             fds: 0,
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// Whether a file of `len` bytes may be held in memory now.
+    pub fn fits_in_memory(&self, len: u64) -> bool {
+        let per_file = (self.budget / 16).min(1 << 20) as u64;
+        len <= per_file && self.bytes + len as usize <= self.budget
+    }
+
+    fn forget(&mut self, e: &Entry) {
+        match &e.body {
+            Cached::File(_) => self.fds -= 1,
+            Cached::Bytes(b) => self.bytes -= b.len(),
         }
     }
 
@@ -131,28 +149,22 @@ impl FileCache {
 
     pub fn insert(&mut self, site: usize, rel: &[u8], entry: Entry) {
         let is_fd = matches!(entry.body, Cached::File(_));
-        if self.max == 0 || (is_fd && self.fds >= MAX_FDS) {
+        if self.max == 0 || (is_fd && self.fds >= MAX_FDS) || site >= self.maps.len() {
             return;
         }
-        let Some(map) = self.maps.get_mut(site) else { return };
-        if map.len() >= self.max {
+        if self.maps[site].len() >= self.max {
             // Evict an arbitrary entry: cheap, and hot files come straight back.
-            if let Some(k) = map.keys().next().cloned()
-                && let Some(Entry {
-                    body: Cached::File(_), ..
-                }) = map.remove(&k)
-            {
-                self.fds -= 1;
+            let victim = self.maps[site].keys().next().cloned();
+            if let Some(old) = victim.and_then(|k| self.maps[site].remove(&k)) {
+                self.forget(&old);
             }
         }
-        if let Some(Entry {
-            body: Cached::File(_), ..
-        }) = map.insert(rel.to_vec(), entry)
-        {
-            self.fds -= 1;
+        match &entry.body {
+            Cached::File(_) => self.fds += 1,
+            Cached::Bytes(b) => self.bytes += b.len(),
         }
-        if is_fd {
-            self.fds += 1;
+        if let Some(old) = self.maps[site].insert(rel.to_vec(), entry) {
+            self.forget(&old);
         }
     }
 }

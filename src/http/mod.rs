@@ -82,7 +82,11 @@ impl HttpService {
             by_listener,
             site_log,
             logs,
-            file_cache: file_cache::FileCache::new(cfg.servers.len(), cfg.http.open_file_cache),
+            file_cache: file_cache::FileCache::new(
+                cfg.servers.len(),
+                cfg.http.open_file_cache,
+                cfg.http.open_file_cache_memory as usize,
+            ),
             rbufs: BufPool::new(cfg.http.max_header_size, 256),
             wbufs: BufPool::new(4096, 256),
             clock: Clock::new(),

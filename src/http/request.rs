@@ -389,3 +389,88 @@ mod tests {
         assert_eq!(r.query(), Some("x=1"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::http::body::Chunked;
+
+    /// A tiny deterministic generator: no dependency, same inputs each run.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+
+    const PIECES: &[&[u8]] = &[
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"/",
+        b"/a/../b",
+        b"%2e%2e",
+        b"%00",
+        b"?q=1",
+        b" HTTP/1.1",
+        b" HTTP/1.0",
+        b" HTTP/9.9",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"Host: a",
+        b"Host: ",
+        b"Content-Length: 5",
+        b"Content-Length: -1",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip",
+        b": ",
+        b" ",
+        b"\t",
+        b"\x00",
+        b"\xff",
+        b"0\r\n",
+        b"ffffffffffffffffffff",
+        b"Expect: 100-continue",
+        b"Range: bytes=0-",
+        b"http://x/",
+        b"*",
+        b"X: y",
+    ];
+
+    #[test]
+    fn mutated_heads_never_panic() {
+        let mut rng = Lcg(42);
+        let limits = Limits {
+            max_uri: 64,
+            max_body: 100,
+        };
+        for _ in 0..50_000 {
+            let mut msg = Vec::new();
+            for _ in 0..rng.next() % 24 {
+                if rng.next() % 5 == 0 {
+                    msg.push(rng.next() as u8);
+                } else {
+                    msg.extend_from_slice(PIECES[rng.next() as usize % PIECES.len()]);
+                }
+            }
+            if let Parsed::Done(mut r, n) = parse(&msg, &limits) {
+                assert!(n <= msg.len());
+                let _ = (r.path(), r.query());
+                if let Some(mut body) = r.body.take() {
+                    let _ = body.feed(&msg[n..], &mut |_| {});
+                }
+            }
+            let mut c = Chunked::new(1000);
+            let _ = c.feed(&msg, &mut |_| {});
+            if let Some(d) = crate::http::path::decode(&msg) {
+                let _ = crate::http::path::normalize(&d);
+            }
+            let _ = crate::http::range::parse(&String::from_utf8_lossy(&msg), rng.next() % 100);
+        }
+    }
+}

@@ -98,24 +98,23 @@ pub struct Ctx<'a> {
     pub site: &'a Site,
     pub site_idx: usize,
     pub cache: &'a mut FileCache,
-    pub cache_max_size: u64,
     pub tokens: bool,
 }
 
 /// Serves `req` from the site in `ctx`.
 pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     let tokens = ctx.tokens;
-    let Some(decoded) = path::decode(req.path().as_bytes()) else {
-        return Reply::error(400, tokens);
-    };
-    let Some(norm) = path::normalize(&decoded) else {
-        return Reply::error(400, tokens);
-    };
     if req.method == Method::Other {
         let mut r = Reply::error(405, tokens);
         r.header("Allow", "GET, HEAD");
         return r;
     }
+    let Some(decoded) = path::decode(req.path().as_bytes()) else {
+        return Reply::fatal(400, tokens);
+    };
+    let Some(norm) = path::normalize(&decoded) else {
+        return Reply::fatal(400, tokens);
+    };
     let rel = &norm[1..];
     let site = ctx.site;
     if norm.last() != Some(&b'/')
@@ -202,7 +201,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     if !ctx.cache.enabled() {
         return respond(&fm, Source::File(Rc::new(file)), req, tokens);
     }
-    let body = if fm.len <= ctx.cache_max_size {
+    let body = if ctx.cache.fits_in_memory(fm.len) {
         let mut data = Vec::with_capacity(fm.len as usize);
         if !(&file)
             .take(fm.len)
