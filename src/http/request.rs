@@ -452,7 +452,7 @@ mod fuzz {
         for _ in 0..50_000 {
             let mut msg = Vec::new();
             for _ in 0..rng.next() % 24 {
-                if rng.next() % 5 == 0 {
+                if rng.next().is_multiple_of(5) {
                     msg.push(rng.next() as u8);
                 } else {
                     msg.extend_from_slice(PIECES[rng.next() as usize % PIECES.len()]);
