@@ -182,3 +182,15 @@ pub fn worker(cfg: &Config, listeners: Vec<Socket>, signals: Signals) -> std::io
         signals,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// The per-connection state preallocated in every slot; the benchmark
+    /// README quotes this figure, keep it small.
+    #[test]
+    fn connection_state_is_small() {
+        let size = std::mem::size_of::<Option<super::conn::Conn>>();
+        println!("connection slot state: {size} bytes");
+        assert!(size <= 512, "{size}");
+    }
+}
