@@ -95,6 +95,15 @@ CONF
 "$LIGHTTPD" -D -f "$W/lighttpd.conf" & PIDS+=($!)
 sleep 1
 
+# "port pid" of a server by name.
+target() {
+  case $1 in
+    corral) echo "$P_CORRAL ${PIDS[0]}" ;;
+    nginx) echo "$P_NGINX ${PIDS[1]}" ;;
+    lighttpd) echo "$P_LIGHTTPD ${PIDS[2]}" ;;
+  esac
+}
+
 # The process that serves: the single worker (corral, nginx) or lighttpd itself.
 worker_of() {
   local master=$1 kids
@@ -132,11 +141,7 @@ for u in ('us','ms','s'):
 printf '%-9s %-9s %5s %12s %10s %12s\n' server file round req/s p99_ms cpu_us/req
 for file in 1k.bin 100k.bin; do
   for name in corral nginx lighttpd; do
-    case $name in
-      corral) port=$P_CORRAL; pid=${PIDS[0]} ;;
-      nginx) port=$P_NGINX; pid=${PIDS[1]} ;;
-      lighttpd) port=$P_LIGHTTPD; pid=${PIDS[2]} ;;
-    esac
+    read -r port pid < <(target $name)
     sum_r=0; sum_c=0; worst=0
     for round in $(seq 1 "$ROUNDS"); do
       read -r rps p99 us < <(run_one $name $port $file $pid)
@@ -169,11 +174,7 @@ done
 echo
 echo "== memory per idle keep-alive connection ($IDLE connections) =="
 for name in corral nginx lighttpd; do
-  case $name in
-    corral) port=$P_CORRAL; pid=${PIDS[0]} ;;
-    nginx) port=$P_NGINX; pid=${PIDS[1]} ;;
-    lighttpd) port=$P_LIGHTTPD; pid=${PIDS[2]} ;;
-  esac
+  read -r port pid < <(target $name)
   wpid=$(worker_of "$pid")
   before=$(rss_kib "$wpid")
   coproc IDLER { python3 "$HERE/idle_conns.py" "$port" "$IDLE" /1k.bin; }

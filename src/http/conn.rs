@@ -73,6 +73,27 @@ struct Exchange {
 }
 
 impl Exchange {
+    /// An exchange on `site`; `line` is the raw request line of a request
+    /// refused before its head could be parsed (else empty).
+    fn new(site: usize, line: String) -> Exchange {
+        Exchange {
+            req: None,
+            line,
+            site,
+            status: 0,
+            keep_alive: false,
+            linger: false,
+            body: None,
+            continue_left: 0,
+            out: Vec::new(),
+            out_off: 0,
+            head_len: 0,
+            file: None,
+            file_sent: 0,
+            mem: None,
+        }
+    }
+
     /// The request target, for log messages.
     fn target(&self) -> &str {
         self.req.as_ref().map_or(self.line.as_str(), |r| r.target.as_str())
@@ -110,7 +131,7 @@ impl Conn {
 impl HttpService {
     pub(super) fn on_ready(&mut self, c: &mut Conn, readable: bool, hangup: bool) -> Next {
         if readable {
-            self.mark_readable(c);
+            c.readable = true;
         }
         if hangup && c.phase != Phase::Send {
             return Next::Close;
@@ -127,10 +148,6 @@ impl HttpService {
                 Step::Wait(next) => return next,
             }
         }
-    }
-
-    fn mark_readable(&self, c: &mut Conn) {
-        c.readable = true;
     }
 
     /// Reads more bytes into the buffer. `Ok(false)` means nothing was read
@@ -236,7 +253,8 @@ impl HttpService {
         let reply = static_file::serve(&mut ctx, &req);
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
         let mut linger = reply.close;
-        let mut body = req.body.take();
+        // A refusal that closes the connection does not read the body.
+        let mut body = req.body.take().filter(|_| !reply.close);
         let mut continue_left = 0;
         if body.is_some() && req.expect_continue {
             if reply.status >= 300 {
@@ -248,23 +266,11 @@ impl HttpService {
                 continue_left = CONTINUE.len();
             }
         }
-        let line = String::new();
-        let mut ex = Exchange {
-            req: None,
-            line,
-            site,
-            status: 0,
-            keep_alive,
-            linger,
-            body,
-            continue_left,
-            out: Vec::new(),
-            out_off: 0,
-            head_len: 0,
-            file: None,
-            file_sent: 0,
-            mem: None,
-        };
+        let mut ex = Exchange::new(site, String::new());
+        ex.keep_alive = keep_alive;
+        ex.linger = linger;
+        ex.body = body;
+        ex.continue_left = continue_left;
         let head_only = req.method == Method::Head;
         let minor = req.minor;
         ex.req = Some(req);
@@ -286,26 +292,12 @@ impl HttpService {
     /// Answers with an error status and closes afterwards. `ex` is the
     /// exchange being replaced, if the request head had been accepted.
     fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
-        let mut ex = ex.unwrap_or(Exchange {
-            req: None,
-            line,
-            site: self.select_site(c.listener, None),
-            status: 0,
-            keep_alive: false,
-            linger: true,
-            body: None,
-            continue_left: 0,
-            out: Vec::new(),
-            out_off: 0,
-            head_len: 0,
-            file: None,
-            file_sent: 0,
-            mem: None,
-        });
-        if !ex.out.is_empty() {
+        let mut ex = ex.unwrap_or_else(|| Exchange::new(self.select_site(c.listener, None), line));
+        if ex.out.capacity() > 0 {
             self.wbufs.put(std::mem::take(&mut ex.out));
         }
         ex.file = None;
+        ex.mem = None;
         ex.body = None;
         ex.keep_alive = false;
         ex.linger = true;
