@@ -98,7 +98,10 @@ fn main() -> ExitCode {
     if let Some(sig) = m.get_one::<String>("signal") {
         return send_signal(&cfg.main.pid, sig);
     }
-    ExitCode::from(master::run(cfg, master::Launch { argv }) as u8)
+    // Resolved now: a binary upgrade starts this path again even after
+    // the file was replaced.
+    let exe = std::env::current_exe().unwrap_or_else(|_| argv[0].clone().into());
+    ExitCode::from(master::run(cfg, master::Launch { argv, exe }) as u8)
 }
 
 fn send_signal(pid_path: &Path, name: &str) -> ExitCode {

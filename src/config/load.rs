@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{self, NumOrStr};
-use super::{Config, EventMode, Http, LogTarget, Main, Server, units};
+use super::{Affinity, Config, Credentials, EventMode, Http, LogTarget, Main, Server, units};
 use crate::core::log::Level;
 
 /// A config problem, located as precisely as the file allows.
@@ -109,6 +109,8 @@ impl Source {
         let msg = e.message().trim();
         let message = if msg.contains("untagged enum NumOrStr") {
             "expected a number or a string".to_string()
+        } else if msg.contains("untagged enum StrOrInts") {
+            "expected \"auto\", \"off\" or a list of CPU numbers".to_string()
         } else if msg.contains("untagged enum OneOrMany") {
             "expected a string or a list of strings".to_string()
         } else {
@@ -314,7 +316,58 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         Some(s) if s == "off" => return Err(c.err("error_log", "cannot be \"off\"; use \"stderr\" or a file path")),
         Some(s) => src.log_target(&s),
     };
+    let user = match (m.user, m.group) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(c.err("group", "needs `user` as well")),
+        (Some(name), group) => {
+            let u = nix::unistd::User::from_name(&name)
+                .ok()
+                .flatten()
+                .ok_or_else(|| c.err("user", format!("no such user \"{name}\"")))?;
+            let gid = match group {
+                None => u.gid.as_raw(),
+                Some(g) => nix::unistd::Group::from_name(&g)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| c.err("group", format!("no such group \"{g}\"")))?
+                    .gid
+                    .as_raw(),
+            };
+            Some(Credentials {
+                name,
+                uid: u.uid.as_raw(),
+                gid,
+            })
+        }
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let worker_cpu_affinity = match m.worker_cpu_affinity {
+        None => Affinity::Off,
+        Some(raw::StrOrInts::Str(s)) if s == "auto" => Affinity::Auto,
+        Some(raw::StrOrInts::Str(s)) if s == "off" => Affinity::Off,
+        Some(raw::StrOrInts::Str(s)) => {
+            return Err(c.err(
+                "worker_cpu_affinity",
+                format!("\"{s}\" is not \"auto\", \"off\" or a list of CPUs"),
+            ));
+        }
+        Some(raw::StrOrInts::Ints(v)) => {
+            if v.is_empty() || v.iter().any(|&n| n < 0 || n as usize >= cpus.max(1024)) {
+                return Err(c.err("worker_cpu_affinity", "expected a non-empty list of CPU numbers"));
+            }
+            Affinity::List(v.into_iter().map(|n| n as usize).collect())
+        }
+    };
     Ok(Main {
+        user,
+        worker_rlimit_nofile: c
+            .int("worker_rlimit_nofile", m.worker_rlimit_nofile, 0, 1 << 30, 0)
+            .map(|n| (n > 0).then_some(n as u64))?,
+        worker_cpu_affinity,
+        worker_priority: m
+            .worker_priority
+            .map(|p| c.int("worker_priority", Some(p), -20, 19, 0).map(|p| p as i32))
+            .transpose()?,
         workers,
         worker_connections: c.int("worker_connections", m.worker_connections, 8, 1_048_576, 1024)? as usize,
         event_mode: c.choice(
@@ -357,6 +410,7 @@ fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
         client_body_timeout: c.duration("client_body_timeout", h.client_body_timeout, Duration::from_secs(60))?,
         send_timeout: c.duration("send_timeout", h.send_timeout, Duration::from_secs(60))?,
         lingering_timeout: c.duration("lingering_timeout", h.lingering_timeout, Duration::from_secs(5))?,
+        drain_idle_timeout: c.duration("drain_idle_timeout", h.drain_idle_timeout, Duration::from_secs(2))?,
         client_max_body_size: c.size("client_max_body_size", h.client_max_body_size, 0, 1 << 50, 1 << 20)?,
         max_header_size,
         max_uri_length,

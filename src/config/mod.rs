@@ -32,6 +32,24 @@ pub enum EventMode {
     Level,
 }
 
+/// The user and group workers run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Which CPU each worker is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Affinity {
+    Off,
+    /// Worker i on CPU i (modulo the CPU count).
+    Auto,
+    /// Worker i on the i-th CPU of the list (cycling).
+    List(Vec<usize>),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this came from; `None` for the built-in default.
@@ -53,6 +71,10 @@ pub struct Main {
     /// How long a graceful stop waits for workers before killing them.
     pub shutdown_timeout: Duration,
     pub listen_backlog: i32,
+    pub user: Option<Credentials>,
+    pub worker_rlimit_nofile: Option<u64>,
+    pub worker_cpu_affinity: Affinity,
+    pub worker_priority: Option<i32>,
 }
 
 /// Protocol limits and timers shared by every server block.
@@ -64,6 +86,10 @@ pub struct Http {
     pub client_body_timeout: Duration,
     pub send_timeout: Duration,
     pub lingering_timeout: Duration,
+    /// During a graceful stop or retirement, how long an idle keep-alive
+    /// connection stays open for a last request (answered with
+    /// `Connection: close`) before it is closed.
+    pub drain_idle_timeout: Duration,
     pub client_max_body_size: u64,
     /// Largest request head (request line + headers) accepted; also the
     /// size of each pooled read buffer.

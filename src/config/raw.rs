@@ -48,6 +48,19 @@ pub struct Main {
     pub daemon: Option<bool>,
     pub shutdown_timeout: Option<NumOrStr>,
     pub listen_backlog: Option<i64>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub worker_rlimit_nofile: Option<i64>,
+    pub worker_cpu_affinity: Option<StrOrInts>,
+    pub worker_priority: Option<i64>,
+}
+
+/// `"auto"` / `"off"` or a list of CPU numbers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StrOrInts {
+    Str(String),
+    Ints(Vec<i64>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +72,7 @@ pub struct Http {
     pub client_body_timeout: Option<NumOrStr>,
     pub send_timeout: Option<NumOrStr>,
     pub lingering_timeout: Option<NumOrStr>,
+    pub drain_idle_timeout: Option<NumOrStr>,
     pub client_max_body_size: Option<NumOrStr>,
     pub max_header_size: Option<NumOrStr>,
     pub max_uri_length: Option<NumOrStr>,

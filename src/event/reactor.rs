@@ -41,10 +41,11 @@ pub trait Service {
     /// A connection was accepted on listener number `listener`.
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Self::Conn;
     fn ready(&mut self, conn: &mut Self::Conn, ready: Ready) -> Next;
-    /// Called about once a second per connection; true closes it (timeout).
-    fn expired(&mut self, conn: &mut Self::Conn, now: Instant) -> bool;
-    /// Graceful stop began: close the connection if it is idle, otherwise
-    /// make it the last request on it.
+    /// Called about once a second per connection: `None` while nothing
+    /// is due, else what the connection does now (usually close).
+    fn expired(&mut self, conn: &mut Self::Conn, now: Instant) -> Option<Next>;
+    /// Graceful stop began: no new keep-alive; the connection ends after
+    /// its current or next request, or when idle for a short grace.
     fn drain(&mut self, conn: &mut Self::Conn) -> Next;
     /// The connection is gone; give back what it held.
     fn closed(&mut self, conn: Self::Conn);
@@ -350,12 +351,12 @@ impl<S: Service> Reactor<S> {
     fn sweep(&mut self) {
         let now = Instant::now();
         for tok in self.slots.tokens() {
-            let expired = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
+            let due = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
                 Some(c) => self.service.expired(c, now),
-                None => false,
+                None => None,
             };
-            if expired {
-                self.close(tok);
+            if let Some(next) = due {
+                self.apply(tok, next);
             }
         }
         // Resume accepting after a descriptor shortage.

@@ -497,10 +497,14 @@ impl HttpService {
         self.log_exchange(c, &ex);
         self.wbufs.put(std::mem::take(&mut ex.out));
         c.served += 1;
-        if ok && ex.keep_alive && !self.draining {
+        // A response that promised keep-alive is honoured even while
+        // draining: the client may already be sending its next request,
+        // which gets `Connection: close`. Closing here instead is the race
+        // that makes reloads lose requests.
+        if ok && ex.keep_alive {
             c.phase = Phase::Head;
             if c.rstart == c.rend {
-                c.deadline = self.clock.now + self.cfg.keepalive_timeout;
+                c.deadline = self.clock.now + self.idle_timeout();
                 self.release_rbuf_if_empty(c);
             } else {
                 c.deadline = self.clock.now + self.cfg.client_header_timeout;
@@ -508,12 +512,26 @@ impl HttpService {
             return Step::Again;
         }
         if ok && (ex.linger || c.rstart < c.rend || c.readable) {
-            let _ = c.stream.shutdown(Shutdown::Write);
-            c.phase = Phase::Linger;
-            c.deadline = self.clock.now + self.cfg.lingering_timeout;
+            self.start_linger(c);
             return Step::Again;
         }
         Step::Wait(Next::Close)
+    }
+
+    /// Idle keep-alive lifetime: short while draining.
+    fn idle_timeout(&self) -> std::time::Duration {
+        if self.draining {
+            self.cfg.drain_idle_timeout.min(self.cfg.keepalive_timeout)
+        } else {
+            self.cfg.keepalive_timeout
+        }
+    }
+
+    /// Shut our side, then read and drop until the peer closes.
+    fn start_linger(&mut self, c: &mut Conn) {
+        let _ = c.stream.shutdown(Shutdown::Write);
+        c.phase = Phase::Linger;
+        c.deadline = self.clock.now + self.cfg.lingering_timeout;
     }
 
     fn linger(&mut self, c: &mut Conn) -> Step {
@@ -552,10 +570,14 @@ impl HttpService {
         self.logs[log].log(&entry);
     }
 
-    /// Graceful stop: idle connections close now, busy ones after this response.
+    /// Graceful stop: no new keep-alive; an idle connection gets a short
+    /// grace for a last request, a busy one ends after its response.
     pub(super) fn on_drain(&mut self, c: &mut Conn) -> Next {
         match c.phase {
-            Phase::Head if c.rstart == c.rend => Next::Close,
+            Phase::Head if c.rstart == c.rend => {
+                c.deadline = c.deadline.min(self.clock.now + self.idle_timeout());
+                Next::Read
+            }
             Phase::Send => Next::Write,
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
             _ => Next::Read,
@@ -576,17 +598,24 @@ impl HttpService {
         }
     }
 
-    pub(super) fn on_expired(&mut self, c: &mut Conn, now: Instant) -> bool {
+    pub(super) fn on_expired(&mut self, c: &mut Conn, now: Instant) -> Option<Next> {
         if now < c.deadline {
-            return false;
+            return None;
         }
         match c.phase {
-            Phase::Head if c.rstart == c.rend => {}
+            Phase::Head if c.rstart == c.rend => {
+                if self.draining {
+                    // The client may be sending right now: no reset, no loss of
+                    // what it already sent being misread as our answer.
+                    self.start_linger(c);
+                    return Some(Next::Read);
+                }
+            }
             Phase::Head => crate::info!("client {} timed out reading the request head", c.peer.ip()),
             Phase::Body => crate::info!("client {} timed out sending the request body", c.peer.ip()),
             Phase::Send => crate::info!("client {} timed out receiving the response", c.peer.ip()),
             Phase::Linger => {}
         }
-        true
+        Some(Next::Close)
     }
 }

@@ -130,7 +130,7 @@ impl Service for HttpService {
         self.on_ready(conn, ready.readable, ready.hangup)
     }
 
-    fn expired(&mut self, conn: &mut Conn, now: Instant) -> bool {
+    fn expired(&mut self, conn: &mut Conn, now: Instant) -> Option<Next> {
         self.on_expired(conn, now)
     }
 

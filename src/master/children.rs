@@ -1,6 +1,8 @@
-//! The master's table of worker processes: who runs in which slot, how each
-//! one ended, and when a crashed one may be started again (back-off when a
-//! worker keeps crashing soon after it starts).
+//! The master's table of worker processes. Each worker belongs to a
+//! generation: a reload starts generation N+1 and retires the older ones,
+//! which finish their in-flight requests while the new ones already serve.
+//! Only the current generation is respawned when a worker dies, with
+//! back-off when a slot keeps crashing soon after it starts.
 
 use std::time::{Duration, Instant};
 
@@ -13,53 +15,115 @@ const UNSTABLE: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-pub struct Exit {
-    pub slot: usize,
-    pub lived: Duration,
-    pub abnormal: bool,
+/// A child that ended.
+pub enum Exit {
+    Worker {
+        slot: usize,
+        generation: u32,
+        lived: Duration,
+        abnormal: bool,
+    },
+    /// A child that is not a worker (a new master started by an upgrade).
+    Other { pid: Pid, how: String },
 }
 
-#[derive(Default)]
+struct Worker {
+    pid: Pid,
+    slot: usize,
+    generation: u32,
+    started: Instant,
+    /// Set once asked to stop: killed if still running at this time.
+    deadline: Option<Instant>,
+}
+
+#[derive(Default, Clone)]
 struct Slot {
-    pid: Option<(Pid, Instant)>,
     failures: u32,
     respawn_at: Option<Instant>,
 }
 
+#[derive(Default)]
 pub struct Children {
+    workers: Vec<Worker>,
+    /// Respawn state of the current generation's slots.
     slots: Vec<Slot>,
 }
 
 impl Children {
-    pub fn new(n: usize) -> Children {
-        Children {
-            slots: (0..n).map(|_| Slot::default()).collect(),
+    /// Sizes the slot table for a generation of `n` workers.
+    pub fn set_slots(&mut self, n: usize) {
+        self.slots = vec![Slot::default(); n];
+    }
+
+    pub fn started(&mut self, slot: usize, generation: u32, pid: Pid) {
+        self.workers.push(Worker {
+            pid,
+            slot,
+            generation,
+            started: Instant::now(),
+            deadline: None,
+        });
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.respawn_at = None;
         }
     }
 
-    pub fn started(&mut self, slot: usize, pid: Pid) {
-        let s = &mut self.slots[slot];
-        s.pid = Some((pid, Instant::now()));
-        s.respawn_at = None;
-    }
-
     pub fn failed_to_start(&mut self, slot: usize) {
-        self.slots[slot].respawn_at = Some(Instant::now() + Duration::from_secs(1));
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.respawn_at = Some(Instant::now() + Duration::from_secs(1));
+        }
     }
 
     pub fn alive(&self) -> usize {
-        self.slots.iter().filter(|s| s.pid.is_some()).count()
+        self.workers.len()
     }
 
-    pub fn signal_all(&self, sig: Signal) {
-        for (pid, _) in self.slots.iter().filter_map(|s| s.pid) {
-            if let Err(e) = kill(pid, sig) {
-                crate::error!("kill({pid}, {sig}) failed: {e}");
+    /// Asks every worker older than `generation` to stop with `sig`, to be
+    /// killed if still running after `grace`.
+    pub fn retire_older(&mut self, generation: u32, sig: Signal, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        for w in self.workers.iter_mut().filter(|w| w.generation < generation) {
+            if w.deadline.is_none() {
+                w.deadline = Some(deadline);
+                send(w.pid, sig);
             }
         }
     }
 
-    /// Collects every exited child, logging how it ended.
+    /// Sends `sig` to every worker; with a `grace`, they are also marked to
+    /// be killed after it.
+    pub fn signal_all(&mut self, sig: Signal, grace: Option<Duration>) {
+        let deadline = grace.map(|g| Instant::now() + g);
+        for w in &mut self.workers {
+            send(w.pid, sig);
+            if let Some(d) = deadline {
+                w.deadline = Some(w.deadline.map_or(d, |old| old.min(d)));
+            }
+        }
+    }
+
+    /// Kills workers still running past their deadline.
+    pub fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for w in self.workers.iter_mut().filter(|w| w.deadline.is_some_and(|d| d <= now)) {
+            crate::warn!(
+                "worker process {} (#{}) did not stop in time, killing it",
+                w.pid,
+                w.slot
+            );
+            send(w.pid, Signal::SIGKILL);
+            w.deadline = None;
+        }
+    }
+
+    /// The next time something is due: a respawn or a kill.
+    pub fn next_due(&self) -> Option<Instant> {
+        let r = self.slots.iter().filter_map(|s| s.respawn_at);
+        let k = self.workers.iter().filter_map(|w| w.deadline);
+        r.chain(k).min()
+    }
+
+    /// Collects every exited child, logging how workers ended.
     pub fn reap(&mut self) -> Vec<Exit> {
         let mut out = Vec::new();
         loop {
@@ -80,27 +144,30 @@ impl Children {
                 ),
                 _ => continue,
             };
-            let Some(slot) = self.slots.iter().position(|s| s.pid.is_some_and(|(p, _)| p == pid)) else {
-                crate::info!("process {pid} {how}");
+            let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
+                out.push(Exit::Other { pid, how });
                 continue;
             };
-            let (_, started) = self.slots[slot].pid.take().expect("matched above");
-            if abnormal {
-                crate::warn!("worker process {pid} (#{slot}) {how}");
+            let w = self.workers.swap_remove(i);
+            // A worker asked to stop that exits 0 did what it was told.
+            let expected = w.deadline.is_some() && !abnormal;
+            if abnormal && w.deadline.is_none() {
+                crate::warn!("worker process {pid} (#{}) {how}", w.slot);
             } else {
-                crate::notice!("worker process {pid} (#{slot}) {how}");
+                crate::notice!("worker process {pid} (#{}) {how}", w.slot);
             }
-            out.push(Exit {
-                slot,
-                lived: started.elapsed(),
-                abnormal,
+            out.push(Exit::Worker {
+                slot: w.slot,
+                generation: w.generation,
+                lived: w.started.elapsed(),
+                abnormal: abnormal && !expected,
             });
         }
         out
     }
 
     pub fn schedule_respawn(&mut self, slot: usize, lived: Duration, abnormal: bool) {
-        let s = &mut self.slots[slot];
+        let Some(s) = self.slots.get_mut(slot) else { return };
         if abnormal && lived < UNSTABLE {
             s.failures = s.failures.saturating_add(1);
         } else {
@@ -123,15 +190,11 @@ impl Children {
         s.respawn_at = Some(Instant::now() + delay);
     }
 
-    pub fn next_respawn(&self) -> Option<Instant> {
-        self.slots.iter().filter_map(|s| s.respawn_at).min()
-    }
-
     pub fn due_respawns(&mut self) -> Vec<usize> {
         let now = Instant::now();
         let mut due = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.pid.is_none() && s.respawn_at.is_some_and(|t| t <= now) {
+            if s.respawn_at.is_some_and(|t| t <= now) {
                 s.respawn_at = None;
                 due.push(i);
             }
@@ -143,5 +206,11 @@ impl Children {
         for s in &mut self.slots {
             s.respawn_at = None;
         }
+    }
+}
+
+fn send(pid: Pid, sig: Signal) {
+    if let Err(e) = kill(pid, sig) {
+        crate::error!("kill({pid}, {sig}) failed: {e}");
     }
 }

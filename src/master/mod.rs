@@ -2,27 +2,39 @@
 //! file, forks the workers and supervises them from its own small event
 //! loop, where signals arrive as events through a signalfd. It never
 //! serves a request.
+//!
+//! Lifecycle: start -> serve; SIGHUP reloads (new generation of workers,
+//! old one retired gracefully); SIGUSR2 starts a new binary that inherits
+//! the listening sockets; SIGWINCH retires every worker (old master during
+//! an upgrade); SIGQUIT / SIGTERM stop.
 
 mod children;
+mod listeners;
+mod upgrade;
 
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
-use socket2::Socket;
+use nix::unistd::Pid;
 
-use crate::config::Config;
+use crate::config::{self, Config, LogTarget};
 use crate::core::log;
-use crate::os::{daemon, listen, pidfile, signals, title};
-use children::Children;
+use crate::os::notify::{monotonic_usec, notify};
+use crate::os::{daemon, pidfile, privileges, signals, title};
+use children::{Children, Exit};
+use listeners::Listeners;
 
-/// How the master was started, for its process title.
+/// How the master was started: for its process title and to start the
+/// same command line again on a binary upgrade.
 pub struct Launch {
     pub argv: Vec<String>,
+    /// The executable, resolved at start (before an upgrade replaces it).
+    pub exe: PathBuf,
 }
 
 /// Why the master is stopping.
@@ -39,11 +51,18 @@ const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Master {
     cfg: Config,
-    listeners: Vec<Socket>,
+    launch: Launch,
+    listeners: Listeners,
     signals: Option<SignalFd>,
     children: Children,
+    generation: u32,
+    /// The pid file in use: `<pid>.oldbin` while a new binary runs.
     pid_path: PathBuf,
-    stopping: Option<(Stop, Instant)>,
+    stopping: Option<Stop>,
+    /// SIGWINCH retired every worker; no respawn until SIGHUP.
+    winched: bool,
+    /// The new master started by SIGUSR2, while it runs.
+    upgrade: Option<Pid>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -58,7 +77,7 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
         eprintln!("corral: [emerg] cannot open error log {:?}: {e}", cfg.main.error_log);
         return 1;
     }
-    let logs_to_stderr = cfg.main.error_log == crate::config::LogTarget::Stderr;
+    let logs_to_stderr = cfg.main.error_log == LogTarget::Stderr;
     match start(cfg, launch) {
         Ok(mut m) => {
             let code = m.run_loop();
@@ -84,42 +103,88 @@ fn start(cfg: Config, launch: Launch) -> Result<Master, String> {
             pid_path.display()
         ));
     }
-    let mut listeners = Vec::new();
-    for addr in cfg.listen_addrs() {
-        let sock = listen::open(addr, cfg.main.listen_backlog).map_err(|e| format!("bind() to {addr} failed: {e}"))?;
-        listeners.push(sock);
+    let mut pool = listeners::inherited();
+    let listeners = Listeners::build(&cfg.listen_addrs(), cfg.main.listen_backlog, &mut pool)?;
+    for (addr, _) in pool {
+        crate::notice!("inherited socket for {addr} is not configured; closing it");
     }
+    if cfg.main.user.is_some() && !nix::unistd::Uid::effective().is_root() {
+        crate::warn!("\"user\" only takes effect when the master runs as root; workers keep this user");
+    }
+    prepare_log_files(&cfg);
     let sigfd = signals::signal_fd().map_err(|e| format!("cannot set up signals: {e}"))?;
     pidfile::write(&pid_path, std::process::id())
         .map_err(|e| format!("cannot write pid file {}: {e}", pid_path.display()))?;
     title::set(&format!("corral: master process {}", launch.argv.join(" ")));
     crate::notice!(
-        "corral/{} master started with {} (workers: {}, listening on {})",
+        "corral/{} master {} started with {} (workers: {}, listening on {})",
         env!("CARGO_PKG_VERSION"),
+        std::process::id(),
         cfg.source(),
         cfg.main.workers,
-        cfg.listen_addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        join(&listeners.addrs())
     );
-    let workers = cfg.main.workers;
     let mut m = Master {
         cfg,
+        launch,
         listeners,
         signals: Some(sigfd),
-        children: Children::new(workers),
+        children: Children::default(),
+        generation: 0,
         pid_path,
         stopping: None,
+        winched: false,
+        upgrade: None,
     };
-    for slot in 0..workers {
-        m.spawn(slot);
-    }
+    m.start_generation();
+    notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
     Ok(m)
 }
 
+fn join(addrs: &[std::net::SocketAddr]) -> String {
+    addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Creates the log files workers write to and hands them to the worker
+/// user, so a worker that dropped root can still reopen them after a
+/// rotation.
+fn prepare_log_files(cfg: &Config) {
+    let mut paths: Vec<&Path> = Vec::new();
+    if let LogTarget::File(p) = &cfg.main.error_log {
+        paths.push(p);
+    }
+    for s in &cfg.servers {
+        if let LogTarget::File(p) = &s.access_log {
+            paths.push(p);
+        }
+    }
+    for p in paths {
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            crate::error!("cannot open log {}: {e}", p.display());
+            continue;
+        }
+        if let Some(c) = &cfg.main.user
+            && nix::unistd::Uid::effective().is_root()
+            && let Err(e) = std::os::unix::fs::chown(p, Some(c.uid), Some(c.gid))
+        {
+            crate::error!("chown({}) for user {} failed: {e}", p.display(), c.name);
+        }
+    }
+}
+
 impl Master {
+    /// Starts a new generation of `workers` workers with the current config.
+    fn start_generation(&mut self) {
+        self.generation += 1;
+        self.children.set_slots(self.cfg.main.workers);
+        for slot in 0..self.cfg.main.workers {
+            self.spawn(slot);
+        }
+    }
+
     fn spawn(&mut self, slot: usize) {
         // SAFETY: the master is single-threaded, so the child starts with
         // consistent heap and lock state; it never returns to this code.
@@ -129,8 +194,8 @@ impl Master {
                 std::process::exit(code);
             }
             Ok(nix::unistd::ForkResult::Parent { child }) => {
-                crate::notice!("start worker process {child} (#{slot})");
-                self.children.started(slot, child);
+                crate::notice!("start worker process {child} (#{slot}, generation {})", self.generation);
+                self.children.started(slot, self.generation, child);
             }
             Err(e) => {
                 crate::crit!("fork() failed: {e}; retrying later");
@@ -139,9 +204,9 @@ impl Master {
         }
     }
 
-    /// Runs in the forked child: drop the master's handles, serve, exit.
+    /// Runs in the forked child: drop the master's handles, prepare the
+    /// process (limits, CPU, user), serve, exit.
     fn become_worker(&mut self, slot: usize) -> i32 {
-        signals::die_with_parent(Signal::SIGTERM);
         drop(self.signals.take());
         title::set("corral: worker process");
         let sigfd = match signals::signal_fd() {
@@ -151,8 +216,23 @@ impl Master {
                 return 2;
             }
         };
-        let listeners = std::mem::take(&mut self.listeners);
-        match crate::http::worker(&self.cfg, listeners, crate::event::Signals { fd: sigfd }) {
+        let listeners = self.listeners.take_sockets();
+        // Opened while still privileged: access logs and document roots.
+        let service = crate::http::HttpService::new(&self.cfg);
+        if let Err(e) = privileges::prepare_worker(&self.cfg.main, slot) {
+            crate::crit!("worker #{slot}: {e}");
+            return 2;
+        }
+        // After setuid: the kernel clears the parent-death signal then.
+        signals::die_with_parent(Signal::SIGTERM);
+        let m = &self.cfg.main;
+        match crate::event::run(
+            service,
+            listeners,
+            m.event_mode,
+            m.worker_connections,
+            crate::event::Signals { fd: sigfd },
+        ) {
             Ok(()) => 0,
             Err(e) => {
                 crate::crit!("worker #{slot} failed: {e}");
@@ -174,6 +254,7 @@ impl Master {
             crate::crit!("epoll_ctl failed: {e}");
             return 1;
         }
+        self.signals = Some(sigfd);
         let mut events = [EpollEvent::empty(); 8];
         loop {
             let timeout = self.next_timeout();
@@ -184,7 +265,8 @@ impl Master {
                     return 1;
                 }
             }
-            for sig in signals::drain(&sigfd) {
+            let sigs = self.signals.as_ref().map(signals::drain).unwrap_or_default();
+            for sig in sigs {
                 self.on_signal(sig);
             }
             self.reap();
@@ -196,13 +278,7 @@ impl Master {
 
     fn next_timeout(&self) -> u16 {
         let now = Instant::now();
-        let mut next = now + Duration::from_secs(1);
-        if let Some(t) = self.children.next_respawn() {
-            next = next.min(t);
-        }
-        if let Some((_, deadline)) = self.stopping {
-            next = next.min(deadline);
-        }
+        let next = self.children.next_due().unwrap_or(now + Duration::from_secs(1));
         next.saturating_duration_since(now).as_millis().clamp(1, 1000) as u16
     }
 
@@ -213,21 +289,103 @@ impl Master {
             Signal::SIGQUIT => self.stop(Stop::Graceful, sig),
             Signal::SIGUSR1 => {
                 crate::notice!("reopening logs");
+                prepare_log_files(&self.cfg);
                 if let Err(e) = log::reopen() {
                     crate::error!("reopening the error log failed: {e}");
                 }
-                self.children.signal_all(Signal::SIGUSR1);
+                self.children.signal_all(Signal::SIGUSR1, None);
             }
-            Signal::SIGHUP => {
-                crate::warn!("SIGHUP received: reloading the configuration is not supported yet; ignored");
+            Signal::SIGHUP if self.stopping.is_none() => {
+                if self.winched {
+                    crate::notice!("SIGHUP received, starting workers again without re-reading the configuration");
+                    self.winched = false;
+                    self.start_generation();
+                } else {
+                    self.reload();
+                }
+            }
+            Signal::SIGUSR2 if self.stopping.is_none() => self.start_upgrade(),
+            Signal::SIGWINCH if self.stopping.is_none() => {
+                crate::notice!("SIGWINCH received, gracefully stopping worker processes");
+                self.winched = true;
+                self.children.cancel_respawns();
+                self.generation += 1;
+                self.children.set_slots(0);
+                self.children
+                    .retire_older(self.generation, Signal::SIGQUIT, self.cfg.main.shutdown_timeout);
             }
             other => crate::info!("{other} ignored"),
         }
     }
 
+    /// SIGHUP: re-read the config; start a new generation of workers with
+    /// it and retire the old one, or keep everything as it is if it is bad.
+    fn reload(&mut self) {
+        notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        let source = self.cfg.source();
+        crate::notice!("SIGHUP received, reloading configuration from {source}");
+        let new = match &self.cfg.file {
+            Some(p) => config::load(p),
+            None => Ok(config::load_default()),
+        };
+        let new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                crate::error!("reload refused, keeping the running configuration: {e}");
+                notify("READY=1\nSTATUS=reload refused");
+                return;
+            }
+        };
+        let mut pool = std::mem::take(&mut self.listeners).into_pool();
+        match Listeners::build(&new.listen_addrs(), new.main.listen_backlog, &mut pool) {
+            Ok(l) => {
+                for (addr, _) in &pool {
+                    crate::notice!("no longer listening on {addr}");
+                }
+                // The removed sockets close here; retiring workers close
+                // their own copies when they stop accepting.
+                drop(pool);
+                self.listeners = l;
+            }
+            Err(e) => {
+                crate::error!("reload refused, keeping the running configuration: {e}");
+                self.listeners = Listeners::build(&self.cfg.listen_addrs(), self.cfg.main.listen_backlog, &mut pool)
+                    .unwrap_or_default();
+                notify("READY=1\nSTATUS=reload refused");
+                return;
+            }
+        }
+        if new.main.pid != self.cfg.main.pid {
+            crate::warn!("a changed \"pid\" takes effect at the next start, not on reload");
+        }
+        if new.main.error_log != self.cfg.main.error_log || new.main.log_level != self.cfg.main.log_level {
+            if let Err(e) = log::init(&new.main.error_log, new.main.log_level) {
+                crate::error!(
+                    "cannot open the new error log {:?}: {e}; keeping the old one",
+                    new.main.error_log
+                );
+            }
+        }
+        let mut new = new;
+        new.main.pid = self.cfg.main.pid.clone();
+        self.cfg = new;
+        prepare_log_files(&self.cfg);
+        self.winched = false;
+        self.start_generation();
+        self.children
+            .retire_older(self.generation, Signal::SIGQUIT, self.cfg.main.shutdown_timeout);
+        crate::notice!(
+            "reload applied: generation {} with {} worker(s), listening on {}",
+            self.generation,
+            self.cfg.main.workers,
+            join(&self.listeners.addrs())
+        );
+        notify("READY=1\nSTATUS=serving");
+    }
+
     fn stop(&mut self, how: Stop, sig: Signal) {
         match (self.stopping, how) {
-            (Some((Stop::Fast, _)), _) | (Some((Stop::Graceful, _)), Stop::Graceful) => return,
+            (Some(Stop::Fast), _) | (Some(Stop::Graceful), Stop::Graceful) => return,
             _ => {}
         }
         let (wsig, grace, what) = match how {
@@ -239,34 +397,37 @@ impl Master {
             Stop::Fast => (Signal::SIGTERM, FAST_STOP_GRACE, "shutting down"),
         };
         crate::notice!("{sig} received, {what}");
-        self.stopping = Some((how, Instant::now() + grace));
+        notify("STOPPING=1");
+        self.stopping = Some(how);
         self.children.cancel_respawns();
-        self.children.signal_all(wsig);
+        self.children.signal_all(wsig, Some(grace));
     }
 
     fn reap(&mut self) {
         for exit in self.children.reap() {
-            if self.stopping.is_none() {
-                self.children.schedule_respawn(exit.slot, exit.lived, exit.abnormal);
+            match exit {
+                Exit::Worker {
+                    slot,
+                    generation,
+                    lived,
+                    abnormal,
+                } => {
+                    if self.stopping.is_none() && !self.winched && generation == self.generation {
+                        self.children.schedule_respawn(slot, lived, abnormal);
+                    }
+                }
+                Exit::Other { pid, how } if Some(pid) == self.upgrade => self.upgrade_ended(pid, &how),
+                Exit::Other { pid, how } => crate::info!("process {pid} {how}"),
             }
         }
     }
 
-    /// Respawns due workers; ends the master when stopping is complete.
+    /// Respawns due workers, kills overdue ones; ends the master when
+    /// stopping is complete.
     fn after_events(&mut self) -> Option<i32> {
-        if let Some((_, deadline)) = self.stopping {
-            if self.children.alive() == 0 {
-                return Some(0);
-            }
-            if Instant::now() >= deadline {
-                crate::warn!(
-                    "{} worker(s) still running after the shutdown timeout, killing them",
-                    self.children.alive()
-                );
-                self.children.signal_all(Signal::SIGKILL);
-                self.stopping = Some((Stop::Fast, Instant::now() + Duration::from_secs(10)));
-            }
-            return None;
+        self.children.kill_overdue();
+        if self.stopping.is_some() {
+            return (self.children.alive() == 0).then_some(0);
         }
         for slot in self.children.due_respawns() {
             self.spawn(slot);

@@ -3,6 +3,8 @@
 pub mod daemon;
 pub mod listen;
 pub mod net;
+pub mod notify;
 pub mod pidfile;
+pub mod privileges;
 pub mod signals;
 pub mod title;

@@ -1,0 +1,56 @@
+//! What a worker does to itself before serving: limits, CPU, priority, and
+//! dropping root for the configured user and group.
+
+use std::ffi::CString;
+
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::unistd::{Gid, Pid, Uid, initgroups, setgid, setuid};
+
+use crate::config::{Affinity, Credentials, Main};
+
+/// Applies `worker_rlimit_nofile`, `worker_cpu_affinity` and
+/// `worker_priority` for worker number `slot`, then drops privileges.
+pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
+    if let Some(n) = main.worker_rlimit_nofile {
+        setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("setrlimit(RLIMIT_NOFILE, {n}) failed: {e}"))?;
+    }
+    let cpu = match &main.worker_cpu_affinity {
+        Affinity::Off => None,
+        Affinity::Auto => Some(slot % std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Affinity::List(cpus) => cpus.get(slot % cpus.len().max(1)).copied(),
+    };
+    if let Some(cpu) = cpu {
+        let mut set = CpuSet::new();
+        set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
+        sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity(CPU {cpu}) failed: {e}"))?;
+    }
+    if let Some(prio) = main.worker_priority {
+        // SAFETY: setpriority only reads its integer arguments.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, prio) };
+        if rc != 0 {
+            return Err(format!(
+                "setpriority({prio}) failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some(c) = &main.user {
+        drop_to(c)?;
+    }
+    Ok(())
+}
+
+/// setgroups (via initgroups), setgid, setuid: in that order, so no
+/// supplementary group or gid of root's survives.
+fn drop_to(c: &Credentials) -> Result<(), String> {
+    if !Uid::effective().is_root() {
+        return Ok(()); // nothing to drop; the master warned at start
+    }
+    let name = CString::new(c.name.clone()).map_err(|_| format!("bad user name {:?}", c.name))?;
+    let gid = Gid::from_raw(c.gid);
+    initgroups(&name, gid).map_err(|e| format!("initgroups({}, {gid}) failed: {e}", c.name))?;
+    setgid(gid).map_err(|e| format!("setgid({gid}) failed: {e}"))?;
+    setuid(Uid::from_raw(c.uid)).map_err(|e| format!("setuid({}) failed: {e}", c.uid))?;
+    Ok(())
+}
