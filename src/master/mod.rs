@@ -358,13 +358,13 @@ impl Master {
         if new.main.pid != self.cfg.main.pid {
             crate::warn!("a changed \"pid\" takes effect at the next start, not on reload");
         }
-        if new.main.error_log != self.cfg.main.error_log || new.main.log_level != self.cfg.main.log_level {
-            if let Err(e) = log::init(&new.main.error_log, new.main.log_level) {
-                crate::error!(
-                    "cannot open the new error log {:?}: {e}; keeping the old one",
-                    new.main.error_log
-                );
-            }
+        if (new.main.error_log != self.cfg.main.error_log || new.main.log_level != self.cfg.main.log_level)
+            && let Err(e) = log::init(&new.main.error_log, new.main.log_level)
+        {
+            crate::error!(
+                "cannot open the new error log {:?}: {e}; keeping the old one",
+                new.main.error_log
+            );
         }
         let mut new = new;
         new.main.pid = self.cfg.main.pid.clone();
