@@ -3,7 +3,7 @@
 //! from the previous binary or from systemd socket activation.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use socket2::Socket;
@@ -81,34 +81,40 @@ impl Listeners {
     }
 }
 
-/// Takes over a descriptor passed to us, if it is a TCP listening socket.
-fn adopt(fd: RawFd) -> Option<(SocketAddr, Socket)> {
+/// A socket handed to this process, and who handed it.
+pub struct Inherited {
+    pub addr: SocketAddr,
+    pub sock: Socket,
+    pub from: &'static str,
+}
+
+/// Takes over a descriptor passed to us, if it is a TCP socket; anything
+/// else is left untouched (never closed: it may not be ours to close).
+fn adopt(fd: RawFd, from: &'static str) -> Option<Inherited> {
     fcntl(fd, FcntlArg::F_GETFD).ok()?;
     // SAFETY: the descriptor was passed to this process at exec (by the
-    // previous corral binary or by systemd) and nothing else here owns it.
+    // previous corral binary or by systemd) and nothing else here owns it;
+    // it is released again below if it is not a socket.
     let sock = unsafe { Socket::from_raw_fd(fd) };
-    let addr = match sock.local_addr().ok().and_then(|a| a.as_socket()) {
-        Some(a) => a,
-        None => {
-            crate::warn!("inherited descriptor {fd} is not a TCP socket; closing it");
-            return None;
-        }
+    let Some(addr) = sock.local_addr().ok().and_then(|a| a.as_socket()) else {
+        let _ = sock.into_raw_fd();
+        return None;
     };
     let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     let _ = sock.set_nonblocking(true);
-    Some((addr, sock))
+    Some(Inherited { addr, sock, from })
 }
 
 /// Sockets handed to this process: by a previous corral binary
 /// (`CORRAL_LISTENERS`) or by systemd (`LISTEN_FDS` for our `LISTEN_PID`).
-/// The variables are removed so they do not leak to children.
-pub fn inherited() -> Vec<(SocketAddr, Socket)> {
+/// The variables are removed so they do not leak to children. Must run
+/// before the process opens any descriptor of its own.
+pub fn inherited() -> Vec<Inherited> {
     let mut out = Vec::new();
     if let Ok(v) = std::env::var(INHERIT_ENV) {
         for part in v.split(';').filter(|p| !p.is_empty()) {
             let fd = part.split('@').next().and_then(|f| f.parse::<RawFd>().ok());
-            if let Some(s) = fd.filter(|fd| *fd > 2).and_then(adopt) {
-                crate::notice!("using inherited socket {} for {}", s.1.as_raw_fd(), s.0);
+            if let Some(s) = fd.filter(|fd| *fd > 2).and_then(|fd| adopt(fd, "inherited socket")) {
                 out.push(s);
             }
         }
@@ -120,8 +126,7 @@ pub fn inherited() -> Vec<(SocketAddr, Socket)> {
         .unwrap_or(0);
     if ours && n > 0 {
         for fd in 3..3 + n {
-            if let Some(s) = adopt(fd) {
-                crate::notice!("using socket-activated descriptor {fd} for {}", s.0);
+            if let Some(s) = adopt(fd, "socket-activated descriptor") {
                 out.push(s);
             }
         }

@@ -12,7 +12,7 @@ mod children;
 mod listeners;
 mod upgrade;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ pub struct Master {
 
 /// Runs the master until it is stopped; returns the process exit code.
 pub fn run(cfg: Config, launch: Launch) -> i32 {
+    // Before anything opens a descriptor that could be mistaken for one.
+    let inherited = listeners::inherited();
     if cfg.main.daemon
         && let Err(e) = daemon::daemonize()
     {
@@ -78,7 +80,7 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
         return 1;
     }
     let logs_to_stderr = cfg.main.error_log == LogTarget::Stderr;
-    match start(cfg, launch) {
+    match start(cfg, launch, inherited) {
         Ok(mut m) => {
             let code = m.run_loop();
             pidfile::remove_if_ours(&m.pid_path, std::process::id());
@@ -95,7 +97,7 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
     }
 }
 
-fn start(cfg: Config, launch: Launch) -> Result<Master, String> {
+fn start(cfg: Config, launch: Launch, inherited: Vec<listeners::Inherited>) -> Result<Master, String> {
     let pid_path = cfg.main.pid.clone();
     if let Some(pid) = pidfile::live_master(&pid_path) {
         return Err(format!(
@@ -103,7 +105,11 @@ fn start(cfg: Config, launch: Launch) -> Result<Master, String> {
             pid_path.display()
         ));
     }
-    let mut pool = listeners::inherited();
+    let mut pool = Vec::new();
+    for i in inherited {
+        crate::notice!("using {} {} for {}", i.from, i.sock.as_raw_fd(), i.addr);
+        pool.push((i.addr, i.sock));
+    }
     let listeners = Listeners::build(&cfg.listen_addrs(), cfg.main.listen_backlog, &mut pool)?;
     for (addr, _) in pool {
         crate::notice!("inherited socket for {addr} is not configured; closing it");

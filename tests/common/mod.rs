@@ -56,6 +56,8 @@ pub struct Opts {
     pub server: String,
     /// Extra [[server]] blocks, `{port}` replaced.
     pub more: String,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -72,37 +74,26 @@ impl Server {
     }
 
     pub fn with_root(o: Opts, dir: TempDir, root: PathBuf) -> Server {
+        Server::launch(o, dir, root, BIN)
+    }
+
+    /// Starts `bin` (the built binary or a copy of it).
+    pub fn launch(o: Opts, dir: TempDir, root: PathBuf, bin: &str) -> Server {
         let config = dir.path().join("corral.toml");
         let mut s = Server {
             child: None,
             port: 0,
             dir,
-            root: root.clone(),
+            root,
             config,
         };
         for _ in 0..5 {
             s.port = free_port();
-            let text = format!(
-                "[main]\n{workers}pid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\nlog_level = \"info\"\n{main}\n\
-                 [http]\n{http}\n\
-                 [[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{root}\"\naccess_log = \"{d}/access.log\"\n{server}\n{more}\n",
-                d = s.dir.path().display(),
-                port = s.port,
-                workers = if o.main.contains("workers =") {
-                    ""
-                } else {
-                    "workers = 2\n"
-                },
-                root = root.display(),
-                main = o.main,
-                http = o.http,
-                server = o.server,
-                more = o.more.replace("{port}", &s.port.to_string()),
-            );
-            std::fs::write(&s.config, text).unwrap();
-            let child = Command::new(BIN)
+            s.write_config(&o);
+            let child = Command::new(bin)
                 .arg("-c")
                 .arg(&s.config)
+                .envs(o.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -118,7 +109,37 @@ impl Server {
         panic!("corral did not start: {}", s.error_log());
     }
 
-    fn wait_ready(&mut self) -> bool {
+    /// (Re)writes the config file for this server's port, dir and root.
+    pub fn write_config(&self, o: &Opts) {
+        let text = format!(
+            "[main]\n{workers}pid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\nlog_level = \"info\"\n{main}\n\
+             [http]\n{http}\n\
+             [[server]]\n{listen}{root}access_log = \"{d}/access.log\"\n{server}\n{more}\n",
+            d = self.dir.path().display(),
+            workers = if o.main.contains("workers =") {
+                ""
+            } else {
+                "workers = 2\n"
+            },
+            listen = if o.server.contains("listen =") {
+                String::new()
+            } else {
+                format!("listen = \"127.0.0.1:{}\"\n", self.port)
+            },
+            root = if o.server.contains("root =") {
+                String::new()
+            } else {
+                format!("root = \"{}\"\n", self.root.display())
+            },
+            main = o.main,
+            http = o.http,
+            server = o.server.replace("{port}", &self.port.to_string()),
+            more = o.more.replace("{port}", &self.port.to_string()),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut()
@@ -173,7 +194,7 @@ impl Server {
         None
     }
 
-    fn stop_now(&mut self) {
+    pub fn stop_now(&mut self) {
         let workers = self.workers();
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();

@@ -1,0 +1,443 @@
+//! Operating corral like nginx: reload, binary upgrade and roll-back,
+//! privileges, systemd notification and socket activation.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+fn read_pid(p: &PathBuf) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn get_on(port: u16, path: &str) -> Option<Response> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    parse_responses(&read_to_close(&mut c), false).into_iter().next()
+}
+
+fn kill(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+#[test]
+fn reload_serves_the_new_root() {
+    let s = Server::start();
+    std::fs::write(s.root.join("which.txt"), "old").unwrap();
+    let new_root = s.dir.path().join("www2");
+    std::fs::create_dir_all(&new_root).unwrap();
+    std::fs::write(new_root.join("which.txt"), "new").unwrap();
+    assert_eq!(s.get("/which.txt").text(), "old");
+    let old_workers = s.workers();
+    s.write_config(&Opts {
+        server: format!("root = \"{}\"", new_root.display()),
+        ..Opts::default()
+    });
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || s.get("/which.txt").text() == "new"));
+    assert!(
+        eventually(Duration::from_secs(10), || old_workers.iter().all(|w| !alive(*w))),
+        "old generation retired"
+    );
+    assert_eq!(s.workers().len(), 2);
+    let log = s.error_log();
+    assert!(
+        log.contains("reloading configuration") && log.contains("reload applied"),
+        "{log}"
+    );
+}
+
+#[test]
+fn reload_with_broken_config_keeps_serving() {
+    let s = Server::start();
+    let workers = s.workers();
+    std::fs::write(&s.config, "[main]\nworkers = 2\nworkers_typo = 3\n").unwrap();
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("reload refused")),
+        "{}",
+        s.error_log()
+    );
+    let log = s.error_log();
+    let line = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(
+        line.contains("corral.toml:3") && line.contains("workers_typo"),
+        "file, line and key: {line}"
+    );
+    assert_eq!(s.get("/").status, 200);
+    let mut now = s.workers();
+    now.sort();
+    let mut before = workers.clone();
+    before.sort();
+    assert_eq!(now, before, "the running workers were left alone");
+}
+
+#[test]
+fn reload_adds_and_removes_a_listen_address() {
+    let s = Server::start();
+    let (p1, p2) = (s.port, free_port());
+    s.write_config(&Opts {
+        server: format!("listen = [\"127.0.0.1:{p1}\", \"127.0.0.1:{p2}\"]"),
+        ..Opts::default()
+    });
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || get_on(p2, "/")
+        .is_some_and(|r| r.status == 200)));
+    assert_eq!(
+        get_on(p1, "/").map(|r| r.status),
+        Some(200),
+        "the kept address still serves"
+    );
+    s.write_config(&Opts {
+        server: format!("listen = \"127.0.0.1:{p2}\""),
+        ..Opts::default()
+    });
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", p1))
+            .is_err()),
+        "the removed address is closed"
+    );
+    assert_eq!(get_on(p2, "/").map(|r| r.status), Some(200));
+}
+
+/// Keep-alive clients that count every failure while the server reloads.
+fn hammer(port: u16, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) {
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    conn.insert(BufReader::new(s))
+                }
+                Err(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            },
+        };
+        let result = (|| -> std::io::Result<bool> {
+            c.get_mut().write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut line = String::new();
+            let mut len = 0usize;
+            let mut close = false;
+            let mut status = 0;
+            loop {
+                line.clear();
+                if c.read_line(&mut line)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
+                    status = code[..3].parse().unwrap_or(0);
+                } else if let Some((n, v)) = l.split_once(':') {
+                    if n.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if n.eq_ignore_ascii_case("connection") && v.trim() == "close" {
+                        close = true;
+                    }
+                }
+            }
+            let mut body = vec![0u8; len];
+            c.read_exact(&mut body)?;
+            if status != 200 {
+                return Err(std::io::Error::other(format!("status {status}")));
+            }
+            Ok(close)
+        })();
+        match result {
+            Ok(close) => {
+                ok.fetch_add(1, Ordering::Relaxed);
+                if close {
+                    conn = None;
+                }
+            }
+            Err(_) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
+
+#[test]
+fn reloads_under_keep_alive_load_lose_nothing() {
+    let s = Server::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let port = s.port;
+            std::thread::spawn(move || hammer(port, stop, ok, failed))
+        })
+        .collect();
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(400));
+        s.signal("HUP");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 500, "the load ran: {ok} requests");
+    assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
+    assert!(s.error_log().matches("reload applied").count() >= 6);
+}
+
+/// Starts a copy of the binary, as an operator's installed one.
+fn start_copy() -> (Server, PathBuf) {
+    let dir = TempDir::new();
+    let bin = dir.path().join("corral-bin");
+    std::fs::copy(BIN, &bin).unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello").unwrap();
+    let s = Server::launch(Opts::default(), dir, root, bin.to_str().unwrap());
+    (s, bin)
+}
+
+/// USR2 and wait for the new master to serve; returns its pid.
+fn upgrade(s: &Server) -> i32 {
+    let pid_file = s.dir.path().join("corral.pid");
+    let oldbin = s.dir.path().join("corral.pid.oldbin");
+    let old = s.pid();
+    s.signal("USR2");
+    assert!(
+        eventually(Duration::from_secs(10), || read_pid(&pid_file)
+            .is_some_and(|p| p != old)
+            && read_pid(&oldbin) == Some(old)),
+        "new pid file and .oldbin: {}",
+        s.error_log()
+    );
+    let new = read_pid(&pid_file).unwrap();
+    assert!(cmdline(new).starts_with("corral: master process"), "{}", cmdline(new));
+    assert!(
+        eventually(Duration::from_secs(10), || children_of(new).len() == 2),
+        "new master's workers"
+    );
+    new
+}
+
+fn stop_pid(pid: i32) {
+    let workers = children_of(pid);
+    kill(pid, "TERM");
+    assert!(eventually(Duration::from_secs(10), || !alive(pid)
+        && workers.iter().all(|w| !alive(*w))));
+}
+
+#[test]
+fn binary_upgrade_usr2_winch_quit() {
+    let (mut s, _bin) = start_copy();
+    let old = s.pid();
+    let old_workers = s.workers();
+    let new = upgrade(&s);
+    assert_eq!(s.get("/").text(), "hello");
+    // WINCH: the old master's workers retire; the new ones serve.
+    s.signal("WINCH");
+    assert!(
+        eventually(Duration::from_secs(10), || old_workers.iter().all(|w| !alive(*w))),
+        "old workers stopped"
+    );
+    assert_eq!(
+        children_of(old),
+        vec![new],
+        "only the new master is left under the old one"
+    );
+    for _ in 0..20 {
+        assert_eq!(s.get("/").text(), "hello");
+    }
+    // QUIT: the old master leaves; the new one keeps serving on the same sockets.
+    s.signal("QUIT");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!s.dir.path().join("corral.pid.oldbin").exists());
+    assert_eq!(read_pid(&s.dir.path().join("corral.pid")), Some(new));
+    assert_eq!(s.get("/").text(), "hello");
+    let log = s.error_log();
+    assert!(log.contains("binary upgrade: new master"), "{log}");
+    assert!(log.contains("using inherited socket"), "{log}");
+    stop_pid(new);
+}
+
+#[test]
+fn binary_upgrade_roll_back() {
+    let (s, _bin) = start_copy();
+    let old = s.pid();
+    let new = upgrade(&s);
+    s.signal("WINCH");
+    assert!(eventually(Duration::from_secs(10), || children_of(old) == vec![new]));
+    // HUP brings the old master's workers back...
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || children_of(old).len() == 3));
+    // ...and the new master is told to quit.
+    kill(new, "QUIT");
+    assert!(eventually(Duration::from_secs(10), || !alive(new)));
+    let pid_file = s.dir.path().join("corral.pid");
+    assert!(
+        eventually(Duration::from_secs(5), || read_pid(&pid_file) == Some(old)),
+        "pid file given back"
+    );
+    assert!(!s.dir.path().join("corral.pid.oldbin").exists());
+    assert_eq!(children_of(old).len(), 2);
+    assert_eq!(s.get("/").text(), "hello");
+}
+
+fn uid_of(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn workers_drop_to_the_configured_user() {
+    if !nix_is_root() {
+        eprintln!("not root: privilege drop cannot be observed");
+        return;
+    }
+    let s = Server::with(Opts {
+        main: "user = \"nobody\"".into(),
+        ..Opts::default()
+    });
+    assert_eq!(uid_of(s.pid()), 0, "the master keeps root");
+    for w in s.workers() {
+        assert_eq!(uid_of(w), 65534, "worker {w} runs as nobody");
+        let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
+        let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert!(
+            !groups.split_whitespace().any(|g| g == "0"),
+            "no root group left: {groups}"
+        );
+    }
+    assert_eq!(s.get("/").status, 200);
+    // Logs still rotate: the master hands the new files to the worker user.
+    let access = s.dir.path().join("access.log");
+    assert!(eventually(Duration::from_secs(5), || s.access_log().contains("GET / ")));
+    std::fs::rename(&access, s.dir.path().join("access.log.1")).unwrap();
+    s.signal("USR1");
+    assert!(eventually(Duration::from_secs(5), || s
+        .error_log()
+        .matches("logs reopened")
+        .count()
+        >= 2));
+    assert_eq!(s.get("/rotated").status, 404);
+    assert!(eventually(Duration::from_secs(5), || s
+        .access_log()
+        .contains("/rotated")));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn socket_activation_uses_the_passed_socket() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "activated").unwrap();
+    let config = dir.path().join("corral.toml");
+    let mut s = Server {
+        child: None,
+        port: free_port(),
+        dir,
+        root,
+        config,
+    };
+    s.write_config(&Opts::default());
+    // What systemd does: bind, pass as fd 3, name our pid in LISTEN_PID.
+    let script = format!(
+        "import os, socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(16)\n\
+         os.dup2(s.fileno(), 3) if s.fileno() != 3 else os.set_inheritable(3, True)\n\
+         os.environ['LISTEN_FDS'] = '1'; os.environ['LISTEN_PID'] = str(os.getpid())\n\
+         os.execv('{bin}', ['{bin}', '-c', '{cfg}'])\n",
+        port = s.port,
+        bin = BIN,
+        cfg = s.config.display()
+    );
+    s.child = Some(
+        Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(s.wait_ready(), "{}", s.error_log());
+    assert_eq!(s.get("/").text(), "activated");
+    assert!(
+        s.error_log().contains("using socket-activated descriptor 3"),
+        "{}",
+        s.error_log()
+    );
+    // The master bound nothing itself: the only listener is the passed one.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", s.pid())).unwrap();
+    let sockets = fds
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .count();
+    assert_eq!(sockets, 1, "one listening socket in the master (fd 3)");
+}
+
+#[test]
+fn systemd_notifications() {
+    let dir = TempDir::new();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let o = Opts {
+        env: vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string())],
+        ..Opts::default()
+    };
+    let mut s = Server::launch(o, dir, root, BIN);
+    let mut recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(first.contains(&format!("MAINPID={}", s.pid())), "{first}");
+    s.signal("HUP");
+    let reloading = recv();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let ready = recv();
+    assert!(ready.contains("READY=1"), "{ready}");
+    s.signal("TERM");
+    let stopping = recv();
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+}
