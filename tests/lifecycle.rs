@@ -210,7 +210,10 @@ fn reloads_under_keep_alive_load_lose_nothing() {
 fn start_copy() -> (Server, PathBuf) {
     let dir = TempDir::new();
     let bin = dir.path().join("corral-bin");
-    std::fs::copy(BIN, &bin).unwrap();
+    // `cp` in its own process: a write descriptor held by this (threaded)
+    // test process could leak into a parallel fork and make exec fail with
+    // ETXTBSY.
+    assert!(Command::new("cp").arg(BIN).arg(&bin).status().unwrap().success());
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("index.html"), "hello").unwrap();
@@ -420,7 +423,7 @@ fn systemd_notifications() {
         ..Opts::default()
     };
     let mut s = Server::launch(o, dir, root, BIN);
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()

@@ -90,15 +90,28 @@ impl Server {
         for _ in 0..5 {
             s.port = free_port();
             s.write_config(&o);
-            let child = Command::new(bin)
-                .arg("-c")
-                .arg(&s.config)
-                .envs(o.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let spawn = || {
+                Command::new(bin)
+                    .arg("-c")
+                    .arg(&s.config)
+                    .envs(o.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            };
+            // ETXTBSY: another test's fork may briefly hold a freshly written binary.
+            let mut child = spawn();
+            for _ in 0..50 {
+                match &child {
+                    Err(e) if e.raw_os_error() == Some(26) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        child = spawn();
+                    }
+                    _ => break,
+                }
+            }
+            let child = child.unwrap();
             s.child = Some(child);
             if s.wait_ready() {
                 return s;
