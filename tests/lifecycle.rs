@@ -444,3 +444,51 @@ fn systemd_notifications() {
     assert!(stopping.contains("STOPPING=1"), "{stopping}");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn worker_limits_affinity_and_priority() {
+    let s = Server::with(Opts {
+        main: "worker_rlimit_nofile = 4321\nworker_priority = 5\nworker_cpu_affinity = \"auto\"".into(),
+        ..Opts::default()
+    });
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let mut pinned = Vec::new();
+    for w in s.workers() {
+        let limits = std::fs::read_to_string(format!("/proc/{w}/limits")).unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        assert_eq!(line.split_whitespace().nth(3), Some("4321"), "{line}");
+        let stat = std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap();
+        let nice = stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap();
+        assert_eq!(nice, "5", "worker_priority");
+        let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
+        let list = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
+        pinned.push(list.split_whitespace().nth(1).unwrap().to_string());
+    }
+    pinned.sort();
+    let want: Vec<String> = (0..2).map(|i| (i % cpus).to_string()).collect();
+    assert_eq!(pinned, want, "worker i on CPU i");
+}
+
+#[test]
+fn test_flag_rejects_unknown_user() {
+    let dir = TempDir::new();
+    let p = dir.path().join("u.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[main]\nuser = \"no-such-user-corral\"\n[[server]]\nroot = \"{}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["-t", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("u.toml:2:") && text.contains("main.user") && text.contains("no such user"),
+        "{text}"
+    );
+}
