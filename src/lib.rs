@@ -3,6 +3,7 @@
 //! Arrows point one way: `event` knows nothing of HTTP, `http` plugs a
 //! service into `event`, `master` knows processes and config, not requests.
 
+pub mod cgi;
 pub mod config;
 pub mod core;
 pub mod event;

@@ -277,8 +277,9 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         }
     };
     let mut servers = Vec::with_capacity(raw_servers.len());
+    let mut cgi_seen = 0;
     for (i, s) in raw_servers.into_iter().enumerate() {
-        servers.push(build_server(src, i, s)?);
+        servers.push(build_server(src, i, s, &mut cgi_seen)?);
     }
     Ok(Config {
         file: None,
@@ -421,7 +422,78 @@ fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
     })
 }
 
-fn build_server(src: &Source, nth: usize, s: raw::Server) -> Result<Server, ConfigError> {
+fn build_cgi(src: &Source, nth: usize, root: &Path, g: raw::Cgi) -> Result<super::Cgi, ConfigError> {
+    let c = Checker {
+        src,
+        table: "server.cgi",
+        nth,
+    };
+    if let Some(p) = &g.prefix
+        && (!p.starts_with('/') || !p.ends_with('/'))
+    {
+        return Err(c.err("prefix", format!("\"{p}\" must start and end with \"/\"")));
+    }
+    let extensions = g.extensions.map(raw::OneOrMany::into_vec).unwrap_or_default();
+    for e in &extensions {
+        if !e.starts_with('.') || e.len() < 2 || e.contains('/') {
+            return Err(c.err("extensions", format!("\"{e}\" is not an extension such as \".cgi\"")));
+        }
+    }
+    if g.prefix.is_none() && extensions.is_empty() {
+        return Err(c.err("", "needs `prefix`, `extensions` or both"));
+    }
+    let script = g.script.map(|p| src.path(&p));
+    if let Some(p) = &script {
+        use std::os::unix::fs::PermissionsExt;
+        let ok = std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !ok {
+            return Err(c.err("script", format!("{} is not an executable file", p.display())));
+        }
+        if g.prefix.is_none() {
+            return Err(c.err("script", "needs a `prefix`"));
+        }
+    }
+    let dir = match &g.dir {
+        Some(d) => src.path(d),
+        None if g.prefix.is_some() && script.is_none() => {
+            return Err(c.err("dir", "a `prefix` location needs the `dir` its scripts live in"));
+        }
+        None => root.to_path_buf(),
+    };
+    if script.is_none() && !dir.is_dir() {
+        return Err(c.err("dir", format!("{} is not a directory", dir.display())));
+    }
+    let mut interpreters = Vec::new();
+    for (ext, prog) in g.interpreters.unwrap_or_default() {
+        let p = src.path(&prog);
+        if !ext.starts_with('.') {
+            return Err(c.err("interpreters", format!("\"{ext}\" is not an extension such as \".py\"")));
+        }
+        if !p.is_file() {
+            return Err(c.err("interpreters", format!("{} (for {ext}) is not a file", p.display())));
+        }
+        interpreters.push((ext, p));
+    }
+    let mut env = Vec::new();
+    for (k, v) in g.env.unwrap_or_default() {
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(c.err("env", format!("\"{k}\" is not an environment variable name")));
+        }
+        env.push((k, v));
+    }
+    Ok(super::Cgi {
+        prefix: g.prefix,
+        extensions,
+        dir,
+        script,
+        interpreters,
+        timeout: c.duration("timeout", g.timeout, Duration::from_secs(60))?,
+        max_concurrent: c.int("max_concurrent", g.max_concurrent, 1, 100_000, 64)? as usize,
+        env,
+    })
+}
+
+fn build_server(src: &Source, nth: usize, s: raw::Server, cgi_seen: &mut usize) -> Result<Server, ConfigError> {
     let c = Checker {
         src,
         table: "server",
@@ -467,6 +539,11 @@ fn build_server(src: &Source, nth: usize, s: raw::Server) -> Result<Server, Conf
             return Err(c.err("server_name", format!("\"{n}\" is not a host name")));
         }
     }
+    let mut cgi = Vec::new();
+    for g in s.cgi.unwrap_or_default() {
+        cgi.push(build_cgi(src, *cgi_seen, &root, g)?);
+        *cgi_seen += 1;
+    }
     Ok(Server {
         listen,
         server_name: server_name.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
@@ -475,6 +552,7 @@ fn build_server(src: &Source, nth: usize, s: raw::Server) -> Result<Server, Conf
         access_log: s.access_log.map_or(LogTarget::Off, |a| src.log_target(&a)),
         autoindex: s.autoindex.unwrap_or(false),
         follow_symlinks_outside_root: s.follow_symlinks_outside_root.unwrap_or(false),
+        cgi,
     })
 }
 

@@ -116,6 +116,27 @@ pub struct Server {
     pub access_log: LogTarget,
     pub autoindex: bool,
     pub follow_symlinks_outside_root: bool,
+    /// CGI locations, tried in order before static files.
+    pub cgi: Vec<Cgi>,
+}
+
+/// A URL space whose requests run a CGI program.
+#[derive(Debug, Clone)]
+pub struct Cgi {
+    /// URL prefix (starts and ends with `/`), if the location has one.
+    pub prefix: Option<String>,
+    /// Script name endings (`.cgi`); empty: any file under `dir`.
+    pub extensions: Vec<String>,
+    /// Directory scripts must live in.
+    pub dir: PathBuf,
+    /// One program serving the whole prefix (the rest of the URL is PATH_INFO).
+    pub script: Option<PathBuf>,
+    /// Interpreter per extension.
+    pub interpreters: Vec<(String, PathBuf)>,
+    pub timeout: Duration,
+    /// Scripts running at once per worker; more get 503.
+    pub max_concurrent: usize,
+    pub env: Vec<(String, String)>,
 }
 
 impl Config {

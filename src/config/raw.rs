@@ -92,4 +92,18 @@ pub struct Server {
     pub access_log: Option<String>,
     pub autoindex: Option<bool>,
     pub follow_symlinks_outside_root: Option<bool>,
+    pub cgi: Option<Vec<Cgi>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cgi {
+    pub prefix: Option<String>,
+    pub extensions: Option<OneOrMany>,
+    pub dir: Option<String>,
+    pub script: Option<String>,
+    pub interpreters: Option<std::collections::BTreeMap<String, String>>,
+    pub timeout: Option<NumOrStr>,
+    pub max_concurrent: Option<i64>,
+    pub env: Option<std::collections::BTreeMap<String, String>>,
 }

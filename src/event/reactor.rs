@@ -21,6 +21,9 @@ use crate::os::{net, signals};
 pub enum Next {
     Read,
     Write,
+    /// Nothing wanted from the socket for now (other descriptors of the
+    /// connection drive it); only errors and hang-ups are reported.
+    Pause,
     Close,
 }
 
@@ -31,6 +34,30 @@ pub struct Ready {
     pub writable: bool,
     /// Peer hung up or the socket has an error.
     pub hangup: bool,
+    /// Which descriptor of the connection: 0 for its socket, 1..=3 for
+    /// ones it added with [`Io::watch`].
+    pub source: u8,
+}
+
+/// Lets a service add descriptors of its own (pipes to a child process)
+/// to the loop, on behalf of one connection. They are edge-triggered in
+/// every mode; events for them come back to that connection's `ready`.
+pub struct Io<'a> {
+    epoll: &'a Epoll,
+    token: u64,
+}
+
+impl Io<'_> {
+    /// Watches `fd` as descriptor `sub` (1..=3) for reading or writing.
+    pub fn watch(&self, fd: BorrowedFd<'_>, sub: u8, write: bool) -> io::Result<()> {
+        let dir = if write {
+            EpollFlags::EPOLLOUT
+        } else {
+            EpollFlags::EPOLLIN
+        };
+        let ev = EpollEvent::new(dir | EpollFlags::EPOLLET, super::slots::with_sub(self.token, sub));
+        self.epoll.add(fd, ev).map_err(io::Error::from)
+    }
 }
 
 /// A protocol served by the reactor.
@@ -40,7 +67,7 @@ pub trait Service {
     fn fd(conn: &Self::Conn) -> BorrowedFd<'_>;
     /// A connection was accepted on listener number `listener`.
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Self::Conn;
-    fn ready(&mut self, conn: &mut Self::Conn, ready: Ready) -> Next;
+    fn ready(&mut self, conn: &mut Self::Conn, ready: Ready, io: &mut Io<'_>) -> Next;
     /// Called about once a second per connection: `None` while nothing
     /// is due, else what the connection does now (usually close).
     fn expired(&mut self, conn: &mut Self::Conn, now: Instant) -> Option<Next>;
@@ -56,6 +83,8 @@ pub trait Service {
     fn reopen_logs(&mut self);
     /// The process is about to exit.
     fn shutdown(&mut self);
+    /// SIGCHLD: a child of this process changed state.
+    fn child_exited(&mut self) {}
 }
 
 /// Where the reactor learns of signals.
@@ -213,6 +242,10 @@ impl<S: Service> Reactor<S> {
                 self.service.reopen_logs();
                 false
             }
+            Signal::SIGCHLD => {
+                self.service.child_exited();
+                false
+            }
             _ => false,
         }
     }
@@ -295,16 +328,26 @@ impl<S: Service> Reactor<S> {
     }
 
     fn dispatch(&mut self, tok: u64, ev: EpollFlags) {
-        let Some(slot) = self.slots.get_mut(tok) else {
-            return; // stale: the slot was closed (and maybe reused) this turn
-        };
         let ready = Ready {
             readable: ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP),
             writable: ev.contains(EpollFlags::EPOLLOUT),
             hangup: ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
+            source: super::slots::sub_of(tok),
+        };
+        self.call(super::slots::with_sub(tok, 0), ready);
+    }
+
+    /// Hands `ready` to the connection's service and applies its answer.
+    fn call(&mut self, tok: u64, ready: Ready) {
+        let Some(slot) = self.slots.get_mut(tok) else {
+            return; // stale: the slot was closed (and maybe reused) this turn
         };
         let Some(conn) = slot.conn.as_mut() else { return };
-        let next = self.service.ready(conn, ready);
+        let mut io = Io {
+            epoll: &self.epoll,
+            token: tok,
+        };
+        let next = self.service.ready(conn, ready, &mut io);
         self.apply(tok, next);
     }
 
@@ -317,15 +360,19 @@ impl<S: Service> Reactor<S> {
             return; // registered once for both directions
         }
         let Some(slot) = self.slots.get_mut(tok) else { return };
-        let want_write = next == Next::Write;
-        if slot.want_write == want_write {
+        let want = match next {
+            Next::Read => 0,
+            Next::Write => 1,
+            _ => 2,
+        };
+        if slot.want == want {
             return;
         }
-        slot.want_write = want_write;
-        let flags = if want_write {
-            EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP
-        } else {
-            EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+        slot.want = want;
+        let flags = match next {
+            Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+            Next::Write => EpollFlags::EPOLLOUT,
+            _ => EpollFlags::empty(),
         };
         let fd = S::fd(slot.conn.as_ref().expect("live slot"));
         let mut ev = EpollEvent::new(flags, tok);
@@ -355,8 +402,20 @@ impl<S: Service> Reactor<S> {
                 Some(c) => self.service.expired(c, now),
                 None => None,
             };
-            if let Some(next) = due {
-                self.apply(tok, next);
+            match due {
+                Some(Next::Close) => self.close(tok),
+                // The connection changed course (e.g. a timeout answered with
+                // an error page): let it act now, no edge will come for it.
+                Some(_) => self.call(
+                    tok,
+                    Ready {
+                        readable: false,
+                        writable: true,
+                        hangup: false,
+                        source: 0,
+                    },
+                ),
+                None => {}
             }
         }
         // Resume accepting after a descriptor shortage.

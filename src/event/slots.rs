@@ -7,8 +7,8 @@
 pub struct Slot<C> {
     generation: u32,
     pub conn: Option<C>,
-    /// For level-triggered mode: whether EPOLLOUT (true) or EPOLLIN is armed.
-    pub want_write: bool,
+    /// For level-triggered mode, what is armed: 0 EPOLLIN, 1 EPOLLOUT, 2 nothing.
+    pub want: u8,
 }
 
 pub struct Slots<C> {
@@ -19,13 +19,29 @@ pub struct Slots<C> {
 /// Token values at and above this are not connection slots.
 pub const RESERVED: u64 = u64::MAX - 1024;
 
+/// Layout of a token: slot index in bits 0..32, which descriptor of the
+/// connection (0 = its socket, 1..=3 = descriptors it added) in bits 32..34,
+/// generation (29 bits, wrapping) in bits 34..63; bit 63 stays clear so
+/// no token reaches `RESERVED`.
+const GEN_MASK: u32 = (1 << 29) - 1;
+
+/// The descriptor number (0..=3) a token names within its connection.
+pub fn sub_of(tok: u64) -> u8 {
+    ((tok >> 32) & 3) as u8
+}
+
+/// The token of descriptor `sub` of the connection whose socket token is `tok`.
+pub fn with_sub(tok: u64, sub: u8) -> u64 {
+    (tok & !(3 << 32)) | ((sub as u64 & 3) << 32)
+}
+
 impl<C> Slots<C> {
     pub fn new(capacity: usize) -> Slots<C> {
         let mut slots = Vec::with_capacity(capacity);
         slots.resize_with(capacity, || Slot {
             generation: 0,
             conn: None,
-            want_write: false,
+            want: 0,
         });
         // Pop from the end: lowest indices are handed out first.
         let free = (0..capacity as u32).rev().collect();
@@ -49,13 +65,13 @@ impl<C> Slots<C> {
         let Some(idx) = self.free.pop() else { return Err(conn) };
         let slot = &mut self.slots[idx as usize];
         slot.conn = Some(conn);
-        slot.want_write = false;
+        slot.want = 0;
         Ok(token(idx, slot.generation))
     }
 
     /// The slot a token names, if it is still the same connection.
     pub fn get_mut(&mut self, tok: u64) -> Option<&mut Slot<C>> {
-        let (idx, generation) = ((tok & 0xffff_ffff) as usize, (tok >> 32) as u32);
+        let (idx, generation) = ((tok & 0xffff_ffff) as usize, ((tok >> 34) as u32) & GEN_MASK);
         let slot = self.slots.get_mut(idx)?;
         (slot.generation == generation && slot.conn.is_some()).then_some(slot)
     }
@@ -65,7 +81,7 @@ impl<C> Slots<C> {
         let idx = (tok & 0xffff_ffff) as usize;
         let slot = self.get_mut(tok)?;
         let conn = slot.conn.take();
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = slot.generation.wrapping_add(1) & GEN_MASK;
         self.free.push(idx as u32);
         conn
     }
@@ -82,7 +98,7 @@ impl<C> Slots<C> {
 }
 
 fn token(idx: u32, generation: u32) -> u64 {
-    ((generation as u64) << 32 | idx as u64).min(RESERVED - 1)
+    ((generation & GEN_MASK) as u64) << 34 | idx as u64
 }
 
 #[cfg(test)]
@@ -98,6 +114,9 @@ mod tests {
         let b = s.insert("b").unwrap();
         assert_ne!(a, b, "same index, new generation");
         assert!(s.get_mut(a).is_none(), "event for the old connection is dropped");
+        assert!(s.get_mut(with_sub(a, 2)).is_none(), "also for its other descriptors");
+        assert!(s.get_mut(with_sub(b, 2)).is_some());
+        assert_eq!(sub_of(with_sub(b, 3)), 3);
         assert_eq!(s.get_mut(b).and_then(|x| x.conn), Some("b"));
     }
 }

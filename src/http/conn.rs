@@ -14,7 +14,7 @@ use super::reply::{self, Reply, ReplyBody};
 use super::request::{self, Method, Parsed, Request};
 use super::{HttpService, static_file};
 use crate::config::EventMode;
-use crate::event::Next;
+use crate::event::{Io, Next, Ready};
 use crate::os::net;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -27,6 +27,8 @@ pub enum Phase {
     Body,
     /// Writing the response.
     Send,
+    /// A CGI script runs: body to its stdin, its stdout to the client.
+    Cgi,
     /// Response sent, write side shut: read and drop until the peer closes,
     /// so unread input never turns our close into a reset.
     Linger,
@@ -38,35 +40,41 @@ pub struct Conn {
     pub listener: usize,
     pub phase: Phase,
     /// Read buffer from the pool, empty (no allocation) while idle.
-    rbuf: Vec<u8>,
+    pub(super) rbuf: Vec<u8>,
     /// Unconsumed bytes are `rbuf[rstart..rend]`.
-    rstart: usize,
-    rend: usize,
+    pub(super) rstart: usize,
+    pub(super) rend: usize,
     /// The socket may have unread bytes (edge mode: until EAGAIN).
-    readable: bool,
+    pub(super) readable: bool,
     /// The peer shut its write side.
-    eof: bool,
+    pub(super) eof: bool,
     pub deadline: Instant,
     served: u32,
-    ex: Option<Exchange>,
+    pub(super) ex: Option<Exchange>,
+    /// Internal redirects followed for the current request.
+    pub(super) redirects: u8,
 }
 
 /// The request in flight and its response.
-struct Exchange {
-    req: Option<Box<Request>>,
+pub(super) struct Exchange {
+    pub(super) req: Option<Box<Request>>,
     line: String,
-    site: usize,
-    status: u16,
-    keep_alive: bool,
+    pub(super) site: usize,
+    pub(super) status: u16,
+    pub(super) keep_alive: bool,
     /// Lingering close after the response (unread input may follow).
-    linger: bool,
-    body: Option<Body>,
-    continue_left: usize,
-    out: Vec<u8>,
-    out_off: usize,
-    head_len: usize,
+    pub(super) linger: bool,
+    pub(super) body: Option<Body>,
+    pub(super) continue_left: usize,
+    pub(super) out: Vec<u8>,
+    pub(super) out_off: usize,
+    pub(super) head_len: usize,
+    /// The script serving this request, while it runs.
+    pub(super) cgi: Option<Box<super::cgi::Run>>,
+    /// Which CGI rule of the site (for the per-worker concurrency count).
+    pub(super) cgi_rule: usize,
     file: Option<(Rc<File>, i64, u64)>,
-    file_sent: u64,
+    pub(super) file_sent: u64,
     /// A body held in (cache) memory, `data[off..end]` still to send; it
     /// leaves with the head in one `writev`, without being copied.
     mem: Option<(Rc<[u8]>, usize, usize)>,
@@ -75,7 +83,7 @@ struct Exchange {
 impl Exchange {
     /// An exchange on `site`; `line` is the raw request line of a request
     /// refused before its head could be parsed (else empty).
-    fn new(site: usize, line: String) -> Exchange {
+    pub(super) fn new(site: usize, line: String) -> Exchange {
         Exchange {
             req: None,
             line,
@@ -91,6 +99,8 @@ impl Exchange {
             file: None,
             file_sent: 0,
             mem: None,
+            cgi: None,
+            cgi_rule: 0,
         }
     }
 
@@ -100,7 +110,13 @@ impl Exchange {
     }
 }
 
-enum Step {
+/// Where the bytes of a request head are (only CGI needs them again).
+pub(super) enum HeadBytes {
+    InBuf(std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+pub(super) enum Step {
     Again,
     Wait(Next),
 }
@@ -120,6 +136,7 @@ impl Conn {
             deadline,
             served: 0,
             ex: None,
+            redirects: 0,
         }
     }
 
@@ -129,18 +146,30 @@ impl Conn {
 }
 
 impl HttpService {
-    pub(super) fn on_ready(&mut self, c: &mut Conn, readable: bool, hangup: bool) -> Next {
-        if readable {
-            c.readable = true;
-        }
-        if hangup && c.phase != Phase::Send {
-            return Next::Close;
+    pub(super) fn on_ready(&mut self, c: &mut Conn, ready: Ready, io: &mut Io<'_>) -> Next {
+        if ready.source != 0 {
+            // A pipe of the running script.
+            if let Some(run) = c.ex.as_mut().and_then(|e| e.cgi.as_mut()) {
+                match ready.source {
+                    super::cgi::STDOUT => run.stdout_ready = true,
+                    super::cgi::STDERR => run.stderr_ready = true,
+                    _ => run.stdin_ready = true,
+                }
+            }
+        } else {
+            if ready.readable {
+                c.readable = true;
+            }
+            if ready.hangup && c.phase != Phase::Send {
+                return Next::Close;
+            }
         }
         loop {
             let step = match c.phase {
-                Phase::Head => self.read_head(c),
+                Phase::Head => self.read_head(c, io),
                 Phase::Body => self.read_body(c),
                 Phase::Send => self.send(c),
+                Phase::Cgi => self.cgi_step(c, io),
                 Phase::Linger => self.linger(c),
             };
             match step {
@@ -152,7 +181,7 @@ impl HttpService {
 
     /// Reads more bytes into the buffer. `Ok(false)` means nothing was read
     /// now (wait for readiness); errors and EOF are reported as `Err`.
-    fn fill(&mut self, c: &mut Conn) -> io::Result<bool> {
+    pub(super) fn fill(&mut self, c: &mut Conn) -> io::Result<bool> {
         if !c.readable {
             return Ok(false);
         }
@@ -202,13 +231,15 @@ impl HttpService {
         }
     }
 
-    fn read_head(&mut self, c: &mut Conn) -> Step {
+    fn read_head(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
         loop {
             if c.rstart < c.rend {
                 match request::parse(&c.rbuf[c.rstart..c.rend], &self.limits) {
                     Parsed::Done(req, len) => {
+                        let head = c.rstart..c.rstart + len;
                         c.rstart += len;
-                        self.begin(c, req);
+                        c.redirects = 0;
+                        self.begin(c, req, HeadBytes::InBuf(head), io);
                         return Step::Again;
                     }
                     Parsed::Error(code, line) => {
@@ -242,15 +273,47 @@ impl HttpService {
     }
 
     /// A complete head: route it, build the response, decide on the body.
-    fn begin(&mut self, c: &mut Conn, mut req: Box<Request>) {
+    /// Like `begin`, for a request head that is not in the read buffer.
+    pub(super) fn begin_owned(&mut self, c: &mut Conn, req: Box<Request>, head: Vec<u8>, io: &mut Io<'_>) {
+        self.begin(c, req, HeadBytes::Owned(head), io)
+    }
+
+    pub(super) fn begin(&mut self, c: &mut Conn, mut req: Box<Request>, head: HeadBytes, io: &mut Io<'_>) {
         let site = self.select_site(c.listener, req.host.as_deref());
-        let mut ctx = static_file::Ctx {
-            site: &self.sites[site],
-            site_idx: site,
-            cache: &mut self.file_cache,
-            tokens: self.cfg.server_tokens,
+        let mut refused = None;
+        if !self.sites[site].cgi.is_empty()
+            && let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d))
+        {
+            match super::cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
+                super::cgi::Route::Static => {}
+                super::cgi::Route::Run(t) => {
+                    let head_bytes = match head {
+                        HeadBytes::InBuf(r) => c.rbuf.get(r).map(<[u8]>::to_vec).unwrap_or_default(),
+                        HeadBytes::Owned(v) => v,
+                    };
+                    match self.start_cgi(c, req, site, t, &head_bytes, io) {
+                        Ok(()) => return,
+                        Err((r, code)) => {
+                            req = r;
+                            refused = Some(code);
+                        }
+                    }
+                }
+                super::cgi::Route::Refuse(code) => refused = Some(code),
+            }
+        }
+        let reply = match refused {
+            Some(code) => Reply::error(code, self.cfg.server_tokens),
+            None => {
+                let mut ctx = static_file::Ctx {
+                    site: &self.sites[site],
+                    site_idx: site,
+                    cache: &mut self.file_cache,
+                    tokens: self.cfg.server_tokens,
+                };
+                static_file::serve(&mut ctx, &req)
+            }
         };
-        let reply = static_file::serve(&mut ctx, &req);
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
         let mut linger = reply.close;
         // A refusal that closes the connection does not read the body.
@@ -285,13 +348,13 @@ impl HttpService {
         c.ex = Some(ex);
     }
 
-    fn may_keep_alive(&self, c: &Conn) -> bool {
+    pub(super) fn may_keep_alive(&self, c: &Conn) -> bool {
         !self.draining && !c.eof && !self.cfg.keepalive_timeout.is_zero() && c.served + 1 < self.cfg.keepalive_requests
     }
 
     /// Answers with an error status and closes afterwards. `ex` is the
     /// exchange being replaced, if the request head had been accepted.
-    fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
+    pub(super) fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
         let mut ex = ex.unwrap_or_else(|| Exchange::new(self.select_site(c.listener, None), line));
         if ex.out.capacity() > 0 {
             self.wbufs.put(std::mem::take(&mut ex.out));
@@ -299,6 +362,7 @@ impl HttpService {
         ex.file = None;
         ex.mem = None;
         ex.body = None;
+        self.end_cgi(&mut ex, true);
         ex.keep_alive = false;
         ex.linger = true;
         ex.out_off = 0;
@@ -490,10 +554,11 @@ impl HttpService {
     }
 
     /// The response is out (or failed): log it, then keep-alive or close.
-    fn finish(&mut self, c: &mut Conn, ok: bool) -> Step {
+    pub(super) fn finish(&mut self, c: &mut Conn, ok: bool) -> Step {
         let Some(mut ex) = c.ex.take() else {
             return Step::Wait(Next::Close);
         };
+        self.end_cgi(&mut ex, false);
         self.log_exchange(c, &ex);
         self.wbufs.put(std::mem::take(&mut ex.out));
         c.served += 1;
@@ -551,7 +616,7 @@ impl HttpService {
         }
     }
 
-    fn log_exchange(&mut self, c: &Conn, ex: &Exchange) {
+    pub(super) fn log_exchange(&mut self, c: &Conn, ex: &Exchange) {
         let Some(log) = self.site_log[ex.site] else { return };
         let req = ex.req.as_deref();
         let body_bytes = (ex.out_off.saturating_sub(ex.head_len)) as u64 + ex.file_sent;
@@ -579,6 +644,7 @@ impl HttpService {
                 Next::Read
             }
             Phase::Send => Next::Write,
+            Phase::Cgi => Next::Pause,
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
             _ => Next::Read,
         }
@@ -588,7 +654,8 @@ impl HttpService {
     /// response that was cut short.
     pub(super) fn on_closed(&mut self, mut c: Conn) {
         if let Some(mut ex) = c.ex.take() {
-            if c.phase == Phase::Send {
+            self.end_cgi(&mut ex, true);
+            if c.phase == Phase::Send || c.phase == Phase::Cgi {
                 self.log_exchange(&c, &ex);
             }
             self.wbufs.put(std::mem::take(&mut ex.out));
@@ -614,6 +681,7 @@ impl HttpService {
             Phase::Head => crate::info!("client {} timed out reading the request head", c.peer.ip()),
             Phase::Body => crate::info!("client {} timed out sending the request body", c.peer.ip()),
             Phase::Send => crate::info!("client {} timed out receiving the response", c.peer.ip()),
+            Phase::Cgi => return self.cgi_timeout(c),
             Phase::Linger => {}
         }
         Some(Next::Close)

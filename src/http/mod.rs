@@ -4,6 +4,8 @@
 mod access_log;
 mod autoindex;
 mod body;
+mod cgi;
+mod cgi_exchange;
 mod conn;
 mod file_cache;
 mod path;
@@ -21,7 +23,7 @@ use socket2::Socket;
 
 use crate::config::{self, Config, EventMode, LogTarget};
 use crate::core::clock::Clock;
-use crate::event::{self, BufPool, Next, Ready, Service, Signals};
+use crate::event::{self, BufPool, Io, Next, Ready, Service, Signals};
 use access_log::AccessLog;
 use conn::Conn;
 use static_file::Site;
@@ -36,6 +38,9 @@ pub struct HttpService {
     site_log: Vec<Option<usize>>,
     logs: Vec<AccessLog>,
     file_cache: file_cache::FileCache,
+    /// Scripts running per site and CGI rule, against `max_concurrent`.
+    cgi_running: Vec<Vec<usize>>,
+    reaper: cgi::Reaper,
     rbufs: BufPool,
     wbufs: BufPool,
     clock: Clock,
@@ -82,6 +87,8 @@ impl HttpService {
             by_listener,
             site_log,
             logs,
+            cgi_running: cfg.servers.iter().map(|s| vec![0; s.cgi.len()]).collect(),
+            reaper: cgi::Reaper::default(),
             file_cache: file_cache::FileCache::new(
                 cfg.servers.len(),
                 cfg.http.open_file_cache,
@@ -126,8 +133,8 @@ impl Service for HttpService {
         Conn::new(stream, peer, listener, self.clock.now + self.cfg.client_header_timeout)
     }
 
-    fn ready(&mut self, conn: &mut Conn, ready: Ready) -> Next {
-        self.on_ready(conn, ready.readable, ready.hangup)
+    fn ready(&mut self, conn: &mut Conn, ready: Ready, io: &mut Io<'_>) -> Next {
+        self.on_ready(conn, ready, io)
     }
 
     fn expired(&mut self, conn: &mut Conn, now: Instant) -> Option<Next> {
@@ -147,7 +154,12 @@ impl Service for HttpService {
         self.clock.update();
     }
 
+    fn child_exited(&mut self) {
+        self.reaper.reap(self.clock.now);
+    }
+
     fn housekeeping(&mut self) {
+        self.reaper.reap(self.clock.now);
         for l in &mut self.logs {
             l.flush();
         }

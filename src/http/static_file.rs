@@ -25,6 +25,7 @@ use crate::config;
 pub struct Site {
     pub cfg: config::Server,
     root: Option<OwnedFd>,
+    pub cgi: Vec<super::cgi::Rule>,
 }
 
 impl Site {
@@ -46,7 +47,8 @@ impl Site {
                 None
             }
         };
-        Site { cfg, root }
+        let cgi = cfg.cgi.iter().cloned().map(super::cgi::Rule::new).collect();
+        Site { cfg, root, cgi }
     }
 
     /// Opens `rel` (no leading slash) beneath the root. Symlinks may not

@@ -359,9 +359,30 @@ pub fn parse_responses(mut data: &[u8], head_only: bool) -> Vec<Response> {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse::<usize>().ok());
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
         let no_body = head_only || status == 304 || status == 204 || (100..200).contains(&status);
         let body = if no_body {
             Vec::new()
+        } else if chunked {
+            let mut body = Vec::new();
+            while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&data[..eol]).split(';').next().unwrap().trim(),
+                    16,
+                )
+                .expect("chunk size");
+                data = &data[eol + 2..];
+                if size == 0 {
+                    // No trailers from corral: the final CRLF.
+                    data = &data[2.min(data.len())..];
+                    break;
+                }
+                body.extend_from_slice(&data[..size]);
+                data = &data[size + 2..];
+            }
+            body
         } else if let Some(len) = len {
             let n = len.min(data.len());
             let b = data[..n].to_vec();

@@ -1,0 +1,144 @@
+//! The environment of a CGI script, built from scratch (RFC 3875 §4.1):
+//! nothing of the server's own environment leaks into it.
+
+/// What the environment is made from.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The request target as sent (REQUEST_URI).
+    pub uri: &'a str,
+    pub query: &'a str,
+    pub script_name: &'a str,
+    pub script_filename: &'a str,
+    pub path_info: &'a str,
+    pub document_root: &'a str,
+    pub server_name: &'a str,
+    pub server_port: u16,
+    pub server_addr: String,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub protocol: &'a str,
+    pub content_length: Option<u64>,
+    /// Request header fields, in order, as (name, value).
+    pub headers: &'a [(String, String)],
+    /// Extra entries from the configuration (they win).
+    pub extra: &'a [(String, String)],
+}
+
+/// The meta-variables, in a stable order.
+pub fn build(r: &Request<'_>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::with_capacity(32 + r.headers.len());
+    fn put(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+        env.push((k.to_string(), v.to_string()));
+    }
+    put(&mut env, "GATEWAY_INTERFACE", "CGI/1.1");
+    put(
+        &mut env,
+        "SERVER_SOFTWARE",
+        concat!("corral/", env!("CARGO_PKG_VERSION")),
+    );
+    put(&mut env, "SERVER_PROTOCOL", r.protocol);
+    put(&mut env, "SERVER_NAME", r.server_name);
+    put(&mut env, "SERVER_PORT", &r.server_port.to_string());
+    put(&mut env, "SERVER_ADDR", &r.server_addr);
+    put(&mut env, "REQUEST_METHOD", r.method);
+    put(&mut env, "REQUEST_URI", r.uri);
+    put(&mut env, "QUERY_STRING", r.query);
+    put(&mut env, "SCRIPT_NAME", r.script_name);
+    put(&mut env, "SCRIPT_FILENAME", r.script_filename);
+    put(&mut env, "PATH_INFO", r.path_info);
+    if !r.path_info.is_empty() {
+        put(
+            &mut env,
+            "PATH_TRANSLATED",
+            &format!("{}{}", r.document_root.trim_end_matches('/'), r.path_info),
+        );
+    }
+    put(&mut env, "DOCUMENT_ROOT", r.document_root);
+    put(&mut env, "REMOTE_ADDR", &r.remote_addr);
+    put(&mut env, "REMOTE_PORT", &r.remote_port.to_string());
+    put(&mut env, "AUTH_TYPE", "");
+    // php-cgi refuses to run without it (its force-cgi-redirect check).
+    put(&mut env, "REDIRECT_STATUS", "200");
+    put(&mut env, "PATH", "/usr/local/bin:/usr/bin:/bin");
+    if let Some(n) = r.content_length {
+        put(&mut env, "CONTENT_LENGTH", &n.to_string());
+    }
+    for (name, value) in r.headers {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "content-type" => {
+                put(&mut env, "CONTENT_TYPE", value);
+                continue;
+            }
+            // Framing is ours: the script gets CONTENT_LENGTH and a plain body.
+            "content-length" | "transfer-encoding" | "connection" => continue,
+            // httpoxy: a request header must never become HTTP_PROXY.
+            "proxy" => continue,
+            // Credentials stay with the server (RFC 3875 §4.1.18).
+            "authorization" | "proxy-authorization" => continue,
+            _ => {}
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            continue;
+        }
+        let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
+        // Repeated fields are joined, as RFC 9110 §5.3 allows.
+        if let Some(e) = env.iter_mut().find(|(k, _)| *k == key) {
+            e.1.push_str(", ");
+            e.1.push_str(value);
+        } else {
+            env.push((key, value.clone()));
+        }
+    }
+    for (k, v) in r.extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_variables_and_httpoxy() {
+        let headers = vec![
+            ("Host".to_string(), "example.org".to_string()),
+            ("Proxy".to_string(), "http://evil/".to_string()),
+            ("X-Multi".to_string(), "a".to_string()),
+            ("x-multi".to_string(), "b".to_string()),
+            ("Content-Type".to_string(), "text/plain".to_string()),
+        ];
+        let extra = vec![("FOO".to_string(), "bar".to_string())];
+        let env = build(&Request {
+            method: "POST",
+            uri: "/cgi-bin/t.cgi/x?y=1",
+            query: "y=1",
+            script_name: "/cgi-bin/t.cgi",
+            script_filename: "/srv/cgi-bin/t.cgi",
+            path_info: "/x",
+            document_root: "/srv/www",
+            server_name: "example.org",
+            server_port: 80,
+            server_addr: "127.0.0.1".into(),
+            remote_addr: "127.0.0.2".into(),
+            remote_port: 5555,
+            protocol: "HTTP/1.1",
+            content_length: Some(3),
+            headers: &headers,
+            extra: &extra,
+        });
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("HTTP_PROXY"), None);
+        assert_eq!(get("HTTP_X_MULTI"), Some("a, b"));
+        assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get("CONTENT_LENGTH"), Some("3"));
+        assert_eq!(get("PATH_TRANSLATED"), Some("/srv/www/x"));
+        assert_eq!(get("FOO"), Some("bar"));
+        assert_eq!(get("HTTP_CONTENT_TYPE"), None);
+    }
+}

@@ -1,0 +1,473 @@
+//! CGI from the event loop: find the script a URL names, spawn it with
+//! nonblocking pipes watched by the worker's own epoll, stream the request
+//! body to its stdin and its stdout to the client, each side with
+//! backpressure. The worker never waits on a script.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::cgi::response::{self, Parsed};
+use crate::config;
+
+/// A CGI location as a worker holds it: its settings and an open handle on
+/// the directory scripts must live in.
+pub struct Rule {
+    pub cfg: config::Cgi,
+    dir: Option<OwnedFd>,
+}
+
+impl Rule {
+    pub fn new(cfg: config::Cgi) -> Rule {
+        let dir = if cfg.script.is_some() {
+            None
+        } else {
+            nix::fcntl::open(
+                &cfg.dir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            // SAFETY: open returned a fresh descriptor that nothing else owns.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .map_err(|e| crate::error!("CGI dir {} cannot be opened: {e}", cfg.dir.display()))
+            .ok()
+        };
+        Rule { cfg, dir }
+    }
+}
+
+/// The script a request runs.
+pub struct Target {
+    pub rule: usize,
+    pub program: PathBuf,
+    pub interpreter: Option<PathBuf>,
+    pub script_name: String,
+    pub script_filename: String,
+    pub path_info: String,
+}
+
+pub enum Route {
+    /// Not a CGI URL: serve it as a static file.
+    Static,
+    Run(Target),
+    Refuse(u16),
+}
+
+/// Matches the decoded, normalised path `norm` against the rules in order.
+pub fn route(rules: &[Rule], norm: &str) -> Route {
+    for (i, rule) in rules.iter().enumerate() {
+        let exts = &rule.cfg.extensions;
+        let (url_base, rest) = match &rule.cfg.prefix {
+            Some(p) => match norm.strip_prefix(p.as_str()) {
+                Some(rest) => (p.as_str(), rest),
+                None => continue,
+            },
+            None => {
+                let named = norm
+                    .split('/')
+                    .any(|seg| exts.iter().any(|e| seg.ends_with(e.as_str())));
+                if !named {
+                    continue;
+                }
+                ("/", &norm[1..])
+            }
+        };
+        if let Some(script) = &rule.cfg.script {
+            let name = url_base.trim_end_matches('/').to_string();
+            return Route::Run(Target {
+                rule: i,
+                program: script.clone(),
+                interpreter: None,
+                script_name: name,
+                script_filename: script.display().to_string(),
+                path_info: if rest.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{rest}")
+                },
+            });
+        }
+        return walk(i, rule, url_base, rest);
+    }
+    Route::Static
+}
+
+/// Finds the first path prefix of `rest` that is a script file under the
+/// rule's directory; what follows it is PATH_INFO.
+fn walk(i: usize, rule: &Rule, url_base: &str, rest: &str) -> Route {
+    let Some(dir) = rule.dir.as_ref() else {
+        return Route::Refuse(500);
+    };
+    let exts = &rule.cfg.extensions;
+    let ends: Vec<usize> = rest.match_indices('/').map(|(k, _)| k).chain([rest.len()]).collect();
+    for end in ends {
+        let cand = &rest[..end];
+        let last = cand.rsplit('/').next().unwrap_or("");
+        if last.is_empty() {
+            continue;
+        }
+        let named = exts.is_empty() || exts.iter().any(|e| last.ends_with(e.as_str()));
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = match openat2(dir.as_raw_fd(), cand, how) {
+            // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Route::Refuse(404),
+            Err(Errno::EXDEV | Errno::ELOOP) => {
+                crate::error!(
+                    "CGI script \"{cand}\" resolves outside {}, refused",
+                    rule.cfg.dir.display()
+                );
+                return Route::Refuse(403);
+            }
+            Err(_) => return Route::Refuse(403),
+        };
+        let Ok(meta) = std::fs::File::from(fd).metadata() else {
+            return Route::Refuse(403);
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        if !named {
+            return Route::Refuse(404);
+        }
+        if !meta.is_file() {
+            return Route::Refuse(403);
+        }
+        let interpreter = rule
+            .cfg
+            .interpreters
+            .iter()
+            .find(|(e, _)| last.ends_with(e.as_str()))
+            .map(|(_, p)| p.clone());
+        if interpreter.is_none() && meta.permissions().mode() & 0o111 == 0 {
+            crate::error!("CGI script \"{cand}\" is not executable");
+            return Route::Refuse(403);
+        }
+        let filename = rule.cfg.dir.join(cand);
+        return Route::Run(Target {
+            rule: i,
+            program: filename.clone(),
+            interpreter,
+            script_name: format!("{url_base}{cand}"),
+            script_filename: filename.display().to_string(),
+            path_info: rest[end..].to_string(),
+        });
+    }
+    Route::Refuse(404)
+}
+
+/// Starts `t` with the environment `env`, in its own process group, with
+/// nonblocking pipes.
+pub fn spawn(t: &Target, env: &[(String, String)]) -> io::Result<Run> {
+    let mut cmd = match &t.interpreter {
+        Some(i) => {
+            let mut c = Command::new(i);
+            c.arg(&t.program);
+            c
+        }
+        None => Command::new(&t.program),
+    };
+    if let Some(dir) = t.program.parent() {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    for fd in [
+        stdin.as_ref().map(|s| s.as_raw_fd()),
+        stdout.as_ref().map(|s| s.as_raw_fd()),
+        stderr.as_ref().map(|s| s.as_raw_fd()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
+    }
+    Ok(Run {
+        pgid: child.id() as i32,
+        child,
+        stdin,
+        stdout,
+        stderr,
+        stdin_ready: true,
+        stdout_ready: true,
+        stderr_ready: true,
+        to_script: Vec::new(),
+        to_script_off: 0,
+        hdr: Vec::new(),
+        head_sent: false,
+        chunked: false,
+        remaining: None,
+        stdout_eof: false,
+        ended: false,
+        framing_ok: true,
+        discard: false,
+        err_line: Vec::new(),
+        name: t.script_name.clone(),
+    })
+}
+
+/// Pipe numbers within the connection (see `event::Io::watch`).
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const STDIN: u8 = 3;
+
+/// A running script and the state of both streams.
+pub struct Run {
+    pub child: Child,
+    pub pgid: i32,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    pub stdin_ready: bool,
+    pub stdout_ready: bool,
+    pub stderr_ready: bool,
+    /// Request body bytes decoded and not yet written to stdin.
+    pub to_script: Vec<u8>,
+    pub to_script_off: usize,
+    /// Output collected until the header section is complete.
+    pub hdr: Vec<u8>,
+    pub head_sent: bool,
+    pub chunked: bool,
+    /// Body bytes still expected when the script gave a Content-Length.
+    pub remaining: Option<u64>,
+    pub stdout_eof: bool,
+    /// All output is framed and queued.
+    pub ended: bool,
+    /// False when the body could not be delimited as promised: close after.
+    pub framing_ok: bool,
+    /// Output of a bodiless response (204, 304) is read and dropped.
+    pub discard: bool,
+    err_line: Vec<u8>,
+    pub name: String,
+}
+
+/// Largest CGI header section accepted.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+impl Run {
+    /// Registers the pipes with the worker's loop.
+    pub fn watch(&self, io: &crate::event::Io<'_>) -> io::Result<()> {
+        if let Some(s) = &self.stdout {
+            io.watch(s.as_fd(), STDOUT, false)?;
+        }
+        if let Some(s) = &self.stderr {
+            io.watch(s.as_fd(), STDERR, false)?;
+        }
+        if let Some(s) = &self.stdin {
+            io.watch(s.as_fd(), STDIN, true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes pending body bytes to stdin; closes it once the body is done.
+    /// Returns whether anything moved.
+    pub fn feed_stdin(&mut self, body_done: bool) -> bool {
+        let mut moved = false;
+        while self.stdin_ready && self.to_script_off < self.to_script.len() {
+            let Some(stdin) = self.stdin.as_mut() else {
+                // The script closed its stdin: the rest of the body is dropped.
+                self.to_script_off = self.to_script.len();
+                break;
+            };
+            match stdin.write(&self.to_script[self.to_script_off..]) {
+                Ok(n) => {
+                    self.to_script_off += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stdin_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.stdin = None,
+            }
+        }
+        if self.to_script_off == self.to_script.len() {
+            self.to_script.clear();
+            self.to_script_off = 0;
+            if body_done && self.stdin.is_some() {
+                self.stdin = None; // EOF for the script
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Sends complete stderr lines to the error log.
+    pub fn drain_stderr(&mut self) {
+        let mut buf = [0u8; 4096];
+        while self.stderr_ready {
+            let Some(err) = self.stderr.as_mut() else { return };
+            match err.read(&mut buf) {
+                Ok(0) => {
+                    self.flush_err_line();
+                    self.stderr = None;
+                }
+                Ok(n) => {
+                    for &b in &buf[..n] {
+                        if b == b'\n' || self.err_line.len() >= 2048 {
+                            self.flush_err_line();
+                        } else {
+                            self.err_line.push(b);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stderr_ready = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.stderr = None,
+            }
+        }
+    }
+
+    fn flush_err_line(&mut self) {
+        if !self.err_line.is_empty() {
+            let line = String::from_utf8_lossy(&self.err_line);
+            crate::error!("CGI {}: {}", self.name, line.trim_end_matches('\r'));
+            self.err_line.clear();
+        }
+    }
+
+    /// Reads what stdout has (up to `buf.len()`); `Ok(0)` at its end,
+    /// `None` when nothing is available now.
+    pub fn read_stdout(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if !self.stdout_ready {
+            return None;
+        }
+        let out = self.stdout.as_mut()?;
+        match out.read(buf) {
+            Ok(0) => {
+                self.stdout = None;
+                self.stdout_eof = true;
+                Some(0)
+            }
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.stdout_ready = false;
+                None
+            }
+            Err(_) => {
+                self.stdout = None;
+                self.stdout_eof = true;
+                Some(0)
+            }
+        }
+    }
+
+    /// Frames body bytes for the client into `out`.
+    pub fn frame(&mut self, data: &[u8], out: &mut Vec<u8>, head_only: bool) {
+        if head_only || self.discard || data.is_empty() {
+            return;
+        }
+        let data = match self.remaining {
+            Some(r) => {
+                let n = (r as usize).min(data.len());
+                if n < data.len() {
+                    crate::warn!(
+                        "CGI {} wrote more than its Content-Length; extra bytes dropped",
+                        self.name
+                    );
+                }
+                self.remaining = Some(r - n as u64);
+                &data[..n]
+            }
+            None => data,
+        };
+        if self.chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(data);
+        }
+    }
+
+    /// Ends the body: the last chunk, or a check that the promised length came.
+    pub fn end(&mut self, out: &mut Vec<u8>, head_only: bool) {
+        self.ended = true;
+        if head_only || self.discard {
+            return;
+        }
+        if self.chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if self.remaining.is_some_and(|r| r > 0) {
+            crate::error!(
+                "CGI {} ended before its Content-Length; closing the connection",
+                self.name
+            );
+            self.framing_ok = false;
+        }
+    }
+
+    /// Kills the script's whole process group.
+    pub fn kill(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// What became of the header section.
+pub enum Head {
+    More,
+    Bad(String),
+    Ready(response::Head, usize),
+}
+
+pub fn parse_head(run: &Run) -> Head {
+    match response::parse(&run.hdr) {
+        Parsed::Done(h, n) => Head::Ready(h, n),
+        Parsed::Partial if run.hdr.len() > MAX_HEAD => Head::Bad("header section too large".into()),
+        Parsed::Partial => Head::More,
+        Parsed::Invalid(e) => Head::Bad(e),
+    }
+}
+
+/// Children whose exchange is over but that have not been reaped yet.
+#[derive(Default)]
+pub struct Reaper {
+    children: Vec<(Child, i32, Instant)>,
+}
+
+impl Reaper {
+    /// Keeps `run`'s child until it exits; it is killed (with its group) if
+    /// it is still running at `deadline`.
+    pub fn adopt(&mut self, mut run: Run, deadline: Instant) {
+        if matches!(run.child.try_wait(), Ok(None)) {
+            self.children.push((run.child, run.pgid, deadline));
+        }
+    }
+
+    pub fn reap(&mut self, now: Instant) {
+        self.children.retain_mut(|(child, pgid, deadline)| {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if now >= *deadline {
+                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+            }
+            true
+        });
+    }
+}

@@ -1,0 +1,386 @@
+//! A request served by a CGI script, driven by readiness of the client
+//! socket and of the script's pipes: start, step, time out, clean up.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use super::HttpService;
+use super::body::BodyError;
+use super::cgi::{self, Head, Run, Target};
+use super::conn::{Conn, Exchange, Phase, Step};
+use super::request::{self, Method, Parsed, Request};
+use super::status;
+use crate::event::{Io, Next};
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl HttpService {
+    /// Spawns the script for `req`; on refusal gives the request back with
+    /// the status to answer.
+    pub(super) fn start_cgi(
+        &mut self,
+        c: &mut Conn,
+        mut req: Box<Request>,
+        site: usize,
+        t: Target,
+        head: &[u8],
+        io: &mut Io<'_>,
+    ) -> Result<(), (Box<Request>, u16)> {
+        let rule = &self.sites[site].cgi[t.rule].cfg;
+        if self.cgi_running[site][t.rule] >= rule.max_concurrent {
+            crate::warn!(
+                "{} CGI scripts already running for {}, answering 503",
+                rule.max_concurrent,
+                t.script_name
+            );
+            return Err((req, 503));
+        }
+        let mut hs = [httparse::EMPTY_HEADER; 100];
+        let mut parsed = httparse::Request::new(&mut hs);
+        let _ = parsed.parse(head);
+        let headers: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .filter(|h| !h.name.is_empty())
+            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+            .collect();
+        let local = c.stream.local_addr().ok();
+        let site_cfg = &self.sites[site].cfg;
+        let server_name = req
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| site_cfg.server_name.first().cloned())
+            .unwrap_or_else(|| local.map(|a| a.ip().to_string()).unwrap_or_default());
+        let content_length = match &req.body {
+            Some(super::body::Body::Length { left }) => Some(*left),
+            _ => None,
+        };
+        let root = site_cfg.root.display().to_string();
+        let env = crate::cgi::env::build(&crate::cgi::env::Request {
+            method: &req.method_name,
+            uri: &req.target[req.path_start..],
+            query: req.query().unwrap_or(""),
+            script_name: &t.script_name,
+            script_filename: &t.script_filename,
+            path_info: &t.path_info,
+            document_root: &root,
+            server_name: &server_name,
+            server_port: local.map_or(0, |a| a.port()),
+            server_addr: local.map(|a| a.ip().to_string()).unwrap_or_default(),
+            remote_addr: c.peer.ip().to_string(),
+            remote_port: c.peer.port(),
+            protocol: if req.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+            content_length,
+            headers: &headers,
+            extra: &rule.env,
+        });
+        let mut run = match cgi::spawn(&t, &env) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::error!("cannot start CGI {}: {e}", t.program.display());
+                return Err((req, 500));
+            }
+        };
+        if let Err(e) = run.watch(io) {
+            crate::error!("cannot watch the pipes of CGI {}: {e}", t.script_name);
+            run.kill();
+            self.reaper.adopt(run, self.clock.now);
+            return Err((req, 500));
+        }
+        let timeout = rule.timeout;
+        self.cgi_running[site][t.rule] += 1;
+        let mut ex = Exchange::new(site, String::new());
+        ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
+        ex.body = req.body.take();
+        ex.out = self.wbufs.get_empty();
+        // The access log counts body bytes in `file_sent` for CGI, not from `out`.
+        ex.head_len = usize::MAX;
+        if ex.body.is_some() && req.expect_continue {
+            ex.out.extend_from_slice(CONTINUE);
+        }
+        ex.cgi = Some(Box::new(run));
+        ex.cgi_rule = t.rule;
+        ex.req = Some(req);
+        c.phase = Phase::Cgi;
+        c.deadline = self.clock.now + timeout;
+        c.ex = Some(ex);
+        Ok(())
+    }
+
+    /// Moves whatever can move: body to stdin, stderr to the log, stdout to
+    /// the client; returns what the socket must wait for.
+    pub(super) fn cgi_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        loop {
+            let mut progress = false;
+            let Some(ex) = c.ex.as_mut() else {
+                return Step::Wait(Next::Close);
+            };
+            let Some(run) = ex.cgi.as_mut() else {
+                return Step::Wait(Next::Close);
+            };
+            let head_only = ex.req.as_ref().is_some_and(|r| r.method == Method::Head);
+
+            // Request body, de-chunked, into the stdin buffer (only when it is empty).
+            if run.to_script.is_empty()
+                && c.rstart < c.rend
+                && let Some(body) = ex.body.as_mut()
+            {
+                match body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| run.to_script.extend_from_slice(d)) {
+                    Ok((n, done)) => {
+                        c.rstart += n;
+                        progress = true;
+                        if done {
+                            ex.body = None;
+                        }
+                    }
+                    Err(e) => {
+                        let code = if e == BodyError::TooLarge { 413 } else { 400 };
+                        return self.cgi_abort(c, code, "the request body is malformed or too large");
+                    }
+                }
+            }
+            progress |= run.feed_stdin(ex.body.is_none());
+            run.drain_stderr();
+
+            // Script output, only once what we had is written (backpressure).
+            if ex.out_off == ex.out.len() && !run.ended {
+                ex.out.clear();
+                ex.out_off = 0;
+                let mut buf = [0u8; 16 * 1024];
+                match run.read_stdout(&mut buf) {
+                    None => {}
+                    Some(0) if !run.head_sent => {
+                        return self.cgi_abort(c, 502, "the script ended without a complete header section");
+                    }
+                    Some(0) => {
+                        run.end(&mut ex.out, head_only);
+                        progress = true;
+                    }
+                    Some(n) if !run.head_sent => {
+                        progress = true;
+                        run.hdr.extend_from_slice(&buf[..n]);
+                        match cgi::parse_head(run) {
+                            Head::More => {}
+                            Head::Bad(why) => return self.cgi_abort(c, 502, &format!("malformed output: {why}")),
+                            Head::Ready(h, used) => {
+                                if h.status.is_none() && h.location.as_deref().is_some_and(|l| l.starts_with('/')) {
+                                    let loc = h.location.unwrap_or_default();
+                                    return self.cgi_redirect(c, &loc, io);
+                                }
+                                let minor = ex.req.as_ref().map_or(1, |r| r.minor);
+                                let rest = run.hdr.split_off(used);
+                                let date = self.clock.http_date().to_string();
+                                write_head(ex, &h, &date, &self.server_header, minor, head_only);
+                                let run = ex.cgi.as_mut().expect("running");
+                                let before = ex.out.len();
+                                run.frame(&rest, &mut ex.out, head_only);
+                                ex.file_sent += (ex.out.len() - before) as u64;
+                            }
+                        }
+                    }
+                    Some(n) => {
+                        progress = true;
+                        let before = ex.out.len();
+                        run.frame(&buf[..n], &mut ex.out, head_only);
+                        ex.file_sent += (ex.out.len() - before) as u64;
+                    }
+                }
+            }
+
+            // To the client.
+            let mut blocked = false;
+            while ex.out_off < ex.out.len() {
+                match (&c.stream).write(&ex.out[ex.out_off..]) {
+                    Ok(n) => {
+                        ex.out_off += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        crate::info!("client {} went away during CGI {}: {e}", c.peer.ip(), run_name(ex));
+                        return Step::Wait(Next::Close);
+                    }
+                }
+            }
+            let run = ex.cgi.as_mut().expect("running");
+            if run.ended && ex.out_off == ex.out.len() {
+                if !run.framing_ok || ex.body.is_some() {
+                    // Unsure where the next request starts, or the body was cut short.
+                    ex.keep_alive = false;
+                    ex.linger = true;
+                }
+                return self.finish(c, true);
+            }
+
+            // More request body from the socket, when the script can take it.
+            let wants_body = ex.body.is_some() && run.to_script.is_empty() && c.rstart == c.rend;
+            if wants_body && c.readable {
+                match self.fill(c) {
+                    Ok(true) => progress = true,
+                    Ok(false) => {}
+                    Err(_) => {
+                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
+                        return Step::Wait(Next::Close);
+                    }
+                }
+            }
+            if !progress {
+                return Step::Wait(if blocked {
+                    Next::Write
+                } else if wants_body {
+                    Next::Read
+                } else {
+                    Next::Pause
+                });
+            }
+        }
+    }
+
+    /// Kills the script and answers `code` if nothing was sent yet, else
+    /// closes the connection.
+    fn cgi_abort(&mut self, c: &mut Conn, code: u16, why: &str) -> Step {
+        let ex = c.ex.take();
+        let name = ex.as_ref().map(run_name).unwrap_or_default();
+        crate::error!("CGI {name}: {why}");
+        let head_sent = ex.as_ref().and_then(|e| e.cgi.as_ref()).is_some_and(|r| r.head_sent);
+        if head_sent {
+            if let Some(mut ex) = ex {
+                self.end_cgi(&mut ex, true);
+                self.wbufs.put(std::mem::take(&mut ex.out));
+            }
+            return Step::Wait(Next::Close);
+        }
+        self.fail(c, code, String::new(), ex);
+        Step::Again
+    }
+
+    /// `Location: /local/path` without a Status: serve that path instead
+    /// (RFC 3875 §6.2.2), as a GET.
+    fn cgi_redirect(&mut self, c: &mut Conn, loc: &str, io: &mut Io<'_>) -> Step {
+        let Some(mut ex) = c.ex.take() else {
+            return Step::Wait(Next::Close);
+        };
+        let (minor, host, keep) = ex.req.as_ref().map_or((1, String::new(), false), |r| {
+            (r.minor, r.host.clone().unwrap_or_default(), r.keep_alive)
+        });
+        let body_pending = ex.body.is_some();
+        self.end_cgi(&mut ex, true);
+        self.wbufs.put(std::mem::take(&mut ex.out));
+        c.redirects += 1;
+        if c.redirects > 10 || loc.bytes().any(|b| b <= b' ') {
+            crate::error!("CGI redirect to {loc:?} refused (loop or invalid)");
+            self.fail(c, 500, String::new(), None);
+            return Step::Again;
+        }
+        let head = format!("GET {loc} HTTP/1.{minor}\r\nHost: {host}\r\n\r\n");
+        let limits = request::Limits {
+            max_uri: self.cfg.max_uri_length,
+            max_body: 0,
+        };
+        match request::parse(head.as_bytes(), &limits) {
+            Parsed::Done(mut req, _) => {
+                req.keep_alive = keep && !body_pending;
+                // The synthetic head lives outside the read buffer: hand it over.
+                self.begin_owned(c, req, head.into_bytes(), io);
+            }
+            _ => {
+                crate::error!("CGI redirect to {loc:?} is not a valid local URL");
+                self.fail(c, 500, String::new(), None);
+            }
+        }
+        Step::Again
+    }
+
+    pub(super) fn cgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
+        let limit =
+            c.ex.as_ref()
+                .map(|e| self.sites[e.site].cgi[e.cgi_rule].cfg.timeout)
+                .unwrap_or_default();
+        match self.cgi_abort(c, 504, &format!("timed out after {limit:?}, killed")) {
+            Step::Again => Some(Next::Write),
+            Step::Wait(n) => Some(n),
+        }
+    }
+
+    /// Detaches the script from the exchange: kill it if asked, release its
+    /// concurrency slot, and keep its process until it is reaped.
+    pub(super) fn end_cgi(&mut self, ex: &mut Exchange, kill: bool) {
+        if let Some(mut run) = ex.cgi.take() {
+            if kill {
+                run.kill();
+            }
+            let timeout = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;
+            if let Some(n) = self.cgi_running.get_mut(ex.site).and_then(|v| v.get_mut(ex.cgi_rule)) {
+                *n = n.saturating_sub(1);
+            }
+            self.reaper.adopt(*run, self.clock.now + timeout);
+        }
+    }
+}
+
+fn run_name(ex: &Exchange) -> String {
+    ex.cgi.as_ref().map(|r| r.name.clone()).unwrap_or_default()
+}
+
+/// The HTTP response head for a script's header section.
+fn write_head(ex: &mut Exchange, h: &crate::cgi::response::Head, date: &str, server: &str, minor: u8, head_only: bool) {
+    let (code, reason) = match (&h.status, &h.location) {
+        (Some((c, r)), _) => (
+            *c,
+            if r.is_empty() {
+                status::reason(*c).to_string()
+            } else {
+                r.clone()
+            },
+        ),
+        (None, Some(_)) => (302, status::reason(302).to_string()),
+        (None, None) => (200, "OK".to_string()),
+    };
+    let run: &mut Run = ex.cgi.as_mut().expect("running");
+    let bodiless = code < 200 || code == 204 || code == 304;
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nServer: {server}\r\nDate: {date}\r\n");
+    if let Some(ct) = &h.content_type {
+        let _ = write!(s, "Content-Type: {ct}\r\n");
+    }
+    if let Some(l) = &h.location {
+        let _ = write!(s, "Location: {l}\r\n");
+    }
+    for (n, v) in &h.fields {
+        let _ = write!(s, "{n}: {v}\r\n");
+    }
+    if bodiless {
+        run.remaining = Some(0);
+    } else if let Some(len) = h.content_length {
+        let _ = write!(s, "Content-Length: {len}\r\n");
+        run.remaining = Some(len);
+    } else if minor >= 1 {
+        if !head_only {
+            s.push_str("Transfer-Encoding: chunked\r\n");
+            run.chunked = true;
+        }
+    } else {
+        // HTTP/1.0 without a length: the body ends when the connection does.
+        ex.keep_alive = false;
+    }
+    if !ex.keep_alive {
+        s.push_str("Connection: close\r\n");
+    } else if minor == 0 {
+        s.push_str("Connection: keep-alive\r\n");
+    }
+    s.push_str("\r\n");
+    ex.out.extend_from_slice(s.as_bytes());
+    ex.status = code;
+    run.head_sent = true;
+    if bodiless {
+        run.remaining = None;
+        run.chunked = false;
+        // Output after a bodiless status is read and dropped.
+        run.discard = true;
+    }
+}

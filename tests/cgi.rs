@@ -1,0 +1,455 @@
+//! CGI (RFC 3875) through the real binary with real scripts, and git's
+//! http-backend as a real application.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn python() -> String {
+    if Path::new("/usr/bin/python3").exists() {
+        return "/usr/bin/python3".into();
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Echoes its environment and body as `KEY<TAB>value` lines.
+const ENV_ECHO: &str = r#"import os, sys
+body = sys.stdin.buffer.read()
+print("Content-Type: text/plain")
+print("X-Script: env")
+print()
+for k, v in sorted(os.environ.items()):
+    print(k + "\t" + v.replace("\n", " "))
+print("BODY\t" + body.decode("latin-1"))
+"#;
+
+const HASH: &str = r#"import hashlib, sys
+h = hashlib.sha256()
+n = 0
+while True:
+    b = sys.stdin.buffer.read(65536)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+sys.stdout.write("Content-Type: text/plain\r\n\r\n%s %d" % (h.hexdigest(), n))
+"#;
+
+/// A server with a `/cgi-bin/` prefix and `.py` files under the root.
+fn cgi_server() -> (Server, PathBuf) {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    let bin = dir.path().join("cgi-bin");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(root.join("target.html"), "static target").unwrap();
+    let py = python();
+    script(&bin, "env.py", &format!("#!{py}\n{ENV_ECHO}"));
+    script(&bin, "hash.py", &format!("#!{py}\n{HASH}"));
+    script(
+        &bin,
+        "hello.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"hello $PATH_INFO\"\necho \"oops on stderr\" >&2\n",
+    );
+    script(
+        &bin,
+        "bad.sh",
+        "#!/bin/sh\necho 'this is not a header'\necho\necho body\n",
+    );
+    script(&bin, "nohead.sh", "#!/bin/sh\nexit 0\n");
+    script(&bin, "local.sh", "#!/bin/sh\nprintf 'Location: /target.html\\n\\n'\n");
+    script(
+        &bin,
+        "away.sh",
+        "#!/bin/sh\nprintf 'Location: http://example.org/there\\n\\n'\n",
+    );
+    script(
+        &bin,
+        "status.sh",
+        "#!/bin/sh\nprintf 'Status: 418 Teapot\\nContent-Type: text/plain\\nContent-Length: 3\\n\\nabc'\n",
+    );
+    let pidfile = dir.path().join("slow.pid");
+    script(
+        &bin,
+        "slow.sh",
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nsleep 30\necho 'Content-Type: text/plain'\necho\n",
+            pidfile.display()
+        ),
+    );
+    let streampid = dir.path().join("stream.pid");
+    script(
+        &bin,
+        "stream.sh",
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nprintf 'Content-Type: text/plain\\n\\n'\nwhile true; do echo 0123456789012345678901234567890123456789; done\n",
+            streampid.display()
+        ),
+    );
+    std::fs::write(bin.join("noexec.sh"), "#!/bin/sh\necho\n").unwrap();
+    std::fs::write(root.join("app.py"), ENV_ECHO).unwrap();
+    let o = Opts {
+        http: "client_max_body_size = \"20m\"".into(),
+        server: format!(
+            "[[server.cgi]]\nprefix = \"/cgi-bin/\"\ndir = \"{}\"\ntimeout = \"2s\"\nenv = {{ EXTRA_VAR = \"extra\" }}\n\
+             [[server.cgi]]\nextensions = [\".py\"]\ninterpreters = {{ \".py\" = \"{py}\" }}\n",
+            bin.display()
+        ),
+        ..Opts::default()
+    };
+    let s = Server::with_root(o, dir, root);
+    (s, bin)
+}
+
+struct Env(Vec<(String, String)>);
+
+impl Env {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+}
+
+fn env_of(s: &Server, req: &str) -> Env {
+    let r = s.request(req);
+    assert_eq!(r.status, 200, "{}", r.text());
+    Env(r
+        .text()
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+#[test]
+fn meta_variables_follow_rfc3875() {
+    let (s, bin) = cgi_server();
+    let j = env_of(
+        &s,
+        "POST /cgi-bin/env.py/extra/path?a=1&b=2 HTTP/1.1\r\nHost: example.test:8080\r\nContent-Type: text/x-test\r\n\
+         Content-Length: 5\r\nX-Custom: yes\r\nProxy: http://evil.example/\r\nConnection: close\r\n\r\nhello",
+    );
+    assert_eq!(j.get("BODY"), Some("hello"));
+    let want = [
+        ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
+        ("REQUEST_METHOD", "POST".into()),
+        ("SCRIPT_NAME", "/cgi-bin/env.py".into()),
+        ("PATH_INFO", "/extra/path".into()),
+        ("PATH_TRANSLATED", format!("{}/extra/path", s.root.display())),
+        ("QUERY_STRING", "a=1&b=2".into()),
+        ("CONTENT_LENGTH", "5".into()),
+        ("CONTENT_TYPE", "text/x-test".into()),
+        ("SERVER_NAME", "example.test".into()),
+        ("SERVER_PORT", s.port.to_string()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+        ("REMOTE_ADDR", "127.0.0.1".into()),
+        ("REQUEST_URI", "/cgi-bin/env.py/extra/path?a=1&b=2".into()),
+        ("SCRIPT_FILENAME", bin.join("env.py").display().to_string()),
+        ("DOCUMENT_ROOT", s.root.display().to_string()),
+        ("HTTP_X_CUSTOM", "yes".into()),
+        ("HTTP_HOST", "example.test:8080".into()),
+        ("EXTRA_VAR", "extra".into()),
+        ("AUTH_TYPE", "".into()),
+    ];
+    for (k, v) in want {
+        assert_eq!(j.get(k), Some(v.as_str()), "{k}");
+    }
+    assert!(j.get("SERVER_SOFTWARE").is_some_and(|v| v.starts_with("corral/")));
+    assert!(j.get("REMOTE_PORT").is_some_and(|v| v.parse::<u16>().is_ok()));
+    assert_eq!(j.get("HTTP_PROXY"), None, "httpoxy");
+    assert_eq!(j.get("HTTP_CONTENT_LENGTH"), None);
+    // The server's own environment does not leak.
+    assert_eq!(j.get("HOME"), None);
+    assert_eq!(j.get("CARGO_MANIFEST_DIR"), None);
+}
+
+#[test]
+fn extension_mapping_with_interpreter() {
+    let (s, _) = cgi_server();
+    let j = env_of(
+        &s,
+        "GET /app.py/more?z=9 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(j.get("SCRIPT_NAME"), Some("/app.py"));
+    assert_eq!(j.get("PATH_INFO"), Some("/more"));
+    assert_eq!(j.get("QUERY_STRING"), Some("z=9"));
+    assert_eq!(j.get("CONTENT_LENGTH"), None, "no body, no CONTENT_LENGTH");
+    assert_eq!(s.get("/missing.py").status, 404);
+}
+
+#[test]
+fn shell_script_stderr_and_errors() {
+    let (s, _) = cgi_server();
+    let r = s.get("/cgi-bin/hello.sh/x");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert!(r.text().contains("hello /x"), "{:?}", r.text());
+    assert!(eventually(Duration::from_secs(3), || s
+        .error_log()
+        .contains("CGI /cgi-bin/hello.sh: oops on stderr")));
+    assert_eq!(s.get("/cgi-bin/bad.sh").status, 502);
+    assert!(
+        s.error_log().contains("CGI /cgi-bin/bad.sh: malformed output"),
+        "{}",
+        s.error_log()
+    );
+    assert_eq!(s.get("/cgi-bin/nohead.sh").status, 502);
+    assert_eq!(s.get("/cgi-bin/noexec.sh").status, 403);
+    assert_eq!(s.get("/cgi-bin/none.sh").status, 404);
+    assert_eq!(
+        s.get("/cgi-bin/../cgi-bin/hello.sh").status,
+        200,
+        "dot segments resolved first"
+    );
+    assert_eq!(
+        s.get("/cgi-bin/%2e%2e/%2e%2e/etc/passwd").status,
+        400,
+        "no climbing above the root"
+    );
+    let r = s.get("/cgi-bin/status.sh");
+    assert_eq!((r.status, r.text().as_str()), (418, "abc"));
+    assert_eq!(r.header("content-length"), Some("3"));
+}
+
+#[test]
+fn http10_client_gets_close_delimited_body() {
+    let (s, _) = cgi_server();
+    let out = s.raw(b"GET /cgi-bin/hello.sh/ten HTTP/1.0\r\n\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("chunked"), "{text}");
+    assert!(text.contains("Connection: close"), "{text}");
+    assert!(text.ends_with("hello /ten\n"), "{text}");
+}
+
+#[test]
+fn redirects() {
+    let (s, _) = cgi_server();
+    let r = s.get("/cgi-bin/local.sh");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "static target"),
+        "local Location is an internal redirect"
+    );
+    let r = s.get("/cgi-bin/away.sh");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("http://example.org/there"));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn large_post_and_chunked_upload_reach_the_script_intact() {
+    let (s, _) = cgi_server();
+    let big: Vec<u8> = (0..10u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let want = format!("{} {}", sha256_hex(&big), big.len());
+    // 10 MiB with Content-Length, by curl.
+    let path = s.dir.path().join("big.bin");
+    std::fs::write(&path, &big).unwrap();
+    let url = format!("http://127.0.0.1:{}/cgi-bin/hash.py", s.port);
+    let (ok, out) = curl(&["--data-binary", &format!("@{}", path.display()), &url]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), want);
+    // The same, chunked, in uneven chunks written slowly at first.
+    let mut c = s.connect();
+    c.write_all(
+        b"POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut off = 0;
+    let mut k = 1usize;
+    while off < big.len() {
+        let n = (k * 7919 % 100_000 + 1).min(big.len() - off);
+        c.write_all(format!("{n:x}\r\n").as_bytes()).unwrap();
+        c.write_all(&big[off..off + n]).unwrap();
+        c.write_all(b"\r\n").unwrap();
+        off += n;
+        k += 1;
+    }
+    c.write_all(b"0\r\n\r\n").unwrap();
+    let rs = parse_responses(&read_to_close(&mut c), false);
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].text(), want);
+}
+
+#[test]
+fn body_over_the_limit_is_413() {
+    let (s, _) = cgi_server();
+    let r = s.request("POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nContent-Length: 30000000\r\n\r\n");
+    assert_eq!(r.status, 413);
+}
+
+fn wait_pid(path: &Path) -> i32 {
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(path)
+        .is_ok_and(|p| !p.trim().is_empty())));
+    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn timeout_kills_the_script_and_answers_504() {
+    let (s, _) = cgi_server();
+    let start = Instant::now();
+    let r = s.get("/cgi-bin/slow.sh");
+    assert_eq!(r.status, 504);
+    assert!(start.elapsed() < Duration::from_secs(6), "took {:?}", start.elapsed());
+    let pid = wait_pid(&s.dir.path().join("slow.pid"));
+    assert!(
+        eventually(Duration::from_secs(3), || !alive(pid)),
+        "script {pid} killed"
+    );
+    // Its `sleep` child too: nothing left under the worker but nothing.
+    for w in s.workers() {
+        assert!(
+            eventually(Duration::from_secs(3), || children_of(w).is_empty()),
+            "no process left under {w}"
+        );
+    }
+    assert!(s.error_log().contains("timed out"), "{}", s.error_log());
+}
+
+#[test]
+fn client_going_away_kills_the_script() {
+    let (s, _) = cgi_server();
+    let mut c = s.connect();
+    c.write_all(b"GET /cgi-bin/stream.sh HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).unwrap();
+    assert!(n > 0);
+    let pid = wait_pid(&s.dir.path().join("stream.pid"));
+    assert!(alive(pid));
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(pid)),
+        "script {pid} killed after the client left"
+    );
+    for w in s.workers() {
+        assert!(
+            eventually(Duration::from_secs(3), || children_of(w).is_empty()),
+            "no zombie under {w}"
+        );
+    }
+    assert_eq!(s.get("/cgi-bin/hello.sh").status, 200, "the worker is fine");
+}
+
+#[test]
+fn config_errors_name_the_cgi_key() {
+    let dir = TempDir::new();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[server]]\nroot = \"{0}\"\n[[server.cgi]]\nprefix = \"cgi-bin\"\ndir = \"{0}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["-t", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("c.toml:4:") && text.contains("server.cgi.prefix"),
+        "{text}"
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn git_clone_and_push_through_http_backend() {
+    let backend = "/usr/lib/git-core/git-http-backend";
+    assert!(
+        Path::new(backend).exists(),
+        "Debian's git provides {backend} (.ci/run installs git)"
+    );
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    let repos = dir.path().join("repos");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&repos).unwrap();
+    // A bare repository with one commit, pushable over HTTP.
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    assert!(git(&seed, &["init", "-q", "-b", "main"]).0);
+    std::fs::write(seed.join("README"), "first\n").unwrap();
+    assert!(git(&seed, &["add", "README"]).0);
+    assert!(git(&seed, &["commit", "-q", "-m", "first"]).0);
+    assert!(git(dir.path(), &["clone", "-q", "--bare", "seed", "repos/project.git"]).0);
+    assert!(git(&repos.join("project.git"), &["config", "http.receivepack", "true"]).0);
+    let o = Opts {
+        server: format!(
+            "[[server.cgi]]\nprefix = \"/git/\"\nscript = \"{backend}\"\ntimeout = \"30s\"\n\
+             env = {{ GIT_PROJECT_ROOT = \"{}\", GIT_HTTP_EXPORT_ALL = \"1\" }}\n",
+            repos.display()
+        ),
+        ..Opts::default()
+    };
+    let s = Server::with_root(o, dir, root);
+    let url = format!("http://127.0.0.1:{}/git/project.git", s.port);
+    let base = s.dir.path();
+    let (ok, out) = git(base, &["clone", "-q", &url, "work"]);
+    assert!(ok, "clone: {out}\n{}", s.error_log());
+    let work = base.join("work");
+    assert_eq!(std::fs::read_to_string(work.join("README")).unwrap(), "first\n");
+    std::fs::write(work.join("second.txt"), "pushed over http\n").unwrap();
+    assert!(git(&work, &["add", "second.txt"]).0);
+    assert!(git(&work, &["commit", "-q", "-m", "second"]).0);
+    let (ok, out) = git(&work, &["push", "-q", "origin", "main"]);
+    assert!(ok, "push: {out}\n{}", s.error_log());
+    let (_, head) = git(&work, &["rev-parse", "HEAD"]);
+    let (ok, server_head) = git(&base.join("repos/project.git"), &["rev-parse", "main"]);
+    assert!(ok);
+    assert_eq!(
+        server_head.trim(),
+        head.trim(),
+        "the pushed commit is in the server-side repository"
+    );
+}
