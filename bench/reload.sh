@@ -11,15 +11,10 @@ set -euo pipefail
 SECS=${1:-30}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-(cd "$REPO" && cargo build --release -q)
-CORRAL="$REPO/target/release/corral"
+. "$HERE/lib.sh"
+need wrk:wrk nginx:nginx-light
+NGINX=$(bin_of nginx)
+build_corral
 
 W=$(mktemp -d /tmp/corral-reload.XXXXXX)
 chmod 755 "$W"
@@ -37,7 +32,6 @@ mkdir -p "$W/www" "$W/nginx-tmp"
 chmod 755 "$W/www"
 head -c 1024 /dev/urandom >"$W/www/1k.bin"
 chmod 644 "$W/www/1k.bin"
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 P_CORRAL=$(free_port); P_NGINX=$(free_port)
 
 cat >"$W/corral.toml" <<CONF
@@ -58,8 +52,7 @@ error_log $W/nginx-error.log notice;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $W/nginx-tmp; proxy_temp_path $W/nginx-tmp; fastcgi_temp_path $W/nginx-tmp;
-  uwsgi_temp_path $W/nginx-tmp; scgi_temp_path $W/nginx-tmp;
+  $(nginx_temp_paths "$W/nginx-tmp")
   server { listen 127.0.0.1:$P_NGINX; root $W/www; }
 }
 CONF

@@ -13,18 +13,11 @@ IDLE=${IDLE:-10000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v lighttpd >/dev/null || [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-LIGHTTPD=$(command -v lighttpd || echo /usr/sbin/lighttpd)
-
-(cd "$REPO" && cargo build --release -q)
-CORRAL="$REPO/target/release/corral"
+. "$HERE/lib.sh"
+need wrk:wrk nginx:nginx-light lighttpd:lighttpd
+NGINX=$(bin_of nginx)
+LIGHTTPD=$(bin_of lighttpd)
+build_corral
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 W=$(mktemp -d /tmp/corral-bench.XXXXXX)
@@ -40,7 +33,6 @@ chmod 755 "$W" "$W/www"   # nginx workers run as nobody
 head -c 1024 /dev/urandom >"$W/www/1k.bin"
 head -c 102400 /dev/urandom >"$W/www/100k.bin"
 chmod 644 "$W/www/"*.bin
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 P_CORRAL=$(free_port); P_NGINX=$(free_port); P_LIGHTTPD=$(free_port)
 
 cat >"$W/corral.toml" <<CONF
@@ -71,9 +63,7 @@ http {
   open_file_cache max=1000 inactive=60s;
   keepalive_requests 1000000;
   keepalive_timeout 75s;
-  client_body_temp_path $W/nginx-tmp;
-  proxy_temp_path $W/nginx-tmp; fastcgi_temp_path $W/nginx-tmp;
-  uwsgi_temp_path $W/nginx-tmp; scgi_temp_path $W/nginx-tmp;
+  $(nginx_temp_paths "$W/nginx-tmp")
   server { listen 127.0.0.1:$P_NGINX; root $W/www; }
 }
 CONF

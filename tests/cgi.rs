@@ -103,6 +103,16 @@ fn cgi_server() -> (Server, PathBuf) {
             streampid.display()
         ),
     );
+    script(
+        &bin,
+        "drip.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nfor i in 1 2 3 4 5 6 7; do echo $i; sleep 0.5; done\n",
+    );
+    script(
+        &bin,
+        "signals.sh",
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ngrep -E '^Sig(Blk|Ign)' /proc/self/status\n",
+    );
     std::fs::write(bin.join("noexec.sh"), "#!/bin/sh\necho\n").unwrap();
     std::fs::write(root.join("app.py"), ENV_ECHO).unwrap();
     let o = Opts {
@@ -229,6 +239,66 @@ fn shell_script_stderr_and_errors() {
 }
 
 #[test]
+fn scripts_start_with_no_blocked_or_ignored_signals() {
+    // The worker blocks its signals (it reads them from a signalfd) and
+    // ignores SIGPIPE; none of that may reach a script or its children.
+    let (s, _) = cgi_server();
+    let r = s.get("/cgi-bin/signals.sh");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+}
+
+#[test]
+fn expect_100_continue_before_the_body_reaches_the_script() {
+    let (s, _) = cgi_server();
+    let mut c = s.connect();
+    c.write_all(
+        b"POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"hello").unwrap();
+    let rs = parse_responses(&read_to_close(&mut c), false);
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].text(), format!("{} 5", sha256_hex(b"hello")));
+}
+
+#[test]
+fn over_max_concurrent_answers_503() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    script(
+        &root,
+        "wait.cgi",
+        "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
+    );
+    let o = Opts {
+        main: "workers = 1".into(),
+        server: format!(
+            "[[server.cgi]]\nextensions = [\".cgi\"]\ndir = \"{}\"\nmax_concurrent = 1\n",
+            root.display()
+        ),
+        ..Opts::default()
+    };
+    let s = Server::with_root(o, dir, root);
+    let mut first = s.connect();
+    first
+        .write_all(b"GET /wait.cgi HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.get("/wait.cgi").status, 503, "the only slot is taken");
+    let rs = parse_responses(&read_to_close(&mut first), false);
+    assert_eq!((rs[0].status, rs[0].text().as_str()), (200, "done"));
+    assert_eq!(s.get("/wait.cgi").status, 200, "the slot came back");
+    assert!(s.error_log().contains("answering 503"), "{}", s.error_log());
+}
+
+#[test]
 fn http10_client_gets_close_delimited_body() {
     let (s, _) = cgi_server();
     let out = s.raw(b"GET /cgi-bin/hello.sh/ten HTTP/1.0\r\n\r\n");
@@ -337,6 +407,15 @@ fn timeout_kills_the_script_and_answers_504() {
         );
     }
     assert!(s.error_log().contains("timed out"), "{}", s.error_log());
+}
+
+#[test]
+fn timeout_bounds_silence_not_a_script_that_keeps_writing() {
+    let (s, _) = cgi_server();
+    let start = Instant::now();
+    let r = s.get("/cgi-bin/drip.sh");
+    assert!(start.elapsed() > Duration::from_secs(3), "ran past the 2 s timeout");
+    assert_eq!((r.status, r.text().as_str()), (200, "1\n2\n3\n4\n5\n6\n7\n"));
 }
 
 #[test]

@@ -3,21 +3,20 @@
 //! body to its stdin and its stdout to the client, each side with
 //! backpressure. The worker never waits on a script.
 
+use std::ffi::CString;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
 use crate::cgi::response::{self, Parsed};
 use crate::config;
+use crate::os::spawn::Job;
 
 /// A CGI location as a worker holds it: its settings and an open handle on
 /// the directory scripts must live in.
@@ -167,51 +166,60 @@ fn walk(i: usize, rule: &Rule, url_base: &str, rest: &str) -> Route {
     Route::Refuse(404)
 }
 
-/// Starts `t` with the environment `env`, in its own process group, with
-/// nonblocking pipes.
-pub fn spawn(t: &Target, env: &[(String, String)]) -> io::Result<Run> {
-    let mut cmd = match &t.interpreter {
+/// Makes the pipes for `t` and the spawn job that runs it with the
+/// environment `env`, in its own process group, with nothing but those
+/// pipes open. The worker keeps the nonblocking ends in the returned
+/// `Run`; the job carries the child's ends to the spawner.
+pub fn prepare(t: &Target, env: &[(String, String)], has_body: bool, id: u64) -> io::Result<(Run, Job)> {
+    let cstr = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let mut argv = Vec::with_capacity(2);
+    let program = match &t.interpreter {
         Some(i) => {
-            let mut c = Command::new(i);
-            c.arg(&t.program);
-            c
+            argv.push(cstr(i.as_os_str().as_bytes())?);
+            i
         }
-        None => Command::new(&t.program),
+        None => &t.program,
     };
-    if let Some(dir) = t.program.parent() {
-        cmd.current_dir(dir);
-    }
-    let mut child = cmd
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    for fd in [
-        stdin.as_ref().map(|s| s.as_raw_fd()),
-        stdout.as_ref().map(|s| s.as_raw_fd()),
-        stderr.as_ref().map(|s| s.as_raw_fd()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-        );
-    }
-    Ok(Run {
-        pgid: child.id() as i32,
-        child,
+    argv.push(cstr(t.program.as_os_str().as_bytes())?);
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let cwd = match t.program.parent() {
+        Some(d) if !d.as_os_str().is_empty() => Some(cstr(d.as_os_str().as_bytes())?),
+        _ => None,
+    };
+    // Our ends nonblocking, the script's ends blocking as programs expect.
+    let pipe = |ours_is_read: bool| -> io::Result<(File, OwnedFd)> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (ours, theirs) = if ours_is_read { (r, w) } else { (w, r) };
+        nix::fcntl::fcntl(ours.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        Ok((File::from(ours), theirs))
+    };
+    let (stdin, child_in) = match has_body {
+        true => {
+            let (a, b) = pipe(false)?;
+            (Some(a), Some(b))
+        }
+        false => (None, None),
+    };
+    let (stdout, child_out) = pipe(true)?;
+    let (stderr, child_err) = pipe(true)?;
+    let job = Job {
+        id,
+        program: cstr(program.as_os_str().as_bytes())?,
+        argv,
+        envp,
+        cwd,
+        stdin: child_in,
+        stdout: child_out,
+        stderr: child_err,
+    };
+    let run = Run {
+        id,
         stdin,
-        stdout,
-        stderr,
+        stdout: Some(stdout),
+        stderr: Some(stderr),
         stdin_ready: true,
         stdout_ready: true,
         stderr_ready: true,
@@ -227,7 +235,8 @@ pub fn spawn(t: &Target, env: &[(String, String)]) -> io::Result<Run> {
         discard: false,
         err_line: Vec::new(),
         name: t.script_name.clone(),
-    })
+    };
+    Ok((run, job))
 }
 
 /// Pipe numbers within the connection (see `event::Io::watch`).
@@ -237,11 +246,11 @@ pub const STDIN: u8 = 3;
 
 /// A running script and the state of both streams.
 pub struct Run {
-    pub child: Child,
-    pub pgid: i32,
-    pub stdin: Option<ChildStdin>,
-    pub stdout: Option<ChildStdout>,
-    pub stderr: Option<ChildStderr>,
+    /// The script's id in the worker's `Children`.
+    pub id: u64,
+    pub stdin: Option<File>,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
     pub stdin_ready: bool,
     pub stdout_ready: bool,
     pub stderr_ready: bool,
@@ -419,13 +428,6 @@ impl Run {
             self.framing_ok = false;
         }
     }
-
-    /// Kills the script's whole process group.
-    pub fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
-        }
-    }
 }
 
 /// What became of the header section.
@@ -441,33 +443,5 @@ pub fn parse_head(run: &Run) -> Head {
         Parsed::Partial if run.hdr.len() > MAX_HEAD => Head::Bad("header section too large".into()),
         Parsed::Partial => Head::More,
         Parsed::Invalid(e) => Head::Bad(e),
-    }
-}
-
-/// Children whose exchange is over but that have not been reaped yet.
-#[derive(Default)]
-pub struct Reaper {
-    children: Vec<(Child, i32, Instant)>,
-}
-
-impl Reaper {
-    /// Keeps `run`'s child until it exits; it is killed (with its group) if
-    /// it is still running at `deadline`.
-    pub fn adopt(&mut self, mut run: Run, deadline: Instant) {
-        if matches!(run.child.try_wait(), Ok(None)) {
-            self.children.push((run.child, run.pgid, deadline));
-        }
-    }
-
-    pub fn reap(&mut self, now: Instant) {
-        self.children.retain_mut(|(child, pgid, deadline)| {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return false;
-            }
-            if now >= *deadline {
-                let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-            }
-            true
-        });
     }
 }

@@ -75,19 +75,27 @@ impl HttpService {
             headers: &headers,
             extra: &rule.env,
         });
-        let mut run = match cgi::spawn(&t, &env) {
-            Ok(r) => r,
+        let Some(spawner) = self.spawner.as_ref() else {
+            crate::error!("cannot start CGI {}: no spawner in this worker", t.script_name);
+            return Err((req, 500));
+        };
+        let id = self.children.register(&t.script_name);
+        let prepared = cgi::prepare(&t, &env, req.body.is_some(), id).and_then(|(run, job)| {
+            run.watch(io)?;
+            Ok((run, job))
+        });
+        let run = match prepared {
+            Ok((run, job)) => {
+                spawner.submit(job);
+                run
+            }
             Err(e) => {
                 crate::error!("cannot start CGI {}: {e}", t.program.display());
+                self.children.spawned(id, Err(nix::errno::Errno::EIO));
+                self.children.detach(id, self.clock.now);
                 return Err((req, 500));
             }
         };
-        if let Err(e) = run.watch(io) {
-            crate::error!("cannot watch the pipes of CGI {}: {e}", t.script_name);
-            run.kill();
-            self.reaper.adopt(run, self.clock.now);
-            return Err((req, 500));
-        }
         let timeout = rule.timeout;
         self.cgi_running[site][t.rule] += 1;
         let mut ex = Exchange::new(site, String::new());
@@ -111,6 +119,7 @@ impl HttpService {
     /// Moves whatever can move: body to stdin, stderr to the log, stdout to
     /// the client; returns what the socket must wait for.
     pub(super) fn cgi_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        let mut moved = false;
         loop {
             let mut progress = false;
             let Some(ex) = c.ex.as_mut() else {
@@ -219,6 +228,7 @@ impl HttpService {
 
             // More request body from the socket, when the script can take it.
             let wants_body = ex.body.is_some() && run.to_script.is_empty() && c.rstart == c.rend;
+            let limit = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;
             if wants_body && c.readable {
                 match self.fill(c) {
                     Ok(true) => progress = true,
@@ -229,7 +239,13 @@ impl HttpService {
                     }
                 }
             }
+            moved |= progress;
             if !progress {
+                if moved {
+                    // The timeout bounds silence, not the whole exchange: a
+                    // long download that keeps moving is not cut off.
+                    c.deadline = self.clock.now + limit;
+                }
                 return Step::Wait(if blocked {
                     Next::Write
                 } else if wants_body {
@@ -310,15 +326,15 @@ impl HttpService {
     /// Detaches the script from the exchange: kill it if asked, release its
     /// concurrency slot, and keep its process until it is reaped.
     pub(super) fn end_cgi(&mut self, ex: &mut Exchange, kill: bool) {
-        if let Some(mut run) = ex.cgi.take() {
+        if let Some(run) = ex.cgi.take() {
             if kill {
-                run.kill();
+                self.children.kill(run.id);
             }
             let timeout = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;
             if let Some(n) = self.cgi_running.get_mut(ex.site).and_then(|v| v.get_mut(ex.cgi_rule)) {
                 *n = n.saturating_sub(1);
             }
-            self.reaper.adopt(*run, self.clock.now + timeout);
+            self.children.detach(run.id, self.clock.now + timeout);
         }
     }
 }

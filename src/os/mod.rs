@@ -7,4 +7,5 @@ pub mod notify;
 pub mod pidfile;
 pub mod privileges;
 pub mod signals;
+pub mod spawn;
 pub mod title;

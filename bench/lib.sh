@@ -1,0 +1,29 @@
+# Shared by the bench scripts: source it after setting HERE and REPO.
+
+# need CMD:PACKAGE... — installs the Debian package of each missing command.
+need() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# The path of a command that may live in /usr/sbin, off a user's PATH.
+bin_of() { command -v "$1" || echo "/usr/sbin/$1"; }
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# Builds corral and sets CORRAL to the binary.
+build_corral() {
+  (cd "$REPO" && cargo build --release -q)
+  CORRAL="$REPO/target/release/corral"
+}
+
+# nginx's temporary directories, all in $1 (so it runs without /var/lib/nginx).
+nginx_temp_paths() {
+  echo "client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1;"
+  echo "  uwsgi_temp_path $1; scgi_temp_path $1;"
+}

@@ -1,0 +1,152 @@
+//! A worker's CGI processes from submission to reaping. A script is known
+//! by an id from the moment it is queued; its pid arrives later from the
+//! spawner thread. Every child of a worker is a script, so SIGCHLD reaps
+//! with `waitpid(-1)`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+struct Entry {
+    name: String,
+    pid: Option<i32>,
+    exited: bool,
+    /// Kill the group as soon as the pid is known.
+    kill: bool,
+    /// The exchange is over; kill the group if it still runs by then.
+    detached: Option<Instant>,
+}
+
+#[derive(Default)]
+pub struct Children {
+    next: u64,
+    entries: HashMap<u64, Entry>,
+    by_pid: HashMap<i32, u64>,
+    /// Reaped before their spawn outcome was read (a race with SIGCHLD).
+    reaped_early: HashSet<i32>,
+}
+
+impl Children {
+    /// A new script named `name` (for log lines); returns its id.
+    pub fn register(&mut self, name: &str) -> u64 {
+        self.next += 1;
+        self.entries.insert(
+            self.next,
+            Entry {
+                name: name.to_string(),
+                pid: None,
+                exited: false,
+                kill: false,
+                detached: None,
+            },
+        );
+        self.next
+    }
+
+    /// Scripts not reaped yet (including ones still being spawned).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The spawner's outcome for `id`.
+    pub fn spawned(&mut self, id: u64, outcome: Result<i32, Errno>) {
+        let Some(e) = self.entries.get_mut(&id) else { return };
+        match outcome {
+            Err(err) => {
+                crate::error!("cannot start CGI {}: {err}", e.name);
+                e.exited = true;
+            }
+            Ok(pid) => {
+                e.pid = Some(pid);
+                if self.reaped_early.remove(&pid) {
+                    e.exited = true;
+                } else {
+                    self.by_pid.insert(pid, id);
+                    if e.kill {
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        self.forget_if_done(id);
+    }
+
+    /// Kills the script's whole process group (now, or once it has a pid).
+    pub fn kill(&mut self, id: u64) {
+        let Some(e) = self.entries.get_mut(&id) else { return };
+        e.kill = true;
+        // Once the leader is reaped its pgid may name someone else's group.
+        if let (Some(pid), false) = (e.pid, e.exited) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// The exchange no longer needs the script; it is killed if it still
+    /// runs at `deadline`, and forgotten once reaped.
+    pub fn detach(&mut self, id: u64, deadline: Instant) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.detached = Some(deadline);
+        }
+        self.forget_if_done(id);
+    }
+
+    /// Reaps every exited child; kills detached ones past their deadline.
+    pub fn reap(&mut self, now: Instant) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { break };
+                    let pid = pid.as_raw();
+                    match self.by_pid.remove(&pid) {
+                        Some(id) => {
+                            if let Some(e) = self.entries.get_mut(&id) {
+                                e.exited = true;
+                                log_end(&e.name, pid, status);
+                            }
+                            self.forget_if_done(id);
+                        }
+                        None => {
+                            self.reaped_early.insert(pid);
+                        }
+                    }
+                }
+            }
+        }
+        for e in self.entries.values_mut() {
+            if let (Some(pid), Some(deadline), false, false) = (e.pid, e.detached, e.exited, e.kill)
+                && now >= deadline
+            {
+                crate::warn!("CGI {} (pid {pid}) still runs after its exchange ended, killed", e.name);
+                e.kill = true;
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn forget_if_done(&mut self, id: u64) {
+        if let Some(e) = self.entries.get(&id)
+            && e.exited
+            && e.detached.is_some()
+        {
+            self.entries.remove(&id);
+        }
+    }
+}
+
+fn log_end(name: &str, pid: i32, status: WaitStatus) {
+    match status {
+        WaitStatus::Exited(_, 0) => {}
+        WaitStatus::Exited(_, code) => crate::info!("CGI {name} (pid {pid}) exited with status {code}"),
+        WaitStatus::Signaled(_, sig, _) => crate::info!("CGI {name} (pid {pid}) was killed by {sig}"),
+        _ => {}
+    }
+}

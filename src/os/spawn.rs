@@ -1,0 +1,274 @@
+//! Starting programs without stalling the event loop.
+//!
+//! `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`) never copies the
+//! worker's address space, but vfork semantics suspend the calling thread
+//! until the child has exec'd — a few hundred microseconds in which a
+//! worker would serve nobody. So the spawn runs on a helper thread; the
+//! loop hands it a [`Job`] and learns the pid later through an eventfd.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+
+/// A program to start, with the child's ends of its standard streams.
+pub struct Job {
+    pub id: u64,
+    pub program: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub cwd: Option<CString>,
+    /// `None`: stdin is /dev/null.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The outcome of a job: the pid (also the child's process group), or
+/// why it could not start.
+pub type Done = (u64, Result<i32, Errno>);
+
+struct Shared {
+    done: Mutex<Vec<Done>>,
+    wake: EventFd,
+}
+
+pub struct Spawner {
+    tx: Option<mpsc::Sender<Job>>,
+    shared: Arc<Shared>,
+    devnull: Arc<OwnedFd>,
+}
+
+impl Spawner {
+    /// Starts the helper thread. If no thread can be made, jobs run on the
+    /// caller's thread instead (correct, only slower).
+    pub fn new(threads: usize) -> io::Result<Spawner> {
+        let devnull = Arc::new(
+            nix::fcntl::open(
+                "/dev/null",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map(|fd| {
+                // SAFETY: open returned a fresh descriptor that nothing else owns.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            })?,
+        );
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let shared = Arc::new(Shared {
+            done: Mutex::new(Vec::new()),
+            wake,
+        });
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        // The threads must never take the worker's signals (they are read
+        // from a signalfd): they start with every signal blocked.
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))?;
+        let mut started = 0;
+        for _ in 0..threads.max(1) {
+            let (sh, dn, rx) = (shared.clone(), devnull.clone(), rx.clone());
+            let t = std::thread::Builder::new()
+                .name("spawner".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        let r = spawn(&job, &dn);
+                        drop(job); // closes the child's ends of the pipes
+                        finish(&sh, r);
+                    }
+                });
+            match t {
+                Ok(_) => started += 1,
+                Err(e) => crate::warn!("cannot start a spawner thread: {e}"),
+            }
+        }
+        pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+        let tx = if started > 0 {
+            Some(tx)
+        } else {
+            crate::warn!("no spawner thread; CGI scripts start from the event loop");
+            None
+        };
+        Ok(Spawner { tx, shared, devnull })
+    }
+
+    /// Queues `job`; its outcome comes back through [`Spawner::take_done`].
+    pub fn submit(&self, job: Job) {
+        let job = match &self.tx {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let r = spawn(&job, &self.devnull);
+        drop(job);
+        finish(&self.shared, r);
+    }
+
+    /// Becomes readable when outcomes are waiting.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.shared.wake.as_fd()
+    }
+
+    /// The outcomes since the last call.
+    pub fn take_done(&self) -> Vec<Done> {
+        let _ = self.shared.wake.read();
+        std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn finish(sh: &Shared, done: Done) {
+    sh.done.lock().unwrap_or_else(|p| p.into_inner()).push(done);
+    let _ = sh.wake.write(1);
+}
+
+/// The signals reset to their default action in the child: SIGPIPE (Rust
+/// ignores it) and glibc's two internal ones, 32 and 33, which its
+/// posix_spawn leaves ignored — and ignored signals survive exec.
+/// `sigaddset` refuses those two, so the set is built from its words.
+fn default_signals() -> libc::sigset_t {
+    let mut words: [libc::c_ulong; 16] = [0; 16];
+    for sig in [libc::SIGPIPE, 32, 33] {
+        let bit = (sig - 1) as usize;
+        words[bit / 64] |= 1 << (bit % 64);
+    }
+    // SAFETY: glibc's sigset_t on Linux is exactly `unsigned long __val[16]`
+    // with signal n at bit n-1 (transmute checks the size at compile time).
+    unsafe { std::mem::transmute::<[libc::c_ulong; 16], libc::sigset_t>(words) }
+}
+
+/// posix_spawn with the child in a new process group, an empty signal
+/// mask, default dispositions, and the job's streams on fds 0, 1 and 2.
+fn spawn(job: &Job, devnull: &OwnedFd) -> Done {
+    let mut argv: Vec<*mut libc::c_char> = job.argv.iter().map(|a| a.as_ptr() as *mut _).collect();
+    argv.push(ptr::null_mut());
+    let mut envp: Vec<*mut libc::c_char> = job.envp.iter().map(|a| a.as_ptr() as *mut _).collect();
+    envp.push(ptr::null_mut());
+    let stdin = job.stdin.as_ref().map_or(devnull.as_raw_fd(), |f| f.as_raw_fd());
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before
+    // use and destroyed on every path; every pointer handed to posix_spawn
+    // (program, argv, envp, cwd) points into `job`, which outlives the call,
+    // and argv/envp are NULL-terminated. The descriptors are open and owned
+    // by `job` or `devnull` for the duration of the call.
+    let rc = unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut acts: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        libc::posix_spawnattr_init(&mut attr);
+        libc::posix_spawn_file_actions_init(&mut acts);
+        let mut rc = 0;
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let dfl = default_signals();
+        rc |= libc::posix_spawnattr_setsigmask(&mut attr, &empty);
+        rc |= libc::posix_spawnattr_setsigdefault(&mut attr, &dfl);
+        rc |= libc::posix_spawnattr_setpgroup(&mut attr, 0);
+        let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        rc |= libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
+        rc |= libc::posix_spawn_file_actions_adddup2(&mut acts, stdin, 0);
+        rc |= libc::posix_spawn_file_actions_adddup2(&mut acts, job.stdout.as_raw_fd(), 1);
+        rc |= libc::posix_spawn_file_actions_adddup2(&mut acts, job.stderr.as_raw_fd(), 2);
+        if let Some(cwd) = &job.cwd {
+            rc |= libc::posix_spawn_file_actions_addchdir_np(&mut acts, cwd.as_ptr());
+        }
+        if rc == 0 {
+            rc = libc::posix_spawn(
+                &mut pid,
+                job.program.as_ptr(),
+                &acts,
+                &attr,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            );
+        }
+        libc::posix_spawn_file_actions_destroy(&mut acts);
+        libc::posix_spawnattr_destroy(&mut attr);
+        rc
+    };
+    if rc == 0 {
+        (job.id, Ok(pid))
+    } else {
+        (job.id, Err(Errno::from_raw(rc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn cstr(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    fn run(program: &str, args: &[&str], cwd: Option<&str>) -> (Result<i32, Errno>, String) {
+        let sp = Spawner::new(2).unwrap();
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (_er, ew) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let mut argv = vec![cstr(program)];
+        argv.extend(args.iter().map(|a| cstr(a)));
+        sp.submit(Job {
+            id: 7,
+            program: cstr(program),
+            argv,
+            envp: vec![cstr("ONLY=this")],
+            cwd: cwd.map(cstr),
+            stdin: None,
+            stdout: w,
+            stderr: ew,
+        });
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        let done = loop {
+            let d = sp.take_done();
+            if !d.is_empty() {
+                break d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].0, 7);
+        if let Ok(pid) = done[0].1 {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+        (done[0].1, out)
+    }
+
+    #[test]
+    fn child_gets_clean_environment_group_mask_and_cwd() {
+        let (r, out) = run(
+            "/bin/sh",
+            &[
+                "-c",
+                "env; pwd; echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$; grep -E 'Sig(Blk|Ign)' /proc/self/status",
+            ],
+            Some("/tmp"),
+        );
+        let pid = r.unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.contains(&"ONLY=this"), "{out}");
+        assert!(!out.contains("PATH=/"), "{out}");
+        assert!(lines.contains(&"/tmp"), "{out}");
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+        assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+        assert!(out.contains(&format!("pgid={pid} pid={pid}")), "{out}");
+    }
+
+    #[test]
+    fn missing_program_reports_its_errno() {
+        let (r, out) = run("/nonexistent/program", &[], None);
+        assert_eq!(r, Err(Errno::ENOENT));
+        assert!(out.is_empty());
+    }
+}
