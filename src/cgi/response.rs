@@ -59,7 +59,8 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 let code = value
                     .get(..3)
                     .and_then(|c| c.parse::<u16>().ok())
-                    .filter(|c| (100..=999).contains(c));
+                    // A script gives the final response: no 1xx, nothing past 599.
+                    .filter(|c| (200..=599).contains(c));
                 let Some(code) = code.filter(|_| value.len() == 3 || value.as_bytes()[3] == b' ') else {
                     return Parsed::Invalid(format!("bad Status {:?}", truncate(value)));
                 };
@@ -105,6 +106,9 @@ mod tests {
         assert!(matches!(parse(b"garbage line\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"X-Only: 1\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: abc\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(parse(b"Status: 100 Continue\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(parse(b"Status: 600\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(parse(b"Content-Length: 1x\nStatus: 200\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Bad Name: x\n\n"), Parsed::Invalid(_)));
         assert_eq!(parse(b"Content-Type: text/html\n"), Parsed::Partial);
     }
