@@ -299,6 +299,34 @@ fn over_max_concurrent_answers_503() {
 }
 
 #[test]
+fn stopping_the_server_kills_running_scripts() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let pidfile = dir.path().join("long.pid");
+    script(
+        &root,
+        "long.cgi",
+        &format!("#!/bin/sh\necho $$ > {}\nsleep 60\n", pidfile.display()),
+    );
+    let o = Opts {
+        server: "[[server.cgi]]\nextensions = [\".cgi\"]\ntimeout = \"5m\"\n".into(),
+        ..Opts::default()
+    };
+    let mut s = Server::with_root(o, dir, root);
+    let mut c = s.connect();
+    c.write_all(b"GET /long.cgi HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let pid = wait_pid(&pidfile);
+    assert!(alive(pid));
+    s.signal("TERM");
+    assert!(s.wait_exit(Duration::from_secs(5)).is_some(), "the master stopped");
+    assert!(
+        eventually(Duration::from_secs(3), || !alive(pid)),
+        "script {pid} did not outlive its worker"
+    );
+}
+
+#[test]
 fn http10_client_gets_close_delimited_body() {
     let (s, _) = cgi_server();
     let out = s.raw(b"GET /cgi-bin/hello.sh/ten HTTP/1.0\r\n\r\n");

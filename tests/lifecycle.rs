@@ -324,7 +324,12 @@ fn workers_drop_to_the_configured_user() {
     });
     assert_eq!(uid_of(s.pid()), 0, "the master keeps root");
     for w in s.workers() {
-        assert_eq!(uid_of(w), 65534, "worker {w} runs as nobody");
+        // Ready means the master listens; a fresh worker drops root before
+        // its loop starts, a moment later.
+        assert!(
+            eventually(Duration::from_secs(3), || uid_of(w) == 65534),
+            "worker {w} runs as nobody"
+        );
         let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
         let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
         assert!(

@@ -47,13 +47,9 @@ impl Children {
         self.next
     }
 
-    /// Scripts not reaped yet (including ones still being spawned).
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Forgets a script that was never submitted.
+    pub fn abandon(&mut self, id: u64) {
+        self.entries.remove(&id);
     }
 
     /// The spawner's outcome for `id`.
@@ -96,6 +92,16 @@ impl Children {
             e.detached = Some(deadline);
         }
         self.forget_if_done(id);
+    }
+
+    /// The worker is exiting: no script outlives it.
+    pub fn kill_all(&mut self) {
+        for e in self.entries.values_mut() {
+            if let (Some(pid), false) = (e.pid, e.exited) {
+                crate::info!("CGI {} (pid {pid}) killed: the worker is exiting", e.name);
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
     }
 
     /// Reaps every exited child; kills detached ones past their deadline.

@@ -108,7 +108,10 @@ mod tests {
         assert!(matches!(parse(b"Status: abc\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: 100 Continue\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: 600\n\n"), Parsed::Invalid(_)));
-        assert!(matches!(parse(b"Content-Length: 1x\nStatus: 200\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse(b"Content-Length: 1x\nStatus: 200\n\n"),
+            Parsed::Invalid(_)
+        ));
         assert!(matches!(parse(b"Bad Name: x\n\n"), Parsed::Invalid(_)));
         assert_eq!(parse(b"Content-Type: text/html\n"), Parsed::Partial);
     }

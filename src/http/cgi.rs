@@ -349,6 +349,15 @@ impl Run {
         }
     }
 
+    /// Logs what is in the stderr pipe now, even a last unfinished line:
+    /// what the script wrote before its stdout ended may not have been
+    /// signalled yet, and the pipe is about to go.
+    pub fn last_stderr(&mut self) {
+        self.stderr_ready = true;
+        self.drain_stderr();
+        self.flush_err_line();
+    }
+
     fn flush_err_line(&mut self) {
         if !self.err_line.is_empty() {
             let line = String::from_utf8_lossy(&self.err_line);

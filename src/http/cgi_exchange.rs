@@ -91,8 +91,7 @@ impl HttpService {
             }
             Err(e) => {
                 crate::error!("cannot start CGI {}: {e}", t.program.display());
-                self.children.spawned(id, Err(nix::errno::Errno::EIO));
-                self.children.detach(id, self.clock.now);
+                self.children.abandon(id);
                 return Err((req, 500));
             }
         };
@@ -326,7 +325,8 @@ impl HttpService {
     /// Detaches the script from the exchange: kill it if asked, release its
     /// concurrency slot, and keep its process until it is reaped.
     pub(super) fn end_cgi(&mut self, ex: &mut Exchange, kill: bool) {
-        if let Some(run) = ex.cgi.take() {
+        if let Some(mut run) = ex.cgi.take() {
+            run.last_stderr();
             if kill {
                 self.children.kill(run.id);
             }

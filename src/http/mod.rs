@@ -19,11 +19,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use socket2::Socket;
-
 use crate::config::{self, Config, EventMode, LogTarget};
 use crate::core::clock::Clock;
-use crate::event::{self, BufPool, Io, Next, Ready, Service, Signals};
+use crate::event::{BufPool, Io, Next, Ready, Service};
 use access_log::AccessLog;
 use conn::Conn;
 use static_file::Site;
@@ -52,6 +50,17 @@ pub struct HttpService {
 }
 
 impl HttpService {
+    /// Starts the CGI spawner thread if a server has CGI locations. Called
+    /// once the worker has its final user, nice value and CPU affinity, as
+    /// the thread (and so every script) keeps those it was created with.
+    pub fn start_spawner(&mut self) {
+        if self.sites.iter().any(|s| !s.cgi.is_empty()) {
+            self.spawner = crate::os::spawn::Spawner::new()
+                .map_err(|e| crate::error!("cannot set up the CGI spawner: {e}"))
+                .ok();
+        }
+    }
+
     pub fn new(cfg: &Config) -> HttpService {
         let addrs = cfg.listen_addrs();
         let mut by_listener = vec![Vec::new(); addrs.len()];
@@ -90,17 +99,7 @@ impl HttpService {
             site_log,
             logs,
             cgi_running: cfg.servers.iter().map(|s| vec![0; s.cgi.len()]).collect(),
-            spawner: cfg
-                .servers
-                .iter()
-                .any(|s| !s.cgi.is_empty())
-                .then(|| {
-                    // One thread: a second measured no faster on two cores.
-                    crate::os::spawn::Spawner::new(1)
-                        .map_err(|e| crate::error!("cannot set up the CGI spawner: {e}"))
-                        .ok()
-                })
-                .flatten(),
+            spawner: None,
             children: crate::cgi::children::Children::default(),
             file_cache: file_cache::FileCache::new(
                 cfg.servers.len(),
@@ -201,23 +200,12 @@ impl Service for HttpService {
     }
 
     fn shutdown(&mut self) {
+        self.children.reap(self.clock.now);
+        self.children.kill_all();
         for l in &mut self.logs {
             l.flush();
         }
     }
-}
-
-/// A worker process's life: serve `cfg` on the inherited `listeners`.
-pub fn worker(cfg: &Config, listeners: Vec<Socket>, signals: Signals) -> std::io::Result<()> {
-    let mut service = HttpService::new(cfg);
-    service.draining = false;
-    event::run(
-        service,
-        listeners,
-        cfg.main.event_mode,
-        cfg.main.worker_connections,
-        signals,
-    )
 }
 
 #[cfg(test)]

@@ -224,13 +224,14 @@ impl Master {
         };
         let listeners = self.listeners.take_sockets();
         // Opened while still privileged: access logs and document roots.
-        let service = crate::http::HttpService::new(&self.cfg);
+        let mut service = crate::http::HttpService::new(&self.cfg);
         if let Err(e) = privileges::prepare_worker(&self.cfg.main, slot) {
             crate::crit!("worker #{slot}: {e}");
             return 2;
         }
         // After setuid: the kernel clears the parent-death signal then.
         signals::die_with_parent(Signal::SIGTERM);
+        service.start_spawner();
         let m = &self.cfg.main;
         match crate::event::run(
             service,
