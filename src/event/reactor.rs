@@ -85,12 +85,6 @@ pub trait Service {
     fn shutdown(&mut self);
     /// SIGCHLD: a child of this process changed state.
     fn child_exited(&mut self) {}
-    /// A descriptor of the service's own (a helper thread's eventfd) to
-    /// watch for reading; [`Service::woken`] runs when it is readable.
-    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        None
-    }
-    fn woken(&mut self) {}
 }
 
 /// Where the reactor learns of signals.
@@ -99,7 +93,6 @@ pub struct Signals {
 }
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
-const WAKE_TOKEN: u64 = u64::MAX - 1;
 const LISTENER_BASE: u64 = RESERVED;
 const EVENTS: usize = 512;
 const ACCEPT_BATCH: usize = 64;
@@ -131,9 +124,6 @@ pub fn run<S: Service>(
 ) -> io::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(signals.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN))?;
-    if let Some(fd) = service.wake_fd() {
-        epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
-    }
     let mut r = Reactor {
         epoll,
         mode,
@@ -213,7 +203,6 @@ impl<S: Service> Reactor<S> {
                             }
                         }
                     }
-                    WAKE_TOKEN => self.service.woken(),
                     t if t >= LISTENER_BASE => {
                         let i = (t - LISTENER_BASE) as usize;
                         self.accept(i);

@@ -328,6 +328,7 @@ impl HttpService {
         if let Some(mut run) = ex.cgi.take() {
             run.last_stderr();
             if kill {
+                self.collect_spawned();
                 self.children.kill(run.id);
             }
             let timeout = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;

@@ -61,6 +61,15 @@ impl HttpService {
         }
     }
 
+    /// Hands the spawner's outcomes (pids, failures) to the children.
+    fn collect_spawned(&mut self) {
+        if let Some(sp) = &self.spawner {
+            for (id, outcome) in sp.take_done() {
+                self.children.spawned(id, outcome);
+            }
+        }
+    }
+
     pub fn new(cfg: &Config) -> HttpService {
         let addrs = cfg.listen_addrs();
         let mut by_listener = vec![Vec::new(); addrs.len()];
@@ -167,22 +176,12 @@ impl Service for HttpService {
     }
 
     fn child_exited(&mut self) {
+        self.collect_spawned();
         self.children.reap(self.clock.now);
     }
 
-    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.spawner.as_ref().map(|s| s.wake_fd())
-    }
-
-    fn woken(&mut self) {
-        if let Some(sp) = &self.spawner {
-            for (id, outcome) in sp.take_done() {
-                self.children.spawned(id, outcome);
-            }
-        }
-    }
-
     fn housekeeping(&mut self) {
+        self.collect_spawned();
         self.children.reap(self.clock.now);
         for l in &mut self.logs {
             l.flush();
@@ -200,6 +199,7 @@ impl Service for HttpService {
     }
 
     fn shutdown(&mut self) {
+        self.collect_spawned();
         self.children.reap(self.clock.now);
         self.children.kill_all();
         for l in &mut self.logs {

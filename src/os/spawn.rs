@@ -4,17 +4,17 @@
 //! worker's address space, but vfork semantics suspend the calling thread
 //! until the child has exec'd — a few hundred microseconds in which a
 //! worker would serve nobody. So the spawn runs on a helper thread; the
-//! loop hands it a [`Job`] and learns the pid later through an eventfd.
+//! loop hands it a [`Job`] and collects the pid when it needs it (to reap
+//! or to kill): the thread never has to wake the loop.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
 
 /// A program to start, with the child's ends of its standard streams.
@@ -34,10 +34,7 @@ pub struct Job {
 /// why it could not start.
 pub type Done = (u64, Result<i32, Errno>);
 
-struct Shared {
-    done: Mutex<Vec<Done>>,
-    wake: EventFd,
-}
+type Shared = Mutex<Vec<Done>>;
 
 pub struct Spawner {
     tx: Option<mpsc::Sender<Job>>,
@@ -51,11 +48,7 @@ impl Spawner {
     /// measured no faster on two cores.
     pub fn new() -> io::Result<Spawner> {
         let devnull = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null")?));
-        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
-        let shared = Arc::new(Shared {
-            done: Mutex::new(Vec::new()),
-            wake,
-        });
+        let shared = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<Job>();
         let (sh, dn) = (shared.clone(), devnull.clone());
         // The thread must never take the worker's signals (they are read
@@ -97,21 +90,14 @@ impl Spawner {
         finish(&self.shared, r);
     }
 
-    /// Becomes readable when outcomes are waiting.
-    pub fn wake_fd(&self) -> BorrowedFd<'_> {
-        self.shared.wake.as_fd()
-    }
-
     /// The outcomes since the last call.
     pub fn take_done(&self) -> Vec<Done> {
-        let _ = self.shared.wake.read();
-        std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.shared.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
 fn finish(sh: &Shared, done: Done) {
-    sh.done.lock().unwrap_or_else(|p| p.into_inner()).push(done);
-    let _ = sh.wake.write(1);
+    sh.lock().unwrap_or_else(|p| p.into_inner()).push(done);
 }
 
 /// The signals reset to their default action in the child: SIGPIPE (Rust
