@@ -190,6 +190,28 @@ fn meta_variables_follow_rfc3875() {
 }
 
 #[test]
+fn chunked_body_arrives_with_its_content_length() {
+    // RFC 3875 §4.1.2: CONTENT_LENGTH is set whenever there is a body; a
+    // chunked one is spooled first, so the script can trust it.
+    let (s, _) = cgi_server();
+    let j = env_of(
+        &s,
+        "POST /cgi-bin/env.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    assert_eq!(j.get("BODY"), Some("hello, world"));
+    assert_eq!(j.get("CONTENT_LENGTH"), Some("12"));
+    assert_eq!(j.get("HTTP_TRANSFER_ENCODING"), None);
+    // An empty chunked body is a body of length 0.
+    let j = env_of(
+        &s,
+        "POST /cgi-bin/env.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(j.get("CONTENT_LENGTH"), Some("0"));
+    assert_eq!(j.get("BODY"), Some(""));
+}
+
+#[test]
 fn extension_mapping_with_interpreter() {
     let (s, _) = cgi_server();
     let j = env_of(
@@ -265,6 +287,18 @@ fn expect_100_continue_before_the_body_reaches_the_script() {
     let rs = parse_responses(&read_to_close(&mut c), false);
     assert_eq!(rs[0].status, 200);
     assert_eq!(rs[0].text(), format!("{} 5", sha256_hex(b"hello")));
+    // The same with a chunked body, which is spooled before the script starts.
+    let mut c = s.connect();
+    c.write_all(
+        b"POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    c.write_all(b"5\r\nhello\r\n0\r\n\r\n").unwrap();
+    let rs = parse_responses(&read_to_close(&mut c), false);
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].text(), format!("{} 5", sha256_hex(b"hello")));
 }
 
 #[test]
@@ -296,6 +330,36 @@ fn over_max_concurrent_answers_503() {
     assert_eq!((rs[0].status, rs[0].text().as_str()), (200, "done"));
     assert_eq!(s.get("/wait.cgi").status, 200, "the slot came back");
     assert!(s.error_log().contains("answering 503"), "{}", s.error_log());
+}
+
+#[test]
+fn a_stalled_chunked_upload_times_out_with_408() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let marker = dir.path().join("ran");
+    script(
+        &root,
+        "up.cgi",
+        &format!(
+            "#!/bin/sh\ntouch {}\nprintf 'Content-Type: text/plain\\n\\nok'\n",
+            marker.display()
+        ),
+    );
+    let o = Opts {
+        http: "client_body_timeout = \"1s\"".into(),
+        server: "[[server.cgi]]\nextensions = [\".cgi\"]\n".into(),
+        ..Opts::default()
+    };
+    let s = Server::with_root(o, dir, root);
+    let r = s.request("POST /up.cgi HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nonly part");
+    assert_eq!(r.status, 408);
+    assert!(!marker.exists(), "the script never started");
+    assert!(
+        s.error_log().contains("timed out sending the request body"),
+        "{}",
+        s.error_log()
+    );
 }
 
 #[test]
@@ -407,6 +471,10 @@ fn body_over_the_limit_is_413() {
     let (s, _) = cgi_server();
     let r = s.request("POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nContent-Length: 30000000\r\n\r\n");
     assert_eq!(r.status, 413);
+    // A chunked body announcing more than the limit, while being spooled.
+    let r = s.request("POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2000000\r\nabc");
+    assert_eq!(r.status, 413);
+    assert_eq!(s.get("/cgi-bin/hello.sh").status, 200, "the place was given back");
 }
 
 fn wait_pid(path: &Path) -> i32 {
@@ -491,6 +559,17 @@ fn config_errors_name_the_cgi_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text.contains("c.toml:4:") && text.contains("server.cgi.prefix"),
+        "{text}"
+    );
+    std::fs::write(&p, "[http]\nclient_body_temp_path = \"/nonexistent/tmp\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["-t", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("c.toml:2:") && text.contains("http.client_body_temp_path"),
         "{text}"
     );
 }

@@ -400,7 +400,15 @@ fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
             format!("{max_uri_length} is larger than max_header_size ({max_header_size})"),
         ));
     }
+    let temp = src.path(h.client_body_temp_path.as_deref().unwrap_or("/tmp"));
+    if !temp.is_dir() {
+        return Err(c.err(
+            "client_body_temp_path",
+            format!("{} is not a directory", temp.display()),
+        ));
+    }
     Ok(Http {
+        client_body_temp_path: temp,
         keepalive_timeout: c.duration("keepalive_timeout", h.keepalive_timeout, Duration::from_secs(75))?,
         keepalive_requests: c.int("keepalive_requests", h.keepalive_requests, 0, 1 << 30, 1000)? as u32,
         client_header_timeout: c.duration(

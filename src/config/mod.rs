@@ -91,6 +91,8 @@ pub struct Http {
     /// `Connection: close`) before it is closed.
     pub drain_idle_timeout: Duration,
     pub client_max_body_size: u64,
+    /// Where chunked request bodies for CGI are spooled (unlinked files).
+    pub client_body_temp_path: PathBuf,
     /// Largest request head (request line + headers) accepted; also the
     /// size of each pooled read buffer.
     pub max_header_size: usize,

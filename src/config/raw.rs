@@ -74,6 +74,7 @@ pub struct Http {
     pub lingering_timeout: Option<NumOrStr>,
     pub drain_idle_timeout: Option<NumOrStr>,
     pub client_max_body_size: Option<NumOrStr>,
+    pub client_body_temp_path: Option<String>,
     pub max_header_size: Option<NumOrStr>,
     pub max_uri_length: Option<NumOrStr>,
     pub inline_file_max: Option<NumOrStr>,

@@ -166,11 +166,60 @@ fn walk(i: usize, rule: &Rule, url_base: &str, rest: &str) -> Route {
     Route::Refuse(404)
 }
 
+/// What the script reads on stdin.
+pub enum Stdin {
+    /// No request body: /dev/null.
+    Null,
+    /// The body, streamed through a pipe as it arrives.
+    Pipe,
+    /// A body spooled to a file, read from its start.
+    File(File),
+}
+
+/// A chunked request body being written to an unlinked temporary file
+/// before its script starts: RFC 3875 §4.1.2 wants CONTENT_LENGTH for
+/// every body, and chunked ones have no length until they end.
+pub struct Spool {
+    pub file: File,
+    pub len: u64,
+    pub target: Target,
+    pub env: Vec<(String, String)>,
+}
+
+/// An anonymous file in `dir` (O_TMPFILE; where the file system lacks it,
+/// a named file removed at once).
+pub fn temp_file(dir: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let anon = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match anon {
+        Ok(f) => Ok(f),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.join(format!(".corral-body-{}-{n}", std::process::id()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(f)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes the pipes for `t` and the spawn job that runs it with the
 /// environment `env`, in its own process group, with nothing but those
 /// pipes open. The worker keeps the nonblocking ends in the returned
 /// `Run`; the job carries the child's ends to the spawner.
-pub fn prepare(t: &Target, env: &[(String, String)], has_body: bool, id: u64) -> io::Result<(Run, Job)> {
+pub fn prepare(t: &Target, env: &[(String, String)], stdin: Stdin, id: u64) -> io::Result<(Run, Job)> {
     let cstr = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
     let mut argv = Vec::with_capacity(2);
     let program = match &t.interpreter {
@@ -196,12 +245,13 @@ pub fn prepare(t: &Target, env: &[(String, String)], has_body: bool, id: u64) ->
         nix::fcntl::fcntl(ours.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         Ok((File::from(ours), theirs))
     };
-    let (stdin, child_in) = match has_body {
-        true => {
+    let (stdin, child_in) = match stdin {
+        Stdin::Pipe => {
             let (a, b) = pipe(false)?;
             (Some(a), Some(b))
         }
-        false => (None, None),
+        Stdin::File(f) => (None, Some(OwnedFd::from(f))),
+        Stdin::Null => (None, None),
     };
     let (stdout, child_out) = pipe(true)?;
     let (stderr, child_err) = pipe(true)?;

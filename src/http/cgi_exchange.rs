@@ -2,11 +2,11 @@
 //! socket and of the script's pipes: start, step, time out, clean up.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 
 use super::HttpService;
 use super::body::BodyError;
-use super::cgi::{self, Head, Run, Target};
+use super::cgi::{self, Head, Run, Stdin, Target};
 use super::conn::{Conn, Exchange, Phase, Step};
 use super::request::{self, Method, Parsed, Request};
 use super::status;
@@ -75,29 +75,38 @@ impl HttpService {
             headers: &headers,
             extra: &rule.env,
         });
-        let Some(spawner) = self.spawner.as_ref() else {
-            crate::error!("cannot start CGI {}: no spawner in this worker", t.script_name);
-            return Err((req, 500));
-        };
-        let id = self.children.register(&t.script_name);
-        let prepared = cgi::prepare(&t, &env, req.body.is_some(), id).and_then(|(run, job)| {
-            run.watch(io)?;
-            Ok((run, job))
-        });
-        let run = match prepared {
-            Ok((run, job)) => {
-                spawner.submit(job);
-                run
-            }
-            Err(e) => {
-                crate::error!("cannot start CGI {}: {e}", t.program.display());
-                self.children.abandon(id);
-                return Err((req, 500));
-            }
-        };
+        let chunked = matches!(req.body, Some(super::body::Body::Chunked(_)));
         let timeout = rule.timeout;
-        self.cgi_running[site][t.rule] += 1;
         let mut ex = Exchange::new(site, String::new());
+        ex.cgi_rule = t.rule;
+        if chunked {
+            let file = match cgi::temp_file(&self.cfg.client_body_temp_path) {
+                Ok(f) => f,
+                Err(e) => {
+                    crate::error!(
+                        "cannot make a temporary file in {} for a request body: {e}",
+                        self.cfg.client_body_temp_path.display()
+                    );
+                    return Err((req, 500));
+                }
+            };
+            ex.spool = Some(Box::new(cgi::Spool {
+                file,
+                len: 0,
+                target: t,
+                env,
+            }));
+            c.deadline = self.clock.now + self.cfg.client_body_timeout;
+        } else {
+            let stdin = if req.body.is_some() { Stdin::Pipe } else { Stdin::Null };
+            match self.spawn_script(&t, &env, stdin, io) {
+                Some(run) => ex.cgi = Some(Box::new(run)),
+                None => return Err((req, 500)),
+            }
+            c.deadline = self.clock.now + timeout;
+        }
+        self.cgi_running[site][ex.cgi_rule] += 1;
+        ex.cgi_slot = true;
         ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
         ex.body = req.body.take();
         ex.out = self.wbufs.get_empty();
@@ -106,18 +115,130 @@ impl HttpService {
         if ex.body.is_some() && req.expect_continue {
             ex.out.extend_from_slice(CONTINUE);
         }
-        ex.cgi = Some(Box::new(run));
-        ex.cgi_rule = t.rule;
         ex.req = Some(req);
         c.phase = Phase::Cgi;
-        c.deadline = self.clock.now + timeout;
         c.ex = Some(ex);
         Ok(())
+    }
+
+    /// Starts `t`'s process; its pipes are watched by this connection.
+    fn spawn_script(&mut self, t: &Target, env: &[(String, String)], stdin: Stdin, io: &Io<'_>) -> Option<Run> {
+        let Some(spawner) = self.spawner.as_ref() else {
+            crate::error!("cannot start CGI {}: no spawner in this worker", t.script_name);
+            return None;
+        };
+        let id = self.children.register(&t.script_name);
+        let prepared = cgi::prepare(t, env, stdin, id).and_then(|(run, job)| {
+            run.watch(io)?;
+            Ok((run, job))
+        });
+        match prepared {
+            Ok((run, job)) => {
+                spawner.submit(job);
+                Some(run)
+            }
+            Err(e) => {
+                crate::error!("cannot start CGI {}: {e}", t.program.display());
+                self.children.abandon(id);
+                None
+            }
+        }
+    }
+
+    /// Writes a chunked body to its spool file; once it is complete, starts
+    /// the script on it. `None` when the script runs (go on with it).
+    fn spool_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Option<Step> {
+        loop {
+            let ex = c.ex.as_mut()?;
+            while ex.out_off < ex.out.len() {
+                // `100 Continue`
+                match (&c.stream).write(&ex.out[ex.out_off..]) {
+                    Ok(n) => ex.out_off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Step::Wait(Next::Write)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Some(Step::Wait(Next::Close)),
+                }
+            }
+            let spool = ex.spool.as_mut()?;
+            if c.rstart < c.rend
+                && let Some(body) = ex.body.as_mut()
+            {
+                let mut failed = None;
+                let fed = body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| {
+                    if failed.is_none() {
+                        match spool.file.write_all(d) {
+                            Ok(()) => spool.len += d.len() as u64,
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                });
+                match fed {
+                    Ok((n, done)) => {
+                        c.rstart += n;
+                        if done {
+                            ex.body = None;
+                        }
+                    }
+                    Err(e) => {
+                        let code = if e == BodyError::TooLarge { 413 } else { 400 };
+                        return Some(self.cgi_abort(c, code, "the request body is malformed or too large"));
+                    }
+                }
+                if let Some(e) = failed {
+                    return Some(self.cgi_abort(c, 500, &format!("cannot spool the request body: {e}")));
+                }
+                c.deadline = self.clock.now + self.cfg.client_body_timeout;
+            }
+            if ex.body.is_none() {
+                let spool = *ex.spool.take()?;
+                return self.start_spooled(c, spool, io);
+            }
+            if c.rstart == c.rend {
+                match self.fill(c) {
+                    Ok(true) => {}
+                    Ok(false) => return Some(Step::Wait(Next::Read)),
+                    Err(_) => {
+                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
+                        return Some(Step::Wait(Next::Close));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The spooled body is complete: run the script with it as stdin.
+    fn start_spooled(&mut self, c: &mut Conn, spool: cgi::Spool, io: &mut Io<'_>) -> Option<Step> {
+        let cgi::Spool {
+            mut file,
+            len,
+            target,
+            mut env,
+        } = spool;
+        if let Err(e) = file.seek(io::SeekFrom::Start(0)) {
+            return Some(self.cgi_abort(c, 500, &format!("cannot rewind the spooled body: {e}")));
+        }
+        // Configured `env` entries still win, as for any other variable.
+        let rule = &self.sites[c.ex.as_ref()?.site].cgi[target.rule].cfg;
+        if !rule.env.iter().any(|(k, _)| k == "CONTENT_LENGTH") {
+            env.push(("CONTENT_LENGTH".into(), len.to_string()));
+        }
+        let timeout = rule.timeout;
+        let Some(run) = self.spawn_script(&target, &env, Stdin::File(file), io) else {
+            return Some(self.cgi_abort(c, 500, "cannot start the script"));
+        };
+        c.ex.as_mut()?.cgi = Some(Box::new(run));
+        c.deadline = self.clock.now + timeout;
+        None
     }
 
     /// Moves whatever can move: body to stdin, stderr to the log, stdout to
     /// the client; returns what the socket must wait for.
     pub(super) fn cgi_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        if c.ex.as_ref().is_some_and(|e| e.spool.is_some())
+            && let Some(step) = self.spool_step(c, io)
+        {
+            return step;
+        }
         let mut moved = false;
         loop {
             let mut progress = false;
@@ -312,6 +433,13 @@ impl HttpService {
     }
 
     pub(super) fn cgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
+        if c.ex.as_ref().is_some_and(|e| e.spool.is_some()) {
+            let step = self.cgi_abort(c, 408, "the client timed out sending the request body");
+            return match step {
+                Step::Again => Some(Next::Write),
+                Step::Wait(n) => Some(n),
+            };
+        }
         let limit =
             c.ex.as_ref()
                 .map(|e| self.sites[e.site].cgi[e.cgi_rule].cfg.timeout)
@@ -325,6 +453,12 @@ impl HttpService {
     /// Detaches the script from the exchange: kill it if asked, release its
     /// concurrency slot, and keep its process until it is reaped.
     pub(super) fn end_cgi(&mut self, ex: &mut Exchange, kill: bool) {
+        ex.spool = None;
+        if std::mem::take(&mut ex.cgi_slot)
+            && let Some(n) = self.cgi_running.get_mut(ex.site).and_then(|v| v.get_mut(ex.cgi_rule))
+        {
+            *n = n.saturating_sub(1);
+        }
         if let Some(mut run) = ex.cgi.take() {
             run.last_stderr();
             if kill {
@@ -332,16 +466,17 @@ impl HttpService {
                 self.children.kill(run.id);
             }
             let timeout = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;
-            if let Some(n) = self.cgi_running.get_mut(ex.site).and_then(|v| v.get_mut(ex.cgi_rule)) {
-                *n = n.saturating_sub(1);
-            }
             self.children.detach(run.id, self.clock.now + timeout);
         }
     }
 }
 
 fn run_name(ex: &Exchange) -> String {
-    ex.cgi.as_ref().map(|r| r.name.clone()).unwrap_or_default()
+    match (&ex.cgi, &ex.spool) {
+        (Some(r), _) => r.name.clone(),
+        (None, Some(s)) => s.target.script_name.clone(),
+        (None, None) => String::new(),
+    }
 }
 
 /// The HTTP response head for a script's header section.

@@ -73,6 +73,10 @@ pub(super) struct Exchange {
     pub(super) cgi: Option<Box<super::cgi::Run>>,
     /// Which CGI rule of the site (for the per-worker concurrency count).
     pub(super) cgi_rule: usize,
+    /// A chunked body spooled before its script starts.
+    pub(super) spool: Option<Box<super::cgi::Spool>>,
+    /// Holds one of the rule's `max_concurrent` places.
+    pub(super) cgi_slot: bool,
     file: Option<(Rc<File>, i64, u64)>,
     pub(super) file_sent: u64,
     /// A body held in (cache) memory, `data[off..end]` still to send; it
@@ -101,6 +105,8 @@ impl Exchange {
             mem: None,
             cgi: None,
             cgi_rule: 0,
+            spool: None,
+            cgi_slot: false,
         }
     }
 
@@ -644,6 +650,8 @@ impl HttpService {
                 Next::Read
             }
             Phase::Send => Next::Write,
+            // A spooling body still comes from the socket.
+            Phase::Cgi if c.ex.as_ref().is_some_and(|e| e.spool.is_some()) => Next::Read,
             Phase::Cgi => Next::Pause,
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
             _ => Next::Read,
