@@ -128,6 +128,21 @@ fn cgi_server() -> (Server, PathBuf) {
     (s, bin)
 }
 
+/// A server in `dir` whose root holds one script, `name`, run through an
+/// `.cgi` extension location with the extra `cgi` keys.
+fn one_script_server(dir: TempDir, name: &str, body: &str, http: &str, cgi: &str) -> Server {
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    script(&root, name, body);
+    let o = Opts {
+        main: "workers = 1".into(),
+        http: http.into(),
+        server: format!("[[server.cgi]]\nextensions = [\".cgi\"]\n{cgi}"),
+        ..Opts::default()
+    };
+    Server::with_root(o, dir, root)
+}
+
 struct Env(Vec<(String, String)>);
 
 impl Env {
@@ -303,23 +318,13 @@ fn expect_100_continue_before_the_body_reaches_the_script() {
 
 #[test]
 fn over_max_concurrent_answers_503() {
-    let dir = TempDir::new();
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    script(
-        &root,
+    let s = one_script_server(
+        TempDir::new(),
         "wait.cgi",
         "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
+        "",
+        "max_concurrent = 1",
     );
-    let o = Opts {
-        main: "workers = 1".into(),
-        server: format!(
-            "[[server.cgi]]\nextensions = [\".cgi\"]\ndir = \"{}\"\nmax_concurrent = 1\n",
-            root.display()
-        ),
-        ..Opts::default()
-    };
-    let s = Server::with_root(o, dir, root);
     let mut first = s.connect();
     first
         .write_all(b"GET /wait.cgi HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -335,23 +340,12 @@ fn over_max_concurrent_answers_503() {
 #[test]
 fn a_stalled_chunked_upload_times_out_with_408() {
     let dir = TempDir::new();
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
     let marker = dir.path().join("ran");
-    script(
-        &root,
-        "up.cgi",
-        &format!(
-            "#!/bin/sh\ntouch {}\nprintf 'Content-Type: text/plain\\n\\nok'\n",
-            marker.display()
-        ),
+    let body = format!(
+        "#!/bin/sh\ntouch {}\nprintf 'Content-Type: text/plain\\n\\nok'\n",
+        marker.display()
     );
-    let o = Opts {
-        http: "client_body_timeout = \"1s\"".into(),
-        server: "[[server.cgi]]\nextensions = [\".cgi\"]\n".into(),
-        ..Opts::default()
-    };
-    let s = Server::with_root(o, dir, root);
+    let s = one_script_server(dir, "up.cgi", &body, "client_body_timeout = \"1s\"", "");
     let r = s.request("POST /up.cgi HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nonly part");
     assert_eq!(r.status, 408);
     assert!(!marker.exists(), "the script never started");
@@ -365,19 +359,9 @@ fn a_stalled_chunked_upload_times_out_with_408() {
 #[test]
 fn stopping_the_server_kills_running_scripts() {
     let dir = TempDir::new();
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
     let pidfile = dir.path().join("long.pid");
-    script(
-        &root,
-        "long.cgi",
-        &format!("#!/bin/sh\necho $$ > {}\nsleep 60\n", pidfile.display()),
-    );
-    let o = Opts {
-        server: "[[server.cgi]]\nextensions = [\".cgi\"]\ntimeout = \"5m\"\n".into(),
-        ..Opts::default()
-    };
-    let mut s = Server::with_root(o, dir, root);
+    let body = format!("#!/bin/sh\necho $$ > {}\nsleep 60\n", pidfile.display());
+    let mut s = one_script_server(dir, "long.cgi", &body, "", "timeout = \"5m\"");
     let mut c = s.connect();
     c.write_all(b"GET /long.cgi HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let pid = wait_pid(&pidfile);
@@ -551,23 +535,15 @@ fn config_errors_name_the_cgi_key() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["-t", "-c", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let (code, text) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
     assert!(
         text.contains("c.toml:4:") && text.contains("server.cgi.prefix"),
         "{text}"
     );
     std::fs::write(&p, "[http]\nclient_body_temp_path = \"/nonexistent/tmp\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["-t", "-c", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let (code, text) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
     assert!(
         text.contains("c.toml:2:") && text.contains("http.client_body_temp_path"),
         "{text}"

@@ -486,12 +486,8 @@ fn test_flag_rejects_unknown_user() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["-t", "-c", p.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let (code, text) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
     assert!(
         text.contains("u.toml:2:") && text.contains("main.user") && text.contains("no such user"),
         "{text}"

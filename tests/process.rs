@@ -121,12 +121,6 @@ fn sigquit_finishes_in_flight_download() {
     assert!(!s.dir.path().join("corral.pid").exists());
 }
 
-fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn test_flag_checks_config() {
     let dir = TempDir::new();
@@ -137,7 +131,7 @@ fn test_flag_checks_config() {
         format!("[main]\nworkers = \"auto\"\n\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{root}\"\n"),
     )
     .unwrap();
-    let (code, text) = run(&["-t", "-c", good.to_str().unwrap()]);
+    let (code, text) = run_corral(&["-t", "-c", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("test is successful"), "{text}");
 
@@ -162,7 +156,7 @@ fn test_flag_checks_config() {
     for (i, (text, line, key)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&p, text).unwrap();
-        let (code, out) = run(&["-t", "-c", p.to_str().unwrap()]);
+        let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
         assert_eq!(code, 1, "{text}: {out}");
         assert!(
             out.contains(&format!("{}:{line}:", p.display())),
@@ -173,14 +167,14 @@ fn test_flag_checks_config() {
     }
     // Starting with a broken config fails the same way, before binding anything.
     let bad = dir.path().join("bad0.toml");
-    let (code, out) = run(&["-c", bad.to_str().unwrap()]);
+    let (code, out) = run_corral(&["-c", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(out.contains("wrokers"), "{out}");
 }
 
 #[test]
 fn version_flag() {
-    let (code, out) = run(&["-V"]);
+    let (code, out) = run_corral(&["-V"]);
     assert_eq!(code, 0);
     assert!(
         out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
@@ -192,16 +186,16 @@ fn version_flag() {
 fn signal_flag_uses_pid_file() {
     let mut s = Server::start();
     let cfg = s.config.to_str().unwrap().to_string();
-    let (code, out) = run(&["-s", "reopen", "-c", &cfg]);
+    let (code, out) = run_corral(&["-s", "reopen", "-c", &cfg]);
     assert_eq!(code, 0, "{out}");
     assert!(eventually(Duration::from_secs(5), || s
         .error_log()
         .contains("reopening logs")));
-    let (code, out) = run(&["-s", "stop", "-c", &cfg]);
+    let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
     // No master any more: -s reports the missing pid file.
-    let (code, out) = run(&["-s", "stop", "-c", &cfg]);
+    let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
     assert_eq!(code, 1);
     assert!(out.contains("pid"), "{out}");
 }
@@ -239,7 +233,7 @@ fn reopen_after_logrotate_moved_the_logs() {
 fn refuses_second_master_on_same_pid_file() {
     let s = Server::start();
     // A second master with the same config must not start.
-    let (code, out) = run(&["-c", s.config.to_str().unwrap()]);
+    let (code, out) = run_corral(&["-c", s.config.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(
         s.error_log().contains("names a running corral master") || out.contains("names a running corral master"),
@@ -285,7 +279,7 @@ fn daemon_mode_detaches() {
     assert!(ok);
     assert_eq!(body, b"daemon");
     let workers = children_of(pid);
-    let (code, out) = run(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
+    let (code, out) = run_corral(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(eventually(Duration::from_secs(10), || !alive(pid)
         && workers.iter().all(|w| !alive(*w))));
