@@ -457,6 +457,22 @@ fn worker_limits_affinity_and_priority() {
         ..Opts::default()
     });
     let cpus = std::thread::available_parallelism().unwrap().get();
+    let want: Vec<String> = (0..2).map(|i| (i % cpus).to_string()).collect();
+    // Ready means the master listens; both workers are forked and have set
+    // themselves up a moment later.
+    let affinity = |w: i32| {
+        let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap_or_default();
+        let list = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .unwrap_or("");
+        list.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut p: Vec<String> = s.workers().into_iter().map(affinity).collect();
+        p.sort();
+        p == want
+    }));
     let mut pinned = Vec::new();
     for w in s.workers() {
         let limits = std::fs::read_to_string(format!("/proc/{w}/limits")).unwrap();
@@ -465,12 +481,9 @@ fn worker_limits_affinity_and_priority() {
         let stat = std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap();
         let nice = stat.rsplit(')').next().unwrap().split_whitespace().nth(16).unwrap();
         assert_eq!(nice, "5", "worker_priority");
-        let status = std::fs::read_to_string(format!("/proc/{w}/status")).unwrap();
-        let list = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")).unwrap();
-        pinned.push(list.split_whitespace().nth(1).unwrap().to_string());
+        pinned.push(affinity(w));
     }
     pinned.sort();
-    let want: Vec<String> = (0..2).map(|i| (i % cpus).to_string()).collect();
     assert_eq!(pinned, want, "worker i on CPU i");
 }
 

@@ -160,6 +160,15 @@ impl Server {
     }
 
     pub fn wait_ready(&mut self) -> bool {
+        // Every configured worker forked, not just the first.
+        let want = std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("workers = ")
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+            })
+            .unwrap_or(1);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut()
@@ -167,7 +176,7 @@ impl Server {
             {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && !self.workers().is_empty() {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.workers().len() >= want {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
