@@ -318,18 +318,18 @@ fn expect_100_continue_before_the_body_reaches_the_script() {
 
 #[test]
 fn over_max_concurrent_answers_503() {
-    let s = one_script_server(
-        TempDir::new(),
-        "wait.cgi",
-        "#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
-        "",
-        "max_concurrent = 1",
+    let dir = TempDir::new();
+    let started = dir.path().join("started");
+    let body = format!(
+        "#!/bin/sh\necho $$ > {}\nsleep 2\nprintf 'Content-Type: text/plain\\n\\ndone'\n",
+        started.display()
     );
+    let s = one_script_server(dir, "wait.cgi", &body, "", "max_concurrent = 1");
     let mut first = s.connect();
     first
         .write_all(b"GET /wait.cgi HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_pid(&started);
     assert_eq!(s.get("/wait.cgi").status, 503, "the only slot is taken");
     let rs = parse_responses(&read_to_close(&mut first), false);
     assert_eq!((rs[0].status, rs[0].text().as_str()), (200, "done"));

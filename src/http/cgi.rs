@@ -181,7 +181,6 @@ pub enum Stdin {
 /// every body, and chunked ones have no length until they end.
 pub struct Spool {
     pub file: File,
-    pub len: u64,
     pub target: Target,
     pub env: Vec<(String, String)>,
 }

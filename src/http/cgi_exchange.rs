@@ -26,7 +26,7 @@ impl HttpService {
         head: &[u8],
         io: &mut Io<'_>,
     ) -> Result<(), (Box<Request>, u16)> {
-        let rule = &self.sites[site].cgi[t.rule].cfg;
+        let rule = self.cgi_cfg(site, t.rule);
         if self.cgi_running[site][t.rule] >= rule.max_concurrent {
             crate::warn!(
                 "{} CGI scripts already running for {}, answering 503",
@@ -90,12 +90,7 @@ impl HttpService {
                     return Err((req, 500));
                 }
             };
-            ex.spool = Some(Box::new(cgi::Spool {
-                file,
-                len: 0,
-                target: t,
-                env,
-            }));
+            ex.spool = Some(Box::new(cgi::Spool { file, target: t, env }));
             c.deadline = self.clock.now + self.cfg.client_body_timeout;
         } else {
             let stdin = if req.body.is_some() { Stdin::Pipe } else { Stdin::Null };
@@ -119,6 +114,10 @@ impl HttpService {
         c.phase = Phase::Cgi;
         c.ex = Some(ex);
         Ok(())
+    }
+
+    fn cgi_cfg(&self, site: usize, rule: usize) -> &crate::config::Cgi {
+        &self.sites[site].cgi[rule].cfg
     }
 
     /// Starts `t`'s process; its pipes are watched by this connection.
@@ -150,14 +149,11 @@ impl HttpService {
     fn spool_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Option<Step> {
         loop {
             let ex = c.ex.as_mut()?;
-            while ex.out_off < ex.out.len() {
-                // `100 Continue`
-                match (&c.stream).write(&ex.out[ex.out_off..]) {
-                    Ok(n) => ex.out_off += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Step::Wait(Next::Write)),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Some(Step::Wait(Next::Close)),
-                }
+            // `100 Continue`, if asked for.
+            match write_out(&c.stream, ex) {
+                Ok((_, true)) => return Some(Step::Wait(Next::Write)),
+                Ok(_) => {}
+                Err(_) => return Some(Step::Wait(Next::Close)),
             }
             let spool = ex.spool.as_mut()?;
             if c.rstart < c.rend
@@ -165,11 +161,10 @@ impl HttpService {
             {
                 let mut failed = None;
                 let fed = body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| {
-                    if failed.is_none() {
-                        match spool.file.write_all(d) {
-                            Ok(()) => spool.len += d.len() as u64,
-                            Err(e) => failed = Some(e),
-                        }
+                    if failed.is_none()
+                        && let Err(e) = spool.file.write_all(d)
+                    {
+                        failed = Some(e);
                     }
                 });
                 match fed {
@@ -210,15 +205,16 @@ impl HttpService {
     fn start_spooled(&mut self, c: &mut Conn, spool: cgi::Spool, io: &mut Io<'_>) -> Option<Step> {
         let cgi::Spool {
             mut file,
-            len,
             target,
             mut env,
         } = spool;
-        if let Err(e) = file.seek(io::SeekFrom::Start(0)) {
-            return Some(self.cgi_abort(c, 500, &format!("cannot rewind the spooled body: {e}")));
-        }
+        // The de-chunked length is where writing stopped.
+        let len = match file.stream_position().and_then(|n| file.rewind().map(|()| n)) {
+            Ok(n) => n,
+            Err(e) => return Some(self.cgi_abort(c, 500, &format!("cannot rewind the spooled body: {e}"))),
+        };
         // Configured `env` entries still win, as for any other variable.
-        let rule = &self.sites[c.ex.as_ref()?.site].cgi[target.rule].cfg;
+        let rule = self.cgi_cfg(c.ex.as_ref()?.site, target.rule);
         if !rule.env.iter().any(|(k, _)| k == "CONTENT_LENGTH") {
             env.push(("CONTENT_LENGTH".into(), len.to_string()));
         }
@@ -318,24 +314,16 @@ impl HttpService {
             }
 
             // To the client.
-            let mut blocked = false;
-            while ex.out_off < ex.out.len() {
-                match (&c.stream).write(&ex.out[ex.out_off..]) {
-                    Ok(n) => {
-                        ex.out_off += n;
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        blocked = true;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        crate::info!("client {} went away during CGI {}: {e}", c.peer.ip(), run_name(ex));
-                        return Step::Wait(Next::Close);
-                    }
+            let blocked = match write_out(&c.stream, ex) {
+                Ok((wrote, blocked)) => {
+                    progress |= wrote;
+                    blocked
                 }
-            }
+                Err(e) => {
+                    crate::info!("client {} went away during CGI {}: {e}", c.peer.ip(), run_name(ex));
+                    return Step::Wait(Next::Close);
+                }
+            };
             let run = ex.cgi.as_mut().expect("running");
             if run.ended && ex.out_off == ex.out.len() {
                 if !run.framing_ok || ex.body.is_some() {
@@ -348,7 +336,7 @@ impl HttpService {
 
             // More request body from the socket, when the script can take it.
             let wants_body = ex.body.is_some() && run.to_script.is_empty() && c.rstart == c.rend;
-            let limit = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;
+            let limit = self.cgi_cfg(ex.site, ex.cgi_rule).timeout;
             if wants_body && c.readable {
                 match self.fill(c) {
                     Ok(true) => progress = true,
@@ -433,18 +421,14 @@ impl HttpService {
     }
 
     pub(super) fn cgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
-        if c.ex.as_ref().is_some_and(|e| e.spool.is_some()) {
-            let step = self.cgi_abort(c, 408, "the client timed out sending the request body");
-            return match step {
-                Step::Again => Some(Next::Write),
-                Step::Wait(n) => Some(n),
-            };
-        }
-        let limit =
-            c.ex.as_ref()
-                .map(|e| self.sites[e.site].cgi[e.cgi_rule].cfg.timeout)
-                .unwrap_or_default();
-        match self.cgi_abort(c, 504, &format!("timed out after {limit:?}, killed")) {
+        let ex = c.ex.as_ref()?;
+        let (code, why) = if ex.spool.is_some() {
+            (408, "the client timed out sending the request body".to_string())
+        } else {
+            let limit = self.cgi_cfg(ex.site, ex.cgi_rule).timeout;
+            (504, format!("timed out after {limit:?}, killed"))
+        };
+        match self.cgi_abort(c, code, &why) {
             Step::Again => Some(Next::Write),
             Step::Wait(n) => Some(n),
         }
@@ -465,10 +449,28 @@ impl HttpService {
                 self.collect_spawned();
                 self.children.kill(run.id);
             }
-            let timeout = self.sites[ex.site].cgi[ex.cgi_rule].cfg.timeout;
+            let timeout = self.cgi_cfg(ex.site, ex.cgi_rule).timeout;
             self.children.detach(run.id, self.clock.now + timeout);
         }
     }
+}
+
+/// Writes what `ex.out` holds to the client: whether anything moved and
+/// whether the socket is full.
+fn write_out(mut stream: &std::net::TcpStream, ex: &mut Exchange) -> io::Result<(bool, bool)> {
+    let mut wrote = false;
+    while ex.out_off < ex.out.len() {
+        match stream.write(&ex.out[ex.out_off..]) {
+            Ok(n) => {
+                ex.out_off += n;
+                wrote = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((wrote, true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((wrote, false))
 }
 
 fn run_name(ex: &Exchange) -> String {

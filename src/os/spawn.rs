@@ -60,9 +60,7 @@ impl Spawner {
             .stack_size(64 * 1024)
             .spawn(move || {
                 for job in rx {
-                    let r = spawn(&job, &dn);
-                    drop(job); // closes the child's ends of the pipes
-                    finish(&sh, r);
+                    run_job(job, &dn, &sh);
                 }
             });
         pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
@@ -85,9 +83,7 @@ impl Spawner {
             },
             None => job,
         };
-        let r = spawn(&job, &self.devnull);
-        drop(job);
-        finish(&self.shared, r);
+        run_job(job, &self.devnull, &self.shared);
     }
 
     /// The outcomes since the last call.
@@ -96,7 +92,10 @@ impl Spawner {
     }
 }
 
-fn finish(sh: &Shared, done: Done) {
+/// Spawns `job`, closes the child's ends of its pipes, posts the outcome.
+fn run_job(job: Job, devnull: &OwnedFd, sh: &Shared) {
+    let done = spawn(&job, devnull);
+    drop(job);
     sh.lock().unwrap_or_else(|p| p.into_inner()).push(done);
 }
 
