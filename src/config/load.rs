@@ -64,11 +64,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let src = Source { name, text, base };
-    let file: raw::File = toml::from_str(&src.text).map_err(|e| src.syntax_error(&e))?;
-    let mut cfg = build(&src, file)?;
+    let mut cfg = load_str(&name, &text, &base)?;
     cfg.file = Some(abs);
     Ok(cfg)
+}
+
+/// Validates `text` as a config file called `name` whose relative paths
+/// are taken from `base` (also the fuzz target's entry point).
+pub fn load_str(name: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
+    let src = Source {
+        name: name.to_string(),
+        text: text.to_string(),
+        base: base.to_path_buf(),
+    };
+    let file: raw::File = toml::from_str(&src.text).map_err(|e| src.syntax_error(&e))?;
+    build(&src, file)
 }
 
 /// The file being checked: its text for locating keys, and the directory

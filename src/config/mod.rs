@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{ConfigError, load, load_default};
+pub use load::{ConfigError, load, load_default, load_str};
 
 use crate::core::log::Level;
 

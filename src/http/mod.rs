@@ -8,6 +8,8 @@ mod cgi;
 mod cgi_exchange;
 mod conn;
 mod file_cache;
+#[doc(hidden)]
+pub mod fuzz_api;
 mod path;
 mod range;
 mod reply;
