@@ -291,26 +291,6 @@ fn idle_keep_alive_is_closed_after_timeout() {
 }
 
 #[test]
-fn slots_run_out_and_recover() {
-    let s = Server::with(Opts {
-        main: "workers = 1\nworker_connections = 8".into(),
-        http: "keepalive_timeout = 2".into(),
-        ..Opts::default()
-    });
-    let held: Vec<_> = (0..8).map(|_| s.connect()).collect();
-    assert!(
-        eventually(Duration::from_secs(5), || s
-            .error_log()
-            .contains("worker_connections are not enough")),
-        "{}",
-        s.error_log()
-    );
-    drop(held);
-    // Slots free up and the worker accepts again.
-    assert!(eventually(Duration::from_secs(10), || s.get("/").status == 200));
-}
-
-#[test]
 fn stalled_head_and_stalled_reader_time_out() {
     let s = Server::with(Opts {
         http: "client_header_timeout = 1\nsend_timeout = 1\ninline_file_max = 0\nopen_file_cache = 0".into(),

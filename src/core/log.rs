@@ -89,13 +89,24 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
     if level < l.level {
         return;
     }
-    let line = format!(
-        "{} [{}] {}#0: {}\n",
+    let mut line = format!(
+        "{} [{}] {}#0: ",
         clock::error_log_time(),
         level.name(),
-        std::process::id(),
-        args
+        std::process::id()
     );
+    let start = line.len();
+    let _ = fmt::write(&mut line, args);
+    // No message may break or forge a line, whatever bytes it quotes.
+    if line[start..].chars().any(char::is_control) {
+        let msg = line.split_off(start);
+        line.extend(msg.chars().map(|c| match c {
+            c if c.is_control() && (c as u32) < 0x100 => format!("\\x{:02X}", c as u32),
+            c if c.is_control() => format!("\\u{{{:04X}}}", c as u32),
+            c => c.to_string(),
+        }));
+    }
+    line.push('\n');
     // One write per line: with O_APPEND, lines from several processes never interleave.
     let _ = match (&l.target, l.file.as_mut()) {
         (LogTarget::File(_), Some(f)) => f.write_all(line.as_bytes()),
@@ -103,6 +114,24 @@ pub fn log(level: Level, args: fmt::Arguments<'_>) {
         (LogTarget::Off, _) => Ok(()),
         _ => std::io::stderr().write_all(line.as_bytes()),
     };
+}
+
+/// Client-controlled bytes in a log message: printable ASCII as it is,
+/// everything else (controls, non-ASCII, invalid UTF-8) and `\\` as `\\xHH`,
+/// as the access log writes them.
+pub struct Esc<'a>(pub &'a [u8]);
+
+impl fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            if (0x20..0x7f).contains(&b) && b != b'\\' {
+                fmt::Write::write_char(f, b as char)?;
+            } else {
+                write!(f, "\\x{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[macro_export]
@@ -123,3 +152,18 @@ macro_rules! warn { ($($arg:tt)*) => { $crate::log_at!(Warn, $($arg)*) }; }
 macro_rules! error { ($($arg:tt)*) => { $crate::log_at!(Error, $($arg)*) }; }
 #[macro_export]
 macro_rules! crit { ($($arg:tt)*) => { $crate::log_at!(Crit, $($arg)*) }; }
+
+#[cfg(test)]
+mod tests {
+    use super::Esc;
+
+    #[test]
+    fn escapes_what_could_forge_a_line() {
+        assert_eq!(
+            Esc(b"/a b\nFORGED\r\x1b[31m").to_string(),
+            "/a b\\x0AFORGED\\x0D\\x1B[31m"
+        );
+        assert_eq!(Esc("/é\\".as_bytes()).to_string(), "/\\xC3\\xA9\\x5C");
+        assert_eq!(Esc(b"/\xff").to_string(), "/\\xFF");
+    }
+}

@@ -20,6 +20,9 @@ use crate::os::{net, signals};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Read,
+    /// Like `Read`, with nothing in progress (waiting for a request, or
+    /// lingering): the loop may close it to make room for a new one.
+    Idle,
     Write,
     /// Nothing wanted from the socket for now (other descriptors of the
     /// connection drive it); only errors and hang-ups are reported.
@@ -34,6 +37,10 @@ pub struct Ready {
     pub writable: bool,
     /// Peer hung up or the socket has an error.
     pub hangup: bool,
+    /// The peer shut its write side (EPOLLRDHUP): after the bytes already
+    /// queued, a read returns end-of-file. In edge mode no further event
+    /// comes for it, so a short read must not be taken as "drained".
+    pub peer_closed: bool,
     /// Which descriptor of the connection: 0 for its socket, 1..=3 for
     /// ones it added with [`Io::watch`].
     pub source: u8,
@@ -68,6 +75,13 @@ pub trait Service {
     /// A connection was accepted on listener number `listener`.
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Self::Conn;
     fn ready(&mut self, conn: &mut Self::Conn, ready: Ready, io: &mut Io<'_>) -> Next;
+    /// Every slot is taken: may this idle connection be closed now to
+    /// make room? (False if a request arrived meanwhile.)
+    fn reclaim(&mut self, conn: &mut Self::Conn) -> bool;
+    /// Every slot is taken and none is idle: answer this new connection
+    /// briefly, without reading a request. A connection returned is kept
+    /// (in a reserve slot, if one is free) until it finishes closing.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Option<Self::Conn>;
     /// Called about once a second per connection: `None` while nothing
     /// is due, else what the connection does now (usually close).
     fn expired(&mut self, conn: &mut Self::Conn, now: Instant) -> Option<Next>;
@@ -96,6 +110,8 @@ const SIGNAL_TOKEN: u64 = u64::MAX;
 const LISTENER_BASE: u64 = RESERVED;
 const EVENTS: usize = 512;
 const ACCEPT_BATCH: usize = 64;
+/// How many idle connections a full table looks at to free one.
+const RECLAIM_SCAN: usize = 32;
 
 struct Listener {
     sock: Socket,
@@ -107,11 +123,27 @@ struct Reactor<S: Service> {
     mode: EventMode,
     service: S,
     slots: Slots<S::Conn>,
+    /// worker_connections: the slots beyond it are a reserve where refused
+    /// connections finish closing.
+    limit: usize,
     listeners: Vec<Listener>,
     /// Edge mode: listeners that may still have connections queued.
     pending_accept: Vec<usize>,
     draining: bool,
-    warned_full: bool,
+    /// A full table or a descriptor shortage is refusing connections; the
+    /// count is logged when it ends.
+    refusing: Option<Refusals>,
+    /// A descriptor held in reserve: when accept() fails for want of
+    /// descriptors, it is closed to accept and refuse one connection, so
+    /// clients get an answer instead of waiting in the kernel's queue.
+    spare: Option<std::fs::File>,
+}
+
+struct Refusals {
+    why: &'static str,
+    count: u64,
+    since: Instant,
+    last: Instant,
 }
 
 /// Runs the loop until a stop signal, or until drained after SIGQUIT.
@@ -128,19 +160,26 @@ pub fn run<S: Service>(
         epoll,
         mode,
         service,
-        slots: Slots::new(connections),
+        // A reserve of 1/16 (8..=1024 slots) for refused connections.
+        slots: Slots::new(connections + (connections / 16).clamp(8, 1024)),
+        limit: connections,
         listeners: listeners
             .into_iter()
             .map(|sock| Listener { sock, armed: false })
             .collect(),
         pending_accept: Vec::new(),
         draining: false,
-        warned_full: false,
+        refusing: None,
+        spare: open_spare(),
     };
     r.arm_listeners()?;
     let result = r.run_loop(&signals);
     r.service.shutdown();
     result
+}
+
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 impl<S: Service> Reactor<S> {
@@ -272,23 +311,29 @@ impl<S: Service> Reactor<S> {
             EventMode::Level => ACCEPT_BATCH,
         };
         for _ in 0..budget {
-            if self.slots.is_full() {
-                if !self.warned_full {
-                    crate::warn!(
-                        "{} worker_connections are not enough, not accepting until a connection closes",
-                        self.slots.capacity()
-                    );
-                    self.warned_full = true;
-                }
-                self.disarm_listeners();
-                return;
+            if self.full() {
+                self.reclaim();
             }
             let Some(l) = self.listeners.get(i) else { return };
             match net::accept(&l.sock) {
+                Ok((stream, peer)) if self.full() => {
+                    self.refused("all worker_connections are busy");
+                    self.refuse(stream, peer, i);
+                }
                 Ok((stream, peer)) => self.register(stream, peer, i),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    Some(libc::EMFILE | libc::ENFILE) => {
+                        if self.reclaim() > 0 {
+                            continue;
+                        }
+                        if !self.shed(i) {
+                            crate::error!("accept() failed: {e}; pausing accepts for a second");
+                            self.disarm_listeners();
+                            return;
+                        }
+                    }
+                    Some(libc::ENOBUFS | libc::ENOMEM) => {
                         crate::error!("accept() failed: {e}; pausing accepts for a second");
                         self.disarm_listeners();
                         return;
@@ -304,15 +349,108 @@ impl<S: Service> Reactor<S> {
         }
     }
 
+    /// worker_connections are all taken (the reserve aside).
+    fn full(&self) -> bool {
+        self.slots.active() >= self.limit
+    }
+
+    /// Closes the longest-idle connection that may go; returns how many
+    /// went (0 or 1). Only one: a new connection needs one slot, and the
+    /// next-oldest idle ones may still be served.
+    fn reclaim(&mut self) -> usize {
+        for tok in self.slots.oldest_idle(RECLAIM_SCAN) {
+            let ok = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
+                Some(c) => self.service.reclaim(c),
+                None => false,
+            };
+            if ok {
+                self.close(tok);
+                return 1;
+            }
+            // A request arrived: it is busy now, its event is on the way.
+            self.slots.set_idle(tok, false);
+        }
+        0
+    }
+
+    /// Answers a connection there is no room for; the service's lingering
+    /// close runs in a reserve slot when one is free.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) {
+        if let Some(conn) = self.service.refuse(stream, peer, listener) {
+            match self.slots.insert(conn) {
+                Ok(tok) => self.watch(tok),
+                Err(conn) => self.service.closed(conn),
+            }
+        }
+    }
+
+    /// Out of descriptors and nothing idle to close: spend the reserve
+    /// descriptor on accepting one connection to refuse it. False when
+    /// there is no reserve (the caller pauses accepting).
+    fn shed(&mut self, i: usize) -> bool {
+        if self.spare.take().is_none() {
+            self.spare = open_spare();
+            return false;
+        }
+        let accepted = self.listeners.get(i).map(|l| net::accept(&l.sock));
+        if let Some(Ok((stream, peer))) = accepted {
+            self.refused("the worker is out of file descriptors");
+            // No lingering here: the descriptor is needed back at once.
+            if let Some(conn) = self.service.refuse(stream, peer, i) {
+                self.service.closed(conn);
+            }
+        }
+        self.spare = open_spare();
+        self.spare.is_some()
+    }
+
+    /// Counts a refusal: the first of a burst is logged at once, the total
+    /// when a second has passed without one.
+    fn refused(&mut self, why: &'static str) {
+        match &mut self.refusing {
+            Some(r) if r.why == why => {
+                r.count += 1;
+                r.last = Instant::now();
+            }
+            _ => {
+                self.end_refusals();
+                crate::warn!(
+                    "{why} ({} connections, {} idle): refusing new connections with 503",
+                    self.slots.active(),
+                    self.slots.idle()
+                );
+                let now = Instant::now();
+                self.refusing = Some(Refusals {
+                    why,
+                    count: 1,
+                    since: now,
+                    last: now,
+                });
+            }
+        }
+    }
+
+    fn end_refusals(&mut self) {
+        if let Some(r) = self.refusing.take() {
+            crate::warn!(
+                "{} connections refused in {:.1}s ({})",
+                r.count,
+                r.since.elapsed().as_secs_f64(),
+                r.why
+            );
+        }
+    }
+
     fn register(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) {
         let conn = self.service.open(stream, peer, listener);
-        let tok = match self.slots.insert(conn) {
-            Ok(t) => t,
-            Err(c) => {
-                self.service.closed(c);
-                return;
-            }
-        };
+        match self.slots.insert(conn) {
+            Ok(tok) => self.watch(tok),
+            Err(c) => self.service.closed(c),
+        }
+    }
+
+    /// Adds a new connection's socket to epoll.
+    fn watch(&mut self, tok: u64) {
         let flags = match self.mode {
             EventMode::Edge => {
                 EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET
@@ -324,7 +462,10 @@ impl<S: Service> Reactor<S> {
         if let Err(e) = self.epoll.add(fd, EpollEvent::new(flags, tok)) {
             crate::error!("epoll_ctl(ADD) failed: {e}");
             self.close(tok);
+            return;
         }
+        // Nothing is in progress on a new connection until it sends.
+        self.slots.set_idle(tok, true);
     }
 
     fn dispatch(&mut self, tok: u64, ev: EpollFlags) {
@@ -332,6 +473,7 @@ impl<S: Service> Reactor<S> {
             readable: ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP),
             writable: ev.contains(EpollFlags::EPOLLOUT),
             hangup: ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
+            peer_closed: ev.contains(EpollFlags::EPOLLRDHUP),
             source: super::slots::sub_of(tok),
         };
         self.call(super::slots::with_sub(tok, 0), ready);
@@ -356,12 +498,13 @@ impl<S: Service> Reactor<S> {
             self.close(tok);
             return;
         }
+        self.slots.set_idle(tok, next == Next::Idle);
         if self.mode == EventMode::Edge {
             return; // registered once for both directions
         }
         let Some(slot) = self.slots.get_mut(tok) else { return };
         let want = match next {
-            Next::Read => 0,
+            Next::Read | Next::Idle => 0,
             Next::Write => 1,
             _ => 2,
         };
@@ -370,7 +513,7 @@ impl<S: Service> Reactor<S> {
         }
         slot.want = want;
         let flags = match next {
-            Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+            Next::Read | Next::Idle => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
             Next::Write => EpollFlags::EPOLLOUT,
             _ => EpollFlags::empty(),
         };
@@ -386,12 +529,6 @@ impl<S: Service> Reactor<S> {
         if let Some(conn) = self.slots.remove(tok) {
             // Dropping the socket closes it, which also removes it from epoll.
             self.service.closed(conn);
-        }
-        if !self.draining && !self.listeners.is_empty() && self.listeners.iter().any(|l| !l.armed) {
-            self.warned_full = false;
-            if let Err(e) = self.arm_listeners() {
-                crate::error!("cannot resume accepting: {e}");
-            }
         }
     }
 
@@ -412,6 +549,7 @@ impl<S: Service> Reactor<S> {
                         readable: false,
                         writable: true,
                         hangup: false,
+                        peer_closed: false,
                         source: 0,
                     },
                 ),
@@ -419,8 +557,18 @@ impl<S: Service> Reactor<S> {
             }
         }
         // Resume accepting after a descriptor shortage.
-        if !self.draining && !self.slots.is_full() {
+        if !self.draining {
             let _ = self.arm_listeners();
+        }
+        if self.spare.is_none() {
+            self.spare = open_spare();
+        }
+        if self
+            .refusing
+            .as_ref()
+            .is_some_and(|r| r.last.elapsed() >= Duration::from_secs(1))
+        {
+            self.end_refusals();
         }
     }
 }

@@ -3,18 +3,32 @@
 //! (index, generation): an event queued for a connection that was closed,
 //! and whose slot was reused within the same turn, no longer matches and is
 //! dropped (the `instance` bit of nginx, the `generation` of GlusterFS).
+//!
+//! Slots whose connection is idle (waiting for a request, or lingering)
+//! are also on a list ordered by when they became idle, so that a full
+//! table can close the longest-idle ones in O(1) to make room.
 
 pub struct Slot<C> {
     generation: u32,
     pub conn: Option<C>,
     /// For level-triggered mode, what is armed: 0 EPOLLIN, 1 EPOLLOUT, 2 nothing.
     pub want: u8,
+    idle: bool,
+    /// Neighbours on the idle list (towards older, towards newer).
+    older: u32,
+    newer: u32,
 }
 
 pub struct Slots<C> {
     slots: Vec<Slot<C>>,
     free: Vec<u32>,
+    /// The idle list: oldest first.
+    oldest: u32,
+    newest: u32,
+    idle_count: usize,
 }
+
+const NIL: u32 = u32::MAX;
 
 /// Token values at and above this are not connection slots.
 pub const RESERVED: u64 = u64::MAX - 1024;
@@ -42,10 +56,81 @@ impl<C> Slots<C> {
             generation: 0,
             conn: None,
             want: 0,
+            idle: false,
+            older: NIL,
+            newer: NIL,
         });
         // Pop from the end: lowest indices are handed out first.
         let free = (0..capacity as u32).rev().collect();
-        Slots { slots, free }
+        Slots {
+            slots,
+            free,
+            oldest: NIL,
+            newest: NIL,
+            idle_count: 0,
+        }
+    }
+
+    /// How many connections are on the idle list.
+    pub fn idle(&self) -> usize {
+        self.idle_count
+    }
+
+    /// Puts the connection on the idle list (as the newest, unless it is
+    /// already there: its idle time runs from when it first became idle)
+    /// or takes it off.
+    pub fn set_idle(&mut self, tok: u64, idle: bool) {
+        let idx = (tok & 0xffff_ffff) as u32;
+        let newest = self.newest;
+        let Some(slot) = self.get_mut(tok) else { return };
+        if slot.idle == idle {
+            return;
+        }
+        if idle {
+            slot.idle = true;
+            slot.older = newest;
+            slot.newer = NIL;
+            match self.newest {
+                NIL => self.oldest = idx,
+                n => self.slots[n as usize].newer = idx,
+            }
+            self.newest = idx;
+            self.idle_count += 1;
+        } else {
+            self.unlink(idx);
+        }
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if !slot.idle {
+            return;
+        }
+        slot.idle = false;
+        let (older, newer) = (slot.older, slot.newer);
+        slot.older = NIL;
+        slot.newer = NIL;
+        match older {
+            NIL => self.oldest = newer,
+            o => self.slots[o as usize].newer = newer,
+        }
+        match newer {
+            NIL => self.newest = older,
+            n => self.slots[n as usize].older = older,
+        }
+        self.idle_count -= 1;
+    }
+
+    /// Up to `n` tokens of the longest-idle connections, oldest first.
+    pub fn oldest_idle(&self, n: usize) -> Vec<u64> {
+        let mut out = Vec::with_capacity(n.min(self.idle_count));
+        let mut i = self.oldest;
+        while i != NIL && out.len() < n {
+            let s = &self.slots[i as usize];
+            out.push(token(i, s.generation));
+            i = s.newer;
+        }
+        out
     }
 
     pub fn capacity(&self) -> usize {
@@ -79,7 +164,9 @@ impl<C> Slots<C> {
     /// Frees the slot; its next occupant gets a new generation.
     pub fn remove(&mut self, tok: u64) -> Option<C> {
         let idx = (tok & 0xffff_ffff) as usize;
-        let slot = self.get_mut(tok)?;
+        self.get_mut(tok)?;
+        self.unlink(idx as u32);
+        let slot = &mut self.slots[idx];
         let conn = slot.conn.take();
         slot.generation = slot.generation.wrapping_add(1) & GEN_MASK;
         self.free.push(idx as u32);
@@ -118,5 +205,29 @@ mod tests {
         assert!(s.get_mut(with_sub(b, 2)).is_some());
         assert_eq!(sub_of(with_sub(b, 3)), 3);
         assert_eq!(s.get_mut(b).and_then(|x| x.conn), Some("b"));
+    }
+
+    #[test]
+    fn idle_list_keeps_the_order_connections_became_idle() {
+        let mut s: Slots<u32> = Slots::new(4);
+        let t: Vec<u64> = (0..4).map(|i| s.insert(i).unwrap()).collect();
+        s.set_idle(t[2], true);
+        s.set_idle(t[0], true);
+        s.set_idle(t[3], true);
+        s.set_idle(t[2], true); // already idle: keeps its place
+        assert_eq!(s.oldest_idle(10), vec![t[2], t[0], t[3]]);
+        s.set_idle(t[0], false);
+        assert_eq!(s.oldest_idle(10), vec![t[2], t[3]]);
+        assert_eq!(s.remove(t[2]), Some(2));
+        assert_eq!(s.oldest_idle(1), vec![t[3]]);
+        assert_eq!(s.idle(), 1);
+        let u = s.insert(9).unwrap();
+        assert_eq!(s.oldest_idle(10), vec![t[3]], "a reused slot starts busy");
+        s.set_idle(u, true);
+        s.set_idle(t[3], false);
+        s.set_idle(t[3], true);
+        assert_eq!(s.oldest_idle(10), vec![u, t[3]]);
+        s.set_idle(t[2], true); // stale token: ignored
+        assert_eq!(s.idle(), 2);
     }
 }

@@ -122,9 +122,15 @@ fn walk(i: usize, rule: &Rule, url_base: &str, rest: &str) -> Route {
             // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Route::Refuse(404),
-            Err(Errno::EXDEV | Errno::ELOOP) => {
+            Err(e @ (Errno::EXDEV | Errno::ELOOP)) => {
                 crate::error!(
-                    "CGI script \"{cand}\" resolves outside {}, refused",
+                    "CGI script \"{}\" {} {}, refused",
+                    crate::core::log::Esc(cand.as_bytes()),
+                    if e == Errno::ELOOP {
+                        "is a symlink loop (too many levels of symbolic links) in"
+                    } else {
+                        "resolves outside"
+                    },
                     rule.cfg.dir.display()
                 );
                 return Route::Refuse(403);
@@ -150,7 +156,10 @@ fn walk(i: usize, rule: &Rule, url_base: &str, rest: &str) -> Route {
             .find(|(e, _)| last.ends_with(e.as_str()))
             .map(|(_, p)| p.clone());
         if interpreter.is_none() && meta.permissions().mode() & 0o111 == 0 {
-            crate::error!("CGI script \"{cand}\" is not executable");
+            crate::error!(
+                "CGI script \"{}\" is not executable",
+                crate::core::log::Esc(cand.as_bytes())
+            );
             return Route::Refuse(403);
         }
         let filename = rule.cfg.dir.join(cand);

@@ -46,8 +46,11 @@ pub struct Conn {
     pub(super) rend: usize,
     /// The socket may have unread bytes (edge mode: until EAGAIN).
     pub(super) readable: bool,
-    /// The peer shut its write side.
+    /// The peer shut its write side and we read up to its end.
     pub(super) eof: bool,
+    /// epoll reported the peer's shutdown: its end-of-file waits behind
+    /// the queued bytes, so reading goes on until it is seen.
+    pub(super) fin_pending: bool,
     pub deadline: Instant,
     served: u32,
     pub(super) ex: Option<Exchange>,
@@ -139,6 +142,7 @@ impl Conn {
             rend: 0,
             readable: false,
             eof: false,
+            fin_pending: false,
             deadline,
             served: 0,
             ex: None,
@@ -165,6 +169,9 @@ impl HttpService {
         } else {
             if ready.readable {
                 c.readable = true;
+            }
+            if ready.peer_closed {
+                c.fin_pending = true;
             }
             if ready.hangup && c.phase != Phase::Send {
                 return Next::Close;
@@ -214,8 +221,10 @@ impl HttpService {
             }
             Ok(n) => {
                 c.rend += n;
-                // A short read drained the socket; level mode reads once per event.
-                if n < space || self.mode == EventMode::Level {
+                // A short read drained the socket, unless the peer's FIN is
+                // still queued behind it (no new edge will announce it);
+                // level mode reads once per event.
+                if (n < space && !c.fin_pending) || self.mode == EventMode::Level {
                     c.readable = false;
                 }
                 Ok(true)
@@ -270,10 +279,26 @@ impl HttpService {
                     }
                 }
                 Ok(false) => {
-                    self.release_rbuf_if_empty(c);
+                    if c.rstart == c.rend {
+                        self.release_rbuf_if_empty(c);
+                        return Step::Wait(Next::Idle);
+                    }
                     return Step::Wait(Next::Read);
                 }
-                Err(_) => return Step::Wait(Next::Close),
+                Err(e) => {
+                    if c.rstart < c.rend {
+                        crate::info!(
+                            "client {} closed the connection in the middle of a request head ({})",
+                            c.peer.ip(),
+                            if c.eof {
+                                "end of file".to_string()
+                            } else {
+                                e.to_string()
+                            }
+                        );
+                    }
+                    return Step::Wait(Next::Close);
+                }
             }
         }
     }
@@ -468,7 +493,26 @@ impl HttpService {
             match self.fill(c) {
                 Ok(true) => c.deadline = self.clock.now + self.cfg.client_body_timeout,
                 Ok(false) => return Step::Wait(Next::Read),
-                Err(_) => return Step::Wait(Next::Close),
+                Err(e) => {
+                    crate::info!(
+                        "client {} closed the connection before sending the whole request body ({})",
+                        c.peer.ip(),
+                        if c.eof {
+                            "end of file".to_string()
+                        } else {
+                            e.to_string()
+                        }
+                    );
+                    // Logged as nginx does: 400, nothing sent.
+                    if let Some(ex) = c.ex.as_mut() {
+                        ex.status = 400;
+                        ex.out_off = ex.head_len;
+                    }
+                    if let Some(ex) = c.ex.as_ref() {
+                        self.log_exchange(c, ex);
+                    }
+                    return Step::Wait(Next::Close);
+                }
             }
         }
     }
@@ -615,7 +659,7 @@ impl HttpService {
             match (&c.stream).read(&mut c.rbuf) {
                 Ok(0) => return Step::Wait(Next::Close),
                 Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait(Next::Read),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait(Next::Idle),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Step::Wait(Next::Close),
             }
@@ -647,8 +691,9 @@ impl HttpService {
         match c.phase {
             Phase::Head if c.rstart == c.rend => {
                 c.deadline = c.deadline.min(self.clock.now + self.idle_timeout());
-                Next::Read
+                Next::Idle
             }
+            Phase::Linger => Next::Idle,
             Phase::Send => Next::Write,
             // A spooling body still comes from the socket.
             Phase::Cgi if c.ex.as_ref().is_some_and(|e| e.spool.is_some()) => Next::Read,
@@ -656,6 +701,38 @@ impl HttpService {
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
             _ => Next::Read,
         }
+    }
+
+    /// The worker is full: an idle connection may go unless a request
+    /// just arrived on it; a lingering one goes after a last read.
+    pub(super) fn on_reclaim(&mut self, c: &mut Conn) -> bool {
+        match c.phase {
+            Phase::Head if c.rstart == c.rend => !matches!(c.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0),
+            Phase::Linger => {
+                let _ = self.linger(c);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The worker is full and nothing idle can go: a short 503 without
+    /// reading the request, then a lingering close (what the client sends
+    /// meanwhile is read and dropped, so the close does not reset the 503
+    /// away before the client reads it).
+    pub(super) fn refuse_conn(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Conn {
+        let body = "<html>\r\n<head><title>503 Service Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Unavailable</h1></center>\r\n</body>\r\n</html>\r\n";
+        let msg = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nServer: {}\r\nDate: {}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+            self.server_header,
+            self.clock.http_date(),
+            body.len()
+        );
+        // A new socket's send buffer takes this whole.
+        let _ = (&stream).write(msg.as_bytes());
+        let mut c = Conn::new(stream, peer, listener, self.clock.now);
+        self.start_linger(&mut c);
+        c
     }
 
     /// The connection is going away; give its buffers back and log a

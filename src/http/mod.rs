@@ -160,6 +160,14 @@ impl Service for HttpService {
         self.on_ready(conn, ready, io)
     }
 
+    fn reclaim(&mut self, conn: &mut Conn) -> bool {
+        self.on_reclaim(conn)
+    }
+
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Option<Conn> {
+        Some(self.refuse_conn(stream, peer, listener))
+    }
+
     fn expired(&mut self, conn: &mut Conn, now: Instant) -> Option<Next> {
         self.on_expired(conn, now)
     }

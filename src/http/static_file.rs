@@ -19,6 +19,7 @@ use super::range::{self, Range};
 use super::reply::{Reply, ReplyBody};
 use super::request::{Method, Request};
 use crate::config;
+use crate::core::log::Esc;
 
 /// A server block as a worker holds it: its settings and an open handle on
 /// its root directory, the anchor every lookup is resolved beneath.
@@ -74,10 +75,18 @@ impl Site {
 fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
     match e {
         Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG => 404,
-        Errno::EXDEV | Errno::ELOOP => {
+        Errno::EXDEV => {
             crate::error!(
                 "\"{}\" resolves outside root {}, refused",
-                String::from_utf8_lossy(rel),
+                Esc(rel),
+                site.cfg.root.display()
+            );
+            403
+        }
+        Errno::ELOOP => {
+            crate::error!(
+                "\"{}\" under root {}: too many levels of symbolic links (a symlink loop), refused",
+                Esc(rel),
                 site.cfg.root.display()
             );
             403
@@ -88,7 +97,7 @@ fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
             503
         }
         _ => {
-            crate::error!("open(\"{}\") failed: {e}", String::from_utf8_lossy(rel));
+            crate::error!("open(\"{}\") failed: {e}", Esc(rel));
             500
         }
     }
@@ -189,7 +198,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
                     r
                 }
                 Err(e) => {
-                    crate::error!("autoindex of \"{}\" failed: {e}", String::from_utf8_lossy(&norm));
+                    crate::error!("autoindex of \"{}\" failed: {e}", Esc(&norm));
                     Reply::error(500, tokens)
                 }
             };
@@ -210,10 +219,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
             .read_to_end(&mut data)
             .is_ok_and(|n| n as u64 == fm.len)
         {
-            crate::error!(
-                "reading \"{}\" failed or the file changed size",
-                String::from_utf8_lossy(&norm)
-            );
+            crate::error!("reading \"{}\" failed or the file changed size", Esc(&norm));
             return Reply::error(500, tokens);
         }
         Cached::Bytes(data.into())

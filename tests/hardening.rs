@@ -1,0 +1,270 @@
+//! Cheap denials of service and log forgery: a peer's close that comes
+//! with its last bytes, a full worker making room, escaped log lines.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Sends `bytes` and the FIN in one segment (TCP_CORK holds the data until
+/// the shutdown), so that the server sees both in a single epoll event.
+/// Returns what came back and whether the server closed within `limit`.
+fn send_with_fin(port: u16, bytes: &[u8], limit: Duration) -> (Vec<u8>, bool) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let sock = socket2::SockRef::from(&s);
+    sock.set_tcp_cork(true).unwrap();
+    (&s).write_all(bytes).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (out, false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match (&s).read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // A reset also ends the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+fn server(mode: &str) -> Server {
+    Server::with(Opts {
+        main: format!("event_mode = \"{mode}\""),
+        ..Opts::default()
+    })
+}
+
+/// Far below the 60 s header/body timeouts and the 75 s keep-alive that
+/// held these connections before; generous for a loaded CI machine.
+const PROMPT: Duration = Duration::from_secs(5);
+
+fn half_close_with_partial_head(mode: &str) {
+    let s = server(mode);
+    for _ in 0..20 {
+        let (out, closed) = send_with_fin(s.port, b"GET / HTTP/1.1\r\nHost: a\r\n", PROMPT);
+        assert!(closed, "a partial head then FIN must close at once");
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    }
+}
+
+fn half_close_after_complete_request(mode: &str) {
+    let s = server(mode);
+    for _ in 0..20 {
+        let (out, closed) = send_with_fin(s.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", PROMPT);
+        assert!(closed, "after its response, a half-closed connection must close");
+        let rs = parse_responses(&out, false);
+        assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(rs[0].status, 200);
+    }
+    // Pipelined requests before the FIN are all answered.
+    let (out, closed) = send_with_fin(
+        s.port,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\n",
+        PROMPT,
+    );
+    assert!(closed);
+    let statuses: Vec<u16> = parse_responses(&out, false).iter().map(|r| r.status).collect();
+    assert_eq!(statuses.len(), 3, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(statuses[0], 200);
+    assert_eq!(statuses[2], 404);
+}
+
+fn half_close_mid_body(mode: &str) {
+    let s = server(mode);
+    for _ in 0..20 {
+        let (out, closed) = send_with_fin(
+            s.port,
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b",
+            PROMPT,
+        );
+        assert!(closed, "a short body then FIN must close at once");
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"POST / HTTP/1.1\" 400 0")),
+        "logged as a 400: {}",
+        s.access_log()
+    );
+    assert!(
+        s.error_log()
+            .contains("closed the connection before sending the whole request body")
+    );
+}
+
+mod edge {
+    #[test]
+    fn half_close_with_partial_head() {
+        super::half_close_with_partial_head("edge")
+    }
+    #[test]
+    fn half_close_after_complete_request() {
+        super::half_close_after_complete_request("edge")
+    }
+    #[test]
+    fn half_close_mid_body() {
+        super::half_close_mid_body("edge")
+    }
+}
+
+mod level {
+    #[test]
+    fn half_close_with_partial_head() {
+        super::half_close_with_partial_head("level")
+    }
+    #[test]
+    fn half_close_after_complete_request() {
+        super::half_close_after_complete_request("level")
+    }
+    #[test]
+    fn half_close_mid_body() {
+        super::half_close_mid_body("level")
+    }
+}
+
+/// The storm that filled the worker: many "partial head, then FIN"
+/// connections leave nothing behind, and a new client is served.
+#[test]
+fn half_close_storm_leaves_no_connection_behind() {
+    let s = Server::with(Opts {
+        main: "workers = 1\nworker_connections = 64".into(),
+        ..Opts::default()
+    });
+    let mut conns = Vec::new();
+    for i in 0..300 {
+        let c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        socket2::SockRef::from(&c).set_tcp_cork(true).unwrap();
+        let _ = (&c).write_all(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n").as_bytes());
+        let _ = c.shutdown(Shutdown::Write);
+        conns.push(c);
+        if conns.len() == 50 {
+            conns.clear(); // the client keeps no descriptor
+        }
+    }
+    drop(conns);
+    // Held until a timeout (60 s), they would keep every slot busy.
+    assert!(eventually(PROMPT, || s.get("/").status == 200));
+}
+
+fn keep_alive_get(s: &Server) -> TcpStream {
+    let mut c = s.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    c
+}
+
+/// Every slot held by an idle keep-alive connection: a new client is
+/// served at once, and the longest-idle connection is the one closed.
+#[test]
+fn full_worker_closes_idle_keep_alive_for_a_new_client() {
+    let s = Server::with(Opts {
+        main: "workers = 1\nworker_connections = 8".into(),
+        ..Opts::default()
+    });
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| keep_alive_get(&s)).collect();
+    let mut c = s.connect();
+    c.set_read_timeout(Some(PROMPT)).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut c);
+    let rs = parse_responses(&out, false);
+    assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(rs[0].status, 200);
+    // The oldest idle connection was closed by the server (clean FIN).
+    idle[0].set_read_timeout(Some(PROMPT)).unwrap();
+    let mut b = [0u8; 16];
+    assert!(
+        matches!(idle[0].read(&mut b), Ok(0)),
+        "the longest-idle connection is closed"
+    );
+}
+
+/// Every slot busy with a request in progress: a new client is refused
+/// fast with 503 (not left in the kernel's queue), and the burst is logged.
+#[test]
+fn full_worker_with_nothing_idle_refuses_fast() {
+    let s = Server::with(Opts {
+        main: "workers = 1\nworker_connections = 8".into(),
+        ..Opts::default()
+    });
+    let busy: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = s.connect();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+            c
+        })
+        .collect();
+    for _ in 0..3 {
+        let mut c = s.connect();
+        c.set_read_timeout(Some(PROMPT)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let out = read_to_close(&mut c);
+        let rs = parse_responses(&out, false);
+        assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(rs[0].status, 503);
+        assert_eq!(rs[0].header("connection"), Some("close"));
+    }
+    assert!(
+        s.error_log().contains("all worker_connections are busy"),
+        "{}",
+        s.error_log()
+    );
+    assert_eq!(
+        s.error_log().matches("refusing new connections").count(),
+        1,
+        "one line per burst: {}",
+        s.error_log()
+    );
+    drop(busy);
+    assert!(eventually(Duration::from_secs(5), || s.get("/").status == 200));
+    assert!(
+        eventually(Duration::from_secs(5), || s
+            .error_log()
+            .contains(" connections refused in ")),
+        "{}",
+        s.error_log()
+    );
+}
+
+/// A newline or a non-UTF-8 byte in the path cannot forge or break an
+/// error-log line; a symlink loop is named as such.
+#[test]
+fn log_lines_escape_client_bytes() {
+    let s = Server::start();
+    std::os::unix::fs::symlink("/etc/passwd", s.root.join("x\nFORGED")).unwrap();
+    let y: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(b"y\xff");
+    std::os::unix::fs::symlink("/etc/passwd", s.root.join(y)).unwrap();
+    std::os::unix::fs::symlink("loop", s.root.join("loop")).unwrap();
+    assert_eq!(s.get("/x%0aFORGED").status, 403);
+    assert_eq!(s.get("/y%ff").status, 403);
+    assert_eq!(s.get("/loop").status, 403);
+    let r = s.request("GET /x%0d%0aFORGED HTTP/1.1\r\nHost: a\r\nUser-Agent: caf\u{e9}\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 404);
+    assert!(eventually(Duration::from_secs(3), || s.access_log().lines().count() >= 4));
+    let log = s.error_log();
+    assert!(!log.lines().any(|l| l.starts_with("FORGED")), "{log}");
+    assert!(log.contains("\"x\\x0AFORGED\" resolves outside root"), "{log}");
+    assert!(log.contains("\"y\\xFF\" resolves outside root"), "{log}");
+    assert!(log.contains("\"loop\" under root"), "{log}");
+    assert!(log.contains("symlink loop"), "{log}");
+    let access = s.access_log();
+    assert!(!access.lines().any(|l| l.starts_with("FORGED")), "{access}");
+    assert!(access.contains("\"caf\\xC3\\xA9\""), "{access}");
+}
