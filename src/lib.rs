@@ -8,5 +8,6 @@ pub mod config;
 pub mod core;
 pub mod event;
 pub mod http;
+pub mod limit;
 pub mod master;
 pub mod os;

@@ -268,3 +268,189 @@ fn log_lines_escape_client_bytes() {
     assert!(!access.lines().any(|l| l.starts_with("FORGED")), "{access}");
     assert!(access.contains("\"caf\\xC3\\xA9\""), "{access}");
 }
+
+/// A server whose `/slow.sh` CGI script answers after `secs` seconds.
+fn limited_server(limits: &str, secs: u32) -> Server {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hi\n").unwrap();
+    let script = root.join("slow.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nsleep {secs}\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&script).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Server::with_root(
+        Opts {
+            main: "workers = 2".into(),
+            server: format!(
+                "{limits}\n[[server.cgi]]\nextensions = [\".sh\"]\ndir = \"{}\"\n",
+                root.display()
+            ),
+            ..Opts::default()
+        },
+        dir,
+        root,
+    )
+}
+
+/// A request from client address `ip` (a loopback address of its own).
+fn status_from(ip: &str, port: u16, path: &str) -> u16 {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut c: TcpStream = sock.into();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    parse_responses(&read_to_close(&mut c), false)
+        .first()
+        .map_or(0, |r| r.status)
+}
+
+/// limit_conn counts requests in progress per address across workers
+/// (many concurrent connections land on both), and a worker killed with
+/// requests in progress does not leave its address counted.
+#[test]
+fn limit_conn_holds_across_workers_and_worker_crashes() {
+    let s = limited_server("limit_conn = 1", 2);
+    let port = s.port;
+    let handles: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || status_from("127.0.0.1", port, "/slow.sh")))
+        .collect();
+    let mut got: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [200, 503, 503, 503, 503, 503], "one request at a time per address");
+    // Another address is counted apart; static files too are limited.
+    assert_eq!(status_from("127.0.0.2", port, "/"), 200);
+    assert!(
+        s.error_log()
+            .contains("limit_conn of server #0 (1 at once) reached by client 127.0.0.1")
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || s
+            .error_log()
+            .contains("limit_conn of server #0 refused ")),
+        "{}",
+        s.error_log()
+    );
+
+    // Kill every worker in the middle of slow requests: the respawned
+    // workers must not find the address still counted.
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let ip = if i == 0 { "127.0.0.1" } else { "127.0.0.2" };
+            std::thread::spawn(move || status_from(ip, port, "/slow.sh"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let old = s.workers();
+    for w in &old {
+        std::process::Command::new("kill")
+            .args(["-KILL", &w.to_string()])
+            .status()
+            .unwrap();
+    }
+    for h in slow {
+        let _ = h.join();
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        let now = s.workers();
+        now.len() == 2 && now.iter().all(|w| !old.contains(w))
+    }));
+    assert_eq!(status_from("127.0.0.1", port, "/"), 200, "{}", s.error_log());
+    assert_eq!(status_from("127.0.0.2", port, "/"), 200);
+}
+
+/// limit_req: the burst passes at once with nodelay, the excess gets the
+/// configured status, and the burst is logged once, not per request.
+#[test]
+fn limit_req_burst_nodelay_and_status() {
+    let s = limited_server("limit_req = { rate = \"1r/m\", burst = 2, nodelay = true }", 0);
+    let mut got: Vec<u16> = (0..8).map(|_| status_from("127.0.0.1", s.port, "/")).collect();
+    got.sort();
+    assert_eq!(got, [200, 200, 200, 503, 503, 503, 503, 503]);
+    assert_eq!(
+        status_from("127.0.0.2", s.port, "/"),
+        200,
+        "another address has its own bucket"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || s
+            .error_log()
+            .contains("refused 5 request(s)")),
+        "{}",
+        s.error_log()
+    );
+    assert_eq!(
+        s.error_log().matches("reached by client").count(),
+        1,
+        "{}",
+        s.error_log()
+    );
+}
+
+/// Without nodelay, requests over the rate wait their turn instead of
+/// being refused; limit_req_status changes the refusal.
+#[test]
+fn limit_req_delays_within_the_burst() {
+    let s = Server::with(Opts {
+        http: "limit_req_status = 429".into(),
+        server: "limit_req = { rate = \"5r/s\", burst = 3 }".into(),
+        ..Opts::default()
+    });
+    let mut c = s.connect();
+    let start = Instant::now();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut c);
+    let statuses: Vec<u16> = parse_responses(&out, false).iter().map(|r| r.status).collect();
+    // One at once, three delayed (200 ms apart at 5 r/s); the fifth arrives
+    // when the first delays have drained: the bucket is never over 3.
+    assert_eq!(statuses.len(), 5, "{}", String::from_utf8_lossy(&out));
+    assert!(statuses.iter().all(|&st| st == 200), "{statuses:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "delayed, not refused: {:?}",
+        start.elapsed()
+    );
+    // A burst from parallel connections overflows it: 429.
+    let port = s.port;
+    let hs: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || status_from("127.0.0.1", port, "/")))
+        .collect();
+    let got: Vec<u16> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(got.contains(&429), "{got:?}");
+}
+
+#[test]
+fn limit_config_errors_name_the_key() {
+    let dir = TempDir::new();
+    let cfg = dir.path().join("c.toml");
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    for (text, want) in [
+        (
+            "[[server]]\nroot = \"www\"\nlimit_req = { rate = \"fast\" }\n",
+            ":3: server.limit_req: rate \"fast\"",
+        ),
+        (
+            "[[server]]\nroot = \"www\"\nlimit_req = { burst = 3 }\n",
+            "needs a rate",
+        ),
+        ("[[server]]\nroot = \"www\"\nlimit_conn = 0\n", "server.limit_conn"),
+        (
+            "[http]\nlimit_req_status = 200\n[[server]]\nroot = \"www\"\n",
+            "http.limit_req_status",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let (code, out) = run_corral(&["-t", "-c", cfg.to_str().unwrap()]);
+        assert_ne!(code, 0, "{text}");
+        assert!(out.contains(want), "{text}: {out}");
+    }
+}

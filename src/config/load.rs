@@ -437,6 +437,9 @@ fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
         open_file_cache: c.int("open_file_cache", h.open_file_cache, 0, 1_000_000, 1000)? as usize,
         open_file_cache_memory: c.size("open_file_cache_memory", h.open_file_cache_memory, 0, 1 << 40, 32 << 20)?,
         server_tokens: h.server_tokens.unwrap_or(true),
+        limit_zone_size: c.size("limit_zone_size", h.limit_zone_size, 0, 1 << 34, 1 << 20)?,
+        limit_conn_status: c.int("limit_conn_status", h.limit_conn_status, 400, 599, 503)? as u16,
+        limit_req_status: c.int("limit_req_status", h.limit_req_status, 400, 599, 503)? as u16,
     })
 }
 
@@ -571,7 +574,45 @@ fn build_server(src: &Source, nth: usize, s: raw::Server, cgi_seen: &mut usize) 
         autoindex: s.autoindex.unwrap_or(false),
         follow_symlinks_outside_root: s.follow_symlinks_outside_root.unwrap_or(false),
         cgi,
+        limit_conn: match s.limit_conn {
+            None => None,
+            Some(n) => Some(c.int("limit_conn", Some(n), 1, 1 << 30, 0)? as u64),
+        },
+        limit_req: s.limit_req.map(|r| build_limit_req(&c, r)).transpose()?,
     })
+}
+
+fn build_limit_req(c: &Checker<'_>, r: raw::LimitReq) -> Result<super::RateLimit, ConfigError> {
+    let rate = r
+        .rate
+        .ok_or_else(|| c.err("limit_req", "needs a rate, such as rate = \"10r/s\" or \"30r/m\""))?;
+    let per_kilosecond = parse_rate(&rate).ok_or_else(|| {
+        c.err(
+            "limit_req",
+            format!("rate \"{rate}\" is not a rate such as \"10r/s\" or \"30r/m\""),
+        )
+    })?;
+    let burst = match r.burst {
+        None => 0,
+        Some(b) if (0..=1_000_000).contains(&b) => b as u64,
+        Some(b) => return Err(c.err("limit_req", format!("burst {b} is out of range, expected 0..=1000000"))),
+    };
+    Ok(super::RateLimit {
+        per_kilosecond,
+        burst,
+        nodelay: r.nodelay.unwrap_or(false),
+    })
+}
+
+/// `"10r/s"` or `"30r/m"` as requests per 1000 seconds.
+fn parse_rate(s: &str) -> Option<u64> {
+    let (n, unit) = s.trim().split_once("r/")?;
+    let n: u64 = n.trim().parse().ok().filter(|n| (1..=1_000_000).contains(n))?;
+    match unit.trim() {
+        "s" => Some(n * 1000),
+        "m" => Some((n * 1000).div_ceil(60)),
+        _ => None,
+    }
 }
 
 /// `"127.0.0.1:80"`, `"[::1]:80"`, `"*:80"` or a bare port.

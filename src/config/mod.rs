@@ -107,6 +107,11 @@ pub struct Http {
     /// 1/16 of it (at most 1 MiB) are kept in memory, larger ones by descriptor.
     pub open_file_cache_memory: u64,
     pub server_tokens: bool,
+    /// Shared memory for the per-address state of `limit_conn` and
+    /// `limit_req` (all servers of a generation share it).
+    pub limit_zone_size: u64,
+    pub limit_conn_status: u16,
+    pub limit_req_status: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +125,40 @@ pub struct Server {
     pub follow_symlinks_outside_root: bool,
     /// CGI locations, tried in order before static files.
     pub cgi: Vec<Cgi>,
+    /// Requests in progress at once per client address.
+    pub limit_conn: Option<u64>,
+    /// Request rate per client address.
+    pub limit_req: Option<RateLimit>,
+}
+
+/// A request rate with a burst, as nginx's `limit_req` has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per 1000 seconds (`10r/s` is 10,000; `30r/m` is 500).
+    pub per_kilosecond: u64,
+    /// Requests beyond the rate accepted (delayed, or at once with `nodelay`).
+    pub burst: u64,
+    pub nodelay: bool,
+}
+
+impl Config {
+    /// Whether a server limits clients (the master then makes the zone).
+    pub fn has_limits(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.limit_conn.is_some() || s.limit_req.is_some())
+    }
+
+    /// How long an address's rate state matters: the time the largest
+    /// burst takes to drain.
+    pub fn limit_memory_ms(&self) -> u64 {
+        self.servers
+            .iter()
+            .filter_map(|s| s.limit_req)
+            .map(|r| (r.burst + 1) * 1_000_000 / r.per_kilosecond.max(1))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A URL space whose requests run a CGI program.

@@ -81,6 +81,9 @@ pub struct Http {
     pub open_file_cache: Option<i64>,
     pub open_file_cache_memory: Option<NumOrStr>,
     pub server_tokens: Option<bool>,
+    pub limit_zone_size: Option<NumOrStr>,
+    pub limit_conn_status: Option<i64>,
+    pub limit_req_status: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +97,17 @@ pub struct Server {
     pub autoindex: Option<bool>,
     pub follow_symlinks_outside_root: Option<bool>,
     pub cgi: Option<Vec<Cgi>>,
+    pub limit_conn: Option<i64>,
+    pub limit_req: Option<LimitReq>,
+}
+
+/// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitReq {
+    pub rate: Option<String>,
+    pub burst: Option<i64>,
+    pub nodelay: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

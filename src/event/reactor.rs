@@ -44,6 +44,8 @@ pub struct Ready {
     /// Which descriptor of the connection: 0 for its socket, 1..=3 for
     /// ones it added with [`Io::watch`].
     pub source: u8,
+    /// A wake-up the connection asked for with [`Io::wake_at`] is due.
+    pub woken: bool,
 }
 
 /// Lets a service add descriptors of its own (pipes to a child process)
@@ -52,7 +54,12 @@ pub struct Ready {
 pub struct Io<'a> {
     epoll: &'a Epoll,
     token: u64,
+    timers: &'a mut Timers,
 }
+
+/// Wake-ups asked for by connections, soonest first. An entry for a
+/// connection closed meanwhile finds a stale token and is dropped.
+type Timers = std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>;
 
 impl Io<'_> {
     /// Watches `fd` as descriptor `sub` (1..=3) for reading or writing.
@@ -64,6 +71,11 @@ impl Io<'_> {
         };
         let ev = EpollEvent::new(dir | EpollFlags::EPOLLET, super::slots::with_sub(self.token, sub));
         self.epoll.add(fd, ev).map_err(io::Error::from)
+    }
+
+    /// Calls the connection back (with `woken`) at `at`, to the millisecond.
+    pub fn wake_at(&mut self, at: Instant) {
+        self.timers.push(std::cmp::Reverse((at, self.token)));
     }
 }
 
@@ -130,6 +142,7 @@ struct Reactor<S: Service> {
     /// Edge mode: listeners that may still have connections queued.
     pending_accept: Vec<usize>,
     draining: bool,
+    timers: Timers,
     /// A full table or a descriptor shortage is refusing connections; the
     /// count is logged when it ends.
     refusing: Option<Refusals>,
@@ -169,6 +182,7 @@ pub fn run<S: Service>(
             .collect(),
         pending_accept: Vec::new(),
         draining: false,
+        timers: Timers::new(),
         refusing: None,
         spare: open_spare(),
     };
@@ -225,7 +239,11 @@ impl<S: Service> Reactor<S> {
             let timeout: u16 = if !self.pending_accept.is_empty() {
                 0
             } else {
-                1000u64.saturating_sub(since.as_millis() as u64).max(1) as u16
+                let sweep = 1000u64.saturating_sub(since.as_millis() as u64);
+                let timer = self.timers.peek().map_or(u64::MAX, |t| {
+                    t.0.0.saturating_duration_since(Instant::now()).as_millis() as u64 + 1
+                });
+                sweep.min(timer).max(1) as u16
             };
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -252,6 +270,7 @@ impl<S: Service> Reactor<S> {
             for i in std::mem::take(&mut self.pending_accept) {
                 self.accept(i);
             }
+            self.fire_timers();
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 last_sweep = Instant::now();
                 self.sweep();
@@ -475,8 +494,31 @@ impl<S: Service> Reactor<S> {
             hangup: ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
             peer_closed: ev.contains(EpollFlags::EPOLLRDHUP),
             source: super::slots::sub_of(tok),
+            woken: false,
         };
         self.call(super::slots::with_sub(tok, 0), ready);
+    }
+
+    fn fire_timers(&mut self) {
+        if self.timers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(std::cmp::Reverse((at, tok))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let ready = Ready {
+                readable: false,
+                writable: false,
+                hangup: false,
+                peer_closed: false,
+                source: 0,
+                woken: true,
+            };
+            self.call(tok, ready);
+        }
     }
 
     /// Hands `ready` to the connection's service and applies its answer.
@@ -488,6 +530,7 @@ impl<S: Service> Reactor<S> {
         let mut io = Io {
             epoll: &self.epoll,
             token: tok,
+            timers: &mut self.timers,
         };
         let next = self.service.ready(conn, ready, &mut io);
         self.apply(tok, next);
@@ -551,6 +594,7 @@ impl<S: Service> Reactor<S> {
                         hangup: false,
                         peer_closed: false,
                         source: 0,
+                        woken: false,
                     },
                 ),
                 None => {}

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::body::{Body, BodyError};
+use super::limits::Admit;
 use super::reply::{self, Reply, ReplyBody};
 use super::request::{self, Method, Parsed, Request};
 use super::{HttpService, static_file};
@@ -29,6 +30,8 @@ pub enum Phase {
     Send,
     /// A CGI script runs: body to its stdin, its stdout to the client.
     Cgi,
+    /// `limit_req` holds the request back; a timer resumes it.
+    Delay,
     /// Response sent, write side shut: read and drop until the peer closes,
     /// so unread input never turns our close into a reset.
     Linger,
@@ -56,6 +59,10 @@ pub struct Conn {
     pub(super) ex: Option<Exchange>,
     /// Internal redirects followed for the current request.
     pub(super) redirects: u8,
+    /// The limit_conn entry (+1) the request in progress holds, 0 for none.
+    pub(super) limit_held: u32,
+    /// A request `limit_req` delays, and where its head is.
+    delayed: Option<Box<(Box<Request>, std::ops::Range<usize>)>>,
 }
 
 /// The request in flight and its response.
@@ -147,6 +154,8 @@ impl Conn {
             served: 0,
             ex: None,
             redirects: 0,
+            limit_held: 0,
+            delayed: None,
         }
     }
 
@@ -183,6 +192,17 @@ impl HttpService {
                 Phase::Body => self.read_body(c),
                 Phase::Send => self.send(c),
                 Phase::Cgi => self.cgi_step(c, io),
+                Phase::Delay => match c.delayed.take() {
+                    Some(d) if ready.woken => {
+                        let (req, head) = *d;
+                        self.begin(c, req, HeadBytes::InBuf(head), io);
+                        Step::Again
+                    }
+                    d => {
+                        c.delayed = d;
+                        Step::Wait(Next::Pause)
+                    }
+                },
                 Phase::Linger => self.linger(c),
             };
             match step {
@@ -249,12 +269,23 @@ impl HttpService {
     fn read_head(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
         loop {
             if c.rstart < c.rend {
-                match request::parse(&c.rbuf[c.rstart..c.rend], &self.limits) {
+                match request::parse(&c.rbuf[c.rstart..c.rend], &self.parse_limits) {
                     Parsed::Done(req, len) => {
                         let head = c.rstart..c.rstart + len;
                         c.rstart += len;
                         c.redirects = 0;
-                        self.begin(c, req, HeadBytes::InBuf(head), io);
+                        match self.admit(c, &req) {
+                            Admit::Pass => self.begin(c, req, HeadBytes::InBuf(head), io),
+                            Admit::Refuse(code) => self.begin_refused(c, req, HeadBytes::InBuf(head), io, code),
+                            Admit::Delay(d) => {
+                                // The head stays in the buffer: nothing reads meanwhile.
+                                c.delayed = Some(Box::new((req, head)));
+                                c.phase = Phase::Delay;
+                                c.deadline = self.clock.now + d + self.cfg.send_timeout;
+                                io.wake_at(std::time::Instant::now() + d);
+                                return Step::Wait(Next::Pause);
+                            }
+                        }
                         return Step::Again;
                     }
                     Parsed::Error(code, line) => {
@@ -309,10 +340,17 @@ impl HttpService {
         self.begin(c, req, HeadBytes::Owned(head), io)
     }
 
-    pub(super) fn begin(&mut self, c: &mut Conn, mut req: Box<Request>, head: HeadBytes, io: &mut Io<'_>) {
+    pub(super) fn begin(&mut self, c: &mut Conn, req: Box<Request>, head: HeadBytes, io: &mut Io<'_>) {
+        self.begin_refused(c, req, head, io, 0)
+    }
+
+    /// Like `begin`; a non-zero `refusal` answers with that status instead
+    /// of routing (a client limit was reached).
+    fn begin_refused(&mut self, c: &mut Conn, mut req: Box<Request>, head: HeadBytes, io: &mut Io<'_>, refusal: u16) {
         let site = self.select_site(c.listener, req.host.as_deref());
-        let mut refused = None;
-        if !self.sites[site].cgi.is_empty()
+        let mut refused = (refusal != 0).then_some(refusal);
+        if refused.is_none()
+            && !self.sites[site].cgi.is_empty()
             && let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d))
         {
             match super::cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
@@ -609,6 +647,7 @@ impl HttpService {
             return Step::Wait(Next::Close);
         };
         self.end_cgi(&mut ex, false);
+        self.release_limit(c);
         self.log_exchange(c, &ex);
         self.wbufs.put(std::mem::take(&mut ex.out));
         c.served += 1;
@@ -697,7 +736,7 @@ impl HttpService {
             Phase::Send => Next::Write,
             // A spooling body still comes from the socket.
             Phase::Cgi if c.ex.as_ref().is_some_and(|e| e.spool.is_some()) => Next::Read,
-            Phase::Cgi => Next::Pause,
+            Phase::Cgi | Phase::Delay => Next::Pause,
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
             _ => Next::Read,
         }
@@ -738,6 +777,7 @@ impl HttpService {
     /// The connection is going away; give its buffers back and log a
     /// response that was cut short.
     pub(super) fn on_closed(&mut self, mut c: Conn) {
+        self.release_limit(&mut c);
         if let Some(mut ex) = c.ex.take() {
             self.end_cgi(&mut ex, true);
             if c.phase == Phase::Send || c.phase == Phase::Cgi {
@@ -767,7 +807,7 @@ impl HttpService {
             Phase::Body => crate::info!("client {} timed out sending the request body", c.peer.ip()),
             Phase::Send => crate::info!("client {} timed out receiving the response", c.peer.ip()),
             Phase::Cgi => return self.cgi_timeout(c),
-            Phase::Linger => {}
+            Phase::Delay | Phase::Linger => {}
         }
         Some(Next::Close)
     }

@@ -10,6 +10,7 @@ mod conn;
 mod file_cache;
 #[doc(hidden)]
 pub mod fuzz_api;
+mod limits;
 mod path;
 mod range;
 mod reply;
@@ -48,7 +49,9 @@ pub struct HttpService {
     clock: Clock,
     draining: bool,
     server_header: String,
-    limits: request::Limits,
+    parse_limits: request::Limits,
+    /// limit_conn / limit_req, when a server sets them.
+    limits: Option<limits::Limits>,
 }
 
 impl HttpService {
@@ -122,7 +125,8 @@ impl HttpService {
             clock: Clock::new(),
             draining: false,
             server_header,
-            limits: request::Limits {
+            limits: None,
+            parse_limits: request::Limits {
                 max_uri: cfg.http.max_uri_length,
                 max_body: cfg.http.client_max_body_size,
             },
@@ -193,6 +197,7 @@ impl Service for HttpService {
     fn housekeeping(&mut self) {
         self.collect_spawned();
         self.children.reap(self.clock.now);
+        self.limits_housekeeping();
         for l in &mut self.logs {
             l.flush();
         }

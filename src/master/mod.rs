@@ -63,6 +63,8 @@ pub struct Master {
     winched: bool,
     /// The new master started by SIGUSR2, while it runs.
     upgrade: Option<Pid>,
+    /// The current generation's shared state of client limits.
+    zone: Option<crate::limit::Zone>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
@@ -141,6 +143,7 @@ fn start(cfg: Config, launch: Launch, inherited: Vec<listeners::Inherited>) -> R
         stopping: None,
         winched: false,
         upgrade: None,
+        zone: None,
     };
     m.start_generation();
     notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
@@ -185,6 +188,15 @@ impl Master {
     /// Starts a new generation of `workers` workers with the current config.
     fn start_generation(&mut self) {
         self.generation += 1;
+        // A fresh zone per generation: its workers' columns are its own.
+        self.zone = None;
+        if self.cfg.has_limits() {
+            let bytes = self.cfg.http.limit_zone_size;
+            match crate::limit::Zone::new(bytes, self.cfg.main.workers, self.cfg.limit_memory_ms()) {
+                Ok(z) => self.zone = Some(z),
+                Err(e) => crate::crit!("cannot map {bytes} bytes for limit_conn/limit_req: {e}; limits are off"),
+            }
+        }
         self.children.set_slots(self.cfg.main.workers);
         for slot in 0..self.cfg.main.workers {
             self.spawn(slot);
@@ -232,6 +244,9 @@ impl Master {
         // After setuid: the kernel clears the parent-death signal then.
         signals::die_with_parent(Signal::SIGTERM);
         service.start_spawner();
+        if let Some(zone) = self.zone.take() {
+            service.set_limits(zone, slot);
+        }
         let m = &self.cfg.main;
         match crate::event::run(
             service,
@@ -419,6 +434,12 @@ impl Master {
                     lived,
                     abnormal,
                 } => {
+                    if generation == self.generation
+                        && let Some(z) = &self.zone
+                    {
+                        // Its requests in progress are over: uncount them.
+                        z.clear_worker(slot);
+                    }
                     if self.stopping.is_none() && !self.winched && generation == self.generation {
                         self.children.schedule_respawn(slot, lived, abnormal);
                     }

@@ -6,6 +6,7 @@ pub mod net;
 pub mod notify;
 pub mod pidfile;
 pub mod privileges;
+pub mod shm;
 pub mod signals;
 pub mod spawn;
 pub mod title;
