@@ -370,12 +370,13 @@ impl<S: Service> Reactor<S> {
 
     /// worker_connections are all taken (the reserve aside).
     fn full(&self) -> bool {
-        self.slots.active() >= self.limit
+        self.slots.serving() >= self.limit
     }
 
     /// Closes the longest-idle connection that may go; returns how many
     /// went (0 or 1). Only one: a new connection needs one slot, and the
-    /// next-oldest idle ones may still be served.
+    /// next-oldest idle ones may still be served. (Refused connections
+    /// finishing their close in the reserve are not on the idle list.)
     fn reclaim(&mut self) -> usize {
         for tok in self.slots.oldest_idle(RECLAIM_SCAN) {
             let ok = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
@@ -396,7 +397,7 @@ impl<S: Service> Reactor<S> {
     /// close runs in a reserve slot when one is free.
     fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) {
         if let Some(conn) = self.service.refuse(stream, peer, listener) {
-            match self.slots.insert(conn) {
+            match self.slots.insert_reserve(conn) {
                 Ok(tok) => self.watch(tok),
                 Err(conn) => self.service.closed(conn),
             }

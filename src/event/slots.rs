@@ -14,6 +14,9 @@ pub struct Slot<C> {
     /// For level-triggered mode, what is armed: 0 EPOLLIN, 1 EPOLLOUT, 2 nothing.
     pub want: u8,
     idle: bool,
+    /// Holds a refused connection finishing its close (not counted
+    /// against the limit of connections served).
+    reserve: bool,
     /// Neighbours on the idle list (towards older, towards newer).
     older: u32,
     newer: u32,
@@ -26,6 +29,7 @@ pub struct Slots<C> {
     oldest: u32,
     newest: u32,
     idle_count: usize,
+    reserve_count: usize,
 }
 
 const NIL: u32 = u32::MAX;
@@ -57,6 +61,7 @@ impl<C> Slots<C> {
             conn: None,
             want: 0,
             idle: false,
+            reserve: false,
             older: NIL,
             newer: NIL,
         });
@@ -68,6 +73,7 @@ impl<C> Slots<C> {
             oldest: NIL,
             newest: NIL,
             idle_count: 0,
+            reserve_count: 0,
         }
     }
 
@@ -83,7 +89,8 @@ impl<C> Slots<C> {
         let idx = (tok & 0xffff_ffff) as u32;
         let newest = self.newest;
         let Some(slot) = self.get_mut(tok) else { return };
-        if slot.idle == idle {
+        // A reserve connection frees no serving slot: never a candidate.
+        if slot.idle == idle || (idle && slot.reserve) {
             return;
         }
         if idle {
@@ -151,7 +158,22 @@ impl<C> Slots<C> {
         let slot = &mut self.slots[idx as usize];
         slot.conn = Some(conn);
         slot.want = 0;
+        slot.reserve = false;
         Ok(token(idx, slot.generation))
+    }
+
+    /// Like `insert`, for a connection that only finishes closing: it is
+    /// not counted by [`Slots::serving`].
+    pub fn insert_reserve(&mut self, conn: C) -> Result<u64, C> {
+        let tok = self.insert(conn)?;
+        self.slots[(tok & 0xffff_ffff) as usize].reserve = true;
+        self.reserve_count += 1;
+        Ok(tok)
+    }
+
+    /// Live connections other than reserve ones.
+    pub fn serving(&self) -> usize {
+        self.active() - self.reserve_count
     }
 
     /// The slot a token names, if it is still the same connection.
@@ -167,6 +189,10 @@ impl<C> Slots<C> {
         self.get_mut(tok)?;
         self.unlink(idx as u32);
         let slot = &mut self.slots[idx];
+        if slot.reserve {
+            slot.reserve = false;
+            self.reserve_count -= 1;
+        }
         let conn = slot.conn.take();
         slot.generation = slot.generation.wrapping_add(1) & GEN_MASK;
         self.free.push(idx as u32);
@@ -229,5 +255,22 @@ mod tests {
         assert_eq!(s.oldest_idle(10), vec![u, t[3]]);
         s.set_idle(t[2], true); // stale token: ignored
         assert_eq!(s.idle(), 2);
+    }
+
+    #[test]
+    fn reserve_connections_are_not_served_nor_idle() {
+        let mut s: Slots<u32> = Slots::new(3);
+        let a = s.insert(1).unwrap();
+        let r = s.insert_reserve(2).unwrap();
+        assert_eq!((s.active(), s.serving()), (2, 1));
+        s.set_idle(r, true);
+        assert_eq!(s.idle(), 0);
+        s.remove(r);
+        assert_eq!((s.active(), s.serving()), (1, 1));
+        let b = s.insert(3).unwrap();
+        assert_eq!(s.serving(), 2, "a reused slot is not reserve");
+        s.remove(a);
+        s.remove(b);
+        assert_eq!(s.serving(), 0);
     }
 }

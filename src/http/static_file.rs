@@ -93,7 +93,7 @@ fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
         }
         Errno::EACCES | Errno::EPERM => 403,
         Errno::EMFILE | Errno::ENFILE => {
-            crate::crit!("open() failed: {e}");
+            crate::crit!("open(\"{}\") failed: {e}", Esc(rel));
             503
         }
         _ => {

@@ -173,16 +173,18 @@ impl Children {
         } else {
             s.failures = 0;
         }
-        let delay = if s.failures == 0 {
+        // One early death (a kill, the OOM killer) is restarted at once, as
+        // nginx does; back-off starts when it happens again.
+        let delay = if s.failures <= 1 {
             Duration::ZERO
         } else {
             BACKOFF_FIRST
-                .saturating_mul(1 << (s.failures - 1).min(16))
+                .saturating_mul(1 << (s.failures - 2).min(16))
                 .min(BACKOFF_MAX)
         };
         if !delay.is_zero() {
             crate::warn!(
-                "worker #{slot} crashed {} time(s) in a row soon after starting; respawning in {} ms",
+                "worker #{slot} died {} times in a row soon after starting; respawning in {} ms",
                 s.failures,
                 delay.as_millis()
             );

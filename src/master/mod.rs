@@ -241,6 +241,14 @@ impl Master {
             crate::crit!("worker #{slot}: {e}");
             return 2;
         }
+        if let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            && (soft as usize) < self.cfg.main.worker_connections
+        {
+            crate::warn!(
+                "{} worker_connections exceed the open file limit of {soft}: raise worker_rlimit_nofile",
+                self.cfg.main.worker_connections
+            );
+        }
         // After setuid: the kernel clears the parent-death signal then.
         signals::die_with_parent(Signal::SIGTERM);
         service.start_spawner();
