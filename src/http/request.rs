@@ -232,17 +232,18 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     } else if let Some(rest) = strip_scheme(&r.target).map(str::to_string) {
         let rest = rest.as_str();
         let off = r.target.len() - rest.len();
-        let slash = rest.find('/').unwrap_or(rest.len());
-        let authority = &rest[..slash.min(rest.find('?').unwrap_or(rest.len()))];
+        // The authority ends at the first "/", "?" or "#" (RFC 3986 §3.2).
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
         match host_name(authority) {
             Some(h) if !authority.contains('@') => r.host = Some(h),
             _ => return fail!(400),
         }
-        if slash == rest.len() {
-            // "http://host" has the empty path, which means "/".
-            r.target.push('/');
+        if rest.as_bytes().get(end) != Some(&b'/') {
+            // "http://host" and "http://host?q" have the empty path: "/".
+            r.target.insert(off + end, '/');
         }
-        r.path_start = off + slash.min(rest.len());
+        r.path_start = off + end;
     } else if r.target == "*" && r.method_name == "OPTIONS" {
         r.path_start = 0;
     } else {
@@ -387,6 +388,15 @@ mod tests {
         assert_eq!(r.host.as_deref(), Some("example.com"));
         assert_eq!(r.path(), "/a/b");
         assert_eq!(r.query(), Some("x=1"));
+        // Found by reading for the fuzz target: a query right after the
+        // authority, with or without a slash in it, keeps the empty path.
+        for (target, query) in [("http://h?x=1", "x=1"), ("http://h?x=/y", "x=/y")] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let Parsed::Done(r, _) = parse(head.as_bytes(), &L) else {
+                panic!("{target} not parsed")
+            };
+            assert_eq!((r.path(), r.query()), ("/", Some(query)), "{target}");
+        }
     }
 }
 
