@@ -343,7 +343,7 @@ impl<S: Service> Reactor<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EMFILE | libc::ENFILE) => {
-                        if self.reclaim() > 0 {
+                        if self.reclaim() {
                             continue;
                         }
                         if !self.shed(i) {
@@ -373,11 +373,11 @@ impl<S: Service> Reactor<S> {
         self.slots.serving() >= self.limit
     }
 
-    /// Closes the longest-idle connection that may go; returns how many
-    /// went (0 or 1). Only one: a new connection needs one slot, and the
-    /// next-oldest idle ones may still be served. (Refused connections
-    /// finishing their close in the reserve are not on the idle list.)
-    fn reclaim(&mut self) -> usize {
+    /// Closes the longest-idle connection that may go; true if one went.
+    /// Only one: a new connection needs one slot, and the next-oldest idle
+    /// ones may still be served. (Refused connections finishing their
+    /// close in the reserve are not on the idle list.)
+    fn reclaim(&mut self) -> bool {
         for tok in self.slots.oldest_idle(RECLAIM_SCAN) {
             let ok = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
                 Some(c) => self.service.reclaim(c),
@@ -385,12 +385,12 @@ impl<S: Service> Reactor<S> {
             };
             if ok {
                 self.close(tok);
-                return 1;
+                return true;
             }
             // A request arrived: it is busy now, its event is on the way.
             self.slots.set_idle(tok, false);
         }
-        0
+        false
     }
 
     /// Answers a connection there is no room for; the service's lingering

@@ -11,7 +11,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 /// A worker that lived less than this before dying counts as a failure.
-const UNSTABLE: Duration = Duration::from_secs(5);
+/// (A crash loop dies within milliseconds of the start; a worker killed
+/// from outside every few seconds is not one.)
+const UNSTABLE: Duration = Duration::from_secs(1);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -214,5 +216,27 @@ impl Children {
 fn send(pid: Pid, sig: Signal) {
     if let Err(e) = kill(pid, sig) {
         crate::error!("kill({pid}, {sig}) failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_early_death_respawns_at_once_a_crash_loop_backs_off() {
+        let mut c = Children::default();
+        c.set_slots(1);
+        let early = Duration::from_millis(10);
+        c.schedule_respawn(0, early, true);
+        assert_eq!(c.due_respawns(), vec![0], "first early death: at once");
+        c.schedule_respawn(0, early, true);
+        assert!(c.due_respawns().is_empty(), "second in a row: after a back-off");
+        // A worker that lived past the unstable window resets the count,
+        // even when it was killed (a chaos test, the OOM killer).
+        c.schedule_respawn(0, Duration::from_secs(2), true);
+        assert_eq!(c.due_respawns(), vec![0]);
+        c.schedule_respawn(0, early, true);
+        assert_eq!(c.due_respawns(), vec![0]);
     }
 }
