@@ -82,30 +82,34 @@ impl<C> Slots<C> {
         self.idle_count
     }
 
-    /// Puts the connection on the idle list (as the newest, unless it is
-    /// already there: its idle time runs from when it first became idle)
-    /// or takes it off.
+    /// Puts the connection on the idle list as the newest (it was just
+    /// active: a keep-alive connection answers a request within one event
+    /// and is idle again after it) or takes it off.
     pub fn set_idle(&mut self, tok: u64, idle: bool) {
         let idx = (tok & 0xffff_ffff) as u32;
-        let newest = self.newest;
         let Some(slot) = self.get_mut(tok) else { return };
         // A reserve connection frees no serving slot: never a candidate.
-        if slot.idle == idle || (idle && slot.reserve) {
+        if (!idle && !slot.idle) || (idle && slot.reserve) {
             return;
         }
-        if idle {
-            slot.idle = true;
-            slot.older = newest;
-            slot.newer = NIL;
-            match self.newest {
-                NIL => self.oldest = idx,
-                n => self.slots[n as usize].newer = idx,
-            }
-            self.newest = idx;
-            self.idle_count += 1;
-        } else {
-            self.unlink(idx);
+        if idle && self.newest == idx {
+            return; // already the newest
         }
+        self.unlink(idx);
+        if !idle {
+            return;
+        }
+        let newest = self.newest;
+        let slot = &mut self.slots[idx as usize];
+        slot.idle = true;
+        slot.older = newest;
+        slot.newer = NIL;
+        match newest {
+            NIL => self.oldest = idx,
+            n => self.slots[n as usize].newer = idx,
+        }
+        self.newest = idx;
+        self.idle_count += 1;
     }
 
     fn unlink(&mut self, idx: u32) {
@@ -234,14 +238,16 @@ mod tests {
     }
 
     #[test]
-    fn idle_list_keeps_the_order_connections_became_idle() {
+    fn idle_list_is_ordered_by_last_activity() {
         let mut s: Slots<u32> = Slots::new(4);
         let t: Vec<u64> = (0..4).map(|i| s.insert(i).unwrap()).collect();
         s.set_idle(t[2], true);
         s.set_idle(t[0], true);
         s.set_idle(t[3], true);
-        s.set_idle(t[2], true); // already idle: keeps its place
+        s.set_idle(t[3], true); // the newest stays the newest
         assert_eq!(s.oldest_idle(10), vec![t[2], t[0], t[3]]);
+        s.set_idle(t[0], true); // active again: now the newest
+        assert_eq!(s.oldest_idle(10), vec![t[2], t[3], t[0]]);
         s.set_idle(t[0], false);
         assert_eq!(s.oldest_idle(10), vec![t[2], t[3]]);
         assert_eq!(s.remove(t[2]), Some(2));
