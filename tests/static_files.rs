@@ -26,11 +26,17 @@ fn index_file_and_content_types() {
     let r = s.get("/");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "<h1>hello</h1>\n");
-    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert_eq!(r.header("content-length"), Some("15"));
     assert!(r.header("date").is_some());
-    assert_eq!(s.get("/style.css").header("content-type"), Some("text/css"));
-    assert_eq!(s.get("/data.json").header("content-type"), Some("application/json"));
+    assert_eq!(
+        s.get("/style.css").header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    assert_eq!(
+        s.get("/data.json").header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(s.get("/sub/").text(), "sub index\n", "second index name is tried");
     assert_eq!(s.get("/missing").status, 404);
     assert_eq!(
@@ -306,4 +312,68 @@ fn cached_small_files_are_never_stale() {
     );
     std::fs::write(root.join("big.bin"), &big_b[..1000]).unwrap();
     assert_eq!(s.get("/big.bin").body.len(), 1000);
+}
+
+/// Text types carry the server's charset (utf-8 unless turned off);
+/// binary types never do; autoindex pages are text too.
+#[test]
+fn charset_on_text_types() {
+    let s = Server::with(Opts {
+        server: "autoindex = true".into(),
+        ..Opts::default()
+    });
+    std::fs::write(s.root.join("caf\u{e9}.txt"), "caf\u{e9}\n").unwrap();
+    std::fs::write(s.root.join("logo.png"), [0x89u8, b'P', b'N', b'G']).unwrap();
+    std::fs::create_dir_all(s.root.join("dir")).unwrap();
+    assert_eq!(
+        s.get("/caf%C3%A9.txt").header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(s.get("/logo.png").header("content-type"), Some("image/png"));
+    assert_eq!(s.get("/dir/").header("content-type"), Some("text/html; charset=utf-8"));
+    let off = Server::with(Opts {
+        server: "charset = \"off\"".into(),
+        ..Opts::default()
+    });
+    assert_eq!(off.get("/").header("content-type"), Some("text/html"));
+    let latin = Server::with(Opts {
+        server: "charset = \"ISO-8859-1\"".into(),
+        ..Opts::default()
+    });
+    assert_eq!(
+        latin.get("/").header("content-type"),
+        Some("text/html; charset=iso-8859-1")
+    );
+}
+
+/// Dotfiles (`.git`, `.env`, `.htpasswd`, encoded or not) answer 404 by
+/// default, `/.well-known/` stays served, and `deny_hidden = false` serves them.
+#[test]
+fn hidden_files_are_denied() {
+    let s = Server::start();
+    std::fs::create_dir_all(s.root.join(".git")).unwrap();
+    std::fs::write(s.root.join(".git/config"), "[core]\n").unwrap();
+    std::fs::write(s.root.join(".env"), "SECRET=1\n").unwrap();
+    std::fs::create_dir_all(s.root.join(".well-known/acme-challenge")).unwrap();
+    std::fs::write(s.root.join(".well-known/acme-challenge/tok"), "tok\n").unwrap();
+    std::fs::create_dir_all(s.root.join("sub")).unwrap();
+    std::fs::write(s.root.join("sub/.htpasswd"), "u:x\n").unwrap();
+    for p in [
+        "/.git/config",
+        "/.env",
+        "/%2egit/config",
+        "/sub/.htpasswd",
+        "/sub/%2Ehtpasswd",
+        "/.git/",
+        "/sub/../.env",
+    ] {
+        assert_eq!(s.get(p).status, 404, "{p}");
+    }
+    assert_eq!(s.get("/.well-known/acme-challenge/tok").text(), "tok\n");
+    let open = Server::with(Opts {
+        server: "deny_hidden = false".into(),
+        ..Opts::default()
+    });
+    std::fs::write(open.root.join(".env"), "SECRET=1\n").unwrap();
+    assert_eq!(open.get("/.env").status, 200);
 }

@@ -579,6 +579,20 @@ fn build_server(src: &Source, nth: usize, s: raw::Server, cgi_seen: &mut usize) 
             Some(n) => Some(c.int("limit_conn", Some(n), 1, 1 << 30, 0)? as u64),
         },
         limit_req: s.limit_req.map(|r| build_limit_req(&c, r)).transpose()?,
+        deny_hidden: s.deny_hidden.unwrap_or(true),
+        charset: match s.charset.as_deref() {
+            None => Some("utf-8".to_string()),
+            Some("off") => None,
+            Some(cs) if !cs.is_empty() && cs.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
+                Some(cs.to_ascii_lowercase())
+            }
+            Some(cs) => {
+                return Err(c.err(
+                    "charset",
+                    format!("\"{cs}\" is not a charset name such as \"utf-8\" or \"off\""),
+                ));
+            }
+        },
     })
 }
 

@@ -129,6 +129,10 @@ pub struct Server {
     pub limit_conn: Option<u64>,
     /// Request rate per client address.
     pub limit_req: Option<RateLimit>,
+    /// 404 for a path with a segment starting with `.` (but `/.well-known/`).
+    pub deny_hidden: bool,
+    /// Charset added to text types (`None`: `"off"`).
+    pub charset: Option<String>,
 }
 
 /// A request rate with a burst, as nginx's `limit_req` has it.

@@ -99,6 +99,8 @@ pub struct Server {
     pub cgi: Option<Vec<Cgi>>,
     pub limit_conn: Option<i64>,
     pub limit_req: Option<LimitReq>,
+    pub deny_hidden: Option<bool>,
+    pub charset: Option<String>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

@@ -349,6 +349,9 @@ impl HttpService {
     fn begin_refused(&mut self, c: &mut Conn, mut req: Box<Request>, head: HeadBytes, io: &mut Io<'_>, refusal: u16) {
         let site = self.select_site(c.listener, req.host.as_deref());
         let mut refused = (refusal != 0).then_some(refusal);
+        if refused.is_none() && self.sites[site].cfg.deny_hidden && super::path::is_hidden(req.path().as_bytes()) {
+            refused = Some(404);
+        }
         if refused.is_none()
             && !self.sites[site].cgi.is_empty()
             && let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d))

@@ -259,6 +259,8 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 cgi: Vec::new(),
                 limit_conn: None,
                 limit_req: None,
+                deny_hidden: true,
+                charset: Some("utf-8".into()),
             })
         });
         f(site)

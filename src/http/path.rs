@@ -2,6 +2,24 @@
 //! decoding, then RFC 3986 dot-segment removal over the decoded bytes, so
 //! `%2e%2e`, `%2f` and friends cannot climb out.
 
+/// Whether the request path names a hidden file or directory: a segment
+/// starting with `.` (after decoding and dot-segment removal), except a
+/// first segment `.well-known` (RFC 8615). Paths without `/.` or an encoded
+/// dot are answered without decoding.
+pub fn is_hidden(raw: &[u8]) -> bool {
+    let maybe = raw.windows(2).any(|w| w == b"/.") || raw.windows(3).any(|w| w.eq_ignore_ascii_case(b"%2e"));
+    if !maybe {
+        return false;
+    }
+    let Some(norm) = decode(raw).and_then(|d| normalize(&d)) else {
+        return false; // refused as malformed later
+    };
+    norm[1..]
+        .split(|&b| b == b'/')
+        .enumerate()
+        .any(|(i, seg)| seg.first() == Some(&b'.') && !(i == 0 && seg == b".well-known"))
+}
+
 /// Percent-decodes `raw`. `None` for a broken escape or an encoded NUL.
 pub fn decode(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
@@ -85,6 +103,32 @@ pub fn encode(path: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_segments() {
+        for p in [
+            "/.git/config",
+            "/.env",
+            "/a/.htpasswd",
+            "/%2egit/HEAD",
+            "/a/%2Eenv",
+            "/.well-known/.x",
+            "/a/.well-known/x",
+        ] {
+            assert!(is_hidden(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "/",
+            "/a.b/c",
+            "/.well-known/acme-challenge/t",
+            "/a/./b",
+            "/a/../b",
+            "/x.",
+            "/%2e%2e/",
+        ] {
+            assert!(!is_hidden(p.as_bytes()), "{p}");
+        }
+    }
 
     fn n(p: &str) -> Option<String> {
         normalize(&decode(p.as_bytes())?).map(|v| String::from_utf8(v).unwrap())

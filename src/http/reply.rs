@@ -26,6 +26,8 @@ pub enum ReplyBody {
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
+    /// `; charset=...` after a text type (the server's `charset`).
+    pub charset: Option<std::rc::Rc<str>>,
     /// `Content-Length`; `None` for statuses that carry no body (304).
     pub length: Option<u64>,
     /// Extra header lines, each ending in CRLF.
@@ -43,6 +45,7 @@ impl Reply {
         Reply {
             status: code,
             content_type: Some("text/html"),
+            charset: None,
             length: Some(page.len() as u64),
             extra: String::new(),
             shared: None,
@@ -78,6 +81,10 @@ pub fn write_head(buf: &mut Vec<u8>, r: &Reply, date: &str, server: &str, keep_a
     if let Some(ct) = r.content_type {
         buf.extend_from_slice(b"Content-Type: ");
         buf.extend_from_slice(ct.as_bytes());
+        if let Some(cs) = &r.charset {
+            buf.extend_from_slice(b"; charset=");
+            buf.extend_from_slice(cs.as_bytes());
+        }
         buf.extend_from_slice(b"\r\n");
     }
     if let Some(len) = r.length {

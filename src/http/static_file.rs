@@ -25,6 +25,8 @@ use crate::core::log::Esc;
 /// its root directory, the anchor every lookup is resolved beneath.
 pub struct Site {
     pub cfg: config::Server,
+    /// `cfg.charset`, shared by the responses that carry it.
+    charset: Option<Rc<str>>,
     root: Option<OwnedFd>,
     pub cgi: Vec<super::cgi::Rule>,
 }
@@ -49,7 +51,13 @@ impl Site {
             }
         };
         let cgi = cfg.cgi.iter().cloned().map(super::cgi::Rule::new).collect();
-        Site { cfg, root, cgi }
+        let charset = cfg.charset.as_deref().map(Rc::from);
+        Site {
+            cfg,
+            charset,
+            root,
+            cgi,
+        }
     }
 
     /// Opens `rel` (no leading slash) beneath the root. Symlinks may not
@@ -112,8 +120,34 @@ pub struct Ctx<'a> {
     pub tokens: bool,
 }
 
-/// Serves `req` from the site in `ctx`.
+/// Serves `req` from the site in `ctx`; text types get the site's charset.
 pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
+    let mut r = serve_file(ctx, req);
+    if let Some(cs) = &ctx.site.charset
+        && r.content_type.is_some_and(is_text)
+    {
+        r.charset = Some(cs.clone());
+    }
+    r
+}
+
+/// Types whose bytes are text in a charset (nginx's `charset_types`, and
+/// the JSON / SVG / feed types browsers otherwise guess at).
+fn is_text(ct: &str) -> bool {
+    ct.starts_with("text/")
+        || matches!(
+            ct,
+            "application/javascript"
+                | "application/json"
+                | "application/xml"
+                | "application/rss+xml"
+                | "application/atom+xml"
+                | "application/manifest+json"
+                | "image/svg+xml"
+        )
+}
+
+fn serve_file(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     let tokens = ctx.tokens;
     if req.method == Method::Other {
         let mut r = Reply::error(405, tokens);
@@ -334,6 +368,7 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
     let mut r = Reply {
         status: 200,
         content_type: Some(fm.ctype),
+        charset: None,
         length: Some(len),
         extra: String::new(),
         shared: Some(fm.headers.clone()),
