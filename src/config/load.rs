@@ -287,9 +287,9 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         }
     };
     let mut servers = Vec::with_capacity(raw_servers.len());
-    let mut cgi_seen = 0;
+    let (mut cgi_seen, mut loc_seen) = (0, 0);
     for (i, s) in raw_servers.into_iter().enumerate() {
-        servers.push(build_server(src, i, s, &mut cgi_seen)?);
+        servers.push(build_server(src, i, s, &mut cgi_seen, &mut loc_seen)?);
     }
     Ok(Config {
         file: None,
@@ -449,6 +449,10 @@ fn build_cgi(src: &Source, nth: usize, root: &Path, g: raw::Cgi) -> Result<super
         table: "server.cgi",
         nth,
     };
+    build_cgi_in(&c, src, root, g)
+}
+
+fn build_cgi_in(c: &Checker<'_>, src: &Source, root: &Path, g: raw::Cgi) -> Result<super::Cgi, ConfigError> {
     if let Some(p) = &g.prefix
         && (!p.starts_with('/') || !p.ends_with('/'))
     {
@@ -514,7 +518,13 @@ fn build_cgi(src: &Source, nth: usize, root: &Path, g: raw::Cgi) -> Result<super
     })
 }
 
-fn build_server(src: &Source, nth: usize, s: raw::Server, cgi_seen: &mut usize) -> Result<Server, ConfigError> {
+fn build_server(
+    src: &Source,
+    nth: usize,
+    s: raw::Server,
+    cgi_seen: &mut usize,
+    loc_seen: &mut usize,
+) -> Result<Server, ConfigError> {
     let c = Checker {
         src,
         table: "server",
@@ -560,11 +570,40 @@ fn build_server(src: &Source, nth: usize, s: raw::Server, cgi_seen: &mut usize) 
             return Err(c.err("server_name", format!("\"{n}\" is not a host name")));
         }
     }
-    let mut cgi = Vec::new();
+    let mut locations = Vec::new();
+    // `[[server.cgi]]` is shorthand for a location: a prefix one stops the
+    // regexes (`^~`), an extension one is a regex on the extensions.
     for g in s.cgi.unwrap_or_default() {
-        cgi.push(build_cgi(src, *cgi_seen, &root, g)?);
+        let cgi = build_cgi(src, *cgi_seen, &root, g)?;
         *cgi_seen += 1;
+        let (pattern, matches) = match &cgi.prefix {
+            Some(p) => (format!("^~ {p}"), super::Match::Prefix(p.clone(), true)),
+            None => {
+                let alts: Vec<String> = cgi.extensions.iter().map(|e| regex::escape(e)).collect();
+                let re = format!("({})(/|$)", alts.join("|"));
+                (
+                    format!("~ {re}"),
+                    super::Match::Regex(regex::Regex::new(&re).expect("escaped extensions")),
+                )
+            }
+        };
+        locations.push(super::Location {
+            pattern,
+            matches,
+            root: None,
+            index: None,
+            autoindex: None,
+            deny_hidden: None,
+            charset: None,
+            handler: super::Handler::Cgi(cgi),
+            try_files: Vec::new(),
+        });
     }
+    for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
+        locations.push(build_location(src, *loc_seen + k, &root, l)?);
+    }
+    *loc_seen += locations.len();
+    let cgi = Vec::new();
     Ok(Server {
         listen,
         server_name: server_name.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
@@ -580,19 +619,168 @@ fn build_server(src: &Source, nth: usize, s: raw::Server, cgi_seen: &mut usize) 
         },
         limit_req: s.limit_req.map(|r| build_limit_req(&c, r)).transpose()?,
         deny_hidden: s.deny_hidden.unwrap_or(true),
-        charset: match s.charset.as_deref() {
-            None => Some("utf-8".to_string()),
-            Some("off") => None,
-            Some(cs) if !cs.is_empty() && cs.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
-                Some(cs.to_ascii_lowercase())
+        charset: parse_charset(&c, s.charset.as_deref())?,
+        locations,
+    })
+}
+
+/// `charset`: a name, `"off"` (None), or absent (utf-8).
+fn parse_charset(c: &Checker<'_>, v: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match v {
+        None => Ok(Some("utf-8".to_string())),
+        Some("off") => Ok(None),
+        Some(cs) if !cs.is_empty() && cs.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
+            Ok(Some(cs.to_ascii_lowercase()))
+        }
+        Some(cs) => Err(c.err(
+            "charset",
+            format!("\"{cs}\" is not a charset name such as \"utf-8\" or \"off\""),
+        )),
+    }
+}
+
+fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Result<super::Location, ConfigError> {
+    let c = Checker {
+        src,
+        table: "server.location",
+        nth,
+    };
+    let pattern = l.matches.ok_or_else(|| {
+        c.err(
+            "match",
+            "every location needs a `match`, such as \"/images/\" or \"~ \\\\.php$\"",
+        )
+    })?;
+    let matches = super::Match::parse(&pattern).map_err(|e| c.err("match", e))?;
+    let caps = matches.capture_names();
+    let root_dir = match l.root {
+        Some(r) => {
+            let p = src.path(&r);
+            if !p.is_dir() {
+                return Err(c.err("root", format!("{} is not a directory", p.display())));
             }
-            Some(cs) => {
+            Some(p)
+        }
+        None => None,
+    };
+    let index = l.index.map(raw::OneOrMany::into_vec);
+    for name in index.iter().flatten() {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(c.err("index", format!("\"{name}\" must be a plain file name")));
+        }
+    }
+    let charset = match l.charset.as_deref() {
+        None => None,
+        v => Some(parse_charset(&c, v)?),
+    };
+    let mut handlers = 0;
+    let mut handler = super::Handler::Static;
+    if let Some(r) = l.ret {
+        handlers += 1;
+        let text = match r {
+            NumOrStr::Num(n) => n.to_string(),
+            NumOrStr::Str(s) => s,
+        };
+        let (code, rest) = match text.split_once(' ') {
+            Some((a, b)) => (a, Some(b.trim_start())),
+            None => (text.as_str(), None),
+        };
+        let (code, rest) = match code.parse::<u16>() {
+            Ok(n) => (n, rest),
+            // nginx: `return URL` is a 302.
+            Err(_) if text.starts_with("http://") || text.starts_with("https://") || text.starts_with('$') => {
+                (302, Some(text.as_str()))
+            }
+            Err(_) => {
                 return Err(c.err(
-                    "charset",
-                    format!("\"{cs}\" is not a charset name such as \"utf-8\" or \"off\""),
+                    "return",
+                    format!("\"{text}\" does not start with a status code (or a URL)"),
                 ));
             }
-        },
+        };
+        if !(200..=599).contains(&code) && code != 444 {
+            return Err(c.err(
+                "return",
+                format!("{code} is not a status code (200..=599, or 444 to close)"),
+            ));
+        }
+        if matches!(code, 301 | 302 | 303 | 307 | 308) && rest.is_none() {
+            return Err(c.err("return", format!("a {code} needs the URL to redirect to")));
+        }
+        let text = rest
+            .map(|t| super::template::Template::parse(t, &caps))
+            .transpose()
+            .map_err(|e| c.err("return", e))?;
+        handler = super::Handler::Return { code, text };
+    }
+    if let Some(g) = l.cgi {
+        handlers += 1;
+        if g.prefix.is_some() {
+            return Err(c.err(
+                "cgi",
+                "a location's CGI takes its URL prefix from `match`: remove `prefix`",
+            ));
+        }
+        let mut g = g;
+        match &matches {
+            super::Match::Prefix(p, _) if p.ends_with('/') => g.prefix = Some(p.clone()),
+            super::Match::Regex(_) if g.extensions.is_some() => {}
+            _ => {
+                return Err(c.err(
+                    "cgi",
+                    "needs a prefix location ending in \"/\" (scripts under it), or `extensions` in a regex location",
+                ));
+            }
+        }
+        let cgi = build_cgi_in(&c, src, root_dir.as_deref().unwrap_or(root), g)?;
+        handler = super::Handler::Cgi(cgi);
+    }
+    if handlers > 1 {
+        return Err(c.err(
+            "return",
+            "a location has one content handler: `return` or `cgi`, not both",
+        ));
+    }
+    let mut try_files = Vec::new();
+    if let Some(list) = l.try_files {
+        if list.len() < 2 {
+            return Err(c.err(
+                "try_files",
+                "needs the files to try and a final fallback: a URI (\"/index.php?$query_string\") or \"=404\"",
+            ));
+        }
+        for (k, t) in list.iter().enumerate() {
+            if k + 1 == list.len() {
+                let code_ok = t
+                    .strip_prefix('=')
+                    .map(|n| n.parse::<u16>().is_ok_and(|n| (200..=599).contains(&n)));
+                match code_ok {
+                    Some(true) => {}
+                    Some(false) => {
+                        return Err(c.err("try_files", format!("\"{t}\" is not \"=code\" with a status code")));
+                    }
+                    None if t.starts_with('/') || t.starts_with('$') => {}
+                    None => {
+                        return Err(c.err(
+                            "try_files",
+                            format!("the last entry \"{t}\" must be a URI starting with \"/\" or \"=code\""),
+                        ));
+                    }
+                }
+            }
+            try_files.push(super::template::Template::parse(t, &caps).map_err(|e| c.err("try_files", e))?);
+        }
+    }
+    Ok(super::Location {
+        pattern,
+        matches,
+        root: root_dir,
+        index,
+        autoindex: l.autoindex,
+        deny_hidden: l.deny_hidden,
+        charset,
+        handler,
+        try_files,
     })
 }
 

@@ -5,7 +5,9 @@
 //! file, line and key when one is wrong.
 
 mod load;
+mod location;
 mod raw;
+pub mod template;
 mod units;
 
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use load::{ConfigError, load, load_default, load_str};
+pub use location::{Handler, Location, Match};
 
 use crate::core::log::Level;
 
@@ -133,6 +136,9 @@ pub struct Server {
     pub deny_hidden: bool,
     /// Charset added to text types (`None`: `"off"`).
     pub charset: Option<String>,
+    /// `[[server.location]]` blocks, and `[[server.cgi]]` ones turned into
+    /// locations, in config order.
+    pub locations: Vec<Location>,
 }
 
 /// A request rate with a burst, as nginx's `limit_req` has it.

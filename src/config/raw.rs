@@ -101,6 +101,23 @@ pub struct Server {
     pub limit_req: Option<LimitReq>,
     pub deny_hidden: Option<bool>,
     pub charset: Option<String>,
+    pub location: Option<Vec<Location>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    #[serde(rename = "match")]
+    pub matches: Option<String>,
+    pub root: Option<String>,
+    pub index: Option<OneOrMany>,
+    pub autoindex: Option<bool>,
+    pub deny_hidden: Option<bool>,
+    pub charset: Option<String>,
+    #[serde(rename = "return")]
+    pub ret: Option<NumOrStr>,
+    pub try_files: Option<Vec<String>>,
+    pub cgi: Option<Cgi>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

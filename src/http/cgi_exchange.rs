@@ -59,7 +59,7 @@ impl HttpService {
         let root = site_cfg.root.display().to_string();
         let env = crate::cgi::env::build(&crate::cgi::env::Request {
             method: &req.method_name,
-            uri: &req.target[req.path_start..],
+            uri: req.request_uri(),
             query: req.query().unwrap_or(""),
             script_name: &t.script_name,
             script_filename: &t.script_filename,

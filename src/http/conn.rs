@@ -13,6 +13,7 @@ use super::body::{Body, BodyError};
 use super::limits::Admit;
 use super::reply::{self, Reply, ReplyBody};
 use super::request::{self, Method, Parsed, Request};
+use super::router::Routed;
 use super::{HttpService, static_file};
 use crate::config::EventMode;
 use crate::event::{Io, Next, Ready};
@@ -122,7 +123,7 @@ impl Exchange {
 
     /// The request target, for log messages.
     fn target(&self) -> &str {
-        self.req.as_ref().map_or(self.line.as_str(), |r| r.target.as_str())
+        self.req.as_ref().map_or(self.line.as_str(), |r| r.sent_target())
     }
 }
 
@@ -347,15 +348,31 @@ impl HttpService {
     /// Like `begin`; a non-zero `refusal` answers with that status instead
     /// of routing (a client limit was reached).
     fn begin_refused(&mut self, c: &mut Conn, mut req: Box<Request>, head: HeadBytes, io: &mut Io<'_>, refusal: u16) {
-        let site = self.select_site(c.listener, req.host.as_deref());
-        let mut refused = (refusal != 0).then_some(refusal);
-        if refused.is_none() && self.sites[site].cfg.deny_hidden && super::path::is_hidden(req.path().as_bytes()) {
-            refused = Some(404);
-        }
-        if refused.is_none()
-            && !self.sites[site].cgi.is_empty()
-            && let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d))
-        {
+        let server = self.select_site(c.listener, req.host.as_deref());
+        let mut refused = None;
+        let (site, cgi) = if refusal != 0 {
+            refused = Some(Reply::error(refusal, self.cfg.server_tokens));
+            (server, false)
+        } else {
+            match self.route(server, &mut req, c.peer.ip(), &mut c.redirects) {
+                Routed::Serve { site, cgi } => (site, cgi),
+                Routed::Reply { site, reply } => {
+                    refused = Some(reply);
+                    (site, false)
+                }
+                Routed::Close { site } => {
+                    // `return 444`: nothing is sent; the access log says 444.
+                    let mut ex = Exchange::new(site, String::new());
+                    ex.status = 444;
+                    ex.req = Some(req);
+                    c.phase = Phase::Send;
+                    c.deadline = self.clock.now + self.cfg.send_timeout;
+                    c.ex = Some(ex);
+                    return;
+                }
+            }
+        };
+        if cgi && let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d)) {
             match super::cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
                 super::cgi::Route::Static => {}
                 super::cgi::Route::Run(t) => {
@@ -367,15 +384,15 @@ impl HttpService {
                         Ok(()) => return,
                         Err((r, code)) => {
                             req = r;
-                            refused = Some(code);
+                            refused = Some(Reply::error(code, self.cfg.server_tokens));
                         }
                     }
                 }
-                super::cgi::Route::Refuse(code) => refused = Some(code),
+                super::cgi::Route::Refuse(code) => refused = Some(Reply::error(code, self.cfg.server_tokens)),
             }
         }
         let reply = match refused {
-            Some(code) => Reply::error(code, self.cfg.server_tokens),
+            Some(reply) => reply,
             None => {
                 let mut ctx = static_file::Ctx {
                     site: &self.sites[site],
@@ -386,6 +403,8 @@ impl HttpService {
                 static_file::serve(&mut ctx, &req)
             }
         };
+        let mut reply = reply;
+        self.sites[site].set_charset(&mut reply);
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
         let mut linger = reply.close;
         // A refusal that closes the connection does not read the body.
@@ -716,7 +735,7 @@ impl HttpService {
             addr: c.peer.ip(),
             time: self.clock.log_time(),
             request: match req {
-                Some(r) => super::access_log::RequestLine::Parsed(&r.method_name, &r.target, r.minor),
+                Some(r) => super::access_log::RequestLine::Parsed(&r.method_name, r.sent_target(), r.minor),
                 None => super::access_log::RequestLine::Raw(&ex.line),
             },
             status: ex.status,

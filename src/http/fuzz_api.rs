@@ -261,6 +261,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 limit_req: None,
                 deny_hidden: true,
                 charset: Some("utf-8".into()),
+                locations: Vec::new(),
             })
         });
         f(site)

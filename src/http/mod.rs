@@ -11,10 +11,12 @@ mod file_cache;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod limits;
+mod location;
 mod path;
 mod range;
 mod reply;
 mod request;
+mod router;
 mod static_file;
 mod status;
 
@@ -32,7 +34,10 @@ use static_file::Site;
 pub struct HttpService {
     cfg: config::Http,
     mode: EventMode,
+    /// Servers first (site `i` is server `i`), then their locations.
     sites: Vec<Site>,
+    /// Per server: its locations.
+    routes: Vec<location::Route>,
     /// Per listener: the sites bound to it, the default (first) one first.
     by_listener: Vec<Vec<usize>>,
     /// Per site: its access log, if any.
@@ -100,6 +105,23 @@ impl HttpService {
             };
             site_log.push(idx);
         }
+        // Servers are sites 0..n; each location with settings of its own
+        // is one more site after them, built from its server's settings.
+        let mut sites: Vec<Site> = cfg.servers.iter().cloned().map(Site::new).collect();
+        let mut routes = Vec::with_capacity(cfg.servers.len());
+        for (i, s) in cfg.servers.iter().enumerate() {
+            let matches: Vec<_> = s.locations.iter().map(|l| l.matches.clone()).collect();
+            let mut locs = Vec::with_capacity(s.locations.len());
+            for l in &s.locations {
+                sites.push(Site::new(location::merged(s, l)));
+                site_log.push(site_log[i]);
+                locs.push(location::Loc::new(sites.len() - 1, l));
+            }
+            routes.push(location::Route {
+                matcher: location::Matcher::new(&matches),
+                locs,
+            });
+        }
         let server_header = if cfg.http.server_tokens {
             concat!("corral/", env!("CARGO_PKG_VERSION")).to_string()
         } else {
@@ -108,18 +130,19 @@ impl HttpService {
         HttpService {
             cfg: cfg.http.clone(),
             mode: cfg.main.event_mode,
-            sites: cfg.servers.iter().cloned().map(Site::new).collect(),
-            by_listener,
-            site_log,
-            logs,
-            cgi_running: cfg.servers.iter().map(|s| vec![0; s.cgi.len()]).collect(),
-            spawner: None,
-            children: crate::cgi::children::Children::default(),
+            cgi_running: sites.iter().map(|s| vec![0; s.cgi.len()]).collect(),
             file_cache: file_cache::FileCache::new(
-                cfg.servers.len(),
+                sites.len(),
                 cfg.http.open_file_cache,
                 cfg.http.open_file_cache_memory as usize,
             ),
+            sites,
+            routes,
+            by_listener,
+            site_log,
+            logs,
+            spawner: None,
+            children: crate::cgi::children::Children::default(),
             rbufs: BufPool::new(cfg.http.max_header_size, 256),
             wbufs: BufPool::new(4096, 256),
             clock: Clock::new(),

@@ -37,9 +37,36 @@ pub struct Request {
     pub if_range: Option<String>,
     pub referer: Option<String>,
     pub user_agent: Option<String>,
+    /// The target as sent and its path start, once `rewrite` replaced it.
+    pub sent: Option<Box<(String, usize)>>,
 }
 
 impl Request {
+    /// Routes the request to `uri` (an internal redirect: `try_files`);
+    /// the target as sent stays for the access log and REQUEST_URI.
+    pub fn rewrite(&mut self, uri: &str) {
+        if self.sent.is_none() {
+            let sent = std::mem::take(&mut self.target);
+            self.sent = Some(Box::new((sent, self.path_start)));
+        }
+        self.target = uri.to_string();
+        self.path_start = 0;
+        self.path_end = uri.find(['?', '#']).unwrap_or(uri.len());
+    }
+
+    /// The request target as the client sent it.
+    pub fn sent_target(&self) -> &str {
+        self.sent.as_ref().map_or(self.target.as_str(), |s| s.0.as_str())
+    }
+
+    /// `$request_uri`: the sent target from its path on (no scheme or host).
+    pub fn request_uri(&self) -> &str {
+        match &self.sent {
+            Some(s) => &s.0[s.1..],
+            None => &self.target[self.path_start..],
+        }
+    }
+
     pub fn path(&self) -> &str {
         &self.target[self.path_start..self.path_end]
     }
@@ -120,6 +147,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         if_range: None,
         referer: None,
         user_agent: None,
+        sent: None,
     };
     macro_rules! fail {
         ($code:expr) => {

@@ -60,6 +60,18 @@ impl Site {
         }
     }
 
+    /// For `try_files`: `Some(true)` for a directory, `Some(false)` for a
+    /// regular file, `None` if `rel` is neither (or cannot be opened).
+    pub fn is_dir(&self, rel: &[u8]) -> Option<bool> {
+        let f = File::from(self.open(rel).ok()?);
+        let m = f.metadata().ok()?;
+        if m.is_dir() {
+            Some(true)
+        } else {
+            m.is_file().then_some(false)
+        }
+    }
+
     /// Opens `rel` (no leading slash) beneath the root. Symlinks may not
     /// leave the root unless the config allows it.
     fn open(&self, rel: &[u8]) -> Result<OwnedFd, Errno> {
@@ -120,15 +132,15 @@ pub struct Ctx<'a> {
     pub tokens: bool,
 }
 
-/// Serves `req` from the site in `ctx`; text types get the site's charset.
-pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
-    let mut r = serve_file(ctx, req);
-    if let Some(cs) = &ctx.site.charset
-        && r.content_type.is_some_and(is_text)
-    {
-        r.charset = Some(cs.clone());
+impl Site {
+    /// Adds the site's charset to a reply of a text type.
+    pub fn set_charset(&self, r: &mut Reply) {
+        if let Some(cs) = &self.charset
+            && r.content_type.is_some_and(is_text)
+        {
+            r.charset = Some(cs.clone());
+        }
     }
-    r
 }
 
 /// Types whose bytes are text in a charset (nginx's `charset_types`, and
@@ -147,7 +159,8 @@ fn is_text(ct: &str) -> bool {
         )
 }
 
-fn serve_file(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
+/// Serves `req` from the site in `ctx`.
+pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     let tokens = ctx.tokens;
     if req.method == Method::Other {
         let mut r = Reply::error(405, tokens);

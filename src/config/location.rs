@@ -1,0 +1,86 @@
+//! A `[[server.location]]` as validated: how it matches and what it sets.
+
+use std::path::PathBuf;
+
+use regex::{Regex, RegexBuilder};
+
+use super::template::Template;
+
+/// A location's `match`, as written.
+#[derive(Debug, Clone)]
+pub enum Match {
+    Exact(String),
+    /// A prefix; `true` for `^~` (no regex is tried when it is the longest).
+    Prefix(String, bool),
+    Regex(Regex),
+}
+
+impl Match {
+    /// Names a template in this location may use as captures.
+    pub fn capture_names(&self) -> Vec<String> {
+        match self {
+            Match::Regex(re) => {
+                let mut v: Vec<String> = (1..re.captures_len()).map(|n| n.to_string()).collect();
+                v.extend(re.capture_names().flatten().map(str::to_string));
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Parses `"= /x"`, `"^~ /x"`, `"~ re"`, `"~* re"` or `"/x"`; the error
+    /// says what is wrong (for a bad regex, the regex crate's message).
+    pub fn parse(s: &str) -> Result<Match, String> {
+        let s = s.trim();
+        let (op, rest) = match s.split_once(char::is_whitespace) {
+            Some((op @ ("=" | "^~" | "~" | "~*"), rest)) => (op, rest.trim()),
+            _ => ("", s),
+        };
+        if rest.is_empty() {
+            return Err(
+                "is empty; expected \"/prefix\", \"= /exact\", \"^~ /prefix\", \"~ regex\" or \"~* regex\"".into(),
+            );
+        }
+        match op {
+            "~" | "~*" => RegexBuilder::new(rest)
+                .case_insensitive(op == "~*")
+                .build()
+                .map(Match::Regex)
+                .map_err(|e| format!("regex \"{rest}\" does not compile: {e}")),
+            _ if !rest.starts_with('/') => Err(format!(
+                "\"{rest}\" must start with \"/\" (or be a regex: \"~ {rest}\")"
+            )),
+            "=" => Ok(Match::Exact(rest.to_string())),
+            op => Ok(Match::Prefix(rest.to_string(), op == "^~")),
+        }
+    }
+}
+
+/// What a location answers with.
+#[derive(Debug, Clone)]
+pub enum Handler {
+    /// Files under `root` (the default).
+    Static,
+    /// A CGI program per request (`cgi = {...}`).
+    Cgi(super::Cgi),
+    /// `return = "301 https://..."`, `"403"`, `"200 text"`; 444 closes
+    /// without a response.
+    Return { code: u16, text: Option<Template> },
+}
+
+/// One `[[server.location]]`: settings left `None` are the server's.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The `match` as written (for logs).
+    pub pattern: String,
+    pub matches: Match,
+    pub root: Option<PathBuf>,
+    pub index: Option<Vec<String>>,
+    pub autoindex: Option<bool>,
+    pub deny_hidden: Option<bool>,
+    /// `Some(None)`: `charset = "off"` here.
+    pub charset: Option<Option<String>>,
+    pub handler: Handler,
+    /// Files tried in order, then the last entry: a URI routed again, or `=code`.
+    pub try_files: Vec<Template>,
+}

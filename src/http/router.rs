@@ -1,0 +1,208 @@
+//! From a request to the location that serves it: the location lookup,
+//! `try_files`, `return`, and the variables their strings use. The
+//! connection asks `route` once per request (and again after an internal
+//! redirect); what comes back names the site and the handler.
+
+use super::HttpService;
+use super::location::{Captures, Kind};
+use super::path;
+use super::reply::{Reply, ReplyBody};
+use super::request::Request;
+use crate::config::template::{Part, Template, Var};
+
+/// Internal redirects one request may go through (nginx allows 10).
+const MAX_REDIRECTS: u8 = 10;
+
+/// Where a request goes.
+pub(super) enum Routed {
+    /// Serve it from `site` with its handler (static files or CGI).
+    Serve { site: usize, cgi: bool },
+    /// Answer with this reply (a `return`, a `try_files` `=code`, a refusal).
+    Reply { site: usize, reply: Reply },
+    /// `return 444`: close without answering.
+    Close { site: usize },
+}
+
+/// What a template's variables stand for in one request.
+struct Vars<'a> {
+    req: &'a Request,
+    uri: &'a str,
+    host: &'a str,
+    remote: std::net::IpAddr,
+    caps: &'a Captures,
+}
+
+fn expand(t: &Template, v: &Vars<'_>) -> String {
+    let mut out = String::new();
+    for p in &t.0 {
+        match p {
+            Part::Lit(s) => out.push_str(s),
+            Part::Var(var) => match var {
+                Var::Uri => out.push_str(v.uri),
+                Var::Args => out.push_str(v.req.query().unwrap_or("")),
+                Var::IsArgs => out.push_str(if v.req.query().is_some() { "?" } else { "" }),
+                Var::RequestUri => out.push_str(v.req.request_uri()),
+                Var::Host => out.push_str(v.host),
+                Var::Scheme => out.push_str("http"),
+                Var::RemoteAddr => out.push_str(&v.remote.to_string()),
+                Var::RequestMethod => out.push_str(&v.req.method_name),
+                Var::Capture(name) => out.push_str(v.caps.get(name).unwrap_or("")),
+            },
+        }
+    }
+    out
+}
+
+impl HttpService {
+    /// Routes `req` on `server`; `redirects` counts internal redirects.
+    pub(super) fn route(
+        &mut self,
+        server: usize,
+        req: &mut Request,
+        peer: std::net::IpAddr,
+        redirects: &mut u8,
+    ) -> Routed {
+        loop {
+            let tokens = self.cfg.server_tokens;
+            if self.routes[server].matcher.is_empty() {
+                // No locations: no path to decode here (the static handler does).
+                if self.sites[server].cfg.deny_hidden && path::is_hidden(req.path().as_bytes()) {
+                    return Routed::Reply {
+                        site: server,
+                        reply: Reply::error(404, tokens),
+                    };
+                }
+                return Routed::Serve {
+                    site: server,
+                    cgi: false,
+                };
+            }
+            let Some(norm) = path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) else {
+                // The static handler answers a malformed path with 400.
+                return Routed::Serve {
+                    site: server,
+                    cgi: false,
+                };
+            };
+            let uri = String::from_utf8_lossy(&norm).into_owned();
+            let routes = &self.routes[server];
+            let (site, loc, caps) = match routes.matcher.find(&uri) {
+                Some((i, caps)) => (routes.locs[i].site, Some(i), caps),
+                None => (server, None, Captures::default()),
+            };
+            if self.sites[site].cfg.deny_hidden && path::is_hidden(req.path().as_bytes()) {
+                return Routed::Reply {
+                    site,
+                    reply: Reply::error(404, tokens),
+                };
+            }
+            let Some(loc) = loc.map(|i| &self.routes[server].locs[i]) else {
+                return Routed::Serve { site, cgi: false };
+            };
+            let host = req
+                .host
+                .clone()
+                .filter(|h| !h.is_empty())
+                .or_else(|| self.sites[server].cfg.server_name.first().cloned())
+                .unwrap_or_default();
+            let vars = Vars {
+                req,
+                uri: &uri,
+                host: &host,
+                remote: peer,
+                caps: &caps,
+            };
+            if let Kind::Return { code, text } = &loc.kind {
+                let text = text.as_ref().map(|t| expand(t, &vars));
+                return returned(site, *code, text, tokens);
+            }
+            let cgi = matches!(loc.kind, Kind::Cgi);
+            let Some((last, files)) = loc.try_files.split_last() else {
+                return Routed::Serve { site, cgi };
+            };
+            let found = files.iter().map(|t| expand(t, &vars)).find(|f| {
+                let want_dir = f.ends_with('/');
+                path::normalize(f.as_bytes()).is_some_and(|n| self.sites[site].is_dir(&n[1..]) == Some(want_dir))
+            });
+            let fallback = expand(last, &vars);
+            if let Some(f) = found {
+                // Served by this location, as the file found.
+                let mut target = path::encode(f.as_bytes());
+                if let Some(q) = req.query() {
+                    target.push('?');
+                    target.push_str(q);
+                }
+                req.rewrite(&target);
+                return Routed::Serve { site, cgi };
+            }
+            if let Some(code) = fallback.strip_prefix('=').and_then(|n| n.parse::<u16>().ok()) {
+                return Routed::Reply {
+                    site,
+                    reply: Reply::error(code, tokens),
+                };
+            }
+            *redirects += 1;
+            if *redirects > MAX_REDIRECTS {
+                crate::error!(
+                    "rewrite or internal redirection cycle while processing \"{}\"",
+                    crate::core::log::Esc(req.request_uri().as_bytes())
+                );
+                return Routed::Reply {
+                    site,
+                    reply: Reply::error(500, tokens),
+                };
+            }
+            // An internal redirect: the URI (with its own query, else the
+            // request's) is routed again from the top.
+            let mut target = match fallback.split_once('?') {
+                Some((p, q)) => format!("{}?{q}", encode_path(p)),
+                None => encode_path(&fallback),
+            };
+            if !fallback.contains('?')
+                && let Some(q) = req.query()
+            {
+                target.push('?');
+                target.push_str(q);
+            }
+            req.rewrite(&target);
+        }
+    }
+}
+
+/// A decoded path (as variables give it) in the form a target carries.
+fn encode_path(p: &str) -> String {
+    path::encode(p.as_bytes())
+}
+
+/// `return`: a redirect with its Location, a status with a text body, or
+/// the status's own page.
+fn returned(site: usize, code: u16, text: Option<String>, tokens: bool) -> Routed {
+    if code == 444 {
+        return Routed::Close { site };
+    }
+    let mut reply = Reply::error(code, tokens);
+    match text {
+        Some(url) if matches!(code, 301 | 302 | 303 | 307 | 308) => {
+            // A decoded `$uri` or capture may hold CR/LF: never a header break.
+            let mut safe = String::with_capacity(url.len());
+            for ch in url.chars() {
+                if ch.is_control() {
+                    let mut b = [0; 4];
+                    for byte in ch.encode_utf8(&mut b).bytes() {
+                        safe.push_str(&format!("%{byte:02X}"));
+                    }
+                } else {
+                    safe.push(ch);
+                }
+            }
+            reply.header("Location", safe)
+        }
+        Some(body) => {
+            reply.content_type = Some("text/plain");
+            reply.length = Some(body.len() as u64);
+            reply.body = ReplyBody::Bytes(body.into_bytes());
+        }
+        None => {}
+    }
+    Routed::Reply { site, reply }
+}

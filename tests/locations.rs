@@ -1,0 +1,212 @@
+//! `[[server.location]]`: nginx's matching rules, `return`, `try_files`,
+//! per-location settings, CGI inside a location.
+
+mod common;
+
+use common::*;
+
+fn script(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// One config mixing every match kind; each location answers its own
+/// name (`return 200 "<name>"`), so the table shows which one won.
+#[test]
+fn location_precedence() {
+    let locs = [
+        ("prefix-root", "/"),
+        ("exact-root", "= /"),
+        ("images", "/images/"),
+        ("static-stop", "^~ /static/"),
+        ("img-regex", "~* \\\\.(gif|jpg|png)$"),
+        ("css-regex", "~ ^/static/.*\\\\.css$"),
+        ("docs", "/documents/"),
+        ("docs-year", "~ ^/documents/(?<year>\\\\d{4})/(.*)$"),
+        ("exact-login", "= /login"),
+        ("app", "/app"),
+    ];
+    let mut more = String::new();
+    for (name, m) in locs {
+        let text = if name == "docs-year" {
+            "docs-year $year $2"
+        } else {
+            name
+        };
+        more += &format!("[[server.location]]\nmatch = \"{m}\"\nreturn = \"200 {text}\"\n\n");
+    }
+    let s = Server::with(Opts {
+        more,
+        ..Opts::default()
+    });
+    for (uri, want) in [
+        ("/", "exact-root"),
+        ("/index.html", "prefix-root"),
+        ("/images/a.txt", "images"),
+        ("/images/a.GIF", "img-regex"),
+        ("/static/a.png", "static-stop"),
+        ("/static/a.css", "static-stop"),
+        ("/documents/x.jpg", "img-regex"),
+        ("/documents/2024/q/report", "docs-year 2024 q/report"),
+        ("/documents/old", "docs"),
+        ("/login", "exact-login"),
+        ("/login/x", "prefix-root"),
+        ("/application", "app"),
+        ("/a/../images/%61.txt", "images"),
+    ] {
+        let r = s.get(uri);
+        assert_eq!((r.status, r.text().as_str()), (200, want), "{uri}");
+    }
+}
+
+#[test]
+fn return_redirects_and_texts() {
+    let s = Server::with(Opts {
+        server: "server_name = \"example.test\"".into(),
+        more: "[[server.location]]\nmatch = \"/old/\"\nreturn = \"301 https://$host$request_uri\"\n\n\
+               [[server.location]]\nmatch = \"~ ^/user/(?<name>[a-z]+)$\"\nreturn = \"302 /profile?u=$name\"\n\n\
+               [[server.location]]\nmatch = \"= /health\"\nreturn = \"200 ok $remote_addr\"\n\n\
+               [[server.location]]\nmatch = \"/private/\"\nreturn = 403\n\n\
+               [[server.location]]\nmatch = \"/drop\"\nreturn = 444\n\n\
+               [[server.location]]\nmatch = \"~ (?s)^/inject/(.*)$\"\nreturn = \"302 /x/$1\"\n"
+            .into(),
+        ..Opts::default()
+    });
+    let r = s.request("GET /old/page?a=1 HTTP/1.1\r\nHost: Example.Test\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://example.test/old/page?a=1"));
+    let r = s.get("/user/ann");
+    assert_eq!((r.status, r.header("location")), (302, Some("/profile?u=ann")));
+    let r = s.get("/health");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok 127.0.0.1"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(s.get("/private/x").status, 403);
+    assert!(
+        s.raw(b"GET /drop HTTP/1.1\r\nHost: a\r\n\r\n").is_empty(),
+        "444 closes without a response"
+    );
+    // A decoded CR LF in a capture never splits the Location header.
+    let out = s.raw(b"GET /inject/a%0d%0aSet-Cookie:%20x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("\r\nSet-Cookie"), "{text}");
+    assert!(text.contains("Location: /x/a%0D%0ASet-Cookie: x=1"), "{text}");
+}
+
+/// A PHP-style front controller: existing files are served, everything
+/// else goes to the script with the original query and REQUEST_URI.
+#[test]
+fn try_files_to_a_front_controller() {
+    let s = Server::with(Opts {
+        more: "[[server.location]]\nmatch = \"/\"\ntry_files = [\"$uri\", \"$uri/\", \"/app.cgi?$query_string\"]\n\n\
+               [[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n\n\
+               [[server.location]]\nmatch = \"/strict/\"\ntry_files = [\"$uri\", \"=404\"]\n"
+            .into(),
+        ..Opts::default()
+    });
+    script(
+        &s.root.join("app.cgi"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"uri=$REQUEST_URI qs=$QUERY_STRING script=$SCRIPT_NAME method=$REQUEST_METHOD\"\n",
+    );
+    std::fs::write(s.root.join("real.txt"), "real file\n").unwrap();
+    std::fs::create_dir_all(s.root.join("dir")).unwrap();
+    std::fs::write(s.root.join("dir/index.html"), "dir index\n").unwrap();
+    std::fs::create_dir_all(s.root.join("strict")).unwrap();
+    std::fs::write(s.root.join("strict/here.txt"), "here\n").unwrap();
+    assert_eq!(s.get("/real.txt").text(), "real file\n");
+    assert_eq!(s.get("/dir/").text(), "dir index\n");
+    let r = s.get("/blog/2024/post?page=2&x=%20y");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        "uri=/blog/2024/post?page=2&x=%20y qs=page=2&x=%20y script=/app.cgi method=GET\n"
+    );
+    // POST keeps its method and body through the internal redirect.
+    let r = s.request("POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
+    assert_eq!(r.text(), "uri=/form qs= script=/app.cgi method=POST\n");
+    assert_eq!(s.get("/strict/here.txt").text(), "here\n");
+    assert_eq!(s.get("/strict/missing").status, 404);
+    let log = s.access_log();
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"GET /blog/2024/post?page=2&x=%20y HTTP/1.1\" 200")),
+        "the access log has the request as sent: {log}"
+    );
+}
+
+/// A location's own root, index, autoindex, charset and deny_hidden; the
+/// rest inherited from the server.
+#[test]
+fn location_settings_override_the_server() {
+    let s = Server::start();
+    let other = s.dir.path().join("other");
+    std::fs::create_dir_all(other.join("assets/list")).unwrap();
+    std::fs::write(other.join("assets/start.htm"), "start\n").unwrap();
+    std::fs::write(other.join("assets/.hidden"), "dot\n").unwrap();
+    std::fs::write(other.join("assets/list/a.txt"), "a\n").unwrap();
+    std::fs::write(s.root.join("page.txt"), "server root\n").unwrap();
+    let s = Server::with_root(
+        Opts {
+            more: format!(
+                "[[server.location]]\nmatch = \"/assets/\"\nroot = \"{}\"\nindex = \"start.htm\"\nautoindex = true\ncharset = \"off\"\ndeny_hidden = false\n",
+                other.display()
+            ),
+            ..Opts::default()
+        },
+        TempDir::new(),
+        s.root.clone(),
+    );
+    assert_eq!(s.get("/page.txt").text(), "server root\n");
+    assert_eq!(
+        s.get("/page.txt").header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let r = s.get("/assets/");
+    assert_eq!((r.status, r.text().as_str()), (200, "start\n"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert!(
+        s.get("/assets/list/").text().contains("a.txt"),
+        "autoindex in the location"
+    );
+    assert_eq!(s.get("/assets/.hidden").text(), "dot\n", "deny_hidden off here");
+    assert_eq!(s.get("/.hidden").status, 404);
+}
+
+#[test]
+fn location_config_errors() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let cfg = dir.path().join("c.toml");
+    for (loc, want) in [
+        ("match = \"~ (unclosed\"", "regex \"(unclosed\" does not compile"),
+        ("match = \"images/\"", "must start with \"/\""),
+        ("root = \"www\"", "every location needs a `match`"),
+        (
+            "match = \"/\"\ntry_files = [\"$uri\"]",
+            "needs the files to try and a final fallback",
+        ),
+        (
+            "match = \"/\"\ntry_files = [\"$uri\", \"$nope\"]",
+            "unknown variable \"$nope\"",
+        ),
+        (
+            "match = \"/\"\ntry_files = [\"$uri\", \"index.php\"]",
+            "must be a URI starting with",
+        ),
+        ("match = \"/x/\"\nreturn = \"301\"", "needs the URL"),
+        ("match = \"/x/\"\nreturn = \"700\"", "not a status code"),
+        ("match = \"~ ^/a/(.*)$\"\nreturn = \"302 /$2\"", "no capture 2"),
+        ("match = \"= /x\"\ncgi = { dir = \"www\" }", "needs a prefix location"),
+        ("match = \"/x/\"\nfoo = 1", "unknown field `foo`"),
+    ] {
+        std::fs::write(
+            &cfg,
+            format!("[[server]]\nroot = \"www\"\n\n[[server.location]]\n{loc}\n"),
+        )
+        .unwrap();
+        let (code, out) = run_corral(&["-t", "-c", cfg.to_str().unwrap()]);
+        assert_ne!(code, 0, "{loc}");
+        assert!(out.contains(want), "{loc}: {out}");
+        assert!(out.contains("c.toml:"), "names the file and line: {out}");
+    }
+}
