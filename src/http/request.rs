@@ -39,6 +39,8 @@ pub struct Request {
     pub user_agent: Option<String>,
     /// The target as sent and its path start, once `rewrite` replaced it.
     pub sent: Option<Box<(String, usize)>>,
+    /// The decoded, normalised path, once routing has computed it.
+    pub norm: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -50,6 +52,7 @@ impl Request {
             self.sent = Some(Box::new((sent, self.path_start)));
         }
         self.target = uri.to_string();
+        self.norm = None;
         self.path_start = 0;
         self.path_end = uri.find(['?', '#']).unwrap_or(uri.len());
     }
@@ -148,6 +151,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         referer: None,
         user_agent: None,
         sent: None,
+        norm: None,
     };
     macro_rules! fail {
         ($code:expr) => {

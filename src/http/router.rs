@@ -84,9 +84,9 @@ impl HttpService {
                     cgi: false,
                 };
             };
-            let uri = String::from_utf8_lossy(&norm).into_owned();
             let routes = &self.routes[server];
-            let (site, loc, caps) = match routes.matcher.find(&uri) {
+            let found = routes.matcher.find(&String::from_utf8_lossy(&norm));
+            let (site, loc, caps) = match found {
                 Some((i, caps)) => (routes.locs[i].site, Some(i), caps),
                 None => (server, None, Captures::default()),
             };
@@ -97,8 +97,16 @@ impl HttpService {
                 };
             }
             let Some(loc) = loc.map(|i| &self.routes[server].locs[i]) else {
+                req.norm = Some(norm);
                 return Routed::Serve { site, cgi: false };
             };
+            let cgi = matches!(loc.kind, Kind::Cgi);
+            if loc.try_files.is_empty() && !matches!(loc.kind, Kind::Return { .. }) {
+                // The common case: nothing below needs the variables.
+                req.norm = Some(norm);
+                return Routed::Serve { site, cgi };
+            }
+            let uri = String::from_utf8_lossy(&norm).into_owned();
             let host = req
                 .host
                 .clone()
@@ -116,7 +124,6 @@ impl HttpService {
                 let text = text.as_ref().map(|t| expand(t, &vars));
                 return returned(site, *code, text, tokens);
             }
-            let cgi = matches!(loc.kind, Kind::Cgi);
             let Some((last, files)) = loc.try_files.split_last() else {
                 return Routed::Serve { site, cgi };
             };

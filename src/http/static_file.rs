@@ -167,12 +167,14 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
         r.header("Allow", "GET, HEAD");
         return r;
     }
-    let Some(decoded) = path::decode(req.path().as_bytes()) else {
-        return Reply::fatal(400, tokens);
+    let norm = match &req.norm {
+        Some(n) => std::borrow::Cow::Borrowed(n.as_slice()),
+        None => match path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) {
+            Some(n) => std::borrow::Cow::Owned(n),
+            None => return Reply::fatal(400, tokens),
+        },
     };
-    let Some(norm) = path::normalize(&decoded) else {
-        return Reply::fatal(400, tokens);
-    };
+    let norm = norm.as_ref();
     let rel = &norm[1..];
     let site = ctx.site;
     if norm.last() != Some(&b'/')
@@ -204,7 +206,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     };
     if meta.is_dir() {
         if norm.last() != Some(&b'/') {
-            let mut loc = path::encode(&norm);
+            let mut loc = path::encode(norm);
             loc.push('/');
             if let Some(q) = req.query() {
                 loc.push('?');
@@ -237,7 +239,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
             }
         }
         if site.cfg.autoindex {
-            return match autoindex::render(&OwnedFd::from(file), &norm) {
+            return match autoindex::render(&OwnedFd::from(file), norm) {
                 Ok(html) => {
                     let mut r = Reply::error(200, tokens);
                     r.length = Some(html.len() as u64);
@@ -245,7 +247,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
                     r
                 }
                 Err(e) => {
-                    crate::error!("autoindex of \"{}\" failed: {e}", Esc(&norm));
+                    crate::error!("autoindex of \"{}\" failed: {e}", Esc(norm));
                     Reply::error(500, tokens)
                 }
             };
@@ -255,7 +257,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     if !meta.is_file() {
         return Reply::error(403, tokens);
     }
-    let fm = FileMeta::new(&meta, &norm);
+    let fm = FileMeta::new(&meta, norm);
     if !ctx.cache.enabled() {
         return respond(&fm, Source::File(Rc::new(file)), req, tokens);
     }
@@ -266,7 +268,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
             .read_to_end(&mut data)
             .is_ok_and(|n| n as u64 == fm.len)
         {
-            crate::error!("reading \"{}\" failed or the file changed size", Esc(&norm));
+            crate::error!("reading \"{}\" failed or the file changed size", Esc(norm));
             return Reply::error(500, tokens);
         }
         Cached::Bytes(data.into())
