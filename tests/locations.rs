@@ -210,3 +210,67 @@ fn location_config_errors() {
         assert!(out.contains("c.toml:"), "names the file and line: {out}");
     }
 }
+
+/// add_header on 2xx/3xx (and every status with `always`), a location's
+/// list replacing the server's, expires, default_type, CGI responses too.
+#[test]
+fn added_headers_expires_and_default_type() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    let cgi = dir.path().join("cgi");
+    for d in [root.join("assets"), root.join("nocache"), cgi.clone()] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(root.join("index.html"), "hi\n").unwrap();
+    std::fs::write(root.join("README"), "no extension\n").unwrap();
+    std::fs::write(root.join("assets/a.css"), "a{}\n").unwrap();
+    std::fs::write(root.join("nocache/n.txt"), "n\n").unwrap();
+    script(
+        &cgi.join("hi.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhi\\n'\n",
+    );
+    let s = Server::with_root(
+        Opts {
+            server: "add_header = { X-Frame-Options = \"DENY\", X-Always = { value = \"yes\", always = true } }\n\
+                     default_type = \"text/plain\""
+                .into(),
+            more: format!(
+                "[[server.location]]\nmatch = \"/assets/\"\nexpires = \"30d\"\nadd_header = {{ Cache-Tag = \"assets\" }}\n\n\
+                 [[server.location]]\nmatch = \"/nocache/\"\nexpires = \"epoch\"\n\n\
+                 [[server.location]]\nmatch = \"/cgi-bin/\"\ncgi = {{ dir = \"{}\" }}\n",
+                cgi.display()
+            ),
+            ..Opts::default()
+        },
+        dir,
+        root,
+    );
+    let r = s.get("/");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-always"), Some("yes"));
+    let r = s.get("/missing");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("x-frame-options"), None, "not on a 404");
+    assert_eq!(r.header("x-always"), Some("yes"), "always: on every status");
+    assert_eq!(
+        s.get("/README").header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let r = s.get("/assets/a.css");
+    assert_eq!(r.header("cache-tag"), Some("assets"));
+    assert_eq!(
+        r.header("x-frame-options"),
+        None,
+        "a location's add_header replaces the server's"
+    );
+    assert_eq!(r.header("cache-control"), Some("max-age=2592000"));
+    let expires = httpdate::parse_http_date(r.header("expires").unwrap()).unwrap();
+    let left = expires.duration_since(std::time::SystemTime::now()).unwrap().as_secs();
+    assert!((2_591_000..=2_592_001).contains(&left), "{left}");
+    let r = s.get("/nocache/n.txt");
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert_eq!(r.header("expires"), Some("Thu, 01 Jan 1970 00:00:01 GMT"));
+    let r = s.get("/cgi-bin/hi.sh");
+    assert_eq!((r.status, r.text().as_str()), (200, "hi\n"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "CGI responses get them too");
+}

@@ -597,6 +597,9 @@ fn build_server(
             charset: None,
             handler: super::Handler::Cgi(cgi),
             try_files: Vec::new(),
+            add_header: None,
+            expires: None,
+            default_type: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -621,6 +624,9 @@ fn build_server(
         deny_hidden: s.deny_hidden.unwrap_or(true),
         charset: parse_charset(&c, s.charset.as_deref())?,
         locations,
+        add_header: parse_add_header(&c, s.add_header)?.unwrap_or_default(),
+        expires: parse_expires(&c, s.expires)?.flatten(),
+        default_type: parse_type(&c, s.default_type)?.unwrap_or_else(|| "application/octet-stream".into()),
     })
 }
 
@@ -781,7 +787,95 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         charset,
         handler,
         try_files,
+        add_header: parse_add_header(&c, l.add_header)?,
+        expires: parse_expires(&c, l.expires)?,
+        default_type: parse_type(&c, l.default_type)?,
     })
+}
+
+fn parse_add_header(
+    c: &Checker<'_>,
+    v: Option<std::collections::BTreeMap<String, raw::HeaderValue>>,
+) -> Result<Option<Vec<super::AddHeader>>, ConfigError> {
+    let Some(map) = v else { return Ok(None) };
+    let mut out = Vec::new();
+    for (name, v) in map {
+        let (value, always) = match v {
+            raw::HeaderValue::Plain(v) => (v, false),
+            raw::HeaderValue::Full { value, always } => (value, always.unwrap_or(false)),
+        };
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            return Err(c.err("add_header", format!("\"{name}\" is not a header name")));
+        }
+        if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            return Err(c.err("add_header", format!("the value of {name} has a control character")));
+        }
+        let lower = name.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "date" | "server" | "content-type"
+        ) {
+            return Err(c.err(
+                "add_header",
+                format!("{name} is set by corral itself and cannot be added"),
+            ));
+        }
+        out.push(super::AddHeader { name, value, always });
+    }
+    Ok(Some(out))
+}
+
+/// `expires`: `"30d"`, `"-1h"`, `"epoch"`, `"max"`, `"off"` (`Some(None)`).
+fn parse_expires(c: &Checker<'_>, v: Option<NumOrStr>) -> Result<Option<Option<super::Expires>>, ConfigError> {
+    let s = match v {
+        None => return Ok(None),
+        Some(NumOrStr::Num(n)) => n.to_string(),
+        Some(NumOrStr::Str(s)) => s,
+    };
+    let e = match s.trim() {
+        "off" => None,
+        "epoch" => Some(super::Expires::Epoch),
+        "max" => Some(super::Expires::Max),
+        t => {
+            let (neg, t) = match t.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, t.strip_prefix('+').unwrap_or(t)),
+            };
+            let d = units::duration(t)
+                .filter(|d| d.as_secs() <= 10 * 365 * 86_400)
+                .ok_or_else(|| {
+                    c.err(
+                        "expires",
+                        format!(
+                            "\"{s}\" is not a time such as \"30d\", \"12h\", \"-1\", \"epoch\", \"max\" or \"off\""
+                        ),
+                    )
+                })?;
+            Some(if neg {
+                super::Expires::NoCache(d)
+            } else {
+                super::Expires::After(d)
+            })
+        }
+    };
+    Ok(Some(e))
+}
+
+fn parse_type(c: &Checker<'_>, v: Option<String>) -> Result<Option<String>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(t)
+            if t.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                && !t.bytes().any(|b| b.is_ascii_control() || b == b' ') =>
+        {
+            Ok(Some(t))
+        }
+        Some(t) => Err(c.err(
+            "default_type",
+            format!("\"{t}\" is not a media type such as \"text/plain\""),
+        )),
+    }
 }
 
 fn build_limit_req(c: &Checker<'_>, r: raw::LimitReq) -> Result<super::RateLimit, ConfigError> {

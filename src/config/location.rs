@@ -83,4 +83,9 @@ pub struct Location {
     pub handler: Handler,
     /// Files tried in order, then the last entry: a URI routed again, or `=code`.
     pub try_files: Vec<Template>,
+    /// Replaces the server's whole list when set (nginx's inheritance).
+    pub add_header: Option<Vec<super::AddHeader>>,
+    /// `Some(None)`: `expires = "off"` here.
+    pub expires: Option<Option<super::Expires>>,
+    pub default_type: Option<String>,
 }

@@ -139,6 +139,32 @@ pub struct Server {
     /// `[[server.location]]` blocks, and `[[server.cgi]]` ones turned into
     /// locations, in config order.
     pub locations: Vec<Location>,
+    /// Response headers added (`add_header`), in config order.
+    pub add_header: Vec<AddHeader>,
+    pub expires: Option<Expires>,
+    /// Type of files whose extension says nothing.
+    pub default_type: String,
+}
+
+/// One `add_header`: on 2xx/3xx responses, or on every one with `always`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddHeader {
+    pub name: String,
+    pub value: String,
+    pub always: bool,
+}
+
+/// `expires`, as nginx has it (on 2xx/3xx responses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expires {
+    /// `Expires: now + d`, `Cache-Control: max-age=d`.
+    After(Duration),
+    /// A negative time: `Expires` in the past, `Cache-Control: no-cache`.
+    NoCache(Duration),
+    /// `Expires: Thu, 01 Jan 1970 00:00:01 GMT`, `Cache-Control: no-cache`.
+    Epoch,
+    /// `Expires: Thu, 31 Dec 2037 23:55:55 GMT`, `Cache-Control: max-age=315360000`.
+    Max,
 }
 
 /// A request rate with a burst, as nginx's `limit_req` has it.

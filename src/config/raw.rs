@@ -102,6 +102,17 @@ pub struct Server {
     pub deny_hidden: Option<bool>,
     pub charset: Option<String>,
     pub location: Option<Vec<Location>>,
+    pub add_header: Option<std::collections::BTreeMap<String, HeaderValue>>,
+    pub expires: Option<NumOrStr>,
+    pub default_type: Option<String>,
+}
+
+/// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    Plain(String),
+    Full { value: String, always: Option<bool> },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +129,9 @@ pub struct Location {
     pub ret: Option<NumOrStr>,
     pub try_files: Option<Vec<String>>,
     pub cgi: Option<Cgi>,
+    pub add_header: Option<std::collections::BTreeMap<String, HeaderValue>>,
+    pub expires: Option<NumOrStr>,
+    pub default_type: Option<String>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

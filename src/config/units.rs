@@ -33,6 +33,9 @@ pub fn duration(s: &str) -> Option<Duration> {
         "" | "s" => n.checked_mul(1000)?,
         "m" => n.checked_mul(60_000)?,
         "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        "w" => n.checked_mul(7 * 86_400_000)?,
+        "y" => n.checked_mul(365 * 86_400_000)?,
         _ => return None,
     };
     Some(Duration::from_millis(ms))

@@ -127,4 +127,9 @@ impl Clock {
     pub fn log_time(&self) -> &str {
         &self.log_time
     }
+
+    /// Seconds since the epoch, as of this loop turn.
+    pub fn unix(&self) -> i64 {
+        self.unix
+    }
 }

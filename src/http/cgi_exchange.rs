@@ -296,7 +296,13 @@ impl HttpService {
                                 let minor = ex.req.as_ref().map_or(1, |r| r.minor);
                                 let rest = run.hdr.split_off(used);
                                 let date = self.clock.http_date().to_string();
-                                write_head(ex, &h, &date, &self.server_header, minor, head_only);
+                                let mut added = String::new();
+                                let code = h
+                                    .status
+                                    .as_ref()
+                                    .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
+                                self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
+                                write_head(ex, &h, &date, &self.server_header, minor, head_only, &added);
                                 let run = ex.cgi.as_mut().expect("running");
                                 let before = ex.out.len();
                                 run.frame(&rest, &mut ex.out, head_only);
@@ -482,7 +488,15 @@ fn run_name(ex: &Exchange) -> String {
 }
 
 /// The HTTP response head for a script's header section.
-fn write_head(ex: &mut Exchange, h: &crate::cgi::response::Head, date: &str, server: &str, minor: u8, head_only: bool) {
+fn write_head(
+    ex: &mut Exchange,
+    h: &crate::cgi::response::Head,
+    date: &str,
+    server: &str,
+    minor: u8,
+    head_only: bool,
+    added: &str,
+) {
     let (code, reason) = match (&h.status, &h.location) {
         (Some((c, r)), _) => (
             *c,
@@ -508,6 +522,8 @@ fn write_head(ex: &mut Exchange, h: &crate::cgi::response::Head, date: &str, ser
     for (n, v) in &h.fields {
         let _ = write!(s, "{n}: {v}\r\n");
     }
+    // add_header / expires of the location.
+    s.push_str(added);
     if bodiless {
         run.remaining = Some(0);
     } else if let Some(len) = h.content_length {

@@ -405,6 +405,7 @@ impl HttpService {
         };
         let mut reply = reply;
         self.sites[site].set_charset(&mut reply);
+        self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
         let mut linger = reply.close;
         // A refusal that closes the connection does not read the body.

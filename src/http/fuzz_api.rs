@@ -262,6 +262,9 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 deny_hidden: true,
                 charset: Some("utf-8".into()),
                 locations: Vec::new(),
+                add_header: Vec::new(),
+                expires: None,
+                default_type: "application/octet-stream".into(),
             })
         });
         f(site)

@@ -69,6 +69,15 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     if let Some(c) = &l.charset {
         s.charset = c.clone();
     }
+    if let Some(h) = &l.add_header {
+        s.add_header = h.clone();
+    }
+    if let Some(e) = l.expires {
+        s.expires = e;
+    }
+    if let Some(t) = &l.default_type {
+        s.default_type = t.clone();
+    }
     if let Handler::Cgi(c) = &l.handler {
         s.cgi = vec![c.clone()];
     }

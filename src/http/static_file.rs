@@ -27,6 +27,8 @@ pub struct Site {
     pub cfg: config::Server,
     /// `cfg.charset`, shared by the responses that carry it.
     charset: Option<Rc<str>>,
+    /// `cfg.default_type` for files whose extension says nothing.
+    default_type: &'static str,
     root: Option<OwnedFd>,
     pub cgi: Vec<super::cgi::Rule>,
 }
@@ -52,9 +54,16 @@ impl Site {
         };
         let cgi = cfg.cgi.iter().cloned().map(super::cgi::Rule::new).collect();
         let charset = cfg.charset.as_deref().map(Rc::from);
+        let default_type = match cfg.default_type.as_str() {
+            "application/octet-stream" => "application/octet-stream",
+            // Once per site for the worker's life (a reload starts new
+            // workers): replies carry `&'static str` types.
+            t => Box::leak(t.to_string().into_boxed_str()),
+        };
         Site {
             cfg,
             charset,
+            default_type,
             root,
             cgi,
         }
@@ -133,6 +142,30 @@ pub struct Ctx<'a> {
 }
 
 impl Site {
+    /// `add_header` and `expires` lines for a response with `status`, as
+    /// nginx adds them: on 200, 201, 204, 206, 301, 302, 303, 304, 307 and
+    /// 308, and `always` ones on every status.
+    pub fn added_headers(&self, status: u16, now: i64, out: &mut String) {
+        use std::fmt::Write as _;
+        let ok = matches!(status, 200 | 201 | 204 | 206 | 301 | 302 | 303 | 304 | 307 | 308);
+        for h in &self.cfg.add_header {
+            if ok || h.always {
+                let _ = write!(out, "{}: {}\r\n", h.name, h.value);
+            }
+        }
+        let (Some(e), true) = (self.cfg.expires, ok) else {
+            return;
+        };
+        let date = |secs: i64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs.max(1) as u64));
+        let (expires, cc) = match e {
+            config::Expires::After(d) => (date(now + d.as_secs() as i64), format!("max-age={}", d.as_secs())),
+            config::Expires::NoCache(d) => (date(now - d.as_secs() as i64), "no-cache".to_string()),
+            config::Expires::Epoch => (date(1), "no-cache".to_string()),
+            config::Expires::Max => (date(2_145_916_555), "max-age=315360000".to_string()),
+        };
+        let _ = write!(out, "Expires: {expires}\r\nCache-Control: {cc}\r\n");
+    }
+
     /// Adds the site's charset to a reply of a text type.
     pub fn set_charset(&self, r: &mut Reply) {
         if let Some(cs) = &self.charset
@@ -225,7 +258,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
                     match f.metadata() {
                         Ok(m) if m.is_file() => {
                             return respond(
-                                &FileMeta::new(&m, index.as_bytes()),
+                                &FileMeta::new(&m, index.as_bytes(), site.default_type),
                                 Source::File(Rc::new(f)),
                                 req,
                                 tokens,
@@ -257,7 +290,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     if !meta.is_file() {
         return Reply::error(403, tokens);
     }
-    let fm = FileMeta::new(&meta, norm);
+    let fm = FileMeta::new(&meta, norm, site.default_type);
     if !ctx.cache.enabled() {
         return respond(&fm, Source::File(Rc::new(file)), req, tokens);
     }
@@ -305,7 +338,7 @@ struct FileMeta {
 }
 
 impl FileMeta {
-    fn new(m: &std::fs::Metadata, name: &[u8]) -> FileMeta {
+    fn new(m: &std::fs::Metadata, name: &[u8], default_type: &'static str) -> FileMeta {
         let len = m.len();
         let mtime = m.mtime().max(0) as u64;
         let name = String::from_utf8_lossy(name);
@@ -317,9 +350,7 @@ impl FileMeta {
             headers: format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n").into(),
             etag: etag.into(),
             last_modified: last_modified.into(),
-            ctype: mime_guess::from_path(name.as_ref())
-                .first_raw()
-                .unwrap_or("application/octet-stream"),
+            ctype: mime_guess::from_path(name.as_ref()).first_raw().unwrap_or(default_type),
         }
     }
 }
