@@ -274,3 +274,72 @@ fn added_headers_expires_and_default_type() {
     assert_eq!((r.status, r.text().as_str()), (200, "hi\n"));
     assert_eq!(r.header("x-frame-options"), Some("DENY"), "CGI responses get them too");
 }
+
+/// A request from client address `ip` (a loopback address of its own).
+fn status_from(ip: &str, port: u16, path: &str) -> u16 {
+    use std::io::Write;
+    let sock = socket2::Socket::new(
+        if ip.contains(':') {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        },
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    sock.bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    let dest: std::net::IpAddr = if ip.contains(':') {
+        "::1".parse().unwrap()
+    } else {
+        "127.0.0.1".parse().unwrap()
+    };
+    sock.connect(&std::net::SocketAddr::new(dest, port).into()).unwrap();
+    let mut c: std::net::TcpStream = sock.into();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    parse_responses(&read_to_close(&mut c), false)
+        .first()
+        .map_or(0, |r| r.status)
+}
+
+/// allow / deny by IPv4 and IPv6 address and CIDR, first match wins, per
+/// server and per location; `return` comes before access, as in nginx.
+#[test]
+fn allow_and_deny_by_address() {
+    let s = Server::with(Opts {
+        server: "listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\ndeny = [\"127.0.0.3\"]".into(),
+        more: "[[server.location]]\nmatch = \"/admin/\"\nallow = [\"127.0.0.2/32\", \"::1\"]\n\n\
+               [[server.location]]\nmatch = \"/lan/\"\naccess = [\"deny 127.0.0.4\", \"allow 127.0.0.0/29\", \"deny all\"]\n\n\
+               [[server.location]]\nmatch = \"= /ping\"\naccess = [\"deny all\"]\nreturn = \"200 pong\"\n"
+            .into(),
+        ..Opts::default()
+    });
+    std::fs::create_dir_all(s.root.join("admin")).unwrap();
+    std::fs::write(s.root.join("admin/i.txt"), "admin\n").unwrap();
+    std::fs::create_dir_all(s.root.join("lan")).unwrap();
+    std::fs::write(s.root.join("lan/i.txt"), "lan\n").unwrap();
+    let p = s.port;
+    assert_eq!(status_from("127.0.0.1", p, "/"), 200);
+    assert_eq!(status_from("127.0.0.3", p, "/"), 403, "server deny");
+    assert_eq!(status_from("127.0.0.2", p, "/admin/i.txt"), 200);
+    assert_eq!(
+        status_from("127.0.0.1", p, "/admin/i.txt"),
+        403,
+        "allow alone denies the rest"
+    );
+    assert_eq!(status_from("::1", p, "/admin/i.txt"), 200, "IPv6");
+    assert_eq!(
+        status_from("127.0.0.3", p, "/admin/i.txt"),
+        403,
+        "the location's rules replace the server's"
+    );
+    assert_eq!(status_from("127.0.0.5", p, "/lan/i.txt"), 200);
+    assert_eq!(status_from("127.0.0.4", p, "/lan/i.txt"), 403, "first match wins");
+    assert_eq!(status_from("127.0.0.9", p, "/lan/i.txt"), 403, "outside the /29");
+    assert_eq!(status_from("::1", p, "/lan/i.txt"), 403);
+    assert_eq!(status_from("127.0.0.1", p, "/ping"), 200, "return runs before access");
+    assert!(s.error_log().contains("access forbidden by rule, client: 127.0.0.3"));
+}

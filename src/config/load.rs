@@ -600,6 +600,7 @@ fn build_server(
             add_header: None,
             expires: None,
             default_type: None,
+            access: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -627,6 +628,7 @@ fn build_server(
         add_header: parse_add_header(&c, s.add_header)?.unwrap_or_default(),
         expires: parse_expires(&c, s.expires)?.flatten(),
         default_type: parse_type(&c, s.default_type)?.unwrap_or_else(|| "application/octet-stream".into()),
+        access: parse_access(&c, s.allow, s.deny, s.access)?.unwrap_or_default(),
     })
 }
 
@@ -790,7 +792,59 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         add_header: parse_add_header(&c, l.add_header)?,
         expires: parse_expires(&c, l.expires)?,
         default_type: parse_type(&c, l.default_type)?,
+        access: parse_access(&c, l.allow, l.deny, l.access)?,
     })
+}
+
+/// `access = ["allow 10.0.0.0/8", "deny all"]` in nginx's order, or the
+/// short forms: `allow = [...]` alone allows those and denies the rest,
+/// `deny = [...]` alone denies those; with both, `deny` entries are checked
+/// first, then `allow`, then the rest is denied.
+fn parse_access(
+    c: &Checker<'_>,
+    allow: Option<raw::OneOrMany>,
+    deny: Option<raw::OneOrMany>,
+    access: Option<Vec<String>>,
+) -> Result<Option<Vec<super::access::Rule>>, ConfigError> {
+    use super::access::Rule;
+    if access.is_some() && (allow.is_some() || deny.is_some()) {
+        return Err(c.err(
+            "access",
+            "use either `access` (an ordered list) or `allow` / `deny`, not both",
+        ));
+    }
+    if let Some(list) = access {
+        let mut rules = Vec::new();
+        for item in list {
+            let (verb, what) = item.trim().split_once(char::is_whitespace).unwrap_or((item.trim(), ""));
+            let allow = match verb {
+                "allow" => true,
+                "deny" => false,
+                _ => {
+                    return Err(c.err(
+                        "access",
+                        format!("\"{item}\" must be \"allow ADDRESS\" or \"deny ADDRESS\" (or \"... all\")"),
+                    ));
+                }
+            };
+            rules.push(Rule::parse(allow, what).map_err(|e| c.err("access", e))?);
+        }
+        return Ok(Some(rules));
+    }
+    if allow.is_none() && deny.is_none() {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    for d in deny.map(raw::OneOrMany::into_vec).unwrap_or_default() {
+        rules.push(Rule::parse(false, &d).map_err(|e| c.err("deny", e))?);
+    }
+    if let Some(a) = allow {
+        for a in a.into_vec() {
+            rules.push(Rule::parse(true, &a).map_err(|e| c.err("allow", e))?);
+        }
+        rules.push(Rule::parse(false, "all").expect("all"));
+    }
+    Ok(Some(rules))
 }
 
 fn parse_add_header(

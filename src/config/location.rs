@@ -88,4 +88,6 @@ pub struct Location {
     /// `Some(None)`: `expires = "off"` here.
     pub expires: Option<Option<super::Expires>>,
     pub default_type: Option<String>,
+    /// Replaces the server's rules when set.
+    pub access: Option<Vec<super::access::Rule>>,
 }

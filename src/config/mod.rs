@@ -4,6 +4,7 @@
 //! `load` turns it into the types below, checking every value and naming
 //! file, line and key when one is wrong.
 
+pub mod access;
 mod load;
 mod location;
 mod raw;
@@ -144,6 +145,8 @@ pub struct Server {
     pub expires: Option<Expires>,
     /// Type of files whose extension says nothing.
     pub default_type: String,
+    /// `allow` / `deny` / `access` rules, first match wins.
+    pub access: Vec<access::Rule>,
 }
 
 /// One `add_header`: on 2xx/3xx responses, or on every one with `always`.

@@ -105,6 +105,9 @@ pub struct Server {
     pub add_header: Option<std::collections::BTreeMap<String, HeaderValue>>,
     pub expires: Option<NumOrStr>,
     pub default_type: Option<String>,
+    pub allow: Option<OneOrMany>,
+    pub deny: Option<OneOrMany>,
+    pub access: Option<Vec<String>>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
@@ -132,6 +135,9 @@ pub struct Location {
     pub add_header: Option<std::collections::BTreeMap<String, HeaderValue>>,
     pub expires: Option<NumOrStr>,
     pub default_type: Option<String>,
+    pub allow: Option<OneOrMany>,
+    pub deny: Option<OneOrMany>,
+    pub access: Option<Vec<String>>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

@@ -265,6 +265,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 add_header: Vec::new(),
                 expires: None,
                 default_type: "application/octet-stream".into(),
+                access: Vec::new(),
             })
         });
         f(site)

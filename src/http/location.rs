@@ -75,6 +75,9 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     if let Some(e) = l.expires {
         s.expires = e;
     }
+    if let Some(a) = &l.access {
+        s.access = a.clone();
+    }
     if let Some(t) = &l.default_type {
         s.default_type = t.clone();
     }

@@ -72,6 +72,9 @@ impl HttpService {
                         reply: Reply::error(404, tokens),
                     };
                 }
+                if let Some(denied) = self.access(server, peer, req) {
+                    return denied;
+                }
                 return Routed::Serve {
                     site: server,
                     cgi: false,
@@ -96,12 +99,17 @@ impl HttpService {
                     reply: Reply::error(404, tokens),
                 };
             }
+            let returns = loc.is_some_and(|i| matches!(self.routes[server].locs[i].kind, Kind::Return { .. }));
+            // nginx's phases: `return` (rewrite) comes before allow/deny (access).
+            if !returns && let Some(denied) = self.access(site, peer, req) {
+                return denied;
+            }
             let Some(loc) = loc.map(|i| &self.routes[server].locs[i]) else {
                 req.norm = Some(norm);
                 return Routed::Serve { site, cgi: false };
             };
             let cgi = matches!(loc.kind, Kind::Cgi);
-            if loc.try_files.is_empty() && !matches!(loc.kind, Kind::Return { .. }) {
+            if loc.try_files.is_empty() && !returns {
                 // The common case: nothing below needs the variables.
                 req.norm = Some(norm);
                 return Routed::Serve { site, cgi };
@@ -173,6 +181,24 @@ impl HttpService {
             }
             req.rewrite(&target);
         }
+    }
+}
+
+impl HttpService {
+    /// The site's `allow` / `deny`: `Some(403)` for a client it refuses.
+    fn access(&self, site: usize, peer: std::net::IpAddr, req: &Request) -> Option<Routed> {
+        let rules = &self.sites[site].cfg.access;
+        if rules.is_empty() || crate::config::access::allowed(rules, peer) {
+            return None;
+        }
+        crate::error!(
+            "access forbidden by rule, client: {peer}, request: \"{}\"",
+            crate::core::log::Esc(req.request_uri().as_bytes())
+        );
+        Some(Routed::Reply {
+            site,
+            reply: Reply::error(403, self.cfg.server_tokens),
+        })
     }
 }
 
