@@ -343,3 +343,64 @@ fn allow_and_deny_by_address() {
     assert_eq!(status_from("127.0.0.1", p, "/ping"), 200, "return runs before access");
     assert!(s.error_log().contains("access forbidden by rule, client: 127.0.0.3"));
 }
+
+/// error_page: to a static page (status kept), several statuses at once,
+/// `=code`, `=` (the page's own status), to a script, to a URL; a missing
+/// page falls back to the built-in one without looping.
+#[test]
+fn error_pages() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    let cgi = dir.path().join("cgi");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&cgi).unwrap();
+    std::fs::write(root.join("404.html"), "custom 404\n").unwrap();
+    std::fs::write(root.join("50x.html"), "custom 50x\n").unwrap();
+    std::fs::write(root.join("empty.txt"), "").unwrap();
+    script(
+        &cgi.join("oops.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nscript page for %s %s\\n' \"$REQUEST_METHOD\" \"$REQUEST_URI\"\n",
+    );
+    let s = Server::with_root(
+        Opts {
+            server: "error_page = { 404 = \"/404.html\", \"500 502 503 504\" = \"/50x.html\" }".into(),
+            more: format!(
+                "[[server.location]]\nmatch = \"/down\"\nreturn = 503\n\n\
+                 [[server.location]]\nmatch = \"/soft/\"\nerror_page = {{ 404 = \"=200 /empty.txt\" }}\n\n\
+                 [[server.location]]\nmatch = \"/own/\"\nerror_page = {{ 404 = \"= /empty.txt\" }}\n\n\
+                 [[server.location]]\nmatch = \"/scripted/\"\nerror_page = {{ \"404 405\" = \"/cgi-bin/oops.sh\" }}\n\n\
+                 [[server.location]]\nmatch = \"/cgi-bin/\"\ncgi = {{ dir = \"{}\" }}\n\n\
+                 [[server.location]]\nmatch = \"/gone/\"\nerror_page = {{ 404 = \"=301 https://example.org/new\" }}\n\n\
+                 [[server.location]]\nmatch = \"/loop/\"\nerror_page = {{ 404 = \"/loop/missing.html\" }}\n",
+                cgi.display()
+            ),
+            ..Opts::default()
+        },
+        dir,
+        root,
+    );
+    let r = s.get("/nothing-here");
+    assert_eq!((r.status, r.text().as_str()), (404, "custom 404\n"));
+    let r = s.get("/down");
+    assert_eq!((r.status, r.text().as_str()), (503, "custom 50x\n"));
+    let r = s.get("/soft/missing");
+    assert_eq!((r.status, r.text().as_str()), (200, ""));
+    let r = s.get("/own/missing");
+    assert_eq!(r.status, 200, "= takes the page's own status");
+    let r = s.request("POST /scripted/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    assert_eq!(
+        r.status, 405,
+        "the static handler refuses POST; the page keeps that status"
+    );
+    assert_eq!(r.text(), "script page for GET /scripted/x\n");
+    let r = s.get("/scripted/y");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (404, "script page for GET /scripted/y\n")
+    );
+    let r = s.get("/gone/x");
+    assert_eq!((r.status, r.header("location")), (301, Some("https://example.org/new")));
+    let r = s.get("/loop/x");
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("404 Not Found"), "the built-in page: {}", r.text());
+}

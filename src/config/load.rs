@@ -601,6 +601,7 @@ fn build_server(
             expires: None,
             default_type: None,
             access: None,
+            error_page: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -629,6 +630,7 @@ fn build_server(
         expires: parse_expires(&c, s.expires)?.flatten(),
         default_type: parse_type(&c, s.default_type)?.unwrap_or_else(|| "application/octet-stream".into()),
         access: parse_access(&c, s.allow, s.deny, s.access)?.unwrap_or_default(),
+        error_page: parse_error_page(&c, s.error_page)?.unwrap_or_default(),
     })
 }
 
@@ -793,7 +795,60 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         expires: parse_expires(&c, l.expires)?,
         default_type: parse_type(&c, l.default_type)?,
         access: parse_access(&c, l.allow, l.deny, l.access)?,
+        error_page: parse_error_page(&c, l.error_page)?,
     })
+}
+
+/// `error_page = { 404 = "/404.html", "500 502 503 504" = "/50x.html",
+/// 403 = "=200 /empty.gif", 410 = "https://example.org/gone" }`.
+fn parse_error_page(
+    c: &Checker<'_>,
+    v: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<Option<Vec<super::ErrorPage>>, ConfigError> {
+    let Some(map) = v else { return Ok(None) };
+    let mut out: Vec<super::ErrorPage> = Vec::new();
+    for (codes, target) in map {
+        let target = target.trim();
+        let (answer, uri) = match target.strip_prefix('=') {
+            Some(rest) => {
+                let (code, uri) = rest.split_once(' ').unwrap_or(("", rest));
+                let uri = uri.trim();
+                if code.is_empty() {
+                    (Some(None), uri)
+                } else {
+                    let n = code
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|n| (200..=599).contains(n))
+                        .ok_or_else(|| c.err("error_page", format!("\"={code}\" is not a status code")))?;
+                    (Some(Some(n)), uri)
+                }
+            }
+            None => (None, target),
+        };
+        if !(uri.starts_with('/') || uri.starts_with("http://") || uri.starts_with("https://")) {
+            return Err(c.err(
+                "error_page",
+                format!("\"{target}\" must be a URI starting with \"/\" or a URL (optionally after \"=code\")"),
+            ));
+        }
+        for code in codes.split_whitespace() {
+            let status = code
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (300..=599).contains(n))
+                .ok_or_else(|| c.err("error_page", format!("\"{code}\" is not a status code 300..=599")))?;
+            if out.iter().any(|e| e.status == status) {
+                return Err(c.err("error_page", format!("{status} is given twice")));
+            }
+            out.push(super::ErrorPage {
+                status,
+                uri: uri.to_string(),
+                answer,
+            });
+        }
+    }
+    Ok(Some(out))
 }
 
 /// `access = ["allow 10.0.0.0/8", "deny all"]` in nginx's order, or the

@@ -90,4 +90,6 @@ pub struct Location {
     pub default_type: Option<String>,
     /// Replaces the server's rules when set.
     pub access: Option<Vec<super::access::Rule>>,
+    /// Replaces the server's pages when set.
+    pub error_page: Option<Vec<super::ErrorPage>>,
 }

@@ -147,6 +147,19 @@ pub struct Server {
     pub default_type: String,
     /// `allow` / `deny` / `access` rules, first match wins.
     pub access: Vec<access::Rule>,
+    /// `error_page`: per status, where its answer comes from.
+    pub error_page: Vec<ErrorPage>,
+}
+
+/// One status of an `error_page`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPage {
+    pub status: u16,
+    /// A local URI (internal redirect) or an `http(s)://` URL (a redirect).
+    pub uri: String,
+    /// `=code` (`Some(Some(c))`), `=` alone: the page's own status
+    /// (`Some(None)`), or the original status (`None`).
+    pub answer: Option<Option<u16>>,
 }
 
 /// One `add_header`: on 2xx/3xx responses, or on every one with `always`.

@@ -108,6 +108,7 @@ pub struct Server {
     pub allow: Option<OneOrMany>,
     pub deny: Option<OneOrMany>,
     pub access: Option<Vec<String>>,
+    pub error_page: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
@@ -138,6 +139,7 @@ pub struct Location {
     pub allow: Option<OneOrMany>,
     pub deny: Option<OneOrMany>,
     pub access: Option<Vec<String>>,
+    pub error_page: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

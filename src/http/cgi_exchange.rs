@@ -509,6 +509,11 @@ fn write_head(
         (None, Some(_)) => (302, status::reason(302).to_string()),
         (None, None) => (200, "OK".to_string()),
     };
+    // An error_page served by a script answers with the error's status.
+    let (code, reason) = match ex.req.as_ref().and_then(|r| r.error_status).filter(|&st| st != 0) {
+        Some(st) => (st, status::reason(st).to_string()),
+        None => (code, reason),
+    };
     let run: &mut Run = ex.cgi.as_mut().expect("running");
     let bodiless = code < 200 || code == 204 || code == 304;
     let mut s = String::with_capacity(256);

@@ -20,6 +20,8 @@ use crate::event::{Io, Next, Ready};
 use crate::os::net;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Internal redirects (try_files, error_page) one request may go through.
+pub(super) const MAX_REDIRECTS: u8 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -376,9 +378,9 @@ impl HttpService {
             match super::cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
                 super::cgi::Route::Static => {}
                 super::cgi::Route::Run(t) => {
-                    let head_bytes = match head {
-                        HeadBytes::InBuf(r) => c.rbuf.get(r).map(<[u8]>::to_vec).unwrap_or_default(),
-                        HeadBytes::Owned(v) => v,
+                    let head_bytes = match &head {
+                        HeadBytes::InBuf(r) => c.rbuf.get(r.clone()).map(<[u8]>::to_vec).unwrap_or_default(),
+                        HeadBytes::Owned(v) => v.clone(),
                     };
                     match self.start_cgi(c, req, site, t, &head_bytes, io) {
                         Ok(()) => return,
@@ -404,6 +406,43 @@ impl HttpService {
             }
         };
         let mut reply = reply;
+        if reply.status >= 300
+            && req.error_status.is_none()
+            && let Some(ep) = self.sites[site]
+                .cfg
+                .error_page
+                .iter()
+                .find(|e| e.status == reply.status)
+        {
+            if !ep.uri.starts_with('/') {
+                let code = match ep.answer {
+                    Some(Some(n @ (301 | 302 | 303 | 307 | 308))) => n,
+                    _ => 302,
+                };
+                let uri = ep.uri.clone();
+                reply = Reply::error(code, self.cfg.server_tokens);
+                reply.header("Location", uri);
+            } else if c.redirects < MAX_REDIRECTS {
+                // The page is routed as a GET of its URI; its answer gets the
+                // error's status unless `=code` / `=` says otherwise.
+                c.redirects += 1;
+                req.error_status = Some(match ep.answer {
+                    None => reply.status,
+                    Some(Some(n)) => n,
+                    Some(None) => 0,
+                });
+                if req.method != Method::Head {
+                    req.method = Method::Get;
+                    req.method_name = "GET".into();
+                }
+                let uri = ep.uri.clone();
+                req.rewrite(&uri);
+                return self.begin_refused(c, req, head, io, 0);
+            }
+        }
+        if let Some(st) = req.error_status.filter(|&st| st != 0) {
+            reply.status = st;
+        }
         self.sites[site].set_charset(&mut reply);
         self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);

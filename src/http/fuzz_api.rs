@@ -266,6 +266,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 expires: None,
                 default_type: "application/octet-stream".into(),
                 access: Vec::new(),
+                error_page: Vec::new(),
             })
         });
         f(site)

@@ -75,6 +75,9 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     if let Some(e) = l.expires {
         s.expires = e;
     }
+    if let Some(e) = &l.error_page {
+        s.error_page = e.clone();
+    }
     if let Some(a) = &l.access {
         s.access = a.clone();
     }

@@ -41,6 +41,8 @@ pub struct Request {
     pub sent: Option<Box<(String, usize)>>,
     /// The decoded, normalised path, once routing has computed it.
     pub norm: Option<Vec<u8>>,
+    /// Serving an `error_page`: the status the answer gets (0: the page's own).
+    pub error_status: Option<u16>,
 }
 
 impl Request {
@@ -152,6 +154,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         user_agent: None,
         sent: None,
         norm: None,
+        error_status: None,
     };
     macro_rules! fail {
         ($code:expr) => {

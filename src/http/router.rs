@@ -10,8 +10,7 @@ use super::reply::{Reply, ReplyBody};
 use super::request::Request;
 use crate::config::template::{Part, Template, Var};
 
-/// Internal redirects one request may go through (nginx allows 10).
-const MAX_REDIRECTS: u8 = 10;
+use super::conn::MAX_REDIRECTS;
 
 /// Where a request goes.
 pub(super) enum Routed {
