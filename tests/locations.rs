@@ -198,6 +198,23 @@ fn location_config_errors() {
         ("match = \"~ ^/a/(.*)$\"\nreturn = \"302 /$2\"", "no capture 2"),
         ("match = \"= /x\"\ncgi = { dir = \"www\" }", "needs a prefix location"),
         ("match = \"/x/\"\nfoo = 1", "unknown field `foo`"),
+        (
+            "match = \"/x/\"\nrewrite = [[\"^/x\", \"/y\", \"sometimes\"]]",
+            "unknown flag \"sometimes\"",
+        ),
+        (
+            "match = \"/x/\"\nrewrite = [[\"^/x(\", \"/y\"]]",
+            "regex \"^/x(\" does not compile",
+        ),
+        (
+            "match = \"/x/\"\nerror_page = { 404 = \"page.html\" }",
+            "must be a URI starting with",
+        ),
+        (
+            "match = \"/x/\"\nallow = [\"10.0.0.1/8\"]",
+            "bits set past its /8 prefix",
+        ),
+        ("match = \"/x/\"\nexpires = \"soon\"", "is not a time"),
     ] {
         std::fs::write(
             &cfg,
@@ -403,4 +420,46 @@ fn error_pages() {
     let r = s.get("/loop/x");
     assert_eq!(r.status, 404);
     assert!(r.text().contains("404 Not Found"), "the built-in page: {}", r.text());
+}
+
+/// rewrite with nginx's flags: none (go on, then choose the location
+/// again), last, break, redirect, permanent; queries appended or dropped;
+/// a cycle ends in 500.
+#[test]
+fn rewrites() {
+    let s = Server::with(Opts {
+        server: "rewrite = [[\"^/old/(.*)$\", \"/new/$1\"]]".into(),
+        more: "[[server.location]]\nmatch = \"/new/\"\nreturn = \"200 new $uri $args\"\n\n\
+               [[server.location]]\nmatch = \"/a/\"\nrewrite = [[\"^/a/(?<rest>.*)$\", \"/b/${rest}\", \"last\"], [\"^/b/\", \"/never\"]]\n\n\
+               [[server.location]]\nmatch = \"/b/\"\nreturn = \"200 b $uri\"\n\n\
+               [[server.location]]\nmatch = \"/c/\"\nrewrite = [[\"^/c/(.*)$\", \"/real/$1\", \"break\"]]\n\n\
+               [[server.location]]\nmatch = \"/real/\"\nreturn = \"200 not via break\"\n\n\
+               [[server.location]]\nmatch = \"/moved/\"\nrewrite = [[\"^/moved/(.*)$\", \"/here/$1?from=moved\", \"permanent\"]]\n\n\
+               [[server.location]]\nmatch = \"/tmp/\"\nrewrite = [[\"^/tmp/(.*)$\", \"/there/$1?\", \"redirect\"]]\n\n\
+               [[server.location]]\nmatch = \"/ext/\"\nrewrite = [[\"^/ext/(.*)$\", \"https://example.org/$1\"]]\n\n\
+               [[server.location]]\nmatch = \"/loop\"\nrewrite = [[\"^/loop\", \"/loop\", \"last\"]]\n"
+            .into(),
+        ..Opts::default()
+    });
+    std::fs::create_dir_all(s.root.join("real")).unwrap();
+    std::fs::write(s.root.join("real/x.txt"), "real x\n").unwrap();
+    assert_eq!(
+        s.get("/old/p?q=1").text(),
+        "new /new/p q=1",
+        "server rule, no flag: location chosen again"
+    );
+    assert_eq!(s.get("/a/z").text(), "b /b/z", "last stops the list and re-matches");
+    assert_eq!(s.get("/c/x.txt").text(), "real x\n", "break: served in this location");
+    let r = s.get("/moved/p?k=v");
+    assert_eq!((r.status, r.header("location")), (301, Some("/here/p?from=moved&k=v")));
+    let r = s.get("/tmp/p?k=v");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("/there/p")),
+        "a final ? drops the query"
+    );
+    let r = s.get("/ext/a");
+    assert_eq!((r.status, r.header("location")), (302, Some("https://example.org/a")));
+    assert_eq!(s.get("/loop").status, 500);
+    assert!(s.error_log().contains("rewrite or internal redirection cycle"));
 }

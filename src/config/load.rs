@@ -602,6 +602,7 @@ fn build_server(
             default_type: None,
             access: None,
             error_page: None,
+            rewrite: Vec::new(),
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -631,6 +632,7 @@ fn build_server(
         default_type: parse_type(&c, s.default_type)?.unwrap_or_else(|| "application/octet-stream".into()),
         access: parse_access(&c, s.allow, s.deny, s.access)?.unwrap_or_default(),
         error_page: parse_error_page(&c, s.error_page)?.unwrap_or_default(),
+        rewrite: parse_rewrite(&c, s.rewrite)?,
     })
 }
 
@@ -796,7 +798,48 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         default_type: parse_type(&c, l.default_type)?,
         access: parse_access(&c, l.allow, l.deny, l.access)?,
         error_page: parse_error_page(&c, l.error_page)?,
+        rewrite: parse_rewrite(&c, l.rewrite)?,
     })
+}
+
+/// `rewrite = [["^/old/(.*)$", "/new/$1", "last"], ...]`.
+fn parse_rewrite(c: &Checker<'_>, v: Option<Vec<Vec<String>>>) -> Result<Vec<super::Rewrite>, ConfigError> {
+    let mut out = Vec::new();
+    for rule in v.unwrap_or_default() {
+        let (re, replacement, flag) = match rule.as_slice() {
+            [re, rep] => (re, rep, "".to_string()),
+            [re, rep, flag] => (re, rep, flag.clone()),
+            _ => {
+                return Err(c.err(
+                    "rewrite",
+                    format!("{rule:?} must be [regex, replacement] or [regex, replacement, flag]"),
+                ));
+            }
+        };
+        let regex =
+            regex::Regex::new(re).map_err(|e| c.err("rewrite", format!("regex \"{re}\" does not compile: {e}")))?;
+        let flag = match flag.as_str() {
+            "" => super::RewriteFlag::None,
+            "last" => super::RewriteFlag::Last,
+            "break" => super::RewriteFlag::Break,
+            "redirect" => super::RewriteFlag::Redirect,
+            "permanent" => super::RewriteFlag::Permanent,
+            f => {
+                return Err(c.err(
+                    "rewrite",
+                    format!("unknown flag \"{f}\" (expected last, break, redirect or permanent)"),
+                ));
+            }
+        };
+        let caps = super::Match::Regex(regex.clone()).capture_names();
+        let replacement = super::template::Template::parse(replacement, &caps).map_err(|e| c.err("rewrite", e))?;
+        out.push(super::Rewrite {
+            regex,
+            replacement,
+            flag,
+        });
+    }
+    Ok(out)
 }
 
 /// `error_page = { 404 = "/404.html", "500 502 503 504" = "/50x.html",

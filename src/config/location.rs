@@ -92,4 +92,6 @@ pub struct Location {
     pub access: Option<Vec<super::access::Rule>>,
     /// Replaces the server's pages when set.
     pub error_page: Option<Vec<super::ErrorPage>>,
+    /// This location's own `rewrite` rules (the server's run before).
+    pub rewrite: Vec<super::Rewrite>,
 }

@@ -149,6 +149,30 @@ pub struct Server {
     pub access: Vec<access::Rule>,
     /// `error_page`: per status, where its answer comes from.
     pub error_page: Vec<ErrorPage>,
+    /// Server-level `rewrite` rules, run before a location is chosen.
+    pub rewrite: Vec<Rewrite>,
+}
+
+/// One `rewrite`: regex on the path, replacement, flag.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub regex: regex::Regex,
+    pub replacement: template::Template,
+    pub flag: RewriteFlag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteFlag {
+    /// Go on with the next rule; a changed path is routed again at the end.
+    None,
+    /// Stop, and choose the location again for the new path.
+    Last,
+    /// Stop, and serve the new path in this location.
+    Break,
+    /// 302 to the replacement.
+    Redirect,
+    /// 301 to the replacement.
+    Permanent,
 }
 
 /// One status of an `error_page`.

@@ -109,6 +109,7 @@ pub struct Server {
     pub deny: Option<OneOrMany>,
     pub access: Option<Vec<String>>,
     pub error_page: Option<std::collections::BTreeMap<String, String>>,
+    pub rewrite: Option<Vec<Vec<String>>>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
@@ -140,6 +141,7 @@ pub struct Location {
     pub deny: Option<OneOrMany>,
     pub access: Option<Vec<String>>,
     pub error_page: Option<std::collections::BTreeMap<String, String>>,
+    pub rewrite: Option<Vec<Vec<String>>>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

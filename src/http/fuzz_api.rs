@@ -267,6 +267,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 default_type: "application/octet-stream".into(),
                 access: Vec::new(),
                 error_page: Vec::new(),
+                rewrite: Vec::new(),
             })
         });
         f(site)

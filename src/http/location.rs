@@ -22,6 +22,7 @@ pub struct Loc {
     pub site: usize,
     pub kind: Kind,
     pub try_files: Vec<Template>,
+    pub rewrite: Vec<config::Rewrite>,
 }
 
 pub enum Kind {
@@ -43,6 +44,7 @@ impl Loc {
                 },
             },
             try_files: l.try_files.clone(),
+            rewrite: l.rewrite.clone(),
         }
     }
 }
@@ -52,6 +54,7 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     let mut s = config::Server {
         locations: Vec::new(),
         cgi: Vec::new(),
+        rewrite: Vec::new(),
         ..server.clone()
     };
     if let Some(r) = &l.root {

@@ -8,6 +8,7 @@ use super::location::{Captures, Kind};
 use super::path;
 use super::reply::{Reply, ReplyBody};
 use super::request::Request;
+use crate::config::RewriteFlag;
 use crate::config::template::{Part, Template, Var};
 
 use super::conn::MAX_REDIRECTS;
@@ -61,9 +62,13 @@ impl HttpService {
         peer: std::net::IpAddr,
         redirects: &mut u8,
     ) -> Routed {
+        // After a location's `last`, nginx chooses the location again
+        // without running the server's rewrites a second time.
+        let mut server_rewrites = true;
         loop {
             let tokens = self.cfg.server_tokens;
-            if self.routes[server].matcher.is_empty() {
+            let server_rules = !self.sites[server].cfg.rewrite.is_empty() && server_rewrites;
+            if self.routes[server].matcher.is_empty() && !server_rules {
                 // No locations: no path to decode here (the static handler does).
                 if self.sites[server].cfg.deny_hidden && path::is_hidden(req.path().as_bytes()) {
                     return Routed::Reply {
@@ -79,7 +84,14 @@ impl HttpService {
                     cgi: false,
                 };
             }
-            let Some(norm) = path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) else {
+            if server_rules {
+                server_rewrites = false;
+                match self.rewrite(server, None, req, peer) {
+                    Rewritten::Redirect(r) => return r,
+                    Rewritten::Unchanged | Rewritten::Changed | Rewritten::Last | Rewritten::Break => {}
+                }
+            }
+            let Some(mut norm) = path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) else {
                 // The static handler answers a malformed path with 400.
                 return Routed::Serve {
                     site: server,
@@ -98,6 +110,26 @@ impl HttpService {
                     reply: Reply::error(404, tokens),
                 };
             }
+            if let Some(i) = loc
+                && !self.routes[server].locs[i].rewrite.is_empty()
+            {
+                match self.rewrite(server, Some(i), req, peer) {
+                    Rewritten::Redirect(r) => return r,
+                    Rewritten::Unchanged => {}
+                    Rewritten::Changed | Rewritten::Last => {
+                        *redirects += 1;
+                        if *redirects > MAX_REDIRECTS {
+                            return self.cycle(site, req);
+                        }
+                        continue;
+                    }
+                    // Served here, as the new path.
+                    Rewritten::Break => match path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) {
+                        Some(n) => norm = n,
+                        None => return Routed::Serve { site, cgi: false },
+                    },
+                }
+            }
             let returns = loc.is_some_and(|i| matches!(self.routes[server].locs[i].kind, Kind::Return { .. }));
             // nginx's phases: `return` (rewrite) comes before allow/deny (access).
             if !returns && let Some(denied) = self.access(site, peer, req) {
@@ -114,12 +146,7 @@ impl HttpService {
                 return Routed::Serve { site, cgi };
             }
             let uri = String::from_utf8_lossy(&norm).into_owned();
-            let host = req
-                .host
-                .clone()
-                .filter(|h| !h.is_empty())
-                .or_else(|| self.sites[server].cfg.server_name.first().cloned())
-                .unwrap_or_default();
+            let host = self.host_of(server, req);
             let vars = Vars {
                 req,
                 uri: &uri,
@@ -157,15 +184,9 @@ impl HttpService {
             }
             *redirects += 1;
             if *redirects > MAX_REDIRECTS {
-                crate::error!(
-                    "rewrite or internal redirection cycle while processing \"{}\"",
-                    crate::core::log::Esc(req.request_uri().as_bytes())
-                );
-                return Routed::Reply {
-                    site,
-                    reply: Reply::error(500, tokens),
-                };
+                return self.cycle(site, req);
             }
+            server_rewrites = true;
             // An internal redirect: the URI (with its own query, else the
             // request's) is routed again from the top.
             let mut target = match fallback.split_once('?') {
@@ -183,7 +204,112 @@ impl HttpService {
     }
 }
 
+/// What a list of `rewrite` rules did.
+enum Rewritten {
+    Unchanged,
+    /// Rules without a flag changed the path: choose the location again.
+    Changed,
+    Last,
+    Break,
+    Redirect(Routed),
+}
+
 impl HttpService {
+    fn cycle(&self, site: usize, req: &Request) -> Routed {
+        crate::error!(
+            "rewrite or internal redirection cycle while processing \"{}\"",
+            crate::core::log::Esc(req.request_uri().as_bytes())
+        );
+        Routed::Reply {
+            site,
+            reply: Reply::error(500, self.cfg.server_tokens),
+        }
+    }
+
+    /// Runs the server's rules (`loc` None) or a location's on `req`.
+    fn rewrite(&self, server: usize, loc: Option<usize>, req: &mut Request, peer: std::net::IpAddr) -> Rewritten {
+        let rules = match loc {
+            Some(i) => &self.routes[server].locs[i].rewrite,
+            None => &self.sites[server].cfg.rewrite,
+        };
+        let mut changed = false;
+        for rule in rules {
+            let Some(norm) = path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) else {
+                return Rewritten::Unchanged;
+            };
+            let uri = String::from_utf8_lossy(&norm).into_owned();
+            let Some(m) = rule.regex.captures(&uri) else { continue };
+            let mut caps = Vec::new();
+            for (n, name) in rule.regex.capture_names().enumerate().skip(1) {
+                let v = m.get(n).map_or("", |x| x.as_str()).to_string();
+                if let Some(name) = name {
+                    caps.push((name.to_string(), v.clone()));
+                }
+                caps.push((n.to_string(), v));
+            }
+            let caps = Captures(caps);
+            let host = self.host_of(server, req);
+            let new = expand(
+                &rule.replacement,
+                &Vars {
+                    req,
+                    uri: &uri,
+                    host: &host,
+                    remote: peer,
+                    caps: &caps,
+                },
+            );
+            // The request's query follows, unless the replacement has one of
+            // its own (then it goes after it) or ends in "?" (then it is dropped).
+            let target = match (new.strip_suffix('?'), new.split_once('?')) {
+                (Some(bare), _) => bare.to_string(),
+                (None, Some((p, q))) => match req.query() {
+                    Some(orig) => format!("{p}?{q}&{orig}"),
+                    None => format!("{p}?{q}"),
+                },
+                (None, None) => match req.query() {
+                    Some(orig) => format!("{new}?{orig}"),
+                    None => new.clone(),
+                },
+            };
+            let absolute = new.starts_with("http://") || new.starts_with("https://");
+            if absolute || matches!(rule.flag, RewriteFlag::Redirect | RewriteFlag::Permanent) {
+                let code = if rule.flag == RewriteFlag::Permanent { 301 } else { 302 };
+                return Rewritten::Redirect(returned(server, code, Some(target), self.cfg.server_tokens));
+            }
+            let (path_part, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target.as_str(), None),
+            };
+            let mut t = encode_path(path_part);
+            if let Some(q) = query {
+                t.push('?');
+                t.push_str(q);
+            }
+            req.rewrite(&t);
+            changed = true;
+            match rule.flag {
+                RewriteFlag::Last => return Rewritten::Last,
+                RewriteFlag::Break => return Rewritten::Break,
+                _ => {}
+            }
+        }
+        if changed {
+            Rewritten::Changed
+        } else {
+            Rewritten::Unchanged
+        }
+    }
+
+    /// `$host`: the request's Host, else the server's first name.
+    fn host_of(&self, server: usize, req: &Request) -> String {
+        req.host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| self.sites[server].cfg.server_name.first().cloned())
+            .unwrap_or_default()
+    }
+
     /// The site's `allow` / `deny`: `Some(403)` for a client it refuses.
     fn access(&self, site: usize, peer: std::net::IpAddr, req: &Request) -> Option<Routed> {
         let rules = &self.sites[site].cfg.access;
