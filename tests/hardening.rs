@@ -215,9 +215,26 @@ fn full_worker_with_nothing_idle_refuses_fast() {
         let mut c = s.connect();
         c.set_read_timeout(Some(PROMPT)).unwrap();
         c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        let out = read_to_close(&mut c);
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break "end of file".to_string(),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => break e.to_string(),
+            }
+        };
         let rs = parse_responses(&out, false);
-        assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(
+            rs.len(),
+            1,
+            "{:?} after {:?}: {}\n{}",
+            end,
+            start.elapsed(),
+            String::from_utf8_lossy(&out),
+            s.error_log()
+        );
         assert_eq!(rs[0].status, 503);
         assert_eq!(rs[0].header("connection"), Some("close"));
     }

@@ -463,3 +463,47 @@ fn rewrites() {
     assert_eq!(s.get("/loop").status, 500);
     assert!(s.error_log().contains("rewrite or internal redirection cycle"));
 }
+
+/// alias: a prefix location's path replaced by a directory; a regex
+/// location's captures naming the file; an exact location aliased to a
+/// file; nothing reaches outside the alias directory.
+#[test]
+fn alias_with_and_without_captures() {
+    let s = Server::start();
+    let data = s.dir.path().join("data");
+    std::fs::create_dir_all(data.join("images/sub")).unwrap();
+    std::fs::write(data.join("images/top.gif"), "GIF89a top").unwrap();
+    std::fs::write(data.join("images/sub/index.html"), "sub index\n").unwrap();
+    std::fs::write(data.join("images/user-ann.png"), "ann's png").unwrap();
+    std::fs::write(data.join("fav.ico"), "icon").unwrap();
+    std::fs::write(s.dir.path().join("secret.txt"), "secret\n").unwrap();
+    let d = data.display();
+    let s = Server::with_root(
+        Opts {
+            more: format!(
+                "[[server.location]]\nmatch = \"/i/\"\nalias = \"{d}/images/\"\n\n\
+                 [[server.location]]\nmatch = \"~ ^/users/(?<who>[a-z]+)/avatar\\\\.png$\"\nalias = \"{d}/images/user-$who.png\"\n\n\
+                 [[server.location]]\nmatch = \"= /favicon.ico\"\nalias = \"{d}/fav.ico\"\n"
+            ),
+            ..Opts::default()
+        },
+        TempDir::new(),
+        s.root.clone(),
+    );
+    assert_eq!(s.get("/i/top.gif").text(), "GIF89a top");
+    assert_eq!(s.get("/i/top.gif").header("content-type"), Some("image/gif"));
+    assert_eq!(s.get("/i/sub/").text(), "sub index\n");
+    let r = s.get("/i/sub");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some("/i/sub/")),
+        "the redirect keeps the URL path"
+    );
+    assert_eq!(s.get("/users/ann/avatar.png").text(), "ann's png");
+    assert_eq!(s.get("/users/bob/avatar.png").status, 404);
+    assert_eq!(s.get("/favicon.ico").text(), "icon");
+    for p in ["/i/../secret.txt", "/i/%2e%2e/secret.txt", "/i/..%2fsecret.txt"] {
+        let r = s.get(p);
+        assert_ne!(r.text(), "secret\n", "{p}");
+    }
+}

@@ -603,6 +603,7 @@ fn build_server(
             access: None,
             error_page: None,
             rewrite: Vec::new(),
+            alias: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -665,6 +666,34 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
     })?;
     let matches = super::Match::parse(&pattern).map_err(|e| c.err("match", e))?;
     let caps = matches.capture_names();
+    // `alias`: its fixed directory part becomes the root files are confined
+    // to; what follows (captures in a regex location) is expanded per request.
+    let mut alias = None;
+    let mut alias_root = None;
+    if let Some(a) = &l.alias {
+        if l.root.is_some() {
+            return Err(c.err("alias", "a location has `root` or `alias`, not both"));
+        }
+        if l.try_files.is_some() {
+            return Err(c.err("alias", "`try_files` with `alias` is not supported; use `root`"));
+        }
+        let abs = src.path(a);
+        let text = abs.to_string_lossy().into_owned();
+        // The directory part: up to the last "/" before the first variable;
+        // a literal alias is that directory, or a file in it.
+        let dir_end = match text.find('$') {
+            Some(v) => text[..v].rfind('/').unwrap_or(0),
+            None if text.ends_with('/') || abs.is_dir() => text.trim_end_matches('/').len(),
+            None => text.rfind('/').unwrap_or(0),
+        };
+        let dir = std::path::PathBuf::from(if dir_end == 0 { "/" } else { &text[..dir_end] });
+        if !dir.is_dir() {
+            return Err(c.err("alias", format!("{} is not a directory", dir.display())));
+        }
+        let rest = text[dir_end..].trim_start_matches('/').to_string();
+        alias = Some(super::template::Template::parse(&rest, &matches.capture_names()).map_err(|e| c.err("alias", e))?);
+        alias_root = Some(dir);
+    }
     let root_dir = match l.root {
         Some(r) => {
             let p = src.path(&r);
@@ -673,7 +702,7 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
             }
             Some(p)
         }
-        None => None,
+        None => alias_root,
     };
     let index = l.index.map(raw::OneOrMany::into_vec);
     for name in index.iter().flatten() {
@@ -799,6 +828,7 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         access: parse_access(&c, l.allow, l.deny, l.access)?,
         error_page: parse_error_page(&c, l.error_page)?,
         rewrite: parse_rewrite(&c, l.rewrite)?,
+        alias,
     })
 }
 

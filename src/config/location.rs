@@ -94,4 +94,7 @@ pub struct Location {
     pub error_page: Option<Vec<super::ErrorPage>>,
     /// This location's own `rewrite` rules (the server's run before).
     pub rewrite: Vec<super::Rewrite>,
+    /// `alias`: files come from `root` (its fixed directory part) and
+    /// this template, plus, in a prefix location, the path after the prefix.
+    pub alias: Option<Template>,
 }

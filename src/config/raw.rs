@@ -126,6 +126,7 @@ pub struct Location {
     #[serde(rename = "match")]
     pub matches: Option<String>,
     pub root: Option<String>,
+    pub alias: Option<String>,
     pub index: Option<OneOrMany>,
     pub autoindex: Option<bool>,
     pub deny_hidden: Option<bool>,

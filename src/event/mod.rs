@@ -7,5 +7,5 @@ mod reactor;
 mod slots;
 
 pub use buffers::BufPool;
-pub use reactor::{Io, Next, Ready, Service, Signals, run};
+pub use reactor::{Io, Next, Ready, Reclaim, Service, Signals, run};
 pub use slots::Slots;

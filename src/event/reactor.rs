@@ -30,6 +30,16 @@ pub enum Next {
     Close,
 }
 
+/// Whether an idle connection may be closed to make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaim {
+    Close,
+    /// A request arrived: it is busy now (its event is on the way).
+    Busy,
+    /// Not yet (a new connection whose first bytes may be in flight).
+    Keep,
+}
+
 /// What epoll reported for a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Ready {
@@ -88,8 +98,8 @@ pub trait Service {
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Self::Conn;
     fn ready(&mut self, conn: &mut Self::Conn, ready: Ready, io: &mut Io<'_>) -> Next;
     /// Every slot is taken: may this idle connection be closed now to
-    /// make room? (False if a request arrived meanwhile.)
-    fn reclaim(&mut self, conn: &mut Self::Conn) -> bool;
+    /// make room?
+    fn reclaim(&mut self, conn: &mut Self::Conn) -> Reclaim;
     /// Every slot is taken and none is idle: answer this new connection
     /// briefly, without reading a request. A connection returned is kept
     /// (in a reserve slot, if one is free) until it finishes closing.
@@ -379,16 +389,18 @@ impl<S: Service> Reactor<S> {
     /// close in the reserve are not on the idle list.)
     fn reclaim(&mut self) -> bool {
         for tok in self.slots.oldest_idle(RECLAIM_SCAN) {
-            let ok = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
+            let verdict = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
                 Some(c) => self.service.reclaim(c),
-                None => false,
+                None => Reclaim::Keep,
             };
-            if ok {
-                self.close(tok);
-                return true;
+            match verdict {
+                Reclaim::Close => {
+                    self.close(tok);
+                    return true;
+                }
+                Reclaim::Busy => self.slots.set_idle(tok, false),
+                Reclaim::Keep => {}
             }
-            // A request arrived: it is busy now, its event is on the way.
-            self.slots.set_idle(tok, false);
         }
         false
     }

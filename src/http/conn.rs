@@ -16,10 +16,13 @@ use super::request::{self, Method, Parsed, Request};
 use super::router::Routed;
 use super::{HttpService, static_file};
 use crate::config::EventMode;
-use crate::event::{Io, Next, Ready};
+use crate::event::{Io, Next, Ready, Reclaim};
 use crate::os::net;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long a new connection may stay silent before a full worker may
+/// close it to make room.
+const FRESH_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Internal redirects (try_files, error_page) one request may go through.
 pub(super) const MAX_REDIRECTS: u8 = 10;
 
@@ -805,15 +808,27 @@ impl HttpService {
     }
 
     /// The worker is full: an idle connection may go unless a request
-    /// just arrived on it; a lingering one goes after a last read.
-    pub(super) fn on_reclaim(&mut self, c: &mut Conn) -> bool {
+    /// just arrived on it; a lingering one goes after a last read. A new
+    /// connection gets a second to send its first bytes, which may still
+    /// be on their way (closing it then would reset a request in flight).
+    pub(super) fn on_reclaim(&mut self, c: &mut Conn) -> Reclaim {
         match c.phase {
-            Phase::Head if c.rstart == c.rend => !matches!(c.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0),
+            Phase::Head if c.rstart == c.rend => match c.stream.peek(&mut [0u8; 1]) {
+                Ok(n) if n > 0 => Reclaim::Busy,
+                Ok(_) => Reclaim::Close, // the peer is gone
+                // A new connection's deadline is its accept time plus the header timeout.
+                Err(_)
+                    if c.served == 0 && self.clock.now + self.cfg.client_header_timeout < c.deadline + FRESH_GRACE =>
+                {
+                    Reclaim::Keep
+                }
+                Err(_) => Reclaim::Close,
+            },
             Phase::Linger => {
                 let _ = self.linger(c);
-                true
+                Reclaim::Close
             }
-            _ => false,
+            _ => Reclaim::Busy,
         }
     }
 

@@ -23,6 +23,10 @@ pub struct Loc {
     pub kind: Kind,
     pub try_files: Vec<Template>,
     pub rewrite: Vec<config::Rewrite>,
+    pub alias: Option<Template>,
+    /// For an exact or prefix location: the length of its path, which
+    /// `alias` replaces.
+    pub prefix_len: Option<usize>,
 }
 
 pub enum Kind {
@@ -45,6 +49,11 @@ impl Loc {
             },
             try_files: l.try_files.clone(),
             rewrite: l.rewrite.clone(),
+            alias: l.alias.clone(),
+            prefix_len: match &l.matches {
+                Match::Exact(p) | Match::Prefix(p, _) => Some(p.len()),
+                Match::Regex(_) => None,
+            },
         }
     }
 }

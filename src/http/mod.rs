@@ -17,6 +17,8 @@ mod range;
 mod reply;
 mod request;
 mod router;
+#[allow(dead_code)] // wired into server selection next
+mod server_name;
 mod static_file;
 mod status;
 
@@ -187,7 +189,7 @@ impl Service for HttpService {
         self.on_ready(conn, ready, io)
     }
 
-    fn reclaim(&mut self, conn: &mut Conn) -> bool {
+    fn reclaim(&mut self, conn: &mut Conn) -> crate::event::Reclaim {
         self.on_reclaim(conn)
     }
 

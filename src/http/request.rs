@@ -41,6 +41,9 @@ pub struct Request {
     pub sent: Option<Box<(String, usize)>>,
     /// The decoded, normalised path, once routing has computed it.
     pub norm: Option<Vec<u8>>,
+    /// With `alias`: the file's path under the location's root (no leading
+    /// slash), where it differs from the URL path.
+    pub file: Option<Vec<u8>>,
     /// Serving an `error_page`: the status the answer gets (0: the page's own).
     pub error_status: Option<u16>,
 }
@@ -55,6 +58,7 @@ impl Request {
         }
         self.target = uri.to_string();
         self.norm = None;
+        self.file = None;
         self.path_start = 0;
         self.path_end = uri.find(['?', '#']).unwrap_or(uri.len());
     }
@@ -154,6 +158,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         user_agent: None,
         sent: None,
         norm: None,
+        file: None,
         error_status: None,
     };
     macro_rules! fail {

@@ -140,6 +140,28 @@ impl HttpService {
                 return Routed::Serve { site, cgi: false };
             };
             let cgi = matches!(loc.kind, Kind::Cgi);
+            if let Some(alias) = &loc.alias
+                && !returns
+            {
+                let uri = String::from_utf8_lossy(&norm).into_owned();
+                let host = self.host_of(server, req);
+                let mut file = expand(
+                    alias,
+                    &Vars {
+                        req,
+                        uri: &uri,
+                        host: &host,
+                        remote: peer,
+                        caps: &caps,
+                    },
+                );
+                if let Some(n) = loc.prefix_len {
+                    file.push_str(uri.get(n..).unwrap_or(""));
+                }
+                req.file = Some(file.trim_start_matches('/').as_bytes().to_vec());
+                req.norm = Some(norm);
+                return Routed::Serve { site, cgi };
+            }
             if loc.try_files.is_empty() && !returns {
                 // The common case: nothing below needs the variables.
                 req.norm = Some(norm);

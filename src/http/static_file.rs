@@ -208,7 +208,7 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
         },
     };
     let norm = norm.as_ref();
-    let rel = &norm[1..];
+    let rel = req.file.as_deref().unwrap_or(&norm[1..]);
     let site = ctx.site;
     if norm.last() != Some(&b'/')
         && let Some(root) = site.root.as_ref()
