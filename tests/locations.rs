@@ -226,6 +226,25 @@ fn location_config_errors() {
         assert!(out.contains(want), "{loc}: {out}");
         assert!(out.contains("c.toml:"), "names the file and line: {out}");
     }
+    for (text, want) in [
+        (
+            "[[server]]\nroot = \"www\"\nserver_name = \"~^(api\"\n",
+            "regex \"^(api\" does not compile",
+        ),
+        (
+            "[[server]]\nroot = \"www\"\nserver_name = \"www.*.org\"\n",
+            "server.server_name",
+        ),
+        (
+            "[[server]]\nroot = \"www\"\ndefault_server = true\n[[server]]\nroot = \"www\"\ndefault_server = true\n",
+            ":6: server.default_server: a second default server",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let (code, out) = run_corral(&["-t", "-c", cfg.to_str().unwrap()]);
+        assert_ne!(code, 0, "{text}");
+        assert!(out.contains(want), "{text}: {out}");
+    }
 }
 
 /// add_header on 2xx/3xx (and every status with `always`), a location's
@@ -506,4 +525,52 @@ fn alias_with_and_without_captures() {
         let r = s.get(p);
         assert_ne!(r.text(), "secret\n", "{p}");
     }
+}
+
+/// Server selection: exact names, `*.x` and `x.*` wildcards, regexes,
+/// in nginx's precedence; `default_server` for unknown or missing hosts.
+#[test]
+fn server_names_wildcards_regexes_and_default() {
+    let block = |names: &str, extra: &str, body: &str| {
+        format!(
+            "[[server]]\nlisten = \"127.0.0.1:{{port}}\"\nserver_name = {names}\n{extra}\n\
+             [[server.location]]\nmatch = \"/\"\nreturn = \"200 {body}\"\n\n"
+        )
+    };
+    let more = [
+        block("[\"*.example.org\"]", "", "wild-leading"),
+        block("[\"www.example.*\"]", "", "wild-trailing"),
+        block("[\"~^api\\\\.(?<region>[a-z]+)\\\\.example\\\\.net$\"]", "", "regex"),
+        block(
+            "[\"exact.example.org\", \".dot.test\"]",
+            "default_server = true",
+            "exact",
+        ),
+    ]
+    .concat();
+    let s = Server::with(Opts {
+        server: "server_name = \"first.test\"".into(),
+        more,
+        ..Opts::default()
+    });
+    let host = |h: &str| {
+        let req = if h.is_empty() {
+            "GET / HTTP/1.0\r\n\r\n".to_string()
+        } else {
+            format!("GET / HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n")
+        };
+        s.request(&req).text()
+    };
+    assert_eq!(host("a.example.org"), "wild-leading");
+    assert_eq!(host("deep.a.example.org"), "wild-leading");
+    assert_eq!(host("www.example.com"), "wild-trailing");
+    assert_eq!(host("www.example.org"), "wild-leading", "*.x beats x.*");
+    assert_eq!(host("exact.example.org"), "exact", "exact beats *.x");
+    assert_eq!(host("EXACT.Example.org:8080"), "exact", "case and port do not matter");
+    assert_eq!(host("api.eu.example.net"), "regex");
+    assert_eq!(host("dot.test"), "exact", ".x matches x itself");
+    assert_eq!(host("sub.dot.test"), "exact");
+    assert_eq!(host("unknown.test"), "exact", "the default_server, not the first");
+    assert_eq!(host(""), "exact", "no Host: the default server");
+    assert_eq!(host("first.test"), "<h1>hello</h1>\n");
 }

@@ -20,8 +20,13 @@ fn process_titles() {
     assert!(cmdline(s.pid()).contains("-c"), "the title keeps the command line");
     let workers = s.workers();
     assert_eq!(workers.len(), 2);
+    // A just-forked worker shows the master's title until it sets its own.
     for w in workers {
-        assert_eq!(cmdline(w), "corral: worker process");
+        assert!(
+            eventually(Duration::from_secs(5), || cmdline(w) == "corral: worker process"),
+            "{}",
+            cmdline(w)
+        );
     }
 }
 

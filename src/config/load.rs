@@ -291,12 +291,29 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
     for (i, s) in raw_servers.into_iter().enumerate() {
         servers.push(build_server(src, i, s, &mut cgi_seen, &mut loc_seen)?);
     }
-    Ok(Config {
+    let cfg = Config {
         file: None,
         main,
         http,
         servers,
-    })
+    };
+    for (a, names) in cfg.listen_addrs().iter().zip(cfg.names_by_address()) {
+        let defaults: Vec<usize> = (0..cfg.servers.len())
+            .filter(|&i| cfg.servers[i].default_server && cfg.servers[i].listen.contains(a))
+            .collect();
+        if defaults.len() > 1 {
+            return Err(src.err(
+                "server",
+                defaults[1],
+                "default_server",
+                format!("a second default server for {a} (the first is server #{})", defaults[0]),
+            ));
+        }
+        for w in names.conflicts() {
+            crate::warn!("{}: {w} on {a}", src.name);
+        }
+    }
+    Ok(cfg)
 }
 
 fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
@@ -565,10 +582,9 @@ fn build_server(
         }
     }
     let server_name = s.server_name.map(raw::OneOrMany::into_vec).unwrap_or_default();
+    let mut names = Vec::with_capacity(server_name.len());
     for n in &server_name {
-        if n.is_empty() || n.bytes().any(|b| b.is_ascii_whitespace() || b == b'/') {
-            return Err(c.err("server_name", format!("\"{n}\" is not a host name")));
-        }
+        names.push(super::server_name::parse(n).map_err(|e| c.err("server_name", e))?);
     }
     let mut locations = Vec::new();
     // `[[server.cgi]]` is shorthand for a location: a prefix one stops the
@@ -613,7 +629,9 @@ fn build_server(
     let cgi = Vec::new();
     Ok(Server {
         listen,
-        server_name: server_name.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+        server_name,
+        names,
+        default_server: s.default_server.unwrap_or(false),
         root,
         index,
         access_log: s.access_log.map_or(LogTarget::Off, |a| src.log_target(&a)),

@@ -8,6 +8,7 @@ pub mod access;
 mod load;
 mod location;
 mod raw;
+pub mod server_name;
 pub mod template;
 mod units;
 
@@ -121,7 +122,12 @@ pub struct Http {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub listen: Vec<SocketAddr>,
+    /// Names as written (the first is `$host` without a Host header).
     pub server_name: Vec<String>,
+    /// The same, parsed for matching.
+    pub names: Vec<server_name::Pattern>,
+    /// The server for requests whose Host no server claims, on its addresses.
+    pub default_server: bool,
     pub root: PathBuf,
     pub index: Vec<String>,
     pub access_log: LogTarget,
@@ -257,6 +263,24 @@ pub struct Cgi {
 }
 
 impl Config {
+    /// Per listening address (in `listen_addrs` order): its servers' names
+    /// and its default server, for choosing the server of a request.
+    pub fn names_by_address(&self) -> Vec<server_name::Names> {
+        self.listen_addrs()
+            .iter()
+            .map(|a| {
+                let on: Vec<usize> = (0..self.servers.len())
+                    .filter(|&i| self.servers[i].listen.contains(a))
+                    .collect();
+                let default = on.iter().copied().find(|&i| self.servers[i].default_server);
+                server_name::Names::new(
+                    on.iter().map(|&i| (i, self.servers[i].names.clone())).collect(),
+                    default,
+                )
+            })
+            .collect()
+    }
+
     /// Every distinct listening address, in first-seen order.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();

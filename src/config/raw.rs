@@ -91,6 +91,7 @@ pub struct Http {
 pub struct Server {
     pub listen: Option<OneOrMany>,
     pub server_name: Option<OneOrMany>,
+    pub default_server: Option<bool>,
     pub root: Option<String>,
     pub index: Option<OneOrMany>,
     pub access_log: Option<String>,

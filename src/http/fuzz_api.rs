@@ -251,6 +251,8 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
             Site::new(config::Server {
                 listen: Vec::new(),
                 server_name: Vec::new(),
+                names: Vec::new(),
+                default_server: false,
                 root: fuzz_root().join("www"),
                 index: vec!["index.html".into()],
                 access_log: config::LogTarget::Off,

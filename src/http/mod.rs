@@ -17,8 +17,6 @@ mod range;
 mod reply;
 mod request;
 mod router;
-#[allow(dead_code)] // wired into server selection next
-mod server_name;
 mod static_file;
 mod status;
 
@@ -40,8 +38,8 @@ pub struct HttpService {
     sites: Vec<Site>,
     /// Per server: its locations.
     routes: Vec<location::Route>,
-    /// Per listener: the sites bound to it, the default (first) one first.
-    by_listener: Vec<Vec<usize>>,
+    /// Per listener: how its servers are chosen by name.
+    names: Vec<config::server_name::Names>,
     /// Per site: its access log, if any.
     site_log: Vec<Option<usize>>,
     logs: Vec<AccessLog>,
@@ -83,15 +81,6 @@ impl HttpService {
     }
 
     pub fn new(cfg: &Config) -> HttpService {
-        let addrs = cfg.listen_addrs();
-        let mut by_listener = vec![Vec::new(); addrs.len()];
-        for (i, s) in cfg.servers.iter().enumerate() {
-            for a in &s.listen {
-                if let Some(l) = addrs.iter().position(|x| x == a) {
-                    by_listener[l].push(i);
-                }
-            }
-        }
         let mut logs: Vec<AccessLog> = Vec::new();
         let mut site_log = Vec::new();
         for s in &cfg.servers {
@@ -140,7 +129,7 @@ impl HttpService {
             ),
             sites,
             routes,
-            by_listener,
+            names: cfg.names_by_address(),
             site_log,
             logs,
             spawner: None,
@@ -158,18 +147,10 @@ impl HttpService {
         }
     }
 
-    /// The site for `host` among those on `listener`: by `server_name`,
-    /// else the first one configured on that address.
+    /// The server for `host` among those on `listener`, by nginx's rules
+    /// (`server_name`, then the address's default server).
     fn select_site(&self, listener: usize, host: Option<&str>) -> usize {
-        let cands = &self.by_listener[listener];
-        if let Some(h) = host {
-            for &i in cands {
-                if self.sites[i].cfg.server_name.iter().any(|n| n == h) {
-                    return i;
-                }
-            }
-        }
-        cands.first().copied().unwrap_or(0)
+        self.names.get(listener).map_or(0, |n| n.select(host).0)
     }
 }
 
