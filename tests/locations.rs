@@ -574,3 +574,54 @@ fn server_names_wildcards_regexes_and_default() {
     assert_eq!(host(""), "exact", "no Host: the default server");
     assert_eq!(host("first.test"), "<h1>hello</h1>\n");
 }
+
+/// gzip_static: `file.gz` / `file.br` for clients that accept them, with
+/// the original's type and `Vary`; curl --compressed decodes it.
+#[test]
+fn gzip_static_precompressed_files() {
+    let s = Server::with(Opts {
+        more: "[[server.location]]\nmatch = \"/assets/\"\ngzip_static = true\n".into(),
+        ..Opts::default()
+    });
+    let dir = s.root.join("assets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = "hello compressed world\n".repeat(100);
+    std::fs::write(dir.join("app.js"), &text).unwrap();
+    let ok = std::process::Command::new("gzip")
+        .args(["-k", "-9", dir.join("app.js").to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::write(dir.join("app.js.br"), b"not really brotli").unwrap();
+    std::fs::write(dir.join("plain.txt"), "plain\n").unwrap();
+    let get = |ae: &str, path: &str| {
+        s.request(&format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nAccept-Encoding: {ae}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    let r = get("gzip, deflate", "/assets/app.js");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(r.body.starts_with(&[0x1f, 0x8b]), "gzip bytes");
+    let r = get("br;q=1, gzip;q=0.5", "/assets/app.js");
+    assert_eq!(r.header("content-encoding"), Some("br"));
+    assert_eq!(r.text(), "not really brotli");
+    let r = get("gzip;q=0, identity", "/assets/app.js");
+    assert_eq!(r.header("content-encoding"), None, "q=0 refuses gzip");
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.text(), text);
+    let r = get("gzip", "/assets/plain.txt");
+    assert_eq!(
+        (r.header("content-encoding"), r.text().as_str()),
+        (None, "plain\n"),
+        "no .gz: identity"
+    );
+    let r = get("gzip", "/index.html");
+    assert_eq!(r.header("vary"), None, "off outside the location");
+    // A real client decodes it.
+    let url = format!("http://127.0.0.1:{}/assets/app.js", s.port);
+    let (ok, body) = curl(&["-s", "--compressed", "-H", "Accept-Encoding: gzip", &url]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), text);
+}

@@ -620,6 +620,7 @@ fn build_server(
             error_page: None,
             rewrite: Vec::new(),
             alias: None,
+            gzip_static: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -652,6 +653,7 @@ fn build_server(
         access: parse_access(&c, s.allow, s.deny, s.access)?.unwrap_or_default(),
         error_page: parse_error_page(&c, s.error_page)?.unwrap_or_default(),
         rewrite: parse_rewrite(&c, s.rewrite)?,
+        gzip_static: s.gzip_static.unwrap_or(false),
     })
 }
 
@@ -847,6 +849,7 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         error_page: parse_error_page(&c, l.error_page)?,
         rewrite: parse_rewrite(&c, l.rewrite)?,
         alias,
+        gzip_static: l.gzip_static,
     })
 }
 

@@ -97,4 +97,5 @@ pub struct Location {
     /// `alias`: files come from `root` (its fixed directory part) and
     /// this template, plus, in a prefix location, the path after the prefix.
     pub alias: Option<Template>,
+    pub gzip_static: Option<bool>,
 }

@@ -157,6 +157,8 @@ pub struct Server {
     pub error_page: Vec<ErrorPage>,
     /// Server-level `rewrite` rules, run before a location is chosen.
     pub rewrite: Vec<Rewrite>,
+    /// Serve `file.br` / `file.gz` to clients that accept them.
+    pub gzip_static: bool,
 }
 
 /// One `rewrite`: regex on the path, replacement, flag.

@@ -111,6 +111,7 @@ pub struct Server {
     pub access: Option<Vec<String>>,
     pub error_page: Option<std::collections::BTreeMap<String, String>>,
     pub rewrite: Option<Vec<Vec<String>>>,
+    pub gzip_static: Option<bool>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
@@ -144,6 +145,7 @@ pub struct Location {
     pub access: Option<Vec<String>>,
     pub error_page: Option<std::collections::BTreeMap<String, String>>,
     pub rewrite: Option<Vec<Vec<String>>>,
+    pub gzip_static: Option<bool>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

@@ -75,6 +75,7 @@ fn check_head(data: &[u8], limits: &Limits) {
     assert!(p.starts_with('/') || p == "*", "path {p:?}");
     assert!(!p.contains(['?', '#']), "path {p:?}");
     let _ = r.query();
+    let _ = (r.accepts("gzip"), r.accepts("br"));
     if r.method == Method::Other {
         assert!(!matches!(r.method_name.as_str(), "GET" | "HEAD"));
     }
@@ -270,6 +271,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 access: Vec::new(),
                 error_page: Vec::new(),
                 rewrite: Vec::new(),
+                gzip_static: false,
             })
         });
         f(site)

@@ -37,6 +37,7 @@ pub struct Request {
     pub if_range: Option<String>,
     pub referer: Option<String>,
     pub user_agent: Option<String>,
+    pub accept_encoding: Option<String>,
     /// The target as sent and its path start, once `rewrite` replaced it.
     pub sent: Option<Box<(String, usize)>>,
     /// The decoded, normalised path, once routing has computed it.
@@ -49,6 +50,30 @@ pub struct Request {
 }
 
 impl Request {
+    /// Whether the client accepts content coding `coding` (RFC 9110
+    /// §12.5.3): listed, or covered by `*`, with a non-zero q-value.
+    pub fn accepts(&self, coding: &str) -> bool {
+        let Some(list) = &self.accept_encoding else {
+            return false;
+        };
+        let mut star = false;
+        for item in list.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if name.eq_ignore_ascii_case(coding) {
+                return q > 0.0;
+            }
+            if name == "*" {
+                star = q > 0.0;
+            }
+        }
+        star
+    }
+
     /// Routes the request to `uri` (an internal redirect: `try_files`);
     /// the target as sent stays for the access log and REQUEST_URI.
     pub fn rewrite(&mut self, uri: &str) {
@@ -155,6 +180,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         range: None,
         if_range: None,
         referer: None,
+        accept_encoding: None,
         user_agent: None,
         sent: None,
         norm: None,
@@ -233,6 +259,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             r.range = Some(value.to_string());
         } else if is(name, "if-range") {
             r.if_range = Some(value.to_string());
+        } else if is(name, "accept-encoding") {
+            // Several fields combine into one list (RFC 9110 §5.3).
+            match &mut r.accept_encoding {
+                Some(v) => {
+                    v.push(',');
+                    v.push_str(value);
+                }
+                None => r.accept_encoding = Some(value.to_string()),
+            }
         } else if is(name, "referer") {
             r.referer = Some(value.to_string());
         } else if is(name, "user-agent") {

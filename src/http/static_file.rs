@@ -210,6 +210,43 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     let norm = norm.as_ref();
     let rel = req.file.as_deref().unwrap_or(&norm[1..]);
     let site = ctx.site;
+    if site.cfg.gzip_static && norm.last() != Some(&b'/') {
+        for (coding, ext) in [("br", ".br"), ("gzip", ".gz")] {
+            if !req.accepts(coding) {
+                continue;
+            }
+            let mut variant = rel.to_vec();
+            variant.extend_from_slice(ext.as_bytes());
+            if let Some(mut r) = precompressed(site, &variant, norm, req, tokens) {
+                r.header("Content-Encoding", coding);
+                r.header("Vary", "Accept-Encoding");
+                return r;
+            }
+        }
+    }
+    let mut r = serve_identity(ctx, req, norm, rel);
+    if site.cfg.gzip_static && matches!(r.status, 200 | 206 | 304) {
+        r.header("Vary", "Accept-Encoding");
+    }
+    r
+}
+
+/// A precompressed `file.gz` / `file.br` next to the file, served with the
+/// original's type; `None` when there is no such regular file.
+fn precompressed(site: &Site, rel: &[u8], norm: &[u8], req: &Request, tokens: bool) -> Option<Reply> {
+    let file = File::from(site.open(rel).ok()?);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let fm = FileMeta::new(&meta, norm, site.default_type);
+    Some(respond(&fm, Source::File(Rc::new(file)), req, tokens))
+}
+
+/// The file itself (through the cache), a directory's index, or a listing.
+fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> Reply {
+    let tokens = ctx.tokens;
+    let site = ctx.site;
     if norm.last() != Some(&b'/')
         && let Some(root) = site.root.as_ref()
         && let Some(e) = ctx.cache.get(ctx.site_idx, root.as_raw_fd(), rel)
