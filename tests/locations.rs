@@ -625,3 +625,99 @@ fn gzip_static_precompressed_files() {
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&body), text);
 }
+
+/// On-the-fly gzip: small and large (streamed, chunked) text bodies,
+/// decoded by curl --compressed; not for ranges, other types, short
+/// bodies, clients without gzip, or HTTP/1.0 framing mistakes.
+#[test]
+fn gzip_on_the_fly() {
+    let s = Server::with(Opts {
+        server: "gzip = true\ngzip_min_length = 100".into(),
+        ..Opts::default()
+    });
+    let small = "small text body that compresses well ".repeat(20);
+    let big: String = (0..200_000)
+        .map(|i| format!("line {i} of a large text file\n"))
+        .collect();
+    std::fs::write(s.root.join("small.txt"), &small).unwrap();
+    std::fs::write(s.root.join("big.txt"), &big).unwrap();
+    std::fs::write(s.root.join("tiny.txt"), "tiny").unwrap();
+    std::fs::write(s.root.join("pic.png"), vec![7u8; 5000]).unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{}{p}", s.port);
+    for (path, text) in [("/small.txt", &small), ("/big.txt", &big)] {
+        let (ok, body) = curl(&["-s", "--compressed", &url(path)]);
+        assert!(ok, "{path}");
+        assert_eq!(String::from_utf8_lossy(&body), *text, "{path}");
+        let (ok, head) = curl(&[
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Accept-Encoding: gzip",
+            &url(path),
+        ]);
+        assert!(ok);
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.contains("content-encoding: gzip"), "{path}: {head}");
+        assert!(head.contains("vary: accept-encoding"), "{head}");
+        assert!(head.contains("etag: w/\""), "weak ETag: {head}");
+        assert!(!head.contains("accept-ranges"), "{head}");
+    }
+    let (_, head) = curl(&[
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Accept-Encoding: gzip",
+        &url("/big.txt"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&head)
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+    );
+    let plain = |p: &str, extra: &str| {
+        s.request(&format!(
+            "GET {p} HTTP/1.1\r\nHost: a\r\n{extra}Connection: close\r\n\r\n"
+        ))
+    };
+    let r = plain("/small.txt", "");
+    assert_eq!(
+        (r.header("content-encoding"), r.text()),
+        (None, small.clone()),
+        "no Accept-Encoding"
+    );
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let r = plain("/big.txt", "Accept-Encoding: gzip\r\nRange: bytes=0-9\r\n");
+    assert_eq!(
+        (r.status, r.header("content-encoding")),
+        (206, None),
+        "never for ranges"
+    );
+    assert_eq!(
+        plain("/tiny.txt", "Accept-Encoding: gzip\r\n").header("content-encoding"),
+        None,
+        "under gzip_min_length"
+    );
+    assert_eq!(
+        plain("/pic.png", "Accept-Encoding: gzip\r\n").header("content-encoding"),
+        None,
+        "not a listed type"
+    );
+    // HTTP/1.0: no chunked framing, the close ends the body.
+    let out = s.raw(b"GET /big.txt HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{}",
+        &text[..200]
+    );
+    let body_at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&out[body_at..]), &mut unzipped).unwrap();
+    assert_eq!(unzipped, big.as_bytes());
+}

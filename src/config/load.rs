@@ -621,6 +621,7 @@ fn build_server(
             rewrite: Vec::new(),
             alias: None,
             gzip_static: None,
+            gzip: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -654,6 +655,7 @@ fn build_server(
         error_page: parse_error_page(&c, s.error_page)?.unwrap_or_default(),
         rewrite: parse_rewrite(&c, s.rewrite)?,
         gzip_static: s.gzip_static.unwrap_or(false),
+        gzip: parse_gzip(&c, s.gzip, s.gzip_types, s.gzip_min_length, s.gzip_comp_level)?.flatten(),
     })
 }
 
@@ -850,7 +852,61 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         rewrite: parse_rewrite(&c, l.rewrite)?,
         alias,
         gzip_static: l.gzip_static,
+        gzip: parse_gzip(&c, l.gzip, l.gzip_types, l.gzip_min_length, l.gzip_comp_level)?,
     })
+}
+
+/// `gzip = true` and its knobs; `Some(None)` for `gzip = false`.
+fn parse_gzip(
+    c: &Checker<'_>,
+    on: Option<bool>,
+    types: Option<raw::OneOrMany>,
+    min_length: Option<NumOrStr>,
+    level: Option<i64>,
+) -> Result<Option<Option<super::Gzip>>, ConfigError> {
+    if on.is_none() {
+        if types.is_some() || min_length.is_some() || level.is_some() {
+            return Err(c.err(
+                "gzip",
+                "gzip_types, gzip_min_length and gzip_comp_level need `gzip = true` here",
+            ));
+        }
+        return Ok(None);
+    }
+    if on == Some(false) {
+        return Ok(Some(None));
+    }
+    let types = types.map(raw::OneOrMany::into_vec).unwrap_or_else(|| {
+        [
+            "text/html",
+            "text/plain",
+            "text/css",
+            "text/xml",
+            "text/javascript",
+            "application/javascript",
+            "application/json",
+            "application/xml",
+            "application/rss+xml",
+            "application/atom+xml",
+            "image/svg+xml",
+            "application/wasm",
+        ]
+        .map(str::to_string)
+        .to_vec()
+    });
+    for t in &types {
+        if t != "*" && !t.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) {
+            return Err(c.err(
+                "gzip_types",
+                format!("\"{t}\" is not a media type such as \"text/css\" (or \"*\")"),
+            ));
+        }
+    }
+    Ok(Some(Some(super::Gzip {
+        types,
+        min_length: c.size("gzip_min_length", min_length, 0, 1 << 40, 256)?,
+        level: c.int("gzip_comp_level", level, 1, 9, 1)? as u32,
+    })))
 }
 
 /// `rewrite = [["^/old/(.*)$", "/new/$1", "last"], ...]`.

@@ -98,4 +98,6 @@ pub struct Location {
     /// this template, plus, in a prefix location, the path after the prefix.
     pub alias: Option<Template>,
     pub gzip_static: Option<bool>,
+    /// `Some(None)`: `gzip = false` here.
+    pub gzip: Option<Option<super::Gzip>>,
 }

@@ -159,6 +159,18 @@ pub struct Server {
     pub rewrite: Vec<Rewrite>,
     /// Serve `file.br` / `file.gz` to clients that accept them.
     pub gzip_static: bool,
+    /// Compress responses on the fly (`gzip = true`).
+    pub gzip: Option<Gzip>,
+}
+
+/// On-the-fly gzip settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gzip {
+    /// Media types compressed (`"*"` for all).
+    pub types: Vec<String>,
+    /// Bodies shorter than this are sent as they are.
+    pub min_length: u64,
+    pub level: u32,
 }
 
 /// One `rewrite`: regex on the path, replacement, flag.

@@ -112,6 +112,10 @@ pub struct Server {
     pub error_page: Option<std::collections::BTreeMap<String, String>>,
     pub rewrite: Option<Vec<Vec<String>>>,
     pub gzip_static: Option<bool>,
+    pub gzip: Option<bool>,
+    pub gzip_types: Option<OneOrMany>,
+    pub gzip_min_length: Option<NumOrStr>,
+    pub gzip_comp_level: Option<i64>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
@@ -146,6 +150,10 @@ pub struct Location {
     pub error_page: Option<std::collections::BTreeMap<String, String>>,
     pub rewrite: Option<Vec<Vec<String>>>,
     pub gzip_static: Option<bool>,
+    pub gzip: Option<bool>,
+    pub gzip_types: Option<OneOrMany>,
+    pub gzip_min_length: Option<NumOrStr>,
+    pub gzip_comp_level: Option<i64>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

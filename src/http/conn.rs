@@ -98,6 +98,8 @@ pub(super) struct Exchange {
     /// A body held in (cache) memory, `data[off..end]` still to send; it
     /// leaves with the head in one `writev`, without being copied.
     mem: Option<(Rc<[u8]>, usize, usize)>,
+    /// A body compressed as the socket drains.
+    gzip: Option<Box<super::gzip::Stream>>,
 }
 
 impl Exchange {
@@ -119,6 +121,7 @@ impl Exchange {
             file: None,
             file_sent: 0,
             mem: None,
+            gzip: None,
             cgi: None,
             cgi_rule: 0,
             spool: None,
@@ -448,6 +451,9 @@ impl HttpService {
         }
         self.sites[site].set_charset(&mut reply);
         self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
+        if let Some(gz) = &self.sites[site].cfg.gzip {
+            super::gzip::filter(&mut reply, gz, &req);
+        }
         let mut keep_alive = req.keep_alive && !reply.close && self.may_keep_alive(c);
         let mut linger = reply.close;
         // A refusal that closes the connection does not read the body.
@@ -495,6 +501,7 @@ impl HttpService {
         }
         ex.file = None;
         ex.mem = None;
+        ex.gzip = None;
         ex.body = None;
         self.end_cgi(&mut ex, true);
         ex.keep_alive = false;
@@ -535,6 +542,7 @@ impl HttpService {
                     ex.mem = Some((data, offset, offset + len));
                 }
             }
+            ReplyBody::Gzip(stream) => ex.gzip = Some(stream),
             ReplyBody::File { file, offset, len } => {
                 if len <= self.cfg.inline_file_max {
                     // Positioned read: the descriptor may be shared with the cache.
@@ -680,6 +688,19 @@ impl HttpService {
                         ex.file_sent += n as u64;
                         progressed = true;
                     }
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
+            if let Some(gz) = ex.gzip.as_mut() {
+                // The next piece, once the previous one is out.
+                ex.file_sent += (ex.out.len() - ex.head_len) as u64;
+                ex.head_len = 0;
+                ex.out.clear();
+                ex.out_off = 0;
+                match gz.produce(&mut ex.out) {
+                    Ok(true) => {}
+                    Ok(false) => ex.gzip = None,
                     Err(e) => break Err(e),
                 }
                 continue;

@@ -272,6 +272,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 error_page: Vec::new(),
                 rewrite: Vec::new(),
                 gzip_static: false,
+                gzip: None,
             })
         });
         f(site)
@@ -380,6 +381,7 @@ fn check_reply(r: &Reply, req: &request::Request, file_len: u64) {
             assert_eq!(r.length, Some(b.len() as u64));
             return;
         }
+        ReplyBody::Gzip(_) => panic!("the static handler never compresses (a filter after it does)"),
     };
     assert!(
         offset.checked_add(count).is_some_and(|e| e <= file_len),

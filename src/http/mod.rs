@@ -10,6 +10,7 @@ mod conn;
 mod file_cache;
 #[doc(hidden)]
 pub mod fuzz_api;
+mod gzip;
 mod limits;
 mod location;
 mod path;

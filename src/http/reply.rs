@@ -21,6 +21,8 @@ pub enum ReplyBody {
         offset: u64,
         len: u64,
     },
+    /// Compressed as it is sent.
+    Gzip(Box<super::gzip::Stream>),
 }
 
 pub struct Reply {
