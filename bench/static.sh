@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Static files: corral vs nginx vs lighttpd, same machine, same run, same load.
 #   bench/static.sh [rounds] [seconds]
+#   LOCATIONS=1 bench/static.sh ...   corral and nginx with 10 locations (3 regexes)
 # Needs wrk, nginx and lighttpd (Debian packages; installed if missing and root).
 # Prints req/s, p99 latency and worker CPU µs per request for a 1 KiB and a
 # 100 KiB file, the ratios corral/nginx and corral/lighttpd, and the memory per
@@ -9,6 +10,7 @@ set -euo pipefail
 ROUNDS=${1:-3}
 SECS=${2:-5}
 CONNS=${CONNS:-50}
+LOCATIONS=${LOCATIONS:-0}
 IDLE=${IDLE:-10000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
@@ -47,6 +49,51 @@ listen = "127.0.0.1:$P_CORRAL"
 root = "$W/www"
 access_log = "off"
 CONF
+# The routing the issue measures: 10 locations of every kind, 3 of them
+# regexes, the files served by "/" after all three regexes were tried.
+if [ "$LOCATIONS" = 1 ]; then
+  cat >>"$W/corral.toml" <<'CONF'
+[[server.location]]
+match = "= /health"
+return = "200 ok"
+[[server.location]]
+match = "/api/"
+return = "403"
+[[server.location]]
+match = "^~ /static/"
+[[server.location]]
+match = "~* \\.(png|jpe?g|gif|webp)$"
+[[server.location]]
+match = "~ ^/user/(?<name>[a-z]+)$"
+return = "302 /u?n=$name"
+[[server.location]]
+match = "~ \\.php$"
+return = "404"
+[[server.location]]
+match = "/downloads/"
+autoindex = true
+[[server.location]]
+match = "/old/"
+return = "301 https://$host$request_uri"
+[[server.location]]
+match = "= /favicon.ico"
+return = "204"
+[[server.location]]
+match = "/"
+CONF
+  NGINX_LOCATIONS='location = /health { return 200 ok; }
+    location /api/ { return 403; }
+    location ^~ /static/ { }
+    location ~* \.(png|jpe?g|gif|webp)$ { }
+    location ~ ^/user/(?<name>[a-z]+)$ { return 302 /u?n=$name; }
+    location ~ \.php$ { return 404; }
+    location /downloads/ { autoindex on; }
+    location /old/ { return 301 https://$host$request_uri; }
+    location = /favicon.ico { return 204; }
+    location / { }'
+else
+  NGINX_LOCATIONS=''
+fi
 
 cat >"$W/nginx.conf" <<CONF
 worker_processes 1;
@@ -64,7 +111,7 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 75s;
   $(nginx_temp_paths "$W/nginx-tmp")
-  server { listen 127.0.0.1:$P_NGINX; root $W/www; }
+  server { listen 127.0.0.1:$P_NGINX; root $W/www; $NGINX_LOCATIONS }
 }
 CONF
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
 use super::template::Template;
 
@@ -42,11 +42,15 @@ impl Match {
             );
         }
         match op {
-            "~" | "~*" => RegexBuilder::new(rest)
-                .case_insensitive(op == "~*")
-                .build()
-                .map(Match::Regex)
-                .map_err(|e| format!("regex \"{rest}\" does not compile: {e}")),
+            // The flag goes into the pattern, so the lookup can put every
+            // location's regex into one set.
+            "~" | "~*" => Regex::new(&if op == "~*" {
+                format!("(?i){rest}")
+            } else {
+                rest.to_string()
+            })
+            .map(Match::Regex)
+            .map_err(|e| format!("regex \"{rest}\" does not compile: {e}")),
             _ if !rest.starts_with('/') => Err(format!(
                 "\"{rest}\" must start with \"/\" (or be a regex: \"~ {rest}\")"
             )),

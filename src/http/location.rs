@@ -115,6 +115,8 @@ pub struct Matcher {
     /// Longest first, so the first hit is the longest prefix.
     prefixes: Vec<(String, bool, usize)>,
     regexes: Vec<(Regex, usize)>,
+    /// The same regexes in one set: one pass over the path tells which match.
+    set: Option<regex::RegexSet>,
 }
 
 /// A regex location's captures: `$1`.. by number, `$name` by name.
@@ -140,6 +142,9 @@ impl Matcher {
         }
         // Stable: of two equal prefixes (refused at load anyway) the first stays first.
         m.prefixes.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
+        if m.regexes.len() > 1 {
+            m.set = regex::RegexSet::new(m.regexes.iter().map(|(r, _)| r.as_str())).ok();
+        }
         m
     }
 
@@ -157,12 +162,14 @@ impl Matcher {
         if let Some((_, true, i)) = prefix {
             return Some((*i, Captures::default()));
         }
-        for (re, i) in &self.regexes {
+        let first = match &self.set {
+            Some(set) => set.matches(path).iter().next(),
+            None => self.regexes.iter().position(|(re, _)| re.is_match(path)),
+        };
+        if let Some(k) = first {
+            let (re, i) = &self.regexes[k];
             if re.captures_len() <= 1 {
-                if re.is_match(path) {
-                    return Some((*i, Captures::default()));
-                }
-                continue;
+                return Some((*i, Captures::default()));
             }
             if let Some(caps) = re.captures(path) {
                 let mut out = Vec::new();
