@@ -7,12 +7,63 @@ use std::io::{self, Seek, Write};
 use super::HttpService;
 use super::body::BodyError;
 use super::cgi::{self, Head, Run, Stdin, Target};
-use super::conn::{Conn, Exchange, Phase, Step};
+use super::conn::{Conn, Exchange, Handler, Phase, Step};
 use super::request::{self, Method, Parsed, Request};
 use super::status;
 use crate::event::{Io, Next};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What a CGI exchange holds besides the response being written.
+#[derive(Default)]
+pub(super) struct CgiState {
+    /// The script, while it runs.
+    run: Option<Box<Run>>,
+    /// Which CGI rule of the site (for the per-worker concurrency count).
+    rule: usize,
+    /// A chunked body spooled before the script starts.
+    spool: Option<Box<cgi::Spool>>,
+    /// Holds one of the rule's `max_concurrent` places.
+    slot: bool,
+}
+
+/// The exchange's CGI state, made on first use.
+fn cgi_of(h: &mut Handler) -> &mut CgiState {
+    if !matches!(h, Handler::Cgi(_)) {
+        *h = Handler::Cgi(Box::default());
+    }
+    match h {
+        Handler::Cgi(st) => st,
+        Handler::Reply => unreachable!("just set"),
+    }
+}
+
+fn cgi_ref(h: &Handler) -> Option<&CgiState> {
+    match h {
+        Handler::Cgi(st) => Some(st),
+        Handler::Reply => None,
+    }
+}
+
+impl Handler {
+    /// A descriptor the handler added (1..=3) is ready.
+    pub(super) fn ready(&mut self, source: u8) {
+        if let Handler::Cgi(st) = self
+            && let Some(run) = st.run.as_mut()
+        {
+            match source {
+                cgi::STDOUT => run.stdout_ready = true,
+                cgi::STDERR => run.stderr_ready = true,
+                _ => run.stdin_ready = true,
+            }
+        }
+    }
+
+    /// The handler is still reading the request body from the socket.
+    pub(super) fn reads_body(&self) -> bool {
+        cgi_ref(self).is_some_and(|st| st.spool.is_some())
+    }
+}
 
 impl HttpService {
     /// Spawns the script for `req`; on refusal gives the request back with
@@ -78,7 +129,7 @@ impl HttpService {
         let chunked = matches!(req.body, Some(super::body::Body::Chunked(_)));
         let timeout = rule.timeout;
         let mut ex = Exchange::new(site, String::new());
-        ex.cgi_rule = t.rule;
+        cgi_of(&mut ex.handler).rule = t.rule;
         if chunked {
             let file = match cgi::temp_file(&self.cfg.client_body_temp_path) {
                 Ok(f) => f,
@@ -90,18 +141,18 @@ impl HttpService {
                     return Err((req, 500));
                 }
             };
-            ex.spool = Some(Box::new(cgi::Spool { file, target: t, env }));
+            cgi_of(&mut ex.handler).spool = Some(Box::new(cgi::Spool { file, target: t, env }));
             c.deadline = self.clock.now + self.cfg.client_body_timeout;
         } else {
             let stdin = if req.body.is_some() { Stdin::Pipe } else { Stdin::Null };
             match self.spawn_script(&t, &env, stdin, io) {
-                Some(run) => ex.cgi = Some(Box::new(run)),
+                Some(run) => cgi_of(&mut ex.handler).run = Some(Box::new(run)),
                 None => return Err((req, 500)),
             }
             c.deadline = self.clock.now + timeout;
         }
-        self.cgi_running[site][ex.cgi_rule] += 1;
-        ex.cgi_slot = true;
+        self.cgi_running[site][cgi_of(&mut ex.handler).rule] += 1;
+        cgi_of(&mut ex.handler).slot = true;
         ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
         ex.body = req.body.take();
         ex.out = self.wbufs.get_empty();
@@ -111,7 +162,7 @@ impl HttpService {
             ex.out.extend_from_slice(CONTINUE);
         }
         ex.req = Some(req);
-        c.phase = Phase::Cgi;
+        c.phase = Phase::Handler;
         c.ex = Some(ex);
         Ok(())
     }
@@ -155,7 +206,7 @@ impl HttpService {
                 Ok(_) => {}
                 Err(_) => return Some(Step::Wait(Next::Close)),
             }
-            let spool = ex.spool.as_mut()?;
+            let spool = cgi_of(&mut ex.handler).spool.as_mut()?;
             if c.rstart < c.rend
                 && let Some(body) = ex.body.as_mut()
             {
@@ -185,7 +236,7 @@ impl HttpService {
                 c.deadline = self.clock.now + self.cfg.client_body_timeout;
             }
             if ex.body.is_none() {
-                let spool = *ex.spool.take()?;
+                let spool = *cgi_of(&mut ex.handler).spool.take()?;
                 return self.start_spooled(c, spool, io);
             }
             if c.rstart == c.rend {
@@ -222,15 +273,15 @@ impl HttpService {
         let Some(run) = self.spawn_script(&target, &env, Stdin::File(file), io) else {
             return Some(self.cgi_abort(c, 500, "cannot start the script"));
         };
-        c.ex.as_mut()?.cgi = Some(Box::new(run));
+        cgi_of(&mut c.ex.as_mut()?.handler).run = Some(Box::new(run));
         c.deadline = self.clock.now + timeout;
         None
     }
 
     /// Moves whatever can move: body to stdin, stderr to the log, stdout to
     /// the client; returns what the socket must wait for.
-    pub(super) fn cgi_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
-        if c.ex.as_ref().is_some_and(|e| e.spool.is_some())
+    pub(super) fn handler_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        if c.ex.as_ref().is_some_and(|e| e.handler.reads_body())
             && let Some(step) = self.spool_step(c, io)
         {
             return step;
@@ -241,7 +292,7 @@ impl HttpService {
             let Some(ex) = c.ex.as_mut() else {
                 return Step::Wait(Next::Close);
             };
-            let Some(run) = ex.cgi.as_mut() else {
+            let Some(run) = cgi_of(&mut ex.handler).run.as_mut() else {
                 return Step::Wait(Next::Close);
             };
             let head_only = ex.req.as_ref().is_some_and(|r| r.method == Method::Head);
@@ -303,7 +354,7 @@ impl HttpService {
                                     .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
                                 self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
                                 write_head(ex, &h, &date, &self.server_header, minor, head_only, &added);
-                                let run = ex.cgi.as_mut().expect("running");
+                                let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
                                 let before = ex.out.len();
                                 run.frame(&rest, &mut ex.out, head_only);
                                 ex.file_sent += (ex.out.len() - before) as u64;
@@ -330,7 +381,7 @@ impl HttpService {
                     return Step::Wait(Next::Close);
                 }
             };
-            let run = ex.cgi.as_mut().expect("running");
+            let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
             if run.ended && ex.out_off == ex.out.len() {
                 if !run.framing_ok || ex.body.is_some() {
                     // Unsure where the next request starts, or the body was cut short.
@@ -342,7 +393,7 @@ impl HttpService {
 
             // More request body from the socket, when the script can take it.
             let wants_body = ex.body.is_some() && run.to_script.is_empty() && c.rstart == c.rend;
-            let limit = self.cgi_cfg(ex.site, ex.cgi_rule).timeout;
+            let limit = self.cgi_cfg(ex.site, cgi_of(&mut ex.handler).rule).timeout;
             if wants_body && c.readable {
                 match self.fill(c) {
                     Ok(true) => progress = true,
@@ -377,10 +428,14 @@ impl HttpService {
         let ex = c.ex.take();
         let name = ex.as_ref().map(run_name).unwrap_or_default();
         crate::error!("CGI {name}: {why}");
-        let head_sent = ex.as_ref().and_then(|e| e.cgi.as_ref()).is_some_and(|r| r.head_sent);
+        let head_sent = ex
+            .as_ref()
+            .and_then(|e| cgi_ref(&e.handler))
+            .and_then(|st| st.run.as_ref())
+            .is_some_and(|r| r.head_sent);
         if head_sent {
             if let Some(mut ex) = ex {
-                self.end_cgi(&mut ex, true);
+                self.end_handler(&mut ex, true);
                 self.wbufs.put(std::mem::take(&mut ex.out));
             }
             return Step::Wait(Next::Close);
@@ -399,7 +454,7 @@ impl HttpService {
             (r.minor, r.host.clone().unwrap_or_default(), r.keep_alive)
         });
         let body_pending = ex.body.is_some();
-        self.end_cgi(&mut ex, true);
+        self.end_handler(&mut ex, true);
         self.wbufs.put(std::mem::take(&mut ex.out));
         c.redirects += 1;
         if c.redirects > 10 || loc.bytes().any(|b| b <= b' ') {
@@ -426,12 +481,13 @@ impl HttpService {
         Step::Again
     }
 
-    pub(super) fn cgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
+    pub(super) fn handler_timeout(&mut self, c: &mut Conn) -> Option<Next> {
         let ex = c.ex.as_ref()?;
-        let (code, why) = if ex.spool.is_some() {
+        let st = cgi_ref(&ex.handler)?;
+        let (code, why) = if st.spool.is_some() {
             (408, "the client timed out sending the request body".to_string())
         } else {
-            let limit = self.cgi_cfg(ex.site, ex.cgi_rule).timeout;
+            let limit = self.cgi_cfg(ex.site, st.rule).timeout;
             (504, format!("timed out after {limit:?}, killed"))
         };
         match self.cgi_abort(c, code, &why) {
@@ -442,20 +498,26 @@ impl HttpService {
 
     /// Detaches the script from the exchange: kill it if asked, release its
     /// concurrency slot, and keep its process until it is reaped.
-    pub(super) fn end_cgi(&mut self, ex: &mut Exchange, kill: bool) {
-        ex.spool = None;
-        if std::mem::take(&mut ex.cgi_slot)
-            && let Some(n) = self.cgi_running.get_mut(ex.site).and_then(|v| v.get_mut(ex.cgi_rule))
+    pub(super) fn end_handler(&mut self, ex: &mut Exchange, kill: bool) {
+        if !matches!(ex.handler, Handler::Cgi(_)) {
+            return; // a reply holds nothing to release
+        }
+        cgi_of(&mut ex.handler).spool = None;
+        if std::mem::take(&mut cgi_of(&mut ex.handler).slot)
+            && let Some(n) = self
+                .cgi_running
+                .get_mut(ex.site)
+                .and_then(|v| v.get_mut(cgi_of(&mut ex.handler).rule))
         {
             *n = n.saturating_sub(1);
         }
-        if let Some(mut run) = ex.cgi.take() {
+        if let Some(mut run) = cgi_of(&mut ex.handler).run.take() {
             run.last_stderr();
             if kill {
                 self.collect_spawned();
                 self.children.kill(run.id);
             }
-            let timeout = self.cgi_cfg(ex.site, ex.cgi_rule).timeout;
+            let timeout = self.cgi_cfg(ex.site, cgi_of(&mut ex.handler).rule).timeout;
             self.children.detach(run.id, self.clock.now + timeout);
         }
     }
@@ -480,7 +542,10 @@ fn write_out(mut stream: &std::net::TcpStream, ex: &mut Exchange) -> io::Result<
 }
 
 fn run_name(ex: &Exchange) -> String {
-    match (&ex.cgi, &ex.spool) {
+    let Some(st) = cgi_ref(&ex.handler) else {
+        return String::new();
+    };
+    match (&st.run, &st.spool) {
         (Some(r), _) => r.name.clone(),
         (None, Some(s)) => s.target.script_name.clone(),
         (None, None) => String::new(),
@@ -514,7 +579,7 @@ fn write_head(
         Some(st) => (st, status::reason(st).to_string()),
         None => (code, reason),
     };
-    let run: &mut Run = ex.cgi.as_mut().expect("running");
+    let run: &mut Run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
     let bodiless = code < 200 || code == 204 || code == 304;
     let mut s = String::with_capacity(256);
     let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nServer: {server}\r\nDate: {date}\r\n");

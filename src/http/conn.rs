@@ -34,8 +34,9 @@ pub enum Phase {
     Body,
     /// Writing the response.
     Send,
-    /// A CGI script runs: body to its stdin, its stdout to the client.
-    Cgi,
+    /// A handler drives the exchange (a CGI script: the body to its stdin,
+    /// its output to the client).
+    Handler,
     /// `limit_req` holds the request back; a timer resumes it.
     Delay,
     /// Response sent, write side shut: read and drop until the peer closes,
@@ -85,14 +86,8 @@ pub(super) struct Exchange {
     pub(super) out: Vec<u8>,
     pub(super) out_off: usize,
     pub(super) head_len: usize,
-    /// The script serving this request, while it runs.
-    pub(super) cgi: Option<Box<super::cgi::Run>>,
-    /// Which CGI rule of the site (for the per-worker concurrency count).
-    pub(super) cgi_rule: usize,
-    /// A chunked body spooled before its script starts.
-    pub(super) spool: Option<Box<super::cgi::Spool>>,
-    /// Holds one of the rule's `max_concurrent` places.
-    pub(super) cgi_slot: bool,
+    /// What produces the response: the state of its handler.
+    pub(super) handler: Handler,
     file: Option<(Rc<File>, i64, u64)>,
     pub(super) file_sent: u64,
     /// A body held in (cache) memory, `data[off..end]` still to send; it
@@ -122,10 +117,7 @@ impl Exchange {
             file_sent: 0,
             mem: None,
             gzip: None,
-            cgi: None,
-            cgi_rule: 0,
-            spool: None,
-            cgi_slot: false,
+            handler: Handler::Reply,
         }
     }
 
@@ -133,6 +125,15 @@ impl Exchange {
     fn target(&self) -> &str {
         self.req.as_ref().map_or(self.line.as_str(), |r| r.sent_target())
     }
+}
+
+/// The handler of an exchange, each arm owned by its module: the
+/// connection only writes what it produces.
+pub(super) enum Handler {
+    /// A reply rendered at once (static files, `return`, errors).
+    Reply,
+    /// A CGI script ([`super::cgi_exchange`]).
+    Cgi(Box<super::cgi_exchange::CgiState>),
 }
 
 /// Where the bytes of a request head are (only CGI needs them again).
@@ -177,12 +178,9 @@ impl HttpService {
     pub(super) fn on_ready(&mut self, c: &mut Conn, ready: Ready, io: &mut Io<'_>) -> Next {
         if ready.source != 0 {
             // A pipe of the running script.
-            if let Some(run) = c.ex.as_mut().and_then(|e| e.cgi.as_mut()) {
-                match ready.source {
-                    super::cgi::STDOUT => run.stdout_ready = true,
-                    super::cgi::STDERR => run.stderr_ready = true,
-                    _ => run.stdin_ready = true,
-                }
+            // A descriptor of the handler's own (a script's pipe).
+            if let Some(ex) = c.ex.as_mut() {
+                ex.handler.ready(ready.source);
             }
         } else {
             if ready.readable {
@@ -200,7 +198,7 @@ impl HttpService {
                 Phase::Head => self.read_head(c, io),
                 Phase::Body => self.read_body(c),
                 Phase::Send => self.send(c),
-                Phase::Cgi => self.cgi_step(c, io),
+                Phase::Handler => self.handler_step(c, io),
                 Phase::Delay => match c.delayed.take() {
                     Some(d) if ready.woken => {
                         let (req, head) = *d;
@@ -503,7 +501,7 @@ impl HttpService {
         ex.mem = None;
         ex.gzip = None;
         ex.body = None;
-        self.end_cgi(&mut ex, true);
+        self.end_handler(&mut ex, true);
         ex.keep_alive = false;
         ex.linger = true;
         ex.out_off = 0;
@@ -732,7 +730,7 @@ impl HttpService {
         let Some(mut ex) = c.ex.take() else {
             return Step::Wait(Next::Close);
         };
-        self.end_cgi(&mut ex, false);
+        self.end_handler(&mut ex, false);
         self.release_limit(c);
         self.log_exchange(c, &ex);
         self.wbufs.put(std::mem::take(&mut ex.out));
@@ -821,8 +819,8 @@ impl HttpService {
             Phase::Linger => Next::Idle,
             Phase::Send => Next::Write,
             // A spooling body still comes from the socket.
-            Phase::Cgi if c.ex.as_ref().is_some_and(|e| e.spool.is_some()) => Next::Read,
-            Phase::Cgi | Phase::Delay => Next::Pause,
+            Phase::Handler if c.ex.as_ref().is_some_and(|e| e.handler.reads_body()) => Next::Read,
+            Phase::Handler | Phase::Delay => Next::Pause,
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.continue_left > 0) => Next::Write,
             _ => Next::Read,
         }
@@ -877,8 +875,8 @@ impl HttpService {
     pub(super) fn on_closed(&mut self, mut c: Conn) {
         self.release_limit(&mut c);
         if let Some(mut ex) = c.ex.take() {
-            self.end_cgi(&mut ex, true);
-            if c.phase == Phase::Send || c.phase == Phase::Cgi {
+            self.end_handler(&mut ex, true);
+            if c.phase == Phase::Send || c.phase == Phase::Handler {
                 self.log_exchange(&c, &ex);
             }
             self.wbufs.put(std::mem::take(&mut ex.out));
@@ -904,7 +902,7 @@ impl HttpService {
             Phase::Head => crate::info!("client {} timed out reading the request head", c.peer.ip()),
             Phase::Body => crate::info!("client {} timed out sending the request body", c.peer.ip()),
             Phase::Send => crate::info!("client {} timed out receiving the response", c.peer.ip()),
-            Phase::Cgi => return self.cgi_timeout(c),
+            Phase::Handler => return self.handler_timeout(c),
             Phase::Delay | Phase::Linger => {}
         }
         Some(Next::Close)
