@@ -66,9 +66,32 @@ impl Handler {
 }
 
 impl HttpService {
+    /// A request routed to a CGI location: finds its script and starts it.
+    /// Gives the request back with the status to answer, or none when the
+    /// path names no script of the location (then it is a static file).
+    pub(super) fn begin_cgi(
+        &mut self,
+        c: &mut Conn,
+        req: Box<Request>,
+        site: usize,
+        head: &[u8],
+        io: &mut Io<'_>,
+    ) -> Result<(), (Box<Request>, Option<u16>)> {
+        let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d)) else {
+            return Err((req, None));
+        };
+        match cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
+            cgi::Route::Static => Err((req, None)),
+            cgi::Route::Run(t) => self
+                .start_cgi(c, req, site, t, head, io)
+                .map_err(|(r, code)| (r, Some(code))),
+            cgi::Route::Refuse(code) => Err((req, Some(code))),
+        }
+    }
+
     /// Spawns the script for `req`; on refusal gives the request back with
     /// the status to answer.
-    pub(super) fn start_cgi(
+    fn start_cgi(
         &mut self,
         c: &mut Conn,
         mut req: Box<Request>,

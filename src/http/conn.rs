@@ -378,23 +378,17 @@ impl HttpService {
                 }
             }
         };
-        if cgi && let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d)) {
-            match super::cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
-                super::cgi::Route::Static => {}
-                super::cgi::Route::Run(t) => {
-                    let head_bytes = match &head {
-                        HeadBytes::InBuf(r) => c.rbuf.get(r.clone()).map(<[u8]>::to_vec).unwrap_or_default(),
-                        HeadBytes::Owned(v) => v.clone(),
-                    };
-                    match self.start_cgi(c, req, site, t, &head_bytes, io) {
-                        Ok(()) => return,
-                        Err((r, code)) => {
-                            req = r;
-                            refused = Some(Reply::error(code, self.cfg.server_tokens));
-                        }
-                    }
+        if cgi {
+            let head_bytes = match &head {
+                HeadBytes::InBuf(r) => c.rbuf.get(r.clone()).map(<[u8]>::to_vec).unwrap_or_default(),
+                HeadBytes::Owned(v) => v.clone(),
+            };
+            match self.begin_cgi(c, req, site, &head_bytes, io) {
+                Ok(()) => return,
+                Err((r, code)) => {
+                    req = r;
+                    refused = code.map(|code| Reply::error(code, self.cfg.server_tokens));
                 }
-                super::cgi::Route::Refuse(code) => refused = Some(Reply::error(code, self.cfg.server_tokens)),
             }
         }
         let reply = match refused {
