@@ -215,6 +215,11 @@ fn location_config_errors() {
             "bits set past its /8 prefix",
         ),
         ("match = \"/x/\"\nexpires = \"soon\"", "is not a time"),
+        (
+            "match = \"/x/\"\nauth_basic = \"r\"\nauth_basic_user_file = \"/nonexistent/htpasswd\"",
+            "cannot read /nonexistent/htpasswd",
+        ),
+        ("match = \"/x/\"\nauth_basic = \"r\"", "needs `auth_basic_user_file`"),
     ] {
         std::fs::write(
             &cfg,
@@ -720,4 +725,68 @@ fn gzip_on_the_fly() {
     let mut unzipped = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&out[body_at..]), &mut unzipped).unwrap();
     assert_eq!(unzipped, big.as_bytes());
+}
+
+/// auth_basic with a file made by Debian's htpasswd (bcrypt, SHA and apr1
+/// entries), per location, `off` below it; 401 with the realm otherwise.
+#[test]
+fn auth_basic_with_htpasswd_files() {
+    let s = Server::start();
+    let file = s.dir.path().join("users.htpasswd");
+    let f = file.to_str().unwrap();
+    for args in [
+        vec!["-c", "-B", "-b", f, "alice", "secret1"],
+        vec!["-s", "-b", f, "bob", "secret2"],
+        vec!["-m", "-b", f, "carol", "se:cret3"],
+    ] {
+        let out = std::process::Command::new("htpasswd")
+            .args(&args)
+            .output()
+            .expect("htpasswd (apache2-utils)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("alice:$2y$") && text.contains("bob:{SHA}") && text.contains("carol:$apr1$"),
+        "{text}"
+    );
+    let s = Server::with_root(
+        Opts {
+            more: format!(
+                "[[server.location]]\nmatch = \"/private/\"\nauth_basic = \"Staff only\"\nauth_basic_user_file = \"{f}\"\n\n\
+                 [[server.location]]\nmatch = \"/private/public/\"\nauth_basic = \"off\"\n"
+            ),
+            ..Opts::default()
+        },
+        TempDir::new(),
+        s.root.clone(),
+    );
+    std::fs::create_dir_all(s.root.join("private/public")).unwrap();
+    std::fs::write(s.root.join("private/doc.txt"), "secret doc\n").unwrap();
+    std::fs::write(s.root.join("private/public/open.txt"), "open\n").unwrap();
+    let url = format!("http://127.0.0.1:{}/private/doc.txt", s.port);
+    let (_, head) = curl(&["-s", "-D", "-", "-o", "/dev/null", &url]);
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.contains("WWW-Authenticate: Basic realm=\"Staff only\", charset=\"UTF-8\""),
+        "{head}"
+    );
+    for (user, pass) in [("alice", "secret1"), ("bob", "secret2"), ("carol", "se:cret3")] {
+        let (ok, body) = curl(&["-s", "-f", "-u", &format!("{user}:{pass}"), &url]);
+        assert!(ok, "{user}");
+        assert_eq!(String::from_utf8_lossy(&body), "secret doc\n");
+    }
+    let (ok, _) = curl(&["-s", "-f", "-u", "alice:wrong", &url]);
+    assert!(!ok, "a wrong password is refused");
+    assert!(
+        s.error_log()
+            .contains("auth_basic \"Staff only\": wrong user or password")
+    );
+    assert_eq!(
+        s.get("/private/public/open.txt").text(),
+        "open\n",
+        "auth_basic = \"off\" below"
+    );
+    assert_eq!(s.get("/index.html").status, 200);
 }

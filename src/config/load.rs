@@ -622,6 +622,7 @@ fn build_server(
             alias: None,
             gzip_static: None,
             gzip: None,
+            auth: None,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
@@ -656,6 +657,7 @@ fn build_server(
         rewrite: parse_rewrite(&c, s.rewrite)?,
         gzip_static: s.gzip_static.unwrap_or(false),
         gzip: parse_gzip(&c, s.gzip, s.gzip_types, s.gzip_min_length, s.gzip_comp_level)?.flatten(),
+        auth: parse_auth(&c, src, s.auth_basic, s.auth_basic_user_file)?.flatten(),
     })
 }
 
@@ -853,7 +855,36 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         alias,
         gzip_static: l.gzip_static,
         gzip: parse_gzip(&c, l.gzip, l.gzip_types, l.gzip_min_length, l.gzip_comp_level)?,
+        auth: parse_auth(&c, src, l.auth_basic, l.auth_basic_user_file)?,
     })
+}
+
+/// `auth_basic = "realm"` with `auth_basic_user_file`; `"off"` is `Some(None)`.
+fn parse_auth(
+    c: &Checker<'_>,
+    src: &Source,
+    realm: Option<String>,
+    file: Option<String>,
+) -> Result<Option<Option<super::Auth>>, ConfigError> {
+    match (realm, file) {
+        (None, None) => Ok(None),
+        (Some(r), _) if r == "off" => Ok(Some(None)),
+        (None, Some(_)) => Err(c.err("auth_basic_user_file", "needs `auth_basic = \"realm\"` beside it")),
+        (Some(_), None) => Err(c.err("auth_basic", "needs `auth_basic_user_file`, the htpasswd file")),
+        (Some(realm), Some(f)) => {
+            if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
+                return Err(c.err(
+                    "auth_basic",
+                    "the realm may not hold quotes, backslashes or control characters",
+                ));
+            }
+            let users = super::htpasswd::Htpasswd::load(&src.path(&f)).map_err(|e| c.err("auth_basic_user_file", e))?;
+            Ok(Some(Some(super::Auth {
+                realm,
+                users: std::rc::Rc::new(users),
+            })))
+        }
+    }
 }
 
 /// `gzip = true` and its knobs; `Some(None)` for `gzip = false`.

@@ -104,4 +104,6 @@ pub struct Location {
     pub gzip_static: Option<bool>,
     /// `Some(None)`: `gzip = false` here.
     pub gzip: Option<Option<super::Gzip>>,
+    /// `Some(None)`: `auth_basic = "off"` here.
+    pub auth: Option<Option<super::Auth>>,
 }

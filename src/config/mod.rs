@@ -5,6 +5,7 @@
 //! file, line and key when one is wrong.
 
 pub mod access;
+pub mod htpasswd;
 mod load;
 mod location;
 mod raw;
@@ -161,6 +162,15 @@ pub struct Server {
     pub gzip_static: bool,
     /// Compress responses on the fly (`gzip = true`).
     pub gzip: Option<Gzip>,
+    /// `auth_basic`: the realm and the password file.
+    pub auth: Option<Auth>,
+}
+
+/// HTTP Basic authentication against an htpasswd file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub realm: String,
+    pub users: std::rc::Rc<htpasswd::Htpasswd>,
 }
 
 /// On-the-fly gzip settings.

@@ -116,6 +116,8 @@ pub struct Server {
     pub gzip_types: Option<OneOrMany>,
     pub gzip_min_length: Option<NumOrStr>,
     pub gzip_comp_level: Option<i64>,
+    pub auth_basic: Option<String>,
+    pub auth_basic_user_file: Option<String>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.
@@ -154,6 +156,8 @@ pub struct Location {
     pub gzip_types: Option<OneOrMany>,
     pub gzip_min_length: Option<NumOrStr>,
     pub gzip_comp_level: Option<i64>,
+    pub auth_basic: Option<String>,
+    pub auth_basic_user_file: Option<String>,
 }
 
 /// `limit_req = { rate = "10r/s", burst = 20, nodelay = true }`

@@ -273,6 +273,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 rewrite: Vec::new(),
                 gzip_static: false,
                 gzip: None,
+                auth: None,
             })
         });
         f(site)

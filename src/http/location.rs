@@ -87,6 +87,9 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     if let Some(e) = l.expires {
         s.expires = e;
     }
+    if let Some(a) = &l.auth {
+        s.auth = a.clone();
+    }
     if let Some(g) = &l.gzip {
         s.gzip = g.clone();
     }

@@ -38,6 +38,7 @@ pub struct Request {
     pub referer: Option<String>,
     pub user_agent: Option<String>,
     pub accept_encoding: Option<String>,
+    pub authorization: Option<String>,
     /// The target as sent and its path start, once `rewrite` replaced it.
     pub sent: Option<Box<(String, usize)>>,
     /// The decoded, normalised path, once routing has computed it.
@@ -181,6 +182,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         if_range: None,
         referer: None,
         accept_encoding: None,
+        authorization: None,
         user_agent: None,
         sent: None,
         norm: None,
@@ -268,6 +270,8 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                 }
                 None => r.accept_encoding = Some(value.to_string()),
             }
+        } else if is(name, "authorization") {
+            r.authorization = Some(value.to_string());
         } else if is(name, "referer") {
             r.referer = Some(value.to_string());
         } else if is(name, "user-agent") {

@@ -79,6 +79,9 @@ impl HttpService {
                 if let Some(denied) = self.access(server, peer, req) {
                     return denied;
                 }
+                if let Some(denied) = self.authenticate(server, peer, req) {
+                    return denied;
+                }
                 return Routed::Serve {
                     site: server,
                     cgi: false,
@@ -133,6 +136,9 @@ impl HttpService {
             let returns = loc.is_some_and(|i| matches!(self.routes[server].locs[i].kind, Kind::Return { .. }));
             // nginx's phases: `return` (rewrite) comes before allow/deny (access).
             if !returns && let Some(denied) = self.access(site, peer, req) {
+                return denied;
+            }
+            if !returns && let Some(denied) = self.authenticate(site, peer, req) {
                 return denied;
             }
             let Some(loc) = loc.map(|i| &self.routes[server].locs[i]) else {
@@ -330,6 +336,27 @@ impl HttpService {
             .filter(|h| !h.is_empty())
             .or_else(|| self.sites[server].cfg.server_name.first().cloned())
             .unwrap_or_default()
+    }
+
+    /// The site's `auth_basic`: `Some(401)` without valid credentials.
+    fn authenticate(&self, site: usize, peer: std::net::IpAddr, req: &Request) -> Option<Routed> {
+        let auth = self.sites[site].cfg.auth.as_ref()?;
+        if let Some(given) = &req.authorization {
+            if auth.users.check(given).is_some() {
+                return None;
+            }
+            crate::error!(
+                "auth_basic \"{}\": wrong user or password, client: {peer}, request: \"{}\"",
+                auth.realm,
+                crate::core::log::Esc(req.request_uri().as_bytes())
+            );
+        }
+        let mut reply = Reply::error(401, self.cfg.server_tokens);
+        reply.header(
+            "WWW-Authenticate",
+            format_args!("Basic realm=\"{}\", charset=\"UTF-8\"", auth.realm),
+        );
+        Some(Routed::Reply { site, reply })
     }
 
     /// The site's `allow` / `deny`: `Some(403)` for a client it refuses.
