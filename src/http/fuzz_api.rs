@@ -76,6 +76,16 @@ fn check_head(data: &[u8], limits: &Limits) {
     assert!(!p.contains(['?', '#']), "path {p:?}");
     let _ = r.query();
     let _ = (r.accepts("gzip"), r.accepts("br"));
+    if let Some(a) = &r.authorization {
+        // Basic credentials from the client against a cheap ({SHA}) entry.
+        static USERS: OnceLock<crate::config::htpasswd::Htpasswd> = OnceLock::new();
+        let users = USERS.get_or_init(|| {
+            crate::config::htpasswd::Htpasswd::parse("u:{SHA}xjbo4jj9evl+LlAPjG8PTAvtr7A=\n").expect("valid")
+        });
+        if let Some(user) = users.check(a) {
+            assert_eq!(user, "u");
+        }
+    }
     if r.method == Method::Other {
         assert!(!matches!(r.method_name.as_str(), "GET" | "HEAD"));
     }
