@@ -314,22 +314,6 @@ fn limited_server(limits: &str, secs: u32) -> Server {
     )
 }
 
-/// A request from client address `ip` (a loopback address of its own).
-fn status_from(ip: &str, port: u16, path: &str) -> u16 {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
-        .unwrap();
-    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .unwrap();
-    let mut c: TcpStream = sock.into();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    parse_responses(&read_to_close(&mut c), false)
-        .first()
-        .map_or(0, |r| r.status)
-}
-
 /// limit_conn counts requests in progress per address across workers
 /// (many concurrent connections land on both), and a worker killed with
 /// requests in progress does not leave its address counted.

@@ -316,36 +316,6 @@ fn added_headers_expires_and_default_type() {
     assert_eq!(r.header("x-frame-options"), Some("DENY"), "CGI responses get them too");
 }
 
-/// A request from client address `ip` (a loopback address of its own).
-fn status_from(ip: &str, port: u16, path: &str) -> u16 {
-    use std::io::Write;
-    let sock = socket2::Socket::new(
-        if ip.contains(':') {
-            socket2::Domain::IPV6
-        } else {
-            socket2::Domain::IPV4
-        },
-        socket2::Type::STREAM,
-        None,
-    )
-    .unwrap();
-    sock.bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
-        .unwrap();
-    let dest: std::net::IpAddr = if ip.contains(':') {
-        "::1".parse().unwrap()
-    } else {
-        "127.0.0.1".parse().unwrap()
-    };
-    sock.connect(&std::net::SocketAddr::new(dest, port).into()).unwrap();
-    let mut c: std::net::TcpStream = sock.into();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    parse_responses(&read_to_close(&mut c), false)
-        .first()
-        .map_or(0, |r| r.status)
-}
-
 /// allow / deny by IPv4 and IPv6 address and CIDR, first match wins, per
 /// server and per location; `return` comes before access, as in nginx.
 #[test]

@@ -150,17 +150,7 @@ impl HttpService {
                 && !returns
             {
                 let uri = String::from_utf8_lossy(&norm).into_owned();
-                let host = self.host_of(server, req);
-                let mut file = expand(
-                    alias,
-                    &Vars {
-                        req,
-                        uri: &uri,
-                        host: &host,
-                        remote: peer,
-                        caps: &caps,
-                    },
-                );
+                let mut file = self.expand_in(server, alias, req, &uri, peer, &caps);
                 if let Some(n) = loc.prefix_len {
                     file.push_str(uri.get(n..).unwrap_or(""));
                 }
@@ -275,18 +265,7 @@ impl HttpService {
                 }
                 caps.push((n.to_string(), v));
             }
-            let caps = Captures(caps);
-            let host = self.host_of(server, req);
-            let new = expand(
-                &rule.replacement,
-                &Vars {
-                    req,
-                    uri: &uri,
-                    host: &host,
-                    remote: peer,
-                    caps: &caps,
-                },
-            );
+            let new = self.expand_in(server, &rule.replacement, req, &uri, peer, &Captures(caps));
             // The request's query follows, unless the replacement has one of
             // its own (then it goes after it) or ends in "?" (then it is dropped).
             let target = match (new.strip_suffix('?'), new.split_once('?')) {
@@ -327,6 +306,29 @@ impl HttpService {
         } else {
             Rewritten::Unchanged
         }
+    }
+
+    /// `t` with the variables of `req` on `server`.
+    fn expand_in(
+        &self,
+        server: usize,
+        t: &Template,
+        req: &Request,
+        uri: &str,
+        peer: std::net::IpAddr,
+        caps: &Captures,
+    ) -> String {
+        let host = self.host_of(server, req);
+        expand(
+            t,
+            &Vars {
+                req,
+                uri,
+                host: &host,
+                remote: peer,
+                caps,
+            },
+        )
     }
 
     /// `$host`: the request's Host, else the server's first name.
