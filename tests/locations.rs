@@ -515,7 +515,11 @@ fn server_names_wildcards_regexes_and_default() {
     let more = [
         block("[\"*.example.org\"]", "", "wild-leading"),
         block("[\"www.example.*\"]", "", "wild-trailing"),
-        block("[\"~^api\\\\.(?<region>[a-z]+)\\\\.example\\\\.net$\"]", "", "regex"),
+        block(
+            "[\"~^api\\\\.(?<region>[a-z]+)\\\\.example\\\\.net$\"]",
+            "",
+            "regex $region",
+        ),
         block(
             "[\"exact.example.org\", \".dot.test\"]",
             "default_server = true",
@@ -542,7 +546,11 @@ fn server_names_wildcards_regexes_and_default() {
     assert_eq!(host("www.example.org"), "wild-leading", "*.x beats x.*");
     assert_eq!(host("exact.example.org"), "exact", "exact beats *.x");
     assert_eq!(host("EXACT.Example.org:8080"), "exact", "case and port do not matter");
-    assert_eq!(host("api.eu.example.net"), "regex");
+    assert_eq!(
+        host("api.eu.example.net"),
+        "regex eu",
+        "the server name's captures in a location"
+    );
     assert_eq!(host("dot.test"), "exact", ".x matches x itself");
     assert_eq!(host("sub.dot.test"), "exact");
     assert_eq!(host("unknown.test"), "exact", "the default_server, not the first");

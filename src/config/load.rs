@@ -586,6 +586,15 @@ fn build_server(
     for n in &server_name {
         names.push(super::server_name::parse(n).map_err(|e| c.err("server_name", e))?);
     }
+    // Captures of regex server names, usable in the locations' strings.
+    let server_caps: Vec<String> = names
+        .iter()
+        .filter_map(|n| match n {
+            super::server_name::Pattern::Regex(re) => Some(super::Match::Regex(re.clone()).capture_names()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let mut locations = Vec::new();
     // `[[server.cgi]]` is shorthand for a location: a prefix one stops the
     // regexes (`^~`), an extension one is a regex on the extensions.
@@ -626,7 +635,7 @@ fn build_server(
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
-        locations.push(build_location(src, *loc_seen + k, &root, l)?);
+        locations.push(build_location(src, *loc_seen + k, &root, &server_caps, l)?);
     }
     *loc_seen += locations.len();
     let cgi = Vec::new();
@@ -676,7 +685,13 @@ fn parse_charset(c: &Checker<'_>, v: Option<&str>) -> Result<Option<String>, Con
     }
 }
 
-fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Result<super::Location, ConfigError> {
+fn build_location(
+    src: &Source,
+    nth: usize,
+    root: &Path,
+    server_caps: &[String],
+    l: raw::Location,
+) -> Result<super::Location, ConfigError> {
     let c = Checker {
         src,
         table: "server.location",
@@ -689,7 +704,8 @@ fn build_location(src: &Source, nth: usize, root: &Path, l: raw::Location) -> Re
         )
     })?;
     let matches = super::Match::parse(&pattern).map_err(|e| c.err("match", e))?;
-    let caps = matches.capture_names();
+    let mut caps = matches.capture_names();
+    caps.extend(server_caps.iter().cloned());
     // `alias`: its fixed directory part becomes the root files are confined
     // to; what follows (captures in a regex location) is expanded per request.
     let mut alias = None;

@@ -354,13 +354,13 @@ impl HttpService {
     /// Like `begin`; a non-zero `refusal` answers with that status instead
     /// of routing (a client limit was reached).
     fn begin_refused(&mut self, c: &mut Conn, mut req: Box<Request>, head: HeadBytes, io: &mut Io<'_>, refusal: u16) {
-        let server = self.select_site(c.listener, req.host.as_deref());
+        let (server, server_caps) = self.select_site_caps(c.listener, req.host.as_deref());
         let mut refused = None;
         let (site, cgi) = if refusal != 0 {
             refused = Some(Reply::error(refusal, self.cfg.server_tokens));
             (server, false)
         } else {
-            match self.route(server, &mut req, c.peer.ip(), &mut c.redirects) {
+            match self.route(server, &server_caps, &mut req, c.peer.ip(), &mut c.redirects) {
                 Routed::Serve { site, cgi } => (site, cgi),
                 Routed::Reply { site, reply } => {
                     refused = Some(reply);

@@ -153,6 +153,11 @@ impl HttpService {
     fn select_site(&self, listener: usize, host: Option<&str>) -> usize {
         self.names.get(listener).map_or(0, |n| n.select(host).0)
     }
+
+    /// Like `select_site`, with the captures of a regex server name.
+    fn select_site_caps(&self, listener: usize, host: Option<&str>) -> (usize, Vec<(String, String)>) {
+        self.names.get(listener).map_or((0, Vec::new()), |n| n.select(host))
+    }
 }
 
 impl Service for HttpService {

@@ -58,6 +58,7 @@ impl HttpService {
     pub(super) fn route(
         &mut self,
         server: usize,
+        server_caps: &[(String, String)],
         req: &mut Request,
         peer: std::net::IpAddr,
         redirects: &mut u8,
@@ -103,10 +104,13 @@ impl HttpService {
             };
             let routes = &self.routes[server];
             let found = routes.matcher.find(&String::from_utf8_lossy(&norm));
-            let (site, loc, caps) = match found {
+            let (site, loc, mut caps) = match found {
                 Some((i, caps)) => (routes.locs[i].site, Some(i), caps),
                 None => (server, None, Captures::default()),
             };
+            // The server name's captures come after the location's: a
+            // number the location's regex also has is the location's.
+            caps.0.extend(server_caps.iter().cloned());
             if self.sites[site].cfg.deny_hidden && path::is_hidden(req.path().as_bytes()) {
                 return Routed::Reply {
                     site,
