@@ -118,8 +118,10 @@ fn cgi_server() -> (Server, PathBuf) {
     let o = Opts {
         http: "client_max_body_size = \"20m\"".into(),
         server: format!(
-            "[[server.cgi]]\nprefix = \"/cgi-bin/\"\ndir = \"{}\"\ntimeout = \"2s\"\nenv = {{ EXTRA_VAR = \"extra\" }}\n\
-             [[server.cgi]]\nextensions = [\".py\"]\ninterpreters = {{ \".py\" = \"{py}\" }}\n",
+            "[[server.location]]\nmatch = \"^~ /cgi-bin/\"\n\
+             cgi = {{ dir = \"{}\", timeout = \"2s\", env = {{ EXTRA_VAR = \"extra\" }} }}\n\
+             [[server.location]]\nmatch = \"~ \\\\.py(/|$)\"\n\
+             cgi = {{ extensions = [\".py\"], interpreters = {{ \".py\" = \"{py}\" }} }}\n",
             bin.display()
         ),
         ..Opts::default()
@@ -137,7 +139,10 @@ fn one_script_server(dir: TempDir, name: &str, body: &str, http: &str, cgi: &str
     let o = Opts {
         main: "workers = 1".into(),
         http: http.into(),
-        server: format!("[[server.cgi]]\nextensions = [\".cgi\"]\n{cgi}"),
+        server: format!(
+            "[[server.location]]\nmatch = \"~ \\\\.cgi(/|$)\"\ncgi = {{ extensions = [\".cgi\"]{} }}\n",
+            if cgi.is_empty() { String::new() } else { format!(", {cgi}") }
+        ),
         ..Opts::default()
     };
     Server::with_root(o, dir, root)
@@ -588,8 +593,8 @@ fn git_clone_and_push_through_http_backend() {
     assert!(git(&repos.join("project.git"), &["config", "http.receivepack", "true"]).0);
     let o = Opts {
         server: format!(
-            "[[server.cgi]]\nprefix = \"/git/\"\nscript = \"{backend}\"\ntimeout = \"30s\"\n\
-             env = {{ GIT_PROJECT_ROOT = \"{}\", GIT_HTTP_EXPORT_ALL = \"1\" }}\n",
+            "[[server.location]]\nmatch = \"/git/\"\ncgi = {{ script = \"{backend}\", timeout = \"30s\", \
+             env = {{ GIT_PROJECT_ROOT = \"{}\", GIT_HTTP_EXPORT_ALL = \"1\" }} }}\n",
             repos.display()
         ),
         ..Opts::default()
