@@ -141,7 +141,11 @@ fn one_script_server(dir: TempDir, name: &str, body: &str, http: &str, cgi: &str
         http: http.into(),
         server: format!(
             "[[server.location]]\nmatch = \"~ \\\\.cgi(/|$)\"\ncgi = {{ extensions = [\".cgi\"]{} }}\n",
-            if cgi.is_empty() { String::new() } else { format!(", {cgi}") }
+            if cgi.is_empty() {
+                String::new()
+            } else {
+                format!(", {cgi}")
+            }
         ),
         ..Opts::default()
     };
