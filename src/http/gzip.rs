@@ -115,8 +115,11 @@ pub fn filter(r: &mut Reply, cfg: &config::Gzip, req: &Request) {
     {
         return;
     }
-    // Caches must keep the two forms apart, whichever this client gets.
-    r.header("Vary", "Accept-Encoding");
+    // Caches must keep the two forms apart, whichever this client gets
+    // (gzip_static may have said so already).
+    if !r.extra.contains("Vary: Accept-Encoding") {
+        r.header("Vary", "Accept-Encoding");
+    }
     if !req.accepts("gzip") {
         return;
     }
