@@ -77,10 +77,10 @@ impl HttpService {
         head: &[u8],
         io: &mut Io<'_>,
     ) -> Result<(), (Box<Request>, Option<u16>)> {
-        let Some(norm) = super::path::decode(req.path().as_bytes()).and_then(|d| super::path::normalize(&d)) else {
+        let Some(path) = req.normalized().map(|n| String::from_utf8_lossy(&n).into_owned()) else {
             return Err((req, None));
         };
-        match cgi::route(&self.sites[site].cgi, &String::from_utf8_lossy(&norm)) {
+        match cgi::route(&self.sites[site].cgi, &path) {
             cgi::Route::Static => Err((req, None)),
             cgi::Route::Run(t) => self
                 .start_cgi(c, req, site, t, head, io)

@@ -151,7 +151,7 @@ impl HttpService {
     /// The server for `host` among those on `listener`, by nginx's rules
     /// (`server_name`, then the address's default server).
     fn select_site(&self, listener: usize, host: Option<&str>) -> usize {
-        self.names.get(listener).map_or(0, |n| n.select(host).0)
+        self.select_site_caps(listener, host).0
     }
 
     /// Like `select_site`, with the captures of a regex server name.

@@ -11,13 +11,19 @@ pub fn is_hidden(raw: &[u8]) -> bool {
     if !maybe {
         return false;
     }
-    let Some(norm) = decode(raw).and_then(|d| normalize(&d)) else {
+    let Some(norm) = resolve(raw) else {
         return false; // refused as malformed later
     };
     norm[1..]
         .split(|&b| b == b'/')
         .enumerate()
         .any(|(i, seg)| seg.first() == Some(&b'.') && !(i == 0 && seg == b".well-known"))
+}
+
+/// `raw` percent-decoded and dot-segment-resolved: the path a request
+/// names. `None` for a broken escape, an encoded NUL or a climb above `/`.
+pub fn resolve(raw: &[u8]) -> Option<Vec<u8>> {
+    decode(raw).and_then(|d| normalize(&d))
 }
 
 /// Percent-decodes `raw`. `None` for a broken escape or an encoded NUL.

@@ -89,6 +89,14 @@ impl Request {
         self.path_end = uri.find(['?', '#']).unwrap_or(uri.len());
     }
 
+    /// The decoded, normalised path: the one routing computed, else now.
+    pub fn normalized(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match &self.norm {
+            Some(n) => Some(std::borrow::Cow::Borrowed(n.as_slice())),
+            None => super::path::resolve(self.path().as_bytes()).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The request target as the client sent it.
     pub fn sent_target(&self) -> &str {
         self.sent.as_ref().map_or(self.target.as_str(), |s| s.0.as_str())

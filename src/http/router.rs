@@ -77,10 +77,7 @@ impl HttpService {
                         reply: Reply::error(404, tokens),
                     };
                 }
-                if let Some(denied) = self.access(server, peer, req) {
-                    return denied;
-                }
-                if let Some(denied) = self.authenticate(server, peer, req) {
+                if let Some(denied) = self.guard(server, peer, req) {
                     return denied;
                 }
                 return Routed::Serve {
@@ -95,7 +92,7 @@ impl HttpService {
                     Rewritten::Unchanged | Rewritten::Changed | Rewritten::Last | Rewritten::Break => {}
                 }
             }
-            let Some(mut norm) = path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) else {
+            let Some(mut norm) = path::resolve(req.path().as_bytes()) else {
                 // The static handler answers a malformed path with 400.
                 return Routed::Serve {
                     site: server,
@@ -131,7 +128,7 @@ impl HttpService {
                         continue;
                     }
                     // Served here, as the new path.
-                    Rewritten::Break => match path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) {
+                    Rewritten::Break => match path::resolve(req.path().as_bytes()) {
                         Some(n) => norm = n,
                         None => return Routed::Serve { site, cgi: false },
                     },
@@ -139,10 +136,7 @@ impl HttpService {
             }
             let returns = loc.is_some_and(|i| matches!(self.routes[server].locs[i].kind, Kind::Return { .. }));
             // nginx's phases: `return` (rewrite) comes before allow/deny (access).
-            if !returns && let Some(denied) = self.access(site, peer, req) {
-                return denied;
-            }
-            if !returns && let Some(denied) = self.authenticate(site, peer, req) {
+            if !returns && let Some(denied) = self.guard(site, peer, req) {
                 return denied;
             }
             let Some(loc) = loc.map(|i| &self.routes[server].locs[i]) else {
@@ -256,7 +250,7 @@ impl HttpService {
         };
         let mut changed = false;
         for rule in rules {
-            let Some(norm) = path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) else {
+            let Some(norm) = path::resolve(req.path().as_bytes()) else {
                 return Rewritten::Unchanged;
             };
             let uri = String::from_utf8_lossy(&norm).into_owned();
@@ -342,6 +336,12 @@ impl HttpService {
             .filter(|h| !h.is_empty())
             .or_else(|| self.sites[server].cfg.server_name.first().cloned())
             .unwrap_or_default()
+    }
+
+    /// nginx's access phase: `allow`/`deny`, then `auth_basic`.
+    fn guard(&self, site: usize, peer: std::net::IpAddr, req: &Request) -> Option<Routed> {
+        self.access(site, peer, req)
+            .or_else(|| self.authenticate(site, peer, req))
     }
 
     /// The site's `auth_basic`: `Some(401)` without valid credentials.

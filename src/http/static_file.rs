@@ -200,12 +200,8 @@ pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
         r.header("Allow", "GET, HEAD");
         return r;
     }
-    let norm = match &req.norm {
-        Some(n) => std::borrow::Cow::Borrowed(n.as_slice()),
-        None => match path::decode(req.path().as_bytes()).and_then(|d| path::normalize(&d)) {
-            Some(n) => std::borrow::Cow::Owned(n),
-            None => return Reply::fatal(400, tokens),
-        },
+    let Some(norm) = req.normalized() else {
+        return Reply::fatal(400, tokens);
     };
     let norm = norm.as_ref();
     let rel = req.file.as_deref().unwrap_or(&norm[1..]);
