@@ -186,6 +186,19 @@ start_server() {
   SERVER_MASTERS+=" $MASTER"
 }
 
+# start_one corral|nginx PORT [CORRAL_EXTRA] [NGINX_EXTRA] [READY_SECONDS]: one
+# worker with WORKER_CONNECTIONS and RLIMIT, started and ready; sets MASTER, WPID.
+start_one() {
+  local s=$1 port=$2
+  case $s in
+    corral) corral_conf corral "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" ${3:+"$3"} ;;
+    nginx) nginx_conf nginx "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" ${4:+"$4"} ;;
+  esac
+  start_server "$s" "$s"
+  wait_ready "$port" "$MASTER" 1 ${5:+"$5"}
+  WPID=$(first_worker "$MASTER")
+}
+
 # stop_server MASTER: stops it and any worker left.
 stop_server() {
   remember_workers "$1"

@@ -25,13 +25,8 @@ HOLD=${HOLD:-6}
 declare -A SUMMARY
 for s in $SERVERS; do
   port=$(free_port)
-  case $s in
-    corral) corral_conf corral "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" ;;
-    nginx) nginx_conf nginx "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" ;;
-  esac
-  start_server "$s" "$s"
-  wait_ready "$port" "$MASTER" 1
-  wpid=$(first_worker "$MASTER")
+  start_one "$s" "$port"
+  wpid=$WPID
   head -c 2048 /dev/urandom >"$W/www/uncached-$s.bin"
   chmod 644 "$W/www/uncached-$s.bin"
   for _ in 1 2 3; do python3 "$HH/hlib.py" get "$port" /1k.bin >/dev/null || true; done

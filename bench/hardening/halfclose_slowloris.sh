@@ -58,13 +58,8 @@ sockets() {
 declare -A SUMMARY
 for s in $SERVERS; do
   port=$(free_port)
-  case $s in
-    corral) corral_conf corral "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" ;;
-    nginx) nginx_conf nginx "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" ;;
-  esac
-  start_server "$s" "$s"
-  wait_ready "$port" "$MASTER" 1
-  wpid=$(first_worker "$MASTER")
+  start_one "$s" "$port"
+  wpid=$WPID
   fds0=$(fd_count "$wpid")
   echo "== $s: worker $wpid, worker_connections $WORKER_CONNECTIONS; $SLOW_N slowloris, a storm of $STORM_N over ${STORM_SECS}s"
 

@@ -56,13 +56,8 @@ wait_line() {
 declare -A SUMMARY
 for s in $SERVERS; do
   port=$(free_port)
-  case $s in
-    corral) corral_conf corral "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" 'keepalive_timeout = "120s"' ;;
-    nginx) nginx_conf nginx "$port" 1 "$WORKER_CONNECTIONS" "$RLIMIT" 'keepalive_timeout 120s;' ;;
-  esac
-  start_server "$s" "$s"
-  wait_ready "$port" "$MASTER" 1 30
-  wpid=$(first_worker "$MASTER")
+  start_one "$s" "$port" 'keepalive_timeout = "120s"' 'keepalive_timeout 120s;' 30
+  wpid=$WPID
   rss0=$(rss_kib "$wpid")
   fds0=$(fd_count "$wpid")
   echo "== $s: worker $wpid, worker_connections $WORKER_CONNECTIONS, rlimit $RLIMIT: opening $N idle connections"
