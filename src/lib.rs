@@ -7,6 +7,7 @@ pub mod cgi;
 pub mod config;
 pub mod core;
 pub mod event;
+pub mod fastcgi;
 pub mod http;
 pub mod limit;
 pub mod master;

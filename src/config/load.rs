@@ -83,7 +83,7 @@ pub fn load_str(name: &str, text: &str, base: &Path) -> Result<Config, ConfigErr
 
 /// The file being checked: its text for locating keys, and the directory
 /// relative paths are taken from.
-struct Source {
+pub(super) struct Source {
     name: String,
     text: String,
     base: PathBuf,
@@ -121,6 +121,8 @@ impl Source {
             "expected a number or a string".to_string()
         } else if msg.contains("untagged enum StrOrInts") {
             "expected \"auto\", \"off\" or a list of CPU numbers".to_string()
+        } else if msg.contains("untagged enum UpstreamServer") {
+            "expected an address (\"unix:/path\", \"host:port\") or { address = ..., weight = .., max_fails = .., fail_timeout = .., backup = .. }".to_string()
         } else if msg.contains("untagged enum OneOrMany") {
             "expected a string or a list of strings".to_string()
         } else {
@@ -135,7 +137,7 @@ impl Source {
     }
 
     /// An error for `key` in the `nth` occurrence of `table`.
-    fn err(&self, table: &str, nth: usize, key: &str, message: String) -> ConfigError {
+    pub(super) fn err(&self, table: &str, nth: usize, key: &str, message: String) -> ConfigError {
         ConfigError {
             file: self.name.clone(),
             line: self.locate(table, nth, key),
@@ -183,7 +185,7 @@ impl Source {
         None
     }
 
-    fn path(&self, p: &str) -> PathBuf {
+    pub(super) fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             p.to_path_buf()
@@ -204,18 +206,18 @@ impl Source {
 
 /// Checks one table's values; knows which table and occurrence it is in so
 /// every error points at the right line.
-struct Checker<'a> {
-    src: &'a Source,
-    table: &'static str,
-    nth: usize,
+pub(super) struct Checker<'a> {
+    pub(super) src: &'a Source,
+    pub(super) table: &'a str,
+    pub(super) nth: usize,
 }
 
 impl Checker<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         self.src.err(self.table, self.nth, key, message.into())
     }
 
-    fn int(&self, key: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> Result<i64, ConfigError> {
+    pub(super) fn int(&self, key: &str, v: Option<i64>, min: i64, max: i64, default: i64) -> Result<i64, ConfigError> {
         match v {
             None => Ok(default),
             Some(n) if (min..=max).contains(&n) => Ok(n),
@@ -223,7 +225,14 @@ impl Checker<'_> {
         }
     }
 
-    fn size(&self, key: &str, v: Option<NumOrStr>, min: u64, max: u64, default: u64) -> Result<u64, ConfigError> {
+    pub(super) fn size(
+        &self,
+        key: &str,
+        v: Option<NumOrStr>,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
         let n = match v {
             None => return Ok(default),
             Some(NumOrStr::Num(n)) => u64::try_from(n).ok(),
@@ -236,7 +245,7 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&self, key: &str, v: Option<NumOrStr>, default: Duration) -> Result<Duration, ConfigError> {
+    pub(super) fn duration(&self, key: &str, v: Option<NumOrStr>, default: Duration) -> Result<Duration, ConfigError> {
         let d = match v {
             None => return Ok(default),
             Some(NumOrStr::Num(n)) => u64::try_from(n).ok().map(Duration::from_secs),
@@ -249,7 +258,7 @@ impl Checker<'_> {
         }
     }
 
-    fn choice<T: Copy>(
+    pub(super) fn choice<T: Copy>(
         &self,
         key: &str,
         v: Option<String>,
@@ -286,16 +295,18 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
             });
         }
     };
+    let mut upstreams = super::fastcgi::build_upstreams(src, file.upstream.unwrap_or_default())?;
     let mut servers = Vec::with_capacity(raw_servers.len());
     let (mut cgi_seen, mut loc_seen) = (0, 0);
     for (i, s) in raw_servers.into_iter().enumerate() {
-        servers.push(build_server(src, i, s, &mut cgi_seen, &mut loc_seen)?);
+        servers.push(build_server(src, i, s, &mut cgi_seen, &mut loc_seen, &mut upstreams)?);
     }
     let cfg = Config {
         file: None,
         main,
         http,
         servers,
+        upstreams,
     };
     for (a, names) in cfg.listen_addrs().iter().zip(cfg.names_by_address()) {
         let defaults: Vec<usize> = (0..cfg.servers.len())
@@ -541,6 +552,7 @@ fn build_server(
     s: raw::Server,
     cgi_seen: &mut usize,
     loc_seen: &mut usize,
+    ups: &mut Vec<super::fastcgi::Upstream>,
 ) -> Result<Server, ConfigError> {
     let c = Checker {
         src,
@@ -632,10 +644,11 @@ fn build_server(
             gzip_static: None,
             gzip: None,
             auth: None,
+            internal: false,
         });
     }
     for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
-        locations.push(build_location(src, *loc_seen + k, &root, &server_caps, l)?);
+        locations.push(build_location(src, *loc_seen + k, &root, &server_caps, l, ups)?);
     }
     *loc_seen += locations.len();
     let cgi = Vec::new();
@@ -650,6 +663,7 @@ fn build_server(
         autoindex: s.autoindex.unwrap_or(false),
         follow_symlinks_outside_root: s.follow_symlinks_outside_root.unwrap_or(false),
         cgi,
+        fastcgi: None,
         limit_conn: match s.limit_conn {
             None => None,
             Some(n) => Some(c.int("limit_conn", Some(n), 1, 1 << 30, 0)? as u64),
@@ -691,6 +705,7 @@ fn build_location(
     root: &Path,
     server_caps: &[String],
     l: raw::Location,
+    ups: &mut Vec<super::fastcgi::Upstream>,
 ) -> Result<super::Location, ConfigError> {
     let c = Checker {
         src,
@@ -816,10 +831,14 @@ fn build_location(
         let cgi = build_cgi_in(&c, src, root_dir.as_deref().unwrap_or(root), g)?;
         handler = super::Handler::Cgi(cgi);
     }
+    if let Some(f) = l.fastcgi {
+        handlers += 1;
+        handler = super::Handler::FastCgi(super::fastcgi::build_fastcgi(&c, f, ups)?);
+    }
     if handlers > 1 {
         return Err(c.err(
             "return",
-            "a location has one content handler: `return` or `cgi`, not both",
+            "a location has one content handler: `return`, `cgi` or `fastcgi`, not more",
         ));
     }
     let mut try_files = Vec::new();
@@ -872,6 +891,7 @@ fn build_location(
         gzip_static: l.gzip_static,
         gzip: parse_gzip(&c, l.gzip, l.gzip_types, l.gzip_min_length, l.gzip_comp_level)?,
         auth: parse_auth(&c, src, l.auth_basic, l.auth_basic_user_file)?,
+        internal: l.internal.unwrap_or(false),
     })
 }
 

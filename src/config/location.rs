@@ -67,6 +67,8 @@ pub enum Handler {
     Static,
     /// A CGI program per request (`cgi = {...}`).
     Cgi(super::Cgi),
+    /// Requests passed to a FastCGI application (`fastcgi = {...}`).
+    FastCgi(super::fastcgi::FastCgi),
     /// `return = "301 https://..."`, `"403"`, `"200 text"`; 444 closes
     /// without a response.
     Return { code: u16, text: Option<Template> },
@@ -106,4 +108,7 @@ pub struct Location {
     pub gzip: Option<Option<super::Gzip>>,
     /// `Some(None)`: `auth_basic = "off"` here.
     pub auth: Option<Option<super::Auth>>,
+    /// Reachable only by internal redirects (X-Accel-Redirect, try_files,
+    /// error_page, rewrite), never by a client's URI: 404 then.
+    pub internal: bool,
 }

@@ -5,6 +5,7 @@
 //! file, line and key when one is wrong.
 
 pub mod access;
+pub mod fastcgi;
 pub mod htpasswd;
 mod load;
 mod location;
@@ -63,6 +64,9 @@ pub struct Config {
     pub main: Main,
     pub http: Http,
     pub servers: Vec<Server>,
+    /// FastCGI groups: the `[upstream.NAME]` tables, then one per address
+    /// a `pass` names directly.
+    pub upstreams: Vec<fastcgi::Upstream>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +140,8 @@ pub struct Server {
     pub follow_symlinks_outside_root: bool,
     /// CGI locations, tried in order before static files.
     pub cgi: Vec<Cgi>,
+    /// The FastCGI handler of a location's site (never a server's own).
+    pub fastcgi: Option<fastcgi::FastCgi>,
     /// Requests in progress at once per client address.
     pub limit_conn: Option<u64>,
     /// Request rate per client address.

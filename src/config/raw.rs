@@ -34,6 +34,7 @@ pub struct File {
     pub main: Option<Main>,
     pub http: Option<Http>,
     pub server: Option<Vec<Server>>,
+    pub upstream: Option<std::collections::BTreeMap<String, Upstream>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +144,8 @@ pub struct Location {
     pub ret: Option<NumOrStr>,
     pub try_files: Option<Vec<String>>,
     pub cgi: Option<Cgi>,
+    pub fastcgi: Option<FastCgi>,
+    pub internal: Option<bool>,
     pub add_header: Option<std::collections::BTreeMap<String, HeaderValue>>,
     pub expires: Option<NumOrStr>,
     pub default_type: Option<String>,
@@ -180,4 +183,53 @@ pub struct Cgi {
     pub timeout: Option<NumOrStr>,
     pub max_concurrent: Option<i64>,
     pub env: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[upstream.NAME]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub balance: Option<String>,
+    pub keepalive: Option<i64>,
+    pub keepalive_timeout: Option<NumOrStr>,
+    pub max_conns: Option<i64>,
+    pub queue_timeout: Option<NumOrStr>,
+    pub servers: Option<Vec<UpstreamServer>>,
+}
+
+/// A server of a group: `"unix:/path"` or `{ address = ..., weight = 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamServer {
+    Addr(String),
+    Full(UpstreamServerFull),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamServerFull {
+    pub address: String,
+    pub weight: Option<i64>,
+    pub max_fails: Option<i64>,
+    pub fail_timeout: Option<NumOrStr>,
+    pub backup: Option<bool>,
+}
+
+/// A location's `fastcgi = { pass = ..., ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastCgi {
+    pub pass: Option<String>,
+    pub split_path_info: Option<String>,
+    pub index: Option<String>,
+    pub params: Option<std::collections::BTreeMap<String, String>>,
+    pub check_file: Option<bool>,
+    pub connect_timeout: Option<NumOrStr>,
+    pub send_timeout: Option<NumOrStr>,
+    pub read_timeout: Option<NumOrStr>,
+    pub header_limit: Option<NumOrStr>,
+    pub keep_conn: Option<bool>,
+    pub x_accel_redirect: Option<bool>,
+    pub x_sendfile: Option<bool>,
+    pub next_upstream: Option<Vec<String>>,
 }

@@ -83,6 +83,32 @@ impl Io<'_> {
         self.epoll.add(fd, ev).map_err(io::Error::from)
     }
 
+    /// Watches a socket to a peer (an application server) as descriptor
+    /// `sub`, both ways and edge-triggered.
+    pub fn watch_socket(&self, fd: BorrowedFd<'_>, sub: u8) -> io::Result<()> {
+        let ev = EpollEvent::new(Self::SOCKET_FLAGS, super::slots::with_sub(self.token, sub));
+        self.epoll.add(fd, ev).map_err(io::Error::from)
+    }
+
+    /// Hands a socket watched for another connection (a kept connection
+    /// taken from a pool) to this one; re-arming it reports what is
+    /// already pending.
+    pub fn rewatch_socket(&self, fd: BorrowedFd<'_>, sub: u8) -> io::Result<()> {
+        let mut ev = EpollEvent::new(Self::SOCKET_FLAGS, super::slots::with_sub(self.token, sub));
+        self.epoll.modify(fd, &mut ev).map_err(io::Error::from)
+    }
+
+    const SOCKET_FLAGS: EpollFlags = EpollFlags::EPOLLIN
+        .union(EpollFlags::EPOLLOUT)
+        .union(EpollFlags::EPOLLRDHUP)
+        .union(EpollFlags::EPOLLET);
+
+    /// This connection's token, for another one to wake it (see
+    /// [`Service::wakeups`]).
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
     /// Calls the connection back (with `woken`) at `at`, to the millisecond.
     pub fn wake_at(&mut self, at: Instant) {
         self.timers.push(std::cmp::Reverse((at, self.token)));
@@ -121,6 +147,9 @@ pub trait Service {
     fn shutdown(&mut self);
     /// SIGCHLD: a child of this process changed state.
     fn child_exited(&mut self) {}
+    /// Connections (by [`Io::token`]) to call back with `woken` now, for
+    /// example ones waiting for a resource another connection released.
+    fn wakeups(&mut self, _out: &mut Vec<u64>) {}
 }
 
 /// Where the reactor learns of signals.
@@ -244,7 +273,15 @@ impl<S: Service> Reactor<S> {
     fn run_loop(&mut self, signals: &Signals) -> io::Result<()> {
         let mut events = vec![EpollEvent::empty(); EVENTS];
         let mut last_sweep = Instant::now();
+        let mut woken = Vec::new();
         loop {
+            self.service.wakeups(&mut woken);
+            if !woken.is_empty() {
+                let now = Instant::now();
+                for tok in woken.drain(..) {
+                    self.timers.push(std::cmp::Reverse((now, tok)));
+                }
+            }
             let since = last_sweep.elapsed();
             let timeout: u16 = if !self.pending_accept.is_empty() {
                 0

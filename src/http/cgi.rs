@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
+use super::app_response::Framing;
 use crate::cgi::response::{self, Parsed};
 use crate::config;
 use crate::os::spawn::Job;
@@ -284,13 +285,8 @@ pub fn prepare(t: &Target, env: &[(String, String)], stdin: Stdin, id: u64) -> i
         to_script: Vec::new(),
         to_script_off: 0,
         hdr: Vec::new(),
-        head_sent: false,
-        chunked: false,
-        remaining: None,
+        fr: Framing::new(&format!("CGI {}", t.script_name)),
         stdout_eof: false,
-        ended: false,
-        framing_ok: true,
-        discard: false,
         err_line: Vec::new(),
         name: t.script_name.clone(),
     };
@@ -317,17 +313,9 @@ pub struct Run {
     pub to_script_off: usize,
     /// Output collected until the header section is complete.
     pub hdr: Vec<u8>,
-    pub head_sent: bool,
-    pub chunked: bool,
-    /// Body bytes still expected when the script gave a Content-Length.
-    pub remaining: Option<u64>,
+    /// How the output's body goes to the client.
+    pub fr: Framing,
     pub stdout_eof: bool,
-    /// All output is framed and queued.
-    pub ended: bool,
-    /// False when the body could not be delimited as promised: close after.
-    pub framing_ok: bool,
-    /// Output of a bodiless response (204, 304) is read and dropped.
-    pub discard: bool,
     err_line: Vec<u8>,
     pub name: String,
 }
@@ -447,52 +435,6 @@ impl Run {
                 self.stdout_eof = true;
                 Some(0)
             }
-        }
-    }
-
-    /// Frames body bytes for the client into `out`.
-    pub fn frame(&mut self, data: &[u8], out: &mut Vec<u8>, head_only: bool) {
-        if head_only || self.discard || data.is_empty() {
-            return;
-        }
-        let data = match self.remaining {
-            Some(r) => {
-                let n = (r as usize).min(data.len());
-                if n < data.len() {
-                    crate::warn!(
-                        "CGI {} wrote more than its Content-Length; extra bytes dropped",
-                        self.name
-                    );
-                }
-                self.remaining = Some(r - n as u64);
-                &data[..n]
-            }
-            None => data,
-        };
-        if self.chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
-        } else {
-            out.extend_from_slice(data);
-        }
-    }
-
-    /// Ends the body: the last chunk, or a check that the promised length came.
-    pub fn end(&mut self, out: &mut Vec<u8>, head_only: bool) {
-        self.ended = true;
-        if head_only || self.discard {
-            return;
-        }
-        if self.chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-        if self.remaining.is_some_and(|r| r > 0) {
-            crate::error!(
-                "CGI {} ended before its Content-Length; closing the connection",
-                self.name
-            );
-            self.framing_ok = false;
         }
     }
 }

@@ -1,15 +1,14 @@
 //! A request served by a CGI script, driven by readiness of the client
 //! socket and of the script's pipes: start, step, time out, clean up.
 
-use std::fmt::Write as _;
-use std::io::{self, Seek, Write};
+use std::io::{Seek, Write};
 
 use super::HttpService;
+use super::app_response::{write_head, write_out};
 use super::body::BodyError;
 use super::cgi::{self, Head, Run, Stdin, Target};
 use super::conn::{Conn, Exchange, Handler, Phase, Step};
-use super::request::{self, Method, Parsed, Request};
-use super::status;
+use super::request::{Method, Request};
 use crate::event::{Io, Next};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -34,23 +33,21 @@ fn cgi_of(h: &mut Handler) -> &mut CgiState {
     }
     match h {
         Handler::Cgi(st) => st,
-        Handler::Reply => unreachable!("just set"),
+        _ => unreachable!("just set"),
     }
 }
 
 fn cgi_ref(h: &Handler) -> Option<&CgiState> {
     match h {
         Handler::Cgi(st) => Some(st),
-        Handler::Reply => None,
+        _ => None,
     }
 }
 
-impl Handler {
-    /// A descriptor the handler added (1..=3) is ready.
+impl CgiState {
+    /// A pipe of the script (1..=3) is ready.
     pub(super) fn ready(&mut self, source: u8) {
-        if let Handler::Cgi(st) = self
-            && let Some(run) = st.run.as_mut()
-        {
+        if let Some(run) = self.run.as_mut() {
             match source {
                 cgi::STDOUT => run.stdout_ready = true,
                 cgi::STDERR => run.stderr_ready = true,
@@ -59,9 +56,9 @@ impl Handler {
         }
     }
 
-    /// The handler is still reading the request body from the socket.
+    /// Still reading the request body from the socket (spooling it).
     pub(super) fn reads_body(&self) -> bool {
-        cgi_ref(self).is_some_and(|st| st.spool.is_some())
+        self.spool.is_some()
     }
 }
 
@@ -303,7 +300,7 @@ impl HttpService {
 
     /// Moves whatever can move: body to stdin, stderr to the log, stdout to
     /// the client; returns what the socket must wait for.
-    pub(super) fn handler_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+    pub(super) fn cgi_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
         if c.ex.as_ref().is_some_and(|e| e.handler.reads_body())
             && let Some(step) = self.spool_step(c, io)
         {
@@ -343,20 +340,20 @@ impl HttpService {
             run.drain_stderr();
 
             // Script output, only once what we had is written (backpressure).
-            if ex.out_off == ex.out.len() && !run.ended {
+            if ex.out_off == ex.out.len() && !run.fr.ended {
                 ex.out.clear();
                 ex.out_off = 0;
                 let mut buf = [0u8; 16 * 1024];
                 match run.read_stdout(&mut buf) {
                     None => {}
-                    Some(0) if !run.head_sent => {
+                    Some(0) if !run.fr.head_sent => {
                         return self.cgi_abort(c, 502, "the script ended without a complete header section");
                     }
                     Some(0) => {
-                        run.end(&mut ex.out, head_only);
+                        run.fr.end(&mut ex.out, head_only);
                         progress = true;
                     }
-                    Some(n) if !run.head_sent => {
+                    Some(n) if !run.fr.head_sent => {
                         progress = true;
                         run.hdr.extend_from_slice(&buf[..n]);
                         match cgi::parse_head(run) {
@@ -376,10 +373,13 @@ impl HttpService {
                                     .as_ref()
                                     .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
                                 self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
-                                write_head(ex, &h, &date, &self.server_header, minor, head_only, &added);
+                                let mut fr =
+                                    std::mem::take(&mut cgi_of(&mut ex.handler).run.as_mut().expect("running").fr);
+                                write_head(ex, &h, &mut fr, &date, &self.server_header, minor, head_only, &added);
                                 let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
+                                run.fr = fr;
                                 let before = ex.out.len();
-                                run.frame(&rest, &mut ex.out, head_only);
+                                run.fr.frame(&rest, &mut ex.out, head_only);
                                 ex.file_sent += (ex.out.len() - before) as u64;
                             }
                         }
@@ -387,7 +387,7 @@ impl HttpService {
                     Some(n) => {
                         progress = true;
                         let before = ex.out.len();
-                        run.frame(&buf[..n], &mut ex.out, head_only);
+                        run.fr.frame(&buf[..n], &mut ex.out, head_only);
                         ex.file_sent += (ex.out.len() - before) as u64;
                     }
                 }
@@ -405,8 +405,8 @@ impl HttpService {
                 }
             };
             let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
-            if run.ended && ex.out_off == ex.out.len() {
-                if !run.framing_ok || ex.body.is_some() {
+            if run.fr.ended && ex.out_off == ex.out.len() {
+                if !run.fr.framing_ok || ex.body.is_some() {
                     // Unsure where the next request starts, or the body was cut short.
                     ex.keep_alive = false;
                     ex.linger = true;
@@ -455,7 +455,7 @@ impl HttpService {
             .as_ref()
             .and_then(|e| cgi_ref(&e.handler))
             .and_then(|st| st.run.as_ref())
-            .is_some_and(|r| r.head_sent);
+            .is_some_and(|r| r.fr.head_sent);
         if head_sent {
             if let Some(mut ex) = ex {
                 self.end_handler(&mut ex, true);
@@ -470,41 +470,10 @@ impl HttpService {
     /// `Location: /local/path` without a Status: serve that path instead
     /// (RFC 3875 §6.2.2), as a GET.
     fn cgi_redirect(&mut self, c: &mut Conn, loc: &str, io: &mut Io<'_>) -> Step {
-        let Some(mut ex) = c.ex.take() else {
-            return Step::Wait(Next::Close);
-        };
-        let (minor, host, keep) = ex.req.as_ref().map_or((1, String::new(), false), |r| {
-            (r.minor, r.host.clone().unwrap_or_default(), r.keep_alive)
-        });
-        let body_pending = ex.body.is_some();
-        self.end_handler(&mut ex, true);
-        self.wbufs.put(std::mem::take(&mut ex.out));
-        c.redirects += 1;
-        if c.redirects > 10 || loc.bytes().any(|b| b <= b' ') {
-            crate::error!("CGI redirect to {loc:?} refused (loop or invalid)");
-            self.fail(c, 500, String::new(), None);
-            return Step::Again;
-        }
-        let head = format!("GET {loc} HTTP/1.{minor}\r\nHost: {host}\r\n\r\n");
-        let limits = request::Limits {
-            max_uri: self.cfg.max_uri_length,
-            max_body: 0,
-        };
-        match request::parse(head.as_bytes(), &limits) {
-            Parsed::Done(mut req, _) => {
-                req.keep_alive = keep && !body_pending;
-                // The synthetic head lives outside the read buffer: hand it over.
-                self.begin_owned(c, req, head.into_bytes(), io);
-            }
-            _ => {
-                crate::error!("CGI redirect to {loc:?} is not a valid local URL");
-                self.fail(c, 500, String::new(), None);
-            }
-        }
-        Step::Again
+        self.internal_redirect(c, loc, String::new(), io)
     }
 
-    pub(super) fn handler_timeout(&mut self, c: &mut Conn) -> Option<Next> {
+    pub(super) fn cgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
         let ex = c.ex.as_ref()?;
         let st = cgi_ref(&ex.handler)?;
         let (code, why) = if st.spool.is_some() {
@@ -521,9 +490,9 @@ impl HttpService {
 
     /// Detaches the script from the exchange: kill it if asked, release its
     /// concurrency slot, and keep its process until it is reaped.
-    pub(super) fn end_handler(&mut self, ex: &mut Exchange, kill: bool) {
+    pub(super) fn cgi_end(&mut self, ex: &mut Exchange, kill: bool) {
         if !matches!(ex.handler, Handler::Cgi(_)) {
-            return; // a reply holds nothing to release
+            return;
         }
         cgi_of(&mut ex.handler).spool = None;
         if std::mem::take(&mut cgi_of(&mut ex.handler).slot)
@@ -546,24 +515,6 @@ impl HttpService {
     }
 }
 
-/// Writes what `ex.out` holds to the client: whether anything moved and
-/// whether the socket is full.
-fn write_out(mut stream: &std::net::TcpStream, ex: &mut Exchange) -> io::Result<(bool, bool)> {
-    let mut wrote = false;
-    while ex.out_off < ex.out.len() {
-        match stream.write(&ex.out[ex.out_off..]) {
-            Ok(n) => {
-                ex.out_off += n;
-                wrote = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((wrote, true)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((wrote, false))
-}
-
 fn run_name(ex: &Exchange) -> String {
     let Some(st) = cgi_ref(&ex.handler) else {
         return String::new();
@@ -572,78 +523,5 @@ fn run_name(ex: &Exchange) -> String {
         (Some(r), _) => r.name.clone(),
         (None, Some(s)) => s.target.script_name.clone(),
         (None, None) => String::new(),
-    }
-}
-
-/// The HTTP response head for a script's header section.
-fn write_head(
-    ex: &mut Exchange,
-    h: &crate::cgi::response::Head,
-    date: &str,
-    server: &str,
-    minor: u8,
-    head_only: bool,
-    added: &str,
-) {
-    let (code, reason) = match (&h.status, &h.location) {
-        (Some((c, r)), _) => (
-            *c,
-            if r.is_empty() {
-                status::reason(*c).to_string()
-            } else {
-                r.clone()
-            },
-        ),
-        (None, Some(_)) => (302, status::reason(302).to_string()),
-        (None, None) => (200, "OK".to_string()),
-    };
-    // An error_page served by a script answers with the error's status.
-    let (code, reason) = match ex.req.as_ref().and_then(|r| r.error_status).filter(|&st| st != 0) {
-        Some(st) => (st, status::reason(st).to_string()),
-        None => (code, reason),
-    };
-    let run: &mut Run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
-    let bodiless = code < 200 || code == 204 || code == 304;
-    let mut s = String::with_capacity(256);
-    let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nServer: {server}\r\nDate: {date}\r\n");
-    if let Some(ct) = &h.content_type {
-        let _ = write!(s, "Content-Type: {ct}\r\n");
-    }
-    if let Some(l) = &h.location {
-        let _ = write!(s, "Location: {l}\r\n");
-    }
-    for (n, v) in &h.fields {
-        let _ = write!(s, "{n}: {v}\r\n");
-    }
-    // add_header / expires of the location.
-    s.push_str(added);
-    if bodiless {
-        run.remaining = Some(0);
-    } else if let Some(len) = h.content_length {
-        let _ = write!(s, "Content-Length: {len}\r\n");
-        run.remaining = Some(len);
-    } else if minor >= 1 {
-        if !head_only {
-            s.push_str("Transfer-Encoding: chunked\r\n");
-            run.chunked = true;
-        }
-    } else {
-        // HTTP/1.0 without a length: the body ends when the connection does.
-        ex.keep_alive = false;
-    }
-    if !ex.keep_alive {
-        s.push_str("Connection: close\r\n");
-    } else if minor == 0 {
-        s.push_str("Connection: keep-alive\r\n");
-    }
-    s.push_str("\r\n");
-    ex.out.extend_from_slice(s.as_bytes());
-    ex.status = code;
-    run.head_sent = true;
-    if bodiless {
-        run.remaining = None;
-        run.chunked = false;
-        // Output after a bodiless status is read and dropped.
-        run.discard = true;
     }
 }

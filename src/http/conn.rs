@@ -70,6 +70,9 @@ pub struct Conn {
     pub(super) limit_held: u32,
     /// A request `limit_req` delays, and where its head is.
     delayed: Option<Box<(Box<Request>, std::ops::Range<usize>)>>,
+    /// Header lines an application's X-Accel-Redirect keeps for the
+    /// response of the URI it named.
+    pub(super) carried: String,
 }
 
 /// The request in flight and its response.
@@ -134,6 +137,8 @@ pub(super) enum Handler {
     Reply,
     /// A CGI script ([`super::cgi_exchange`]).
     Cgi(Box<super::cgi_exchange::CgiState>),
+    /// A FastCGI application ([`super::fastcgi_exchange`]).
+    FastCgi(Box<super::fastcgi_exchange::FcgiState>),
 }
 
 /// Where the bytes of a request head are (only CGI needs them again).
@@ -166,6 +171,7 @@ impl Conn {
             redirects: 0,
             limit_held: 0,
             delayed: None,
+            carried: String::new(),
         }
     }
 
@@ -281,6 +287,7 @@ impl HttpService {
                         let head = c.rstart..c.rstart + len;
                         c.rstart += len;
                         c.redirects = 0;
+                        c.carried.clear();
                         match self.admit(c, &req) {
                             Admit::Pass => self.begin(c, req, HeadBytes::InBuf(head), io),
                             Admit::Refuse(code) => self.begin_refused(c, req, HeadBytes::InBuf(head), io, code),
@@ -383,7 +390,12 @@ impl HttpService {
                 HeadBytes::InBuf(r) => c.rbuf.get(r.clone()).map(<[u8]>::to_vec).unwrap_or_default(),
                 HeadBytes::Owned(v) => v.clone(),
             };
-            match self.begin_cgi(c, req, site, &head_bytes, io) {
+            let started = if self.sites[site].cfg.fastcgi.is_some() {
+                self.begin_fastcgi(c, req, site, &head_bytes, io)
+            } else {
+                self.begin_cgi(c, req, site, &head_bytes, io)
+            };
+            match started {
                 Ok(()) => return,
                 Err((r, code)) => {
                     req = r;
@@ -443,6 +455,9 @@ impl HttpService {
         }
         self.sites[site].set_charset(&mut reply);
         self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
+        if !c.carried.is_empty() {
+            reply.extra.push_str(&std::mem::take(&mut c.carried));
+        }
         if let Some(gz) = &self.sites[site].cfg.gzip {
             super::gzip::filter(&mut reply, gz, &req);
         }

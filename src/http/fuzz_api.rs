@@ -270,6 +270,7 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
                 autoindex: false,
                 follow_symlinks_outside_root: false,
                 cgi: Vec::new(),
+                fastcgi: None,
                 limit_conn: None,
                 limit_req: None,
                 deny_hidden: true,

@@ -27,11 +27,14 @@ pub struct Loc {
     /// For an exact or prefix location: the length of its path, which
     /// `alias` replaces.
     pub prefix_len: Option<usize>,
+    /// Only internal redirects reach it.
+    pub internal: bool,
 }
 
 pub enum Kind {
     Static,
     Cgi,
+    FastCgi,
     Return { code: u16, text: Option<Template> },
 }
 
@@ -42,6 +45,7 @@ impl Loc {
             kind: match &l.handler {
                 Handler::Static => Kind::Static,
                 Handler::Cgi(_) => Kind::Cgi,
+                Handler::FastCgi(_) => Kind::FastCgi,
                 Handler::Return { code, text } => Kind::Return {
                     code: *code,
                     text: text.clone(),
@@ -50,6 +54,7 @@ impl Loc {
             try_files: l.try_files.clone(),
             rewrite: l.rewrite.clone(),
             alias: l.alias.clone(),
+            internal: l.internal,
             prefix_len: match &l.matches {
                 Match::Exact(p) | Match::Prefix(p, _) => Some(p.len()),
                 Match::Regex(_) => None,
@@ -63,6 +68,7 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     let mut s = config::Server {
         locations: Vec::new(),
         cgi: Vec::new(),
+        fastcgi: None,
         rewrite: Vec::new(),
         ..server.clone()
     };
@@ -105,8 +111,10 @@ pub fn merged(server: &config::Server, l: &Location) -> config::Server {
     if let Some(t) = &l.default_type {
         s.default_type = t.clone();
     }
-    if let Handler::Cgi(c) = &l.handler {
-        s.cgi = vec![c.clone()];
+    match &l.handler {
+        Handler::Cgi(c) => s.cgi = vec![c.clone()],
+        Handler::FastCgi(f) => s.fastcgi = Some(f.clone()),
+        _ => {}
     }
     s
 }

@@ -2,15 +2,18 @@
 //! every connection (sites, buffer pools, access logs, cached time).
 
 mod access_log;
+mod app_response;
 mod autoindex;
 mod body;
 mod cgi;
 mod cgi_exchange;
 mod conn;
+mod fastcgi_exchange;
 mod file_cache;
 #[doc(hidden)]
 pub mod fuzz_api;
 mod gzip;
+mod handler;
 mod limits;
 mod location;
 mod path;
@@ -58,6 +61,8 @@ pub struct HttpService {
     parse_limits: request::Limits,
     /// limit_conn / limit_req, when a server sets them.
     limits: Option<limits::Limits>,
+    /// FastCGI groups: balancing, health and kept connections.
+    upstreams: crate::fastcgi::upstream::Upstreams,
 }
 
 impl HttpService {
@@ -141,6 +146,7 @@ impl HttpService {
             draining: false,
             server_header,
             limits: None,
+            upstreams: crate::fastcgi::upstream::Upstreams::new(&cfg.upstreams),
             parse_limits: request::Limits {
                 max_uri: cfg.http.max_uri_length,
                 max_body: cfg.http.client_max_body_size,
@@ -206,7 +212,12 @@ impl Service for HttpService {
         self.children.reap(self.clock.now);
     }
 
+    fn wakeups(&mut self, out: &mut Vec<u64>) {
+        self.upstreams.take_wakeups(out);
+    }
+
     fn housekeeping(&mut self) {
+        self.upstreams.sweep(std::time::Instant::now());
         self.collect_spawned();
         self.children.reap(self.clock.now);
         self.limits_housekeeping();

@@ -15,7 +15,8 @@ use super::conn::MAX_REDIRECTS;
 
 /// Where a request goes.
 pub(super) enum Routed {
-    /// Serve it from `site` with its handler (static files or CGI).
+    /// Serve it from `site` with its handler: static files, or (`cgi`)
+    /// the location's application, CGI or FastCGI.
     Serve { site: usize, cgi: bool },
     /// Answer with this reply (a `return`, a `try_files` `=code`, a refusal).
     Reply { site: usize, reply: Reply },
@@ -143,7 +144,13 @@ impl HttpService {
                 req.norm = Some(norm);
                 return Routed::Serve { site, cgi: false };
             };
-            let cgi = matches!(loc.kind, Kind::Cgi);
+            if loc.internal && *redirects == 0 {
+                return Routed::Reply {
+                    site,
+                    reply: Reply::error(404, tokens),
+                };
+            }
+            let cgi = matches!(loc.kind, Kind::Cgi | Kind::FastCgi);
             if let Some(alias) = &loc.alias
                 && !returns
             {

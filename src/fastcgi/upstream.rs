@@ -1,0 +1,367 @@
+//! A worker's view of its FastCGI groups: which server takes the next
+//! request (smooth weighted round robin or least connections, backups
+//! last), which servers are down after failures (nginx's `max_fails` /
+//! `fail_timeout`), and the idle connections kept per server for reuse.
+//! Nothing here is shared between workers: each balances and pools on its
+//! own, as nginx's do.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::config::fastcgi::{Address, Balance, Upstream};
+
+/// A connection to an application server.
+pub struct Backend {
+    pub sock: Socket,
+    /// Requests already served on it (0 for a new one).
+    pub served: u32,
+    idle_since: Instant,
+}
+
+impl Backend {
+    pub fn new(sock: Socket) -> Backend {
+        Backend {
+            sock,
+            served: 0,
+            idle_since: Instant::now(),
+        }
+    }
+}
+
+/// How a new connection's `connect` went.
+pub enum Connect {
+    /// Connected (a unix socket, or loopback TCP that finished at once).
+    Done(Socket),
+    /// TCP handshake under way: wait for the socket to be writable.
+    InProgress(Socket),
+    /// The unix socket's listen queue is full: try again shortly.
+    Busy,
+}
+
+struct ServerState {
+    /// Failures counted since `first_fail`.
+    fails: u32,
+    first_fail: Instant,
+    /// Not chosen before this time (after `max_fails` failures).
+    down_until: Option<Instant>,
+    /// Requests this worker has in progress on the server.
+    active: usize,
+    /// Connections open to it: in use plus idle.
+    open: usize,
+    idle: Vec<Backend>,
+    /// Smooth weighted round robin's running weight.
+    current: i64,
+}
+
+struct Group {
+    cfg: Upstream,
+    servers: Vec<ServerState>,
+    /// Tokens of requests waiting for a connection under `max_conns`, by server.
+    waiting: Vec<std::collections::VecDeque<u64>>,
+}
+
+/// Every group of the configuration, in `Config::upstreams` order.
+pub struct Upstreams {
+    groups: Vec<Group>,
+    /// Connections woken because a place under `max_conns` came free.
+    wake: Vec<u64>,
+}
+
+/// The servers a request already tried (bit per server; groups hold at most 64).
+pub type Tried = u64;
+
+impl Upstreams {
+    pub fn new(cfgs: &[Upstream]) -> Upstreams {
+        let now = Instant::now();
+        Upstreams {
+            groups: cfgs
+                .iter()
+                .map(|u| Group {
+                    cfg: u.clone(),
+                    servers: u
+                        .servers
+                        .iter()
+                        .map(|_| ServerState {
+                            fails: 0,
+                            first_fail: now,
+                            down_until: None,
+                            active: 0,
+                            open: 0,
+                            idle: Vec::new(),
+                            current: 0,
+                        })
+                        .collect(),
+                    waiting: vec![Default::default(); u.servers.len()],
+                })
+                .collect(),
+            wake: Vec::new(),
+        }
+    }
+
+    pub fn config(&self, g: usize) -> &Upstream {
+        &self.groups[g].cfg
+    }
+
+    pub fn address(&self, g: usize, s: usize) -> &Address {
+        &self.groups[g].cfg.servers[s].address
+    }
+
+    /// Chooses a server for a request that already tried `tried`: the
+    /// primaries that are up, else the backups that are up; `None` when
+    /// none is left.
+    pub fn pick(&mut self, g: usize, tried: Tried, now: Instant) -> Option<usize> {
+        let group = &mut self.groups[g];
+        for backup in [false, true] {
+            let eligible: Vec<usize> = (0..group.servers.len())
+                .filter(|&i| {
+                    let cfg = &group.cfg.servers[i];
+                    cfg.backup == backup
+                        && tried & (1 << i) == 0
+                        && group.servers[i].down_until.is_none_or(|t| t <= now)
+                })
+                .collect();
+            if eligible.is_empty() {
+                continue;
+            }
+            let chosen = match group.cfg.balance {
+                Balance::RoundRobin => smooth_rr(group, &eligible),
+                Balance::LeastConn => {
+                    // Fewest in progress per weight; ties go round robin.
+                    let load = |i: usize| group.servers[i].active as u64 * 1000 / group.cfg.servers[i].weight as u64;
+                    let best = eligible.iter().map(|&i| load(i)).min().unwrap_or(0);
+                    let tied: Vec<usize> = eligible.iter().copied().filter(|&i| load(i) == best).collect();
+                    smooth_rr(group, &tied)
+                }
+            };
+            return Some(chosen);
+        }
+        None
+    }
+
+    /// Whether a new connection to `s` must wait (`max_conns` reached).
+    pub fn full(&self, g: usize, s: usize) -> bool {
+        let group = &self.groups[g];
+        group.cfg.max_conns > 0 && group.servers[s].open >= group.cfg.max_conns && group.servers[s].idle.is_empty()
+    }
+
+    /// Queues the connection `token` until a place on `s` comes free.
+    pub fn wait(&mut self, g: usize, s: usize, token: u64) {
+        self.groups[g].waiting[s].push_back(token);
+    }
+
+    /// Forgets a waiting connection (it gave up or went away).
+    pub fn unwait(&mut self, g: usize, s: usize, token: u64) {
+        self.groups[g].waiting[s].retain(|&t| t != token);
+    }
+
+    /// The connections to wake now; empties the list.
+    pub fn take_wakeups(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.wake);
+    }
+
+    /// A request starts on `s` (for least_conn).
+    pub fn begin(&mut self, g: usize, s: usize) {
+        self.groups[g].servers[s].active += 1;
+    }
+
+    /// A request on `s` is over.
+    pub fn end(&mut self, g: usize, s: usize) {
+        let st = &mut self.groups[g].servers[s];
+        st.active = st.active.saturating_sub(1);
+    }
+
+    /// A kept connection to `s`, the most recently used first; ones idle
+    /// past `keepalive_timeout` are closed on the way.
+    pub fn take_idle(&mut self, g: usize, s: usize, now: Instant) -> Option<Backend> {
+        let timeout = self.groups[g].cfg.keepalive_timeout;
+        let st = &mut self.groups[g].servers[s];
+        while let Some(b) = st.idle.pop() {
+            if now.duration_since(b.idle_since) < timeout {
+                return Some(b);
+            }
+            st.open = st.open.saturating_sub(1);
+        }
+        None
+    }
+
+    /// Opens a nonblocking connection to `s`.
+    pub fn connect(&mut self, g: usize, s: usize) -> io::Result<Connect> {
+        let addr = &self.groups[g].cfg.servers[s].address;
+        let (domain, sa) = match addr {
+            Address::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
+            Address::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
+        };
+        let sock = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
+        if domain != Domain::UNIX {
+            sock.set_tcp_nodelay(true)?;
+        }
+        let result = match sock.connect(&sa) {
+            Ok(()) => Connect::Done(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Connect::InProgress(sock),
+            // A unix socket's full backlog answers EAGAIN to a nonblocking connect.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && domain == Domain::UNIX => return Ok(Connect::Busy),
+            Err(e) => return Err(e),
+        };
+        self.groups[g].servers[s].open += 1;
+        Ok(result)
+    }
+
+    /// A connection is done with: kept for reuse when `reusable` and the
+    /// pool has room, else closed.
+    pub fn release(&mut self, g: usize, s: usize, b: Option<Backend>, reusable: bool, now: Instant) {
+        let group = &mut self.groups[g];
+        let keep = group.cfg.keepalive;
+        let st = &mut group.servers[s];
+        match b {
+            Some(mut b) if reusable && st.idle.len() < keep => {
+                b.served += 1;
+                b.idle_since = now;
+                st.idle.push(b);
+            }
+            // Dropping the socket closes it.
+            _ => st.open = st.open.saturating_sub(1),
+        }
+        if let Some(t) = group.waiting[s].pop_front() {
+            self.wake.push(t);
+        }
+    }
+
+    /// A connection attempt or exchange with `s` failed.
+    pub fn failed(&mut self, g: usize, s: usize, now: Instant) {
+        let group = &mut self.groups[g];
+        let cfg = &group.cfg.servers[s];
+        let st = &mut group.servers[s];
+        if cfg.max_fails == 0 {
+            return;
+        }
+        if now.duration_since(st.first_fail) > cfg.fail_timeout || st.fails == 0 {
+            st.fails = 0;
+            st.first_fail = now;
+        }
+        st.fails += 1;
+        if st.fails >= cfg.max_fails {
+            st.fails = 0;
+            st.down_until = Some(now + cfg.fail_timeout);
+            // Its kept connections are as suspect as the server.
+            st.open = st.open.saturating_sub(st.idle.len());
+            st.idle.clear();
+            crate::warn!(
+                "upstream server {} of \"{}\" is down for {:?} after {} failure(s)",
+                cfg.address,
+                group.cfg.name,
+                cfg.fail_timeout,
+                cfg.max_fails
+            );
+        }
+    }
+
+    /// An exchange with `s` worked: its failure count starts over.
+    pub fn succeeded(&mut self, g: usize, s: usize) {
+        let st = &mut self.groups[g].servers[s];
+        st.fails = 0;
+        st.down_until = None;
+    }
+
+    /// Closes kept connections idle for longer than their group allows.
+    pub fn sweep(&mut self, now: Instant) {
+        for group in &mut self.groups {
+            let timeout = group.cfg.keepalive_timeout;
+            for st in &mut group.servers {
+                let before = st.idle.len();
+                st.idle.retain(|b| now.duration_since(b.idle_since) < timeout);
+                st.open -= before - st.idle.len();
+            }
+        }
+    }
+
+    /// The longest any group keeps a request waiting for a connection.
+    pub fn queue_timeout(&self, g: usize) -> Duration {
+        self.groups[g].cfg.queue_timeout
+    }
+}
+
+/// nginx's smooth weighted round robin over `among` (non-empty).
+fn smooth_rr(group: &mut Group, among: &[usize]) -> usize {
+    let mut total = 0i64;
+    let mut best = among[0];
+    for &i in among {
+        let w = group.cfg.servers[i].weight as i64;
+        group.servers[i].current += w;
+        total += w;
+        if group.servers[i].current > group.servers[best].current {
+            best = i;
+        }
+    }
+    group.servers[best].current -= total;
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::fastcgi::UpstreamServer;
+
+    fn group(weights: &[(u32, bool)], balance: Balance) -> Upstreams {
+        let servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &(weight, backup))| UpstreamServer {
+                address: Address::Tcp(format!("127.0.0.1:{}", 9000 + i).parse().unwrap()),
+                weight,
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                backup,
+            })
+            .collect();
+        Upstreams::new(&[Upstream {
+            name: "t".into(),
+            balance,
+            keepalive: 2,
+            keepalive_timeout: Duration::from_secs(60),
+            max_conns: 0,
+            queue_timeout: Duration::from_secs(1),
+            servers,
+            implicit: false,
+        }])
+    }
+
+    #[test]
+    fn weighted_round_robin_is_smooth() {
+        let mut u = group(&[(5, false), (1, false), (1, false)], Balance::RoundRobin);
+        let now = Instant::now();
+        let seq: Vec<usize> = (0..7).map(|_| u.pick(0, 0, now).unwrap()).collect();
+        assert_eq!(seq.iter().filter(|&&s| s == 0).count(), 5);
+        // nginx's sequence for 5,1,1: a a b a c a a
+        assert_eq!(seq, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn down_servers_and_backups() {
+        let mut u = group(&[(1, false), (1, false), (1, true)], Balance::RoundRobin);
+        let now = Instant::now();
+        u.failed(0, 0, now);
+        for _ in 0..4 {
+            assert_eq!(u.pick(0, 0, now), Some(1), "server 0 is down");
+        }
+        // The tried primary aside, the backup takes over.
+        assert_eq!(u.pick(0, 1 << 1, now), Some(2));
+        assert_eq!(u.pick(0, 0b111, now), None);
+        // After fail_timeout it is tried again.
+        assert!(u.pick(0, 1 << 1, now + Duration::from_secs(11)) == Some(0));
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idle_server() {
+        let mut u = group(&[(1, false), (1, false)], Balance::LeastConn);
+        let now = Instant::now();
+        u.begin(0, 0);
+        u.begin(0, 0);
+        u.begin(0, 1);
+        assert_eq!(u.pick(0, 0, now), Some(1));
+        u.end(0, 0);
+        u.end(0, 0);
+        assert_eq!(u.pick(0, 0, now), Some(0));
+    }
+}

@@ -1,0 +1,183 @@
+//! An application's response (a CGI script's or a FastCGI app's) on its
+//! way to the client: its header section becomes the HTTP head, and its
+//! body is framed by the length it gave or, without one, chunked.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use super::conn::Exchange;
+use super::status;
+use crate::cgi::response::Head;
+
+/// How the body of an application's response is framed for the client.
+#[derive(Default)]
+pub struct Framing {
+    pub head_sent: bool,
+    pub chunked: bool,
+    /// Body bytes still expected when the application gave a Content-Length.
+    pub remaining: Option<u64>,
+    /// All output is framed and queued.
+    pub ended: bool,
+    /// False when the body could not be delimited as promised: close after.
+    pub framing_ok: bool,
+    /// Output of a bodiless response (204, 304) is read and dropped.
+    pub discard: bool,
+    /// The script, for log lines.
+    pub name: String,
+}
+
+impl Framing {
+    pub fn new(name: &str) -> Framing {
+        Framing {
+            framing_ok: true,
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Frames body bytes for the client into `out`.
+    pub fn frame(&mut self, data: &[u8], out: &mut Vec<u8>, head_only: bool) {
+        if head_only || self.discard || data.is_empty() {
+            return;
+        }
+        let data = match self.remaining {
+            Some(r) => {
+                let n = (r as usize).min(data.len());
+                if n < data.len() {
+                    crate::warn!("{} wrote more than its Content-Length; extra bytes dropped", self.name);
+                }
+                self.remaining = Some(r - n as u64);
+                &data[..n]
+            }
+            None => data,
+        };
+        if data.is_empty() {
+            return;
+        }
+        if self.chunked {
+            let _ = write!(ChunkSize(out), "{:x}\r\n", data.len());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(data);
+        }
+    }
+
+    /// Ends the body: the last chunk, or a check that the promised length came.
+    pub fn end(&mut self, out: &mut Vec<u8>, head_only: bool) {
+        self.ended = true;
+        if head_only || self.discard {
+            return;
+        }
+        if self.chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if self.remaining.is_some_and(|r| r > 0) {
+            crate::error!("{} ended before its Content-Length; closing the connection", self.name);
+            self.framing_ok = false;
+        }
+    }
+}
+
+/// Lets `write!` append to a byte vector.
+struct ChunkSize<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ChunkSize<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Writes the HTTP response head for an application's header section
+/// into `ex.out` and sets up `fr` for its body.
+#[allow(clippy::too_many_arguments)]
+pub fn write_head(
+    ex: &mut Exchange,
+    h: &Head,
+    fr: &mut Framing,
+    date: &str,
+    server: &str,
+    minor: u8,
+    head_only: bool,
+    added: &str,
+) {
+    let (code, reason) = match (&h.status, &h.location) {
+        (Some((c, r)), _) => (
+            *c,
+            if r.is_empty() {
+                status::reason(*c).to_string()
+            } else {
+                r.clone()
+            },
+        ),
+        (None, Some(_)) => (302, status::reason(302).to_string()),
+        (None, None) => (200, "OK".to_string()),
+    };
+    // An error_page served by an application answers with the error's status.
+    let (code, reason) = match ex.req.as_ref().and_then(|r| r.error_status).filter(|&st| st != 0) {
+        Some(st) => (st, status::reason(st).to_string()),
+        None => (code, reason),
+    };
+    let bodiless = code < 200 || code == 204 || code == 304;
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nServer: {server}\r\nDate: {date}\r\n");
+    if let Some(ct) = &h.content_type {
+        let _ = write!(s, "Content-Type: {ct}\r\n");
+    }
+    if let Some(l) = &h.location {
+        let _ = write!(s, "Location: {l}\r\n");
+    }
+    for (n, v) in &h.fields {
+        let _ = write!(s, "{n}: {v}\r\n");
+    }
+    // add_header / expires of the location.
+    s.push_str(added);
+    if bodiless {
+        fr.remaining = Some(0);
+    } else if let Some(len) = h.content_length {
+        let _ = write!(s, "Content-Length: {len}\r\n");
+        fr.remaining = Some(len);
+    } else if minor >= 1 {
+        if !head_only {
+            s.push_str("Transfer-Encoding: chunked\r\n");
+            fr.chunked = true;
+        }
+    } else {
+        // HTTP/1.0 without a length: the body ends when the connection does.
+        ex.keep_alive = false;
+    }
+    if !ex.keep_alive {
+        s.push_str("Connection: close\r\n");
+    } else if minor == 0 {
+        s.push_str("Connection: keep-alive\r\n");
+    }
+    s.push_str("\r\n");
+    ex.out.extend_from_slice(s.as_bytes());
+    ex.status = code;
+    fr.head_sent = true;
+    if bodiless {
+        fr.remaining = None;
+        fr.chunked = false;
+        // Output after a bodiless status is read and dropped.
+        fr.discard = true;
+    }
+}
+
+/// Writes what `ex.out` holds to the client: whether anything moved and
+/// whether the socket is full.
+pub fn write_out(mut stream: &std::net::TcpStream, ex: &mut Exchange) -> io::Result<(bool, bool)> {
+    let mut wrote = false;
+    while ex.out_off < ex.out.len() {
+        match stream.write(&ex.out[ex.out_off..]) {
+            Ok(n) => {
+                ex.out_off += n;
+                wrote = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((wrote, true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((wrote, false))
+}

@@ -1,0 +1,1213 @@
+//! A request passed to a FastCGI application, driven by readiness of the
+//! client socket and of the connection to the application: choose a
+//! server, connect (or reuse a kept connection), send the request's
+//! records with the body streamed as STDIN, turn STDOUT into the response
+//! and STDERR into log lines, then keep the connection for the next one.
+//! Nothing here blocks; every buffer is bounded, so a slow client slows
+//! the application instead of filling memory.
+
+use std::fs::File;
+use std::io::{self, Seek};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use super::HttpService;
+use super::app_response::{Framing, write_head, write_out};
+use super::body::{Body, BodyError};
+use super::conn::{Conn, Exchange, Handler, Phase, Step};
+use super::request::{Method, Request};
+use crate::cgi::response::{self, Parsed};
+use crate::config::fastcgi::NextUpstream;
+use crate::event::{Io, Next};
+use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
+use crate::fastcgi::params;
+use crate::fastcgi::upstream::{Backend, Connect};
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// One request per connection: its id is always 1.
+const ID: u16 = 1;
+/// The application's socket among the connection's descriptors.
+const SUB: u8 = 1;
+/// Request bytes kept to resend on a fresh connection when a kept one
+/// turns out closed; a longer request is not retried.
+const REPLAY_MAX: usize = 256 << 10;
+/// Request bytes queued for the application before more body is read.
+const TO_APP_HIGH: usize = 64 << 10;
+/// The read buffer for the application's records (grown to fit a record).
+const FROM_APP: usize = 32 << 10;
+/// How soon a connect refused by a full unix listen queue is tried again.
+const BUSY_RETRY: Duration = Duration::from_millis(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A chunked body is written to a file first (the application needs
+    /// CONTENT_LENGTH).
+    Spooling,
+    /// Choose a server and get a connection.
+    Pick,
+    /// Waiting for a place under the group's `max_conns`.
+    Queued,
+    /// The server's listen queue was full: try again at `retry_at`.
+    Busy,
+    /// A TCP connect is under way.
+    Connecting,
+    /// Records flow both ways.
+    Talking,
+}
+
+/// The location's settings a request needs, copied once.
+#[derive(Clone, Copy)]
+struct Knobs {
+    connect_timeout: Duration,
+    send_timeout: Duration,
+    read_timeout: Duration,
+    header_limit: usize,
+    keep_conn: bool,
+    x_accel_redirect: bool,
+    x_sendfile: bool,
+    next_upstream: NextUpstream,
+}
+
+/// What a FastCGI exchange holds besides the response being written.
+pub(super) struct FcgiState {
+    stage: Stage,
+    knobs: Knobs,
+    group: usize,
+    server: usize,
+    /// Servers this request tried (bit per server).
+    tried: u64,
+    /// Counted in the server's requests in progress (least_conn).
+    counted: bool,
+    backend: Option<Backend>,
+    /// The connection came from the pool (it may have been closed meanwhile).
+    reused: bool,
+    /// Its token, while queued under `max_conns`.
+    queued_as: Option<u64>,
+    retry_at: Instant,
+    /// Encoded records not yet written are `to_app[to_app_off..]`; while
+    /// `replayable`, everything sent is still there from the start.
+    to_app: Vec<u8>,
+    to_app_off: usize,
+    replayable: bool,
+    /// The STDIN stream's end record is queued.
+    stdin_ended: bool,
+    /// The spooled chunked body: the file, its length, and how much is sent.
+    spool: Option<(File, u64, u64)>,
+    /// The PARAMS pairs of a request whose body is still being spooled.
+    pending_params: Vec<u8>,
+    from_app: Vec<u8>,
+    fa_start: usize,
+    fa_end: usize,
+    /// Bytes came from the application on this connection.
+    got: bool,
+    hdr: Vec<u8>,
+    fr: Framing,
+    /// END_REQUEST came.
+    ended: bool,
+    err_line: Vec<u8>,
+    idempotent: bool,
+}
+
+impl FcgiState {
+    pub(super) fn ready(&mut self) {}
+
+    pub(super) fn reads_body(&self) -> bool {
+        self.stage == Stage::Spooling
+    }
+
+    fn name(&self) -> &str {
+        &self.fr.name
+    }
+}
+
+fn state(h: &mut Handler) -> Option<&mut FcgiState> {
+    match h {
+        Handler::FastCgi(st) => Some(st),
+        _ => None,
+    }
+}
+
+/// Splits the decoded URI into the script and PATH_INFO.
+fn split(uri: &str, re: Option<&regex::Regex>, index: &str) -> (String, String) {
+    if uri.ends_with('/') {
+        return (format!("{uri}{index}"), String::new());
+    }
+    if let Some(caps) = re.and_then(|r| r.captures(uri)) {
+        let script = caps.get(1).map_or("", |m| m.as_str());
+        let info = caps.get(2).map_or("", |m| m.as_str());
+        if !script.is_empty() {
+            return (script.to_string(), info.to_string());
+        }
+    }
+    (uri.to_string(), String::new())
+}
+
+impl HttpService {
+    /// A request routed to a FastCGI location: checks its script and sets
+    /// the exchange up. Gives the request back with the status to answer
+    /// (404 for a missing script), or none for a malformed path.
+    pub(super) fn begin_fastcgi(
+        &mut self,
+        c: &mut Conn,
+        mut req: Box<Request>,
+        site: usize,
+        head: &[u8],
+        _io: &mut Io<'_>,
+    ) -> Result<(), (Box<Request>, Option<u16>)> {
+        let Some(uri) = req.normalized().map(|n| String::from_utf8_lossy(&n).into_owned()) else {
+            return Err((req, None));
+        };
+        let site_ref = &self.sites[site];
+        let Some(f) = site_ref.cfg.fastcgi.as_ref() else {
+            return Err((req, Some(500)));
+        };
+        let (script, path_info) = split(&uri, f.split_path_info.as_ref(), &f.index);
+        if f.check_file && site_ref.is_dir(script.trim_start_matches('/').as_bytes()) != Some(false) {
+            crate::info!(
+                "FastCGI script \"{}\" not found under {}, client: {}",
+                crate::core::log::Esc(script.as_bytes()),
+                site_ref.cfg.root.display(),
+                c.peer.ip()
+            );
+            return Err((req, Some(404)));
+        }
+        let knobs = Knobs {
+            connect_timeout: f.connect_timeout,
+            send_timeout: f.send_timeout,
+            read_timeout: f.read_timeout,
+            header_limit: f.header_limit,
+            keep_conn: f.keep_conn,
+            x_accel_redirect: f.x_accel_redirect,
+            x_sendfile: f.x_sendfile,
+            next_upstream: f.next_upstream,
+        };
+        let group = f.upstream;
+        let root = site_ref.cfg.root.display().to_string();
+        let filename = format!("{}{}", root.trim_end_matches('/'), script);
+        let mut hs = [httparse::EMPTY_HEADER; 100];
+        let mut parsed = httparse::Request::new(&mut hs);
+        let _ = parsed.parse(head);
+        let headers = parsed.headers;
+        let local = c.stream.local_addr().ok();
+        let server_name = req
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| site_ref.cfg.server_name.first().cloned())
+            .unwrap_or_else(|| local.map(|a| a.ip().to_string()).unwrap_or_default());
+        let remote_user = match (&site_ref.cfg.auth, &req.authorization) {
+            (Some(a), Some(given)) => a.users.check(given).map(str::to_string),
+            _ => None,
+        };
+        let chunked = matches!(req.body, Some(Body::Chunked(_)));
+        let content_length = match &req.body {
+            Some(Body::Length { left }) => Some(*left),
+            _ => None,
+        };
+        let server_addr = local.map(|a| a.ip().to_string()).unwrap_or_default();
+        let remote_addr = c.peer.ip().to_string();
+        let mut pairs = Vec::with_capacity(1024);
+        params::encode(
+            &params::Request {
+                method: &req.method_name,
+                request_uri: req.request_uri(),
+                query: req.query().unwrap_or(""),
+                document_uri: &uri,
+                script_name: &script,
+                script_filename: &filename,
+                path_info: &path_info,
+                document_root: &root,
+                server_name: &server_name,
+                server_port: local.map_or(0, |a| a.port()),
+                server_addr: &server_addr,
+                remote_addr: &remote_addr,
+                remote_port: c.peer.port(),
+                protocol: if req.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+                https: false,
+                content_length,
+                length_later: chunked,
+                remote_user: remote_user.as_deref(),
+                headers,
+                extra: &f.params,
+            },
+            &mut pairs,
+        );
+        let mut st = FcgiState {
+            stage: Stage::Pick,
+            knobs,
+            group,
+            server: 0,
+            tried: 0,
+            counted: false,
+            backend: None,
+            reused: false,
+            queued_as: None,
+            retry_at: self.clock.now,
+            to_app: Vec::new(),
+            to_app_off: 0,
+            replayable: true,
+            stdin_ended: false,
+            spool: None,
+            pending_params: Vec::new(),
+            from_app: Vec::new(),
+            fa_start: 0,
+            fa_end: 0,
+            got: false,
+            hdr: Vec::new(),
+            fr: Framing::new(&format!("FastCGI {script}")),
+            ended: false,
+            err_line: Vec::new(),
+            idempotent: matches!(
+                req.method_name.as_str(),
+                "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+            ),
+        };
+        if chunked {
+            let file = match super::cgi::temp_file(&self.cfg.client_body_temp_path) {
+                Ok(f) => f,
+                Err(e) => {
+                    crate::error!(
+                        "cannot make a temporary file in {} for a request body: {e}",
+                        self.cfg.client_body_temp_path.display()
+                    );
+                    return Err((req, Some(500)));
+                }
+            };
+            st.spool = Some((file, 0, 0));
+            st.pending_params = pairs;
+            st.stage = Stage::Spooling;
+            c.deadline = self.clock.now + self.cfg.client_body_timeout;
+        } else {
+            start_records(&mut st.to_app, &pairs, knobs.keep_conn);
+            if req.body.is_none() {
+                codec::end_stream(&mut st.to_app, kind::STDIN, ID);
+                st.stdin_ended = true;
+            }
+        }
+        let mut ex = Exchange::new(site, String::new());
+        ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
+        ex.body = req.body.take();
+        ex.out = self.wbufs.get_empty();
+        // The access log counts body bytes in `file_sent`, not from `out`.
+        ex.head_len = usize::MAX;
+        if ex.body.is_some() && req.expect_continue {
+            ex.out.extend_from_slice(CONTINUE);
+        }
+        ex.req = Some(req);
+        ex.handler = Handler::FastCgi(Box::new(st));
+        c.phase = Phase::Handler;
+        c.ex = Some(ex);
+        Ok(())
+    }
+
+    /// Moves the exchange as far as it can go now.
+    pub(super) fn fcgi_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        loop {
+            let Some(stage) = c.ex.as_mut().and_then(|e| state(&mut e.handler)).map(|s| s.stage) else {
+                return Step::Wait(Next::Close);
+            };
+            match stage {
+                Stage::Spooling => {
+                    if let Some(step) = self.fcgi_spool(c) {
+                        return step;
+                    }
+                }
+                Stage::Pick => {
+                    if let Some(step) = self.fcgi_connect(c, io) {
+                        return step;
+                    }
+                }
+                Stage::Queued => {
+                    let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
+                    if let Some(t) = st.queued_as.take() {
+                        self.upstreams.unwait(st.group, st.server, t);
+                    }
+                    st.stage = Stage::Pick;
+                    st.tried &= !(1 << st.server);
+                }
+                Stage::Busy => {
+                    let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
+                    if Instant::now() < st.retry_at {
+                        return Step::Wait(Next::Pause);
+                    }
+                    st.stage = Stage::Pick;
+                    st.tried &= !(1 << st.server);
+                }
+                Stage::Connecting => {
+                    let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
+                    let Some(b) = st.backend.as_ref() else {
+                        st.stage = Stage::Pick;
+                        continue;
+                    };
+                    match b.sock.take_error() {
+                        Ok(None) if b.sock.peer_addr().is_ok() => st.stage = Stage::Talking,
+                        Ok(None) => return Step::Wait(Next::Pause),
+                        Ok(Some(e)) | Err(e) => {
+                            if let Some(step) = self.connect_failed(c, &e.to_string()) {
+                                return step;
+                            }
+                        }
+                    }
+                }
+                Stage::Talking => return self.fcgi_talk(c, io),
+            }
+        }
+    }
+
+    /// Writes a chunked body to its spool file; once complete, queues the
+    /// request's records with its length. `None`: go on.
+    fn fcgi_spool(&mut self, c: &mut Conn) -> Option<Step> {
+        loop {
+            let ex = c.ex.as_mut()?;
+            match write_out(&c.stream, ex) {
+                Ok((_, true)) => return Some(Step::Wait(Next::Write)),
+                Ok(_) => {}
+                Err(_) => return Some(Step::Wait(Next::Close)),
+            }
+            let Some(st) = state(&mut ex.handler) else {
+                return Some(Step::Wait(Next::Close));
+            };
+            if c.rstart < c.rend
+                && let Some(body) = ex.body.as_mut()
+                && let Some((file, len, _)) = st.spool.as_mut()
+            {
+                let mut failed = None;
+                let fed = body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| {
+                    if failed.is_none() {
+                        match file.write_all_at(d, *len) {
+                            Ok(()) => *len += d.len() as u64,
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                });
+                match fed {
+                    Ok((n, done)) => {
+                        c.rstart += n;
+                        if done {
+                            ex.body = None;
+                        }
+                    }
+                    Err(e) => {
+                        let code = if e == BodyError::TooLarge { 413 } else { 400 };
+                        return Some(self.fcgi_abort(c, code, "the request body is malformed or too large"));
+                    }
+                }
+                if let Some(e) = failed {
+                    return Some(self.fcgi_abort(c, 500, &format!("cannot spool the request body: {e}")));
+                }
+                c.deadline = self.clock.now + self.cfg.client_body_timeout;
+            }
+            let ex = c.ex.as_mut()?;
+            if ex.body.is_none() {
+                let st = state(&mut ex.handler)?;
+                let len = st.spool.as_ref().map_or(0, |s| s.1);
+                let mut pairs = std::mem::take(&mut st.pending_params);
+                codec::encode_pair(&mut pairs, b"CONTENT_LENGTH", len.to_string().as_bytes());
+                start_records(&mut st.to_app, &pairs, st.knobs.keep_conn);
+                if let Some((f, _, _)) = st.spool.as_mut() {
+                    let _ = f.rewind();
+                }
+                st.stage = Stage::Pick;
+                return None;
+            }
+            if c.rstart == c.rend {
+                match self.fill(c) {
+                    Ok(true) => {}
+                    Ok(false) => return Some(Step::Wait(Next::Read)),
+                    Err(_) => {
+                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
+                        return Some(Step::Wait(Next::Close));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gets a connection for the request: a kept one, a new one, or a
+    /// place in the queue. `None` when the stage moved on (go on).
+    fn fcgi_connect(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Option<Step> {
+        let now = Instant::now();
+        let ex = c.ex.as_mut()?;
+        let st = state(&mut ex.handler)?;
+        let g = st.group;
+        if st.counted {
+            self.upstreams.end(g, st.server);
+            st.counted = false;
+        }
+        let Some(s) = self.upstreams.pick(g, st.tried, now) else {
+            let name = self.upstreams.config(g).name.clone();
+            let why = if st.tried == 0 {
+                format!("no live upstreams in \"{name}\" (every server is down)")
+            } else {
+                format!("no server of \"{name}\" left to try")
+            };
+            return Some(self.fcgi_abort(c, 502, &why));
+        };
+        st.server = s;
+        st.tried |= 1 << s;
+        st.got = false;
+        st.fa_start = 0;
+        st.fa_end = 0;
+        self.upstreams.begin(g, s);
+        st.counted = true;
+        if let Some(b) = self.upstreams.take_idle(g, s, now) {
+            if let Err(e) = io.rewatch_socket(b.sock.as_fd(), SUB) {
+                crate::error!("epoll_ctl(MOD) on a kept FastCGI connection failed: {e}");
+                self.upstreams.release(g, s, None, false, now);
+                return None;
+            }
+            st.backend = Some(b);
+            st.reused = true;
+            st.stage = Stage::Talking;
+            c.deadline = self.clock.now + st.knobs.send_timeout;
+            return None;
+        }
+        if self.upstreams.full(g, s) {
+            let t = io.token();
+            self.upstreams.wait(g, s, t);
+            st.queued_as = Some(t);
+            st.stage = Stage::Queued;
+            c.deadline = self.clock.now + self.upstreams.queue_timeout(g);
+            return Some(Step::Wait(Next::Pause));
+        }
+        st.reused = false;
+        match self.upstreams.connect(g, s) {
+            Ok(Connect::Done(sock)) | Ok(Connect::InProgress(sock)) if io.watch_socket(sock.as_fd(), SUB).is_err() => {
+                drop(sock);
+                self.upstreams.release(g, s, None, false, now);
+                Some(self.fcgi_abort(c, 502, "cannot watch the connection to the application"))
+            }
+            Ok(Connect::Done(sock)) => {
+                st.backend = Some(Backend::new(sock));
+                st.stage = Stage::Talking;
+                c.deadline = self.clock.now + st.knobs.send_timeout;
+                None
+            }
+            Ok(Connect::InProgress(sock)) => {
+                st.backend = Some(Backend::new(sock));
+                st.stage = Stage::Connecting;
+                c.deadline = self.clock.now + st.knobs.connect_timeout;
+                Some(Step::Wait(Next::Pause))
+            }
+            Ok(Connect::Busy) => {
+                // The first time sets how long a full queue may hold us up.
+                if st.retry_at <= now && st.stage != Stage::Busy {
+                    c.deadline = self.clock.now + st.knobs.connect_timeout;
+                }
+                st.retry_at = now + BUSY_RETRY;
+                st.stage = Stage::Busy;
+                io.wake_at(st.retry_at);
+                Some(Step::Wait(Next::Pause))
+            }
+            Err(e) => self.connect_failed(c, &e.to_string()),
+        }
+    }
+
+    /// The connection to the current server failed before the request
+    /// reached it: count it against the server and try the next one.
+    fn connect_failed(&mut self, c: &mut Conn, why: &str) -> Option<Step> {
+        let now = Instant::now();
+        let ex = c.ex.as_mut()?;
+        let st = state(&mut ex.handler)?;
+        let (g, s) = (st.group, st.server);
+        let addr = self.upstreams.address(g, s).to_string();
+        crate::error!("connecting to FastCGI server {addr} for {} failed: {why}", st.name());
+        self.upstreams.release(g, s, st.backend.take(), false, now);
+        self.upstreams.failed(g, s, now);
+        st.stage = Stage::Pick;
+        if st.knobs.next_upstream.off {
+            return Some(self.fcgi_abort(c, 502, &format!("{addr} is unreachable")));
+        }
+        None
+    }
+
+    /// The application side failed after the connection was made (`why`).
+    /// A kept connection that was closed meanwhile, with nothing received,
+    /// is retried on a fresh one; a new one counts as the server's failure
+    /// and, if allowed, the next server is tried; otherwise 502.
+    fn app_failed(&mut self, c: &mut Conn, why: &str) -> Step {
+        let now = Instant::now();
+        let Some(st) = c.ex.as_mut().and_then(|e| state(&mut e.handler)) else {
+            return Step::Wait(Next::Close);
+        };
+        let (g, s) = (st.group, st.server);
+        let addr = self.upstreams.address(g, s).to_string();
+        self.upstreams.release(g, s, st.backend.take(), false, now);
+        let resend = !st.got && !st.fr.head_sent && st.replayable;
+        if resend && st.reused {
+            // The application closed an idle kept connection (php-fpm's
+            // pm.max_requests, a restart): not a failure of the server.
+            st.reused = false;
+            st.to_app_off = 0;
+            st.tried &= !(1 << s);
+            st.stage = Stage::Pick;
+            return Step::Again;
+        }
+        self.upstreams.failed(g, s, now);
+        if resend && st.idempotent && !st.knobs.next_upstream.off {
+            crate::error!(
+                "FastCGI server {addr} failed for {}: {why}; trying the next server",
+                st.name()
+            );
+            st.to_app_off = 0;
+            st.stage = Stage::Pick;
+            return Step::Again;
+        }
+        self.fcgi_abort(c, 502, &format!("FastCGI server {addr}: {why}"))
+    }
+
+    /// Records both ways, the response to the client, body from it.
+    fn fcgi_talk(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        let mut moved = false;
+        loop {
+            let mut progress = false;
+            let Some(ex) = c.ex.as_mut() else {
+                return Step::Wait(Next::Close);
+            };
+            let head_only = ex.req.as_ref().is_some_and(|r| r.method == Method::Head);
+            let Some(st) = state(&mut ex.handler) else {
+                return Step::Wait(Next::Close);
+            };
+
+            // Request body into STDIN records, while little is queued.
+            if !st.stdin_ended && st.to_app.len() - st.to_app_off < TO_APP_HIGH {
+                compact_to_app(st);
+                if let Some((file, len, sent)) = st.spool.as_mut() {
+                    let mut buf = [0u8; 32 * 1024];
+                    let want = ((*len - *sent) as usize).min(buf.len());
+                    match file.read_at(&mut buf[..want], *sent) {
+                        Ok(n) if n > 0 || want == 0 => {
+                            codec::stream(&mut st.to_app, kind::STDIN, ID, &buf[..n]);
+                            *sent += n as u64;
+                            if *sent == *len {
+                                codec::end_stream(&mut st.to_app, kind::STDIN, ID);
+                                st.stdin_ended = true;
+                            }
+                            progress = true;
+                        }
+                        Ok(_) => {
+                            return self.fcgi_abort(c, 500, "the spooled body is shorter than written");
+                        }
+                        Err(e) => return self.fcgi_abort(c, 500, &format!("reading the spooled body: {e}")),
+                    }
+                } else if c.rstart < c.rend
+                    && let Some(body) = ex.body.as_mut()
+                {
+                    let to_app = &mut st.to_app;
+                    match body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| {
+                        codec::stream(to_app, kind::STDIN, ID, d)
+                    }) {
+                        Ok((n, done)) => {
+                            c.rstart += n;
+                            progress = true;
+                            if done {
+                                ex.body = None;
+                                codec::end_stream(&mut st.to_app, kind::STDIN, ID);
+                                st.stdin_ended = true;
+                            }
+                        }
+                        Err(e) => {
+                            let code = if e == BodyError::TooLarge { 413 } else { 400 };
+                            return self.fcgi_abort(c, code, "the request body is malformed or too large");
+                        }
+                    }
+                }
+            }
+
+            // To the application.
+            if st.to_app_off < st.to_app.len()
+                && let Some(b) = st.backend.as_ref()
+            {
+                match b.sock.send_with_flags(&st.to_app[st.to_app_off..], libc::MSG_NOSIGNAL) {
+                    Ok(n) => {
+                        st.to_app_off += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return self.app_failed(c, &format!("sending the request: {e}")),
+                }
+            }
+
+            // From the application, once what it sent before is written out.
+            let ex = c.ex.as_mut().expect("checked");
+            let st = state(&mut ex.handler).expect("checked");
+            if ex.out_off == ex.out.len() && !st.ended && st.backend.is_some() {
+                ex.out.clear();
+                ex.out_off = 0;
+                match read_app(st) {
+                    Ok(0) => {}
+                    Ok(_) => progress = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        if !st.got && !st.fr.head_sent {
+                            return self.app_failed(c, &e.to_string());
+                        }
+                        if st.fr.head_sent {
+                            return self.truncated(c, &e.to_string());
+                        }
+                        return self.fcgi_abort(c, 502, &format!("the application closed the connection: {e}"));
+                    }
+                }
+                match self.records(c, head_only, io) {
+                    Ok(true) => progress = true,
+                    Ok(false) => {}
+                    Err(step) => return step,
+                }
+            }
+
+            // To the client.
+            let Some(ex) = c.ex.as_mut() else {
+                return Step::Wait(Next::Close);
+            };
+            let blocked = match write_out(&c.stream, ex) {
+                Ok((wrote, blocked)) => {
+                    progress |= wrote;
+                    blocked
+                }
+                Err(e) => {
+                    let name = state(&mut ex.handler).map(|s| s.name().to_string()).unwrap_or_default();
+                    crate::info!("client {} went away during {name}: {e}", c.peer.ip());
+                    return Step::Wait(Next::Close);
+                }
+            };
+            let st = state(&mut ex.handler).expect("checked");
+            if st.ended && ex.out_off == ex.out.len() {
+                if !st.fr.framing_ok || ex.body.is_some() {
+                    // Unsure where the next request starts, or the body was left unread.
+                    ex.keep_alive = false;
+                    ex.linger = true;
+                }
+                return self.finish(c, true);
+            }
+
+            // More body from the client, when the application can take it.
+            let wants_body = ex.body.is_some()
+                && st.spool.is_none()
+                && st.to_app.len() - st.to_app_off < TO_APP_HIGH
+                && c.rstart == c.rend;
+            let waiting_app = st.to_app_off < st.to_app.len();
+            let limit = if waiting_app {
+                st.knobs.send_timeout
+            } else {
+                st.knobs.read_timeout
+            };
+            if wants_body && c.readable {
+                match self.fill(c) {
+                    Ok(true) => progress = true,
+                    Ok(false) => {}
+                    Err(_) => {
+                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
+                        return Step::Wait(Next::Close);
+                    }
+                }
+            }
+            moved |= progress;
+            if !progress {
+                if moved {
+                    c.deadline = self.clock.now
+                        + if blocked {
+                            self.cfg.send_timeout.max(limit)
+                        } else {
+                            limit
+                        };
+                }
+                return Step::Wait(if blocked {
+                    Next::Write
+                } else if wants_body {
+                    Next::Read
+                } else {
+                    Next::Pause
+                });
+            }
+        }
+    }
+
+    /// Handles the complete records read so far. `Ok(true)` when any was
+    /// handled; `Err` with the step to take when the exchange changed course.
+    fn records(&mut self, c: &mut Conn, head_only: bool, io: &mut Io<'_>) -> Result<bool, Step> {
+        let mut any = false;
+        loop {
+            let ex = c.ex.as_mut().expect("fastcgi exchange");
+            let st = state(&mut ex.handler).expect("fastcgi exchange");
+            let avail = &st.from_app[st.fa_start..st.fa_end];
+            let (rec, used) = match codec::decode(avail) {
+                Ok(Some((rec, used))) => (rec, used),
+                Ok(None) => {
+                    make_room(st);
+                    return Ok(any);
+                }
+                Err(e) => {
+                    let why = format!("the application broke the FastCGI protocol: {e}");
+                    return Err(if st.fr.head_sent {
+                        self.truncated(c, &why)
+                    } else {
+                        self.fcgi_abort(c, 502, &why)
+                    });
+                }
+            };
+            any = true;
+            // Borrow the record's data out of the buffer without holding `st`.
+            let start = st.fa_start;
+            st.fa_start += used;
+            match rec {
+                Record::Stdout { id: ID, data } if !data.is_empty() => {
+                    let off = data.as_ptr() as usize - avail.as_ptr() as usize + start;
+                    let len = data.len();
+                    if let Some(step) = self.app_output(c, off, len, head_only, io) {
+                        return Err(step);
+                    }
+                }
+                Record::Stderr { id: ID, data } => {
+                    let off = data.as_ptr() as usize - avail.as_ptr() as usize + start;
+                    let len = data.len();
+                    log_stderr(st, off, len);
+                }
+                Record::EndRequest {
+                    id: ID,
+                    protocol_status,
+                    ..
+                } => return self.app_ended(c, protocol_status, head_only).map(|()| true),
+                // Stream ends, other ids, management records: nothing to do.
+                _ => {}
+            }
+        }
+    }
+
+    /// STDOUT bytes `from_app[off..off + len]`: the header section, then body.
+    fn app_output(&mut self, c: &mut Conn, off: usize, len: usize, head_only: bool, io: &mut Io<'_>) -> Option<Step> {
+        let ex = c.ex.as_mut()?;
+        let st = state(&mut ex.handler)?;
+        if st.fr.head_sent {
+            let before = ex.out.len();
+            st.fr.frame(&st.from_app[off..off + len], &mut ex.out, head_only);
+            ex.file_sent += (ex.out.len() - before) as u64;
+            return None;
+        }
+        st.hdr.extend_from_slice(&st.from_app[off..off + len]);
+        let h = match response::parse(&st.hdr) {
+            Parsed::Done(h, used) => {
+                let rest = st.hdr.split_off(used);
+                st.hdr = rest;
+                h
+            }
+            Parsed::Partial if st.hdr.len() > st.knobs.header_limit => {
+                let why = format!(
+                    "the application sent a header section larger than header_limit ({} bytes)",
+                    st.knobs.header_limit
+                );
+                return Some(self.fcgi_abort(c, 502, &why));
+            }
+            Parsed::Partial => return None,
+            Parsed::Invalid(why) => return Some(self.fcgi_abort(c, 502, &format!("malformed response header: {why}"))),
+        };
+        let code = h
+            .status
+            .as_ref()
+            .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
+        if st.knobs.next_upstream.on_status(code) && st.idempotent && st.replayable && !st.knobs.next_upstream.off {
+            let addr = self.upstreams.address(st.group, st.server).to_string();
+            crate::warn!(
+                "FastCGI server {addr} answered {code} for {}; trying the next server",
+                st.name()
+            );
+            let now = Instant::now();
+            self.upstreams
+                .release(st.group, st.server, st.backend.take(), false, now);
+            self.upstreams.failed(st.group, st.server, now);
+            st.to_app_off = 0;
+            st.hdr.clear();
+            st.stage = Stage::Pick;
+            return Some(Step::Again);
+        }
+        let field = |name: &str| {
+            h.fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let accel = if st.knobs.x_accel_redirect {
+            field("X-Accel-Redirect")
+        } else {
+            None
+        };
+        let sendfile = if st.knobs.x_sendfile { field("X-Sendfile") } else { None };
+        if accel.is_some() || sendfile.is_some() {
+            let target = match (accel, sendfile) {
+                (Some(uri), _) => uri,
+                (None, Some(path)) => {
+                    let root = self.sites[ex.site].cfg.root.display().to_string();
+                    match path
+                        .strip_prefix(root.trim_end_matches('/'))
+                        .filter(|r| r.starts_with('/'))
+                    {
+                        Some(rel) => super::path::encode(rel.as_bytes()),
+                        None => {
+                            let why = format!(
+                                "X-Sendfile \"{}\" is not under the root {root}",
+                                crate::core::log::Esc(path.as_bytes())
+                            );
+                            return Some(self.fcgi_abort(c, 403, &why));
+                        }
+                    }
+                }
+                (None, None) => unreachable!("one is set"),
+            };
+            if !target.starts_with('/') {
+                return Some(self.fcgi_abort(c, 502, "X-Accel-Redirect does not name a local URI (\"/...\")"));
+            }
+            // Headers that describe the download, kept for the file's response.
+            let mut carried = String::new();
+            for (n, v) in &h.fields {
+                if ["content-disposition", "set-cookie", "cache-control", "expires"]
+                    .iter()
+                    .any(|k| n.eq_ignore_ascii_case(k))
+                {
+                    carried.push_str(&format!("{n}: {v}\r\n"));
+                }
+            }
+            return Some(self.internal_redirect(c, &target, carried, io));
+        }
+        if h.status.is_none() && h.location.as_deref().is_some_and(|l| l.starts_with('/')) {
+            let loc = h.location.clone().unwrap_or_default();
+            return Some(self.internal_redirect(c, &loc, String::new(), io));
+        }
+        let minor = ex.req.as_ref().map_or(1, |r| r.minor);
+        let date = self.clock.http_date().to_string();
+        let mut added = String::new();
+        self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
+        let mut fr = std::mem::take(&mut st.fr);
+        write_head(ex, &h, &mut fr, &date, &self.server_header, minor, head_only, &added);
+        let st = state(&mut ex.handler)?;
+        let rest = std::mem::take(&mut st.hdr);
+        let before = ex.out.len();
+        fr.frame(&rest, &mut ex.out, head_only);
+        ex.file_sent += (ex.out.len() - before) as u64;
+        st.fr = fr;
+        None
+    }
+
+    /// END_REQUEST: the response is complete; the connection goes back to
+    /// the pool if the whole request went out and nothing else is pending.
+    fn app_ended(&mut self, c: &mut Conn, status: ProtocolStatus, head_only: bool) -> Result<(), Step> {
+        let now = Instant::now();
+        let ex = c.ex.as_mut().expect("fastcgi exchange");
+        let st = state(&mut ex.handler).expect("fastcgi exchange");
+        let (g, s) = (st.group, st.server);
+        if !st.fr.head_sent {
+            let addr = self.upstreams.address(g, s).to_string();
+            let (code, why) = match status {
+                ProtocolStatus::Overloaded => (503, format!("FastCGI server {addr} is overloaded")),
+                ProtocolStatus::CantMpxConn => (502, format!("FastCGI server {addr} refused a second request")),
+                ProtocolStatus::UnknownRole => (502, format!("FastCGI server {addr} is not a responder")),
+                _ => (
+                    502,
+                    "the application ended without a complete header section".to_string(),
+                ),
+            };
+            return Err(self.fcgi_abort(c, code, &why));
+        }
+        let reusable =
+            st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.fa_start == st.fa_end;
+        self.upstreams.release(g, s, st.backend.take(), reusable, now);
+        self.upstreams.succeeded(g, s);
+        if st.counted {
+            self.upstreams.end(g, s);
+            st.counted = false;
+        }
+        flush_err(st);
+        st.ended = true;
+        let before = ex.out.len();
+        st.fr.end(&mut ex.out, head_only);
+        ex.file_sent += (ex.out.len() - before) as u64;
+        Ok(())
+    }
+
+    /// The application went away in the middle of the body: what came is
+    /// sent, then the connection closes without ending the body properly,
+    /// so the client sees the truncation.
+    fn truncated(&mut self, c: &mut Conn, why: &str) -> Step {
+        let now = Instant::now();
+        let Some(ex) = c.ex.as_mut() else {
+            return Step::Wait(Next::Close);
+        };
+        if let Some(st) = state(&mut ex.handler) {
+            let addr = self.upstreams.address(st.group, st.server).to_string();
+            crate::error!(
+                "FastCGI server {addr} stopped in the middle of the response of {}: {why}",
+                st.name()
+            );
+            self.upstreams
+                .release(st.group, st.server, st.backend.take(), false, now);
+            flush_err(st);
+            st.fr.framing_ok = false;
+            st.ended = true;
+        }
+        ex.keep_alive = false;
+        ex.linger = false;
+        match write_out(&c.stream, ex) {
+            Ok((_, false)) => Step::Wait(Next::Close),
+            // What is left still goes out; `ended` closes after it.
+            Ok((_, true)) => Step::Wait(Next::Write),
+            Err(_) => Step::Wait(Next::Close),
+        }
+    }
+
+    /// Gives up: answers `code` if nothing was sent yet, else closes.
+    fn fcgi_abort(&mut self, c: &mut Conn, code: u16, why: &str) -> Step {
+        let ex = c.ex.take();
+        let name = ex
+            .as_ref()
+            .and_then(|e| match &e.handler {
+                Handler::FastCgi(st) => Some(st.name().to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if code >= 500 {
+            crate::error!("{name}: {why}, client: {}", c.peer.ip());
+        } else {
+            crate::info!("{name}: {why}, client: {}", c.peer.ip());
+        }
+        let head_sent = ex.as_ref().is_some_and(|e| match &e.handler {
+            Handler::FastCgi(st) => st.fr.head_sent,
+            _ => false,
+        });
+        if head_sent {
+            if let Some(mut ex) = ex {
+                self.end_handler(&mut ex, true);
+                self.wbufs.put(std::mem::take(&mut ex.out));
+            }
+            return Step::Wait(Next::Close);
+        }
+        self.fail(c, code, String::new(), ex);
+        if code == 503
+            && let Some(ex) = c.ex.as_mut()
+        {
+            // `fail` rendered the page; a retry hint helps clients back off.
+            let at = ex.out.windows(4).position(|w| w == b"\r\n\r\n");
+            if let Some(at) = at {
+                let hint = b"\r\nRetry-After: 1";
+                ex.out.splice(at..at, hint.iter().copied());
+            }
+        }
+        Step::Again
+    }
+
+    pub(super) fn fcgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
+        let ex = c.ex.as_mut()?;
+        let st = state(&mut ex.handler)?;
+        let addr = self.upstreams.address(st.group, st.server).to_string();
+        let step = match st.stage {
+            Stage::Spooling => self.fcgi_abort(c, 408, "the client timed out sending the request body"),
+            Stage::Queued => {
+                let why = format!(
+                    "no connection to {addr} came free within queue_timeout ({:?}; max_conns reached)",
+                    self.upstreams.queue_timeout(st.group)
+                );
+                self.fcgi_abort(c, 503, &why)
+            }
+            Stage::Pick => return Some(Next::Pause),
+            Stage::Busy | Stage::Connecting => {
+                let t = st.knobs.connect_timeout;
+                match self.connect_failed(c, &format!("timed out after {t:?}")) {
+                    Some(step) => step,
+                    None => return Some(Next::Pause),
+                }
+            }
+            Stage::Talking => {
+                let waiting_app = st.to_app_off < st.to_app.len();
+                let t = if waiting_app {
+                    st.knobs.send_timeout
+                } else {
+                    st.knobs.read_timeout
+                };
+                let what = if waiting_app { "sending to" } else { "reading from" };
+                let why = format!("timed out after {t:?} {what} FastCGI server {addr}");
+                let retry = st.knobs.next_upstream.timeout
+                    && !st.knobs.next_upstream.off
+                    && st.idempotent
+                    && st.replayable
+                    && !st.fr.head_sent;
+                if retry {
+                    crate::error!("{}: {why}; trying the next server", st.name());
+                    let now = Instant::now();
+                    self.upstreams
+                        .release(st.group, st.server, st.backend.take(), false, now);
+                    self.upstreams.failed(st.group, st.server, now);
+                    st.to_app_off = 0;
+                    st.stage = Stage::Pick;
+                    return Some(Next::Pause);
+                }
+                if st.fr.head_sent {
+                    self.truncated(c, &why);
+                    return Some(Next::Close);
+                }
+                self.fcgi_abort(c, 504, &why)
+            }
+        };
+        match step {
+            Step::Again => Some(Next::Write),
+            Step::Wait(n) => Some(n),
+        }
+    }
+
+    /// Releases what the exchange holds. A request cut short is aborted:
+    /// FCGI_ABORT_REQUEST goes out (best effort) and the connection closes.
+    pub(super) fn fcgi_end(&mut self, ex: &mut Exchange, kill: bool) {
+        let Some(st) = state(&mut ex.handler) else { return };
+        let now = Instant::now();
+        let (g, s) = (st.group, st.server);
+        if let Some(t) = st.queued_as.take() {
+            self.upstreams.unwait(g, s, t);
+        }
+        if st.counted {
+            self.upstreams.end(g, s);
+            st.counted = false;
+        }
+        if let Some(b) = st.backend.take() {
+            if kill && st.stage == Stage::Talking {
+                let mut abort = Vec::with_capacity(8);
+                codec::abort_request(&mut abort, ID);
+                let _ = b.sock.send_with_flags(&abort, libc::MSG_NOSIGNAL);
+            }
+            self.upstreams.release(g, s, Some(b), false, now);
+        }
+        flush_err(st);
+        st.spool = None;
+    }
+}
+
+/// BEGIN_REQUEST and the PARAMS stream.
+fn start_records(out: &mut Vec<u8>, pairs: &[u8], keep_conn: bool) {
+    out.reserve(pairs.len() + 64);
+    codec::begin_request(out, ID, Role::Responder, keep_conn);
+    codec::stream(out, kind::PARAMS, ID, pairs);
+    codec::end_stream(out, kind::PARAMS, ID);
+}
+
+/// Drops what was sent from `to_app` when it need not be kept for a resend.
+fn compact_to_app(st: &mut FcgiState) {
+    if st.to_app_off == 0 {
+        return;
+    }
+    if st.replayable && st.to_app.len() < REPLAY_MAX {
+        return;
+    }
+    // Past this, a failure after sending cannot be retried.
+    st.replayable = false;
+    st.to_app.drain(..st.to_app_off);
+    st.to_app_off = 0;
+}
+
+/// Reads what the application sent into `from_app`: the bytes read,
+/// `WouldBlock` when nothing is there, an error (EOF included) when the
+/// connection is gone.
+fn read_app(st: &mut FcgiState) -> io::Result<usize> {
+    if st.from_app.is_empty() {
+        st.from_app = vec![0; FROM_APP];
+    }
+    make_room(st);
+    let Some(b) = st.backend.as_ref() else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    while st.fa_end < st.from_app.len() {
+        match (&b.sock).read_into(&mut st.from_app[st.fa_end..]) {
+            Ok(0) => {
+                if total > 0 {
+                    return Ok(total);
+                }
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            }
+            Ok(n) => {
+                st.fa_end += n;
+                st.got = true;
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// Moves unread bytes to the front, and grows the buffer when the record
+/// at its head is larger than it.
+fn make_room(st: &mut FcgiState) {
+    if st.fa_start == st.fa_end {
+        st.fa_start = 0;
+        st.fa_end = 0;
+    } else if st.fa_start > 0 {
+        st.from_app.copy_within(st.fa_start..st.fa_end, 0);
+        st.fa_end -= st.fa_start;
+        st.fa_start = 0;
+    }
+    if st.fa_end >= codec::HEADER_LEN {
+        let h = &st.from_app[..codec::HEADER_LEN];
+        let need = codec::HEADER_LEN + u16::from_be_bytes([h[4], h[5]]) as usize + h[6] as usize;
+        if need > st.from_app.len() {
+            st.from_app.resize(need, 0);
+        }
+    }
+}
+
+/// Complete STDERR lines to the error log, named after the script.
+fn log_stderr(st: &mut FcgiState, off: usize, len: usize) {
+    for i in off..off + len {
+        let b = st.from_app[i];
+        if b == b'\n' || st.err_line.len() >= 2048 {
+            flush_err(st);
+            if b != b'\n' {
+                st.err_line.push(b);
+            }
+        } else {
+            st.err_line.push(b);
+        }
+    }
+}
+
+fn flush_err(st: &mut FcgiState) {
+    if !st.err_line.is_empty() {
+        let line = String::from_utf8_lossy(&st.err_line);
+        crate::error!("{}: {}", st.fr.name, line.trim_end_matches('\r'));
+        st.err_line.clear();
+    }
+}
+
+/// `read` on a shared socket reference.
+trait ReadInto {
+    fn read_into(self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadInto for &socket2::Socket {
+    fn read_into(self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        let mut s = self;
+        s.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn script_and_path_info() {
+        let re = regex::Regex::new(r"^(.+?\.php)(/.*)$").unwrap();
+        assert_eq!(
+            split("/app.php/a/b", Some(&re), "index.php"),
+            ("/app.php".into(), "/a/b".into())
+        );
+        assert_eq!(
+            split("/app.php", Some(&re), "index.php"),
+            ("/app.php".into(), "".into())
+        );
+        assert_eq!(
+            split("/dir/", Some(&re), "index.php"),
+            ("/dir/index.php".into(), "".into())
+        );
+        assert_eq!(split("/x.php/y", None, "index.php"), ("/x.php/y".into(), "".into()));
+    }
+}

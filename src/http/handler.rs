@@ -1,0 +1,107 @@
+//! The handlers an exchange can have besides a plain reply (a CGI script,
+//! a FastCGI application), behind one face for the connection: readiness
+//! of their own descriptors, a step, a timeout, an end. Also what they
+//! share: the internal redirect an application's answer can ask for.
+
+use super::HttpService;
+use super::conn::{Conn, Handler, Step};
+use super::request::{self, Parsed};
+use crate::event::{Io, Next};
+
+impl Handler {
+    /// A descriptor the handler added (1..=3) is ready.
+    pub(super) fn ready(&mut self, source: u8) {
+        match self {
+            Handler::Cgi(st) => st.ready(source),
+            Handler::FastCgi(st) => st.ready(),
+            Handler::Reply => {}
+        }
+    }
+
+    /// The handler is still reading the request body from the socket.
+    pub(super) fn reads_body(&self) -> bool {
+        match self {
+            Handler::Cgi(st) => st.reads_body(),
+            Handler::FastCgi(st) => st.reads_body(),
+            Handler::Reply => false,
+        }
+    }
+}
+
+impl HttpService {
+    /// Moves whatever can move for the exchange's handler.
+    pub(super) fn handler_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
+        match c.ex.as_ref().map(|e| &e.handler) {
+            Some(Handler::FastCgi(_)) => self.fcgi_step(c, io),
+            _ => self.cgi_step(c, io),
+        }
+    }
+
+    /// The connection's deadline passed while the handler runs.
+    pub(super) fn handler_timeout(&mut self, c: &mut Conn) -> Option<Next> {
+        match c.ex.as_ref().map(|e| &e.handler) {
+            Some(Handler::FastCgi(_)) => self.fcgi_timeout(c),
+            _ => self.cgi_timeout(c),
+        }
+    }
+
+    /// Releases what the handler holds; `kill` when it did not finish.
+    pub(super) fn end_handler(&mut self, ex: &mut super::conn::Exchange, kill: bool) {
+        match &ex.handler {
+            Handler::Cgi(_) => self.cgi_end(ex, kill),
+            Handler::FastCgi(_) => self.fcgi_end(ex, kill),
+            Handler::Reply => {}
+        }
+    }
+
+    /// Serves `loc` (a local URI an application named) instead, as a GET
+    /// with the same Host; `carried` are header lines of the application's
+    /// answer to keep on the new one.
+    pub(super) fn internal_redirect(&mut self, c: &mut Conn, loc: &str, carried: String, io: &mut Io<'_>) -> Step {
+        let Some(mut ex) = c.ex.take() else {
+            return Step::Wait(Next::Close);
+        };
+        let (minor, host, keep, head) = ex.req.as_ref().map_or((1, String::new(), false, false), |r| {
+            (
+                r.minor,
+                r.host.clone().unwrap_or_default(),
+                r.keep_alive,
+                r.method == request::Method::Head,
+            )
+        });
+        let body_pending = ex.body.is_some();
+        self.end_handler(&mut ex, true);
+        self.wbufs.put(std::mem::take(&mut ex.out));
+        c.redirects += 1;
+        if c.redirects > super::conn::MAX_REDIRECTS || loc.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+            crate::error!(
+                "internal redirect to \"{}\" refused (a loop, or not a valid URI)",
+                crate::core::log::Esc(loc.as_bytes())
+            );
+            self.fail(c, 500, String::new(), None);
+            return Step::Again;
+        }
+        let method = if head { "HEAD" } else { "GET" };
+        let head = format!("{method} {loc} HTTP/1.{minor}\r\nHost: {host}\r\n\r\n");
+        let limits = request::Limits {
+            max_uri: self.cfg.max_uri_length,
+            max_body: 0,
+        };
+        match request::parse(head.as_bytes(), &limits) {
+            Parsed::Done(mut req, _) => {
+                req.keep_alive = keep && !body_pending;
+                c.carried = carried;
+                // The synthetic head lives outside the read buffer: hand it over.
+                self.begin_owned(c, req, head.into_bytes(), io);
+            }
+            _ => {
+                crate::error!(
+                    "internal redirect to \"{}\" is not a valid local URI",
+                    crate::core::log::Esc(loc.as_bytes())
+                );
+                self.fail(c, 500, String::new(), None);
+            }
+        }
+        Step::Again
+    }
+}
