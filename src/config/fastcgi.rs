@@ -105,6 +105,11 @@ pub struct FastCgi {
     pub next_upstream: NextUpstream,
 }
 
+/// How long a kept connection may sit idle by default. Short on purpose:
+/// php-fpm gives each kept connection a child of its own until it closes,
+/// so idle ones held by a quiet worker starve the others' requests.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Parses `"unix:/path"`, `"host:port"` or `"[v6]:port"`; host names are
 /// resolved now (as nginx does at start), the first address is used.
 pub(super) fn parse_address(s: &str, src: &Source) -> Result<Address, String> {
@@ -195,7 +200,7 @@ pub(super) fn build_upstreams(
             name,
             balance,
             keepalive: c.int("keepalive", u.keepalive, 0, 10_000, 8)? as usize,
-            keepalive_timeout: c.duration("keepalive_timeout", u.keepalive_timeout, Duration::from_secs(60))?,
+            keepalive_timeout: c.duration("keepalive_timeout", u.keepalive_timeout, KEEPALIVE_TIMEOUT)?,
             max_conns: c.int("max_conns", u.max_conns, 0, 1_000_000, 0)? as usize,
             queue_timeout: c.duration("queue_timeout", u.queue_timeout, Duration::from_secs(60))?,
             servers,
@@ -229,7 +234,7 @@ pub(super) fn build_fastcgi(c: &Checker<'_>, f: raw::FastCgi, ups: &mut Vec<Upst
                         name: pass.clone(),
                         balance: Balance::RoundRobin,
                         keepalive: 8,
-                        keepalive_timeout: Duration::from_secs(60),
+                        keepalive_timeout: KEEPALIVE_TIMEOUT,
                         max_conns: 0,
                         queue_timeout: Duration::from_secs(60),
                         servers: vec![UpstreamServer {

@@ -18,24 +18,17 @@ pub struct Backend {
     /// Requests already served on it (0 for a new one).
     pub served: u32,
     idle_since: Instant,
-}
-
-impl Backend {
-    pub fn new(sock: Socket) -> Backend {
-        Backend {
-            sock,
-            served: 0,
-            idle_since: Instant::now(),
-        }
-    }
+    /// New, and no answer on it yet: it may still wait in the server's
+    /// listen queue for a process to take it.
+    fresh: bool,
 }
 
 /// How a new connection's `connect` went.
 pub enum Connect {
     /// Connected (a unix socket, or loopback TCP that finished at once).
-    Done(Socket),
+    Done(Backend),
     /// TCP handshake under way: wait for the socket to be writable.
-    InProgress(Socket),
+    InProgress(Backend),
     /// The unix socket's listen queue is full: try again shortly.
     Busy,
 }
@@ -50,6 +43,8 @@ struct ServerState {
     active: usize,
     /// Connections open to it: in use plus idle.
     open: usize,
+    /// New connections of this worker with no answer yet (see `release`).
+    fresh: usize,
     idle: Vec<Backend>,
     /// Smooth weighted round robin's running weight.
     current: i64,
@@ -67,6 +62,8 @@ pub struct Upstreams {
     groups: Vec<Group>,
     /// Connections woken because a place under `max_conns` came free.
     wake: Vec<u64>,
+    /// The worker is stopping: nothing more is kept.
+    draining: bool,
 }
 
 /// The servers a request already tried (bit per server; groups hold at most 64).
@@ -89,6 +86,7 @@ impl Upstreams {
                             down_until: None,
                             active: 0,
                             open: 0,
+                            fresh: 0,
                             idle: Vec::new(),
                             current: 0,
                         })
@@ -97,6 +95,23 @@ impl Upstreams {
                 })
                 .collect(),
             wake: Vec::new(),
+            draining: false,
+        }
+    }
+
+    /// The worker is stopping: kept connections close now. An application
+    /// such as php-fpm gives each kept connection a process of its own, so
+    /// an old worker must not hold them while new ones need them.
+    pub fn drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        for group in &mut self.groups {
+            for st in &mut group.servers {
+                st.open -= st.idle.len();
+                st.idle.clear();
+            }
         }
     }
 
@@ -197,31 +212,59 @@ impl Upstreams {
         if domain != Domain::UNIX {
             sock.set_tcp_nodelay(true)?;
         }
-        let result = match sock.connect(&sa) {
-            Ok(()) => Connect::Done(sock),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Connect::InProgress(sock),
+        let b = Backend {
+            sock,
+            served: 0,
+            idle_since: Instant::now(),
+            fresh: true,
+        };
+        let result = match b.sock.connect(&sa) {
+            Ok(()) => Connect::Done(b),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Connect::InProgress(b),
             // A unix socket's full backlog answers EAGAIN to a nonblocking connect.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && domain == Domain::UNIX => return Ok(Connect::Busy),
             Err(e) => return Err(e),
         };
-        self.groups[g].servers[s].open += 1;
+        let st = &mut self.groups[g].servers[s];
+        st.open += 1;
+        st.fresh += 1;
         Ok(result)
     }
 
+    /// The first answer came on `b`: a process of the server has it.
+    pub fn answered(&mut self, g: usize, s: usize, b: &mut Backend) {
+        if std::mem::take(&mut b.fresh) {
+            let st = &mut self.groups[g].servers[s];
+            st.fresh = st.fresh.saturating_sub(1);
+        }
+    }
+
     /// A connection is done with: kept for reuse when `reusable` and the
-    /// pool has room, else closed.
+    /// pool has room, else closed. `None`: the request held none (a
+    /// connect that failed at once); a waiting request may still go.
+    ///
+    /// Not kept either while another request of this worker waits on a
+    /// new connection to the same server: an application like php-fpm
+    /// gives each connection a process until it closes, so keeping this
+    /// one idle could leave that request in the listen queue for good.
     pub fn release(&mut self, g: usize, s: usize, b: Option<Backend>, reusable: bool, now: Instant) {
         let group = &mut self.groups[g];
         let keep = group.cfg.keepalive;
         let st = &mut group.servers[s];
+        if let Some(b) = &b
+            && b.fresh
+        {
+            st.fresh = st.fresh.saturating_sub(1);
+        }
         match b {
-            Some(mut b) if reusable && st.idle.len() < keep => {
+            Some(mut b) if reusable && st.idle.len() < keep && st.fresh == 0 && !self.draining => {
                 b.served += 1;
                 b.idle_since = now;
                 st.idle.push(b);
             }
             // Dropping the socket closes it.
-            _ => st.open = st.open.saturating_sub(1),
+            Some(_) => st.open = st.open.saturating_sub(1),
+            None => {}
         }
         if let Some(t) = group.waiting[s].pop_front() {
             self.wake.push(t);

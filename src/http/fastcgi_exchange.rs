@@ -85,6 +85,8 @@ pub(super) struct FcgiState {
     /// Its token, while queued under `max_conns`.
     queued_as: Option<u64>,
     retry_at: Instant,
+    /// Since when a full listen queue has been refusing us.
+    busy_since: Option<Instant>,
     /// Encoded records not yet written are `to_app[to_app_off..]`; while
     /// `replayable`, everything sent is still there from the start.
     to_app: Vec<u8>,
@@ -244,6 +246,7 @@ impl HttpService {
             reused: false,
             queued_as: None,
             retry_at: self.clock.now,
+            busy_since: None,
             to_app: Vec::new(),
             to_app_off: 0,
             replayable: true,
@@ -436,11 +439,13 @@ impl HttpService {
             st.counted = false;
         }
         let Some(s) = self.upstreams.pick(g, st.tried, now) else {
-            let name = self.upstreams.config(g).name.clone();
-            let why = if st.tried == 0 {
-                format!("no live upstreams in \"{name}\" (every server is down)")
+            let cfg = self.upstreams.config(g);
+            let why = if cfg.implicit {
+                format!("FastCGI server {} cannot be reached", cfg.name)
+            } else if st.tried == 0 {
+                format!("no live upstreams in \"{}\" (every server is down)", cfg.name)
             } else {
-                format!("no server of \"{name}\" left to try")
+                format!("every server of \"{}\" failed", cfg.name)
             };
             return Some(self.fcgi_abort(c, 502, &why));
         };
@@ -454,7 +459,8 @@ impl HttpService {
         if let Some(b) = self.upstreams.take_idle(g, s, now) {
             if let Err(e) = io.rewatch_socket(b.sock.as_fd(), SUB) {
                 crate::error!("epoll_ctl(MOD) on a kept FastCGI connection failed: {e}");
-                self.upstreams.release(g, s, None, false, now);
+                self.upstreams.release(g, s, Some(b), false, now);
+                st.tried &= !(1 << s);
                 return None;
             }
             st.backend = Some(b);
@@ -473,26 +479,28 @@ impl HttpService {
         }
         st.reused = false;
         match self.upstreams.connect(g, s) {
-            Ok(Connect::Done(sock)) | Ok(Connect::InProgress(sock)) if io.watch_socket(sock.as_fd(), SUB).is_err() => {
-                drop(sock);
-                self.upstreams.release(g, s, None, false, now);
+            Ok(Connect::Done(b)) | Ok(Connect::InProgress(b)) if io.watch_socket(b.sock.as_fd(), SUB).is_err() => {
+                self.upstreams.release(g, s, Some(b), false, now);
                 Some(self.fcgi_abort(c, 502, "cannot watch the connection to the application"))
             }
-            Ok(Connect::Done(sock)) => {
-                st.backend = Some(Backend::new(sock));
+            Ok(Connect::Done(b)) => {
+                st.busy_since = None;
+                st.backend = Some(b);
                 st.stage = Stage::Talking;
                 c.deadline = self.clock.now + st.knobs.send_timeout;
                 None
             }
-            Ok(Connect::InProgress(sock)) => {
-                st.backend = Some(Backend::new(sock));
+            Ok(Connect::InProgress(b)) => {
+                st.busy_since = None;
+                st.backend = Some(b);
                 st.stage = Stage::Connecting;
                 c.deadline = self.clock.now + st.knobs.connect_timeout;
                 Some(Step::Wait(Next::Pause))
             }
             Ok(Connect::Busy) => {
-                // The first time sets how long a full queue may hold us up.
-                if st.retry_at <= now && st.stage != Stage::Busy {
+                // The first refusal starts the connect timeout.
+                if st.busy_since.is_none() {
+                    st.busy_since = Some(now);
                     c.deadline = self.clock.now + st.knobs.connect_timeout;
                 }
                 st.retry_at = now + BUSY_RETRY;
@@ -516,6 +524,7 @@ impl HttpService {
         self.upstreams.release(g, s, st.backend.take(), false, now);
         self.upstreams.failed(g, s, now);
         st.stage = Stage::Pick;
+        st.busy_since = None;
         if st.knobs.next_upstream.off {
             return Some(self.fcgi_abort(c, 502, &format!("{addr} is unreachable")));
         }
@@ -638,7 +647,12 @@ impl HttpService {
                 ex.out_off = 0;
                 match read_app(st) {
                     Ok(0) => {}
-                    Ok(_) => progress = true,
+                    Ok(_) => {
+                        progress = true;
+                        if let Some(b) = st.backend.as_mut() {
+                            self.upstreams.answered(st.group, st.server, b);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         if !st.got && !st.fr.head_sent {
@@ -1126,7 +1140,9 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
                 total += n;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
+            // What came before an error is handled first (it may be the
+            // whole response); the next read reports the error again.
+            Err(_) if total > 0 => return Ok(total),
             Err(e) => return Err(e),
         }
     }

@@ -196,6 +196,7 @@ impl Service for HttpService {
 
     fn drain(&mut self, conn: &mut Conn) -> Next {
         self.draining = true;
+        self.upstreams.drain();
         self.on_drain(conn)
     }
 
