@@ -4,6 +4,7 @@
 //! `fastcgi-codec` crate's; the HTTP exchange that drives them is
 //! `http::fastcgi_exchange`.
 
+pub mod inbox;
 pub mod params;
 pub mod upstream;
 

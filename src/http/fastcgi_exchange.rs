@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek};
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -20,7 +21,8 @@ use super::request::{Method, Request};
 use crate::cgi::response::{self, Parsed};
 use crate::config::fastcgi::NextUpstream;
 use crate::event::{Io, Next};
-use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
+use crate::fastcgi::codec::{self, ProtocolStatus, Role, kind};
+use crate::fastcgi::inbox::{Inbox, Item};
 use crate::fastcgi::params;
 use crate::fastcgi::upstream::{Backend, Connect};
 
@@ -34,8 +36,6 @@ const SUB: u8 = 1;
 const REPLAY_MAX: usize = 256 << 10;
 /// Request bytes queued for the application before more body is read.
 const TO_APP_HIGH: usize = 64 << 10;
-/// The read buffer for the application's records (grown to fit a record).
-const FROM_APP: usize = 32 << 10;
 /// How soon a connect refused by a full unix listen queue is tried again.
 const BUSY_RETRY: Duration = Duration::from_millis(5);
 
@@ -98,9 +98,8 @@ pub(super) struct FcgiState {
     spool: Option<(File, u64, u64)>,
     /// The PARAMS pairs of a request whose body is still being spooled.
     pending_params: Vec<u8>,
-    from_app: Vec<u8>,
-    fa_start: usize,
-    fa_end: usize,
+    /// What the application sent, not yet handled.
+    inbox: Inbox,
     /// Bytes came from the application on this connection.
     got: bool,
     hdr: Vec<u8>,
@@ -253,9 +252,7 @@ impl HttpService {
             stdin_ended: false,
             spool: None,
             pending_params: Vec::new(),
-            from_app: Vec::new(),
-            fa_start: 0,
-            fa_end: 0,
+            inbox: Inbox::default(),
             got: false,
             hdr: Vec::new(),
             fr: Framing::new(&format!("FastCGI {script}")),
@@ -452,8 +449,7 @@ impl HttpService {
         st.server = s;
         st.tried |= 1 << s;
         st.got = false;
-        st.fa_start = 0;
-        st.fa_end = 0;
+        st.inbox.clear();
         self.upstreams.begin(g, s);
         st.counted = true;
         if let Some(b) = self.upstreams.take_idle(g, s, now) {
@@ -745,13 +741,9 @@ impl HttpService {
         loop {
             let ex = c.ex.as_mut().expect("fastcgi exchange");
             let st = state(&mut ex.handler).expect("fastcgi exchange");
-            let avail = &st.from_app[st.fa_start..st.fa_end];
-            let (rec, used) = match codec::decode(avail) {
-                Ok(Some((rec, used))) => (rec, used),
-                Ok(None) => {
-                    make_room(st);
-                    return Ok(any);
-                }
+            let item = match st.inbox.next() {
+                Ok(Some(item)) => item,
+                Ok(None) => return Ok(any),
                 Err(e) => {
                     let why = format!("the application broke the FastCGI protocol: {e}");
                     return Err(if st.fr.head_sent {
@@ -762,44 +754,31 @@ impl HttpService {
                 }
             };
             any = true;
-            // Borrow the record's data out of the buffer without holding `st`.
-            let start = st.fa_start;
-            st.fa_start += used;
-            match rec {
-                Record::Stdout { id: ID, data } if !data.is_empty() => {
-                    let off = data.as_ptr() as usize - avail.as_ptr() as usize + start;
-                    let len = data.len();
-                    if let Some(step) = self.app_output(c, off, len, head_only, io) {
+            match item {
+                Item::Stdout(ID, r) if !r.is_empty() => {
+                    if let Some(step) = self.app_output(c, r, head_only, io) {
                         return Err(step);
                     }
                 }
-                Record::Stderr { id: ID, data } => {
-                    let off = data.as_ptr() as usize - avail.as_ptr() as usize + start;
-                    let len = data.len();
-                    log_stderr(st, off, len);
-                }
-                Record::EndRequest {
-                    id: ID,
-                    protocol_status,
-                    ..
-                } => return self.app_ended(c, protocol_status, head_only).map(|()| true),
+                Item::Stderr(ID, r) => log_stderr(st, r),
+                Item::End(ID, status) => return self.app_ended(c, status, head_only).map(|()| true),
                 // Stream ends, other ids, management records: nothing to do.
                 _ => {}
             }
         }
     }
 
-    /// STDOUT bytes `from_app[off..off + len]`: the header section, then body.
-    fn app_output(&mut self, c: &mut Conn, off: usize, len: usize, head_only: bool, io: &mut Io<'_>) -> Option<Step> {
+    /// STDOUT bytes (`r` in the inbox): the header section, then body.
+    fn app_output(&mut self, c: &mut Conn, r: Range<usize>, head_only: bool, io: &mut Io<'_>) -> Option<Step> {
         let ex = c.ex.as_mut()?;
         let st = state(&mut ex.handler)?;
         if st.fr.head_sent {
             let before = ex.out.len();
-            st.fr.frame(&st.from_app[off..off + len], &mut ex.out, head_only);
+            st.fr.frame(st.inbox.bytes(r), &mut ex.out, head_only);
             ex.file_sent += (ex.out.len() - before) as u64;
             return None;
         }
-        st.hdr.extend_from_slice(&st.from_app[off..off + len]);
+        st.hdr.extend_from_slice(st.inbox.bytes(r));
         let h = match response::parse(&st.hdr) {
             Parsed::Done(h, used) => {
                 let rest = st.hdr.split_off(used);
@@ -922,8 +901,7 @@ impl HttpService {
             };
             return Err(self.fcgi_abort(c, code, &why));
         }
-        let reusable =
-            st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.fa_start == st.fa_end;
+        let reusable = st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty();
         self.upstreams.release(g, s, st.backend.take(), reusable, now);
         self.upstreams.succeeded(g, s);
         if st.counted {
@@ -1114,20 +1092,20 @@ fn compact_to_app(st: &mut FcgiState) {
     st.to_app_off = 0;
 }
 
-/// Reads what the application sent into `from_app`: the bytes read,
+/// Reads what the application sent into the inbox: the bytes read,
 /// `WouldBlock` when nothing is there, an error (EOF included) when the
 /// connection is gone.
 fn read_app(st: &mut FcgiState) -> io::Result<usize> {
-    if st.from_app.is_empty() {
-        st.from_app = vec![0; FROM_APP];
-    }
-    make_room(st);
     let Some(b) = st.backend.as_ref() else {
         return Ok(0);
     };
     let mut total = 0;
-    while st.fa_end < st.from_app.len() {
-        match (&b.sock).read_into(&mut st.from_app[st.fa_end..]) {
+    loop {
+        let room = st.inbox.room();
+        if room.is_empty() {
+            return Ok(total);
+        }
+        match (&b.sock).read_into(room) {
             Ok(0) => {
                 if total > 0 {
                     return Ok(total);
@@ -1135,7 +1113,7 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
             }
             Ok(n) => {
-                st.fa_end += n;
+                st.inbox.filled(n);
                 st.got = true;
                 total += n;
             }
@@ -1146,33 +1124,12 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
             Err(e) => return Err(e),
         }
     }
-    Ok(total)
-}
-
-/// Moves unread bytes to the front, and grows the buffer when the record
-/// at its head is larger than it.
-fn make_room(st: &mut FcgiState) {
-    if st.fa_start == st.fa_end {
-        st.fa_start = 0;
-        st.fa_end = 0;
-    } else if st.fa_start > 0 {
-        st.from_app.copy_within(st.fa_start..st.fa_end, 0);
-        st.fa_end -= st.fa_start;
-        st.fa_start = 0;
-    }
-    if st.fa_end >= codec::HEADER_LEN {
-        let h = &st.from_app[..codec::HEADER_LEN];
-        let need = codec::HEADER_LEN + u16::from_be_bytes([h[4], h[5]]) as usize + h[6] as usize;
-        if need > st.from_app.len() {
-            st.from_app.resize(need, 0);
-        }
-    }
 }
 
 /// Complete STDERR lines to the error log, named after the script.
-fn log_stderr(st: &mut FcgiState, off: usize, len: usize) {
-    for i in off..off + len {
-        let b = st.from_app[i];
+fn log_stderr(st: &mut FcgiState, r: Range<usize>) {
+    for i in r {
+        let b = st.inbox.bytes(i..i + 1)[0];
         if b == b'\n' || st.err_line.len() >= 2048 {
             flush_err(st);
             if b != b'\n' {

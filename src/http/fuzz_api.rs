@@ -465,3 +465,54 @@ pub fn cgi_response(data: &[u8]) {
         assert_eq!(parse(&data[..cut]), Parsed::Partial, "prefix of {cut}");
     }
 }
+
+/// An application's FastCGI byte stream as the client side takes it in:
+/// records out of an [`crate::fastcgi::inbox::Inbox`] fed in pieces (the
+/// first byte sets their size), STDOUT into the CGI-style header parser.
+/// Whatever the pieces, the same records come out, and nothing panics.
+pub fn fastcgi_stream(data: &[u8]) {
+    use crate::fastcgi::inbox::{Inbox, Item};
+    let Some((&split, stream)) = data.split_first() else {
+        return;
+    };
+    let run = |piece: usize| {
+        let mut inbox = Inbox::default();
+        let mut items = Vec::new();
+        let mut stdout = Vec::new();
+        for chunk in stream.chunks(piece.max(1)) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let room = inbox.room();
+                assert!(!room.is_empty(), "no room after records were taken");
+                let n = room.len().min(rest.len());
+                room[..n].copy_from_slice(&rest[..n]);
+                inbox.filled(n);
+                rest = &rest[n..];
+                loop {
+                    match inbox.next() {
+                        Ok(Some(item)) => {
+                            let desc = match &item {
+                                Item::Stdout(id, r) => {
+                                    stdout.extend_from_slice(inbox.bytes(r.clone()));
+                                    format!("out {id} {}", r.len())
+                                }
+                                Item::Stderr(id, r) => format!("err {id} {:?}", inbox.bytes(r.clone())),
+                                other => format!("{other:?}"),
+                            };
+                            items.push(desc);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            items.push(format!("error {e}"));
+                            return (items, stdout);
+                        }
+                    }
+                }
+            }
+        }
+        (items, stdout)
+    };
+    let whole = run(stream.len());
+    assert_eq!(run(split as usize + 1), whole, "records depend on how the bytes arrive");
+    let _ = crate::cgi::response::parse(&whole.1);
+}
