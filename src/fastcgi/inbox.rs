@@ -67,7 +67,7 @@ impl Inbox {
     }
 
     /// The next whole record, if one is here.
-    pub fn next(&mut self) -> Result<Option<Item>, codec::Error> {
+    pub fn take(&mut self) -> Result<Option<Item>, codec::Error> {
         let avail = &self.buf[self.start..self.end];
         let Some((rec, used)) = codec::decode(avail)? else {
             return Ok(None);
@@ -115,7 +115,7 @@ mod tests {
                     room[..n].copy_from_slice(&rest[..n]);
                     inbox.filled(n);
                     rest = &rest[n..];
-                    while let Some(item) = inbox.next().unwrap() {
+                    while let Some(item) = inbox.take().unwrap() {
                         match item {
                             Item::Stdout(1, r) => out += r.len(),
                             Item::Stderr(1, r) => err.extend_from_slice(inbox.bytes(r)),

@@ -741,7 +741,7 @@ impl HttpService {
         loop {
             let ex = c.ex.as_mut().expect("fastcgi exchange");
             let st = state(&mut ex.handler).expect("fastcgi exchange");
-            let item = match st.inbox.next() {
+            let item = match st.inbox.take() {
                 Ok(Some(item)) => item,
                 Ok(None) => return Ok(any),
                 Err(e) => {

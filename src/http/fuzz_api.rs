@@ -489,7 +489,7 @@ pub fn fastcgi_stream(data: &[u8]) {
                 inbox.filled(n);
                 rest = &rest[n..];
                 loop {
-                    match inbox.next() {
+                    match inbox.take() {
                         Ok(Some(item)) => {
                             let desc = match &item {
                                 Item::Stdout(id, r) => {
