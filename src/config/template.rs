@@ -18,6 +18,10 @@ pub enum Var {
     Scheme,
     RemoteAddr,
     RequestMethod,
+    /// `$fastcgi_script_name` / `$fastcgi_path_info`: `$uri` split by the
+    /// FastCGI location's `split_path_info` (outside one: `$uri` and "").
+    FastcgiScriptName,
+    FastcgiPathInfo,
     /// A regex capture: `$1`..`$9` or `$name`.
     Capture(String),
 }
@@ -64,6 +68,8 @@ impl Template {
                 "scheme" => Var::Scheme,
                 "remote_addr" => Var::RemoteAddr,
                 "request_method" => Var::RequestMethod,
+                "fastcgi_script_name" => Var::FastcgiScriptName,
+                "fastcgi_path_info" => Var::FastcgiPathInfo,
                 n if captures.iter().any(|c| c == n) => Var::Capture(n.to_string()),
                 n if n.bytes().all(|b| b.is_ascii_digit()) => {
                     return Err(format!("\"${n}\" in \"{s}\": the location's regex has no capture {n}"));

@@ -108,6 +108,8 @@ pub(super) struct FcgiState {
     ended: bool,
     err_line: Vec<u8>,
     idempotent: bool,
+    /// For STDERR lines in the log.
+    client: std::net::IpAddr,
 }
 
 impl FcgiState {
@@ -130,7 +132,7 @@ fn state(h: &mut Handler) -> Option<&mut FcgiState> {
 }
 
 /// Splits the decoded URI into the script and PATH_INFO.
-fn split(uri: &str, re: Option<&regex::Regex>, index: &str) -> (String, String) {
+pub(super) fn split(uri: &str, re: Option<&regex::Regex>, index: &str) -> (String, String) {
     if uri.ends_with('/') {
         return (format!("{uri}{index}"), String::new());
     }
@@ -163,7 +165,10 @@ impl HttpService {
         let Some(f) = site_ref.cfg.fastcgi.as_ref() else {
             return Err((req, Some(500)));
         };
-        let (script, path_info) = split(&uri, f.split_path_info.as_ref(), &f.index);
+        let (script, path_info) = match req.fastcgi_split.take() {
+            Some(found) => *found,
+            None => split(&uri, f.split_path_info.as_ref(), &f.index),
+        };
         if f.check_file && site_ref.is_dir(script.trim_start_matches('/').as_bytes()) != Some(false) {
             crate::info!(
                 "FastCGI script \"{}\" not found under {}, client: {}",
@@ -258,6 +263,7 @@ impl HttpService {
             fr: Framing::new(&format!("FastCGI {script}")),
             ended: false,
             err_line: Vec::new(),
+            client: c.peer.ip(),
             idempotent: matches!(
                 req.method_name.as_str(),
                 "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
@@ -1144,7 +1150,12 @@ fn log_stderr(st: &mut FcgiState, r: Range<usize>) {
 fn flush_err(st: &mut FcgiState) {
     if !st.err_line.is_empty() {
         let line = String::from_utf8_lossy(&st.err_line);
-        crate::error!("{}: {}", st.fr.name, line.trim_end_matches('\r'));
+        crate::error!(
+            "{} wrote to stderr: {}, client: {}",
+            st.fr.name,
+            line.trim_end_matches('\r'),
+            st.client
+        );
         st.err_line.clear();
     }
 }

@@ -48,6 +48,9 @@ pub struct Request {
     pub file: Option<Vec<u8>>,
     /// Serving an `error_page`: the status the answer gets (0: the page's own).
     pub error_status: Option<u16>,
+    /// The script and PATH_INFO a FastCGI location's `try_files` found,
+    /// split before it rewrote the URI to the script (so PATH_INFO lives on).
+    pub fastcgi_split: Option<Box<(String, String)>>,
 }
 
 impl Request {
@@ -85,6 +88,7 @@ impl Request {
         self.target = uri.to_string();
         self.norm = None;
         self.file = None;
+        self.fastcgi_split = None;
         self.path_start = 0;
         self.path_end = uri.find(['?', '#']).unwrap_or(uri.len());
     }
@@ -196,6 +200,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         norm: None,
         file: None,
         error_status: None,
+        fastcgi_split: None,
     };
     macro_rules! fail {
         ($code:expr) => {

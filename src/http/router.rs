@@ -31,6 +31,8 @@ struct Vars<'a> {
     host: &'a str,
     remote: std::net::IpAddr,
     caps: &'a Captures,
+    /// `$fastcgi_script_name` and `$fastcgi_path_info`, in a FastCGI location.
+    split: Option<&'a (String, String)>,
 }
 
 fn expand(t: &Template, v: &Vars<'_>) -> String {
@@ -47,6 +49,8 @@ fn expand(t: &Template, v: &Vars<'_>) -> String {
                 Var::Scheme => out.push_str("http"),
                 Var::RemoteAddr => out.push_str(&v.remote.to_string()),
                 Var::RequestMethod => out.push_str(&v.req.method_name),
+                Var::FastcgiScriptName => out.push_str(v.split.map_or(v.uri, |s| s.0.as_str())),
+                Var::FastcgiPathInfo => out.push_str(v.split.map_or("", |s| s.1.as_str())),
                 Var::Capture(name) => out.push_str(v.caps.get(name).unwrap_or("")),
             },
         }
@@ -170,12 +174,21 @@ impl HttpService {
             }
             let uri = String::from_utf8_lossy(&norm).into_owned();
             let host = self.host_of(server, req);
+            let split = match (&loc.kind, &self.sites[site].cfg.fastcgi) {
+                (Kind::FastCgi, Some(f)) => Some(super::fastcgi_exchange::split(
+                    &uri,
+                    f.split_path_info.as_ref(),
+                    &f.index,
+                )),
+                _ => None,
+            };
             let vars = Vars {
                 req,
                 uri: &uri,
                 host: &host,
                 remote: peer,
                 caps: &caps,
+                split: split.as_ref(),
             };
             if let Kind::Return { code, text } = &loc.kind {
                 let text = text.as_ref().map(|t| expand(t, &vars));
@@ -197,6 +210,11 @@ impl HttpService {
                     target.push_str(q);
                 }
                 req.rewrite(&target);
+                // The script was found: PATH_INFO is what followed it in
+                // the URI (nginx loses it here).
+                if let Some(sp) = split.filter(|sp| sp.0 == f) {
+                    req.fastcgi_split = Some(Box::new(sp));
+                }
                 return Routed::Serve { site, cgi };
             }
             if let Some(code) = fallback.strip_prefix('=').and_then(|n| n.parse::<u16>().ok()) {
@@ -332,6 +350,7 @@ impl HttpService {
                 host: &host,
                 remote: peer,
                 caps,
+                split: None,
             },
         )
     }
