@@ -21,6 +21,8 @@ pub struct Backend {
     /// New, and no answer on it yet: it may still wait in the server's
     /// listen queue for a process to take it.
     fresh: bool,
+    /// The event-loop token its readiness goes to (see `Io::rewatch_socket`).
+    pub owner: u64,
 }
 
 /// How a new connection's `connect` went.
@@ -201,8 +203,8 @@ impl Upstreams {
         None
     }
 
-    /// Opens a nonblocking connection to `s`.
-    pub fn connect(&mut self, g: usize, s: usize) -> io::Result<Connect> {
+    /// Opens a nonblocking connection to `s` for the connection `owner`.
+    pub fn connect(&mut self, g: usize, s: usize, owner: u64) -> io::Result<Connect> {
         let addr = &self.groups[g].cfg.servers[s].address;
         let (domain, sa) = match addr {
             Address::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
@@ -217,6 +219,7 @@ impl Upstreams {
             served: 0,
             idle_since: Instant::now(),
             fresh: true,
+            owner,
         };
         let result = match b.sock.connect(&sa) {
             Ok(()) => Connect::Done(b),

@@ -458,8 +458,11 @@ impl HttpService {
         st.inbox.clear();
         self.upstreams.begin(g, s);
         st.counted = true;
-        if let Some(b) = self.upstreams.take_idle(g, s, now) {
-            if let Err(e) = io.rewatch_socket(b.sock.as_fd(), SUB) {
+        if let Some(mut b) = self.upstreams.take_idle(g, s, now) {
+            // A keep-alive client often gets the connection it used last.
+            let moved = b.owner != io.token();
+            b.owner = io.token();
+            if moved && let Err(e) = io.rewatch_socket(b.sock.as_fd(), SUB) {
                 crate::error!("epoll_ctl(MOD) on a kept FastCGI connection failed: {e}");
                 self.upstreams.release(g, s, Some(b), false, now);
                 st.tried &= !(1 << s);
@@ -480,7 +483,7 @@ impl HttpService {
             return Some(Step::Wait(Next::Pause));
         }
         st.reused = false;
-        match self.upstreams.connect(g, s) {
+        match self.upstreams.connect(g, s, io.token()) {
             Ok(Connect::Done(b)) | Ok(Connect::InProgress(b)) if io.watch_socket(b.sock.as_fd(), SUB).is_err() => {
                 self.upstreams.release(g, s, Some(b), false, now);
                 Some(self.fcgi_abort(c, 502, "cannot watch the connection to the application"))
@@ -1108,7 +1111,8 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
     let mut total = 0;
     loop {
         let room = st.inbox.room();
-        if room.is_empty() {
+        let room_len = room.len();
+        if room_len == 0 {
             return Ok(total);
         }
         match (&b.sock).read_into(room) {
@@ -1122,6 +1126,10 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
                 st.inbox.filled(n);
                 st.got = true;
                 total += n;
+                // A short read emptied the socket (a new edge comes with more).
+                if n < room_len {
+                    return Ok(total);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // What came before an error is handled first (it may be the
