@@ -1016,6 +1016,15 @@ impl HttpService {
                     None => return Some(Next::Pause),
                 }
             }
+            Stage::Talking if ex.out_off < ex.out.len() => {
+                // The application is waiting on us: the client stopped reading.
+                crate::info!(
+                    "client {} timed out receiving the response of {}",
+                    c.peer.ip(),
+                    st.name()
+                );
+                return Some(Next::Close);
+            }
             Stage::Talking => {
                 let waiting_app = st.to_app_off < st.to_app.len();
                 let t = if waiting_app {
