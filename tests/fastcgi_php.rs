@@ -250,9 +250,9 @@ fn fpm_site() -> (Fpm, Server) {
 #[test]
 fn get_with_query_and_params() {
     let (_fpm, srv) = fpm_site();
-    let r = srv.request(&format!(
-        "GET /env.php?a=1&b=two HTTP/1.1\r\nHost: localhost\r\nX-Custom: hi\r\nProxy: http://evil.example/\r\nConnection: close\r\n\r\n"
-    ));
+    let r = srv.request(
+        "GET /env.php?a=1&b=two HTTP/1.1\r\nHost: localhost\r\nX-Custom: hi\r\nProxy: http://evil.example/\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 200, "{}", srv.error_log());
     let t = r.text();
     assert_eq!(field(&t, "REQUEST_METHOD"), Some("GET"));
