@@ -58,6 +58,18 @@ pub struct Ready {
     pub woken: bool,
 }
 
+impl Ready {
+    /// A wake-up: nothing reported by epoll.
+    const WOKEN: Ready = Ready {
+        readable: false,
+        writable: false,
+        hangup: false,
+        peer_closed: false,
+        source: 0,
+        woken: true,
+    };
+}
+
 /// Lets a service add descriptors of its own (pipes to a child process)
 /// to the loop, on behalf of one connection. They are edge-triggered in
 /// every mode; events for them come back to that connection's `ready`.
@@ -83,19 +95,15 @@ impl Io<'_> {
         self.epoll.add(fd, ev).map_err(io::Error::from)
     }
 
-    /// Watches a socket to a peer (an application server) as descriptor
-    /// `sub`, both ways and edge-triggered.
-    pub fn watch_socket(&self, fd: BorrowedFd<'_>, sub: u8) -> io::Result<()> {
-        let ev = EpollEvent::new(Self::SOCKET_FLAGS, super::slots::with_sub(self.token, sub));
+    /// Watches a socket that outlives connections (one to an application
+    /// server, kept in a pool) under `handle`, both ways and edge-triggered,
+    /// once for its whole life: its events go to whichever connection
+    /// [`Service::handle_target`] names at the time, so changing hands
+    /// costs no `epoll_ctl`.
+    pub fn watch_handle(&self, fd: BorrowedFd<'_>, handle: u64) -> io::Result<()> {
+        debug_assert!(handle < LISTENER_BASE - HANDLE_BASE);
+        let ev = EpollEvent::new(Self::SOCKET_FLAGS, HANDLE_BASE + handle);
         self.epoll.add(fd, ev).map_err(io::Error::from)
-    }
-
-    /// Hands a socket watched for another connection (a kept connection
-    /// taken from a pool) to this one; re-arming it reports what is
-    /// already pending.
-    pub fn rewatch_socket(&self, fd: BorrowedFd<'_>, sub: u8) -> io::Result<()> {
-        let mut ev = EpollEvent::new(Self::SOCKET_FLAGS, super::slots::with_sub(self.token, sub));
-        self.epoll.modify(fd, &mut ev).map_err(io::Error::from)
     }
 
     const SOCKET_FLAGS: EpollFlags = EpollFlags::EPOLLIN
@@ -107,6 +115,12 @@ impl Io<'_> {
     /// [`Service::wakeups`]).
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// The token of this connection's descriptor `sub` (1..=3), for
+    /// [`Service::handle_target`].
+    pub fn sub_token(&self, sub: u8) -> u64 {
+        super::slots::with_sub(self.token, sub)
     }
 
     /// Calls the connection back (with `woken`) at `at`, to the millisecond.
@@ -150,6 +164,12 @@ pub trait Service {
     /// Connections (by [`Io::token`]) to call back with `woken` now, for
     /// example ones waiting for a resource another connection released.
     fn wakeups(&mut self, _out: &mut Vec<u64>) {}
+    /// Which connection's descriptor (a token from [`Io::token`] with its
+    /// sub-descriptor, see `with_sub`) the socket watched as `handle`
+    /// serves now; `None` drops the event.
+    fn handle_target(&mut self, _handle: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// Where the reactor learns of signals.
@@ -159,6 +179,9 @@ pub struct Signals {
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
 const LISTENER_BASE: u64 = RESERVED;
+/// Tokens from here to `LISTENER_BASE` are handles (see `Io::watch_handle`):
+/// bit 63 is never set in a connection's token.
+const HANDLE_BASE: u64 = 1 << 63;
 const EVENTS: usize = 512;
 const ACCEPT_BATCH: usize = 64;
 /// How many idle connections a full table looks at to free one.
@@ -275,13 +298,6 @@ impl<S: Service> Reactor<S> {
         let mut last_sweep = Instant::now();
         let mut woken = Vec::new();
         loop {
-            self.service.wakeups(&mut woken);
-            if !woken.is_empty() {
-                let now = Instant::now();
-                for tok in woken.drain(..) {
-                    self.timers.push(std::cmp::Reverse((now, tok)));
-                }
-            }
             let since = last_sweep.elapsed();
             let timeout: u16 = if !self.pending_accept.is_empty() {
                 0
@@ -311,6 +327,11 @@ impl<S: Service> Reactor<S> {
                         let i = (t - LISTENER_BASE) as usize;
                         self.accept(i);
                     }
+                    t if t >= HANDLE_BASE => {
+                        if let Some(tok) = self.service.handle_target(t - HANDLE_BASE) {
+                            self.dispatch(tok, ev.events());
+                        }
+                    }
                     t => self.dispatch(t, ev.events()),
                 }
             }
@@ -318,6 +339,17 @@ impl<S: Service> Reactor<S> {
                 self.accept(i);
             }
             self.fire_timers();
+            // Connections a release this turn made ready go now, not
+            // after another wait (what they wake may wake more).
+            loop {
+                self.service.wakeups(&mut woken);
+                if woken.is_empty() {
+                    break;
+                }
+                for tok in std::mem::take(&mut woken) {
+                    self.call(tok, Ready::WOKEN);
+                }
+            }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 last_sweep = Instant::now();
                 self.sweep();
@@ -559,15 +591,7 @@ impl<S: Service> Reactor<S> {
                 break;
             }
             self.timers.pop();
-            let ready = Ready {
-                readable: false,
-                writable: false,
-                hangup: false,
-                peer_closed: false,
-                source: 0,
-                woken: true,
-            };
-            self.call(tok, ready);
+            self.call(tok, Ready::WOKEN);
         }
     }
 

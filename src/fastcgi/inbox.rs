@@ -29,6 +29,16 @@ pub enum Item {
 }
 
 impl Inbox {
+    /// An inbox reading into `buf` (a buffer of an earlier one, or empty).
+    pub fn with_buffer(buf: Vec<u8>) -> Inbox {
+        Inbox { buf, start: 0, end: 0 }
+    }
+
+    /// Gives the buffer back for another inbox, when it has the usual size.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        (self.buf.len() == START).then_some(self.buf)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }

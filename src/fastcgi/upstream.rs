@@ -21,8 +21,8 @@ pub struct Backend {
     /// New, and no answer on it yet: it may still wait in the server's
     /// listen queue for a process to take it.
     fresh: bool,
-    /// The event-loop token its readiness goes to (see `Io::rewatch_socket`).
-    pub owner: u64,
+    /// Its event-loop handle (see `Io::watch_handle`).
+    pub handle: u64,
 }
 
 /// How a new connection's `connect` went.
@@ -66,6 +66,9 @@ pub struct Upstreams {
     wake: Vec<u64>,
     /// The worker is stopping: nothing more is kept.
     draining: bool,
+    /// Per connection handle: the token its events go to (0: none, idle).
+    owners: Vec<u64>,
+    free_handles: Vec<u64>,
 }
 
 /// The servers a request already tried (bit per server; groups hold at most 64).
@@ -98,7 +101,29 @@ impl Upstreams {
                 .collect(),
             wake: Vec::new(),
             draining: false,
+            owners: Vec::new(),
+            free_handles: Vec::new(),
         }
+    }
+
+    /// Where the events of the connection watched as `handle` go.
+    pub fn target(&self, handle: u64) -> Option<u64> {
+        self.owners.get(handle as usize).copied().filter(|&t| t != 0)
+    }
+
+    /// `b`'s events go to `token` from now on.
+    pub fn set_owner(&mut self, b: &Backend, token: u64) {
+        if let Some(o) = self.owners.get_mut(b.handle as usize) {
+            *o = token;
+        }
+    }
+
+    /// Closes `b` and frees its handle.
+    fn close(owners: &mut [u64], free: &mut Vec<u64>, b: Backend) {
+        if let Some(o) = owners.get_mut(b.handle as usize) {
+            *o = 0;
+        }
+        free.push(b.handle);
     }
 
     /// The worker is stopping: kept connections close now. An application
@@ -112,7 +137,9 @@ impl Upstreams {
         for group in &mut self.groups {
             for st in &mut group.servers {
                 st.open -= st.idle.len();
-                st.idle.clear();
+                for b in st.idle.drain(..) {
+                    Self::close(&mut self.owners, &mut self.free_handles, b);
+                }
             }
         }
     }
@@ -199,6 +226,7 @@ impl Upstreams {
                 return Some(b);
             }
             st.open = st.open.saturating_sub(1);
+            Self::close(&mut self.owners, &mut self.free_handles, b);
         }
         None
     }
@@ -214,19 +242,33 @@ impl Upstreams {
         if domain != Domain::UNIX {
             sock.set_tcp_nodelay(true)?;
         }
+        let handle = match self.free_handles.pop() {
+            Some(h) => h,
+            None => {
+                self.owners.push(0);
+                self.owners.len() as u64 - 1
+            }
+        };
+        self.owners[handle as usize] = owner;
         let b = Backend {
             sock,
             served: 0,
             idle_since: Instant::now(),
             fresh: true,
-            owner,
+            handle,
         };
         let result = match b.sock.connect(&sa) {
             Ok(()) => Connect::Done(b),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Connect::InProgress(b),
             // A unix socket's full backlog answers EAGAIN to a nonblocking connect.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && domain == Domain::UNIX => return Ok(Connect::Busy),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && domain == Domain::UNIX => {
+                Self::close(&mut self.owners, &mut self.free_handles, b);
+                return Ok(Connect::Busy);
+            }
+            Err(e) => {
+                Self::close(&mut self.owners, &mut self.free_handles, b);
+                return Err(e);
+            }
         };
         let st = &mut self.groups[g].servers[s];
         st.open += 1;
@@ -259,14 +301,21 @@ impl Upstreams {
         {
             st.fresh = st.fresh.saturating_sub(1);
         }
+        // Under `max_conns` the operator sized the pool: no request of ours
+        // waits in the listen queue.
+        let starving = st.fresh > 0 && group.cfg.max_conns == 0;
         match b {
-            Some(mut b) if reusable && st.idle.len() < keep && st.fresh == 0 && !self.draining => {
+            Some(mut b) if reusable && st.idle.len() < keep && !starving && !self.draining => {
                 b.served += 1;
                 b.idle_since = now;
+                // Events while idle go nowhere (a close is seen on reuse).
+                self.owners[b.handle as usize] = 0;
                 st.idle.push(b);
             }
-            // Dropping the socket closes it.
-            Some(_) => st.open = st.open.saturating_sub(1),
+            Some(b) => {
+                st.open = st.open.saturating_sub(1);
+                Self::close(&mut self.owners, &mut self.free_handles, b);
+            }
             None => {}
         }
         if let Some(t) = group.waiting[s].pop_front() {
@@ -292,7 +341,9 @@ impl Upstreams {
             st.down_until = Some(now + cfg.fail_timeout);
             // Its kept connections are as suspect as the server.
             st.open = st.open.saturating_sub(st.idle.len());
-            st.idle.clear();
+            for b in st.idle.drain(..) {
+                Self::close(&mut self.owners, &mut self.free_handles, b);
+            }
             crate::warn!(
                 "upstream server {} of \"{}\" is down for {:?} after {} failure(s)",
                 cfg.address,
@@ -315,9 +366,16 @@ impl Upstreams {
         for group in &mut self.groups {
             let timeout = group.cfg.keepalive_timeout;
             for st in &mut group.servers {
-                let before = st.idle.len();
-                st.idle.retain(|b| now.duration_since(b.idle_since) < timeout);
-                st.open -= before - st.idle.len();
+                while st
+                    .idle
+                    .first()
+                    .is_some_and(|b| now.duration_since(b.idle_since) >= timeout)
+                {
+                    // The oldest are first: the pool is used from its end.
+                    let b = st.idle.remove(0);
+                    st.open -= 1;
+                    Self::close(&mut self.owners, &mut self.free_handles, b);
+                }
             }
         }
     }

@@ -115,7 +115,7 @@ impl HttpService {
             .filter(|h| !h.name.is_empty())
             .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
             .collect();
-        let local = c.stream.local_addr().ok();
+        let local = c.local_addr();
         let site_cfg = &self.sites[site].cfg;
         let server_name = req
             .host

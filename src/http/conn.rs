@@ -73,6 +73,8 @@ pub struct Conn {
     /// Header lines an application's X-Accel-Redirect keeps for the
     /// response of the URI it named.
     pub(super) carried: String,
+    /// The local address, once asked for (CGI and FastCGI want it per request).
+    local: Option<SocketAddr>,
 }
 
 /// The request in flight and its response.
@@ -172,7 +174,16 @@ impl Conn {
             limit_held: 0,
             delayed: None,
             carried: String::new(),
+            local: None,
         }
+    }
+
+    /// The address the client connected to (one `getsockname` per connection).
+    pub(super) fn local_addr(&mut self) -> Option<SocketAddr> {
+        if self.local.is_none() {
+            self.local = self.stream.local_addr().ok();
+        }
+        self.local
     }
 
     pub fn is_idle(&self) -> bool {

@@ -36,6 +36,8 @@ const SUB: u8 = 1;
 const REPLAY_MAX: usize = 256 << 10;
 /// Request bytes queued for the application before more body is read.
 const TO_APP_HIGH: usize = 64 << 10;
+/// Scripts remembered as existing, per site.
+const SCRIPTS_SEEN: usize = 4096;
 /// How soon a connect refused by a full unix listen queue is tried again.
 const BUSY_RETRY: Duration = Duration::from_millis(5);
 
@@ -161,23 +163,26 @@ impl HttpService {
         let Some(uri) = req.normalized().map(|n| String::from_utf8_lossy(&n).into_owned()) else {
             return Err((req, None));
         };
-        let site_ref = &self.sites[site];
-        let Some(f) = site_ref.cfg.fastcgi.as_ref() else {
+        let Some(f) = self.sites[site].cfg.fastcgi.as_ref() else {
             return Err((req, Some(500)));
         };
         let (script, path_info) = match req.fastcgi_split.take() {
             Some(found) => *found,
             None => split(&uri, f.split_path_info.as_ref(), &f.index),
         };
-        if f.check_file && site_ref.is_dir(script.trim_start_matches('/').as_bytes()) != Some(false) {
+        if f.check_file && !self.script_exists(site, &script) {
             crate::info!(
                 "FastCGI script \"{}\" not found under {}, client: {}",
                 crate::core::log::Esc(script.as_bytes()),
-                site_ref.cfg.root.display(),
+                self.sites[site].cfg.root.display(),
                 c.peer.ip()
             );
             return Err((req, Some(404)));
         }
+        let site_ref = &self.sites[site];
+        let Some(f) = site_ref.cfg.fastcgi.as_ref() else {
+            return Err((req, Some(500)));
+        };
         let knobs = Knobs {
             connect_timeout: f.connect_timeout,
             send_timeout: f.send_timeout,
@@ -195,7 +200,7 @@ impl HttpService {
         let mut parsed = httparse::Request::new(&mut hs);
         let _ = parsed.parse(head);
         let headers = parsed.headers;
-        let local = c.stream.local_addr().ok();
+        let local = c.local_addr();
         let server_name = req
             .host
             .clone()
@@ -257,7 +262,7 @@ impl HttpService {
             stdin_ended: false,
             spool: None,
             pending_params: Vec::new(),
-            inbox: Inbox::default(),
+            inbox: Inbox::with_buffer(self.inbox_buffers.pop().unwrap_or_default()),
             got: false,
             hdr: Vec::new(),
             fr: Framing::new(&format!("FastCGI {script}")),
@@ -305,6 +310,29 @@ impl HttpService {
         c.phase = Phase::Handler;
         c.ex = Some(ex);
         Ok(())
+    }
+
+    /// Whether `script` is a regular file under the site's root. A file
+    /// seen is trusted for a second, so a busy script costs no system
+    /// call per request (a deleted one reaches the application for at
+    /// most that long, which then answers its own 404).
+    fn script_exists(&mut self, site: usize, script: &str) -> bool {
+        let now = self.clock.now;
+        let seen = &mut self.scripts_seen[site];
+        if seen.get(script).is_some_and(|&until| now < until) {
+            return true;
+        }
+        let found = self.sites[site].is_dir(script.trim_start_matches('/').as_bytes()) == Some(false);
+        let seen = &mut self.scripts_seen[site];
+        if found {
+            if seen.len() >= SCRIPTS_SEEN {
+                seen.clear();
+            }
+            seen.insert(script.to_string(), now + Duration::from_secs(1));
+        } else {
+            seen.remove(script);
+        }
+        found
     }
 
     /// Moves the exchange as far as it can go now.
@@ -458,16 +486,8 @@ impl HttpService {
         st.inbox.clear();
         self.upstreams.begin(g, s);
         st.counted = true;
-        if let Some(mut b) = self.upstreams.take_idle(g, s, now) {
-            // A keep-alive client often gets the connection it used last.
-            let moved = b.owner != io.token();
-            b.owner = io.token();
-            if moved && let Err(e) = io.rewatch_socket(b.sock.as_fd(), SUB) {
-                crate::error!("epoll_ctl(MOD) on a kept FastCGI connection failed: {e}");
-                self.upstreams.release(g, s, Some(b), false, now);
-                st.tried &= !(1 << s);
-                return None;
-            }
+        if let Some(b) = self.upstreams.take_idle(g, s, now) {
+            self.upstreams.set_owner(&b, io.sub_token(SUB));
             st.backend = Some(b);
             st.reused = true;
             st.stage = Stage::Talking;
@@ -483,8 +503,8 @@ impl HttpService {
             return Some(Step::Wait(Next::Pause));
         }
         st.reused = false;
-        match self.upstreams.connect(g, s, io.token()) {
-            Ok(Connect::Done(b)) | Ok(Connect::InProgress(b)) if io.watch_socket(b.sock.as_fd(), SUB).is_err() => {
+        match self.upstreams.connect(g, s, io.sub_token(SUB)) {
+            Ok(Connect::Done(b)) | Ok(Connect::InProgress(b)) if io.watch_handle(b.sock.as_fd(), b.handle).is_err() => {
                 self.upstreams.release(g, s, Some(b), false, now);
                 Some(self.fcgi_abort(c, 502, "cannot watch the connection to the application"))
             }
@@ -1085,6 +1105,11 @@ impl HttpService {
         }
         flush_err(st);
         st.spool = None;
+        if let Some(buf) = std::mem::take(&mut st.inbox).into_buffer()
+            && self.inbox_buffers.len() < 64
+        {
+            self.inbox_buffers.push(buf);
+        }
     }
 }
 

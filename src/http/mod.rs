@@ -63,6 +63,10 @@ pub struct HttpService {
     limits: Option<limits::Limits>,
     /// FastCGI groups: balancing, health and kept connections.
     upstreams: crate::fastcgi::upstream::Upstreams,
+    /// Read buffers of finished FastCGI exchanges, for the next ones.
+    inbox_buffers: Vec<Vec<u8>>,
+    /// Per site: FastCGI scripts recently found, until when.
+    scripts_seen: Vec<std::collections::HashMap<String, Instant>>,
 }
 
 impl HttpService {
@@ -128,6 +132,8 @@ impl HttpService {
             cfg: cfg.http.clone(),
             mode: cfg.main.event_mode,
             cgi_running: sites.iter().map(|s| vec![0; s.cgi.len()]).collect(),
+            inbox_buffers: Vec::new(),
+            scripts_seen: sites.iter().map(|_| Default::default()).collect(),
             file_cache: file_cache::FileCache::new(
                 sites.len(),
                 cfg.http.open_file_cache,
@@ -147,6 +153,7 @@ impl HttpService {
             server_header,
             limits: None,
             upstreams: crate::fastcgi::upstream::Upstreams::new(&cfg.upstreams),
+
             parse_limits: request::Limits {
                 max_uri: cfg.http.max_uri_length,
                 max_body: cfg.http.client_max_body_size,
@@ -215,6 +222,10 @@ impl Service for HttpService {
 
     fn wakeups(&mut self, out: &mut Vec<u64>) {
         self.upstreams.take_wakeups(out);
+    }
+
+    fn handle_target(&mut self, handle: u64) -> Option<u64> {
+        self.upstreams.target(handle)
     }
 
     fn housekeeping(&mut self) {

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# PHP "hello" through FastCGI: corral -> php-fpm vs nginx -> php-fpm, the same
+# php-fpm pool for both, in one run.
+#   bench/fastcgi.sh [rounds=3] [seconds=10]
+#   CONNS=16 CHILDREN=4 bench/fastcgi.sh
+# Each front runs one worker with its access log off. nginx is set up at its
+# fair best: `upstream { keepalive N; }` and `fastcgi_keep_conn on`. corral
+# keeps N connections too and, with `max_conns = N`, queues what exceeds
+# the pool's children instead of piling it into php-fpm's listen queue.
+# A php-fpm child serves one kept connection until it closes, so both fronts
+# close idle ones after 1 s and each run starts 3 s after the last: the
+# other front holds none of the children then.
+# Prints req/s, p99, the front's CPU µs per request (its worker only) and
+# php-fpm's (all children), as means of interleaved rounds.
+set -euo pipefail
+ROUNDS=${1:-3}
+SECS=${2:-10}
+CONNS=${CONNS:-16}
+CHILDREN=${CHILDREN:-4}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+. "$HERE/lib.sh"
+need wrk:wrk nginx:nginx-light php-fpm8.2:php-fpm
+NGINX=$(bin_of nginx)
+FPM=$(ls /usr/sbin/php-fpm* | sort | tail -1)
+build_corral
+
+W=$(mktemp -d /tmp/corral-fastcgi.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  [ -f "$W/nginx.pid" ] && kill -TERM "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$W/www" "$W/nginx-tmp"
+chmod -R 755 "$W"
+printf '<?php echo "Hello, world\\n";\n' >"$W/www/hello.php"
+P_CORRAL=$(free_port); P_NGINX=$(free_port)
+
+cat >"$W/fpm.conf" <<CONF
+[global]
+pid = $W/fpm.pid
+error_log = $W/fpm.log
+daemonize = no
+[bench]
+listen = $W/fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = $CHILDREN
+CONF
+cat >"$W/corral.toml" <<CONF
+[main]
+workers = 1
+pid = "$W/corral.pid"
+error_log = "$W/corral-error.log"
+log_level = "warn"
+[upstream.php]
+keepalive = $CHILDREN
+keepalive_timeout = "1s"
+max_conns = $CHILDREN
+servers = ["unix:$W/fpm.sock"]
+[[server]]
+listen = "127.0.0.1:$P_CORRAL"
+root = "$W/www"
+[[server.location]]
+match = "~ \\\\.php\$"
+fastcgi = { pass = "php" }
+CONF
+cat >"$W/nginx.conf" <<CONF
+worker_processes 1;
+daemon on;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  $(nginx_temp_paths "$W/nginx-tmp")
+  upstream php {
+    server unix:$W/fpm.sock;
+    keepalive $CHILDREN;
+    keepalive_timeout 1s;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    root $W/www;
+    location ~ \.php\$ {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+      fastcgi_keep_conn on;
+      fastcgi_pass php;
+    }
+  }
+}
+CONF
+
+"$FPM" -F -R -y "$W/fpm.conf" >/dev/null 2>&1 & PIDS+=($!)
+FPM_PID=$!
+sleep 1
+"$CORRAL" -c "$W/corral.toml" & PIDS+=($!)
+CORRAL_PID=$!
+"$NGINX" -c "$W/nginx.conf" -p "$W" 2>/dev/null
+sleep 1
+for port in $P_CORRAL $P_NGINX; do
+  body=$(curl -s --max-time 10 "http://127.0.0.1:$port/hello.php")
+  [ "$body" = "Hello, world" ] || { echo "server on $port does not run PHP: $body" >&2; exit 1; }
+done
+
+worker_of() { ps -o pid= --ppid "$1" | tr -d ' ' | head -1; }
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+TICK=$(getconf CLK_TCK)
+C_WORKER=$(worker_of "$CORRAL_PID")
+N_WORKER=$(worker_of "$(cat "$W/nginx.pid")")
+FPM_KIDS=$(ps -o pid= --ppid "$FPM_PID" | tr '\n' ' ')
+
+to_ms() { python3 -c "
+v='$1'
+m={'us':0.001,'ms':1,'s':1000}
+for u in ('us','ms','s'):
+    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
+
+run_one() { # port front_worker
+  local out reqs f0 f1 p0 p1
+  sleep 3
+  f0=$(cpu_ticks "$2"); p0=$(cpu_ticks $FPM_KIDS)
+  out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$1/hello.php")
+  f1=$(cpu_ticks "$2"); p1=$(cpu_ticks $FPM_KIDS)
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
+    echo "WARNING: port $1: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
+  fi
+  reqs=$(echo "$out" | awk '/requests in/{print $1}')
+  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")" \
+    "$(python3 -c "print(round(($f1-$f0)/$TICK*1e6/max($reqs,1),2), round(($p1-$p0)/$TICK*1e6/max($reqs,1),2))")"
+}
+
+# Warm-up: php-fpm's opcache and both fronts' pools.
+wrk -t2 -c"$CONNS" -d3s "http://127.0.0.1:$P_CORRAL/hello.php" >/dev/null
+sleep 3
+wrk -t2 -c"$CONNS" -d3s "http://127.0.0.1:$P_NGINX/hello.php" >/dev/null
+
+declare -A R P C F
+for name in corral nginx; do R[$name]=0; P[$name]=0; C[$name]=0; F[$name]=0; done
+printf '%-7s %5s %10s %8s %14s %12s\n' front round req/s p99_ms front_us/req fpm_us/req
+# Rounds interleave the fronts so drift on a shared machine hits both alike.
+for round in $(seq 1 "$ROUNDS"); do
+  for name in corral nginx; do
+    case $name in corral) port=$P_CORRAL; w=$C_WORKER ;; *) port=$P_NGINX; w=$N_WORKER ;; esac
+    read -r rps p99 front fpm < <(run_one "$port" "$w")
+    printf '%-7s %5s %10s %8s %14s %12s\n' $name "$round" "$rps" "$p99" "$front" "$fpm"
+    R[$name]=$(python3 -c "print(${R[$name]}+$rps)")
+    P[$name]=$(python3 -c "print(max(${P[$name]},$p99))")
+    C[$name]=$(python3 -c "print(${C[$name]}+$front)")
+    F[$name]=$(python3 -c "print(${F[$name]}+$fpm)")
+  done
+done
+echo
+echo "== mean of $ROUNDS rounds (p99: worst round), wrk -t2 -c$CONNS, php-fpm static x$CHILDREN =="
+for name in corral nginx; do
+  python3 -c "print('%-7s %8.0f req/s  p99 %6.2f ms  front %6.2f us/req  php-fpm %6.2f us/req' % ('$name', ${R[$name]}/$ROUNDS, ${P[$name]}, ${C[$name]}/$ROUNDS, ${F[$name]}/$ROUNDS))"
+done
+python3 -c "print('corral/nginx: req/s x%.2f, front cpu/req x%.2f (targets: > 1, <= 0.67)' % (${R[corral]}/${R[nginx]}, ${C[corral]}/${C[nginx]}))"
+grep -v notice "$W/corral-error.log" | head -5 || true
