@@ -172,6 +172,8 @@ error_log('marker-from-php-' . $_GET['n']);
 echo "logged\n";
 "#;
 
+const SLEEP: &str = r#"<?php usleep((int)($_GET['ms'] ?? 300) * 1000); echo "slept\n";"#;
+
 const HELLO: &str = r#"<?php echo 'hello from ', $_SERVER['POOL'] ?? 'php', "\n";"#;
 
 /// A site root holding every script.
@@ -192,6 +194,7 @@ fn site(dir: &Path) -> PathBuf {
         ("stderr.php", STDERR),
         ("index.php", ENV),
         ("hello.php", HELLO),
+        ("sleep.php", SLEEP),
     ] {
         std::fs::write(root.join(name), body).unwrap();
     }
@@ -891,4 +894,52 @@ fn config_errors_name_the_key() {
         out.contains("u.toml:2") && out.contains("upstream.app.servers"),
         "{out}"
     );
+}
+
+#[test]
+fn max_conns_queues_then_answers_503() {
+    let dir = TempDir::new();
+    let root = site(dir.path());
+    let fpm = Fpm::start(
+        dir.path(),
+        "www",
+        &dir.path().join("fpm.sock").display().to_string(),
+        "",
+    );
+    let o = Opts {
+        main: "workers = 1\n".into(),
+        more: format!(
+            "[upstream.one]\nmax_conns = 1\nqueue_timeout = \"1s\"\nservers = [\"{}\"]\n",
+            fpm.pass
+        ),
+        server: "[[server.location]]\nmatch = \"~ \\\\.php$\"\nfastcgi = { pass = \"one\" }\n".into(),
+        ..Default::default()
+    };
+    let srv = Server::with_root(o, dir, root);
+    // Three at once through one connection: they wait their turn, all answered.
+    let start = Instant::now();
+    let port = srv.port;
+    let clients: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || load(port, "/sleep.php?ms=250", 1, 1, None)))
+        .collect();
+    for c in clients {
+        let (ok, bad) = c.join().unwrap();
+        assert!(ok == 1 && bad.is_empty(), "{bad:?}");
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(700),
+        "one at a time: {:?}",
+        start.elapsed()
+    );
+    // A request that cannot get the connection within queue_timeout: 503.
+    let slow = std::thread::spawn(move || load(port, "/sleep.php?ms=2500", 1, 1, None));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = srv.get("/sleep.php?ms=10");
+    assert_eq!(r.status, 503, "{}", srv.error_log());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(srv.error_log().contains("queue_timeout"), "{}", srv.error_log());
+    let (ok, _) = slow.join().unwrap();
+    assert_eq!(ok, 1);
+    // The connection is free again.
+    assert_eq!(srv.get("/sleep.php?ms=10").status, 200);
 }

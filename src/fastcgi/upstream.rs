@@ -200,6 +200,16 @@ impl Upstreams {
         self.groups[g].waiting[s].retain(|&t| t != token);
     }
 
+    /// A waiting request left without taking its place (its client went):
+    /// the next one may go if there is room.
+    pub fn kick(&mut self, g: usize, s: usize) {
+        if !self.full(g, s)
+            && let Some(t) = self.groups[g].waiting[s].pop_front()
+        {
+            self.wake.push(t);
+        }
+    }
+
     /// The connections to wake now; empties the list.
     pub fn take_wakeups(&mut self, out: &mut Vec<u64>) {
         out.append(&mut self.wake);

@@ -1090,6 +1090,8 @@ impl HttpService {
         let (g, s) = (st.group, st.server);
         if let Some(t) = st.queued_as.take() {
             self.upstreams.unwait(g, s, t);
+            // It may have been woken for a place it will not take now.
+            self.upstreams.kick(g, s);
         }
         if st.counted {
             self.upstreams.end(g, s);
