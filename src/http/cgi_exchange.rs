@@ -8,6 +8,7 @@ use super::app_response::{write_head, write_out};
 use super::body::BodyError;
 use super::cgi::{self, Head, Run, Stdin, Target};
 use super::conn::{Conn, Exchange, Handler, Phase, Step};
+use super::handler::spool_buffered;
 use super::request::{Method, Request};
 use crate::event::{Io, Next};
 
@@ -230,28 +231,15 @@ impl HttpService {
             if c.rstart < c.rend
                 && let Some(body) = ex.body.as_mut()
             {
-                let mut failed = None;
-                let fed = body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| {
-                    if failed.is_none()
-                        && let Err(e) = spool.file.write_all(d)
-                    {
-                        failed = Some(e);
-                    }
-                });
-                match fed {
+                let mut write = |d: &[u8]| spool.file.write_all(d);
+                match spool_buffered(&c.rbuf[c.rstart..c.rend], body, &mut write) {
                     Ok((n, done)) => {
                         c.rstart += n;
                         if done {
                             ex.body = None;
                         }
                     }
-                    Err(e) => {
-                        let code = if e == BodyError::TooLarge { 413 } else { 400 };
-                        return Some(self.cgi_abort(c, code, "the request body is malformed or too large"));
-                    }
-                }
-                if let Some(e) = failed {
-                    return Some(self.cgi_abort(c, 500, &format!("cannot spool the request body: {e}")));
+                    Err((code, why)) => return Some(self.cgi_abort(c, code, &why)),
                 }
                 c.deadline = self.clock.now + self.cfg.client_body_timeout;
             }

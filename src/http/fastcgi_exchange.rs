@@ -17,6 +17,7 @@ use super::HttpService;
 use super::app_response::{Framing, write_head, write_out};
 use super::body::{Body, BodyError};
 use super::conn::{Conn, Exchange, Handler, Phase, Step};
+use super::handler::spool_buffered;
 use super::request::{Method, Request};
 use crate::cgi::response::{self, Parsed};
 use crate::config::fastcgi::NextUpstream;
@@ -406,29 +407,19 @@ impl HttpService {
                 && let Some(body) = ex.body.as_mut()
                 && let Some((file, len, _)) = st.spool.as_mut()
             {
-                let mut failed = None;
-                let fed = body.feed(&c.rbuf[c.rstart..c.rend], &mut |d| {
-                    if failed.is_none() {
-                        match file.write_all_at(d, *len) {
-                            Ok(()) => *len += d.len() as u64,
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                });
-                match fed {
+                let mut write = |d: &[u8]| {
+                    file.write_all_at(d, *len)?;
+                    *len += d.len() as u64;
+                    Ok(())
+                };
+                match spool_buffered(&c.rbuf[c.rstart..c.rend], body, &mut write) {
                     Ok((n, done)) => {
                         c.rstart += n;
                         if done {
                             ex.body = None;
                         }
                     }
-                    Err(e) => {
-                        let code = if e == BodyError::TooLarge { 413 } else { 400 };
-                        return Some(self.fcgi_abort(c, code, "the request body is malformed or too large"));
-                    }
-                }
-                if let Some(e) = failed {
-                    return Some(self.fcgi_abort(c, 500, &format!("cannot spool the request body: {e}")));
+                    Err((code, why)) => return Some(self.fcgi_abort(c, code, &why)),
                 }
                 c.deadline = self.clock.now + self.cfg.client_body_timeout;
             }

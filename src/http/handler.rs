@@ -4,6 +4,7 @@
 //! share: the internal redirect an application's answer can ask for.
 
 use super::HttpService;
+use super::body::{Body, BodyError};
 use super::conn::{Conn, Handler, Step};
 use super::request::{self, Parsed};
 use crate::event::{Io, Next};
@@ -103,5 +104,31 @@ impl HttpService {
             }
         }
         Step::Again
+    }
+}
+
+/// Moves the buffered bytes `data` of a chunked request body, de-chunked,
+/// into a spool through `write`: the bytes used and whether the body is
+/// complete, or the status to answer and why.
+pub(super) fn spool_buffered(
+    data: &[u8],
+    body: &mut Body,
+    write: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<(usize, bool), (u16, String)> {
+    let mut failed = None;
+    let fed = body.feed(data, &mut |d| {
+        if failed.is_none()
+            && let Err(e) = write(d)
+        {
+            failed = Some(e);
+        }
+    });
+    let (n, done) = fed.map_err(|e| {
+        let code = if e == BodyError::TooLarge { 413 } else { 400 };
+        (code, "the request body is malformed or too large".to_string())
+    })?;
+    match failed {
+        Some(e) => Err((500, format!("cannot spool the request body: {e}"))),
+        None => Ok((n, done)),
     }
 }
