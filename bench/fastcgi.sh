@@ -3,6 +3,7 @@
 # php-fpm pool for both, in one run.
 #   bench/fastcgi.sh [rounds=3] [seconds=10]
 #   CONNS=16 CHILDREN=4 bench/fastcgi.sh
+#   PIN=1 bench/fastcgi.sh      fronts on CPU 0, php-fpm and wrk on CPU 1
 # Each front runs one worker with its access log off. nginx is set up at its
 # fair best: `upstream { keepalive N; }` and `fastcgi_keep_conn on`. corral
 # keeps N connections too and, with `max_conns = N`, queues what exceeds
@@ -24,6 +25,8 @@ need wrk:wrk nginx:nginx-light php-fpm8.2:php-fpm
 NGINX=$(bin_of nginx)
 FPM=$(ls /usr/sbin/php-fpm* | sort | tail -1)
 build_corral
+# PIN=1: each front alone on CPU 0, php-fpm and wrk on CPU 1 (the same for both fronts).
+if [ "${PIN:-0}" = 1 ]; then FRONT="taskset -c 0"; BACK="taskset -c 1"; else FRONT=""; BACK=""; fi
 
 W=$(mktemp -d /tmp/corral-fastcgi.XXXXXX)
 PIDS=()
@@ -95,12 +98,12 @@ http {
 }
 CONF
 
-"$FPM" -F -R -y "$W/fpm.conf" >/dev/null 2>&1 & PIDS+=($!)
+$BACK "$FPM" -F -R -y "$W/fpm.conf" >/dev/null 2>&1 & PIDS+=($!)
 FPM_PID=$!
 sleep 1
-"$CORRAL" -c "$W/corral.toml" & PIDS+=($!)
+$FRONT "$CORRAL" -c "$W/corral.toml" & PIDS+=($!)
 CORRAL_PID=$!
-"$NGINX" -c "$W/nginx.conf" -p "$W" 2>/dev/null
+$FRONT "$NGINX" -c "$W/nginx.conf" -p "$W" 2>/dev/null
 sleep 1
 for port in $P_CORRAL $P_NGINX; do
   body=$(curl -s --max-time 10 "http://127.0.0.1:$port/hello.php")
@@ -124,7 +127,7 @@ run_one() { # port front_worker
   local out reqs f0 f1 p0 p1
   sleep 3
   f0=$(cpu_ticks "$2"); p0=$(cpu_ticks $FPM_KIDS)
-  out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$1/hello.php")
+  out=$($BACK wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$1/hello.php")
   f1=$(cpu_ticks "$2"); p1=$(cpu_ticks $FPM_KIDS)
   if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
     echo "WARNING: port $1: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2

@@ -943,3 +943,42 @@ fn max_conns_queues_then_answers_503() {
     // The connection is free again.
     assert_eq!(srv.get("/sleep.php?ms=10").status, 200);
 }
+
+#[test]
+fn index_php_runs_never_leaks() {
+    let dir = TempDir::new();
+    let root = site(dir.path());
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/index.php"), HELLO).unwrap();
+    let fpm = Fpm::start(
+        dir.path(),
+        "www",
+        &dir.path().join("fpm.sock").display().to_string(),
+        "",
+    );
+    let o = Opts {
+        server: format!(
+            "index = [\"index.php\", \"index.html\"]\n\
+             [[server.location]]\nmatch = \"~ \\\\.php(/|$)\"\nfastcgi = {{ pass = \"{}\" }}\n",
+            fpm.pass
+        ),
+        ..Default::default()
+    };
+    let srv = Server::with_root(o, dir, root);
+    let r = srv.get("/sub/?x=1");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello from www\n"),
+        "{}",
+        srv.error_log()
+    );
+    let url = format!("http://127.0.0.1:{}/sub/", srv.port);
+    let (ok, out) = curl(&["-d", "a=b", &url]);
+    assert!(
+        ok && out == b"hello from www\n",
+        "a POST to a directory runs its index.php too"
+    );
+    let r = srv.get("/");
+    assert!(!r.text().contains("<?php"), "PHP source sent: {}", r.text());
+    assert_eq!(r.status, 200);
+}

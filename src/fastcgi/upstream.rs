@@ -184,6 +184,12 @@ impl Upstreams {
         None
     }
 
+    /// Whether a server the request has not tried is up (without choosing it).
+    pub fn has_untried(&self, g: usize, tried: Tried, now: Instant) -> bool {
+        let group = &self.groups[g];
+        (0..group.servers.len()).any(|i| tried & (1 << i) == 0 && group.servers[i].down_until.is_none_or(|t| t <= now))
+    }
+
     /// Whether a new connection to `s` must wait (`max_conns` reached).
     pub fn full(&self, g: usize, s: usize) -> bool {
         let group = &self.groups[g];
@@ -337,10 +343,11 @@ impl Upstreams {
     pub fn failed(&mut self, g: usize, s: usize, now: Instant) {
         let group = &mut self.groups[g];
         let cfg = &group.cfg.servers[s];
-        let st = &mut group.servers[s];
-        if cfg.max_fails == 0 {
+        // A lone server is never taken out: there is nothing to go to instead.
+        if cfg.max_fails == 0 || group.servers.len() == 1 {
             return;
         }
+        let st = &mut group.servers[s];
         if now.duration_since(st.first_fail) > cfg.fail_timeout || st.fails == 0 {
             st.fails = 0;
             st.first_fail = now;

@@ -379,7 +379,21 @@ impl HttpService {
             (server, false)
         } else {
             match self.route(server, &server_caps, &mut req, c.peer.ip(), &mut c.redirects) {
-                Routed::Serve { site, cgi } => (site, cgi),
+                Routed::Serve { site, cgi } => {
+                    // A directory's index file is another URI, routed again
+                    // as nginx's index does: `/` finds index.php and the PHP
+                    // location runs it (never sends its source).
+                    if !cgi
+                        && c.redirects < MAX_REDIRECTS
+                        && !self.routes[server].matcher.is_empty()
+                        && let Some(target) = self.index_uri(site, &req)
+                    {
+                        c.redirects += 1;
+                        req.rewrite(&target);
+                        return self.begin_refused(c, req, head, io, 0);
+                    }
+                    (site, cgi)
+                }
                 Routed::Reply { site, reply } => {
                     refused = Some(reply);
                     (site, false)
@@ -504,6 +518,32 @@ impl HttpService {
             Phase::Send
         };
         c.ex = Some(ex);
+    }
+
+    /// For a directory URI, the URI of its first index file that exists
+    /// (with the request's query).
+    fn index_uri(&self, site: usize, req: &Request) -> Option<String> {
+        // nginx's index takes GET, HEAD and POST (a form posted to "/").
+        if req.file.is_some() || !matches!(req.method_name.as_str(), "GET" | "HEAD" | "POST") {
+            return None;
+        }
+        let norm = req.normalized()?;
+        if !norm.ends_with(b"/") {
+            return None;
+        }
+        let s = &self.sites[site];
+        let name = s.cfg.index.iter().find(|name| {
+            let mut rel = norm[1..].to_vec();
+            rel.extend_from_slice(name.as_bytes());
+            s.is_dir(&rel) == Some(false)
+        })?;
+        let mut target = super::path::encode(&norm);
+        target.push_str(&super::path::encode(name.as_bytes()));
+        if let Some(q) = req.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        Some(target)
     }
 
     pub(super) fn may_keep_alive(&self, c: &Conn) -> bool {

@@ -136,15 +136,22 @@ fn state(h: &mut Handler) -> Option<&mut FcgiState> {
 
 /// Splits the decoded URI into the script and PATH_INFO.
 pub(super) fn split(uri: &str, re: Option<&regex::Regex>, index: &str) -> (String, String) {
-    if uri.ends_with('/') {
-        return (format!("{uri}{index}"), String::new());
-    }
+    // nginx's order: split first (`/admin.php/a/` is /admin.php with
+    // PATH_INFO /a/), then the index for a script name ending in "/".
     if let Some(caps) = re.and_then(|r| r.captures(uri)) {
         let script = caps.get(1).map_or("", |m| m.as_str());
         let info = caps.get(2).map_or("", |m| m.as_str());
         if !script.is_empty() {
-            return (script.to_string(), info.to_string());
+            let script = if script.ends_with('/') {
+                format!("{script}{index}")
+            } else {
+                script.to_string()
+            };
+            return (script, info.to_string());
         }
+    }
+    if uri.ends_with('/') {
+        return (format!("{uri}{index}"), String::new());
     }
     (uri.to_string(), String::new())
 }
@@ -551,7 +558,12 @@ impl HttpService {
     /// A kept connection that was closed meanwhile, with nothing received,
     /// is retried on a fresh one; a new one counts as the server's failure
     /// and, if allowed, the next server is tried; otherwise 502.
-    fn app_failed(&mut self, c: &mut Conn, why: &str) -> Step {
+    ///
+    /// `unread`: the failure shows the application did not read what was
+    /// sent (a reset, a broken pipe), as opposed to a clean close, which
+    /// may come after it read the request and died on it: a non-idempotent
+    /// request is resent only in the first case, never run twice.
+    fn app_failed(&mut self, c: &mut Conn, why: &str, unread: bool) -> Step {
         let now = Instant::now();
         let Some(st) = c.ex.as_mut().and_then(|e| state(&mut e.handler)) else {
             return Step::Wait(Next::Close);
@@ -560,7 +572,7 @@ impl HttpService {
         let addr = self.upstreams.address(g, s).to_string();
         self.upstreams.release(g, s, st.backend.take(), false, now);
         let resend = !st.got && !st.fr.head_sent && st.replayable;
-        if resend && st.reused {
+        if resend && st.reused && (st.idempotent || unread) {
             // The application closed an idle kept connection (php-fpm's
             // pm.max_requests, a restart): not a failure of the server.
             st.reused = false;
@@ -651,7 +663,7 @@ impl HttpService {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return self.app_failed(c, &format!("sending the request: {e}")),
+                    Err(e) => return self.app_failed(c, &format!("sending the request: {e}"), true),
                 }
             }
 
@@ -672,7 +684,8 @@ impl HttpService {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         if !st.got && !st.fr.head_sent {
-                            return self.app_failed(c, &e.to_string());
+                            let unread = e.kind() == io::ErrorKind::ConnectionReset;
+                            return self.app_failed(c, &e.to_string(), unread);
                         }
                         if st.fr.head_sent {
                             return self.truncated(c, &e.to_string());
@@ -799,18 +812,23 @@ impl HttpService {
             return None;
         }
         st.hdr.extend_from_slice(st.inbox.bytes(r));
-        let h = match response::parse(&st.hdr) {
+        let parsed = response::parse(&st.hdr);
+        let head_len = match &parsed {
+            Parsed::Done(_, used) => *used,
+            _ => st.hdr.len(),
+        };
+        if head_len > st.knobs.header_limit && !matches!(parsed, Parsed::Invalid(_)) {
+            let why = format!(
+                "the application sent a header section larger than header_limit ({} bytes)",
+                st.knobs.header_limit
+            );
+            return Some(self.fcgi_abort(c, 502, &why));
+        }
+        let h = match parsed {
             Parsed::Done(h, used) => {
                 let rest = st.hdr.split_off(used);
                 st.hdr = rest;
                 h
-            }
-            Parsed::Partial if st.hdr.len() > st.knobs.header_limit => {
-                let why = format!(
-                    "the application sent a header section larger than header_limit ({} bytes)",
-                    st.knobs.header_limit
-                );
-                return Some(self.fcgi_abort(c, 502, &why));
             }
             Parsed::Partial => return None,
             Parsed::Invalid(why) => return Some(self.fcgi_abort(c, 502, &format!("malformed response header: {why}"))),
@@ -819,7 +837,12 @@ impl HttpService {
             .status
             .as_ref()
             .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
-        if st.knobs.next_upstream.on_status(code) && st.idempotent && st.replayable && !st.knobs.next_upstream.off {
+        if st.knobs.next_upstream.on_status(code)
+            && st.idempotent
+            && st.replayable
+            && !st.knobs.next_upstream.off
+            && self.upstreams.has_untried(st.group, st.tried, Instant::now())
+        {
             let addr = self.upstreams.address(st.group, st.server).to_string();
             crate::warn!(
                 "FastCGI server {addr} answered {code} for {}; trying the next server",
@@ -1228,5 +1251,9 @@ mod tests {
             ("/dir/index.php".into(), "".into())
         );
         assert_eq!(split("/x.php/y", None, "index.php"), ("/x.php/y".into(), "".into()));
+        assert_eq!(
+            split("/admin.php/a/", Some(&re), "index.php"),
+            ("/admin.php".into(), "/a/".into())
+        );
     }
 }

@@ -197,10 +197,20 @@ impl HttpService {
             let Some((last, files)) = loc.try_files.split_last() else {
                 return Routed::Serve { site, cgi };
             };
-            let found = files.iter().map(|t| expand(t, &vars)).find(|f| {
-                let want_dir = f.ends_with('/');
-                path::normalize(f.as_bytes()).is_some_and(|n| self.sites[site].is_dir(&n[1..]) == Some(want_dir))
-            });
+            // As nginx: an entry written with a trailing "/" ("$uri/") looks
+            // for a directory, any other for a file ("$uri" of "/" is no file).
+            let found = files
+                .iter()
+                .map(|t| {
+                    (
+                        expand(t, &vars),
+                        matches!(t.0.last(), Some(Part::Lit(l)) if l.ends_with('/')),
+                    )
+                })
+                .find(|(f, want_dir)| {
+                    path::normalize(f.as_bytes()).is_some_and(|n| self.sites[site].is_dir(&n[1..]) == Some(*want_dir))
+                })
+                .map(|(f, _)| f);
             let fallback = expand(last, &vars);
             if let Some(f) = found {
                 // Served by this location, as the file found.
