@@ -1333,17 +1333,20 @@ fn php_fpm_on_tcp_and_ipv6() {
     let (dir, root) = site();
     let port = free_port();
     let fpm = Php::fpm(dir.path(), "tcp", &format!("127.0.0.1:{port}"), 2, "");
-    let port6 = {
-        let l = std::net::TcpListener::bind("[::1]:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let fpm6 = Php::fpm(dir.path(), "six", &format!("[::1]:{port6}"), 2, "");
+    // IPv6 loopback where the host has it.
+    let fpm6 = TcpListener::bind("[::1]:0").ok().map(|l| {
+        let port6 = l.local_addr().unwrap().port();
+        drop(l);
+        Php::fpm(dir.path(), "six", &format!("[::1]:{port6}"), 2, "")
+    });
     let o = Opts {
-        server: format!(
-            "[[server.location]]\nmatch = \"^~ /v6/\"\nfastcgi = {{ pass = \"{}\", check_file = false, params = {{ SCRIPT_FILENAME = \"{}/pool.php\" }} }}\n",
-            fpm6.pass,
-            root.display()
-        ),
+        server: fpm6.as_ref().map_or(String::new(), |six| {
+            format!(
+                "[[server.location]]\nmatch = \"^~ /v6/\"\nfastcgi = {{ pass = \"{}\", check_file = false, params = {{ SCRIPT_FILENAME = \"{}/pool.php\" }} }}\n",
+                six.pass,
+                root.display()
+            )
+        }),
         ..Default::default()
     };
     let srv = php_server(dir, root, &fpm.pass, "", o);
@@ -1361,6 +1364,10 @@ fn php_fpm_on_tcp_and_ipv6() {
         let r = c.get(&format!("/pool.php?i={i}")).unwrap();
         assert_eq!(r.status, 200);
         assert!(r.text().starts_with("tcp ") && r.text().ends_with(&format!(" {i}\n")));
+    }
+    if fpm6.is_none() {
+        eprintln!("no IPv6 loopback: [::1] not checked");
+        return;
     }
     let r = srv.get("/v6/anything?i=6");
     assert_eq!(r.status, 200, "{}", srv.error_log());
