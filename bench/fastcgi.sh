@@ -3,21 +3,26 @@
 # php-fpm pool for both, in one run.
 #   bench/fastcgi.sh [rounds=3] [seconds=10]
 #   CONNS=16 CHILDREN=4 bench/fastcgi.sh
+#   WORKERS=2 CHILDREN=8 CONNS=32 bench/fastcgi.sh   two workers per front;
+#       each keeps and (corral) caps at KEEPALIVE=CHILDREN/WORKERS connections
 #   PIN=1 bench/fastcgi.sh      fronts on CPU 0, php-fpm and wrk on CPU 1
-# Each front runs one worker with its access log off. nginx is set up at its
+# Each front runs WORKERS (1) worker(s), access log off. nginx is set up at its
 # fair best: `upstream { keepalive N; }` and `fastcgi_keep_conn on`. corral
 # keeps N connections too and, with `max_conns = N`, queues what exceeds
 # the pool's children instead of piling it into php-fpm's listen queue.
 # A php-fpm child serves one kept connection until it closes, so both fronts
 # close idle ones after 1 s and each run starts 3 s after the last: the
 # other front holds none of the children then.
-# Prints req/s, p99, the front's CPU µs per request (its worker only) and
+# Prints req/s, p99, the front's CPU µs per request (master and workers) and
 # php-fpm's (all children), as means of interleaved rounds.
 set -euo pipefail
 ROUNDS=${1:-3}
 SECS=${2:-10}
 CONNS=${CONNS:-16}
 CHILDREN=${CHILDREN:-4}
+WORKERS=${WORKERS:-1}
+# Kept connections per worker: together the workers hold no more than the pool's children.
+KEEPALIVE=${KEEPALIVE:-$(( (CHILDREN + WORKERS - 1) / WORKERS ))}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
 . "$HERE/lib.sh"
@@ -52,27 +57,29 @@ listen = $W/fpm.sock
 listen.mode = 0666
 pm = static
 pm.max_children = $CHILDREN
+php_admin_value[opcache.enable] = 1
 CONF
 cat >"$W/corral.toml" <<CONF
 [main]
-workers = 1
+workers = $WORKERS
 pid = "$W/corral.pid"
 error_log = "$W/corral-error.log"
 log_level = "warn"
 [upstream.php]
-keepalive = $CHILDREN
+keepalive = $KEEPALIVE
 keepalive_timeout = "1s"
-max_conns = $CHILDREN
+max_conns = $KEEPALIVE
 servers = ["unix:$W/fpm.sock"]
 [[server]]
 listen = "127.0.0.1:$P_CORRAL"
 root = "$W/www"
+access_log = "off"
 [[server.location]]
 match = "~ \\\\.php\$"
 fastcgi = { pass = "php" }
 CONF
 cat >"$W/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $WORKERS;
 daemon on;
 pid $W/nginx.pid;
 error_log $W/nginx-error.log warn;
@@ -82,7 +89,7 @@ http {
   $(nginx_temp_paths "$W/nginx-tmp")
   upstream php {
     server unix:$W/fpm.sock;
-    keepalive $CHILDREN;
+    keepalive $KEEPALIVE;
     keepalive_timeout 1s;
   }
   server {
@@ -110,11 +117,12 @@ for port in $P_CORRAL $P_NGINX; do
   [ "$body" = "Hello, world" ] || { echo "server on $port does not run PHP: $body" >&2; exit 1; }
 done
 
-worker_of() { ps -o pid= --ppid "$1" | tr -d ' ' | head -1; }
+# A front's master and its workers.
+front_pids() { echo "$1 $(ps -o pid= --ppid "$1" | tr '\n' ' ')"; }
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 TICK=$(getconf CLK_TCK)
-C_WORKER=$(worker_of "$CORRAL_PID")
-N_WORKER=$(worker_of "$(cat "$W/nginx.pid")")
+C_PIDS=$(front_pids "$CORRAL_PID")
+N_PIDS=$(front_pids "$(cat "$W/nginx.pid")")
 FPM_KIDS=$(ps -o pid= --ppid "$FPM_PID" | tr '\n' ' ')
 
 to_ms() { python3 -c "
@@ -123,12 +131,12 @@ m={'us':0.001,'ms':1,'s':1000}
 for u in ('us','ms','s'):
     if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
 
-run_one() { # port front_worker
+run_one() { # port "front pids"
   local out reqs f0 f1 p0 p1
   sleep 3
-  f0=$(cpu_ticks "$2"); p0=$(cpu_ticks $FPM_KIDS)
+  f0=$(cpu_ticks $2); p0=$(cpu_ticks $FPM_KIDS)
   out=$($BACK wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$1/hello.php")
-  f1=$(cpu_ticks "$2"); p1=$(cpu_ticks $FPM_KIDS)
+  f1=$(cpu_ticks $2); p1=$(cpu_ticks $FPM_KIDS)
   if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
     echo "WARNING: port $1: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
   fi
@@ -148,7 +156,7 @@ printf '%-7s %5s %10s %8s %14s %12s\n' front round req/s p99_ms front_us/req fpm
 # Rounds interleave the fronts so drift on a shared machine hits both alike.
 for round in $(seq 1 "$ROUNDS"); do
   for name in corral nginx; do
-    case $name in corral) port=$P_CORRAL; w=$C_WORKER ;; *) port=$P_NGINX; w=$N_WORKER ;; esac
+    case $name in corral) port=$P_CORRAL; w=$C_PIDS ;; *) port=$P_NGINX; w=$N_PIDS ;; esac
     read -r rps p99 front fpm < <(run_one "$port" "$w")
     printf '%-7s %5s %10s %8s %14s %12s\n' $name "$round" "$rps" "$p99" "$front" "$fpm"
     R[$name]=$(python3 -c "print(${R[$name]}+$rps)")
@@ -158,9 +166,12 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 echo
-echo "== mean of $ROUNDS rounds (p99: worst round), wrk -t2 -c$CONNS, php-fpm static x$CHILDREN =="
+echo "== mean of $ROUNDS rounds (p99: worst round), wrk -t2 -c$CONNS, $WORKERS worker(s) keeping $KEEPALIVE each, php-fpm static x$CHILDREN =="
 for name in corral nginx; do
   python3 -c "print('%-7s %8.0f req/s  p99 %6.2f ms  front %6.2f us/req  php-fpm %6.2f us/req' % ('$name', ${R[$name]}/$ROUNDS, ${P[$name]}, ${C[$name]}/$ROUNDS, ${F[$name]}/$ROUNDS))"
 done
 python3 -c "print('corral/nginx: req/s x%.2f, front cpu/req x%.2f (targets: > 1, <= 0.67)' % (${R[corral]}/${R[nginx]}, ${C[corral]}/${C[nginx]}))"
-grep -v notice "$W/corral-error.log" | head -5 || true
+for log in corral-error.log nginx-error.log fpm.log; do
+  lines=$(grep -v -i notice "$W/$log" 2>/dev/null | head -5 || true)
+  [ -z "$lines" ] || printf '%s:\n%s\n' "$log" "$lines"
+done
