@@ -54,6 +54,8 @@ pub struct Upstream {
     /// Idle connections kept per worker and server (0: none).
     pub keepalive: usize,
     pub keepalive_timeout: Duration,
+    /// Requests one kept connection serves before it is closed.
+    pub keepalive_requests: u32,
     /// Connections per worker and server; 0: no limit. Past it requests wait.
     pub max_conns: usize,
     pub queue_timeout: Duration,
@@ -109,6 +111,11 @@ pub struct FastCgi {
 /// php-fpm gives each kept connection a child of its own until it closes,
 /// so idle ones held by a quiet worker starve the others' requests.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests a kept connection serves before it closes (nginx's upstream
+/// `keepalive_requests`, there 1000): low enough that php-fpm children
+/// rotate between workers every few milliseconds under load.
+const KEEPALIVE_REQUESTS: i64 = 100;
 
 /// Parses `"unix:/path"`, `"host:port"` or `"[v6]:port"`; host names are
 /// resolved now (as nginx does at start), the first address is used.
@@ -201,6 +208,13 @@ pub(super) fn build_upstreams(
             balance,
             keepalive: c.int("keepalive", u.keepalive, 0, 10_000, 8)? as usize,
             keepalive_timeout: c.duration("keepalive_timeout", u.keepalive_timeout, KEEPALIVE_TIMEOUT)?,
+            keepalive_requests: c.int(
+                "keepalive_requests",
+                u.keepalive_requests,
+                1,
+                1 << 30,
+                KEEPALIVE_REQUESTS,
+            )? as u32,
             max_conns: c.int("max_conns", u.max_conns, 0, 1_000_000, 0)? as usize,
             queue_timeout: c.duration("queue_timeout", u.queue_timeout, Duration::from_secs(60))?,
             servers,
@@ -235,6 +249,7 @@ pub(super) fn build_fastcgi(c: &Checker<'_>, f: raw::FastCgi, ups: &mut Vec<Upst
                         balance: Balance::RoundRobin,
                         keepalive: 8,
                         keepalive_timeout: KEEPALIVE_TIMEOUT,
+                        keepalive_requests: KEEPALIVE_REQUESTS as u32,
                         max_conns: 0,
                         queue_timeout: Duration::from_secs(60),
                         servers: vec![UpstreamServer {

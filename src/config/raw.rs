@@ -192,6 +192,7 @@ pub struct Upstream {
     pub balance: Option<String>,
     pub keepalive: Option<i64>,
     pub keepalive_timeout: Option<NumOrStr>,
+    pub keepalive_requests: Option<i64>,
     pub max_conns: Option<i64>,
     pub queue_timeout: Option<NumOrStr>,
     pub servers: Option<Vec<UpstreamServer>>,

@@ -311,6 +311,7 @@ impl Upstreams {
     pub fn release(&mut self, g: usize, s: usize, b: Option<Backend>, reusable: bool, now: Instant) {
         let group = &mut self.groups[g];
         let keep = group.cfg.keepalive;
+        let max_requests = group.cfg.keepalive_requests;
         let st = &mut group.servers[s];
         if let Some(b) = &b
             && b.fresh
@@ -321,7 +322,14 @@ impl Upstreams {
         // waits in the listen queue.
         let starving = st.fresh > 0 && group.cfg.max_conns == 0;
         match b {
-            Some(mut b) if reusable && st.idle.len() < keep && !starving && !self.draining => {
+            // After `keepalive_requests` the connection closes even under
+            // load: its php-fpm child then takes the next connection from
+            // the listen queue, which may be another worker's. Without this
+            // a busy worker could hold every child for as long as it stays
+            // busy.
+            Some(mut b)
+                if reusable && st.idle.len() < keep && b.served + 1 < max_requests && !starving && !self.draining =>
+            {
                 b.served += 1;
                 b.idle_since = now;
                 // Events while idle go nowhere (a close is seen on reuse).
@@ -441,6 +449,7 @@ mod tests {
             balance,
             keepalive: 2,
             keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 100,
             max_conns: 0,
             queue_timeout: Duration::from_secs(1),
             servers,
