@@ -982,3 +982,33 @@ fn index_php_runs_never_leaks() {
     assert!(!r.text().contains("<?php"), "PHP source sent: {}", r.text());
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn a_client_that_leaves_aborts_its_request() {
+    let (_fpm, srv) = fpm_site();
+    let mut s = srv.connect();
+    s.write_all(b"GET /sleep.php?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The client is done: its side closes.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let start = Instant::now();
+    let rest = read_to_close(&mut s);
+    assert!(
+        rest.is_empty(),
+        "no answer to a client that left: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "closed at once, not after the script: {:?}",
+        start.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || srv
+            .access_log()
+            .contains("\"GET /sleep.php?ms=3000 HTTP/1.1\" 499")),
+        "{}",
+        srv.access_log()
+    );
+}

@@ -205,6 +205,9 @@ impl HttpService {
             }
             if ready.peer_closed {
                 c.fin_pending = true;
+                if self.client_left_application(c) {
+                    return Next::Close;
+                }
             }
             if ready.hangup && c.phase != Phase::Send {
                 return Next::Close;
@@ -234,6 +237,29 @@ impl HttpService {
                 Step::Wait(next) => return next,
             }
         }
+    }
+
+    /// The client closed its side while a FastCGI application works on
+    /// its request, with nothing more to read: it is gone, as nginx takes
+    /// it (499). Closing aborts the request (FCGI_ABORT_REQUEST), or drops
+    /// it from the queue before it reaches the application.
+    fn client_left_application(&mut self, c: &mut Conn) -> bool {
+        let gone = c.phase == Phase::Handler
+            && c.rstart == c.rend
+            && c.ex
+                .as_ref()
+                .is_some_and(|e| e.body.is_none() && matches!(e.handler, Handler::FastCgi(_)));
+        if gone && let Some(ex) = c.ex.as_mut() {
+            if ex.status == 0 {
+                ex.status = 499;
+            }
+            crate::info!(
+                "client {} closed the connection before the application answered \"{}\"",
+                c.peer.ip(),
+                crate::core::log::Esc(ex.target().as_bytes())
+            );
+        }
+        gone
     }
 
     /// Reads more bytes into the buffer. `Ok(false)` means nothing was read
