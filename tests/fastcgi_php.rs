@@ -1012,3 +1012,37 @@ fn a_client_that_leaves_aborts_its_request() {
         srv.access_log()
     );
 }
+
+#[test]
+fn error_page_for_application_failures() {
+    let dir = TempDir::new();
+    let root = site(dir.path());
+    std::fs::write(root.join("50x.html"), "sorry, down\n").unwrap();
+    let missing = dir.path().join("nobody.sock");
+    let o = Opts {
+        server: format!(
+            "error_page = {{ 502 = \"/50x.html\", 504 = \"/50x.html\" }}\n\
+             [[server.location]]\nmatch = \"~ \\\\.php$\"\nfastcgi = {{ pass = \"unix:{}\" }}\n",
+            missing.display()
+        ),
+        ..Default::default()
+    };
+    let srv = Server::with_root(o, dir, root);
+    // nginx's default config: error_page 502 /50x.html.
+    let mut s = srv.connect();
+    s.write_all(
+        b"GET /hello.php HTTP/1.1\r\nHost: x\r\n\r\nGET /hello.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let all = read_to_close(&mut s);
+    let rs = parse_responses(&all, false);
+    assert_eq!(
+        rs.len(),
+        2,
+        "the connection stays usable: {}",
+        String::from_utf8_lossy(&all)
+    );
+    for r in rs {
+        assert_eq!((r.status, r.text().as_str()), (502, "sorry, down\n"));
+    }
+}

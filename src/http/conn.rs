@@ -75,6 +75,9 @@ pub struct Conn {
     pub(super) carried: String,
     /// The local address, once asked for (CGI and FastCGI want it per request).
     local: Option<SocketAddr>,
+    /// A request whose application failed, to answer with the status's
+    /// `error_page` (see `app_error_page`).
+    pub(super) pending_error: Option<(Box<Request>, u16)>,
 }
 
 /// The request in flight and its response.
@@ -175,6 +178,7 @@ impl Conn {
             delayed: None,
             carried: String::new(),
             local: None,
+            pending_error: None,
         }
     }
 
@@ -214,6 +218,10 @@ impl HttpService {
             }
         }
         loop {
+            if let Some((req, code)) = c.pending_error.take() {
+                self.begin_refused(c, req, HeadBytes::Owned(Vec::new()), io, code);
+                continue;
+            }
             let step = match c.phase {
                 Phase::Head => self.read_head(c, io),
                 Phase::Body => self.read_body(c),

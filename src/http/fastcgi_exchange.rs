@@ -1015,6 +1015,11 @@ impl HttpService {
             }
             return Step::Wait(Next::Close);
         }
+        c.ex = ex;
+        if code >= 500 && self.app_error_page(c, code) {
+            return Step::Again;
+        }
+        let ex = c.ex.take();
         self.fail(c, code, String::new(), ex);
         if code == 503
             && let Some(ex) = c.ex.as_mut()

@@ -55,6 +55,31 @@ impl HttpService {
         }
     }
 
+    /// An application's failure (`code`, nothing sent yet) answered with
+    /// the server's `error_page` for it, when it has one (nginx's
+    /// `error_page 502 /50x.html`): the exchange ends and the request is
+    /// routed to the page on the loop's next step. False: no such page.
+    pub(super) fn app_error_page(&mut self, c: &mut Conn, code: u16) -> bool {
+        let Some(ex) = c.ex.as_ref() else { return false };
+        let Some(req) = ex.req.as_ref().filter(|r| r.error_status.is_none()) else {
+            return false;
+        };
+        let server = self.select_site(c.listener, req.host.as_deref());
+        if !self.sites[server].cfg.error_page.iter().any(|e| e.status == code) {
+            return false;
+        }
+        let Some(mut ex) = c.ex.take() else { return false };
+        let Some(mut req) = ex.req.take() else { return false };
+        // A body left unread cannot be skipped reliably: close after the page.
+        if ex.body.is_some() {
+            req.keep_alive = false;
+        }
+        self.end_handler(&mut ex, true);
+        self.wbufs.put(std::mem::take(&mut ex.out));
+        c.pending_error = Some((req, code));
+        true
+    }
+
     /// Serves `loc` (a local URI an application named) instead, as a GET
     /// with the same Host; `carried` are header lines of the application's
     /// answer to keep on the new one.
