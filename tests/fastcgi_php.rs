@@ -538,6 +538,9 @@ fn x_accel_redirect_serves_an_internal_location() {
         r.header("content-disposition"),
         Some("attachment; filename=\"secret.txt\"")
     );
+    // The client's Range applies to the file, as in nginx.
+    let r = srv.request("GET /accel.php HTTP/1.1\r\nHost: x\r\nRange: bytes=4-9\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (206, "secret"));
     // The internal location is not reachable from outside.
     assert_eq!(srv.get("/protected/secret.txt").status, 404);
 }

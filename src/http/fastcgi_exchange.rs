@@ -824,7 +824,7 @@ impl HttpService {
             );
             return Some(self.fcgi_abort(c, 502, &why));
         }
-        let h = match parsed {
+        let mut h = match parsed {
             Parsed::Done(h, used) => {
                 let rest = st.hdr.split_off(used);
                 st.hdr = rest;
@@ -914,6 +914,9 @@ impl HttpService {
         let mut added = String::new();
         self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
         let mut fr = std::mem::take(&mut st.fr);
+        // X-Accel-* are instructions to the server, not for the client (nginx hides them too).
+        h.fields
+            .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
         write_head(ex, &h, &mut fr, &date, &self.server_header, minor, head_only, &added);
         let st = state(&mut ex.handler)?;
         let rest = std::mem::take(&mut st.hdr);

@@ -6,7 +6,7 @@
 use super::HttpService;
 use super::body::{Body, BodyError};
 use super::conn::{Conn, Handler, Step};
-use super::request::{self, Parsed};
+use super::request;
 use crate::event::{Io, Next};
 
 impl Handler {
@@ -87,14 +87,10 @@ impl HttpService {
         let Some(mut ex) = c.ex.take() else {
             return Step::Wait(Next::Close);
         };
-        let (minor, host, keep, head) = ex.req.as_ref().map_or((1, String::new(), false, false), |r| {
-            (
-                r.minor,
-                r.host.clone().unwrap_or_default(),
-                r.keep_alive,
-                r.method == request::Method::Head,
-            )
-        });
+        let (keep, head) = ex
+            .req
+            .as_ref()
+            .map_or((false, false), |r| (r.keep_alive, r.method == request::Method::Head));
         let body_pending = ex.body.is_some();
         self.end_handler(&mut ex, true);
         self.wbufs.put(std::mem::take(&mut ex.out));
@@ -107,27 +103,25 @@ impl HttpService {
             self.fail(c, 500, String::new(), None);
             return Step::Again;
         }
-        let method = if head { "HEAD" } else { "GET" };
-        let head = format!("{method} {loc} HTTP/1.{minor}\r\nHost: {host}\r\n\r\n");
-        let limits = request::Limits {
-            max_uri: self.cfg.max_uri_length,
-            max_body: 0,
+        // The same request, as a GET of `loc`: the client's headers (Range,
+        // conditionals, Host) still apply, as nginx's internal redirects keep them.
+        let Some(mut req) = ex.req.take() else {
+            self.fail(c, 500, String::new(), None);
+            return Step::Again;
         };
-        match request::parse(head.as_bytes(), &limits) {
-            Parsed::Done(mut req, _) => {
-                req.keep_alive = keep && !body_pending;
-                c.carried = carried;
-                // The synthetic head lives outside the read buffer: hand it over.
-                self.begin_owned(c, req, head.into_bytes(), io);
-            }
-            _ => {
-                crate::error!(
-                    "internal redirect to \"{}\" is not a valid local URI",
-                    crate::core::log::Esc(loc.as_bytes())
-                );
-                self.fail(c, 500, String::new(), None);
-            }
+        if !head {
+            req.method = request::Method::Get;
+            req.method_name = "GET".into();
         }
+        req.body = None;
+        req.expect_continue = false;
+        req.error_status = None;
+        req.rewrite(loc);
+        req.keep_alive = keep && !body_pending;
+        c.carried = carried;
+        // The original head is gone from the read buffer by now: a script
+        // reached this way sees the request's fields, not its raw head.
+        self.begin_owned(c, req, Vec::new(), io);
         Step::Again
     }
 }
