@@ -209,11 +209,13 @@ impl HttpService {
         let _ = parsed.parse(head);
         let headers = parsed.headers;
         let local = c.local_addr();
-        let server_name = req
-            .host
-            .clone()
-            .filter(|h| !h.is_empty())
-            .or_else(|| site_ref.cfg.server_name.first().cloned())
+        // nginx's `$server_name`: the server's first name; without one, the Host.
+        let server_name = site_ref
+            .cfg
+            .server_name
+            .first()
+            .cloned()
+            .or_else(|| req.host.clone().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| local.map(|a| a.ip().to_string()).unwrap_or_default());
         let remote_user = match (&site_ref.cfg.auth, &req.authorization) {
             (Some(a), Some(given)) => a.users.check(given).map(str::to_string),
