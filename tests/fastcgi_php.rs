@@ -6,102 +6,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::php::Php;
 use common::*;
-
-/// A php-fpm master started for one test; stopped (by its pid) when dropped.
-struct Fpm {
-    child: Option<Child>,
-    /// `unix:/path` or `127.0.0.1:port`, as corral's `pass` takes it.
-    pass: String,
-}
-
-fn fpm_binary() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/sbin")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("php-fpm"))
-        })
-        .collect();
-    found.sort();
-    found.pop().expect("php-fpm is installed (.ci/run installs it)")
-}
-
-impl Fpm {
-    /// `listen`: a socket path or `127.0.0.1:port`; `pool` lines go into the pool section.
-    fn start(dir: &Path, name: &str, listen: &str, pool: &str) -> Fpm {
-        let conf = dir.join(format!("{name}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "[global]\npid = {d}/{name}.pid\nerror_log = {d}/{name}.log\ndaemonize = no\n\
-                 [{name}]\nlisten = {listen}\npm = static\npm.max_children = 2\n\
-                 env[POOL] = {name}\nphp_admin_value[upload_max_filesize] = 16M\n\
-                 php_admin_value[post_max_size] = 16M\nphp_admin_value[output_buffering] = 0\n{pool}\n",
-                d = dir.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(fpm_binary())
-            .args(["-F", "-R", "-y"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pass = if listen.starts_with('/') {
-            format!("unix:{listen}")
-        } else {
-            listen.to_string()
-        };
-        let fpm = Fpm {
-            child: Some(child),
-            pass,
-        };
-        let up = eventually(Duration::from_secs(10), || {
-            if listen.starts_with('/') {
-                std::os::unix::net::UnixStream::connect(listen).is_ok()
-            } else {
-                std::net::TcpStream::connect(listen).is_ok()
-            }
-        });
-        assert!(
-            up,
-            "php-fpm did not start: {}",
-            std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default()
-        );
-        fpm
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
-    /// A graceful stop (php-fpm's SIGQUIT), waited for.
-    fn quit(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-QUIT").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Fpm {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-}
 
 const ENV: &str = r#"<?php
 header('Content-Type: text/plain');
@@ -237,13 +148,14 @@ fn sha256(data: &[u8]) -> String {
         .to_string()
 }
 
-fn fpm_site() -> (Fpm, Server) {
+fn fpm_site() -> (Php, Server) {
     let dir = TempDir::new();
     let root = site(dir.path());
-    let fpm = Fpm::start(
+    let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
+        2,
         "",
     );
     let pass = fpm.pass.clone();
@@ -417,10 +329,11 @@ fn sixteen_kib_response_header() {
 fn header_larger_than_the_limit_is_a_502() {
     let dir = TempDir::new();
     let root = site(dir.path());
-    let fpm = Fpm::start(
+    let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
+        2,
         "",
     );
     let srv = front(dir, root, &fpm.pass, ", header_limit = \"8k\"");
@@ -486,10 +399,11 @@ fn path_info_and_front_controller() {
 fn path_info_survives_try_files() {
     let dir = TempDir::new();
     let root = site(dir.path());
-    let fpm = Fpm::start(
+    let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
+        2,
         "",
     );
     let o = Opts {
@@ -730,10 +644,11 @@ fn read_one(s: &mut std::net::TcpStream) -> Option<(u16, String, bool)> {
 fn max_requests_recycling_loses_nothing() {
     let dir = TempDir::new();
     let root = site(dir.path());
-    let fpm = Fpm::start(
+    let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
+        2,
         "pm.max_requests = 5\n",
     );
     let srv = front(dir, root, &fpm.pass, "");
@@ -752,8 +667,8 @@ fn max_requests_recycling_loses_nothing() {
 fn upstream_group_survives_a_stopped_pool() {
     let dir = TempDir::new();
     let root = site(dir.path());
-    let a = Fpm::start(dir.path(), "a", &dir.path().join("a.sock").display().to_string(), "");
-    let mut b = Fpm::start(dir.path(), "b", &dir.path().join("b.sock").display().to_string(), "");
+    let a = Php::fpm(dir.path(), "a", &dir.path().join("a.sock").display().to_string(), 2, "");
+    let mut b = Php::fpm(dir.path(), "b", &dir.path().join("b.sock").display().to_string(), 2, "");
     let o = Opts {
         more: format!(
             "[upstream.app]\nservers = [\"{}\", {{ address = \"{}\", weight = 1 }}]\n",
@@ -805,7 +720,7 @@ fn php_fpm_on_tcp() {
     let dir = TempDir::new();
     let root = site(dir.path());
     let port = free_port();
-    let fpm = Fpm::start(dir.path(), "tcp", &format!("127.0.0.1:{port}"), "");
+    let fpm = Php::fpm(dir.path(), "tcp", &format!("127.0.0.1:{port}"), 2, "");
     let srv = front(dir, root, &fpm.pass, "");
     let r = srv.get("/hello.php");
     assert_eq!(
@@ -824,20 +739,7 @@ fn php_cgi_b() {
     let dir = TempDir::new();
     let root = site(dir.path());
     let port = free_port();
-    let mut child = Command::new("php-cgi")
-        .args(["-b", &format!("127.0.0.1:{port}")])
-        .env("PHP_FCGI_CHILDREN", "2")
-        .env("PHP_FCGI_MAX_REQUESTS", "50")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("php-cgi is installed (.ci/run installs it)");
-    assert!(eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        port
-    ))
-    .is_ok()));
+    let php = Php::cgi(dir.path(), &format!("127.0.0.1:{port}"), 2, 50);
     let srv = front(dir, root, &format!("127.0.0.1:{port}"), "");
     let r = srv.get("/env.php?x=y");
     assert_eq!(r.status, 200, "{}", srv.error_log());
@@ -847,8 +749,7 @@ fn php_cgi_b() {
     assert!(ok && String::from_utf8_lossy(&out).contains("POST:k=v"));
     let (ok, bad) = load(srv.port, "/hello.php", 4, 120, None);
     assert!(bad.is_empty() && ok == 120, "{bad:?}\n{}", srv.error_log());
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    drop(php);
 }
 
 #[test]
@@ -903,10 +804,11 @@ fn config_errors_name_the_key() {
 fn max_conns_queues_then_answers_503() {
     let dir = TempDir::new();
     let root = site(dir.path());
-    let fpm = Fpm::start(
+    let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
+        2,
         "",
     );
     let o = Opts {
@@ -953,10 +855,11 @@ fn index_php_runs_never_leaks() {
     let root = site(dir.path());
     std::fs::create_dir_all(root.join("sub")).unwrap();
     std::fs::write(root.join("sub/index.php"), HELLO).unwrap();
-    let fpm = Fpm::start(
+    let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
+        2,
         "",
     );
     let o = Opts {

@@ -3,6 +3,8 @@
 //! talks to it over raw sockets.
 #![allow(dead_code)]
 
+pub mod php;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
