@@ -101,12 +101,14 @@ pub fn encode(r: &Request<'_>, out: &mut Vec<u8>) {
 /// (they would be indistinguishable from the dash form); `Proxy` too
 /// (httpoxy); Content-Type and Content-Length are the CONTENT_ params.
 fn headers(list: &[httparse::Header<'_>], put: &mut impl FnMut(&str, &[u8])) {
-    let mut done = vec![false; list.len()];
+    // Headers already joined into an earlier one (bit per header; the head
+    // parser takes at most 100): no allocation per request.
+    let mut done: u128 = 0;
     let mut name = String::with_capacity(64);
     let mut value: Vec<u8> = Vec::new();
     for i in 0..list.len() {
         let h = &list[i];
-        if done[i] || h.name.is_empty() || h.name.contains('_') {
+        if (i < 128 && done & (1 << i) != 0) || h.name.is_empty() || h.name.contains('_') {
             continue;
         }
         if ["proxy", "content-type", "content-length"]
@@ -138,7 +140,9 @@ fn headers(list: &[httparse::Header<'_>], put: &mut impl FnMut(&str, &[u8])) {
             if o.name.eq_ignore_ascii_case(h.name) {
                 value.extend_from_slice(sep);
                 value.extend_from_slice(o.value);
-                done[j] = true;
+                if j < 128 {
+                    done |= 1 << j;
+                }
             }
         }
         put(&name, &value);

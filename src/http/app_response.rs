@@ -27,10 +27,10 @@ pub struct Framing {
 }
 
 impl Framing {
-    pub fn new(name: &str) -> Framing {
+    pub fn new(name: String) -> Framing {
         Framing {
             framing_ok: true,
-            name: name.to_string(),
+            name,
             ..Default::default()
         }
     }

@@ -285,7 +285,7 @@ pub fn prepare(t: &Target, env: &[(String, String)], stdin: Stdin, id: u64) -> i
         to_script: Vec::new(),
         to_script_off: 0,
         hdr: Vec::new(),
-        fr: Framing::new(&format!("CGI {}", t.script_name)),
+        fr: Framing::new(format!("CGI {}", t.script_name)),
         stdout_eof: false,
         err_line: Vec::new(),
         name: t.script_name.clone(),

@@ -116,8 +116,6 @@ pub(super) struct FcgiState {
 }
 
 impl FcgiState {
-    pub(super) fn ready(&mut self) {}
-
     pub(super) fn reads_body(&self) -> bool {
         self.stage == Stage::Spooling
     }
@@ -275,7 +273,7 @@ impl HttpService {
             inbox: Inbox::with_buffer(self.inbox_buffers.pop().unwrap_or_default()),
             got: false,
             hdr: Vec::new(),
-            fr: Framing::new(&format!("FastCGI {script}")),
+            fr: Framing::new(format!("FastCGI {script}")),
             ended: false,
             err_line: Vec::new(),
             client: c.peer.ip(),

@@ -14,8 +14,8 @@ impl Handler {
     pub(super) fn ready(&mut self, source: u8) {
         match self {
             Handler::Cgi(st) => st.ready(source),
-            Handler::FastCgi(st) => st.ready(),
-            Handler::Reply => {}
+            // The FastCGI exchange tries its socket on every step: nothing to note.
+            Handler::FastCgi(_) | Handler::Reply => {}
         }
     }
 
