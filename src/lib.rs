@@ -12,3 +12,4 @@ pub mod http;
 pub mod limit;
 pub mod master;
 pub mod os;
+pub mod pool;

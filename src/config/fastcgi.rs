@@ -235,6 +235,9 @@ pub(super) fn build_fastcgi(c: &Checker<'_>, f: raw::FastCgi, ups: &mut Vec<Upst
     })?;
     let upstream = match ups.iter().position(|u| u.name == pass && !u.implicit) {
         Some(i) => i,
+        None if pass.starts_with("pool:") => {
+            return Err(err("pass", format!("there is no [{}] table", pass.replace(':', "."))));
+        }
         None => {
             let address = parse_address(&pass, c.src).map_err(|e| err("pass", e))?;
             // One group per address, so every location passing there shares its pool.

@@ -286,6 +286,8 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
             return Err(src.err("server", 0, "", "at least one [[server]] is required".into()));
         }
         None if src.text.is_empty() => vec![raw::Server::default()],
+        // Pools only: corral as php-fpm, behind another web server.
+        None if file.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
         None => {
             return Err(ConfigError {
                 file: src.name.clone(),
@@ -296,6 +298,29 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         }
     };
     let mut upstreams = super::fastcgi::build_upstreams(src, file.upstream.unwrap_or_default())?;
+    let pools = super::pool::build_pools(src, file.pool.unwrap_or_default(), main.user.as_ref())?;
+    // `pass = "pool:NAME"` names this group: the pool's socket, with at
+    // most max_children requests in flight (split across the HTTP
+    // workers); more wait in corral's queue up to the pool's queue_timeout.
+    for p in &pools {
+        upstreams.push(super::fastcgi::Upstream {
+            name: format!("pool:{}", p.name),
+            balance: super::fastcgi::Balance::RoundRobin,
+            keepalive: p.max_children.div_ceil(main.workers),
+            keepalive_timeout: Duration::from_secs(2),
+            keepalive_requests: 100,
+            max_conns: p.max_children.div_ceil(main.workers),
+            queue_timeout: p.queue_timeout,
+            servers: vec![super::fastcgi::UpstreamServer {
+                address: p.listen.clone(),
+                weight: 1,
+                max_fails: 0,
+                fail_timeout: Duration::from_secs(10),
+                backup: false,
+            }],
+            implicit: false,
+        });
+    }
     let mut servers = Vec::with_capacity(raw_servers.len());
     let (mut cgi_seen, mut loc_seen) = (0, 0);
     for (i, s) in raw_servers.into_iter().enumerate() {
@@ -307,6 +332,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         http,
         servers,
         upstreams,
+        pools,
     };
     for (a, names) in cfg.listen_addrs().iter().zip(cfg.names_by_address()) {
         let defaults: Vec<usize> = (0..cfg.servers.len())
@@ -831,6 +857,10 @@ fn build_location(
         let cgi = build_cgi_in(&c, src, root_dir.as_deref().unwrap_or(root), g)?;
         handler = super::Handler::Cgi(cgi);
     }
+    if l.status == Some(true) {
+        handlers += 1;
+        handler = super::Handler::Status;
+    }
     if let Some(f) = l.fastcgi {
         handlers += 1;
         handler = super::Handler::FastCgi(super::fastcgi::build_fastcgi(&c, f, ups)?);
@@ -838,7 +868,7 @@ fn build_location(
     if handlers > 1 {
         return Err(c.err(
             "return",
-            "a location has one content handler: `return`, `cgi` or `fastcgi`, not more",
+            "a location has one content handler: `return`, `cgi`, `fastcgi` or `status`, not more",
         ));
     }
     let mut try_files = Vec::new();

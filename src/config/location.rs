@@ -72,6 +72,8 @@ pub enum Handler {
     /// `return = "301 https://..."`, `"403"`, `"200 text"`; 444 closes
     /// without a response.
     Return { code: u16, text: Option<Template> },
+    /// The pools' status (`status = true`): text, JSON, OpenMetrics, HTML.
+    Status,
 }
 
 /// One `[[server.location]]`: settings left `None` are the server's.

@@ -8,6 +8,7 @@ pub mod access;
 pub mod fastcgi;
 pub mod htpasswd;
 mod load;
+pub mod pool;
 mod location;
 mod raw;
 pub mod server_name;
@@ -67,6 +68,8 @@ pub struct Config {
     /// FastCGI groups: the `[upstream.NAME]` tables, then one per address
     /// a `pass` names directly.
     pub upstreams: Vec<fastcgi::Upstream>,
+    /// `[pool.NAME]`: application pools the master runs, in name order.
+    pub pools: Vec<pool::Pool>,
 }
 
 #[derive(Debug, Clone)]

@@ -35,6 +35,7 @@ pub struct File {
     pub http: Option<Http>,
     pub server: Option<Vec<Server>>,
     pub upstream: Option<std::collections::BTreeMap<String, Upstream>>,
+    pub pool: Option<std::collections::BTreeMap<String, Pool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +147,7 @@ pub struct Location {
     pub cgi: Option<Cgi>,
     pub fastcgi: Option<FastCgi>,
     pub internal: Option<bool>,
+    pub status: Option<bool>,
     pub add_header: Option<std::collections::BTreeMap<String, HeaderValue>>,
     pub expires: Option<NumOrStr>,
     pub default_type: Option<String>,
@@ -233,4 +235,45 @@ pub struct FastCgi {
     pub x_accel_redirect: Option<bool>,
     pub x_sendfile: Option<bool>,
     pub next_upstream: Option<Vec<String>>,
+}
+
+/// `[pool.NAME]`: an application pool the master runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub listen: Option<String>,
+    pub listen_owner: Option<String>,
+    pub listen_group: Option<String>,
+    pub listen_mode: Option<String>,
+    pub allowed_clients: Option<OneOrMany>,
+    pub backlog: Option<i64>,
+    pub pm: Option<String>,
+    pub max_children: Option<i64>,
+    pub start_servers: Option<i64>,
+    pub min_spare_servers: Option<i64>,
+    pub max_spare_servers: Option<i64>,
+    pub max_spawn_rate: Option<i64>,
+    pub process_idle_timeout: Option<NumOrStr>,
+    pub max_requests: Option<i64>,
+    pub max_memory: Option<NumOrStr>,
+    pub request_terminate_timeout: Option<NumOrStr>,
+    pub request_slowlog_timeout: Option<NumOrStr>,
+    pub slowlog: Option<String>,
+    pub emergency_restart_threshold: Option<i64>,
+    pub emergency_restart_interval: Option<NumOrStr>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub chdir: Option<String>,
+    pub clear_env: Option<bool>,
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    pub catch_workers_output: Option<bool>,
+    pub rlimit_files: Option<i64>,
+    pub rlimit_core: Option<NumOrStr>,
+    pub priority: Option<i64>,
+    pub app: Option<String>,
+    pub command: Option<OneOrMany>,
+    pub status_path: Option<String>,
+    pub ping_path: Option<String>,
+    pub ping_response: Option<String>,
+    pub queue_timeout: Option<NumOrStr>,
 }

@@ -36,6 +36,7 @@ pub enum Kind {
     Cgi,
     FastCgi,
     Return { code: u16, text: Option<Template> },
+    Status,
 }
 
 impl Loc {
@@ -50,6 +51,7 @@ impl Loc {
                     code: *code,
                     text: text.clone(),
                 },
+                Handler::Status => Kind::Status,
             },
             try_files: l.try_files.clone(),
             rewrite: l.rewrite.clone(),

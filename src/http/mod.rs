@@ -22,7 +22,7 @@ mod reply;
 mod request;
 mod router;
 mod static_file;
-mod status;
+pub mod status;
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};

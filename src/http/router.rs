@@ -154,6 +154,12 @@ impl HttpService {
                     reply: Reply::error(404, tokens),
                 };
             }
+            if matches!(loc.kind, Kind::Status) {
+                return Routed::Reply {
+                    site,
+                    reply: pool_status(req, tokens),
+                };
+            }
             let cgi = matches!(loc.kind, Kind::Cgi | Kind::FastCgi);
             if let Some(alias) = &loc.alias
                 && !returns
@@ -425,6 +431,22 @@ fn encode_path(p: &str) -> String {
 
 /// `return`: a redirect with its Location, a status with a text body, or
 /// the status's own page.
+/// The pools' status page (the `status` handler): no caching, GET/HEAD only.
+fn pool_status(req: &Request, tokens: bool) -> Reply {
+    if !matches!(req.method_name.as_str(), "GET" | "HEAD") {
+        let mut r = Reply::error(405, tokens);
+        r.header("Allow", "GET, HEAD");
+        return r;
+    }
+    let (ct, body) = crate::pool::registry::with(|pools| crate::pool::status::render_all(pools, req.query().unwrap_or("")));
+    let mut r = Reply::error(200, tokens);
+    r.content_type = Some(ct);
+    r.length = Some(body.len() as u64);
+    r.body = ReplyBody::Bytes(body);
+    r.header("Cache-Control", "no-cache, no-store, must-revalidate, max-age=0");
+    r
+}
+
 fn returned(site: usize, code: u16, text: Option<String>, tokens: bool) -> Routed {
     if code == 444 {
         return Routed::Close { site };

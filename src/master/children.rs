@@ -26,7 +26,7 @@ pub enum Exit {
         abnormal: bool,
     },
     /// A child that is not a worker (a new master started by an upgrade).
-    Other { pid: Pid, how: String },
+    Other { pid: Pid, how: String, abnormal: bool },
 }
 
 struct Worker {
@@ -147,7 +147,7 @@ impl Children {
                 _ => continue,
             };
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
-                out.push(Exit::Other { pid, how });
+                out.push(Exit::Other { pid, how, abnormal });
                 continue;
             };
             let w = self.workers.swap_remove(i);

@@ -10,9 +10,10 @@
 
 mod children;
 mod listeners;
+pub mod pools;
 mod upgrade;
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -65,12 +66,18 @@ pub struct Master {
     upgrade: Option<Pid>,
     /// The current generation's shared state of client limits.
     zone: Option<crate::limit::Zone>,
+    /// Application pools and their workers.
+    pools: pools::Pools,
+    /// The master's epoll (children close it) and the pool sockets it watches.
+    epoll: Option<Epoll>,
+    watched: Vec<RawFd>,
 }
 
 /// Runs the master until it is stopped; returns the process exit code.
 pub fn run(cfg: Config, launch: Launch) -> i32 {
     // Before anything opens a descriptor that could be mistaken for one.
     let inherited = listeners::inherited();
+    let inherited_pools = pools::inherited();
     if cfg.main.daemon
         && let Err(e) = daemon::daemonize()
     {
@@ -82,7 +89,7 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
         return 1;
     }
     let logs_to_stderr = cfg.main.error_log == LogTarget::Stderr;
-    match start(cfg, launch, inherited) {
+    match start(cfg, launch, inherited, inherited_pools) {
         Ok(mut m) => {
             let code = m.run_loop();
             pidfile::remove_if_ours(&m.pid_path, std::process::id());
@@ -99,7 +106,12 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
     }
 }
 
-fn start(cfg: Config, launch: Launch, inherited: Vec<listeners::Inherited>) -> Result<Master, String> {
+fn start(
+    cfg: Config,
+    launch: Launch,
+    inherited: Vec<listeners::Inherited>,
+    mut inherited_pools: Vec<pools::PoolSocket>,
+) -> Result<Master, String> {
     let pid_path = cfg.main.pid.clone();
     if let Some(pid) = pidfile::live_master(&pid_path) {
         return Err(format!(
@@ -115,6 +127,10 @@ fn start(cfg: Config, launch: Launch, inherited: Vec<listeners::Inherited>) -> R
     let listeners = Listeners::build(&cfg.listen_addrs(), cfg.main.listen_backlog, &mut pool)?;
     for (addr, _) in pool {
         crate::notice!("inherited socket for {addr} is not configured; closing it");
+    }
+    let app_pools = pools::Pools::open(&cfg.pools, &mut inherited_pools)?;
+    for s in inherited_pools {
+        crate::notice!("inherited socket for {} is not a pool's; closing it", s.address);
     }
     if cfg.main.user.is_some() && !nix::unistd::Uid::effective().is_root() {
         crate::warn!("\"user\" only takes effect when the master runs as root; workers keep this user");
@@ -144,8 +160,16 @@ fn start(cfg: Config, launch: Launch, inherited: Vec<listeners::Inherited>) -> R
         winched: false,
         upgrade: None,
         zone: None,
+        pools: pools::Pools::default(),
+        epoll: None,
+        watched: Vec::new(),
     };
+    m.pools.start(app_pools);
+    crate::pool::registry::set(m.pools.shared());
     m.start_generation();
+    for (p, n) in m.pools.initial() {
+        m.spawn_pool_workers(p, n);
+    }
     notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
     Ok(m)
 }
@@ -197,9 +221,92 @@ impl Master {
                 Err(e) => crate::crit!("cannot map {bytes} bytes for limit_conn/limit_req: {e}; limits are off"),
             }
         }
-        self.children.set_slots(self.cfg.main.workers);
-        for slot in 0..self.cfg.main.workers {
+        // Pools only (behind another web server): no HTTP workers.
+        let n = if self.cfg.servers.is_empty() { 0 } else { self.cfg.main.workers };
+        self.children.set_slots(n);
+        for slot in 0..n {
             self.spawn(slot);
+        }
+    }
+
+    /// Descriptors a child must not keep: the master's epoll and every
+    /// pool socket but `keep`.
+    fn close_master_fds(&mut self, keep: Option<RawFd>) {
+        // The child's copy of the master's epoll closes; the master's stays.
+        drop(self.epoll.take());
+        for fd in self.pools.raw_fds() {
+            if Some(fd) != keep {
+                pools::close_in_child(fd);
+            }
+        }
+    }
+
+    /// Forks `n` workers of pool `p`.
+    fn spawn_pool_workers(&mut self, p: usize, n: usize) {
+        for _ in 0..n {
+            let Some(pool) = self.pools.running.get(p) else { return };
+            let Some(slot) = pool.shared.sb.claim() else { return };
+            let keep = pool.socket.sock.as_raw_fd();
+            // SAFETY: the master is single-threaded, so the child starts with
+            // consistent heap and lock state; it never returns to this code.
+            match unsafe { nix::unistd::fork() } {
+                Ok(nix::unistd::ForkResult::Child) => {
+                    drop(self.signals.take());
+                    drop(self.listeners.take_sockets());
+                    self.close_master_fds(Some(keep));
+                    let pool = &self.pools.running[p];
+                    let shared = pool.shared.clone();
+                    let code = match pool.socket.sock.try_clone() {
+                        Ok(listen) => crate::pool::worker::run(crate::pool::worker::Spec {
+                            pool: &shared.cfg,
+                            sb: &shared.sb,
+                            slot,
+                            listen,
+                        }),
+                        Err(e) => {
+                            crate::crit!("[pool {}] cannot use the pool socket: {e}", shared.cfg.name);
+                            2
+                        }
+                    };
+                    std::process::exit(code);
+                }
+                Ok(nix::unistd::ForkResult::Parent { child }) => {
+                    crate::info!("[pool {}] start worker {child}", pool.shared.cfg.name);
+                    self.pools.started(p, slot, child);
+                }
+                Err(e) => {
+                    crate::crit!("fork() failed: {e}; retrying later");
+                    pool.shared.sb.free(slot);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops watching pool sockets (before a reload may close them).
+    fn unwatch_pool_sockets(&mut self) {
+        let Some(ep) = &self.epoll else { return };
+        for fd in self.watched.drain(..) {
+            // SAFETY: the descriptor is still open: pool sockets are
+            // unwatched before a reload can close them; the borrow ends
+            // with the call.
+            let _ = ep.delete(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        }
+    }
+
+    /// Watches the sockets of `ondemand` pools for waiting connections.
+    fn watch_pool_sockets(&mut self) {
+        self.unwatch_pool_sockets();
+        let Some(ep) = &self.epoll else { return };
+        for (i, p) in self.pools.running.iter().enumerate() {
+            if p.shared.cfg.pm != crate::config::pool::Pm::Ondemand {
+                continue;
+            }
+            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 1 + i as u64);
+            match ep.add(p.socket.sock.as_fd(), ev) {
+                Ok(()) => self.watched.push(p.socket.sock.as_raw_fd()),
+                Err(e) => crate::error!("[pool {}] cannot watch its socket: {e}", p.shared.cfg.name),
+            }
         }
     }
 
@@ -226,6 +333,7 @@ impl Master {
     /// process (limits, CPU, user), serve, exit.
     fn become_worker(&mut self, slot: usize) -> i32 {
         drop(self.signals.take());
+        self.close_master_fds(None);
         title::set("corral: worker process");
         let sigfd = match signals::signal_fd() {
             Ok(fd) => fd,
@@ -285,21 +393,34 @@ impl Master {
             return 1;
         }
         self.signals = Some(sigfd);
+        self.epoll = Some(epoll);
+        self.watch_pool_sockets();
         let mut events = [EpollEvent::empty(); 8];
         loop {
             let timeout = self.next_timeout();
-            match epoll.wait(&mut events, timeout) {
-                Ok(_) | Err(Errno::EINTR) => {}
+            let Some(ep) = &self.epoll else { return 1 };
+            let n = match ep.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
                 Err(e) => {
                     crate::crit!("epoll_wait failed: {e}");
                     return 1;
                 }
-            }
+            };
             let sigs = self.signals.as_ref().map(signals::drain).unwrap_or_default();
             for sig in sigs {
                 self.on_signal(sig);
             }
             self.reap();
+            // A connection waits on an ondemand pool's socket.
+            for ev in &events[..n] {
+                if ev.data() > 0 && self.stopping.is_none() {
+                    let p = (ev.data() - 1) as usize;
+                    for (i, k) in self.pools.round(Some(p)) {
+                        self.spawn_pool_workers(i, k);
+                    }
+                }
+            }
             if let Some(code) = self.after_events() {
                 return code;
             }
@@ -308,7 +429,11 @@ impl Master {
 
     fn next_timeout(&self) -> u16 {
         let now = Instant::now();
-        let next = self.children.next_due().unwrap_or(now + Duration::from_secs(1));
+        let next = [self.children.next_due(), self.pools.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + Duration::from_secs(1));
         next.saturating_duration_since(now).as_millis().clamp(1, 1000) as u16
     }
 
@@ -324,12 +449,17 @@ impl Master {
                     crate::error!("reopening the error log failed: {e}");
                 }
                 self.children.signal_all(Signal::SIGUSR1, None);
+                self.pools.signal_all(Signal::SIGUSR1);
             }
             Signal::SIGHUP if self.stopping.is_none() => {
                 if self.winched {
                     crate::notice!("SIGHUP received, starting workers again without re-reading the configuration");
                     self.winched = false;
                     self.start_generation();
+                    self.pools.paused = false;
+                    for (p, n) in self.pools.initial() {
+                        self.spawn_pool_workers(p, n);
+                    }
                 } else {
                     self.reload();
                 }
@@ -343,6 +473,7 @@ impl Master {
                 self.children.set_slots(0);
                 self.children
                     .retire_older(self.generation, Signal::SIGQUIT, self.cfg.main.shutdown_timeout);
+                self.pools.stop_all(Signal::SIGQUIT, self.cfg.main.shutdown_timeout);
             }
             other => crate::info!("{other} ignored"),
         }
@@ -366,6 +497,16 @@ impl Master {
                 return;
             }
         };
+        // Pools first: a pool that cannot open refuses the reload untouched.
+        self.unwatch_pool_sockets();
+        if let Err(e) = self.pools.reload(&new.pools, self.cfg.main.shutdown_timeout) {
+            crate::error!("reload refused, keeping the running configuration: {e}");
+            self.watch_pool_sockets();
+            notify("READY=1\nSTATUS=reload refused");
+            return;
+        }
+        self.watch_pool_sockets();
+        crate::pool::registry::set(self.pools.shared());
         let mut pool = std::mem::take(&mut self.listeners).into_pool();
         match Listeners::build(&new.listen_addrs(), new.main.listen_backlog, &mut pool) {
             Ok(l) => {
@@ -401,9 +542,13 @@ impl Master {
         self.cfg = new;
         prepare_log_files(&self.cfg);
         self.winched = false;
+        self.pools.paused = false;
         self.start_generation();
         self.children
             .retire_older(self.generation, Signal::SIGQUIT, self.cfg.main.shutdown_timeout);
+        for (p, n) in self.pools.initial() {
+            self.spawn_pool_workers(p, n);
+        }
         crate::notice!(
             "reload applied: generation {} with {} worker(s), listening on {}",
             self.generation,
@@ -431,6 +576,7 @@ impl Master {
         self.stopping = Some(how);
         self.children.cancel_respawns();
         self.children.signal_all(wsig, Some(grace));
+        self.pools.stop_all(wsig, grace);
     }
 
     fn reap(&mut self) {
@@ -452,8 +598,12 @@ impl Master {
                         self.children.schedule_respawn(slot, lived, abnormal);
                     }
                 }
-                Exit::Other { pid, how } if Some(pid) == self.upgrade => self.upgrade_ended(pid, &how),
-                Exit::Other { pid, how } => crate::info!("process {pid} {how}"),
+                Exit::Other { pid, how, .. } if Some(pid) == self.upgrade => self.upgrade_ended(pid, &how),
+                Exit::Other { pid, how, abnormal } => {
+                    if !self.pools.exited(pid, abnormal, &how) {
+                        crate::info!("process {pid} {how}");
+                    }
+                }
             }
         }
     }
@@ -462,11 +612,15 @@ impl Master {
     /// stopping is complete.
     fn after_events(&mut self) -> Option<i32> {
         self.children.kill_overdue();
+        self.pools.kill_overdue();
         if self.stopping.is_some() {
-            return (self.children.alive() == 0).then_some(0);
+            return (self.children.alive() == 0 && self.pools.alive() == 0).then_some(0);
         }
         for slot in self.children.due_respawns() {
             self.spawn(slot);
+        }
+        for (p, n) in self.pools.round(None) {
+            self.spawn_pool_workers(p, n);
         }
         None
     }

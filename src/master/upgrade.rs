@@ -39,11 +39,14 @@ impl Master {
             return;
         }
         self.listeners.set_inheritable(true);
+        let pool_sockets = self.pools.export(true);
         let spawned = Command::new(&exe)
             .args(self.launch.argv.iter().skip(1))
             .env(INHERIT_ENV, self.listeners.export())
+            .env(super::pools::INHERIT_ENV, pool_sockets)
             .spawn();
         self.listeners.set_inheritable(false);
+        self.pools.export(false);
         match spawned {
             Ok(child) => {
                 let pid = Pid::from_raw(child.id() as i32);
@@ -54,6 +57,8 @@ impl Master {
                 );
                 self.upgrade = Some(pid);
                 self.pid_path = old;
+                // The new master serves on the same socket files now.
+                self.pools.keep_socket_files();
             }
             Err(e) => {
                 crate::error!("upgrade aborted: cannot start {}: {e}", exe.display());

@@ -43,7 +43,7 @@ pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
 
 /// setgroups (via initgroups), setgid, setuid: in that order, so no
 /// supplementary group or gid of root's survives.
-fn drop_to(c: &Credentials) -> Result<(), String> {
+pub fn drop_to(c: &Credentials) -> Result<(), String> {
     if !Uid::effective().is_root() {
         return Ok(()); // nothing to drop; the master warned at start
     }

@@ -1,0 +1,828 @@
+//! What a pool worker runs for a request: its own long-lived FastCGI
+//! program (php-cgi, a libfcgi program) on a private socket, or a CGI
+//! program per request (fcgiwrap's job). Either way one request is relayed
+//! at a time: STDIN records from the web server go to the app as they
+//! come, the app's output comes back as STDOUT/STDERR records, both ways
+//! with bounded buffers so neither side can block the other.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollFlags;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use socket2::Socket;
+
+use super::io::{Filled, Outbox, RecordBuf, readable, wait, writable};
+use crate::config::pool::{App as AppCfg, Pool};
+use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
+
+/// Largest amount buffered toward either side before reading from the
+/// other one pauses.
+const BUFFERED: usize = 256 << 10;
+
+/// The request id the worker uses toward its own FastCGI program.
+const APP_ID: u16 = 1;
+
+/// A request as the web server sent its head.
+pub struct Request {
+    pub id: u16,
+    /// The raw PARAMS stream (name-value pairs).
+    pub params: Vec<u8>,
+    pub pairs: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a relayed request ended.
+pub enum Outcome {
+    /// Answered; the connection can serve another request.
+    Done { cpu_percent: f64, memory: u64 },
+    /// The web server's connection is unusable (gone, or an answer was cut).
+    CloseClient,
+}
+
+/// Why the relay stopped early.
+pub enum Stop {
+    /// SIGTERM / SIGINT: exit now.
+    Exit,
+}
+
+pub struct App {
+    kind: Kind,
+    pool_name: String,
+    /// The last request was killed past `request_terminate_timeout`.
+    pub terminated: bool,
+}
+
+enum Kind {
+    FastCgi(Box<Program>),
+    Cgi { argv: Option<Vec<String>>, env: Vec<(String, String)>, clear_env: bool },
+}
+
+/// A FastCGI program owned by the worker.
+struct Program {
+    argv: Vec<String>,
+    env: Vec<(OsString, OsString)>,
+    dir: PathBuf,
+    child: Option<Child>,
+    conn: Option<UnixStream>,
+    catch_output: bool,
+}
+
+impl App {
+    pub fn new(pool: &Pool) -> App {
+        let kind = match &pool.app {
+            AppCfg::FastCgi { argv } => {
+                let mut env: Vec<(OsString, OsString)> = if pool.clear_env {
+                    Vec::new()
+                } else {
+                    std::env::vars_os().collect()
+                };
+                // php-cgi exits after 500 requests by default: the pool's
+                // max_requests decides instead.
+                env.push(("PHP_FCGI_MAX_REQUESTS".into(), "0".into()));
+                env.retain(|(k, _)| k != "PHP_FCGI_CHILDREN");
+                env.extend(pool.env.iter().map(|(k, v)| (k.into(), v.into())));
+                let dir = std::env::temp_dir().join(format!("corral-app.{}", std::process::id()));
+                Kind::FastCgi(Box::new(Program {
+                    argv: argv.clone(),
+                    env,
+                    dir,
+                    child: None,
+                    conn: None,
+                    catch_output: pool.catch_workers_output,
+                }))
+            }
+            AppCfg::Cgi { argv } => Kind::Cgi {
+                argv: argv.clone(),
+                env: pool.env.clone(),
+                clear_env: pool.clear_env,
+            },
+        };
+        App {
+            kind,
+            pool_name: pool.name.clone(),
+            terminated: false,
+        }
+    }
+
+    /// Starts a FastCGI program now (so the first request does not wait for it).
+    pub fn start(&mut self) -> Result<(), String> {
+        match &mut self.kind {
+            Kind::FastCgi(p) => p.start(),
+            Kind::Cgi { .. } => Ok(()),
+        }
+    }
+
+    /// The program's pid, when one runs.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::FastCgi(p) => p.child.as_ref().map(Child::id),
+            Kind::Cgi { .. } => None,
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Kind::FastCgi(p) = &mut self.kind {
+            p.stop();
+        }
+    }
+
+    /// Relays `req` to the app and its answer back to `client`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn serve(
+        &mut self,
+        req: &Request,
+        client: &Socket,
+        cbuf: &mut RecordBuf,
+        sigfd: &nix::sys::signalfd::SignalFd,
+        deadline: Option<Instant>,
+        on_signal: &mut dyn FnMut(Signal),
+    ) -> Result<Outcome, Stop> {
+        let started = Instant::now();
+        let mut peer = match open(&mut self.kind, req) {
+            Ok(p) => p,
+            Err(e) => {
+                crate::error!("[pool {}] cannot start the app for {}: {e}", self.pool_name, describe(req));
+                return Ok(answer_error(client, req.id, 502, "the application could not be started"));
+            }
+        };
+        let cpu_before = peer.cpu_ticks();
+        let mut to_app = Outbox::default();
+        let mut to_client = Outbox::default();
+        if let Peer::FastCgi { .. } = peer {
+            codec::begin_request(&mut to_app.buf, APP_ID, Role::Responder, true);
+            codec::stream(&mut to_app.buf, kind::PARAMS, APP_ID, &req.params);
+            codec::end_stream(&mut to_app.buf, kind::PARAMS, APP_ID);
+        }
+        let mut stdin_done = false;
+        let mut client_gone = false;
+        let mut head_sent = false;
+        let mut ended: Option<u32> = None;
+        let mut aborted = false;
+        loop {
+            if ended.is_some() && to_client.pending() == 0 {
+                break;
+            }
+            if client_gone && ended.is_some() {
+                break;
+            }
+            // What to wait for.
+            let mut fds = Vec::with_capacity(5);
+            let mut cev = PollFlags::empty();
+            if !client_gone && to_app.pending() < BUFFERED {
+                cev |= PollFlags::POLLIN;
+            }
+            if !client_gone && to_client.pending() > 0 {
+                cev |= PollFlags::POLLOUT;
+            }
+            fds.push((client.as_fd(), cev));
+            fds.push((sigfd.as_fd(), PollFlags::POLLIN));
+            let app_in = ended.is_none() && to_client.pending() < BUFFERED;
+            let app_out = to_app.pending() > 0;
+            peer.poll_fds(&mut fds, app_in, app_out);
+            let ev = match wait(&fds, deadline) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    crate::error!("[pool {}] poll failed: {e}", self.pool_name);
+                    peer.kill();
+                    return Ok(Outcome::CloseClient);
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let secs = started.elapsed().as_secs_f64();
+                crate::warn!(
+                    "[pool {}] child {}, {} execution timed out ({secs:.1} sec), terminating",
+                    self.pool_name,
+                    std::process::id(),
+                    describe(req)
+                );
+                peer.kill();
+                self.terminated = true;
+                return terminated(client, req.id, head_sent);
+            }
+            if readable(ev[1]) {
+                for s in crate::os::signals::drain(sigfd) {
+                    if matches!(s, Signal::SIGTERM | Signal::SIGINT) {
+                        peer.kill();
+                        return Err(Stop::Exit);
+                    }
+                    on_signal(s);
+                }
+            }
+            // The web server's side.
+            if !client_gone && readable(ev[0]) {
+                match cbuf.fill(client) {
+                    Ok(Filled::Eof) | Err(_) => client_gone = true,
+                    Ok(_) => {}
+                }
+                loop {
+                    let (taken, next) = match cbuf.peek() {
+                        Ok(Some((rec, n))) => (n, Some(classify(rec, req.id))),
+                        Ok(None) => (0, None),
+                        Err(_) => {
+                            client_gone = true;
+                            (0, None)
+                        }
+                    };
+                    let Some(next) = next else { break };
+                    match next {
+                        FromClient::Stdin(range) => {
+                            let data = &cbuf.raw()[range];
+                            if stdin_done {
+                            } else if data.is_empty() {
+                                stdin_done = true;
+                                peer.stdin_end(&mut to_app);
+                            } else {
+                                peer.stdin(&mut to_app, data);
+                            }
+                        }
+                        FromClient::Abort => {
+                            aborted = true;
+                            client_gone = true;
+                        }
+                        FromClient::OtherBegin(id) => {
+                            codec::end_request(&mut to_client.buf, id, 0, ProtocolStatus::CantMpxConn);
+                        }
+                        FromClient::Ignore => {}
+                    }
+                    cbuf.consume(taken);
+                }
+                if client_gone {
+                    // Nobody waits for the answer: a CGI child is stopped;
+                    // a FastCGI program is told to abort and drained.
+                    match &mut peer {
+                        Peer::Cgi { .. } => {
+                            peer.kill();
+                            return Ok(if aborted {
+                                let mut out = Vec::new();
+                                codec::end_request(&mut out, req.id, 0, ProtocolStatus::RequestComplete);
+                                let _ = blocking_write(client, &out);
+                                Outcome::Done {
+                                    cpu_percent: 0.0,
+                                    memory: 0,
+                                }
+                            } else {
+                                Outcome::CloseClient
+                            });
+                        }
+                        Peer::FastCgi { .. } => codec::abort_request(&mut to_app.buf, APP_ID),
+                    }
+                }
+            }
+            if !client_gone && writable(ev[0]) && to_client.pending() > 0 && to_client.flush(client).is_err() {
+                client_gone = true;
+            }
+            // The app's side.
+            match peer.pump(&ev[2..], &mut to_app, &mut to_client, req.id, &mut head_sent) {
+                Ok(Some(status)) => ended = Some(status),
+                Ok(None) => {}
+                Err(e) => {
+                    crate::error!(
+                        "[pool {}] the application failed during {}: {e}",
+                        self.pool_name,
+                        describe(req)
+                    );
+                    peer.kill();
+                    if head_sent || client_gone {
+                        return Ok(Outcome::CloseClient);
+                    }
+                    return Ok(answer_error(client, req.id, 502, "the application failed"));
+                }
+            }
+            if client_gone {
+                to_client.buf.clear();
+                to_client.sent = 0;
+            }
+        }
+        if client_gone && !aborted {
+            return Ok(Outcome::CloseClient);
+        }
+        if aborted {
+            let mut out = Vec::new();
+            codec::end_request(&mut out, req.id, ended.unwrap_or(0), ProtocolStatus::RequestComplete);
+            if blocking_write(client, &out).is_err() {
+                return Ok(Outcome::CloseClient);
+            }
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        let ticks = peer.cpu_ticks().saturating_sub(cpu_before);
+        let cpu_percent = ticks as f64 / clock_ticks() / secs * 100.0;
+        let memory = peer.memory();
+        Ok(Outcome::Done { cpu_percent, memory })
+    }
+
+}
+
+/// The peer for one request: the owned program's connection, or a CGI child.
+fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
+        match kind {
+            Kind::FastCgi(p) => {
+                if p.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
+                    p.stop();
+                    p.start()?;
+                }
+                if p.conn.is_none() {
+                    let s = UnixStream::connect(p.dir.join("app.sock")).map_err(|e| format!("connect: {e}"))?;
+                    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                    p.conn = Some(s);
+                }
+                let pid = p.child.as_ref().map_or(0, Child::id);
+                Ok(Peer::FastCgi {
+                    program: p,
+                    buf: RecordBuf::default(),
+                    pid,
+                })
+            }
+            Kind::Cgi { argv, env, clear_env } => {
+                let (program, args) = match argv {
+                    Some(a) => (a[0].clone(), a[1..].to_vec()),
+                    None => {
+                        let f = req
+                            .param("SCRIPT_FILENAME")
+                            .filter(|f| !f.is_empty())
+                            .ok_or("no SCRIPT_FILENAME parameter")?;
+                        (f.to_string(), Vec::new())
+                    }
+                };
+                let mut cmd = Command::new(&program);
+                cmd.args(&args);
+                if *clear_env {
+                    cmd.env_clear();
+                }
+                cmd.envs(env.iter().map(|(k, v)| (k, v)));
+                for (k, v) in &req.pairs {
+                    if !k.is_empty() && !k.contains('=') {
+                        cmd.env(k, v);
+                    }
+                }
+                if let Some(dir) = std::path::Path::new(&program).parent().filter(|d| d.is_dir()) {
+                    cmd.current_dir(dir);
+                }
+                cmd.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0);
+                let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+                let stdin = child.stdin.take();
+                let stdout = child.stdout.take();
+                let stderr = child.stderr.take();
+                for f in [
+                    stdin.as_ref().map(|s| s.as_fd()),
+                    stdout.as_ref().map(|s| s.as_fd()),
+                    stderr.as_ref().map(|s| s.as_fd()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    set_nonblocking(f);
+                }
+                Ok(Peer::Cgi {
+                    pid: child.id() as i32,
+                    stdin,
+                    stdout,
+                    stderr,
+                    out: RecordBuf::default(),
+                    err: RecordBuf::default(),
+                    rusage: None,
+                })
+            }
+        }
+    }
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Program {
+    fn start(&mut self) -> Result<(), String> {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let path = self.dir.join("app.sock");
+        let l = UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::from(OwnedFd::from(l)))
+            .process_group(0);
+        if self.catch_output {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        } else {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        // SAFETY: the closure only calls prctl, which is async-signal-safe,
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The program dies with its worker, even on SIGKILL.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("{}: {e}", self.argv[0]))?;
+        self.child = Some(child);
+        self.conn = None;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.conn = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// One request's other end.
+enum Peer<'a> {
+    FastCgi {
+        program: &'a mut Program,
+        buf: RecordBuf,
+        pid: u32,
+    },
+    Cgi {
+        pid: i32,
+        stdin: Option<ChildStdin>,
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+        out: RecordBuf,
+        err: RecordBuf,
+        rusage: Option<libc::rusage>,
+    },
+}
+
+impl Peer<'_> {
+    /// Adds the app's descriptors to the poll set (after the client and signalfd).
+    fn poll_fds<'f>(&'f self, fds: &mut Vec<(std::os::fd::BorrowedFd<'f>, PollFlags)>, app_in: bool, app_out: bool) {
+        match self {
+            Peer::FastCgi { program, .. } => {
+                if let Some(c) = &program.conn {
+                    let mut ev = PollFlags::empty();
+                    if app_in {
+                        ev |= PollFlags::POLLIN;
+                    }
+                    if app_out {
+                        ev |= PollFlags::POLLOUT;
+                    }
+                    fds.push((c.as_fd(), ev));
+                }
+            }
+            Peer::Cgi {
+                stdin, stdout, stderr, ..
+            } => {
+                let flag = |on: bool, f: PollFlags| if on { f } else { PollFlags::empty() };
+                // Fixed positions: stdin, stdout, stderr (absent ones skipped by index).
+                if let Some(s) = stdin {
+                    fds.push((s.as_fd(), flag(app_out, PollFlags::POLLOUT)));
+                }
+                if let Some(s) = stdout {
+                    fds.push((s.as_fd(), flag(app_in, PollFlags::POLLIN)));
+                }
+                if let Some(s) = stderr {
+                    fds.push((s.as_fd(), flag(app_in, PollFlags::POLLIN)));
+                }
+            }
+        }
+    }
+
+    fn stdin(&mut self, to_app: &mut Outbox, data: &[u8]) {
+        match self {
+            Peer::FastCgi { .. } => codec::stream(&mut to_app.buf, kind::STDIN, APP_ID, data),
+            Peer::Cgi { .. } => to_app.buf.extend_from_slice(data),
+        }
+    }
+
+    fn stdin_end(&mut self, to_app: &mut Outbox) {
+        match self {
+            Peer::FastCgi { .. } => codec::end_stream(&mut to_app.buf, kind::STDIN, APP_ID),
+            Peer::Cgi { stdin, .. } => {
+                if to_app.pending() == 0 {
+                    *stdin = None;
+                }
+            }
+        }
+    }
+
+    /// Moves bytes between the app and the two queues after a poll;
+    /// `Some(app_status)` once the app's answer is complete.
+    fn pump(
+        &mut self,
+        ev: &[PollFlags],
+        to_app: &mut Outbox,
+        to_client: &mut Outbox,
+        id: u16,
+        head_sent: &mut bool,
+    ) -> io::Result<Option<u32>> {
+        match self {
+            Peer::FastCgi { program, buf, .. } => {
+                let Some(conn) = &program.conn else {
+                    return Err(io::Error::other("no connection to the program"));
+                };
+                let e = ev.first().copied().unwrap_or(PollFlags::empty());
+                if writable(e) && to_app.pending() > 0 {
+                    to_app.flush(conn)?;
+                }
+                if readable(e) {
+                    buf.fill(conn)?;
+                }
+                loop {
+                    let (n, end) = match buf.peek().map_err(|e| io::Error::other(e.to_string()))? {
+                        None => break,
+                        Some((rec, n)) => match rec {
+                            Record::Stdout { data, .. } => {
+                                if data.is_empty() {
+                                    codec::end_stream(&mut to_client.buf, kind::STDOUT, id);
+                                } else {
+                                    *head_sent = true;
+                                    codec::stream(&mut to_client.buf, kind::STDOUT, id, data);
+                                }
+                                (n, None)
+                            }
+                            Record::Stderr { data, .. } => {
+                                if data.is_empty() {
+                                    codec::end_stream(&mut to_client.buf, kind::STDERR, id);
+                                } else {
+                                    codec::stream(&mut to_client.buf, kind::STDERR, id, data);
+                                }
+                                (n, None)
+                            }
+                            Record::EndRequest {
+                                app_status,
+                                protocol_status,
+                                ..
+                            } => {
+                                codec::end_request(&mut to_client.buf, id, app_status, protocol_status);
+                                (n, Some(app_status))
+                            }
+                            _ => (n, None),
+                        },
+                    };
+                    buf.consume(n);
+                    if let Some(s) = end {
+                        return Ok(Some(s));
+                    }
+                }
+                if buf.eof {
+                    return Err(io::Error::other("the program closed its connection before ending the request"));
+                }
+                Ok(None)
+            }
+            Peer::Cgi {
+                pid,
+                stdin,
+                stdout,
+                stderr,
+                out,
+                err,
+                rusage,
+            } => {
+                let mut i = 0;
+                if stdin.is_some() {
+                    if writable(ev.get(i).copied().unwrap_or(PollFlags::empty())) && to_app.pending() > 0 {
+                        let s = stdin.as_ref().expect("checked");
+                        if to_app.flush(s).is_err() {
+                            // The script does not read its body: that is its right.
+                            to_app.buf.clear();
+                            to_app.sent = 0;
+                        }
+                    }
+                    i += 1;
+                }
+                if stdout.is_some() {
+                    if readable(ev.get(i).copied().unwrap_or(PollFlags::empty())) {
+                        let s = stdout.as_mut().expect("checked");
+                        out.fill(s)?;
+                        let data = out.take_raw();
+                        if !data.is_empty() {
+                            *head_sent = true;
+                            codec::stream(&mut to_client.buf, kind::STDOUT, id, &data);
+                        }
+                        if out.eof {
+                            *stdout = None;
+                        }
+                    }
+                    i += 1;
+                }
+                if stderr.is_some() && readable(ev.get(i).copied().unwrap_or(PollFlags::empty())) {
+                    let s = stderr.as_mut().expect("checked");
+                    err.fill(s)?;
+                    let data = err.take_raw();
+                    codec::stream(&mut to_client.buf, kind::STDERR, id, &data);
+                    if err.eof {
+                        *stderr = None;
+                    }
+                }
+                if stdout.is_none() && stderr.is_none() {
+                    let (status, ru) = wait_child(*pid)?;
+                    *rusage = Some(ru);
+                    codec::end_stream(&mut to_client.buf, kind::STDOUT, id);
+                    codec::end_request(&mut to_client.buf, id, status, ProtocolStatus::RequestComplete);
+                    return Ok(Some(status));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Peer::FastCgi { program, .. } => program.stop(),
+            Peer::Cgi { pid, .. } => {
+                let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+                let _ = wait_child(*pid);
+            }
+        }
+    }
+
+    /// CPU time used so far, in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        match self {
+            Peer::FastCgi { pid, .. } => proc_cpu_ticks(*pid),
+            Peer::Cgi { rusage, .. } => rusage.map_or(0, |r| {
+                let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+                ((us(r.ru_utime) + us(r.ru_stime)) / 1e6 * clock_ticks()) as u64
+            }),
+        }
+    }
+
+    /// Resident memory of the app after the request.
+    fn memory(&self) -> u64 {
+        match self {
+            Peer::FastCgi { pid, .. } => rss(*pid),
+            Peer::Cgi { rusage, .. } => rusage.map_or(0, |r| r.ru_maxrss as u64 * 1024),
+        }
+    }
+}
+
+/// What a record from the web server means during a request.
+enum FromClient {
+    Stdin(std::ops::Range<usize>),
+    Abort,
+    OtherBegin(u16),
+    Ignore,
+}
+
+fn classify(rec: Record<'_>, id: u16) -> FromClient {
+    match rec {
+        Record::Stdin { id: i, data } if i == id => {
+            // The data's place in the buffer: records are header + data.
+            let start = codec::HEADER_LEN;
+            FromClient::Stdin(start..start + data.len())
+        }
+        Record::AbortRequest { id: i } if i == id => FromClient::Abort,
+        Record::BeginRequest { id: i, .. } if i != id => FromClient::OtherBegin(i),
+        _ => FromClient::Ignore,
+    }
+}
+
+/// Reaps a CGI child: its exit status (128 + signal when killed) and its resource use.
+fn wait_child(pid: i32) -> io::Result<(u32, libc::rusage)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only through the two valid pointers given.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status) as u32
+            } else {
+                128 + libc::WTERMSIG(status) as u32
+            };
+            return Ok((code, ru));
+        }
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if Instant::now() >= deadline {
+            // Output closed but still running: it has had its chance.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::os::fd::AsRawFd;
+    if let Ok(fl) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let _ = fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
+        );
+    }
+}
+
+/// Writes all of `out` to a nonblocking socket, waiting as needed (at most 10 s).
+pub fn blocking_write(client: &Socket, out: &[u8]) -> io::Result<()> {
+    let mut ob = Outbox {
+        buf: out.to_vec(),
+        sent: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ob.flush(client)? {
+        if Instant::now() >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        wait(&[(client.as_fd(), PollFlags::POLLOUT)], Some(deadline))?;
+    }
+    Ok(())
+}
+
+/// Answers a request with an error status of the worker's own.
+pub fn answer_error(client: &Socket, id: u16, status: u16, why: &str) -> Outcome {
+    let mut out = Vec::new();
+    let body = format!(
+        "Status: {status} {}\r\nContent-Type: text/plain\r\n\r\n{why}\n",
+        crate::http::status::reason(status)
+    );
+    codec::stream(&mut out, kind::STDOUT, id, body.as_bytes());
+    codec::end_stream(&mut out, kind::STDOUT, id);
+    codec::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
+    match blocking_write(client, &out) {
+        Ok(()) => Outcome::Done {
+            cpu_percent: 0.0,
+            memory: 0,
+        },
+        Err(_) => Outcome::CloseClient,
+    }
+}
+
+/// A terminated request: an error answer if nothing was sent yet, else a
+/// cut connection (so the client sees a truncation, never a clean end).
+fn terminated(client: &Socket, id: u16, head_sent: bool) -> Result<Outcome, Stop> {
+    if head_sent {
+        return Ok(Outcome::CloseClient);
+    }
+    Ok(answer_error(client, id, 504, "the request ran past request_terminate_timeout"))
+}
+
+/// "GET /x.php?a=1 (script /srv/x.php)" for logs, with control bytes escaped.
+pub fn describe(req: &Request) -> String {
+    let uri = req.param("REQUEST_URI").unwrap_or("-");
+    let method = req.param("REQUEST_METHOD").unwrap_or("-");
+    let script = req.param("SCRIPT_FILENAME").unwrap_or("-");
+    use crate::core::log::Esc;
+    format!(
+        "script '{}' (request: \"{} {}\")",
+        Esc(script.as_bytes()),
+        Esc(method.as_bytes()),
+        Esc(uri.as_bytes())
+    )
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads its argument.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// utime + stime of a process, from /proc/PID/stat.
+pub fn proc_cpu_ticks(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split(' ').collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    n(11) + n(12)
+}
+
+/// Resident set size of a process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = s.split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads its argument.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}

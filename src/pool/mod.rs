@@ -1,0 +1,12 @@
+//! Application pools (php-fpm's model): worker processes under the master
+//! that each serve one FastCGI request at a time with the app they own,
+//! a scoreboard in shared memory, the pm rules the master applies, and the
+//! status the pools report.
+
+pub mod app;
+pub mod io;
+pub mod manager;
+pub mod registry;
+pub mod scoreboard;
+pub mod status;
+pub mod worker;

@@ -1,0 +1,33 @@
+//! The pools of the running configuration, as every process forked by the
+//! master sees them: the master sets the list before forking, so HTTP
+//! workers find each pool's config and scoreboard for the status handler.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::scoreboard::Scoreboard;
+use super::status::PoolView;
+use crate::config::pool::Pool;
+
+/// A pool's config and its scoreboard (one generation of its workers).
+pub struct Running {
+    pub cfg: Pool,
+    pub sb: Scoreboard,
+}
+
+thread_local! {
+    static POOLS: RefCell<Vec<Rc<Running>>> = const { RefCell::new(Vec::new()) };
+}
+
+pub fn set(pools: Vec<Rc<Running>>) {
+    POOLS.with(|p| *p.borrow_mut() = pools);
+}
+
+/// Calls `f` with a view of every pool.
+pub fn with<R>(f: impl FnOnce(&[PoolView<'_>]) -> R) -> R {
+    POOLS.with(|p| {
+        let list = p.borrow();
+        let views: Vec<PoolView<'_>> = list.iter().map(|r| PoolView { cfg: &r.cfg, sb: &r.sb }).collect();
+        f(&views)
+    })
+}

@@ -1,0 +1,521 @@
+//! A pool worker process (php-fpm's child): accepts on its pool's socket,
+//! serves one FastCGI request at a time with the app it owns, and records
+//! each stage in its scoreboard slot. It stops after `max_requests`, past
+//! `max_memory`, or when the master asks (SIGQUIT: after the request in
+//! progress; SIGTERM: now).
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use nix::poll::PollFlags;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use socket2::Socket;
+
+use super::app::{self, App, Outcome, Request, Stop};
+use super::io::{Filled, RecordBuf, readable, wait};
+use super::scoreboard::{RequestInfo, Scoreboard, State};
+use crate::config::pool::Pool;
+use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
+use crate::os::{signals, title};
+
+/// Everything a worker needs, handed over by the master after fork.
+pub struct Spec<'a> {
+    pub pool: &'a Pool,
+    pub sb: &'a Scoreboard,
+    pub slot: usize,
+    pub listen: Socket,
+}
+
+struct Worker<'a> {
+    pool: &'a Pool,
+    sb: &'a Scoreboard,
+    slot: usize,
+    sigfd: SignalFd,
+    app: App,
+    /// SIGQUIT came: stop after the request in progress.
+    quit: bool,
+    /// SIGTERM came: stop now.
+    exit: bool,
+}
+
+/// Runs the worker; returns its exit code.
+pub fn run(spec: Spec<'_>) -> i32 {
+    let pool = spec.pool;
+    title::set(&format!("corral: pool {}", pool.name));
+    let sigfd = match signals::signal_fd() {
+        Ok(fd) => fd,
+        Err(e) => {
+            crate::crit!("[pool {}] cannot set up signals: {e}", pool.name);
+            return 2;
+        }
+    };
+    if let Err(e) = prepare(pool) {
+        crate::crit!("[pool {}] {e}", pool.name);
+        return 2;
+    }
+    signals::die_with_parent(Signal::SIGTERM);
+    let mut app = App::new(pool);
+    if let Err(e) = app.start() {
+        crate::crit!("[pool {}] cannot start the application: {e}", pool.name);
+        return 2;
+    }
+    let mut w = Worker {
+        pool,
+        sb: spec.sb,
+        slot: spec.slot,
+        sigfd,
+        app,
+        quit: false,
+        exit: false,
+    };
+    let code = w.serve(&spec.listen);
+    w.app.stop();
+    code
+}
+
+/// Limits, priority, directory and user, as the pool's config says.
+fn prepare(pool: &Pool) -> Result<(), String> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Some(n) = pool.rlimit_files {
+        setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("setrlimit(RLIMIT_NOFILE, {n}) failed: {e}"))?;
+    }
+    if let Some(core) = pool.rlimit_core {
+        let n = core.unwrap_or(RLIM_INFINITY);
+        setrlimit(Resource::RLIMIT_CORE, n, n).map_err(|e| format!("setrlimit(RLIMIT_CORE) failed: {e}"))?;
+    }
+    if let Some(p) = pool.priority {
+        // SAFETY: setpriority only reads its integer arguments.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, p) } != 0 {
+            return Err(format!("setpriority({p}) failed: {}", std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(c) = &pool.user {
+        crate::os::privileges::drop_to(c)?;
+    }
+    if let Some(d) = &pool.chdir {
+        std::env::set_current_dir(d).map_err(|e| format!("chdir({}) failed: {e}", d.display()))?;
+    }
+    Ok(())
+}
+
+impl Worker<'_> {
+    fn on_signal(&mut self, s: Signal) {
+        match s {
+            Signal::SIGQUIT => self.quit = true,
+            Signal::SIGTERM | Signal::SIGINT => self.exit = true,
+            Signal::SIGUSR1 => {
+                let _ = crate::core::log::reopen();
+            }
+            _ => {}
+        }
+    }
+
+    fn signals(&mut self) {
+        for s in signals::drain(&self.sigfd) {
+            self.on_signal(s);
+        }
+    }
+
+    /// The accept loop.
+    fn serve(&mut self, listen: &Socket) -> i32 {
+        // EPOLLEXCLUSIVE: one idle worker wakes per connection, not all.
+        let ep = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
+            Ok(e) => e,
+            Err(e) => {
+                crate::crit!("[pool {}] epoll_create failed: {e}", self.pool.name);
+                return 2;
+            }
+        };
+        let ok = ep
+            .add(listen.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, 0))
+            .and_then(|_| ep.add(self.sigfd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1)));
+        if let Err(e) = ok {
+            crate::crit!("[pool {}] epoll_ctl failed: {e}", self.pool.name);
+            return 2;
+        }
+        self.sb.set_state(self.slot, State::Idle);
+        let mut events = [EpollEvent::empty(); 2];
+        loop {
+            if self.quit || self.exit {
+                return 0;
+            }
+            let n = match ep.wait(&mut events, nix::sys::epoll::EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    crate::crit!("[pool {}] epoll_wait failed: {e}", self.pool.name);
+                    return 2;
+                }
+            };
+            if events[..n].iter().any(|e| e.data() == 1) {
+                self.signals();
+                continue;
+            }
+            let (conn, peer) = match listen.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::error!("[pool {}] accept() failed: {e}", self.pool.name);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if !self.pool.allowed_clients.is_empty() {
+                let ip = peer.as_socket().map(|a| a.ip());
+                let ip = ip.map(|i| match i {
+                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(i, std::net::IpAddr::V4),
+                    v4 => v4,
+                });
+                if !ip.is_some_and(|i| self.pool.allowed_clients.contains(&i)) {
+                    crate::error!(
+                        "[pool {}] connection disallowed: IP address '{}' is not in allowed_clients",
+                        self.pool.name,
+                        ip.map_or("-".into(), |i| i.to_string())
+                    );
+                    continue;
+                }
+            }
+            self.sb.count_accepted();
+            self.sb.set_state(self.slot, State::ReadingHeaders);
+            let recycle = self.connection(&conn);
+            drop(conn);
+            if self.exit || self.quit || recycle {
+                return 0;
+            }
+            self.sb.set_state(self.slot, State::Idle);
+        }
+    }
+
+    /// Serves one connection until it closes; true when the worker must
+    /// be replaced now (max_requests, max_memory).
+    fn connection(&mut self, conn: &Socket) -> bool {
+        let mut buf = RecordBuf::default();
+        let mut first = true;
+        loop {
+            // Between requests: wait for the next record.
+            let (rec_len, action) = loop {
+                match buf.peek() {
+                    Err(e) => {
+                        crate::error!("[pool {}] bad FastCGI record from the web server: {e}", self.pool.name);
+                        return false;
+                    }
+                    Ok(Some((rec, n))) => break (n, Between::from(rec)),
+                    Ok(None) => {}
+                }
+                if buf.eof || self.exit || (self.quit && !first) {
+                    return false;
+                }
+                let ev = match wait(
+                    &[(conn.as_fd(), PollFlags::POLLIN), (self.sigfd.as_fd(), PollFlags::POLLIN)],
+                    None,
+                ) {
+                    Ok(ev) => ev,
+                    Err(_) => return false,
+                };
+                if readable(ev[1]) {
+                    self.signals();
+                }
+                if readable(ev[0]) && !matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock)) {
+                    return false;
+                }
+            };
+            buf.consume(rec_len);
+            let mut out = Vec::new();
+            match action {
+                Between::GetValues(names) => {
+                    let mut pairs = Vec::new();
+                    for n in names {
+                        match n.as_str() {
+                            "FCGI_MAX_CONNS" | "FCGI_MAX_REQS" => pairs.push((n, "1")),
+                            "FCGI_MPXS_CONNS" => pairs.push((n, "0")),
+                            _ => {}
+                        }
+                    }
+                    let refs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                    codec::get_values_result(&mut out, &refs);
+                }
+                Between::Unknown(k) => codec::unknown_type(&mut out, k),
+                Between::Begin { id, role, keep } if role != Role::Responder => {
+                    codec::end_request(&mut out, id, 0, ProtocolStatus::UnknownRole);
+                    if app::blocking_write(conn, &out).is_err() || !keep {
+                        return false;
+                    }
+                    continue;
+                }
+                Between::Begin { id, keep, .. } => {
+                    first = false;
+                    if !self.request(conn, &mut buf, id) || !keep {
+                        return self.must_recycle();
+                    }
+                    if self.must_recycle() {
+                        return true;
+                    }
+                    self.sb.set_state(self.slot, State::Kept);
+                    continue;
+                }
+                Between::Ignore => continue,
+            }
+            if app::blocking_write(conn, &out).is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// One request: its params, then the app (or the built-in ping and
+    /// status answers). False when the connection cannot go on.
+    fn request(&mut self, conn: &Socket, buf: &mut RecordBuf, id: u16) -> bool {
+        self.sb.set_state(self.slot, State::ReadingHeaders);
+        let mut params = Vec::new();
+        loop {
+            let step = match buf.peek() {
+                Err(_) => return false,
+                Ok(Some((rec, n))) => Some((
+                    n,
+                    match rec {
+                        Record::Params { id: i, data } if i == id => {
+                            if data.is_empty() {
+                                ParamStep::Done
+                            } else {
+                                params.extend_from_slice(data);
+                                ParamStep::More
+                            }
+                        }
+                        Record::AbortRequest { id: i } if i == id => ParamStep::Abort,
+                        Record::BeginRequest { id: i, .. } if i != id => ParamStep::OtherBegin(i),
+                        _ => ParamStep::More,
+                    },
+                )),
+                Ok(None) => None,
+            };
+            match step {
+                Some((n, s)) => {
+                    buf.consume(n);
+                    match s {
+                        ParamStep::Done => break,
+                        ParamStep::More => {}
+                        ParamStep::Abort => {
+                            let mut out = Vec::new();
+                            codec::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
+                            return app::blocking_write(conn, &out).is_ok();
+                        }
+                        ParamStep::OtherBegin(other) => {
+                            let mut out = Vec::new();
+                            codec::end_request(&mut out, other, 0, ProtocolStatus::CantMpxConn);
+                            if app::blocking_write(conn, &out).is_err() {
+                                return false;
+                            }
+                        }
+                    }
+                    if params.len() > 16 << 20 {
+                        crate::error!("[pool {}] more than 16 MiB of params: closing", self.pool.name);
+                        return false;
+                    }
+                }
+                None => {
+                    if buf.eof || self.exit {
+                        return false;
+                    }
+                    let ev = match wait(
+                        &[(conn.as_fd(), PollFlags::POLLIN), (self.sigfd.as_fd(), PollFlags::POLLIN)],
+                        None,
+                    ) {
+                        Ok(ev) => ev,
+                        Err(_) => return false,
+                    };
+                    if readable(ev[1]) {
+                        self.signals();
+                    }
+                    if readable(ev[0]) && !matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock)) {
+                        return false;
+                    }
+                }
+            }
+        }
+        let mut pairs = Vec::new();
+        for p in codec::Pairs::new(&params) {
+            let Ok((n, v)) = p else {
+                crate::error!("[pool {}] malformed params from the web server", self.pool.name);
+                return false;
+            };
+            pairs.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+        }
+        let req = Request { id, params, pairs };
+        let get = |n| req.param(n).unwrap_or("");
+        let script = req.param("SCRIPT_FILENAME").or(req.param("SCRIPT_NAME")).unwrap_or("-");
+        self.sb.begin_request(
+            self.slot,
+            &RequestInfo {
+                method: get("REQUEST_METHOD"),
+                uri: req.param("REQUEST_URI").unwrap_or("-"),
+                script,
+                user: req.param("REMOTE_USER").filter(|u| !u.is_empty()).unwrap_or("-"),
+                content_length: get("CONTENT_LENGTH").parse().unwrap_or(0),
+            },
+        );
+        let name = req.param("SCRIPT_NAME").unwrap_or("");
+        let builtin = if !name.is_empty() && self.pool.ping_path.as_deref() == Some(name) {
+            Some((
+                "text/plain".to_string(),
+                format!("{}\n", self.pool.ping_response).into_bytes(),
+            ))
+        } else if !name.is_empty() && self.pool.status_path.as_deref() == Some(name) {
+            let view = super::status::PoolView {
+                cfg: self.pool,
+                sb: self.sb,
+            };
+            let (ct, body) = super::status::render_fpm(&view, get("QUERY_STRING"));
+            Some((ct.to_string(), body))
+        } else {
+            None
+        };
+        let outcome = match builtin {
+            Some((ct, body)) => self.builtin(conn, buf, id, &ct, &body),
+            None => {
+                let deadline = self.pool.request_terminate_timeout.map(|t| Instant::now() + t);
+                let mut signals_seen = Vec::new();
+                let r = self.app.serve(&req, conn, buf, &self.sigfd, deadline, &mut |s| {
+                    signals_seen.push(s)
+                });
+                for s in signals_seen {
+                    self.on_signal(s);
+                }
+                match r {
+                    Ok(o) => o,
+                    Err(Stop::Exit) => {
+                        self.exit = true;
+                        Outcome::CloseClient
+                    }
+                }
+            }
+        };
+        self.sb.set_state(self.slot, State::Finishing);
+        if std::mem::take(&mut self.app.terminated) {
+            self.sb.count_terminated();
+        }
+        match outcome {
+            Outcome::Done { cpu_percent, memory } => {
+                self.sb.end_request(self.slot, cpu_percent, memory);
+                true
+            }
+            Outcome::CloseClient => {
+                self.sb.end_request(self.slot, 0.0, 0);
+                false
+            }
+        }
+    }
+
+    /// A built-in answer (ping, status): the body is read and dropped first.
+    fn builtin(&mut self, conn: &Socket, buf: &mut RecordBuf, id: u16, ct: &str, body: &[u8]) -> Outcome {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match buf.peek() {
+                Err(_) => return Outcome::CloseClient,
+                Ok(Some((rec, n))) => {
+                    let end = matches!(rec, Record::Stdin { id: i, data } if i == id && data.is_empty());
+                    buf.consume(n);
+                    if end {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    if buf.eof || Instant::now() >= deadline {
+                        return Outcome::CloseClient;
+                    }
+                    let _ = wait(&[(conn.as_fd(), PollFlags::POLLIN)], Some(deadline));
+                    if matches!(buf.fill(conn), Err(_) | Ok(Filled::Eof)) {
+                        return Outcome::CloseClient;
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut head = format!(
+            "Content-Type: {ct}\r\nExpires: Thu, 01 Jan 1970 00:00:00 GMT\r\nCache-Control: no-cache, no-store, must-revalidate, max-age=0\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        head.extend_from_slice(body);
+        codec::stream(&mut out, kind::STDOUT, id, &head);
+        codec::end_stream(&mut out, kind::STDOUT, id);
+        codec::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
+        match app::blocking_write(conn, &out) {
+            Ok(()) => Outcome::Done {
+                cpu_percent: 0.0,
+                memory: 0,
+            },
+            Err(_) => Outcome::CloseClient,
+        }
+    }
+
+    /// `max_requests` reached or `max_memory` passed.
+    fn must_recycle(&self) -> bool {
+        let p = self.pool;
+        let served = self.sb.requests(self.slot);
+        if p.max_requests > 0 && served >= p.max_requests {
+            crate::info!(
+                "[pool {}] child {} served {served} requests (max_requests), exiting to be replaced",
+                p.name,
+                std::process::id()
+            );
+            return true;
+        }
+        if p.max_memory > 0 {
+            let mut rss = app::rss(std::process::id());
+            if let Some(pid) = self.app.pid() {
+                rss += app::rss(pid);
+            }
+            if rss > p.max_memory {
+                crate::notice!(
+                    "[pool {}] child {} uses {} KiB, more than max_memory ({} KiB): exiting to be replaced",
+                    p.name,
+                    std::process::id(),
+                    rss >> 10,
+                    p.max_memory >> 10
+                );
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A record between requests.
+enum Between {
+    GetValues(Vec<String>),
+    Unknown(u8),
+    Begin { id: u16, role: Role, keep: bool },
+    Ignore,
+}
+
+impl From<Record<'_>> for Between {
+    fn from(rec: Record<'_>) -> Between {
+        match rec {
+            Record::GetValues { data } => Between::GetValues(
+                codec::Pairs::new(data)
+                    .filter_map(Result::ok)
+                    .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                    .collect(),
+            ),
+            Record::Unknown { kind, .. } => Between::Unknown(kind),
+            Record::BeginRequest { id, role, keep_conn } => Between::Begin {
+                id,
+                role,
+                keep: keep_conn,
+            },
+            _ => Between::Ignore,
+        }
+    }
+}
+
+enum ParamStep {
+    Done,
+    More,
+    Abort,
+    OtherBegin(u16),
+}
