@@ -104,7 +104,10 @@ pub(super) fn build_pools(
         };
         let pool = build_pool(&c, src, name, p, http_user)?;
         if let Some(o) = out.iter().find(|o| o.listen == pool.listen) {
-            return Err(c.err("listen", format!("{} is already the listen address of pool {}", pool.listen, o.name)));
+            return Err(c.err(
+                "listen",
+                format!("{} is already the listen address of pool {}", pool.listen, o.name),
+            ));
         }
         out.push(pool);
     }
@@ -119,10 +122,18 @@ fn build_pool(
     http_user: Option<&Credentials>,
 ) -> Result<Pool, ConfigError> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
-        return Err(c.err("", format!("\"{name}\" is not a name of letters, digits, '_', '-' or '.'")));
+        return Err(c.err(
+            "",
+            format!("\"{name}\" is not a name of letters, digits, '_', '-' or '.'"),
+        ));
     }
     let listen = match p.listen {
-        None => return Err(c.err("listen", "is required: \"unix:/run/corral/NAME.sock\" or \"127.0.0.1:9000\"")),
+        None => {
+            return Err(c.err(
+                "listen",
+                "is required: \"unix:/run/corral/NAME.sock\" or \"127.0.0.1:9000\"",
+            ));
+        }
         Some(l) => parse_address(&l, src).map_err(|e| c.err("listen", e))?,
     };
     let user = credentials(c, p.user, p.group)?;
@@ -157,7 +168,8 @@ fn build_pool(
             _ => return Err(c.err("listen_mode", format!("\"{m}\" is not an octal mode such as \"0660\""))),
         },
     };
-    if !matches!(listen, Address::Unix(_)) && (p.listen_owner.is_some() || p.listen_group.is_some() || p.listen_mode.is_some())
+    if !matches!(listen, Address::Unix(_))
+        && (p.listen_owner.is_some() || p.listen_group.is_some() || p.listen_mode.is_some())
     {
         return Err(c.err("listen_mode", "owner, group and mode apply to a unix socket only"));
     }
@@ -174,12 +186,22 @@ fn build_pool(
     let pm = c.choice(
         "pm",
         p.pm,
-        &[("static", Pm::Static), ("dynamic", Pm::Dynamic), ("ondemand", Pm::Ondemand)],
+        &[
+            ("static", Pm::Static),
+            ("dynamic", Pm::Dynamic),
+            ("ondemand", Pm::Ondemand),
+        ],
         Pm::Dynamic,
     )?;
     let max_children = c.int("max_children", p.max_children, 1, 10_000, 5)? as usize;
     let min_spare = c.int("min_spare_servers", p.min_spare_servers, 1, 10_000, 1)? as usize;
-    let max_spare = c.int("max_spare_servers", p.max_spare_servers, 1, 10_000, 3.min(max_children as i64))? as usize;
+    let max_spare = c.int(
+        "max_spare_servers",
+        p.max_spare_servers,
+        1,
+        10_000,
+        3.min(max_children as i64),
+    )? as usize;
     if pm == Pm::Dynamic {
         if min_spare > max_spare {
             return Err(c.err(
@@ -199,7 +221,9 @@ fn build_pool(
     if pm == Pm::Dynamic && !(min_spare..=max_spare).contains(&start_servers) {
         return Err(c.err(
             "start_servers",
-            format!("{start_servers} must lie between min_spare_servers ({min_spare}) and max_spare_servers ({max_spare})"),
+            format!(
+                "{start_servers} must lie between min_spare_servers ({min_spare}) and max_spare_servers ({max_spare})"
+            ),
         ));
     }
     let opt_dur = |key: &str, v: Option<raw::NumOrStr>| -> Result<Option<Duration>, ConfigError> {
@@ -209,7 +233,10 @@ fn build_pool(
     let request_slowlog_timeout = opt_dur("request_slowlog_timeout", p.request_slowlog_timeout)?;
     let slowlog = p.slowlog.as_deref().map(|s| src.path(s));
     if request_slowlog_timeout.is_some() && slowlog.is_none() {
-        return Err(c.err("slowlog", "is required with request_slowlog_timeout: the file slow requests are written to"));
+        return Err(c.err(
+            "slowlog",
+            "is required with request_slowlog_timeout: the file slow requests are written to",
+        ));
     }
     let process_idle_timeout = c.duration("process_idle_timeout", p.process_idle_timeout, Duration::from_secs(10))?;
     if pm == Pm::Ondemand && process_idle_timeout.is_zero() {
@@ -278,8 +305,13 @@ fn build_pool(
         request_terminate_timeout: opt_dur("request_terminate_timeout", p.request_terminate_timeout)?,
         request_slowlog_timeout,
         slowlog,
-        emergency_restart_threshold: c.int("emergency_restart_threshold", p.emergency_restart_threshold, 0, 10_000, 0)?
-            as u32,
+        emergency_restart_threshold: c.int(
+            "emergency_restart_threshold",
+            p.emergency_restart_threshold,
+            0,
+            10_000,
+            0,
+        )? as u32,
         emergency_restart_interval: c.duration(
             "emergency_restart_interval",
             p.emergency_restart_interval,
@@ -306,7 +338,11 @@ fn build_pool(
     })
 }
 
-fn credentials(c: &Checker<'_>, user: Option<String>, group: Option<String>) -> Result<Option<Credentials>, ConfigError> {
+fn credentials(
+    c: &Checker<'_>,
+    user: Option<String>,
+    group: Option<String>,
+) -> Result<Option<Credentials>, ConfigError> {
     let (name, group) = match (user, group) {
         (None, None) => return Ok(None),
         (None, Some(_)) => return Err(c.err("group", "needs `user` as well")),

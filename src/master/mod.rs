@@ -222,7 +222,11 @@ impl Master {
             }
         }
         // Pools only (behind another web server): no HTTP workers.
-        let n = if self.cfg.servers.is_empty() { 0 } else { self.cfg.main.workers };
+        let n = if self.cfg.servers.is_empty() {
+            0
+        } else {
+            self.cfg.main.workers
+        };
         self.children.set_slots(n);
         for slot in 0..n {
             self.spawn(slot);

@@ -121,9 +121,8 @@ impl Pools {
     /// socket, removed ones drain and their sockets close.
     pub fn reload(&mut self, cfgs: &[Pool], grace: Duration) -> Result<(), String> {
         let old = std::mem::take(&mut self.running);
-        let (same, other): (Vec<RunningPool>, Vec<RunningPool>) = old
-            .into_iter()
-            .partition(|p| cfgs.iter().any(|c| *c == p.shared.cfg));
+        let (same, other): (Vec<RunningPool>, Vec<RunningPool>) =
+            old.into_iter().partition(|p| cfgs.iter().any(|c| *c == p.shared.cfg));
         let mut sockets = Vec::new();
         let mut retiring = Vec::new();
         for p in other {
@@ -250,7 +249,11 @@ impl Pools {
                 let cfg = &p.shared.cfg;
                 if cfg.emergency_restart_threshold > 0 {
                     p.crashes.push_back(now);
-                    while p.crashes.front().is_some_and(|t| now.duration_since(*t) > cfg.emergency_restart_interval) {
+                    while p
+                        .crashes
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > cfg.emergency_restart_interval)
+                    {
                         p.crashes.pop_front();
                     }
                     if p.crashes.len() >= cfg.emergency_restart_threshold as usize {
@@ -308,7 +311,11 @@ impl Pools {
     /// the pools that need workers, with how many.
     pub fn round(&mut self, force: Option<usize>) -> Vec<(usize, usize)> {
         let now = Instant::now();
-        if force.is_none() && self.last_round.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if force.is_none()
+            && self
+                .last_round
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
             return Vec::new();
         }
         if force.is_none() {
@@ -332,6 +339,8 @@ impl Pools {
                 }
                 None => 0,
             };
+            // Woken by a connection: at least that one waits.
+            let waiting = if force.is_some() { waiting.max(1) } else { waiting };
             if self.paused {
                 continue;
             }
@@ -435,7 +444,9 @@ pub fn inherited() -> Vec<PoolSocket> {
         return out;
     };
     for part in v.split(';').filter(|p| !p.is_empty()) {
-        let Some((fd, addr)) = part.split_once('@') else { continue };
+        let Some((fd, addr)) = part.split_once('@') else {
+            continue;
+        };
         let Ok(fd) = fd.parse::<RawFd>() else { continue };
         if fd <= 2 || fcntl(fd, FcntlArg::F_GETFD).is_err() {
             continue;
@@ -464,7 +475,8 @@ pub fn inherited() -> Vec<PoolSocket> {
 }
 
 fn new_pool(cfg: Pool, socket: PoolSocket) -> Result<RunningPool, String> {
-    let sb = Scoreboard::new(cfg.max_children).map_err(|e| format!("cannot map the scoreboard of pool {}: {e}", cfg.name))?;
+    let sb = Scoreboard::new(cfg.max_children)
+        .map_err(|e| format!("cannot map the scoreboard of pool {}: {e}", cfg.name))?;
     Ok(new_pool_parts(Rc::new(Running { cfg, sb }), socket))
 }
 
@@ -565,7 +577,11 @@ fn open_socket(cfg: &Pool) -> Result<PoolSocket, String> {
             if let Ok(meta) = std::fs::symlink_metadata(path) {
                 use std::os::unix::fs::FileTypeExt;
                 if !meta.file_type().is_socket() {
-                    return Err(format!("pool {}: {} exists and is not a socket", cfg.name, path.display()));
+                    return Err(format!(
+                        "pool {}: {} exists and is not a socket",
+                        cfg.name,
+                        path.display()
+                    ));
                 }
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
                     return Err(format!(

@@ -67,7 +67,11 @@ pub struct App {
 
 enum Kind {
     FastCgi(Box<Program>),
-    Cgi { argv: Option<Vec<String>>, env: Vec<(String, String)>, clear_env: bool },
+    Cgi {
+        argv: Option<Vec<String>>,
+        env: Vec<(String, String)>,
+        clear_env: bool,
+    },
 }
 
 /// A FastCGI program owned by the worker.
@@ -154,8 +158,17 @@ impl App {
         let mut peer = match open(&mut self.kind, req) {
             Ok(p) => p,
             Err(e) => {
-                crate::error!("[pool {}] cannot start the app for {}: {e}", self.pool_name, describe(req));
-                return Ok(answer_error(client, req.id, 502, "the application could not be started"));
+                crate::error!(
+                    "[pool {}] cannot start the app for {}: {e}",
+                    self.pool_name,
+                    describe(req)
+                );
+                return Ok(answer_error(
+                    client,
+                    req.id,
+                    502,
+                    "the application could not be started",
+                ));
             }
         };
         let cpu_before = peer.cpu_ticks();
@@ -178,55 +191,8 @@ impl App {
             if client_gone && ended.is_some() {
                 break;
             }
-            // What to wait for.
-            let mut fds = Vec::with_capacity(5);
-            let mut cev = PollFlags::empty();
-            if !client_gone && to_app.pending() < BUFFERED {
-                cev |= PollFlags::POLLIN;
-            }
-            if !client_gone && to_client.pending() > 0 {
-                cev |= PollFlags::POLLOUT;
-            }
-            fds.push((client.as_fd(), cev));
-            fds.push((sigfd.as_fd(), PollFlags::POLLIN));
-            let app_in = ended.is_none() && to_client.pending() < BUFFERED;
-            let app_out = to_app.pending() > 0;
-            peer.poll_fds(&mut fds, app_in, app_out);
-            let ev = match wait(&fds, deadline) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    crate::error!("[pool {}] poll failed: {e}", self.pool_name);
-                    peer.kill();
-                    return Ok(Outcome::CloseClient);
-                }
-            };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let secs = started.elapsed().as_secs_f64();
-                crate::warn!(
-                    "[pool {}] child {}, {} execution timed out ({secs:.1} sec), terminating",
-                    self.pool_name,
-                    std::process::id(),
-                    describe(req)
-                );
-                peer.kill();
-                self.terminated = true;
-                return terminated(client, req.id, head_sent);
-            }
-            if readable(ev[1]) {
-                for s in crate::os::signals::drain(sigfd) {
-                    if matches!(s, Signal::SIGTERM | Signal::SIGINT) {
-                        peer.kill();
-                        return Err(Stop::Exit);
-                    }
-                    on_signal(s);
-                }
-            }
-            // The web server's side.
-            if !client_gone && readable(ev[0]) {
-                match cbuf.fill(client) {
-                    Ok(Filled::Eof) | Err(_) => client_gone = true,
-                    Ok(_) => {}
-                }
+            // The web server's records, read earlier or just now.
+            if !client_gone {
                 loop {
                     let (taken, next) = match cbuf.peek() {
                         Ok(Some((rec, n))) => (n, Some(classify(rec, req.id))),
@@ -281,6 +247,56 @@ impl App {
                     }
                 }
             }
+            // What to wait for.
+            let mut fds = Vec::with_capacity(5);
+            let mut cev = PollFlags::empty();
+            if !client_gone && to_app.pending() < BUFFERED {
+                cev |= PollFlags::POLLIN;
+            }
+            if !client_gone && to_client.pending() > 0 {
+                cev |= PollFlags::POLLOUT;
+            }
+            fds.push((client.as_fd(), cev));
+            fds.push((sigfd.as_fd(), PollFlags::POLLIN));
+            let app_in = ended.is_none() && to_client.pending() < BUFFERED;
+            let app_out = to_app.pending() > 0;
+            peer.poll_fds(&mut fds, app_in, app_out);
+            let ev = match wait(&fds, deadline) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    crate::error!("[pool {}] poll failed: {e}", self.pool_name);
+                    peer.kill();
+                    return Ok(Outcome::CloseClient);
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let secs = started.elapsed().as_secs_f64();
+                crate::warn!(
+                    "[pool {}] child {}, {} execution timed out ({secs:.1} sec), terminating",
+                    self.pool_name,
+                    std::process::id(),
+                    describe(req)
+                );
+                peer.kill();
+                self.terminated = true;
+                return terminated(client, req.id, head_sent);
+            }
+            if readable(ev[1]) {
+                for s in crate::os::signals::drain(sigfd) {
+                    if matches!(s, Signal::SIGTERM | Signal::SIGINT) {
+                        peer.kill();
+                        return Err(Stop::Exit);
+                    }
+                    on_signal(s);
+                }
+            }
+            // The web server's side.
+            if !client_gone && readable(ev[0]) {
+                match cbuf.fill(client) {
+                    Ok(Filled::Eof) | Err(_) => client_gone = true,
+                    Ok(_) => {}
+                }
+            }
             if !client_gone && writable(ev[0]) && to_client.pending() > 0 && to_client.flush(client).is_err() {
                 client_gone = true;
             }
@@ -300,6 +316,9 @@ impl App {
                     }
                     return Ok(answer_error(client, req.id, 502, "the application failed"));
                 }
+            }
+            if stdin_done && to_app.pending() == 0 {
+                peer.close_stdin();
             }
             if client_gone {
                 to_client.buf.clear();
@@ -322,84 +341,83 @@ impl App {
         let memory = peer.memory();
         Ok(Outcome::Done { cpu_percent, memory })
     }
-
 }
 
 /// The peer for one request: the owned program's connection, or a CGI child.
 fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
-        match kind {
-            Kind::FastCgi(p) => {
-                if p.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
-                    p.stop();
-                    p.start()?;
-                }
-                if p.conn.is_none() {
-                    let s = UnixStream::connect(p.dir.join("app.sock")).map_err(|e| format!("connect: {e}"))?;
-                    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-                    p.conn = Some(s);
-                }
-                let pid = p.child.as_ref().map_or(0, Child::id);
-                Ok(Peer::FastCgi {
-                    program: p,
-                    buf: RecordBuf::default(),
-                    pid,
-                })
+    match kind {
+        Kind::FastCgi(p) => {
+            if p.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
+                p.stop();
+                p.start()?;
             }
-            Kind::Cgi { argv, env, clear_env } => {
-                let (program, args) = match argv {
-                    Some(a) => (a[0].clone(), a[1..].to_vec()),
-                    None => {
-                        let f = req
-                            .param("SCRIPT_FILENAME")
-                            .filter(|f| !f.is_empty())
-                            .ok_or("no SCRIPT_FILENAME parameter")?;
-                        (f.to_string(), Vec::new())
-                    }
-                };
-                let mut cmd = Command::new(&program);
-                cmd.args(&args);
-                if *clear_env {
-                    cmd.env_clear();
-                }
-                cmd.envs(env.iter().map(|(k, v)| (k, v)));
-                for (k, v) in &req.pairs {
-                    if !k.is_empty() && !k.contains('=') {
-                        cmd.env(k, v);
-                    }
-                }
-                if let Some(dir) = std::path::Path::new(&program).parent().filter(|d| d.is_dir()) {
-                    cmd.current_dir(dir);
-                }
-                cmd.stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .process_group(0);
-                let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
-                let stdin = child.stdin.take();
-                let stdout = child.stdout.take();
-                let stderr = child.stderr.take();
-                for f in [
-                    stdin.as_ref().map(|s| s.as_fd()),
-                    stdout.as_ref().map(|s| s.as_fd()),
-                    stderr.as_ref().map(|s| s.as_fd()),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    set_nonblocking(f);
-                }
-                Ok(Peer::Cgi {
-                    pid: child.id() as i32,
-                    stdin,
-                    stdout,
-                    stderr,
-                    out: RecordBuf::default(),
-                    err: RecordBuf::default(),
-                    rusage: None,
-                })
+            if p.conn.is_none() {
+                let s = UnixStream::connect(p.dir.join("app.sock")).map_err(|e| format!("connect: {e}"))?;
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                p.conn = Some(s);
             }
+            let pid = p.child.as_ref().map_or(0, Child::id);
+            Ok(Peer::FastCgi {
+                program: p,
+                buf: RecordBuf::default(),
+                pid,
+            })
+        }
+        Kind::Cgi { argv, env, clear_env } => {
+            let (program, args) = match argv {
+                Some(a) => (a[0].clone(), a[1..].to_vec()),
+                None => {
+                    let f = req
+                        .param("SCRIPT_FILENAME")
+                        .filter(|f| !f.is_empty())
+                        .ok_or("no SCRIPT_FILENAME parameter")?;
+                    (f.to_string(), Vec::new())
+                }
+            };
+            let mut cmd = Command::new(&program);
+            cmd.args(&args);
+            if *clear_env {
+                cmd.env_clear();
+            }
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            for (k, v) in &req.pairs {
+                if !k.is_empty() && !k.contains('=') {
+                    cmd.env(k, v);
+                }
+            }
+            if let Some(dir) = std::path::Path::new(&program).parent().filter(|d| d.is_dir()) {
+                cmd.current_dir(dir);
+            }
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+            let stdin = child.stdin.take();
+            let stdout = child.stdout.take();
+            let stderr = child.stderr.take();
+            for f in [
+                stdin.as_ref().map(|s| s.as_fd()),
+                stdout.as_ref().map(|s| s.as_fd()),
+                stderr.as_ref().map(|s| s.as_fd()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                set_nonblocking(f);
+            }
+            Ok(Peer::Cgi {
+                pid: child.id() as i32,
+                stdin,
+                stdout,
+                stderr,
+                out: RecordBuf::default(),
+                err: RecordBuf::default(),
+                rusage: None,
+            })
         }
     }
+}
 
 impl Drop for App {
     fn drop(&mut self) {
@@ -470,7 +488,7 @@ enum Peer<'a> {
         stderr: Option<ChildStderr>,
         out: RecordBuf,
         err: RecordBuf,
-        rusage: Option<libc::rusage>,
+        rusage: Option<Box<libc::rusage>>,
     },
 }
 
@@ -516,13 +534,15 @@ impl Peer<'_> {
     }
 
     fn stdin_end(&mut self, to_app: &mut Outbox) {
-        match self {
-            Peer::FastCgi { .. } => codec::end_stream(&mut to_app.buf, kind::STDIN, APP_ID),
-            Peer::Cgi { stdin, .. } => {
-                if to_app.pending() == 0 {
-                    *stdin = None;
-                }
-            }
+        if let Peer::FastCgi { .. } = self {
+            codec::end_stream(&mut to_app.buf, kind::STDIN, APP_ID);
+        }
+    }
+
+    /// The body is all written: a CGI child sees the end of its input.
+    fn close_stdin(&mut self) {
+        if let Peer::Cgi { stdin, .. } = self {
+            *stdin = None;
         }
     }
 
@@ -586,7 +606,9 @@ impl Peer<'_> {
                     }
                 }
                 if buf.eof {
-                    return Err(io::Error::other("the program closed its connection before ending the request"));
+                    return Err(io::Error::other(
+                        "the program closed its connection before ending the request",
+                    ));
                 }
                 Ok(None)
             }
@@ -599,6 +621,9 @@ impl Peer<'_> {
                 err,
                 rusage,
             } => {
+                if rusage.is_some() {
+                    return Ok(None); // reaped: the answer is complete
+                }
                 let mut i = 0;
                 if stdin.is_some() {
                     if writable(ev.get(i).copied().unwrap_or(PollFlags::empty())) && to_app.pending() > 0 {
@@ -637,7 +662,7 @@ impl Peer<'_> {
                 }
                 if stdout.is_none() && stderr.is_none() {
                     let (status, ru) = wait_child(*pid)?;
-                    *rusage = Some(ru);
+                    *rusage = Some(Box::new(ru));
                     codec::end_stream(&mut to_client.buf, kind::STDOUT, id);
                     codec::end_request(&mut to_client.buf, id, status, ProtocolStatus::RequestComplete);
                     return Ok(Some(status));
@@ -661,7 +686,7 @@ impl Peer<'_> {
     fn cpu_ticks(&self) -> u64 {
         match self {
             Peer::FastCgi { pid, .. } => proc_cpu_ticks(*pid),
-            Peer::Cgi { rusage, .. } => rusage.map_or(0, |r| {
+            Peer::Cgi { rusage, .. } => rusage.as_ref().map_or(0, |r| {
                 let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
                 ((us(r.ru_utime) + us(r.ru_stime)) / 1e6 * clock_ticks()) as u64
             }),
@@ -672,7 +697,7 @@ impl Peer<'_> {
     fn memory(&self) -> u64 {
         match self {
             Peer::FastCgi { pid, .. } => rss(*pid),
-            Peer::Cgi { rusage, .. } => rusage.map_or(0, |r| r.ru_maxrss as u64 * 1024),
+            Peer::Cgi { rusage, .. } => rusage.as_ref().map_or(0, |r| r.ru_maxrss as u64 * 1024),
         }
     }
 }
@@ -778,7 +803,12 @@ fn terminated(client: &Socket, id: u16, head_sent: bool) -> Result<Outcome, Stop
     if head_sent {
         return Ok(Outcome::CloseClient);
     }
-    Ok(answer_error(client, id, 504, "the request ran past request_terminate_timeout"))
+    Ok(answer_error(
+        client,
+        id,
+        504,
+        "the request ran past request_terminate_timeout",
+    ))
 }
 
 /// "GET /x.php?a=1 (script /srv/x.php)" for logs, with control bytes escaped.

@@ -86,7 +86,7 @@ fn longest_idle(sb: &Scoreboard, n: usize, now_mono_us: u64, min_us: u64) -> Vec
         .filter_map(|i| sb.idle_for_us(i, now_mono_us).map(|t| (t, i)))
         .filter(|&(t, _)| t >= min_us)
         .collect();
-    idle.sort_by(|a, b| b.0.cmp(&a.0));
+    idle.sort_by_key(|&(t, _)| std::cmp::Reverse(t));
     idle.into_iter().take(n).map(|(_, i)| i).collect()
 }
 
@@ -120,7 +120,10 @@ mod tests {
 
     #[test]
     fn dynamic_doubles_its_rate_and_counts_max_children_once() {
-        let cfg = pool("dynamic", "min_spare_servers = 2\nmax_spare_servers = 3\nstart_servers = 2");
+        let cfg = pool(
+            "dynamic",
+            "min_spare_servers = 2\nmax_spare_servers = 3\nstart_servers = 2",
+        );
         let sb = Scoreboard::new(4).unwrap();
         let mut st = PmState::default();
         let d = decide(&cfg, &sb, &mut st, mono_us(), 0);
@@ -138,7 +141,10 @@ mod tests {
 
     #[test]
     fn dynamic_retires_spares_above_the_maximum() {
-        let cfg = pool("dynamic", "min_spare_servers = 1\nmax_spare_servers = 2\nstart_servers = 1");
+        let cfg = pool(
+            "dynamic",
+            "min_spare_servers = 1\nmax_spare_servers = 2\nstart_servers = 1",
+        );
         let sb = Scoreboard::new(4).unwrap();
         for _ in 0..4 {
             let s = sb.claim().unwrap();

@@ -215,9 +215,7 @@ impl Scoreboard {
     /// Monotonic µs since the slot's worker became idle (`None` if busy).
     pub fn idle_for_us(&self, slot: usize, now_mono_us: u64) -> Option<u64> {
         match self.state(slot) {
-            State::Idle | State::Kept => {
-                Some(now_mono_us.saturating_sub(self.sw(slot, s::IDLE_SINCE).load(Relaxed)))
-            }
+            State::Idle | State::Kept => Some(now_mono_us.saturating_sub(self.sw(slot, s::IDLE_SINCE).load(Relaxed))),
             _ => None,
         }
     }
@@ -357,7 +355,8 @@ impl Scoreboard {
     /// A request ended: its duration, CPU and memory.
     pub fn end_request(&self, slot: usize, cpu_percent: f64, memory: u64) {
         let start = self.sw(slot, s::REQ_START).load(Relaxed);
-        self.sw(slot, s::REQ_DURATION).store(unix_us().saturating_sub(start), Relaxed);
+        self.sw(slot, s::REQ_DURATION)
+            .store(unix_us().saturating_sub(start), Relaxed);
         self.sw(slot, s::CPU).store(cpu_percent.to_bits(), Relaxed);
         self.sw(slot, s::MEMORY).store(memory, Relaxed);
         self.sw(slot, s::REQUESTS).fetch_add(1, Relaxed);

@@ -65,7 +65,10 @@ pub fn render_all(pools: &[PoolView<'_>], query: &str) -> (&'static str, Vec<u8>
         Format::Html => ("text/html; charset=utf-8", HTML_PAGE.as_bytes().to_vec()),
         Format::Json => {
             let objs: Vec<String> = chosen.iter().map(|p| json(p, q.full)).collect();
-            ("application/json", format!("{{\"pools\":[{}]}}\n", objs.join(",")).into_bytes())
+            (
+                "application/json",
+                format!("{{\"pools\":[{}]}}\n", objs.join(",")).into_bytes(),
+            )
         }
         Format::OpenMetrics | Format::Prometheus => metrics(&chosen, q.full, q.format),
         Format::Text => {
@@ -248,8 +251,10 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
             ("last request memory", "process_last_request_memory_bytes", "gauge"),
             ("state", "process_state", "gauge"),
         ];
-        let procs: Vec<(String, Vec<Process>)> =
-            pools.iter().map(|p| (json_str(&p.cfg.name), p.sb.processes())).collect();
+        let procs: Vec<(String, Vec<Process>)> = pools
+            .iter()
+            .map(|p| (json_str(&p.cfg.name), p.sb.processes()))
+            .collect();
         for (field, name, ty) in per {
             let _ = writeln!(out, "# HELP corral_pool_{name} php-fpm's per-process \"{field}\".");
             let _ = writeln!(out, "# TYPE corral_pool_{name} {ty}");
@@ -259,7 +264,9 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
                     let labels = format!("pool={pool},pid=\"{}\"", pr.pid);
                     let _ = match field {
                         "requests" => writeln!(out, "corral_pool_{name}{suffix}{{{labels}}} {}", pr.requests),
-                        "request duration" => writeln!(out, "corral_pool_{name}{{{labels}}} {}", pr.request_duration_us),
+                        "request duration" => {
+                            writeln!(out, "corral_pool_{name}{{{labels}}} {}", pr.request_duration_us)
+                        }
                         "last request cpu" => writeln!(out, "corral_pool_{name}{{{labels}}} {:.2}", pr.cpu),
                         "last request memory" => writeln!(out, "corral_pool_{name}{{{labels}}} {}", pr.memory),
                         _ => writeln!(out, "corral_pool_{name}{{{labels},state={}}} 1", json_str(pr.state)),
@@ -270,7 +277,10 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
     }
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
-        ("application/openmetrics-text; version=1.0.0; charset=utf-8", out.into_bytes())
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            out.into_bytes(),
+        )
     } else {
         ("text/plain; version=0.0.4; charset=utf-8", out.into_bytes())
     }
@@ -279,7 +289,9 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
 /// php-fpm's date format: `23/Nov/2026:06:40:00 +0000`.
 fn date(secs: u64) -> String {
     let t = crate::core::clock::local(secs as i64);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{:02}/{}/{}:{:02}:{:02}:{:02} {}",
         t.day,

@@ -129,7 +129,10 @@ impl Worker<'_> {
             }
         };
         let ok = ep
-            .add(listen.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, 0))
+            .add(
+                listen.as_fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, 0),
+            )
             .and_then(|_| ep.add(self.sigfd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 1)));
         if let Err(e) = ok {
             crate::crit!("[pool {}] epoll_ctl failed: {e}", self.pool.name);
@@ -209,7 +212,10 @@ impl Worker<'_> {
                     return false;
                 }
                 let ev = match wait(
-                    &[(conn.as_fd(), PollFlags::POLLIN), (self.sigfd.as_fd(), PollFlags::POLLIN)],
+                    &[
+                        (conn.as_fd(), PollFlags::POLLIN),
+                        (self.sigfd.as_fd(), PollFlags::POLLIN),
+                    ],
                     None,
                 ) {
                     Ok(ev) => ev,
@@ -319,7 +325,10 @@ impl Worker<'_> {
                         return false;
                     }
                     let ev = match wait(
-                        &[(conn.as_fd(), PollFlags::POLLIN), (self.sigfd.as_fd(), PollFlags::POLLIN)],
+                        &[
+                            (conn.as_fd(), PollFlags::POLLIN),
+                            (self.sigfd.as_fd(), PollFlags::POLLIN),
+                        ],
                         None,
                     ) {
                         Ok(ev) => ev,
@@ -379,9 +388,9 @@ impl Worker<'_> {
             None => {
                 let deadline = self.pool.request_terminate_timeout.map(|t| Instant::now() + t);
                 let mut signals_seen = Vec::new();
-                let r = self.app.serve(&req, conn, buf, &self.sigfd, deadline, &mut |s| {
-                    signals_seen.push(s)
-                });
+                let r = self
+                    .app
+                    .serve(&req, conn, buf, &self.sigfd, deadline, &mut |s| signals_seen.push(s));
                 for s in signals_seen {
                     self.on_signal(s);
                 }

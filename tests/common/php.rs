@@ -51,7 +51,7 @@ fn accepts(listen: &str) -> bool {
     }
 }
 
-fn signal(pid: i32, sig: i32) {
+pub fn signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory effects; pid is a process (group) this test started.
     unsafe {
         libc::kill(pid, sig);

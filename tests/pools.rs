@@ -1,0 +1,610 @@
+//! Application pools through the real binary: corral's master runs pools
+//! of `php-cgi`, of CGI scripts and of a Perl FCGI program; they are
+//! reached through corral's own locations and by real FastCGI clients
+//! (nginx, cgi-fcgi). Behaviour is read from the status page.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::php::signal;
+use common::*;
+
+const HELLO: &str = "<?php echo 'hello ', $_GET['a'] ?? '-', ' pid ', getmypid(), \"\\n\";\n";
+const SLEEP: &str = "<?php usleep((int)($_GET['ms'] ?? 1000) * 1000); echo \"slept\\n\";\n";
+const INPUT: &str = "<?php $b = file_get_contents('php://input'); echo strlen($b), ' ', hash('sha256', $b), \"\\n\";\n";
+
+/// A corral with a `[[server]]` whose `*.php` and `*.cgi` go to pools
+/// `php` and `cgi` (when defined in `pools`), `/status` is the status
+/// handler, and `pools` holds the `[pool.*]` tables (`{dir}` replaced).
+fn corral(pools: &str, http_workers: usize) -> Server {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    for (name, body) in [("hello.php", HELLO), ("sleep.php", SLEEP), ("input.php", INPUT)] {
+        std::fs::write(root.join(name), body).unwrap();
+    }
+    let d = dir.path().display().to_string();
+    let mut server = String::from("[[server.location]]\nmatch = \"= /status\"\nstatus = true\n");
+    if pools.contains("[pool.php]") {
+        server.push_str(
+            "[[server.location]]\nmatch = \"~ \\\\.php$\"\nfastcgi = { pass = \"pool:php\", read_timeout = \"30s\" }\n",
+        );
+    }
+    if pools.contains("[pool.cgi]") {
+        server.push_str("[[server.location]]\nmatch = \"~ \\\\.cgi$\"\nfastcgi = { pass = \"pool:cgi\" }\n");
+    }
+    let o = Opts {
+        main: format!("workers = {http_workers}\n"),
+        server,
+        more: pools.replace("{dir}", &d),
+        ..Default::default()
+    };
+    Server::with_root(o, dir, root)
+}
+
+fn php_pool(listen: &str, extra: &str) -> String {
+    format!("[pool.php]\nlisten = \"{listen}\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{extra}\n")
+}
+
+/// The status page's JSON for one pool (`?json&full`).
+fn status(s: &Server) -> String {
+    let r = s.get("/status?json&full");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// A numeric field of the (first) pool in a status JSON.
+fn field(json: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let at = json.find(&key).unwrap_or_else(|| panic!("no {name} in {json}")) + key.len();
+    json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// Pids of the processes listed by a full status JSON.
+fn pids(json: &str) -> Vec<u64> {
+    json.match_indices("\"pid\":")
+        .map(|(i, k)| {
+            json[i + k.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn total(s: &Server) -> u64 {
+    field(&status(s), "total processes")
+}
+
+/// Sends `n` requests to `path` at once; their statuses.
+fn concurrent(s: &Server, path: &str, n: usize) -> Vec<std::thread::JoinHandle<u16>> {
+    (0..n)
+        .map(|_| {
+            let port = s.port;
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+                let data = read_to_close(&mut c);
+                parse_responses(&data, false).first().map_or(0, |r| r.status)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn php_cgi_pool_serves_corral_locations() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 2"), 1);
+    let r = s.get("/hello.php?a=one");
+    assert_eq!(r.status, 200, "{}", s.error_log());
+    assert!(r.text().starts_with("hello one pid "), "{}", r.text());
+    // A body streamed to the app: its hash comes back.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let path = s.dir.path().join("body");
+    std::fs::write(&path, &body).unwrap();
+    let (ok, out) = curl(&[
+        "--data-binary",
+        &format!("@{}", path.display()),
+        &format!("http://127.0.0.1:{}/input.php", s.port),
+    ]);
+    assert!(ok);
+    let want = format!("{} {}\n", body.len(), sha256(&path));
+    assert_eq!(String::from_utf8_lossy(&out), want);
+    let j = status(&s);
+    assert_eq!(field(&j, "total processes"), 2);
+    assert!(field(&j, "accepted conn") >= 1, "{j}");
+    assert!(
+        j.contains("\"request uri\":\"/input.php\"") || j.contains("/hello.php?a=one"),
+        "{j}"
+    );
+    // The socket belongs to corral's own workers by default (no permission 502).
+    let mode = std::fs::metadata(s.dir.path().join("php.sock")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o660);
+}
+
+fn sha256(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.php"), HELLO).unwrap();
+    // corral as php-fpm: pools only, no [[server]].
+    let port = free_port();
+    let conf = d.join("corral.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n\
+             [pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"dynamic\"\n\
+             max_children = 3\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 2\n\
+             status_path = \"/fpm-status\"\nping_path = \"/ping\"\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let mut corral = Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+    assert!(up, "{}", log());
+    // cgi-fcgi (libfcgi) speaks FastCGI to the pool directly.
+    let out = Command::new("cgi-fcgi")
+        .args(["-bind", "-connect", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("SCRIPT_FILENAME", www.join("hello.php"))
+        .env("REQUEST_METHOD", "GET")
+        .env("QUERY_STRING", "a=libfcgi")
+        .env("REDIRECT_STATUS", "200")
+        .output()
+        .expect("cgi-fcgi is installed (libfcgi-bin)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hello libfcgi pid"), "{text} {}", log());
+    let ping = Command::new("cgi-fcgi")
+        .args(["-bind", "-connect", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("SCRIPT_NAME", "/ping")
+        .env("REQUEST_METHOD", "GET")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ping.stdout).ends_with("pong\n"));
+    // nginx in front, fastcgi_pass to the pool.
+    let nport = free_port();
+    let nconf = d.join("nginx.conf");
+    std::fs::write(
+        &nconf,
+        format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; fastcgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{nport}; root {w};\n\
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_pass 127.0.0.1:{port}; }}\n\
+             location = /fpm-status {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_NAME /fpm-status; fastcgi_pass 127.0.0.1:{port}; }} }} }}\n",
+            d = d.display(),
+            w = www.display()
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&nconf)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed");
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", nport)).is_ok()
+    });
+    assert!(up, "nginx did not start");
+    for i in 0..20 {
+        let (ok, out) = curl(&[&format!("http://127.0.0.1:{nport}/hello.php?a=n{i}")]);
+        assert!(ok);
+        assert!(
+            String::from_utf8_lossy(&out).starts_with(&format!("hello n{i} pid")),
+            "{}",
+            log()
+        );
+    }
+    // php-fpm's status page, answered by the pool itself, in its format.
+    let (_, out) = curl(&[&format!("http://127.0.0.1:{nport}/fpm-status?json")]);
+    let j = String::from_utf8_lossy(&out).to_string();
+    assert!(
+        j.starts_with("{\"pool\":\"www\",\"process manager\":\"dynamic\""),
+        "{j}"
+    );
+    assert!(field(&j, "accepted conn") >= 20, "{j}");
+    let (_, out) = curl(&[&format!("http://127.0.0.1:{nport}/fpm-status?openmetrics")]);
+    let m = String::from_utf8_lossy(&out).to_string();
+    assert!(
+        m.contains("corral_pool_accepted_connections_total{pool=\"www\"}"),
+        "{m}"
+    );
+    assert!(m.ends_with("# EOF\n"), "{m}");
+    signal(nginx.id() as i32, libc::SIGQUIT);
+    let _ = nginx.wait();
+    signal(corral.id() as i32, libc::SIGQUIT);
+    let _ = corral.wait();
+    assert!(!d.join("www.sock").exists());
+}
+
+#[test]
+fn cgi_pool_runs_a_script_per_request() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/cgi.sock\"\napp = \"cgi\"\npm = \"static\"\nmax_children = 2\n",
+        1,
+    );
+    let script = s.root.join("echo.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"method=$REQUEST_METHOD query=$QUERY_STRING\"\necho oops >&2\ncat\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, out) = curl(&["-d", "payload", &format!("http://127.0.0.1:{}/echo.cgi?x=1", s.port)]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), "method=POST query=x=1\npayload");
+    // The script's stderr reached corral's error log through FCGI_STDERR.
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("oops")),
+        "{}",
+        s.error_log()
+    );
+}
+
+#[test]
+fn perl_fcgi_program_in_a_pool() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/perl.sock\"\ncommand = [\"perl\", \"{dir}/app.pl\"]\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    std::fs::write(
+        s.dir.path().join("app.pl"),
+        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
+         while ($r->Accept() >= 0) { $n++; print \"Content-Type: text/plain\\r\\n\\r\\nperl $n $ENV{QUERY_STRING}\\n\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(s.root.join("x.cgi"), "").unwrap();
+    // The program starts with the worker: restart the pool's workers so
+    // they see the script written after the server started.
+    s.signal("HUP");
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(10), || {
+        let r = s.get("/x.cgi?q=1");
+        last = r.text();
+        r.status == 200 && last.starts_with("perl ")
+    });
+    assert!(ok, "{last} {}", s.error_log());
+    let a = s.get("/x.cgi?q=2").text();
+    let b = s.get("/x.cgi?q=3").text();
+    // One long-lived process: its request counter goes on.
+    let n = |t: &str| t.split(' ').nth(1).unwrap().parse::<u32>().unwrap();
+    assert_eq!(n(&b), n(&a) + 1, "{a} {b}");
+}
+
+#[test]
+fn dynamic_grows_to_max_children_then_shrinks_to_max_spare() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"dynamic\"\nmax_children = 4\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 2",
+        ),
+        1,
+    );
+    assert_eq!(total(&s), 1);
+    let started = Instant::now();
+    // php-fpm's pace: one worker the first second, then twice as many each second.
+    let hs = concurrent(&s, "/sleep.php?ms=5000", 6);
+    let mut peak = 0;
+    while started.elapsed() < Duration::from_millis(4800) {
+        let j = status(&s);
+        peak = peak.max(field(&j, "total processes"));
+        assert!(
+            field(&j, "total processes") <= 4 && field(&j, "active processes") <= 4,
+            "{j}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(peak, 4, "grew to max_children");
+    for h in hs {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let j = status(&s);
+    assert!(field(&j, "max children reached") >= 1, "{j}");
+    assert!(field(&j, "max active processes") == 4, "{j}");
+    // Idle again: back down to max_spare_servers.
+    let shrunk = eventually(Duration::from_secs(10), || total(&s) == 2);
+    assert!(shrunk, "{}", status(&s));
+}
+
+#[test]
+fn ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers() {
+    let s = corral(
+        &php_pool(
+            "127.0.0.1:0",
+            "pm = \"ondemand\"\nmax_children = 2\nprocess_idle_timeout = \"2s\"",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port())),
+        1,
+    );
+    assert_eq!(total(&s), 0);
+    let r = s.get("/hello.php?a=od");
+    assert_eq!(r.status, 200, "{}", s.error_log());
+    assert_eq!(total(&s), 1);
+    let retired = eventually(Duration::from_secs(8), || total(&s) == 0);
+    assert!(retired, "{}", status(&s));
+}
+
+#[test]
+fn max_requests_and_max_memory_recycle_workers() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\nmax_requests = 3",
+        ),
+        1,
+    );
+    let pid_of = |t: String| t.split(" pid ").nth(1).unwrap().trim().to_string();
+    let first: Vec<String> = (0..3).map(|_| pid_of(s.get("/hello.php").text())).collect();
+    assert!(first.iter().all(|p| *p == first[0]), "{first:?}");
+    let worker = pids(&status(&s));
+    let next = pid_of(s.get("/hello.php").text());
+    assert_ne!(next, first[0], "a new app after max_requests");
+    assert_ne!(pids(&status(&s)), worker);
+    drop(s);
+    // Any RSS is above 1 MiB: every request recycles its worker.
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\nmax_memory = \"1m\"",
+        ),
+        1,
+    );
+    let a = pid_of(s.get("/hello.php").text());
+    let b = pid_of(s.get("/hello.php").text());
+    assert_ne!(a, b);
+    assert!(s.error_log().contains("max_memory"), "{}", s.error_log());
+}
+
+#[test]
+fn terminate_timeout_kills_the_request_and_slowlog_names_the_url() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"\nrequest_slowlog_timeout = \"1s\"\nslowlog = \"{dir}/slow.log\"",
+        ),
+        1,
+    );
+    let t = Instant::now();
+    let r = s.get("/sleep.php?ms=100000&tag=slowone");
+    assert!(r.status >= 500, "{}", r.status);
+    assert!(t.elapsed() < Duration::from_secs(8));
+    let j = status(&s);
+    assert_eq!(field(&j, "terminated requests"), 1, "{j}");
+    assert!(field(&j, "slow requests") >= 1, "{j}");
+    let slow = std::fs::read_to_string(s.dir.path().join("slow.log")).unwrap();
+    assert!(slow.contains("GET /sleep.php?ms=100000&tag=slowone"), "{slow}");
+    assert!(s.error_log().contains("execution timed out"), "{}", s.error_log());
+    // The pool serves again.
+    assert_eq!(s.get("/hello.php").status, 200);
+}
+
+#[test]
+fn killed_workers_are_respawned_and_repeated_crashes_restart_the_pool() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 2\nemergency_restart_threshold = 3\nemergency_restart_interval = \"30s\"",
+        ),
+        1,
+    );
+    for round in 0..3 {
+        let before = pids(&status(&s));
+        assert_eq!(before.len(), 2, "{round}: {}", status(&s));
+        signal(before[0] as i32, libc::SIGKILL);
+        let back = eventually(Duration::from_secs(5), || {
+            let now = pids(&status(&s));
+            now.len() == 2 && !now.contains(&before[0])
+        });
+        assert!(back, "round {round}: {}", status(&s));
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("emergency restart")),
+        "{}",
+        s.error_log()
+    );
+    assert!(eventually(Duration::from_secs(5), || s.get("/hello.php").status == 200));
+}
+
+#[test]
+fn saturated_pool_queues_with_a_deadline_then_503() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\nqueue_timeout = \"1s\"",
+        ),
+        1,
+    );
+    let hs = concurrent(&s, "/sleep.php?ms=3000", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let r = s.get("/hello.php");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
+}
+
+#[test]
+fn counts_never_exceed_max_children_under_a_storm() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"dynamic\"\nmax_children = 3\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 3",
+        ),
+        2,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let hs: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, errors, port) = (stop.clone(), errors.clone(), s.port);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if status_of(port, "/hello.php") != 200 {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let j = status(&s);
+        for f in ["total processes", "active processes", "max active processes"] {
+            assert!(field(&j, f) <= 3, "{f}: {j}");
+        }
+        assert!(pids(&j).len() <= 3, "{j}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "{}", s.error_log());
+}
+
+fn status_of(port: u16, path: &str) -> u16 {
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    if write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut data = Vec::new();
+    let _ = c.read_to_end(&mut data);
+    parse_responses(&data, false).first().map_or(0, |r| r.status)
+}
+
+#[test]
+fn twenty_reloads_under_load_lose_no_request() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"dynamic\"\nmax_children = 4\nstart_servers = 2\nmin_spare_servers = 1\nmax_spare_servers = 3",
+        ),
+        2,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let hs: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, ok, bad, port) = (stop.clone(), ok.clone(), bad.clone(), s.port);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match status_of(port, "/hello.php") {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => bad.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    for i in 0..20 {
+        // Every other reload changes the pool: a new generation of workers.
+        let text = if i % 2 == 0 {
+            cfg.replace("max_spare_servers = 3", "max_spare_servers = 2")
+        } else {
+            cfg.clone()
+        };
+        std::fs::write(&s.config, text).unwrap();
+        s.signal("HUP");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    assert!(ok > 100, "{ok}");
+    assert_eq!(bad, 0, "{ok} answered, {bad} failed: {}", s.error_log());
+}
+
+#[test]
+fn status_formats_and_config_errors() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    assert_eq!(s.get("/hello.php").status, 200);
+    let t = s.get("/status?full").text();
+    assert!(t.contains("pool:                 php\n"), "{t}");
+    assert!(t.contains("request URI:"), "{t}");
+    let m = s.get("/status?openmetrics&full");
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        m.text()
+            .contains("corral_pool_process_requests_total{pool=\"php\",pid="),
+        "{}",
+        m.text()
+    );
+    let h = s.get("/status?html");
+    assert!(h.header("content-type").unwrap().starts_with("text/html"));
+    assert_eq!(
+        s.request("POST /status HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .status,
+        405
+    );
+    // -t names file, line and key.
+    let dir = TempDir::new();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[pool.www]\nlisten = \"unix:/tmp/x.sock\"\ncommand = [\"php-cgi\"]\npm = \"dynamic\"\nmax_children = 2\nmax_spare_servers = 5\n",
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("bad.toml:6: pool.www.max_spare_servers"), "{out}");
+    std::fs::write(
+        &bad,
+        "[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"/tmp\"\n[[server.location]]\nmatch = \"/\"\nfastcgi = { pass = \"pool:nope\" }\n",
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("[pool.nope]"), "{out}");
+}
