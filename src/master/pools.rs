@@ -632,6 +632,5 @@ pub fn close_in_child(fd: RawFd) {
 
 /// Connections waiting in a listening socket's accept queue, and its backlog.
 fn listen_queue(s: &Socket) -> Option<(u32, u32)> {
-    let _ = s.as_fd();
-    None
+    crate::os::listen_queue::read(s.as_fd()).map(|q| (q.waiting, q.backlog))
 }

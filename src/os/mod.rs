@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod listen;
+pub mod listen_queue;
 pub mod net;
 pub mod notify;
 pub mod pidfile;

@@ -362,6 +362,12 @@ impl Scoreboard {
         self.sw(slot, s::REQUESTS).fetch_add(1, Relaxed);
     }
 
+    /// When the master claimed the slot (monotonic µs), until the worker
+    /// first goes idle.
+    pub fn claimed_at(&self, slot: usize) -> u64 {
+        self.sw(slot, s::IDLE_SINCE).load(Relaxed)
+    }
+
     pub fn requests(&self, slot: usize) -> u64 {
         self.sw(slot, s::REQUESTS).load(Relaxed)
     }

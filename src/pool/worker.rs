@@ -56,11 +56,22 @@ pub fn run(spec: Spec<'_>) -> i32 {
         return 2;
     }
     signals::die_with_parent(Signal::SIGTERM);
+    let claimed = spec.sb.claimed_at(spec.slot);
+    let ready = super::scoreboard::mono_us();
     let mut app = App::new(pool);
     if let Err(e) = app.start() {
         crate::crit!("[pool {}] cannot start the application: {e}", pool.name);
         return 2;
     }
+    let spawned = super::scoreboard::mono_us();
+    // corral's own cost of a new worker (fork to accept), apart from the program's spawn.
+    crate::info!(
+        "[pool {}] worker {} ready to accept {} us after the master started it (program spawn {} us)",
+        pool.name,
+        std::process::id(),
+        spawned.saturating_sub(claimed),
+        spawned.saturating_sub(ready)
+    );
     let mut w = Worker {
         pool,
         sb: spec.sb,
