@@ -136,7 +136,9 @@ fn build_pool(
         }
         Some(l) => parse_address(&l, src).map_err(|e| c.err("listen", e))?,
     };
-    let user = credentials(c, p.user, p.group)?;
+    // A root master never runs an application as root by default: the
+    // pool's own user, else the HTTP workers' (`main.user`).
+    let user = credentials(c, p.user, p.group)?.or_else(|| http_user.cloned());
     let uid_of = |key: &str, n: &str| -> Result<u32, ConfigError> {
         nix::unistd::User::from_name(n)
             .ok()

@@ -166,10 +166,11 @@ fn start(
     };
     m.pools.start(app_pools);
     crate::pool::registry::set(m.pools.shared());
-    m.start_generation();
+    // Pools first: the HTTP workers may pass requests to them at once.
     for (p, n) in m.pools.initial() {
         m.spawn_pool_workers(p, n);
     }
+    m.start_generation();
     notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
     Ok(m)
 }

@@ -82,6 +82,10 @@ struct Program {
     child: Option<Child>,
     conn: Option<UnixStream>,
     catch_output: bool,
+    /// The program's CPU clock and its /proc statm, kept open: one
+    /// syscall each per request instead of open, read, close.
+    cpu_clock: Option<nix::time::ClockId>,
+    statm: Option<std::fs::File>,
 }
 
 impl App {
@@ -106,6 +110,8 @@ impl App {
                     child: None,
                     conn: None,
                     catch_output: pool.catch_workers_output,
+                    cpu_clock: None,
+                    statm: None,
                 }))
             }
             AppCfg::Cgi { argv } => Kind::Cgi {
@@ -171,7 +177,7 @@ impl App {
                 ));
             }
         };
-        let cpu_before = peer.cpu_ticks();
+        let cpu_before = peer.cpu_ns();
         let mut to_app = Outbox::default();
         let mut to_client = Outbox::default();
         if let Peer::FastCgi { .. } = peer {
@@ -246,6 +252,27 @@ impl App {
                         Peer::FastCgi { .. } => codec::abort_request(&mut to_app.buf, APP_ID),
                     }
                 }
+            }
+            // Write first, poll only for what would block: a request and
+            // its answer then cost one wait each.
+            if to_app.pending() > 0
+                && let Err(e) = peer.flush_app(&mut to_app)
+            {
+                crate::error!(
+                    "[pool {}] cannot send the request to the application: {e}",
+                    self.pool_name
+                );
+                peer.kill();
+                if head_sent || client_gone {
+                    return Ok(Outcome::CloseClient);
+                }
+                return Ok(answer_error(client, req.id, 502, "the application failed"));
+            }
+            if !client_gone && to_client.pending() > 0 && to_client.flush(client).is_err() {
+                client_gone = true;
+            }
+            if ended.is_some() && to_client.pending() == 0 {
+                continue;
             }
             // What to wait for.
             let mut fds = Vec::with_capacity(5);
@@ -336,8 +363,8 @@ impl App {
             }
         }
         let secs = started.elapsed().as_secs_f64().max(1e-6);
-        let ticks = peer.cpu_ticks().saturating_sub(cpu_before);
-        let cpu_percent = ticks as f64 / clock_ticks() / secs * 100.0;
+        let cpu = peer.cpu_ns().saturating_sub(cpu_before);
+        let cpu_percent = cpu as f64 / 1e9 / secs * 100.0;
         let memory = peer.memory();
         Ok(Outcome::Done { cpu_percent, memory })
     }
@@ -356,11 +383,9 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 s.set_nonblocking(true).map_err(|e| e.to_string())?;
                 p.conn = Some(s);
             }
-            let pid = p.child.as_ref().map_or(0, Child::id);
             Ok(Peer::FastCgi {
                 program: p,
                 buf: RecordBuf::default(),
-                pid,
             })
         }
         Kind::Cgi { argv, env, clear_env } => {
@@ -457,6 +482,9 @@ impl Program {
             });
         }
         let child = cmd.spawn().map_err(|e| format!("{}: {e}", self.argv[0]))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        self.cpu_clock = nix::time::ClockId::pid_cpu_clock_id(pid).ok();
+        self.statm = std::fs::File::open(format!("/proc/{pid}/statm")).ok();
         self.child = Some(child);
         self.conn = None;
         Ok(())
@@ -464,6 +492,8 @@ impl Program {
 
     fn stop(&mut self) {
         self.conn = None;
+        self.cpu_clock = None;
+        self.statm = None;
         if let Some(mut c) = self.child.take() {
             let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
             let _ = c.wait();
@@ -479,7 +509,6 @@ enum Peer<'a> {
     FastCgi {
         program: &'a mut Program,
         buf: RecordBuf,
-        pid: u32,
     },
     Cgi {
         pid: i32,
@@ -522,6 +551,29 @@ impl Peer<'_> {
                 if let Some(s) = stderr {
                     fds.push((s.as_fd(), flag(app_in, PollFlags::POLLIN)));
                 }
+            }
+        }
+    }
+
+    /// Writes what the app takes now. A CGI script that does not read its
+    /// body is within its rights: the rest is dropped.
+    fn flush_app(&mut self, to_app: &mut Outbox) -> io::Result<()> {
+        match self {
+            Peer::FastCgi { program, .. } => match &program.conn {
+                Some(c) => to_app.flush(c).map(drop),
+                None => Err(io::Error::other("no connection to the program")),
+            },
+            Peer::Cgi { stdin: Some(s), .. } => {
+                if to_app.flush(&*s).is_err() {
+                    to_app.buf.clear();
+                    to_app.sent = 0;
+                }
+                Ok(())
+            }
+            Peer::Cgi { .. } => {
+                to_app.buf.clear();
+                to_app.sent = 0;
+                Ok(())
             }
         }
     }
@@ -682,13 +734,16 @@ impl Peer<'_> {
         }
     }
 
-    /// CPU time used so far, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
+    /// CPU time the app used so far, in nanoseconds.
+    fn cpu_ns(&self) -> u64 {
         match self {
-            Peer::FastCgi { pid, .. } => proc_cpu_ticks(*pid),
+            Peer::FastCgi { program, .. } => program
+                .cpu_clock
+                .and_then(|c| nix::time::clock_gettime(c).ok())
+                .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64),
             Peer::Cgi { rusage, .. } => rusage.as_ref().map_or(0, |r| {
-                let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-                ((us(r.ru_utime) + us(r.ru_stime)) / 1e6 * clock_ticks()) as u64
+                let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+                ns(r.ru_utime) + ns(r.ru_stime)
             }),
         }
     }
@@ -696,7 +751,7 @@ impl Peer<'_> {
     /// Resident memory of the app after the request.
     fn memory(&self) -> u64 {
         match self {
-            Peer::FastCgi { pid, .. } => rss(*pid),
+            Peer::FastCgi { program, .. } => program.statm.as_ref().map_or(0, statm_rss),
             Peer::Cgi { rusage, .. } => rusage.as_ref().map_or(0, |r| r.ru_maxrss as u64 * 1024),
         }
     }
@@ -723,9 +778,12 @@ fn classify(rec: Record<'_>, id: u16) -> FromClient {
     }
 }
 
-/// Reaps a CGI child: its exit status (128 + signal when killed) and its resource use.
+/// Reaps a CGI child: its exit status (128 + signal when killed) and its
+/// resource use. Its output is closed, so it is exiting: wait for that
+/// on a pidfd (no polling sleep), at most 10 s, then kill it.
 fn wait_child(pid: i32) -> io::Result<(u32, libc::rusage)> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pidfd: Option<OwnedFd> = None;
     loop {
         let mut status = 0;
         // SAFETY: an all-zero rusage is a valid value of this plain C struct.
@@ -747,7 +805,22 @@ fn wait_child(pid: i32) -> io::Result<(u32, libc::rusage)> {
             // Output closed but still running: it has had its chance.
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        if pidfd.is_none() {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new
+            // descriptor (or -1), which is owned from here on.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd >= 0 {
+                // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+                pidfd = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+            }
+        }
+        match &pidfd {
+            Some(fd) => {
+                let until = deadline.max(Instant::now() + Duration::from_millis(100));
+                wait(&[(fd.as_fd(), PollFlags::POLLIN)], Some(until))?;
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
     }
 }
 
@@ -825,32 +898,17 @@ pub fn describe(req: &Request) -> String {
     )
 }
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads its argument.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// utime + stime of a process, from /proc/PID/stat.
-pub fn proc_cpu_ticks(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
-        return 0;
-    };
-    let f: Vec<&str> = rest.split(' ').collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    n(11) + n(12)
-}
-
 /// Resident set size of a process, in bytes.
 pub fn rss(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return 0;
-    };
+    std::fs::File::open(format!("/proc/{pid}/statm")).map_or(0, |f| statm_rss(&f))
+}
+
+/// Resident bytes from an open /proc/PID/statm (read again from its start).
+fn statm_rss(f: &std::fs::File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 128];
+    let n = f.read_at(&mut buf, 0).unwrap_or(0);
+    let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
     let pages: u64 = s.split(' ').nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf only reads its argument.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;

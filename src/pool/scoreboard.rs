@@ -281,7 +281,8 @@ impl Scoreboard {
                 continue;
             }
             let state = State::from(w(s::STATE));
-            if state == State::Free {
+            // Free, or claimed by a fork whose pid the master has not noted yet.
+            if state == State::Free || w(s::PID) == 0 {
                 return None;
             }
             let active = state.is_active();
@@ -418,6 +419,7 @@ mod tests {
         let a = sb.claim().unwrap();
         let b = sb.claim().unwrap();
         assert_ne!(a, b);
+        sb.set_pid(a, 42);
         assert_eq!(sb.counts().total, 2);
         assert_eq!(sb.counts().accepting, 2);
         let long = format!("/x.php?{}", "q".repeat(500));
