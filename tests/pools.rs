@@ -464,6 +464,26 @@ fn saturated_pool_queues_with_a_deadline_then_503() {
     assert!(r.header("retry-after").is_some());
     assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
     assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
+    // A queued request whose client left never reaches the application.
+    let record = s.dir.path().join("record.txt");
+    std::fs::write(
+        s.root.join("record.php"),
+        format!(
+            "<?php file_put_contents('{}', $_GET['tag'] . \"\\n\", FILE_APPEND); echo \"ok\\n\";\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    let hs = concurrent(&s, "/sleep.php?ms=1500", 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(c, "GET /record.php?tag=gone HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(c);
+    assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
+    assert_eq!(s.get("/record.php?tag=kept").status, 200);
+    let seen = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(seen, "kept\n", "{}", s.error_log());
 }
 
 #[test]
