@@ -629,3 +629,51 @@ fn status_formats_and_config_errors() {
     assert_ne!(code, 0);
     assert!(out.contains("[pool.nope]"), "{out}");
 }
+
+/// The DOM of `url` after a headless Chromium ran its scripts for 3 s of
+/// virtual time.
+fn browser_dom(url: &str) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            url,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium is installed (.ci/run installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn live_html_status_page_in_chromium() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 2"), 1);
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 2));
+    let url = format!("http://127.0.0.1:{}/status?html", s.port);
+    let dom = browser_dom(&url);
+    assert!(dom.contains("data-pool=\"php\""), "{dom}");
+    let polls: u32 = dom
+        .split("data-polls=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(polls >= 1, "the page polled the JSON: {dom}");
+    for pid in pids(&status(&s)) {
+        assert!(dom.contains(&format!("data-pid=\"{pid}\"")), "{pid} in {dom}");
+    }
+    // While a request runs, the page shows it (the URI escaped as text).
+    let hs = concurrent(&s, "/sleep.php?ms=4000&mark=%3Cb%3Ebrowser", 1);
+    assert!(eventually(Duration::from_secs(3), || field(
+        &status(&s),
+        "active processes"
+    ) == 1));
+    let dom = browser_dom(&url);
+    assert!(dom.contains("Running"), "{dom}");
+    assert!(dom.contains("mark=%3Cb%3Ebrowser"), "{dom}");
+    assert!(!dom.contains("<b>browser"), "{dom}");
+    assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
+}
