@@ -329,6 +329,11 @@ impl Scoreboard {
         if matches!(st, State::Idle | State::Kept) {
             self.sw(slot, s::IDLE_SINCE).store(mono_us(), Relaxed);
         }
+        if st == State::ReadingHeaders {
+            // Busy from now: the master's timers must not count from an
+            // earlier request (or from 0 in a fresh slot).
+            self.sw(slot, s::REQ_START).store(unix_us(), Relaxed);
+        }
         self.sw(slot, s::STATE).store(st as u64, Release);
     }
 
