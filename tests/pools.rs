@@ -677,3 +677,18 @@ fn live_html_status_page_in_chromium() {
     assert!(!dom.contains("<b>browser"), "{dom}");
     assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
 }
+
+#[test]
+fn catch_workers_output_reaches_the_error_log() {
+    let s = corral(
+        "[pool.php]\nlisten = \"unix:{dir}/php.sock\"\ncommand = [\"/bin/sh\", \"-c\", \"echo program-says-hello >&2; exec php-cgi\"]\n\
+         pm = \"static\"\nmax_children = 1\ncatch_workers_output = true\n",
+        1,
+    );
+    assert_eq!(s.get("/hello.php").status, 200, "{}", s.error_log());
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("program-says-hello")),
+        "{}",
+        s.error_log()
+    );
+}

@@ -466,7 +466,7 @@ impl Program {
             .stdin(Stdio::from(OwnedFd::from(l)))
             .process_group(0);
         if self.catch_output {
-            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            cmd.stdout(crate::core::log::sink()).stderr(crate::core::log::sink());
         } else {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
