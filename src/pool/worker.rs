@@ -5,7 +5,7 @@
 //! progress; SIGTERM: now).
 
 use std::os::fd::AsFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
@@ -19,6 +19,12 @@ use super::scoreboard::{RequestInfo, Scoreboard, State};
 use crate::config::pool::Pool;
 use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
 use crate::os::{signals, title};
+
+/// How long a new connection may take to send its request's params.
+const FIRST_RECORD: Duration = Duration::from_secs(30);
+/// How long a kept connection may wait between requests (above the
+/// upstream keepalive timeouts of nginx (60 s) and corral (2 s)).
+const KEPT_IDLE: Duration = Duration::from_secs(120);
 
 /// Everything a worker needs, handed over by the master after fork.
 pub struct Spec<'a> {
@@ -209,7 +215,9 @@ impl Worker<'_> {
         let mut buf = RecordBuf::default();
         let mut first = true;
         loop {
-            // Between requests: wait for the next record.
+            // Between requests: wait for the next record, not forever (a
+            // client that connects and says nothing must not hold a worker).
+            let idle_deadline = Instant::now() + if first { FIRST_RECORD } else { KEPT_IDLE };
             let (rec_len, action) = loop {
                 match buf.peek() {
                     Err(e) => {
@@ -222,12 +230,19 @@ impl Worker<'_> {
                 if buf.eof || self.exit || (self.quit && !first) {
                     return false;
                 }
+                if Instant::now() >= idle_deadline {
+                    crate::info!(
+                        "[pool {}] closing a connection that sent no request in time",
+                        self.pool.name
+                    );
+                    return false;
+                }
                 let ev = match wait(
                     &[
                         (conn.as_fd(), PollFlags::POLLIN),
                         (self.sigfd.as_fd(), PollFlags::POLLIN),
                     ],
-                    None,
+                    Some(idle_deadline),
                 ) {
                     Ok(ev) => ev,
                     Err(_) => return false,
@@ -286,6 +301,7 @@ impl Worker<'_> {
     fn request(&mut self, conn: &Socket, buf: &mut RecordBuf, id: u16) -> bool {
         self.sb.set_state(self.slot, State::ReadingHeaders);
         let mut params = Vec::new();
+        let deadline = Instant::now() + FIRST_RECORD;
         loop {
             let step = match buf.peek() {
                 Err(_) => return false,
@@ -332,7 +348,7 @@ impl Worker<'_> {
                     }
                 }
                 None => {
-                    if buf.eof || self.exit {
+                    if buf.eof || self.exit || Instant::now() >= deadline {
                         return false;
                     }
                     let ev = match wait(
@@ -340,7 +356,7 @@ impl Worker<'_> {
                             (conn.as_fd(), PollFlags::POLLIN),
                             (self.sigfd.as_fd(), PollFlags::POLLIN),
                         ],
-                        None,
+                        Some(deadline),
                     ) {
                         Ok(ev) => ev,
                         Err(_) => return false,
