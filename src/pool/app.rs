@@ -86,6 +86,8 @@ struct Program {
     /// syscall each per request instead of open, read, close.
     cpu_clock: Option<nix::time::ClockId>,
     statm: Option<std::fs::File>,
+    /// What the program sent, kept between requests for its buffer.
+    inbox: RecordBuf,
 }
 
 impl App {
@@ -112,6 +114,7 @@ impl App {
                     catch_output: pool.catch_workers_output,
                     cpu_clock: None,
                     statm: None,
+                    inbox: RecordBuf::default(),
                 }))
             }
             AppCfg::Cgi { argv } => Kind::Cgi {
@@ -383,10 +386,9 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 s.set_nonblocking(true).map_err(|e| e.to_string())?;
                 p.conn = Some(s);
             }
-            Ok(Peer::FastCgi {
-                program: p,
-                buf: RecordBuf::default(),
-            })
+            // The buffer stays with the program: no 64 KiB allocation per request.
+            p.inbox.reset();
+            Ok(Peer::FastCgi { program: p })
         }
         Kind::Cgi { argv, env, clear_env } => {
             let (program, args) = match argv {
@@ -508,7 +510,6 @@ use std::os::unix::fs::DirBuilderExt;
 enum Peer<'a> {
     FastCgi {
         program: &'a mut Program,
-        buf: RecordBuf,
     },
     Cgi {
         pid: i32,
@@ -609,8 +610,9 @@ impl Peer<'_> {
         head_sent: &mut bool,
     ) -> io::Result<Option<u32>> {
         match self {
-            Peer::FastCgi { program, buf, .. } => {
-                let Some(conn) = &program.conn else {
+            Peer::FastCgi { program } => {
+                let Program { conn, inbox: buf, .. } = &mut **program;
+                let Some(conn) = &*conn else {
                     return Err(io::Error::other("no connection to the program"));
                 };
                 let e = ev.first().copied().unwrap_or(PollFlags::empty());

@@ -28,10 +28,17 @@ pub enum Filled {
 }
 
 impl RecordBuf {
+    /// Forgets what is buffered (keeps the allocation).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.eof = false;
+    }
+
     /// One nonblocking read from `src`.
     pub fn fill(&mut self, mut src: impl Read) -> io::Result<Filled> {
         if self.buf.is_empty() {
-            self.buf = vec![0; 64 << 10];
+            self.buf = vec![0; 16 << 10];
         }
         if self.start == self.end {
             self.start = 0;
