@@ -41,6 +41,7 @@ fn corral(pools: &str, http_workers: usize) -> Server {
     }
     let o = Opts {
         main: format!("workers = {http_workers}\n"),
+        http: "client_max_body_size = \"16m\"\n".into(),
         server,
         more: pools.replace("{dir}", &d),
         ..Default::default()
@@ -124,6 +125,30 @@ fn php_cgi_pool_serves_corral_locations() {
     assert!(ok);
     let want = format!("{} {}\n", body.len(), sha256(&path));
     assert_eq!(String::from_utf8_lossy(&out), want);
+    // 10 MiB out and 5 MiB in, through both buffers of the worker's relay.
+    std::fs::write(
+        s.root.join("big.php"),
+        "<?php $c = str_repeat('0123456789abcdef', 65536); for ($i = 0; $i < 10; $i++) { echo $c; }\n",
+    )
+    .unwrap();
+    let (ok, out) = curl(&[&format!("http://127.0.0.1:{}/big.php", s.port)]);
+    assert!(ok);
+    assert_eq!(out.len(), 10 << 20);
+    assert!(out.chunks(16).all(|c| c == b"0123456789abcdef"));
+    let big: Vec<u8> = (0..5u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&path, &big).unwrap();
+    let (ok, out) = curl(&[
+        "--data-binary",
+        &format!("@{}", path.display()),
+        "-H",
+        "Content-Type: application/octet-stream",
+        &format!("http://127.0.0.1:{}/input.php", s.port),
+    ]);
+    assert!(ok);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{} {}\n", big.len(), sha256(&path))
+    );
     let j = status(&s);
     assert_eq!(field(&j, "total processes"), 2);
     assert!(field(&j, "accepted conn") >= 1, "{j}");
