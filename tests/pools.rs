@@ -717,3 +717,83 @@ fn catch_workers_output_reaches_the_error_log() {
         s.error_log()
     );
 }
+
+/// A valid FastCGI request for `script` (BEGIN, PARAMS, empty STDIN).
+fn fcgi_request(id: u16, script: &str) -> Vec<u8> {
+    fn record(out: &mut Vec<u8>, kind: u8, id: u16, body: &[u8]) {
+        let pad = (8 - body.len() % 8) % 8;
+        out.extend_from_slice(&[1, kind, (id >> 8) as u8, id as u8]);
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[pad as u8, 0]);
+        out.extend_from_slice(body);
+        out.extend(std::iter::repeat_n(0, pad));
+    }
+    let mut params = Vec::new();
+    for (n, v) in [
+        ("SCRIPT_FILENAME", script),
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/x.php"),
+        ("REQUEST_URI", "/x.php"),
+    ] {
+        params.push(n.len() as u8);
+        params.push(v.len() as u8);
+        params.extend_from_slice(n.as_bytes());
+        params.extend_from_slice(v.as_bytes());
+    }
+    let mut out = Vec::new();
+    record(&mut out, 1, id, &[0, 1, 0, 0, 0, 0, 0, 0]);
+    record(&mut out, 4, id, &params);
+    record(&mut out, 4, id, &[]);
+    record(&mut out, 5, id, &[]);
+    out
+}
+
+#[test]
+fn mutated_fastcgi_streams_never_kill_a_pool_worker() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 2"), 1);
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 2));
+    let before = pids(&status(&s));
+    let sock = s.dir.path().join("php.sock");
+    let valid = fcgi_request(1, &s.root.join("hello.php").display().to_string());
+    // A small xorshift: the same storm every run.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..300 {
+        let mut bytes = valid.clone();
+        match i % 4 {
+            // Flip bytes anywhere (lengths, versions, types, ids, padding).
+            0 | 1 => {
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] ^= (next() % 255 + 1) as u8;
+                }
+            }
+            // Cut it short.
+            2 => bytes.truncate((next() as usize) % bytes.len()),
+            // Noise.
+            _ => bytes = (0..next() % 200).map(|_| next() as u8).collect(),
+        }
+        let Ok(mut c) = std::os::unix::net::UnixStream::connect(&sock) else {
+            continue;
+        };
+        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let _ = c.write_all(&bytes);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    // Same workers, still serving, through FastCGI and through corral.
+    assert_eq!(pids(&status(&s)), before, "{}", s.error_log());
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(&valid).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).contains("hello - pid"), "{answer:?}");
+    assert_eq!(s.get("/hello.php").status, 200);
+}
