@@ -306,7 +306,9 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         upstreams.push(super::fastcgi::Upstream {
             name: format!("pool:{}", p.name),
             balance: super::fastcgi::Balance::RoundRobin,
-            keepalive: p.max_children.div_ceil(main.workers),
+            // Kept (idle) connections hold a pool worker each: together
+            // the HTTP workers keep no more than the pool has.
+            keepalive: (p.max_children / main.workers).max(1),
             keepalive_timeout: Duration::from_secs(2),
             keepalive_requests: 100,
             max_conns: p.max_children.div_ceil(main.workers),
