@@ -797,3 +797,28 @@ fn mutated_fastcgi_streams_never_kill_a_pool_worker() {
     assert!(String::from_utf8_lossy(&answer).contains("hello - pid"), "{answer:?}");
     assert_eq!(s.get("/hello.php").status, 200);
 }
+
+#[test]
+fn cpu_affinity_pins_workers_and_their_programs() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\ncpu_affinity = [0]",
+        ),
+        1,
+    );
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    assert_eq!(s.get("/hello.php").status, 200);
+    let worker = pids(&status(&s))[0] as i32;
+    let allowed = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|v| v.trim().to_string()))
+            .unwrap()
+    };
+    assert_eq!(allowed(worker), "0");
+    let program = children_of(worker);
+    assert_eq!(program.len(), 1, "the worker's php-cgi");
+    assert_eq!(allowed(program[0]), "0");
+}

@@ -407,24 +407,7 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
             })
         }
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let worker_cpu_affinity = match m.worker_cpu_affinity {
-        None => Affinity::Off,
-        Some(raw::StrOrInts::Str(s)) if s == "auto" => Affinity::Auto,
-        Some(raw::StrOrInts::Str(s)) if s == "off" => Affinity::Off,
-        Some(raw::StrOrInts::Str(s)) => {
-            return Err(c.err(
-                "worker_cpu_affinity",
-                format!("\"{s}\" is not \"auto\", \"off\" or a list of CPUs"),
-            ));
-        }
-        Some(raw::StrOrInts::Ints(v)) => {
-            if v.is_empty() || v.iter().any(|&n| n < 0 || n as usize >= cpus.max(1024)) {
-                return Err(c.err("worker_cpu_affinity", "expected a non-empty list of CPU numbers"));
-            }
-            Affinity::List(v.into_iter().map(|n| n as usize).collect())
-        }
-    };
+    let worker_cpu_affinity = parse_affinity(&c, "worker_cpu_affinity", m.worker_cpu_affinity)?;
     Ok(Main {
         user,
         worker_rlimit_nofile: c
@@ -449,6 +432,25 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         daemon: m.daemon.unwrap_or(false),
         shutdown_timeout: c.duration("shutdown_timeout", m.shutdown_timeout, Duration::from_secs(60))?,
         listen_backlog: c.int("listen_backlog", m.listen_backlog, 1, 65_535, 511)? as i32,
+    })
+}
+
+/// `"auto"`, `"off"` or a list of CPU numbers.
+pub(super) fn parse_affinity(c: &Checker<'_>, key: &str, v: Option<raw::StrOrInts>) -> Result<Affinity, ConfigError> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(match v {
+        None => Affinity::Off,
+        Some(raw::StrOrInts::Str(s)) if s == "auto" => Affinity::Auto,
+        Some(raw::StrOrInts::Str(s)) if s == "off" => Affinity::Off,
+        Some(raw::StrOrInts::Str(s)) => {
+            return Err(c.err(key, format!("\"{s}\" is not \"auto\", \"off\" or a list of CPUs")));
+        }
+        Some(raw::StrOrInts::Ints(v)) => {
+            if v.is_empty() || v.iter().any(|&n| n < 0 || n as usize >= cpus.max(1024)) {
+                return Err(c.err(key, "expected a non-empty list of CPU numbers"));
+            }
+            Affinity::List(v.into_iter().map(|n| n as usize).collect())
+        }
     })
 }
 

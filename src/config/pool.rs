@@ -79,6 +79,8 @@ pub struct Pool {
     /// `Some(None)`: unlimited.
     pub rlimit_core: Option<Option<u64>>,
     pub priority: Option<i32>,
+    /// Worker i (its slot) and its program on one CPU.
+    pub cpu_affinity: super::Affinity,
     pub app: App,
     pub status_path: Option<String>,
     pub ping_path: Option<String>,
@@ -332,6 +334,7 @@ fn build_pool(
             .priority
             .map(|n| c.int("priority", Some(n), -20, 19, 0).map(|n| n as i32))
             .transpose()?,
+        cpu_affinity: super::load::parse_affinity(c, "cpu_affinity", p.cpu_affinity)?,
         app,
         status_path: path_key("status_path", p.status_path)?,
         ping_path: path_key("ping_path", p.ping_path)?,

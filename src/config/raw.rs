@@ -270,6 +270,7 @@ pub struct Pool {
     pub rlimit_files: Option<i64>,
     pub rlimit_core: Option<NumOrStr>,
     pub priority: Option<i64>,
+    pub cpu_affinity: Option<StrOrInts>,
     pub app: Option<String>,
     pub command: Option<OneOrMany>,
     pub status_path: Option<String>,

@@ -15,16 +15,7 @@ pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     if let Some(n) = main.worker_rlimit_nofile {
         setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("setrlimit(RLIMIT_NOFILE, {n}) failed: {e}"))?;
     }
-    let cpu = match &main.worker_cpu_affinity {
-        Affinity::Off => None,
-        Affinity::Auto => Some(slot % std::thread::available_parallelism().map_or(1, |n| n.get())),
-        Affinity::List(cpus) => cpus.get(slot % cpus.len().max(1)).copied(),
-    };
-    if let Some(cpu) = cpu {
-        let mut set = CpuSet::new();
-        set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
-        sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity(CPU {cpu}) failed: {e}"))?;
-    }
+    pin(&main.worker_cpu_affinity, slot)?;
     if let Some(prio) = main.worker_priority {
         // SAFETY: setpriority only reads its integer arguments.
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, prio) };
@@ -37,6 +28,22 @@ pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     }
     if let Some(c) = &main.user {
         drop_to(c)?;
+    }
+    Ok(())
+}
+
+/// Pins this process (and the children it starts later) to the CPU the
+/// affinity gives worker number `slot`.
+pub fn pin(affinity: &Affinity, slot: usize) -> Result<(), String> {
+    let cpu = match affinity {
+        Affinity::Off => None,
+        Affinity::Auto => Some(slot % std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Affinity::List(cpus) => cpus.get(slot % cpus.len().max(1)).copied(),
+    };
+    if let Some(cpu) = cpu {
+        let mut set = CpuSet::new();
+        set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
+        sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity(CPU {cpu}) failed: {e}"))?;
     }
     Ok(())
 }

@@ -57,7 +57,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = prepare(pool) {
+    if let Err(e) = prepare(pool).and_then(|()| crate::os::privileges::pin(&pool.cpu_affinity, spec.slot)) {
         crate::crit!("[pool {}] {e}", pool.name);
         return 2;
     }
