@@ -822,3 +822,60 @@ fn cpu_affinity_pins_workers_and_their_programs() {
     assert_eq!(program.len(), 1, "the worker's php-cgi");
     assert_eq!(allowed(program[0]), "0");
 }
+
+#[test]
+fn reload_adds_changes_and_removes_pools_or_refuses_untouched() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let d = s.dir.path().display().to_string();
+    // A new pool on a port that is taken: the reload is refused as a whole.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &s.config,
+        format!(
+            "{cfg}\n[pool.extra]\nlisten = \"127.0.0.1:{port}\"\napp = \"cgi\"\npm = \"static\"\nmax_children = 1\n"
+        ),
+    )
+    .unwrap();
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("reload refused")),
+        "{}",
+        s.error_log()
+    );
+    assert!(s.dir.path().join("php.sock").exists());
+    assert_eq!(s.get("/hello.php").status, 200, "{}", s.error_log());
+    // Changed: a new generation on the same socket; added: a second pool.
+    drop(taken);
+    let extra =
+        format!("[pool.cgi]\nlisten = \"unix:{d}/cgi.sock\"\napp = \"cgi\"\npm = \"static\"\nmax_children = 1\n");
+    std::fs::write(
+        &s.config,
+        format!("{}\n{extra}", cfg.replace("max_children = 1", "max_children = 2")),
+    )
+    .unwrap();
+    let before = pids(&status(&s));
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let j = status(&s);
+            j.contains("\"pool\":\"cgi\"") && pids(&j).len() == 3 && !pids(&j).contains(&before[0])
+        }),
+        "{}",
+        status(&s)
+    );
+    assert!(s.dir.path().join("cgi.sock").exists());
+    assert_eq!(s.get("/hello.php").status, 200);
+    // Removed: its socket file goes.
+    std::fs::write(&s.config, cfg.replace("max_children = 1", "max_children = 2")).unwrap();
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || !s
+        .dir
+        .path()
+        .join("cgi.sock")
+        .exists()));
+    assert!(!status(&s).contains("\"pool\":\"cgi\""));
+    assert_eq!(s.get("/hello.php").status, 200);
+}

@@ -120,10 +120,23 @@ impl Pools {
     /// running, changed ones drain behind a new generation on the same
     /// socket, removed ones drain and their sockets close.
     pub fn reload(&mut self, cfgs: &[Pool], grace: Duration) -> Result<(), String> {
+        // First the sockets of new addresses: if one cannot open, nothing
+        // has changed (the new ones close again as `opened` drops).
+        let mut opened: Vec<PoolSocket> = Vec::new();
+        for c in cfgs {
+            let have = self.running.iter().any(|p| p.socket.address == c.listen);
+            if !have && !opened.iter().any(|s| s.address == c.listen) {
+                let s = open_socket(c)?;
+                if let Address::Unix(p) = &c.listen {
+                    set_owner(p, c)?;
+                }
+                opened.push(s);
+            }
+        }
         let old = std::mem::take(&mut self.running);
-        let (same, other): (Vec<RunningPool>, Vec<RunningPool>) =
+        let (mut same, other): (Vec<RunningPool>, Vec<RunningPool>) =
             old.into_iter().partition(|p| cfgs.iter().any(|c| *c == p.shared.cfg));
-        let mut sockets = Vec::new();
+        let mut sockets = opened;
         let mut retiring = Vec::new();
         for p in other {
             sockets.push(p.socket);
@@ -132,38 +145,32 @@ impl Pools {
                 children: p.children,
             });
         }
-        let mut same = same;
         let mut fresh = Vec::new();
         for c in cfgs {
             if let Some(i) = same.iter().position(|p| p.shared.cfg == *c) {
                 fresh.push(same.remove(i));
                 continue;
             }
-            match Pools::open(std::slice::from_ref(c), &mut sockets) {
-                Ok(mut v) => fresh.append(&mut v),
-                Err(e) => {
-                    // Put everything back as it was.
-                    let mut back: Vec<RunningPool> = Vec::new();
-                    back.append(&mut fresh);
-                    for d in retiring {
-                        let Some(s) = sockets.iter().position(|s| s.address == d.shared.cfg.listen) else {
-                            continue;
-                        };
-                        let mut p = new_pool_parts(d.shared, sockets.remove(s));
-                        p.children = d.children;
-                        back.push(p);
-                    }
-                    self.running = back;
-                    return Err(e);
-                }
+            let Some(i) = sockets.iter().position(|s| s.address == c.listen) else {
+                continue; // cannot happen: opened or kept above
+            };
+            let socket = sockets.remove(i);
+            let _ = socket.sock.listen(c.backlog);
+            if let Address::Unix(p) = &c.listen
+                && let Err(e) = set_owner(p, c)
+            {
+                crate::error!("{e}");
+            }
+            match new_pool(c.clone(), socket) {
+                Ok(p) => fresh.push(p),
+                Err(e) => crate::crit!("{e}; the pool does not run"),
             }
         }
         for d in &mut retiring {
-            let n = d.children.len();
             crate::notice!(
                 "[pool {}] {} worker(s) of the previous configuration finish their requests",
                 d.shared.cfg.name,
-                n
+                d.children.len()
             );
             retire(&mut d.children, Signal::SIGQUIT, grace);
         }
