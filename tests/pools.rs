@@ -879,3 +879,36 @@ fn reload_adds_changes_and_removes_pools_or_refuses_untouched() {
     assert!(!status(&s).contains("\"pool\":\"cgi\""));
     assert_eq!(s.get("/hello.php").status, 200);
 }
+
+#[test]
+fn binary_upgrade_hands_the_pool_socket_over() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let pidfile = s.dir.path().join("corral.pid");
+    let old = s.pid();
+    s.signal("USR2");
+    let new_pid = || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|&p| p != old)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || new_pid().is_some()),
+        "{}",
+        s.error_log()
+    );
+    let new = new_pid().unwrap();
+    s.signal("WINCH");
+    s.signal("QUIT");
+    assert!(eventually(Duration::from_secs(10), || !alive(old)), "{}", s.error_log());
+    // The new master's pool serves on the same socket file.
+    assert!(s.dir.path().join("php.sock").exists());
+    assert!(
+        eventually(Duration::from_secs(5), || s.get("/hello.php").status == 200),
+        "{}",
+        s.error_log()
+    );
+    signal(new, libc::SIGQUIT);
+    assert!(eventually(Duration::from_secs(10), || !alive(new)));
+}

@@ -437,9 +437,9 @@ impl Pools {
 
     /// After a hand-over to a new binary, this master must not remove the
     /// socket files the new one serves on.
-    pub fn keep_socket_files(&mut self) {
+    pub fn keep_socket_files(&mut self, keep: bool) {
         for p in &mut self.running {
-            p.socket.unlink = false;
+            p.socket.unlink = !keep;
         }
     }
 }
@@ -470,10 +470,13 @@ pub fn inherited() -> Vec<PoolSocket> {
         let sock = unsafe { Socket::from_raw_fd(fd) };
         let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
         let _ = sock.set_nonblocking(true);
+        // The previous master may take over again (a rolled-back upgrade):
+        // its socket file must outlive this process. A file left behind is
+        // replaced at the next start.
         out.push(PoolSocket {
             address,
             sock,
-            unlink: true,
+            unlink: false,
         });
     }
     // SAFETY: called by the master at start, before any other thread exists.

@@ -58,7 +58,7 @@ impl Master {
                 self.upgrade = Some(pid);
                 self.pid_path = old;
                 // The new master serves on the same socket files now.
-                self.pools.keep_socket_files();
+                self.pools.keep_socket_files(true);
             }
             Err(e) => {
                 crate::error!("upgrade aborted: cannot start {}: {e}", exe.display());
@@ -86,6 +86,8 @@ impl Master {
                 }
             }
         }
+        // This master owns the pool socket files again.
+        self.pools.keep_socket_files(false);
         notify(&format!("MAINPID={}", std::process::id()));
         if self.winched && self.stopping.is_none() {
             crate::notice!("starting workers again after the failed upgrade");
