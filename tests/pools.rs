@@ -349,9 +349,9 @@ fn dynamic_grows_to_max_children_then_shrinks_to_max_spare() {
     assert!(eventually(Duration::from_secs(5), || total(&s) == 1), "{}", status(&s));
     let started = Instant::now();
     // php-fpm's pace: one worker the first second, then twice as many each second.
-    let hs = concurrent(&s, "/sleep.php?ms=5000", 6);
+    let hs = concurrent(&s, "/sleep.php?ms=7000", 6);
     let mut peak = 0;
-    while started.elapsed() < Duration::from_millis(4800) {
+    while started.elapsed() < Duration::from_millis(6800) {
         let j = status(&s);
         peak = peak.max(field(&j, "total processes"));
         assert!(
