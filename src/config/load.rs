@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{self, NumOrStr};
-use super::{Affinity, Config, Credentials, EventMode, Http, LogTarget, Main, Server, units};
+use super::{Affinity, Config, EventMode, Http, LogTarget, Main, Server, units};
 use crate::core::log::Level;
 
 /// A config problem, located as precisely as the file allows.
@@ -383,30 +383,7 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         Some(s) if s == "off" => return Err(c.err("error_log", "cannot be \"off\"; use \"stderr\" or a file path")),
         Some(s) => src.log_target(&s),
     };
-    let user = match (m.user, m.group) {
-        (None, None) => None,
-        (None, Some(_)) => return Err(c.err("group", "needs `user` as well")),
-        (Some(name), group) => {
-            let u = nix::unistd::User::from_name(&name)
-                .ok()
-                .flatten()
-                .ok_or_else(|| c.err("user", format!("no such user \"{name}\"")))?;
-            let gid = match group {
-                None => u.gid.as_raw(),
-                Some(g) => nix::unistd::Group::from_name(&g)
-                    .ok()
-                    .flatten()
-                    .ok_or_else(|| c.err("group", format!("no such group \"{g}\"")))?
-                    .gid
-                    .as_raw(),
-            };
-            Some(Credentials {
-                name,
-                uid: u.uid.as_raw(),
-                gid,
-            })
-        }
-    };
+    let user = super::pool::credentials(&c, m.user, m.group)?;
     let worker_cpu_affinity = parse_affinity(&c, "worker_cpu_affinity", m.worker_cpu_affinity)?;
     Ok(Main {
         user,

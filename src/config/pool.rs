@@ -343,7 +343,8 @@ fn build_pool(
     })
 }
 
-fn credentials(
+/// `user` and `group` (the user's own group by default), looked up now.
+pub(super) fn credentials(
     c: &Checker<'_>,
     user: Option<String>,
     group: Option<String>,

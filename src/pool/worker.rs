@@ -135,6 +135,22 @@ impl Worker<'_> {
         }
     }
 
+    /// Waits (until `deadline`) for bytes from the web server or a signal,
+    /// and reads what came; false when the connection is over.
+    fn read_more(&mut self, conn: &Socket, buf: &mut RecordBuf, deadline: Instant) -> bool {
+        let fds = [
+            (conn.as_fd(), PollFlags::POLLIN),
+            (self.sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        let Ok(ev) = wait(&fds, Some(deadline)) else {
+            return false;
+        };
+        if readable(ev[1]) {
+            self.signals();
+        }
+        !readable(ev[0]) || matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock))
+    }
+
     /// The accept loop.
     fn serve(&mut self, listen: &Socket) -> i32 {
         // EPOLLEXCLUSIVE: one idle worker wakes per connection, not all.
@@ -237,20 +253,7 @@ impl Worker<'_> {
                     );
                     return false;
                 }
-                let ev = match wait(
-                    &[
-                        (conn.as_fd(), PollFlags::POLLIN),
-                        (self.sigfd.as_fd(), PollFlags::POLLIN),
-                    ],
-                    Some(idle_deadline),
-                ) {
-                    Ok(ev) => ev,
-                    Err(_) => return false,
-                };
-                if readable(ev[1]) {
-                    self.signals();
-                }
-                if readable(ev[0]) && !matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock)) {
+                if !self.read_more(conn, &mut buf, idle_deadline) {
                     return false;
                 }
             };
@@ -351,20 +354,7 @@ impl Worker<'_> {
                     if buf.eof || self.exit || Instant::now() >= deadline {
                         return false;
                     }
-                    let ev = match wait(
-                        &[
-                            (conn.as_fd(), PollFlags::POLLIN),
-                            (self.sigfd.as_fd(), PollFlags::POLLIN),
-                        ],
-                        Some(deadline),
-                    ) {
-                        Ok(ev) => ev,
-                        Err(_) => return false,
-                    };
-                    if readable(ev[1]) {
-                        self.signals();
-                    }
-                    if readable(ev[0]) && !matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock)) {
+                    if !self.read_more(conn, buf, deadline) {
                         return false;
                     }
                 }
