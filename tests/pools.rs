@@ -477,18 +477,42 @@ fn saturated_pool_queues_with_a_deadline_then_503() {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"static\"\nmax_children = 1\nqueue_timeout = \"1s\"",
+            "pm = \"static\"\nmax_children = 2\nqueue_timeout = \"1s\"",
         ),
-        1,
+        2,
     );
-    let hs = concurrent(&s, "/sleep.php?ms=3000", 1);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 2));
+    // Whichever HTTP worker takes them, both pool workers serve at once.
+    let started = Instant::now();
+    let hs = concurrent(&s, "/sleep.php?ms=3000", 2);
+    assert!(eventually(Duration::from_secs(2), || field(
+        &status(&s),
+        "active processes"
+    ) == 2));
     let t = Instant::now();
     let r = s.get("/hello.php");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_some());
     assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
-    assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
+    assert!(
+        s.error_log().contains("had no free worker within queue_timeout"),
+        "{}",
+        s.error_log()
+    );
+    for h in hs {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(5500),
+        "concurrent, not one after the other"
+    );
+    // A request that waits less than queue_timeout is served when a worker frees.
+    let hs = concurrent(&s, "/sleep.php?ms=600", 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.get("/hello.php").status, 200);
+    for h in hs {
+        assert_eq!(h.join().unwrap(), 200);
+    }
     // A queued request whose client left never reaches the application.
     let record = s.dir.path().join("record.txt");
     std::fs::write(
@@ -499,13 +523,15 @@ fn saturated_pool_queues_with_a_deadline_then_503() {
         ),
     )
     .unwrap();
-    let hs = concurrent(&s, "/sleep.php?ms=1500", 1);
+    let hs = concurrent(&s, "/sleep.php?ms=1500", 2);
     std::thread::sleep(Duration::from_millis(300));
     let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     write!(c, "GET /record.php?tag=gone HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(c);
-    assert_eq!(hs.into_iter().next().unwrap().join().unwrap(), 200);
+    for h in hs {
+        assert_eq!(h.join().unwrap(), 200);
+    }
     assert_eq!(s.get("/record.php?tag=kept").status, 200);
     let seen = std::fs::read_to_string(&record).unwrap();
     assert_eq!(seen, "kept\n", "{}", s.error_log());

@@ -299,9 +299,8 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
     };
     let mut upstreams = super::fastcgi::build_upstreams(src, file.upstream.unwrap_or_default())?;
     let pools = super::pool::build_pools(src, file.pool.unwrap_or_default(), main.user.as_ref())?;
-    // `pass = "pool:NAME"` names this group: the pool's socket, with at
-    // most max_children requests in flight (split across the HTTP
-    // workers); more wait in corral's queue up to the pool's queue_timeout.
+    // `pass = "pool:NAME"` names this group: the pool's socket; when the
+    // pool is saturated requests wait in corral up to its queue_timeout.
     for p in &pools {
         upstreams.push(super::fastcgi::Upstream {
             name: format!("pool:{}", p.name),
@@ -311,7 +310,9 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
             keepalive: (p.max_children / main.workers).max(1),
             keepalive_timeout: Duration::from_secs(2),
             keepalive_requests: 100,
-            max_conns: p.max_children.div_ceil(main.workers),
+            // Admission comes from the pool's scoreboard (every worker
+            // busy at max_children: wait in corral), not a per-worker cap.
+            max_conns: 0,
             queue_timeout: p.queue_timeout,
             servers: vec![super::fastcgi::UpstreamServer {
                 address: p.listen.clone(),

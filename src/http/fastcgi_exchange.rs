@@ -41,6 +41,8 @@ const TO_APP_HIGH: usize = 64 << 10;
 const SCRIPTS_SEEN: usize = 4096;
 /// How soon a connect refused by a full unix listen queue is tried again.
 const BUSY_RETRY: Duration = Duration::from_millis(5);
+/// How often a request waiting for a saturated pool looks at its scoreboard.
+const POOL_RETRY: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -53,6 +55,9 @@ enum Stage {
     Queued,
     /// The server's listen queue was full: try again at `retry_at`.
     Busy,
+    /// A pool of this master has every worker busy at max_children (its
+    /// scoreboard says so): look again at `retry_at`, until queue_timeout.
+    PoolFull,
     /// A TCP connect is under way.
     Connecting,
     /// Records flow both ways.
@@ -90,6 +95,8 @@ pub(super) struct FcgiState {
     retry_at: Instant,
     /// Since when a full listen queue has been refusing us.
     busy_since: Option<Instant>,
+    /// When the request began waiting for a saturated pool.
+    pool_wait_since: Option<Instant>,
     /// Encoded records not yet written are `to_app[to_app_off..]`; while
     /// `replayable`, everything sent is still there from the start.
     to_app: Vec<u8>,
@@ -264,6 +271,7 @@ impl HttpService {
             queued_as: None,
             retry_at: self.clock.now,
             busy_since: None,
+            pool_wait_since: None,
             to_app: Vec::new(),
             to_app_off: 0,
             replayable: true,
@@ -368,7 +376,7 @@ impl HttpService {
                     st.stage = Stage::Pick;
                     st.tried &= !(1 << st.server);
                 }
-                Stage::Busy => {
+                Stage::Busy | Stage::PoolFull => {
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if Instant::now() < st.retry_at {
                         return Step::Wait(Next::Pause);
@@ -491,6 +499,22 @@ impl HttpService {
             st.stage = Stage::Talking;
             c.deadline = self.clock.now + st.knobs.send_timeout;
             return None;
+        }
+        if let Some(pool) = self.upstreams.config(g).name.strip_prefix("pool:")
+            && crate::pool::registry::saturated(pool)
+        {
+            // Every worker busy and no room to start one: wait in corral
+            // (the client may still leave) rather than in the pool's queue.
+            self.upstreams.end(g, s);
+            st.counted = false;
+            if st.pool_wait_since.is_none() {
+                st.pool_wait_since = Some(now);
+                c.deadline = self.clock.now + self.upstreams.queue_timeout(g);
+            }
+            st.retry_at = now + POOL_RETRY;
+            st.stage = Stage::PoolFull;
+            io.wake_at(st.retry_at);
+            return Some(Step::Wait(Next::Pause));
         }
         if self.upstreams.full(g, s) {
             let t = io.token();
@@ -1051,6 +1075,14 @@ impl HttpService {
                 self.fcgi_abort(c, 503, &why)
             }
             Stage::Pick => return Some(Next::Pause),
+            Stage::PoolFull => {
+                let why = format!(
+                    "pool \"{}\" had no free worker within queue_timeout ({:?}; max_children busy)",
+                    self.upstreams.config(st.group).name.trim_start_matches("pool:"),
+                    self.upstreams.queue_timeout(st.group)
+                );
+                self.fcgi_abort(c, 503, &why)
+            }
             Stage::Busy | Stage::Connecting => {
                 let t = st.knobs.connect_timeout;
                 match self.connect_failed(c, &format!("timed out after {t:?}")) {

@@ -31,3 +31,17 @@ pub fn with<R>(f: impl FnOnce(&[PoolView<'_>]) -> R) -> R {
         f(&views)
     })
 }
+
+/// Whether pool `name` can take no new connection now: every worker runs
+/// a request and it has max_children already (so none will be started).
+/// Requests from corral's own locations then wait in corral. A worker idle
+/// on someone's kept connection counts as free: it gives that connection
+/// up when a new one waits.
+pub fn saturated(name: &str) -> bool {
+    POOLS.with(|p| {
+        p.borrow().iter().find(|r| r.cfg.name == name).is_some_and(|r| {
+            let c = r.sb.counts();
+            c.idle == 0 && c.total >= r.cfg.max_children
+        })
+    })
+}

@@ -137,16 +137,27 @@ impl Worker<'_> {
 
     /// Waits (until `deadline`) for bytes from the web server or a signal,
     /// and reads what came; false when the connection is over.
-    fn read_more(&mut self, conn: &Socket, buf: &mut RecordBuf, deadline: Instant) -> bool {
-        let fds = [
+    /// With `listen` (a kept connection between requests), a connection
+    /// waiting on the pool socket while no worker accepts ends the kept
+    /// one: an idle kept connection must not starve other clients (the
+    /// web server retries a request it had just sent on a fresh one).
+    fn read_more(&mut self, conn: &Socket, buf: &mut RecordBuf, deadline: Instant, listen: Option<&Socket>) -> bool {
+        let mut fds = vec![
             (conn.as_fd(), PollFlags::POLLIN),
             (self.sigfd.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(l) = listen {
+            fds.push((l.as_fd(), PollFlags::POLLIN));
+        }
         let Ok(ev) = wait(&fds, Some(deadline)) else {
             return false;
         };
         if readable(ev[1]) {
             self.signals();
+        }
+        if !readable(ev[0]) && ev.get(2).is_some_and(|e| readable(*e)) && self.sb.counts().accepting == 0 {
+            crate::debug!("[pool {}] a connection waits: closing an idle kept one", self.pool.name);
+            return false;
         }
         !readable(ev[0]) || matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock))
     }
@@ -216,7 +227,7 @@ impl Worker<'_> {
             }
             self.sb.count_accepted();
             self.sb.set_state(self.slot, State::ReadingHeaders);
-            let recycle = self.connection(&conn);
+            let recycle = self.connection(&conn, listen);
             drop(conn);
             if self.exit || self.quit || recycle {
                 return 0;
@@ -227,7 +238,7 @@ impl Worker<'_> {
 
     /// Serves one connection until it closes; true when the worker must
     /// be replaced now (max_requests, max_memory).
-    fn connection(&mut self, conn: &Socket) -> bool {
+    fn connection(&mut self, conn: &Socket, listen: &Socket) -> bool {
         let mut buf = RecordBuf::default();
         let mut first = true;
         loop {
@@ -253,7 +264,7 @@ impl Worker<'_> {
                     );
                     return false;
                 }
-                if !self.read_more(conn, &mut buf, idle_deadline) {
+                if !self.read_more(conn, &mut buf, idle_deadline, (!first).then_some(listen)) {
                     return false;
                 }
             };
@@ -354,7 +365,7 @@ impl Worker<'_> {
                     if buf.eof || self.exit || Instant::now() >= deadline {
                         return false;
                     }
-                    if !self.read_more(conn, buf, deadline) {
+                    if !self.read_more(conn, buf, deadline, None) {
                         return false;
                     }
                 }
