@@ -938,3 +938,87 @@ fn binary_upgrade_hands_the_pool_socket_over() {
     signal(new, libc::SIGQUIT);
     assert!(eventually(Duration::from_secs(10), || !alive(new)));
 }
+
+#[test]
+fn an_idle_kept_connection_does_not_starve_other_clients() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("hello.php"), HELLO).unwrap();
+    let sock = d.join("one.sock");
+    let conf = d.join("corral.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n\
+             [pool.one]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n",
+            d = d.display(),
+            s = sock.display()
+        ),
+    )
+    .unwrap();
+    let mut corral = Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
+    // nginx keeps its connection to the pool's only worker.
+    let nport = free_port();
+    let nconf = d.join("nginx.conf");
+    std::fs::write(
+        &nconf,
+        format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; fastcgi_temp_path {d};\n\
+             upstream one {{ server unix:{s}; keepalive 2; keepalive_timeout 60s; }}\n\
+             server {{ listen 127.0.0.1:{nport}; root {w};\n\
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass one; }} }} }}\n",
+            d = d.display(),
+            s = sock.display(),
+            w = www.display()
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&nconf)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed");
+    assert!(eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
+        "127.0.0.1",
+        nport
+    ))
+    .is_ok()));
+    let via_nginx = || {
+        let (ok, out) = curl(&[&format!("http://127.0.0.1:{nport}/hello.php?a=nginx")]);
+        ok && String::from_utf8_lossy(&out).starts_with("hello nginx")
+    };
+    assert!(via_nginx());
+    // Another client gets the worker at once, not after nginx's 60 s.
+    let t = Instant::now();
+    let out = Command::new("timeout")
+        .args(["10", "cgi-fcgi", "-bind", "-connect"])
+        .arg(&sock)
+        .env_clear()
+        .env("SCRIPT_FILENAME", www.join("hello.php"))
+        .env("REQUEST_METHOD", "GET")
+        .env("QUERY_STRING", "a=other")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello other"), "{out:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // nginx goes on, on a new connection.
+    assert!(via_nginx());
+    signal(nginx.id() as i32, libc::SIGQUIT);
+    let _ = nginx.wait();
+    signal(corral.id() as i32, libc::SIGQUIT);
+    let _ = corral.wait();
+}
