@@ -41,8 +41,10 @@ const TO_APP_HIGH: usize = 64 << 10;
 const SCRIPTS_SEEN: usize = 4096;
 /// How soon a connect refused by a full unix listen queue is tried again.
 const BUSY_RETRY: Duration = Duration::from_millis(5);
-/// How often a request waiting for a saturated pool looks at its scoreboard.
-const POOL_RETRY: Duration = Duration::from_millis(2);
+/// How often a request waiting for a saturated pool looks at its
+/// scoreboard for another worker's request ending (its own worker's end
+/// wakes it at once).
+const POOL_RETRY: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -376,10 +378,20 @@ impl HttpService {
                     st.stage = Stage::Pick;
                     st.tried &= !(1 << st.server);
                 }
-                Stage::Busy | Stage::PoolFull => {
+                Stage::Busy => {
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if Instant::now() < st.retry_at {
                         return Step::Wait(Next::Pause);
+                    }
+                    st.stage = Stage::Pick;
+                    st.tried &= !(1 << st.server);
+                }
+                // Woken by one of our own connections to the pool coming
+                // free, or by the timer for other workers' ones: look again.
+                Stage::PoolFull => {
+                    let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
+                    if let Some(t) = st.queued_as.take() {
+                        self.upstreams.unwait(st.group, st.server, t);
                     }
                     st.stage = Stage::Pick;
                     st.tried &= !(1 << st.server);
@@ -511,6 +523,9 @@ impl HttpService {
                 st.pool_wait_since = Some(now);
                 c.deadline = self.clock.now + self.upstreams.queue_timeout(g);
             }
+            let t = io.token();
+            self.upstreams.wait(g, s, t);
+            st.queued_as = Some(t);
             st.retry_at = now + POOL_RETRY;
             st.stage = Stage::PoolFull;
             io.wake_at(st.retry_at);
