@@ -141,28 +141,14 @@ fn build_pool(
     // A root master never runs an application as root by default: the
     // pool's own user, else the HTTP workers' (`main.user`).
     let user = credentials(c, p.user, p.group)?.or_else(|| http_user.cloned());
-    let uid_of = |key: &str, n: &str| -> Result<u32, ConfigError> {
-        nix::unistd::User::from_name(n)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw())
-            .ok_or_else(|| c.err(key, format!("no such user \"{n}\"")))
-    };
-    let gid_of = |key: &str, n: &str| -> Result<u32, ConfigError> {
-        nix::unistd::Group::from_name(n)
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw())
-            .ok_or_else(|| c.err(key, format!("no such group \"{n}\"")))
-    };
     // By default the socket is corral's HTTP workers' (they connect as its
     // owner) and the pool's group's: the permission 502 cannot happen.
     let listen_owner = match &p.listen_owner {
-        Some(n) => Some(uid_of("listen_owner", n)?),
+        Some(n) => Some(find_user(c, "listen_owner", n)?.uid.as_raw()),
         None => http_user.map(|u| u.uid),
     };
     let listen_group = match &p.listen_group {
-        Some(n) => Some(gid_of("listen_group", n)?),
+        Some(n) => Some(group_id(c, "listen_group", n)?),
         None => user.as_ref().or(http_user).map(|u| u.gid),
     };
     let listen_mode = match &p.listen_mode {
@@ -354,24 +340,31 @@ pub(super) fn credentials(
         (None, Some(_)) => return Err(c.err("group", "needs `user` as well")),
         (Some(n), g) => (n, g),
     };
-    let u = nix::unistd::User::from_name(&name)
-        .ok()
-        .flatten()
-        .ok_or_else(|| c.err("user", format!("no such user \"{name}\"")))?;
+    let u = find_user(c, "user", &name)?;
     let gid = match group {
         None => u.gid.as_raw(),
-        Some(g) => nix::unistd::Group::from_name(&g)
-            .ok()
-            .flatten()
-            .ok_or_else(|| c.err("group", format!("no such group \"{g}\"")))?
-            .gid
-            .as_raw(),
+        Some(g) => group_id(c, "group", &g)?,
     };
     Ok(Some(Credentials {
         name,
         uid: u.uid.as_raw(),
         gid,
     }))
+}
+
+fn find_user(c: &Checker<'_>, key: &str, name: &str) -> Result<nix::unistd::User, ConfigError> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| c.err(key, format!("no such user \"{name}\"")))
+}
+
+fn group_id(c: &Checker<'_>, key: &str, name: &str) -> Result<u32, ConfigError> {
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+        .ok_or_else(|| c.err(key, format!("no such group \"{name}\"")))
 }
 
 /// The program of `argv` as an absolute path (searched in `PATH` when it

@@ -525,23 +525,22 @@ fn watch_requests(p: &mut RunningPool) {
             sb.count_slow();
             let pr = sb.process(c.slot).unwrap_or_default();
             crate::warn!(
-                "[pool {}] child {}, script '{}' (request: \"{} {}\") executing too slow ({:.1} sec), logging",
+                "[pool {}] child {}, {} executing too slow ({:.1} sec), logging",
                 cfg.name,
                 c.pid,
-                crate::core::log::Esc(pr.script.as_bytes()),
-                crate::core::log::Esc(pr.method.as_bytes()),
-                crate::core::log::Esc(pr.uri.as_bytes()),
+                crate::pool::app::describe_parts(&pr.script, &pr.method, &pr.uri),
                 busy.as_secs_f64()
             );
             if let Some(path) = &cfg.slowlog {
+                use crate::core::log::Esc;
                 let entry = format!(
                     "\n[{}]  [pool {}] pid {}\nscript_filename = {}\nrequest = {} {}\nduration = {:.3} s\n",
                     crate::core::clock::error_log_time(),
                     cfg.name,
                     c.pid,
-                    crate::core::log::Esc(pr.script.as_bytes()),
-                    crate::core::log::Esc(pr.method.as_bytes()),
-                    crate::core::log::Esc(pr.uri.as_bytes()),
+                    Esc(pr.script.as_bytes()),
+                    Esc(pr.method.as_bytes()),
+                    Esc(pr.uri.as_bytes()),
                     busy.as_secs_f64()
                 );
                 let w = std::fs::OpenOptions::new()

@@ -13,21 +13,32 @@ use crate::config::{Affinity, Credentials, Main};
 /// `worker_priority` for worker number `slot`, then drops privileges.
 pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     if let Some(n) = main.worker_rlimit_nofile {
-        setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("setrlimit(RLIMIT_NOFILE, {n}) failed: {e}"))?;
+        limit(Resource::RLIMIT_NOFILE, n)?;
     }
     pin(&main.worker_cpu_affinity, slot)?;
     if let Some(prio) = main.worker_priority {
-        // SAFETY: setpriority only reads its integer arguments.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, prio) };
-        if rc != 0 {
-            return Err(format!(
-                "setpriority({prio}) failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        set_priority(prio)?;
     }
     if let Some(c) = &main.user {
         drop_to(c)?;
+    }
+    Ok(())
+}
+
+/// Sets both the soft and the hard limit of `res` to `n`.
+pub fn limit(res: Resource, n: u64) -> Result<(), String> {
+    setrlimit(res, n, n).map_err(|e| format!("setrlimit({res:?}, {n}) failed: {e}"))
+}
+
+/// The nice value of this process (its children inherit it).
+pub fn set_priority(prio: i32) -> Result<(), String> {
+    // SAFETY: setpriority only reads its integer arguments.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, prio) };
+    if rc != 0 {
+        return Err(format!(
+            "setpriority({prio}) failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

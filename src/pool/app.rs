@@ -888,9 +888,13 @@ fn terminated(client: &Socket, id: u16, head_sent: bool) -> Result<Outcome, Stop
 
 /// "GET /x.php?a=1 (script /srv/x.php)" for logs, with control bytes escaped.
 pub fn describe(req: &Request) -> String {
-    let uri = req.param("REQUEST_URI").unwrap_or("-");
-    let method = req.param("REQUEST_METHOD").unwrap_or("-");
-    let script = req.param("SCRIPT_FILENAME").unwrap_or("-");
+    let p = |n| req.param(n).unwrap_or("-");
+    describe_parts(p("SCRIPT_FILENAME"), p("REQUEST_METHOD"), p("REQUEST_URI"))
+}
+
+/// php-fpm's way of naming a request in its log lines (the pool's error
+/// lines and the master's slow-request lines alike).
+pub fn describe_parts(script: &str, method: &str, uri: &str) -> String {
     use crate::core::log::Esc;
     format!(
         "script '{}' (request: \"{} {}\")",

@@ -3,7 +3,7 @@
 //! poll over a few descriptors plus the signalfd.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -141,9 +141,4 @@ pub fn readable(ev: PollFlags) -> bool {
 
 pub fn writable(ev: PollFlags) -> bool {
     ev.intersects(PollFlags::POLLOUT | PollFlags::POLLHUP | PollFlags::POLLERR)
-}
-
-/// `fd` as a borrowed descriptor (for [`wait`]).
-pub fn fd(f: &impl AsFd) -> BorrowedFd<'_> {
-    f.as_fd()
 }

@@ -94,19 +94,16 @@ pub fn run(spec: Spec<'_>) -> i32 {
 
 /// Limits, priority, directory and user, as the pool's config says.
 fn prepare(pool: &Pool) -> Result<(), String> {
-    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    use crate::os::privileges::{limit, set_priority};
+    use nix::sys::resource::{RLIM_INFINITY, Resource};
     if let Some(n) = pool.rlimit_files {
-        setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(|e| format!("setrlimit(RLIMIT_NOFILE, {n}) failed: {e}"))?;
+        limit(Resource::RLIMIT_NOFILE, n)?;
     }
     if let Some(core) = pool.rlimit_core {
-        let n = core.unwrap_or(RLIM_INFINITY);
-        setrlimit(Resource::RLIMIT_CORE, n, n).map_err(|e| format!("setrlimit(RLIMIT_CORE) failed: {e}"))?;
+        limit(Resource::RLIMIT_CORE, core.unwrap_or(RLIM_INFINITY))?;
     }
     if let Some(p) = pool.priority {
-        // SAFETY: setpriority only reads its integer arguments.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, p) } != 0 {
-            return Err(format!("setpriority({p}) failed: {}", std::io::Error::last_os_error()));
-        }
+        set_priority(p)?;
     }
     if let Some(c) = &pool.user {
         crate::os::privileges::drop_to(c)?;
