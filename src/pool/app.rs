@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use socket2::Socket;
 
-use super::io::{Filled, Outbox, RecordBuf, readable, wait, writable};
+use super::io::{Filled, Outbox, RecordBuf, readable, wait};
 use crate::config::pool::{App as AppCfg, Pool};
 use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
 
@@ -266,10 +266,13 @@ impl App {
                     self.pool_name
                 );
                 peer.kill();
-                if head_sent || client_gone {
-                    return Ok(Outcome::CloseClient);
-                }
-                return Ok(answer_error(client, req.id, 502, "the application failed"));
+                return Ok(cut_short(
+                    client,
+                    req.id,
+                    head_sent || client_gone,
+                    502,
+                    "the application failed",
+                ));
             }
             if !client_gone && to_client.pending() > 0 && to_client.flush(client).is_err() {
                 client_gone = true;
@@ -309,7 +312,13 @@ impl App {
                 );
                 peer.kill();
                 self.terminated = true;
-                return terminated(client, req.id, head_sent);
+                return Ok(cut_short(
+                    client,
+                    req.id,
+                    head_sent,
+                    504,
+                    "the request ran past request_terminate_timeout",
+                ));
             }
             if readable(ev[1]) {
                 for s in crate::os::signals::drain(sigfd) {
@@ -327,11 +336,9 @@ impl App {
                     Ok(_) => {}
                 }
             }
-            if !client_gone && writable(ev[0]) && to_client.pending() > 0 && to_client.flush(client).is_err() {
-                client_gone = true;
-            }
+            // (What became writable is written at the top of the loop.)
             // The app's side.
-            match peer.pump(&ev[2..], &mut to_app, &mut to_client, req.id, &mut head_sent) {
+            match peer.pump(&ev[2..], &mut to_client, req.id, &mut head_sent) {
                 Ok(Some(status)) => ended = Some(status),
                 Ok(None) => {}
                 Err(e) => {
@@ -341,10 +348,13 @@ impl App {
                         describe(req)
                     );
                     peer.kill();
-                    if head_sent || client_gone {
-                        return Ok(Outcome::CloseClient);
-                    }
-                    return Ok(answer_error(client, req.id, 502, "the application failed"));
+                    return Ok(cut_short(
+                        client,
+                        req.id,
+                        head_sent || client_gone,
+                        502,
+                        "the application failed",
+                    ));
                 }
             }
             if stdin_done && to_app.pending() == 0 {
@@ -604,7 +614,6 @@ impl Peer<'_> {
     fn pump(
         &mut self,
         ev: &[PollFlags],
-        to_app: &mut Outbox,
         to_client: &mut Outbox,
         id: u16,
         head_sent: &mut bool,
@@ -616,9 +625,6 @@ impl Peer<'_> {
                     return Err(io::Error::other("no connection to the program"));
                 };
                 let e = ev.first().copied().unwrap_or(PollFlags::empty());
-                if writable(e) && to_app.pending() > 0 {
-                    to_app.flush(conn)?;
-                }
                 if readable(e) {
                     buf.fill(conn)?;
                 }
@@ -678,18 +684,8 @@ impl Peer<'_> {
                 if rusage.is_some() {
                     return Ok(None); // reaped: the answer is complete
                 }
-                let mut i = 0;
-                if stdin.is_some() {
-                    if writable(ev.get(i).copied().unwrap_or(PollFlags::empty())) && to_app.pending() > 0 {
-                        let s = stdin.as_ref().expect("checked");
-                        if to_app.flush(s).is_err() {
-                            // The script does not read its body: that is its right.
-                            to_app.buf.clear();
-                            to_app.sent = 0;
-                        }
-                    }
-                    i += 1;
-                }
+                // stdin's place in the poll set comes first (written by `flush_app`).
+                let mut i = usize::from(stdin.is_some());
                 if stdout.is_some() {
                     if readable(ev.get(i).copied().unwrap_or(PollFlags::empty())) {
                         let s = stdout.as_mut().expect("checked");
@@ -872,18 +868,14 @@ pub fn answer_error(client: &Socket, id: u16, status: u16, why: &str) -> Outcome
     }
 }
 
-/// A terminated request: an error answer if nothing was sent yet, else a
-/// cut connection (so the client sees a truncation, never a clean end).
-fn terminated(client: &Socket, id: u16, head_sent: bool) -> Result<Outcome, Stop> {
-    if head_sent {
-        return Ok(Outcome::CloseClient);
+/// A request cut short (the app failed, or ran past its time): a cut
+/// connection when the answer had begun or nobody waits for it (the client
+/// sees a truncation, never a clean end), else an error of the worker's own.
+fn cut_short(client: &Socket, id: u16, cut: bool, status: u16, why: &str) -> Outcome {
+    if cut {
+        return Outcome::CloseClient;
     }
-    Ok(answer_error(
-        client,
-        id,
-        504,
-        "the request ran past request_terminate_timeout",
-    ))
+    answer_error(client, id, status, why)
 }
 
 /// "GET /x.php?a=1 (script /srv/x.php)" for logs, with control bytes escaped.

@@ -138,7 +138,3 @@ pub fn wait(fds: &[(BorrowedFd<'_>, PollFlags)], deadline: Option<Instant>) -> i
 pub fn readable(ev: PollFlags) -> bool {
     ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
 }
-
-pub fn writable(ev: PollFlags) -> bool {
-    ev.intersects(PollFlags::POLLOUT | PollFlags::POLLHUP | PollFlags::POLLERR)
-}
