@@ -107,6 +107,50 @@ fn concurrent(s: &Server, path: &str, n: usize) -> Vec<std::thread::JoinHandle<u
         .collect()
 }
 
+/// corral as php-fpm in `d`: only the `pools` tables, no [[server]].
+fn pools_only(d: &Path, pools: &str) -> std::process::Child {
+    let conf = d.join("corral.toml");
+    let main = format!(
+        "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n",
+        d = d.display()
+    );
+    std::fs::write(&conf, main + pools).unwrap();
+    Command::new(BIN)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// nginx (one worker, files in `d`) with `http` inside its http block,
+/// once it accepts on `port`.
+fn nginx(d: &Path, port: u16, http: &str) -> std::process::Child {
+    let conf = d.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; fastcgi_temp_path {d};\n{http} }}\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed");
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "nginx did not start");
+    child
+}
+
 #[test]
 fn php_cgi_pool_serves_corral_locations() {
     let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 2"), 1);
@@ -180,24 +224,14 @@ fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
     std::fs::write(www.join("hello.php"), HELLO).unwrap();
     // corral as php-fpm: pools only, no [[server]].
     let port = free_port();
-    let conf = d.join("corral.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n\
-             [pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"dynamic\"\n\
+    let mut corral = pools_only(
+        d,
+        &format!(
+            "[pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"dynamic\"\n\
              max_children = 3\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 2\n\
-             status_path = \"/fpm-status\"\nping_path = \"/ping\"\n",
-            d = d.display()
+             status_path = \"/fpm-status\"\nping_path = \"/ping\"\n"
         ),
-    )
-    .unwrap();
-    let mut corral = Command::new(BIN)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    );
     let up = eventually(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -225,32 +259,16 @@ fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
     assert!(String::from_utf8_lossy(&ping.stdout).ends_with("pong\n"));
     // nginx in front, fastcgi_pass to the pool.
     let nport = free_port();
-    let nconf = d.join("nginx.conf");
-    std::fs::write(
-        &nconf,
-        format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; fastcgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{nport}; root {w};\n\
+    let w = www.display();
+    let mut nginx = nginx(
+        d,
+        nport,
+        &format!(
+            "server {{ listen 127.0.0.1:{nport}; root {w};\n\
              location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_pass 127.0.0.1:{port}; }}\n\
-             location = /fpm-status {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_NAME /fpm-status; fastcgi_pass 127.0.0.1:{port}; }} }} }}\n",
-            d = d.display(),
-            w = www.display()
+             location = /fpm-status {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_NAME /fpm-status; fastcgi_pass 127.0.0.1:{port}; }} }}\n"
         ),
-    )
-    .unwrap();
-    let mut nginx = Command::new("nginx")
-        .args(["-e", "stderr", "-c"])
-        .arg(&nconf)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed");
-    let up = eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", nport)).is_ok()
-    });
-    assert!(up, "nginx did not start");
+    );
     for i in 0..20 {
         let (ok, out) = curl(&[&format!("http://127.0.0.1:{nport}/hello.php?a=n{i}")]);
         assert!(ok);
@@ -947,56 +965,29 @@ fn an_idle_kept_connection_does_not_starve_other_clients() {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("hello.php"), HELLO).unwrap();
     let sock = d.join("one.sock");
-    let conf = d.join("corral.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n\
-             [pool.one]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n",
-            d = d.display(),
+    let mut corral = pools_only(
+        d,
+        &format!(
+            "[pool.one]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n",
             s = sock.display()
         ),
-    )
-    .unwrap();
-    let mut corral = Command::new(BIN)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    );
     assert!(eventually(Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     }));
     // nginx keeps its connection to the pool's only worker.
     let nport = free_port();
-    let nconf = d.join("nginx.conf");
-    std::fs::write(
-        &nconf,
-        format!(
-            "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; fastcgi_temp_path {d};\n\
-             upstream one {{ server unix:{s}; keepalive 2; keepalive_timeout 60s; }}\n\
+    let mut nginx = nginx(
+        d,
+        nport,
+        &format!(
+            "upstream one {{ server unix:{s}; keepalive 2; keepalive_timeout 60s; }}\n\
              server {{ listen 127.0.0.1:{nport}; root {w};\n\
-             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass one; }} }} }}\n",
-            d = d.display(),
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass one; }} }}\n",
             s = sock.display(),
             w = www.display()
         ),
-    )
-    .unwrap();
-    let mut nginx = Command::new("nginx")
-        .args(["-e", "stderr", "-c"])
-        .arg(&nconf)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed");
-    assert!(eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
-        "127.0.0.1",
-        nport
-    ))
-    .is_ok()));
+    );
     let via_nginx = || {
         let (ok, out) = curl(&[&format!("http://127.0.0.1:{nport}/hello.php?a=nginx")]);
         ok && String::from_utf8_lossy(&out).starts_with("hello nginx")
