@@ -851,12 +851,18 @@ pub fn blocking_write(client: &Socket, out: &[u8]) -> io::Result<()> {
 
 /// Answers a request with an error status of the worker's own.
 pub fn answer_error(client: &Socket, id: u16, status: u16, why: &str) -> Outcome {
-    let mut out = Vec::new();
-    let body = format!(
+    let page = format!(
         "Status: {status} {}\r\nContent-Type: text/plain\r\n\r\n{why}\n",
         crate::http::status::reason(status)
     );
-    codec::stream(&mut out, kind::STDOUT, id, body.as_bytes());
+    answer(client, id, page.as_bytes())
+}
+
+/// Answers request `id` with `page` (a CGI head and body) of the worker's
+/// own: the whole STDOUT stream and END_REQUEST.
+pub fn answer(client: &Socket, id: u16, page: &[u8]) -> Outcome {
+    let mut out = Vec::new();
+    codec::stream(&mut out, kind::STDOUT, id, page);
     codec::end_stream(&mut out, kind::STDOUT, id);
     codec::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
     match blocking_write(client, &out) {

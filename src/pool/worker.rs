@@ -17,7 +17,7 @@ use super::app::{self, App, Outcome, Request, Stop};
 use super::io::{Filled, RecordBuf, readable, wait};
 use super::scoreboard::{RequestInfo, Scoreboard, State};
 use crate::config::pool::Pool;
-use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
+use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role};
 use crate::os::{signals, title};
 
 /// How long a new connection may take to send its request's params.
@@ -446,7 +446,7 @@ impl Worker<'_> {
 
     /// A built-in answer (ping, status): the body is read and dropped first.
     fn builtin(&mut self, conn: &Socket, buf: &mut RecordBuf, id: u16, ct: &str, body: &[u8]) -> Outcome {
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match buf.peek() {
                 Err(_) => return Outcome::CloseClient,
@@ -458,33 +458,19 @@ impl Worker<'_> {
                     }
                 }
                 Ok(None) => {
-                    if buf.eof || Instant::now() >= deadline {
-                        return Outcome::CloseClient;
-                    }
-                    let _ = wait(&[(conn.as_fd(), PollFlags::POLLIN)], Some(deadline));
-                    if matches!(buf.fill(conn), Err(_) | Ok(Filled::Eof)) {
+                    if buf.eof || Instant::now() >= deadline || !self.read_more(conn, buf, deadline, None) {
                         return Outcome::CloseClient;
                     }
                 }
             }
         }
-        let mut out = Vec::new();
-        let mut head = format!(
+        let mut page = format!(
             "Content-Type: {ct}\r\nExpires: Thu, 01 Jan 1970 00:00:00 GMT\r\nCache-Control: no-cache, no-store, must-revalidate, max-age=0\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
-        head.extend_from_slice(body);
-        codec::stream(&mut out, kind::STDOUT, id, &head);
-        codec::end_stream(&mut out, kind::STDOUT, id);
-        codec::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
-        match app::blocking_write(conn, &out) {
-            Ok(()) => Outcome::Done {
-                cpu_percent: 0.0,
-                memory: 0,
-            },
-            Err(_) => Outcome::CloseClient,
-        }
+        page.extend_from_slice(body);
+        app::answer(conn, id, &page)
     }
 
     /// `max_requests` reached or `max_memory` passed.
