@@ -107,25 +107,46 @@ fn concurrent(s: &Server, path: &str, n: usize) -> Vec<std::thread::JoinHandle<u
         .collect()
 }
 
+/// A server process a test started: stopped with SIGTERM (and waited
+/// for) if the test ends early, so a failing test leaves nothing behind.
+struct Started(Option<std::process::Child>);
+
+impl Started {
+    fn stop(&mut self, sig: i32) {
+        if let Some(mut c) = self.0.take() {
+            signal(c.id() as i32, sig);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+    }
+}
+
 /// corral as php-fpm in `d`: only the `pools` tables, no [[server]].
-fn pools_only(d: &Path, pools: &str) -> std::process::Child {
+fn pools_only(d: &Path, pools: &str) -> Started {
     let conf = d.join("corral.toml");
     let main = format!(
         "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n",
         d = d.display()
     );
     std::fs::write(&conf, main + pools).unwrap();
-    Command::new(BIN)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
+    Started(Some(
+        Command::new(BIN)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 /// nginx (one worker, files in `d`) with `http` inside its http block,
 /// once it accepts on `port`.
-fn nginx(d: &Path, port: u16, http: &str) -> std::process::Child {
+fn nginx(d: &Path, port: u16, http: &str) -> Started {
     let conf = d.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -137,13 +158,16 @@ fn nginx(d: &Path, port: u16, http: &str) -> std::process::Child {
         ),
     )
     .unwrap();
-    let child = Command::new("nginx")
-        .args(["-e", "stderr", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed");
+    // Held before the wait, so a failed start is stopped too.
+    let child = Started(Some(
+        Command::new("nginx")
+            .args(["-e", "stderr", "-c"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed"),
+    ));
     let up = eventually(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -293,10 +317,8 @@ fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
         "{m}"
     );
     assert!(m.ends_with("# EOF\n"), "{m}");
-    signal(nginx.id() as i32, libc::SIGQUIT);
-    let _ = nginx.wait();
-    signal(corral.id() as i32, libc::SIGQUIT);
-    let _ = corral.wait();
+    nginx.stop(libc::SIGQUIT);
+    corral.stop(libc::SIGQUIT);
     assert!(!d.join("www.sock").exists());
 }
 
@@ -1008,8 +1030,6 @@ fn an_idle_kept_connection_does_not_starve_other_clients() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // nginx goes on, on a new connection.
     assert!(via_nginx());
-    signal(nginx.id() as i32, libc::SIGQUIT);
-    let _ = nginx.wait();
-    signal(corral.id() as i32, libc::SIGQUIT);
-    let _ = corral.wait();
+    nginx.stop(libc::SIGQUIT);
+    corral.stop(libc::SIGQUIT);
 }
