@@ -3,35 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-
-fn read_pid(p: &PathBuf) -> Option<i32> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
-}
-
-fn get_on(port: u16, path: &str) -> Option<Response> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    parse_responses(&read_to_close(&mut c), false).into_iter().next()
-}
-
-fn kill(pid: i32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
-}
 
 #[test]
 fn reload_serves_the_new_root() {
@@ -114,70 +93,6 @@ fn reload_adds_and_removes_a_listen_address() {
     assert_eq!(get_on(p2, "/").map(|r| r.status), Some(200));
 }
 
-/// Keep-alive clients that count every failure while the server reloads.
-fn hammer(port: u16, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) {
-    let mut conn: Option<BufReader<TcpStream>> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                    conn.insert(BufReader::new(s))
-                }
-                Err(_) => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            },
-        };
-        let result = (|| -> std::io::Result<bool> {
-            c.get_mut().write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")?;
-            let mut line = String::new();
-            let mut len = 0usize;
-            let mut close = false;
-            let mut status = 0;
-            loop {
-                line.clear();
-                if c.read_line(&mut line)? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
-                    status = code[..3].parse().unwrap_or(0);
-                } else if let Some((n, v)) = l.split_once(':') {
-                    if n.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    } else if n.eq_ignore_ascii_case("connection") && v.trim() == "close" {
-                        close = true;
-                    }
-                }
-            }
-            let mut body = vec![0u8; len];
-            c.read_exact(&mut body)?;
-            if status != 200 {
-                return Err(std::io::Error::other(format!("status {status}")));
-            }
-            Ok(close)
-        })();
-        match result {
-            Ok(close) => {
-                ok.fetch_add(1, Ordering::Relaxed);
-                if close {
-                    conn = None;
-                }
-            }
-            Err(_) => {
-                failed.fetch_add(1, Ordering::Relaxed);
-                conn = None;
-            }
-        }
-    }
-}
-
 #[test]
 fn reloads_under_keep_alive_load_lose_nothing() {
     let s = Server::start();
@@ -188,7 +103,7 @@ fn reloads_under_keep_alive_load_lose_nothing() {
         .map(|_| {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             let port = s.port;
-            std::thread::spawn(move || hammer(port, stop, ok, failed))
+            std::thread::spawn(move || hammer(port, true, stop, ok, failed))
         })
         .collect();
     for _ in 0..6 {
@@ -206,53 +121,9 @@ fn reloads_under_keep_alive_load_lose_nothing() {
     assert!(s.error_log().matches("reload applied").count() >= 6);
 }
 
-/// Starts a copy of the binary, as an operator's installed one.
-fn start_copy() -> (Server, PathBuf) {
-    let dir = TempDir::new();
-    let bin = dir.path().join("corral-bin");
-    // `cp` in its own process: a write descriptor held by this (threaded)
-    // test process could leak into a parallel fork and make exec fail with
-    // ETXTBSY.
-    assert!(Command::new("cp").arg(BIN).arg(&bin).status().unwrap().success());
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("index.html"), "hello").unwrap();
-    let s = Server::launch(Opts::default(), dir, root, bin.to_str().unwrap());
-    (s, bin)
-}
-
-/// USR2 and wait for the new master to serve; returns its pid.
-fn upgrade(s: &Server) -> i32 {
-    let pid_file = s.dir.path().join("corral.pid");
-    let oldbin = s.dir.path().join("corral.pid.oldbin");
-    let old = s.pid();
-    s.signal("USR2");
-    assert!(
-        eventually(Duration::from_secs(10), || read_pid(&pid_file)
-            .is_some_and(|p| p != old)
-            && read_pid(&oldbin) == Some(old)),
-        "new pid file and .oldbin: {}",
-        s.error_log()
-    );
-    let new = read_pid(&pid_file).unwrap();
-    assert!(cmdline(new).starts_with("corral: master process"), "{}", cmdline(new));
-    assert!(
-        eventually(Duration::from_secs(10), || children_of(new).len() == 2),
-        "new master's workers"
-    );
-    new
-}
-
-fn stop_pid(pid: i32) {
-    let workers = children_of(pid);
-    kill(pid, "TERM");
-    assert!(eventually(Duration::from_secs(10), || !alive(pid)
-        && workers.iter().all(|w| !alive(*w))));
-}
-
 #[test]
 fn binary_upgrade_usr2_winch_quit() {
-    let (mut s, _bin) = start_copy();
+    let (mut s, _bin) = start_copy(Opts::default());
     let old = s.pid();
     let old_workers = s.workers();
     let new = upgrade(&s);
@@ -285,7 +156,7 @@ fn binary_upgrade_usr2_winch_quit() {
 
 #[test]
 fn binary_upgrade_roll_back() {
-    let (s, _bin) = start_copy();
+    let (s, _bin) = start_copy(Opts::default());
     let old = s.pid();
     let new = upgrade(&s);
     s.signal("WINCH");

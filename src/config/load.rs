@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{self, NumOrStr};
-use super::{Affinity, Config, EventMode, Http, LogTarget, Main, Server, units};
+use super::{Accept, Affinity, Config, Dispatch, EventMode, Http, LogTarget, Main, Server, units};
 use crate::core::log::Level;
 
 /// A config problem, located as precisely as the file allows.
@@ -404,6 +404,26 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
             &[("edge", EventMode::Edge), ("level", EventMode::Level)],
             EventMode::Edge,
         )?,
+        accept: c.choice(
+            "accept",
+            m.accept,
+            &[
+                ("exclusive", Accept::Exclusive),
+                ("reuseport", Accept::Reuseport),
+                ("dispatch", Accept::Dispatch),
+            ],
+            Accept::Exclusive,
+        )?,
+        dispatch: c.choice(
+            "dispatch",
+            m.dispatch,
+            &[
+                ("least_conn", Dispatch::LeastConn),
+                ("round_robin", Dispatch::RoundRobin),
+            ],
+            Dispatch::LeastConn,
+        )?,
+        worker_threads: c.int("worker_threads", m.worker_threads, 1, 64, 1)? as usize,
         pid: src.path(m.pid.as_deref().unwrap_or("/tmp/corral/corral.pid")),
         error_log,
         log_level: c.choice("log_level", m.log_level, &levels, Level::Info)?,

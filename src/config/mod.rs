@@ -40,6 +40,25 @@ pub enum EventMode {
     Level,
 }
 
+/// How the workers of one master share the listening sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Every worker watches the shared socket with EPOLLEXCLUSIVE.
+    Exclusive,
+    /// Each worker accepts on its own SO_REUSEPORT socket.
+    Reuseport,
+    /// The master watches the sockets and tells one worker to accept.
+    Dispatch,
+}
+
+/// Which worker the master picks in `accept = "dispatch"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    RoundRobin,
+    /// The worker with the fewest connections (ties in turn).
+    LeastConn,
+}
+
 /// The user and group workers run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -77,6 +96,10 @@ pub struct Main {
     pub workers: usize,
     pub worker_connections: usize,
     pub event_mode: EventMode,
+    pub accept: Accept,
+    pub dispatch: Dispatch,
+    /// Threads per worker sharing its epoll instance.
+    pub worker_threads: usize,
     pub pid: PathBuf,
     pub error_log: LogTarget,
     pub log_level: Level,

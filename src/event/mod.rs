@@ -5,7 +5,9 @@
 mod buffers;
 mod reactor;
 mod slots;
+pub mod told;
 
 pub use buffers::BufPool;
 pub use reactor::{Io, Next, Ready, Reclaim, Service, Signals, run};
 pub use slots::Slots;
+pub use told::{AcceptFrom, Told};

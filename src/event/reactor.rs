@@ -178,6 +178,8 @@ pub struct Signals {
 }
 
 const SIGNAL_TOKEN: u64 = u64::MAX;
+/// The master's dispatch channel (see [`super::told`]).
+const CHANNEL_TOKEN: u64 = u64::MAX - 1;
 const LISTENER_BASE: u64 = RESERVED;
 /// Tokens from here to `LISTENER_BASE` are handles (see `Io::watch_handle`):
 /// bit 63 is never set in a connection's token.
@@ -189,6 +191,8 @@ const RECLAIM_SCAN: usize = 32;
 
 struct Listener {
     sock: Socket,
+    /// Which configured address it listens on (the service's `listener`).
+    addr: usize,
     armed: bool,
 }
 
@@ -212,6 +216,9 @@ struct Reactor<S: Service> {
     /// descriptors, it is closed to accept and refuse one connection, so
     /// clients get an answer instead of waiting in the kernel's queue.
     spare: Option<std::fs::File>,
+    /// Dispatch mode: accepts only when the master says so.
+    told: Option<super::Told>,
+    told_buf: Vec<(usize, usize)>,
 }
 
 struct Refusals {
@@ -222,15 +229,24 @@ struct Refusals {
 }
 
 /// Runs the loop until a stop signal, or until drained after SIGQUIT.
+/// `listeners` are sockets with the number of the address each listens on.
 pub fn run<S: Service>(
     service: S,
-    listeners: Vec<Socket>,
+    listeners: Vec<(Socket, usize)>,
     mode: EventMode,
     connections: usize,
     signals: Signals,
+    accept: super::AcceptFrom,
 ) -> io::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(signals.fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN))?;
+    let told = match accept {
+        super::AcceptFrom::Watch => None,
+        super::AcceptFrom::Told(t) => {
+            epoll.add(t.channel.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, CHANNEL_TOKEN))?;
+            Some(t)
+        }
+    };
     let mut r = Reactor {
         epoll,
         mode,
@@ -240,13 +256,19 @@ pub fn run<S: Service>(
         limit: connections,
         listeners: listeners
             .into_iter()
-            .map(|sock| Listener { sock, armed: false })
+            .map(|(sock, addr)| Listener {
+                sock,
+                addr,
+                armed: false,
+            })
             .collect(),
         pending_accept: Vec::new(),
         draining: false,
         timers: Timers::new(),
         refusing: None,
         spare: open_spare(),
+        told,
+        told_buf: Vec::new(),
     };
     r.arm_listeners()?;
     let result = r.run_loop(&signals);
@@ -268,6 +290,9 @@ impl<S: Service> Reactor<S> {
     }
 
     fn arm_listeners(&mut self) -> io::Result<()> {
+        if self.told.is_some() {
+            return Ok(()); // the master watches them
+        }
         let flags = self.listener_flags();
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if !l.armed {
@@ -323,9 +348,10 @@ impl<S: Service> Reactor<S> {
                             }
                         }
                     }
+                    CHANNEL_TOKEN => self.on_told(),
                     t if t >= LISTENER_BASE => {
                         let i = (t - LISTENER_BASE) as usize;
-                        self.accept(i);
+                        self.accept(i, None);
                     }
                     t if t >= HANDLE_BASE => {
                         if let Some(tok) = self.service.handle_target(t - HANDLE_BASE) {
@@ -336,7 +362,7 @@ impl<S: Service> Reactor<S> {
                 }
             }
             for i in std::mem::take(&mut self.pending_accept) {
-                self.accept(i);
+                self.accept(i, None);
             }
             self.fire_timers();
             // Connections a release this turn made ready go now, not
@@ -355,10 +381,35 @@ impl<S: Service> Reactor<S> {
                 self.sweep();
                 self.service.housekeeping();
             }
+            if let Some(t) = &self.told {
+                t.publish(self.slots.serving());
+            }
             if self.draining && self.slots.active() == 0 {
                 return Ok(());
             }
         }
+    }
+
+    /// Dispatch mode: the master says connections wait.
+    fn on_told(&mut self) {
+        let Some(t) = &self.told else { return };
+        let mut msgs = std::mem::take(&mut self.told_buf);
+        match t.take(&mut msgs) {
+            Ok(Some(())) => {}
+            Ok(None) | Err(_) => {
+                // The master closed our channel: it no longer dispatches to
+                // this worker (retired, or the master is gone).
+                if let Some(t) = self.told.take() {
+                    let _ = self.epoll.delete(t.channel.as_fd());
+                }
+            }
+        }
+        for (i, n) in msgs.drain(..) {
+            if !self.draining {
+                self.accept(i, Some(n.max(1)));
+            }
+        }
+        self.told_buf = msgs;
     }
 
     /// Returns true when the process must exit now.
@@ -403,22 +454,26 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    fn accept(&mut self, i: usize) {
-        let budget = match self.mode {
-            EventMode::Edge => ACCEPT_BATCH * 4,
-            EventMode::Level => ACCEPT_BATCH,
+    /// Accepts from listener `i`: `told` connections in dispatch mode,
+    /// else a batch.
+    fn accept(&mut self, i: usize, told: Option<usize>) {
+        let budget = match (told, self.mode) {
+            (Some(n), _) => n,
+            (None, EventMode::Edge) => ACCEPT_BATCH * 4,
+            (None, EventMode::Level) => ACCEPT_BATCH,
         };
         for _ in 0..budget {
             if self.full() {
                 self.reclaim();
             }
             let Some(l) = self.listeners.get(i) else { return };
+            let addr = l.addr;
             match net::accept(&l.sock) {
                 Ok((stream, peer)) if self.full() => {
                     self.refused("all worker_connections are busy");
-                    self.refuse(stream, peer, i);
+                    self.refuse(stream, peer, addr);
                 }
-                Ok((stream, peer)) => self.register(stream, peer, i),
+                Ok((stream, peer)) => self.register(stream, peer, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EMFILE | libc::ENFILE) => {
@@ -441,7 +496,7 @@ impl<S: Service> Reactor<S> {
                 },
             }
         }
-        if self.mode == EventMode::Edge {
+        if self.mode == EventMode::Edge && told.is_none() {
             // Budget spent before EAGAIN: come back next turn, no edge will.
             self.pending_accept.push(i);
         }
@@ -493,11 +548,11 @@ impl<S: Service> Reactor<S> {
             self.spare = open_spare();
             return false;
         }
-        let accepted = self.listeners.get(i).map(|l| net::accept(&l.sock));
-        if let Some(Ok((stream, peer))) = accepted {
+        let accepted = self.listeners.get(i).map(|l| (net::accept(&l.sock), l.addr));
+        if let Some((Ok((stream, peer)), addr)) = accepted {
             self.refused("the worker is out of file descriptors");
             // No lingering here: the descriptor is needed back at once.
-            if let Some(conn) = self.service.refuse(stream, peer, i) {
+            if let Some(conn) = self.service.refuse(stream, peer, addr) {
                 self.service.closed(conn);
             }
         }

@@ -20,6 +20,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A child that ended.
 pub enum Exit {
     Worker {
+        pid: Pid,
         slot: usize,
         generation: u32,
         lived: Duration,
@@ -159,6 +160,7 @@ impl Children {
                 crate::notice!("worker process {pid} (#{}) {how}", w.slot);
             }
             out.push(Exit::Worker {
+                pid,
                 slot: w.slot,
                 generation: w.generation,
                 lived: w.started.elapsed(),

@@ -13,40 +13,105 @@ use crate::os::listen;
 /// The variable naming the sockets a new binary inherits: `fd@addr;...`.
 pub const INHERIT_ENV: &str = "CORRAL_LISTENERS";
 
+/// The listening sockets, in configured address order. With
+/// `accept = "reuseport"` an address has one socket per worker (a
+/// SO_REUSEPORT group); otherwise usually one, but sockets inherited from
+/// such a group are all kept: closing one would drop its queued connections.
 #[derive(Default)]
 pub struct Listeners {
     socks: Vec<(SocketAddr, Socket)>,
 }
 
+/// A worker's share of the listening sockets: each with the number of its
+/// address in configured order (what the service's `listener` means).
+pub type Share = Vec<(Socket, usize)>;
+
 impl Listeners {
     /// Sockets for `addrs`, in that order: taken from `pool` (inherited or
-    /// kept) when the address matches, opened otherwise.
+    /// kept) when the address matches, opened otherwise. With `reuseport`,
+    /// each address gets at least `per_addr` sockets in one SO_REUSEPORT
+    /// group.
     pub fn build(
         addrs: &[SocketAddr],
         backlog: i32,
         pool: &mut Vec<(SocketAddr, Socket)>,
+        reuseport: Option<usize>,
     ) -> Result<Listeners, String> {
-        let mut socks = Vec::with_capacity(addrs.len());
+        let mut socks: Vec<(SocketAddr, Socket)> = Vec::with_capacity(addrs.len());
         for &addr in addrs {
-            let sock = match pool.iter().position(|(a, _)| *a == addr) {
-                Some(i) => {
-                    let (_, s) = pool.remove(i);
-                    // A changed backlog applies to a kept socket too.
-                    let _ = s.listen(backlog);
-                    s
+            let before = socks.len();
+            while let Some(i) = pool.iter().position(|(a, _)| *a == addr) {
+                let (_, s) = pool.remove(i);
+                // A changed backlog applies to a kept socket too.
+                let _ = s.listen(backlog);
+                socks.push((addr, s));
+            }
+            let want = reuseport.unwrap_or(1).max(1);
+            if let Some(n) = reuseport {
+                // A socket kept from another mode joins the group: the kernel
+                // forms it when the next member binds.
+                for (_, s) in &socks[before..] {
+                    let _ = s.set_reuse_port(true);
                 }
-                None => match listen::open(addr, backlog) {
-                    Ok(s) => s,
+                if n > 1 && socks.len() - before == 1 && !socks[before].1.reuse_port().unwrap_or(false) {
+                    crate::warn!("cannot make the socket for {addr} a SO_REUSEPORT group member");
+                }
+            }
+            while socks.len() - before < want {
+                match listen::open(addr, backlog, reuseport.is_some()) {
+                    Ok(s) => socks.push((addr, s)),
+                    Err(e) if socks.len() > before => {
+                        // Workers share the sockets there are (EPOLLEXCLUSIVE).
+                        crate::error!(
+                            "bind() of another SO_REUSEPORT socket to {addr} failed: {e}; workers share {} socket(s)",
+                            socks.len() - before
+                        );
+                        break;
+                    }
                     Err(e) => {
                         // Give the kept ones back so the caller can restore.
                         pool.extend(socks);
                         return Err(format!("bind() to {addr} failed: {e}"));
                     }
-                },
-            };
-            socks.push((addr, sock));
+                }
+            }
         }
         Ok(Listeners { socks })
+    }
+
+    /// What worker `slot` of `workers` accepts from. Every worker gets
+    /// every socket, except in reuseport mode, where worker i gets the
+    /// sockets i, i + workers, ... of each address (so sockets left by a
+    /// smaller generation are still served), or shares one when an address
+    /// has fewer sockets than workers.
+    pub fn share(&mut self, accept: crate::config::Accept, slot: usize, workers: usize) -> Share {
+        let addrs = self.addrs();
+        let mut out = Vec::new();
+        let mut nth = vec![0usize; addrs.len()];
+        let counts: Vec<usize> = addrs
+            .iter()
+            .map(|a| self.socks.iter().filter(|(b, _)| b == a).count())
+            .collect();
+        for (addr, sock) in std::mem::take(&mut self.socks) {
+            let i = addrs.iter().position(|a| *a == addr).unwrap_or(0);
+            let j = nth[i];
+            nth[i] += 1;
+            let mine = match accept {
+                crate::config::Accept::Reuseport if counts[i] >= workers => j % workers == slot % workers.max(1),
+                crate::config::Accept::Reuseport => j == slot % counts[i],
+                _ => true,
+            };
+            if mine {
+                out.push((sock, i));
+            }
+        }
+        out
+    }
+
+    /// Every socket with its address number, in order (what the dispatch
+    /// messages between master and workers count in).
+    pub fn iter(&self) -> impl Iterator<Item = &Socket> {
+        self.socks.iter().map(|(_, s)| s)
     }
 
     /// Gives the sockets up (to rebuild a new set from them).
@@ -58,8 +123,15 @@ impl Listeners {
         std::mem::take(&mut self.socks).into_iter().map(|(_, s)| s).collect()
     }
 
+    /// The distinct addresses, in order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.socks.iter().map(|(a, _)| *a).collect()
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for (a, _) in &self.socks {
+            if !out.contains(a) {
+                out.push(*a);
+            }
+        }
+        out
     }
 
     /// The `CORRAL_LISTENERS` value describing these sockets.

@@ -9,8 +9,10 @@
 //! an upgrade); SIGQUIT / SIGTERM stop.
 
 mod children;
+mod dispatch;
 mod listeners;
 pub mod pools;
+pub(crate) mod program;
 mod upgrade;
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -26,7 +28,7 @@ use nix::unistd::Pid;
 use crate::config::{self, Config, LogTarget};
 use crate::core::log;
 use crate::os::notify::{monotonic_usec, notify};
-use crate::os::{daemon, pidfile, privileges, signals, title};
+use crate::os::{daemon, pidfile, signals, title};
 use children::{Children, Exit};
 use listeners::Listeners;
 
@@ -71,10 +73,25 @@ pub struct Master {
     /// The master's epoll (children close it) and the pool sockets it watches.
     epoll: Option<Epoll>,
     watched: Vec<RawFd>,
+    /// What the workers run.
+    program: Box<dyn program::Program>,
+    /// `accept = "dispatch"`: the channels to the current workers, and the
+    /// listening sockets the master's epoll watches for them.
+    dispatcher: dispatch::Dispatcher,
+    listening_watched: Vec<RawFd>,
+    last_queue_check: Instant,
 }
+
+/// Master epoll tokens: 0 signals, 1.. pool sockets, from here listeners.
+const LISTENER_TOKEN: u64 = 1 << 40;
 
 /// Runs the master until it is stopped; returns the process exit code.
 pub fn run(cfg: Config, launch: Launch) -> i32 {
+    run_program(cfg, launch, Box::new(program::Http))
+}
+
+/// [`run`] with workers that run `program`.
+pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program::Program>) -> i32 {
     // Before anything opens a descriptor that could be mistaken for one.
     let inherited = listeners::inherited();
     let inherited_pools = pools::inherited();
@@ -89,7 +106,7 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
         return 1;
     }
     let logs_to_stderr = cfg.main.error_log == LogTarget::Stderr;
-    match start(cfg, launch, inherited, inherited_pools) {
+    match start(cfg, launch, inherited, inherited_pools, program) {
         Ok(mut m) => {
             let code = m.run_loop();
             pidfile::remove_if_ours(&m.pid_path, std::process::id());
@@ -111,6 +128,7 @@ fn start(
     launch: Launch,
     inherited: Vec<listeners::Inherited>,
     mut inherited_pools: Vec<pools::PoolSocket>,
+    program: Box<dyn program::Program>,
 ) -> Result<Master, String> {
     let pid_path = cfg.main.pid.clone();
     if let Some(pid) = pidfile::live_master(&pid_path) {
@@ -124,7 +142,7 @@ fn start(
         crate::notice!("using {} {} for {}", i.from, i.sock.as_raw_fd(), i.addr);
         pool.push((i.addr, i.sock));
     }
-    let listeners = Listeners::build(&cfg.listen_addrs(), cfg.main.listen_backlog, &mut pool)?;
+    let listeners = Listeners::build(&cfg.listen_addrs(), cfg.main.listen_backlog, &mut pool, reuseport(&cfg))?;
     for (addr, _) in pool {
         crate::notice!("inherited socket for {addr} is not configured; closing it");
     }
@@ -141,11 +159,12 @@ fn start(
         .map_err(|e| format!("cannot write pid file {}: {e}", pid_path.display()))?;
     title::set(&format!("corral: master process {}", launch.argv.join(" ")));
     crate::notice!(
-        "corral/{} master {} started with {} (workers: {}, listening on {})",
+        "corral/{} master {} started with {} (workers: {}, accept: {}, listening on {})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         cfg.source(),
         cfg.main.workers,
+        accept_name(&cfg),
         join(&listeners.addrs())
     );
     let mut m = Master {
@@ -163,6 +182,10 @@ fn start(
         pools: pools::Pools::default(),
         epoll: None,
         watched: Vec::new(),
+        program,
+        dispatcher: dispatch::Dispatcher::default(),
+        listening_watched: Vec::new(),
+        last_queue_check: Instant::now(),
     };
     m.pools.start(app_pools);
     crate::pool::registry::set(m.pools.shared());
@@ -173,6 +196,19 @@ fn start(
     m.start_generation();
     notify(&format!("READY=1\nMAINPID={}\nSTATUS=serving", std::process::id()));
     Ok(m)
+}
+
+/// With `accept = "reuseport"`, how many sockets each address gets.
+fn reuseport(cfg: &Config) -> Option<usize> {
+    (cfg.main.accept == config::Accept::Reuseport).then_some(cfg.main.workers)
+}
+
+fn accept_name(cfg: &Config) -> &'static str {
+    match cfg.main.accept {
+        config::Accept::Exclusive => "exclusive",
+        config::Accept::Reuseport => "reuseport",
+        config::Accept::Dispatch => "dispatch",
+    }
 }
 
 fn join(addrs: &[std::net::SocketAddr]) -> String {
@@ -223,12 +259,14 @@ impl Master {
             }
         }
         // Pools only (behind another web server): no HTTP workers.
-        let n = if self.cfg.servers.is_empty() {
+        let n = if self.cfg.listen_addrs().is_empty() {
             0
         } else {
             self.cfg.main.workers
         };
         self.children.set_slots(n);
+        let policy = (self.cfg.main.accept == config::Accept::Dispatch).then_some(self.cfg.main.dispatch);
+        self.dispatcher.new_generation(n, policy);
         for slot in 0..n {
             self.spawn(slot);
         }
@@ -239,6 +277,7 @@ impl Master {
     fn close_master_fds(&mut self, keep: Option<RawFd>) {
         // The child's copy of the master's epoll closes; the master's stays.
         drop(self.epoll.take());
+        self.dispatcher.close_in_child();
         for fd in self.pools.raw_fds() {
             if Some(fd) != keep {
                 pools::close_in_child(fd);
@@ -316,27 +355,39 @@ impl Master {
     }
 
     fn spawn(&mut self, slot: usize) {
+        let told = match self.dispatcher.prepare(slot) {
+            Ok(t) => t,
+            Err(e) => {
+                crate::crit!("socketpair() for worker #{slot} failed: {e}; retrying later");
+                self.children.failed_to_start(slot);
+                return;
+            }
+        };
         // SAFETY: the master is single-threaded, so the child starts with
         // consistent heap and lock state; it never returns to this code.
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
-                let code = self.become_worker(slot);
+                let code = self.become_worker(slot, told);
                 std::process::exit(code);
             }
             Ok(nix::unistd::ForkResult::Parent { child }) => {
                 crate::notice!("start worker process {child} (#{slot}, generation {})", self.generation);
                 self.children.started(slot, self.generation, child);
+                self.dispatcher.started(slot, child);
+                // Connections may have waited while no worker could take them.
+                self.dispatcher.pending |= told.is_some();
             }
             Err(e) => {
                 crate::crit!("fork() failed: {e}; retrying later");
                 self.children.failed_to_start(slot);
+                self.dispatcher.gone(slot, None);
             }
         }
     }
 
-    /// Runs in the forked child: drop the master's handles, prepare the
-    /// process (limits, CPU, user), serve, exit.
-    fn become_worker(&mut self, slot: usize) -> i32 {
+    /// Runs in the forked child: drop the master's handles, run the
+    /// program on this worker's share of the listening sockets, exit.
+    fn become_worker(&mut self, slot: usize, told: Option<crate::event::Told>) -> i32 {
         drop(self.signals.take());
         self.close_master_fds(None);
         title::set("corral: worker process");
@@ -347,41 +398,18 @@ impl Master {
                 return 2;
             }
         };
-        let listeners = self.listeners.take_sockets();
-        // Opened while still privileged: access logs and document roots.
-        let mut service = crate::http::HttpService::new(&self.cfg);
-        if let Err(e) = privileges::prepare_worker(&self.cfg.main, slot) {
-            crate::crit!("worker #{slot}: {e}");
-            return 2;
-        }
-        if let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            && (soft as usize) < self.cfg.main.worker_connections
-        {
-            crate::warn!(
-                "{} worker_connections exceed the open file limit of {soft}: raise worker_rlimit_nofile",
-                self.cfg.main.worker_connections
-            );
-        }
-        // After setuid: the kernel clears the parent-death signal then.
-        signals::die_with_parent(Signal::SIGTERM);
-        service.start_spawner();
-        if let Some(zone) = self.zone.take() {
-            service.set_limits(zone, slot);
-        }
-        let m = &self.cfg.main;
-        match crate::event::run(
-            service,
+        let listeners = self.listeners.share(self.cfg.main.accept, slot, self.cfg.main.workers);
+        let start = program::WorkerStart {
+            slot,
             listeners,
-            m.event_mode,
-            m.worker_connections,
-            crate::event::Signals { fd: sigfd },
-        ) {
-            Ok(()) => 0,
-            Err(e) => {
-                crate::crit!("worker #{slot} failed: {e}");
-                2
-            }
-        }
+            accept: match told {
+                Some(t) => crate::event::AcceptFrom::Told(t),
+                None => crate::event::AcceptFrom::Watch,
+            },
+            signals: crate::event::Signals { fd: sigfd },
+            zone: self.zone.take(),
+        };
+        self.program.worker(&self.cfg, start)
     }
 
     fn run_loop(&mut self) -> i32 {
@@ -400,6 +428,7 @@ impl Master {
         self.signals = Some(sigfd);
         self.epoll = Some(epoll);
         self.watch_pool_sockets();
+        self.watch_listening();
         let mut events = [EpollEvent::empty(); 8];
         loop {
             let timeout = self.next_timeout();
@@ -417,8 +446,13 @@ impl Master {
                 self.on_signal(sig);
             }
             self.reap();
-            // A connection waits on an ondemand pool's socket.
             for ev in &events[..n] {
+                // Connections wait on a listening socket (dispatch mode).
+                if ev.data() >= LISTENER_TOKEN {
+                    self.dispatch_waiting(Some((ev.data() - LISTENER_TOKEN) as usize));
+                    continue;
+                }
+                // A connection waits on an ondemand pool's socket.
                 if ev.data() > 0 && self.stopping.is_none() {
                     let p = (ev.data() - 1) as usize;
                     for (i, k) in self.pools.round(Some(p)) {
@@ -432,9 +466,61 @@ impl Master {
         }
     }
 
+    /// Dispatch mode: watches the listening sockets (edge-triggered: one
+    /// event per burst of arrivals; the queue length says how many).
+    fn watch_listening(&mut self) {
+        self.unwatch_listening();
+        if !self.dispatcher.active() || self.winched || self.stopping.is_some() {
+            return;
+        }
+        let Some(ep) = &self.epoll else { return };
+        for (i, sock) in self.listeners.iter().enumerate() {
+            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, LISTENER_TOKEN + i as u64);
+            match ep.add(sock.as_fd(), ev) {
+                Ok(()) => self.listening_watched.push(sock.as_raw_fd()),
+                Err(e) => crate::error!("cannot watch a listening socket: {e}"),
+            }
+        }
+        // Connections queued before the edge was armed raise none.
+        self.dispatcher.pending = true;
+    }
+
+    fn unwatch_listening(&mut self) {
+        let Some(ep) = &self.epoll else {
+            self.listening_watched.clear();
+            return;
+        };
+        for fd in self.listening_watched.drain(..) {
+            // SAFETY: the listeners are unwatched before a reload can close
+            // them, so the descriptor is open; the borrow ends with the call.
+            let _ = ep.delete(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        }
+    }
+
+    /// Tells workers to accept what waits on listening socket `which`
+    /// (`None`: every one).
+    fn dispatch_waiting(&mut self, which: Option<usize>) {
+        if self.stopping.is_some() || self.winched {
+            return;
+        }
+        for (i, sock) in self.listeners.iter().enumerate() {
+            if which.is_some_and(|w| w != i) {
+                continue;
+            }
+            let waiting = crate::os::listen_queue::read_tcp(sock.as_fd()).map_or(1, |q| q.waiting);
+            if waiting == 0 {
+                continue;
+            }
+            if !self.dispatcher.dispatch(i, waiting) {
+                self.dispatcher.pending = true;
+            }
+        }
+    }
+
     fn next_timeout(&self) -> u16 {
         let now = Instant::now();
-        let next = [self.children.next_due(), self.pools.next_due()]
+        let retry = self.dispatcher.pending.then(|| now + Duration::from_millis(5));
+        let next = [self.children.next_due(), self.pools.next_due(), retry]
             .into_iter()
             .flatten()
             .min()
@@ -461,6 +547,7 @@ impl Master {
                     crate::notice!("SIGHUP received, starting workers again without re-reading the configuration");
                     self.winched = false;
                     self.start_generation();
+                    self.watch_listening();
                     self.pools.paused = false;
                     for (p, n) in self.pools.initial() {
                         self.spawn_pool_workers(p, n);
@@ -473,6 +560,7 @@ impl Master {
             Signal::SIGWINCH if self.stopping.is_none() => {
                 crate::notice!("SIGWINCH received, gracefully stopping worker processes");
                 self.winched = true;
+                self.unwatch_listening();
                 self.children.cancel_respawns();
                 self.generation += 1;
                 self.children.set_slots(0);
@@ -490,11 +578,7 @@ impl Master {
         notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         let source = self.cfg.source();
         crate::notice!("SIGHUP received, reloading configuration from {source}");
-        let new = match &self.cfg.file {
-            Some(p) => config::load(p),
-            None => Ok(config::load_default()),
-        };
-        let new = match new {
+        let new = match self.program.reload(&self.cfg) {
             Ok(c) => c,
             Err(e) => {
                 crate::error!("reload refused, keeping the running configuration: {e}");
@@ -512,8 +596,9 @@ impl Master {
         }
         self.watch_pool_sockets();
         crate::pool::registry::set(self.pools.shared());
+        self.unwatch_listening();
         let mut pool = std::mem::take(&mut self.listeners).into_pool();
-        match Listeners::build(&new.listen_addrs(), new.main.listen_backlog, &mut pool) {
+        match Listeners::build(&new.listen_addrs(), new.main.listen_backlog, &mut pool, reuseport(&new)) {
             Ok(l) => {
                 for (addr, _) in &pool {
                     crate::notice!("no longer listening on {addr}");
@@ -525,8 +610,14 @@ impl Master {
             }
             Err(e) => {
                 crate::error!("reload refused, keeping the running configuration: {e}");
-                self.listeners = Listeners::build(&self.cfg.listen_addrs(), self.cfg.main.listen_backlog, &mut pool)
-                    .unwrap_or_default();
+                self.listeners = Listeners::build(
+                    &self.cfg.listen_addrs(),
+                    self.cfg.main.listen_backlog,
+                    &mut pool,
+                    reuseport(&self.cfg),
+                )
+                .unwrap_or_default();
+                self.watch_listening();
                 notify("READY=1\nSTATUS=reload refused");
                 return;
             }
@@ -549,6 +640,7 @@ impl Master {
         self.winched = false;
         self.pools.paused = false;
         self.start_generation();
+        self.watch_listening();
         self.children
             .retire_older(self.generation, Signal::SIGQUIT, self.cfg.main.shutdown_timeout);
         for (p, n) in self.pools.initial() {
@@ -579,6 +671,7 @@ impl Master {
         crate::notice!("{sig} received, {what}");
         notify("STOPPING=1");
         self.stopping = Some(how);
+        self.unwatch_listening();
         self.children.cancel_respawns();
         self.children.signal_all(wsig, Some(grace));
         self.pools.stop_all(wsig, grace);
@@ -588,6 +681,7 @@ impl Master {
         for exit in self.children.reap() {
             match exit {
                 Exit::Worker {
+                    pid,
                     slot,
                     generation,
                     lived,
@@ -598,6 +692,9 @@ impl Master {
                     {
                         // Its requests in progress are over: uncount them.
                         z.clear_worker(slot);
+                    }
+                    if generation == self.generation {
+                        self.dispatcher.gone(slot, Some(pid));
                     }
                     if self.stopping.is_none() && !self.winched && generation == self.generation {
                         self.children.schedule_respawn(slot, lived, abnormal);
@@ -623,6 +720,16 @@ impl Master {
         }
         for slot in self.children.due_respawns() {
             self.spawn(slot);
+        }
+        // Dispatch: connections that found no worker, and a once-a-second
+        // look at the queues in case a told worker died before accepting.
+        if self.dispatcher.active()
+            && !self.listening_watched.is_empty()
+            && (std::mem::take(&mut self.dispatcher.pending)
+                || self.last_queue_check.elapsed() >= Duration::from_secs(1))
+        {
+            self.last_queue_check = Instant::now();
+            self.dispatch_waiting(None);
         }
         for (p, n) in self.pools.round(None) {
             self.spawn_pool_workers(p, n);

@@ -575,7 +575,7 @@ fn watch_requests(p: &mut RunningPool) {
 fn open_socket(cfg: &Pool) -> Result<PoolSocket, String> {
     let (sock, unlink) = match &cfg.listen {
         Address::Tcp(a) => {
-            let s = crate::os::listen::open(*a, cfg.backlog)
+            let s = crate::os::listen::open(*a, cfg.backlog, false)
                 .map_err(|e| format!("pool {}: bind() to {a} failed: {e}", cfg.name))?;
             (s, false)
         }

@@ -63,6 +63,11 @@ pub fn read_many(fds: &[BorrowedFd<'_>]) -> Vec<Option<Queue>> {
 
 const TCP_LISTEN: u8 = 10;
 
+/// [`read`] for a socket known to be a TCP listener: one system call.
+pub fn read_tcp(fd: BorrowedFd<'_>) -> Option<Queue> {
+    tcp(fd)
+}
+
 /// For a LISTEN socket the kernel reuses tcpi_unacked for the accept queue
 /// length and tcpi_sacked for the backlog.
 fn tcp(fd: BorrowedFd<'_>) -> Option<Queue> {

@@ -5,11 +5,12 @@
 
 pub mod php;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
@@ -465,4 +466,139 @@ pub fn status_from(ip: &str, port: u16, path: &str) -> u16 {
     parse_responses(&read_to_close(&mut c), false)
         .first()
         .map_or(0, |r| r.status)
+}
+
+/// A client that sends requests until `stop` (on one keep-alive connection,
+/// or a new connection per request) and counts every failure: a refused
+/// connection, a reset, a short answer or a status other than 200.
+pub fn hammer(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, ok: Arc<AtomicUsize>, failed: Arc<AtomicUsize>) {
+    let req: &[u8] = if keep_alive {
+        b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
+    } else {
+        b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    };
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    conn.insert(BufReader::new(s))
+                }
+                Err(_) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            },
+        };
+        let result = (|| -> std::io::Result<bool> {
+            c.get_mut().write_all(req)?;
+            let mut line = String::new();
+            let mut len = 0usize;
+            let mut close = false;
+            let mut status = 0;
+            loop {
+                line.clear();
+                if c.read_line(&mut line)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
+                    status = code[..3].parse().unwrap_or(0);
+                } else if let Some((n, v)) = l.split_once(':') {
+                    if n.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if n.eq_ignore_ascii_case("connection") && v.trim() == "close" {
+                        close = true;
+                    }
+                }
+            }
+            let mut body = vec![0u8; len];
+            c.read_exact(&mut body)?;
+            if status != 200 {
+                return Err(std::io::Error::other(format!("status {status}")));
+            }
+            Ok(close)
+        })();
+        match result {
+            Ok(close) => {
+                ok.fetch_add(1, Ordering::Relaxed);
+                if close {
+                    conn = None;
+                }
+            }
+            Err(_) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
+
+pub fn read_pid(p: &PathBuf) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+pub fn kill(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Starts a copy of the binary, as an operator's installed one.
+pub fn start_copy(o: Opts) -> (Server, PathBuf) {
+    let dir = TempDir::new();
+    let bin = dir.path().join("corral-bin");
+    // `cp` in its own process: a write descriptor held by this (threaded)
+    // test process could leak into a parallel fork and make exec fail with
+    // ETXTBSY.
+    assert!(Command::new("cp").arg(BIN).arg(&bin).status().unwrap().success());
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello").unwrap();
+    let s = Server::launch(o, dir, root, bin.to_str().unwrap());
+    (s, bin)
+}
+
+/// USR2 and wait for the new master to serve; returns its pid.
+pub fn upgrade(s: &Server) -> i32 {
+    let pid_file = s.dir.path().join("corral.pid");
+    let oldbin = s.dir.path().join("corral.pid.oldbin");
+    let old = s.pid();
+    s.signal("USR2");
+    assert!(
+        eventually(Duration::from_secs(10), || read_pid(&pid_file)
+            .is_some_and(|p| p != old)
+            && read_pid(&oldbin) == Some(old)),
+        "new pid file and .oldbin: {}",
+        s.error_log()
+    );
+    let new = read_pid(&pid_file).unwrap();
+    assert!(cmdline(new).starts_with("corral: master process"), "{}", cmdline(new));
+    assert!(
+        eventually(Duration::from_secs(10), || children_of(new).len() == 2),
+        "new master's workers"
+    );
+    new
+}
+
+pub fn stop_pid(pid: i32) {
+    let workers = children_of(pid);
+    kill(pid, "TERM");
+    assert!(eventually(Duration::from_secs(10), || !alive(pid)
+        && workers.iter().all(|w| !alive(*w))));
+}
+
+/// One request on a new connection; `None` if it failed.
+pub fn get_on(port: u16, path: &str) -> Option<Response> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    parse_responses(&read_to_close(&mut c), false).into_iter().next()
 }

@@ -1,0 +1,199 @@
+//! The accept modes of `[main] accept` (exclusive, reuseport, dispatch):
+//! each serves load, survives a worker killed with SIGKILL, and loses no
+//! request across reloads (including ones that change the mode) and a
+//! binary upgrade.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+const MODES: [&str; 3] = ["exclusive", "reuseport", "dispatch"];
+
+fn opts(mode: &str) -> Opts {
+    Opts {
+        main: format!("accept = \"{mode}\"\n"),
+        ..Opts::default()
+    }
+}
+
+/// Clients hammering `port` until the returned stopper is called; it
+/// returns (ok, failed).
+fn load(port: u16, clients: usize, keep_alive: bool) -> impl FnOnce() -> (usize, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || hammer(port, keep_alive, stop, ok, failed))
+        })
+        .collect();
+    move || {
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    }
+}
+
+/// Listening TCP sockets on `port` (from /proc/net/tcp).
+fn listening_sockets(port: u16) -> usize {
+    let want = format!(":{port:04X} ");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && format!("{} ", &f[1][f[1].len() - 5..]) == want && f[3] == "0A"
+        })
+        .count()
+}
+
+fn sockets_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn each_mode_serves_and_survives_a_killed_worker() {
+    for mode in MODES {
+        let s = Server::with(opts(mode));
+        assert!(s.error_log().contains(&format!("accept: {mode}")), "{}", s.error_log());
+        let want = if mode == "reuseport" { 2 } else { 1 };
+        assert_eq!(listening_sockets(s.port), want, "{mode}: listening sockets");
+        for keep_alive in [true, false] {
+            let stop = load(s.port, 6, keep_alive);
+            std::thread::sleep(Duration::from_millis(300));
+            let victim = s.workers()[0];
+            kill(victim, "KILL");
+            assert!(
+                eventually(Duration::from_secs(5), || !alive(victim) && s.workers().len() == 2),
+                "{mode}: the killed worker is replaced"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            let (ok, failed) = stop();
+            assert!(ok > 200, "{mode}: the load ran ({ok} ok)");
+            // Only what the killed worker held can fail.
+            assert!(failed <= 6, "{mode} keep_alive={keep_alive}: {failed} failed of {ok}");
+            // Right after a kill, new connections are all answered.
+            let victim = s.workers()[1];
+            kill(victim, "KILL");
+            for i in 0..40 {
+                let r = get_on(s.port, "/index.html");
+                assert_eq!(r.map(|r| r.status), Some(200), "{mode}: request {i} after a kill");
+            }
+        }
+        let log = s.error_log();
+        assert!(log.contains("exited on signal 9"), "{mode}: {log}");
+    }
+}
+
+#[test]
+fn dispatch_least_conn_spreads_connections() {
+    let s = Server::with(opts("dispatch"));
+    let workers = s.workers();
+    let before: Vec<usize> = workers.iter().map(|w| sockets_of(*w)).collect();
+    // Idle keep-alive connections, opened one after the other: exclusive
+    // mode would typically give them all to one worker.
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        assert!(std::io::Read::read(&mut c, &mut buf).unwrap() > 0);
+        conns.push(c);
+    }
+    let extra: Vec<usize> = workers
+        .iter()
+        .zip(&before)
+        .map(|(w, b)| sockets_of(*w).saturating_sub(*b))
+        .collect();
+    assert_eq!(extra.iter().sum::<usize>(), 20, "{extra:?}");
+    assert!(extra.iter().all(|&n| (8..=12).contains(&n)), "uneven: {extra:?}");
+}
+
+#[test]
+fn reloads_and_mode_changes_under_load_lose_nothing() {
+    let s = Server::with(opts("exclusive"));
+    let stop_ka = load(s.port, 4, true);
+    let stop_close = load(s.port, 4, false);
+    // Every mode to every other one, and reloads within a mode.
+    for mode in [
+        "exclusive",
+        "reuseport",
+        "reuseport",
+        "dispatch",
+        "dispatch",
+        "exclusive",
+        "dispatch",
+        "reuseport",
+    ] {
+        std::thread::sleep(Duration::from_millis(400));
+        s.write_config(&opts(mode));
+        s.signal("HUP");
+        assert!(
+            eventually(Duration::from_secs(10), || s
+                .error_log()
+                .matches("reload applied")
+                .count()
+                > 0),
+            "reload"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok1, failed1) = stop_ka();
+    let (ok2, failed2) = stop_close();
+    assert!(ok1 > 300 && ok2 > 300, "the load ran: {ok1} + {ok2}");
+    assert_eq!(
+        failed1 + failed2,
+        0,
+        "failed: {failed1} keep-alive, {failed2} new connections"
+    );
+    assert_eq!(s.error_log().matches("reload applied").count(), 8);
+    assert!(!s.error_log().contains("[error]"), "{}", s.error_log());
+}
+
+#[test]
+fn binary_upgrade_in_each_mode_loses_nothing() {
+    for mode in MODES {
+        let (mut s, _bin) = start_copy(opts(mode));
+        let old_workers = s.workers();
+        let stop_ka = load(s.port, 3, true);
+        let stop_close = load(s.port, 3, false);
+        std::thread::sleep(Duration::from_millis(300));
+        let new = upgrade(&s);
+        std::thread::sleep(Duration::from_millis(300));
+        s.signal("WINCH");
+        assert!(eventually(Duration::from_secs(10), || old_workers
+            .iter()
+            .all(|w| !alive(*w))));
+        std::thread::sleep(Duration::from_millis(300));
+        s.signal("QUIT");
+        assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+        std::thread::sleep(Duration::from_millis(300));
+        let (ok1, failed1) = stop_ka();
+        let (ok2, failed2) = stop_close();
+        assert!(ok1 > 100 && ok2 > 100, "{mode}: the load ran: {ok1} + {ok2}");
+        assert_eq!(
+            failed1 + failed2,
+            0,
+            "{mode}: failed {failed1} keep-alive, {failed2} new connections"
+        );
+        let want = if mode == "reuseport" { 2 } else { 1 };
+        assert_eq!(listening_sockets(s.port), want, "{mode}: the same sockets, inherited");
+        stop_pid(new);
+    }
+}
