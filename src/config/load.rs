@@ -336,6 +336,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         servers,
         upstreams,
         pools,
+        service_listen: Vec::new(),
     };
     for (a, names) in cfg.listen_addrs().iter().zip(cfg.names_by_address()) {
         let defaults: Vec<usize> = (0..cfg.servers.len())

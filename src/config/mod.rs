@@ -89,6 +89,9 @@ pub struct Config {
     pub upstreams: Vec<fastcgi::Upstream>,
     /// `[pool.NAME]`: application pools the master runs, in name order.
     pub pools: Vec<pool::Pool>,
+    /// Addresses of a service run through the library ([`crate::serve`]),
+    /// where there are no HTTP servers.
+    pub service_listen: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,8 +343,9 @@ impl Config {
     /// Every distinct listening address, in first-seen order.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = Vec::new();
-        for s in &self.servers {
-            for a in &s.listen {
+        let servers = self.servers.iter().map(|s| s.listen.as_slice());
+        for listen in servers.chain([self.service_listen.as_slice()]) {
+            for a in listen {
                 if !out.contains(a) {
                     out.push(*a);
                 }

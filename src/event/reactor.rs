@@ -129,44 +129,65 @@ impl Io<'_> {
     }
 }
 
-/// A protocol served by the reactor.
+/// A protocol served by the reactor: one value per worker process, called
+/// for every event of every connection it accepted.
+///
+/// Only [`fd`](Service::fd), [`open`](Service::open) and
+/// [`ready`](Service::ready) are required; the rest have defaults suited
+/// to a simple protocol (close idle connections when the table is full or
+/// the worker drains, drop a connection there is no room for).
 pub trait Service {
+    /// The state of one connection.
     type Conn;
 
+    /// The connection's socket, as registered with epoll.
     fn fd(conn: &Self::Conn) -> BorrowedFd<'_>;
-    /// A connection was accepted on listener number `listener`.
+    /// A connection was accepted (nonblocking) on the `listener`-th
+    /// configured address.
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Self::Conn;
+    /// The socket (or a descriptor added with [`Io::watch`]) is ready, or a
+    /// wake-up is due. In edge mode the socket is watched both ways once,
+    /// so read and write until `WouldBlock`; say what to wait for next.
     fn ready(&mut self, conn: &mut Self::Conn, ready: Ready, io: &mut Io<'_>) -> Next;
     /// Every slot is taken: may this idle connection be closed now to
     /// make room?
-    fn reclaim(&mut self, conn: &mut Self::Conn) -> Reclaim;
+    fn reclaim(&mut self, _conn: &mut Self::Conn) -> Reclaim {
+        Reclaim::Close
+    }
     /// Every slot is taken and none is idle: answer this new connection
     /// briefly, without reading a request. A connection returned is kept
     /// (in a reserve slot, if one is free) until it finishes closing.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Option<Self::Conn>;
+    fn refuse(&mut self, _stream: TcpStream, _peer: SocketAddr, _listener: usize) -> Option<Self::Conn> {
+        None
+    }
     /// Called about once a second per connection: `None` while nothing
     /// is due, else what the connection does now (usually close).
-    fn expired(&mut self, conn: &mut Self::Conn, now: Instant) -> Option<Next>;
-    /// Graceful stop began: no new keep-alive; the connection ends after
-    /// its current or next request, or when idle for a short grace.
-    fn drain(&mut self, conn: &mut Self::Conn) -> Next;
+    fn expired(&mut self, _conn: &mut Self::Conn, _now: Instant) -> Option<Next> {
+        None
+    }
+    /// Graceful stop began (SIGQUIT, a reload, an upgrade): the connection
+    /// should end soon; the worker exits when none is left.
+    fn drain(&mut self, _conn: &mut Self::Conn) -> Next {
+        Next::Close
+    }
     /// The connection is gone; give back what it held.
-    fn closed(&mut self, conn: Self::Conn);
+    fn closed(&mut self, _conn: Self::Conn) {}
     /// Start of a loop turn (refresh cached time).
-    fn turn(&mut self);
+    fn turn(&mut self) {}
     /// About once a second (flush buffered logs).
-    fn housekeeping(&mut self);
-    fn reopen_logs(&mut self);
+    fn housekeeping(&mut self) {}
+    /// SIGUSR1.
+    fn reopen_logs(&mut self) {}
     /// The process is about to exit.
-    fn shutdown(&mut self);
+    fn shutdown(&mut self) {}
     /// SIGCHLD: a child of this process changed state.
     fn child_exited(&mut self) {}
     /// Connections (by [`Io::token`]) to call back with `woken` now, for
     /// example ones waiting for a resource another connection released.
     fn wakeups(&mut self, _out: &mut Vec<u64>) {}
     /// Which connection's descriptor (a token from [`Io::token`] with its
-    /// sub-descriptor, see `with_sub`) the socket watched as `handle`
-    /// serves now; `None` drops the event.
+    /// sub-descriptor, see [`Io::sub_token`]) the socket watched as
+    /// `handle` serves now; `None` drops the event.
     fn handle_target(&mut self, _handle: u64) -> Option<u64> {
         None
     }

@@ -302,7 +302,7 @@ const CONDITIONAL: [&str; 6] = [
 ];
 
 /// `static_file::serve` on a request whose validators and range come from
-/// the input, one value per line in the order of [`CONDITIONAL`] (an empty
+/// the input, one value per line in the order of `CONDITIONAL` (an empty
 /// line leaves that header out). A seventh line holds flags: `H` sends HEAD
 /// instead of GET, `E` asks for the empty file.
 pub fn conditional_headers(data: &[u8]) {
