@@ -950,7 +950,7 @@ fn parse_auth(
             let users = super::htpasswd::Htpasswd::load(&src.path(&f)).map_err(|e| c.err("auth_basic_user_file", e))?;
             Ok(Some(Some(super::Auth {
                 realm,
-                users: std::rc::Rc::new(users),
+                users: std::sync::Arc::new(users),
             })))
         }
     }

@@ -205,7 +205,7 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
     pub realm: String,
-    pub users: std::rc::Rc<htpasswd::Htpasswd>,
+    pub users: std::sync::Arc<htpasswd::Htpasswd>,
 }
 
 /// On-the-fly gzip settings.

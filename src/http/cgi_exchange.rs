@@ -1,5 +1,6 @@
 //! A request served by a CGI script, driven by readiness of the client
 //! socket and of the script's pipes: start, step, time out, clean up.
+use super::lock;
 
 use std::io::{Seek, Write};
 
@@ -99,7 +100,7 @@ impl HttpService {
         io: &mut Io<'_>,
     ) -> Result<(), (Box<Request>, u16)> {
         let rule = self.cgi_cfg(site, t.rule);
-        if self.cgi_running[site][t.rule] >= rule.max_concurrent {
+        if lock(&self.cgi_running)[site][t.rule] >= rule.max_concurrent {
             crate::warn!(
                 "{} CGI scripts already running for {}, answering 503",
                 rule.max_concurrent,
@@ -172,7 +173,7 @@ impl HttpService {
             }
             c.deadline = self.clock.now + timeout;
         }
-        self.cgi_running[site][cgi_of(&mut ex.handler).rule] += 1;
+        lock(&self.cgi_running)[site][cgi_of(&mut ex.handler).rule] += 1;
         cgi_of(&mut ex.handler).slot = true;
         ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
         ex.body = req.body.take();
@@ -198,7 +199,7 @@ impl HttpService {
             crate::error!("cannot start CGI {}: no spawner in this worker", t.script_name);
             return None;
         };
-        let id = self.children.register(&t.script_name);
+        let id = lock(&self.children).register(&t.script_name);
         let prepared = cgi::prepare(t, env, stdin, id).and_then(|(run, job)| {
             run.watch(io)?;
             Ok((run, job))
@@ -210,7 +211,7 @@ impl HttpService {
             }
             Err(e) => {
                 crate::error!("cannot start CGI {}: {e}", t.program.display());
-                self.children.abandon(id);
+                lock(&self.children).abandon(id);
                 None
             }
         }
@@ -483,22 +484,20 @@ impl HttpService {
             return;
         }
         cgi_of(&mut ex.handler).spool = None;
-        if std::mem::take(&mut cgi_of(&mut ex.handler).slot)
-            && let Some(n) = self
-                .cgi_running
-                .get_mut(ex.site)
-                .and_then(|v| v.get_mut(cgi_of(&mut ex.handler).rule))
-        {
-            *n = n.saturating_sub(1);
+        if std::mem::take(&mut cgi_of(&mut ex.handler).slot) {
+            let rule = cgi_of(&mut ex.handler).rule;
+            if let Some(n) = lock(&self.cgi_running).get_mut(ex.site).and_then(|v| v.get_mut(rule)) {
+                *n = n.saturating_sub(1);
+            }
         }
         if let Some(mut run) = cgi_of(&mut ex.handler).run.take() {
             run.last_stderr();
             if kill {
                 self.collect_spawned();
-                self.children.kill(run.id);
+                lock(&self.children).kill(run.id);
             }
             let timeout = self.cgi_cfg(ex.site, cgi_of(&mut ex.handler).rule).timeout;
-            self.children.detach(run.id, self.clock.now + timeout);
+            lock(&self.children).detach(run.id, self.clock.now + timeout);
         }
     }
 }

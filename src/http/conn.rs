@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::{Body, BodyError};
@@ -96,11 +96,11 @@ pub(super) struct Exchange {
     pub(super) head_len: usize,
     /// What produces the response: the state of its handler.
     pub(super) handler: Handler,
-    file: Option<(Rc<File>, i64, u64)>,
+    file: Option<(Arc<File>, i64, u64)>,
     pub(super) file_sent: u64,
     /// A body held in (cache) memory, `data[off..end]` still to send; it
     /// leaves with the head in one `writev`, without being copied.
-    mem: Option<(Rc<[u8]>, usize, usize)>,
+    mem: Option<(Arc<[u8]>, usize, usize)>,
     /// A body compressed as the socket drains.
     gzip: Option<Box<super::gzip::Stream>>,
 }

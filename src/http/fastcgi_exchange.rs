@@ -5,6 +5,7 @@
 //! and STDERR into log lines, then keep the connection for the next one.
 //! Nothing here blocks; every buffer is bounded, so a slow client slows
 //! the application instead of filling memory.
+use super::lock;
 
 use std::fs::File;
 use std::io::{self, Seek};
@@ -373,7 +374,7 @@ impl HttpService {
                 Stage::Queued => {
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if let Some(t) = st.queued_as.take() {
-                        self.upstreams.unwait(st.group, st.server, t);
+                        lock(&self.upstreams).unwait(st.group, st.server, t);
                     }
                     st.stage = Stage::Pick;
                     st.tried &= !(1 << st.server);
@@ -391,7 +392,7 @@ impl HttpService {
                 Stage::PoolFull => {
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if let Some(t) = st.queued_as.take() {
-                        self.upstreams.unwait(st.group, st.server, t);
+                        lock(&self.upstreams).unwait(st.group, st.server, t);
                     }
                     st.stage = Stage::Pick;
                     st.tried &= !(1 << st.server);
@@ -484,17 +485,21 @@ impl HttpService {
         let st = state(&mut ex.handler)?;
         let g = st.group;
         if st.counted {
-            self.upstreams.end(g, st.server);
+            lock(&self.upstreams).end(g, st.server);
             st.counted = false;
         }
-        let Some(s) = self.upstreams.pick(g, st.tried, now) else {
-            let cfg = self.upstreams.config(g);
-            let why = if cfg.implicit {
-                format!("FastCGI server {} cannot be reached", cfg.name)
-            } else if st.tried == 0 {
-                format!("no live upstreams in \"{}\" (every server is down)", cfg.name)
-            } else {
-                format!("every server of \"{}\" failed", cfg.name)
+        let picked = lock(&self.upstreams).pick(g, st.tried, now);
+        let Some(s) = picked else {
+            let why = {
+                let ups = lock(&self.upstreams);
+                let cfg = ups.config(g);
+                if cfg.implicit {
+                    format!("FastCGI server {} cannot be reached", cfg.name)
+                } else if st.tried == 0 {
+                    format!("no live upstreams in \"{}\" (every server is down)", cfg.name)
+                } else {
+                    format!("every server of \"{}\" failed", cfg.name)
+                }
             };
             return Some(self.fcgi_abort(c, 502, &why));
         };
@@ -502,47 +507,50 @@ impl HttpService {
         st.tried |= 1 << s;
         st.got = false;
         st.inbox.clear();
-        self.upstreams.begin(g, s);
+        let mut ups = lock(&self.upstreams);
+        ups.begin(g, s);
         st.counted = true;
-        if let Some(b) = self.upstreams.take_idle(g, s, now) {
-            self.upstreams.set_owner(&b, io.sub_token(SUB));
+        if let Some(b) = ups.take_idle(g, s, now) {
+            ups.set_owner(&b, io.sub_token(SUB));
             st.backend = Some(b);
             st.reused = true;
             st.stage = Stage::Talking;
             c.deadline = self.clock.now + st.knobs.send_timeout;
             return None;
         }
-        if let Some(pool) = self.upstreams.config(g).name.strip_prefix("pool:")
+        if let Some(pool) = ups.config(g).name.strip_prefix("pool:")
             && crate::pool::registry::saturated(pool)
         {
             // Every worker busy and no room to start one: wait in corral
             // (the client may still leave) rather than in the pool's queue.
-            self.upstreams.end(g, s);
+            ups.end(g, s);
             st.counted = false;
             if st.pool_wait_since.is_none() {
                 st.pool_wait_since = Some(now);
-                c.deadline = self.clock.now + self.upstreams.queue_timeout(g);
+                c.deadline = self.clock.now + ups.queue_timeout(g);
             }
             let t = io.token();
-            self.upstreams.wait(g, s, t);
+            ups.wait(g, s, t);
             st.queued_as = Some(t);
             st.retry_at = now + POOL_RETRY;
             st.stage = Stage::PoolFull;
             io.wake_at(st.retry_at);
             return Some(Step::Wait(Next::Pause));
         }
-        if self.upstreams.full(g, s) {
+        if ups.full(g, s) {
             let t = io.token();
-            self.upstreams.wait(g, s, t);
+            ups.wait(g, s, t);
             st.queued_as = Some(t);
             st.stage = Stage::Queued;
-            c.deadline = self.clock.now + self.upstreams.queue_timeout(g);
+            c.deadline = self.clock.now + ups.queue_timeout(g);
             return Some(Step::Wait(Next::Pause));
         }
         st.reused = false;
-        match self.upstreams.connect(g, s, io.sub_token(SUB)) {
+        let connected = ups.connect(g, s, io.sub_token(SUB));
+        drop(ups);
+        match connected {
             Ok(Connect::Done(b)) | Ok(Connect::InProgress(b)) if io.watch_handle(b.sock.as_fd(), b.handle).is_err() => {
-                self.upstreams.release(g, s, Some(b), false, now);
+                lock(&self.upstreams).release(g, s, Some(b), false, now);
                 Some(self.fcgi_abort(c, 502, "cannot watch the connection to the application"))
             }
             Ok(Connect::Done(b)) => {
@@ -581,10 +589,10 @@ impl HttpService {
         let ex = c.ex.as_mut()?;
         let st = state(&mut ex.handler)?;
         let (g, s) = (st.group, st.server);
-        let addr = self.upstreams.address(g, s).to_string();
+        let addr = lock(&self.upstreams).address(g, s).to_string();
         crate::error!("connecting to FastCGI server {addr} for {} failed: {why}", st.name());
-        self.upstreams.release(g, s, st.backend.take(), false, now);
-        self.upstreams.failed(g, s, now);
+        lock(&self.upstreams).release(g, s, st.backend.take(), false, now);
+        lock(&self.upstreams).failed(g, s, now);
         st.stage = Stage::Pick;
         st.busy_since = None;
         if st.knobs.next_upstream.off {
@@ -608,8 +616,8 @@ impl HttpService {
             return Step::Wait(Next::Close);
         };
         let (g, s) = (st.group, st.server);
-        let addr = self.upstreams.address(g, s).to_string();
-        self.upstreams.release(g, s, st.backend.take(), false, now);
+        let addr = lock(&self.upstreams).address(g, s).to_string();
+        lock(&self.upstreams).release(g, s, st.backend.take(), false, now);
         let resend = !st.got && !st.fr.head_sent && st.replayable;
         if resend && st.reused && (st.idempotent || unread) {
             // The application closed an idle kept connection (php-fpm's
@@ -620,7 +628,7 @@ impl HttpService {
             st.stage = Stage::Pick;
             return Step::Again;
         }
-        self.upstreams.failed(g, s, now);
+        lock(&self.upstreams).failed(g, s, now);
         if resend && st.idempotent && !st.knobs.next_upstream.off {
             crate::error!(
                 "FastCGI server {addr} failed for {}: {why}; trying the next server",
@@ -717,7 +725,7 @@ impl HttpService {
                     Ok(_) => {
                         progress = true;
                         if let Some(b) = st.backend.as_mut() {
-                            self.upstreams.answered(st.group, st.server, b);
+                            lock(&self.upstreams).answered(st.group, st.server, b);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -880,17 +888,16 @@ impl HttpService {
             && st.idempotent
             && st.replayable
             && !st.knobs.next_upstream.off
-            && self.upstreams.has_untried(st.group, st.tried, Instant::now())
+            && lock(&self.upstreams).has_untried(st.group, st.tried, Instant::now())
         {
-            let addr = self.upstreams.address(st.group, st.server).to_string();
+            let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
             crate::warn!(
                 "FastCGI server {addr} answered {code} for {}; trying the next server",
                 st.name()
             );
             let now = Instant::now();
-            self.upstreams
-                .release(st.group, st.server, st.backend.take(), false, now);
-            self.upstreams.failed(st.group, st.server, now);
+            lock(&self.upstreams).release(st.group, st.server, st.backend.take(), false, now);
+            lock(&self.upstreams).failed(st.group, st.server, now);
             st.to_app_off = 0;
             st.hdr.clear();
             st.stage = Stage::Pick;
@@ -974,7 +981,7 @@ impl HttpService {
         let st = state(&mut ex.handler).expect("fastcgi exchange");
         let (g, s) = (st.group, st.server);
         if !st.fr.head_sent {
-            let addr = self.upstreams.address(g, s).to_string();
+            let addr = lock(&self.upstreams).address(g, s).to_string();
             let (code, why) = match status {
                 ProtocolStatus::Overloaded => (503, format!("FastCGI server {addr} is overloaded")),
                 ProtocolStatus::CantMpxConn => (502, format!("FastCGI server {addr} refused a second request")),
@@ -987,10 +994,10 @@ impl HttpService {
             return Err(self.fcgi_abort(c, code, &why));
         }
         let reusable = st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty();
-        self.upstreams.release(g, s, st.backend.take(), reusable, now);
-        self.upstreams.succeeded(g, s);
+        lock(&self.upstreams).release(g, s, st.backend.take(), reusable, now);
+        lock(&self.upstreams).succeeded(g, s);
         if st.counted {
-            self.upstreams.end(g, s);
+            lock(&self.upstreams).end(g, s);
             st.counted = false;
         }
         flush_err(st);
@@ -1010,13 +1017,12 @@ impl HttpService {
             return Step::Wait(Next::Close);
         };
         if let Some(st) = state(&mut ex.handler) {
-            let addr = self.upstreams.address(st.group, st.server).to_string();
+            let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
             crate::error!(
                 "FastCGI server {addr} stopped in the middle of the response of {}: {why}",
                 st.name()
             );
-            self.upstreams
-                .release(st.group, st.server, st.backend.take(), false, now);
+            lock(&self.upstreams).release(st.group, st.server, st.backend.take(), false, now);
             flush_err(st);
             st.fr.framing_ok = false;
             st.ended = true;
@@ -1079,13 +1085,13 @@ impl HttpService {
     pub(super) fn fcgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
         let ex = c.ex.as_mut()?;
         let st = state(&mut ex.handler)?;
-        let addr = self.upstreams.address(st.group, st.server).to_string();
+        let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
         let step = match st.stage {
             Stage::Spooling => self.fcgi_abort(c, 408, "the client timed out sending the request body"),
             Stage::Queued => {
                 let why = format!(
                     "no connection to {addr} came free within queue_timeout ({:?}; max_conns reached)",
-                    self.upstreams.queue_timeout(st.group)
+                    lock(&self.upstreams).queue_timeout(st.group)
                 );
                 self.fcgi_abort(c, 503, &why)
             }
@@ -1093,8 +1099,8 @@ impl HttpService {
             Stage::PoolFull => {
                 let why = format!(
                     "pool \"{}\" had no free worker within queue_timeout ({:?}; max_children busy)",
-                    self.upstreams.config(st.group).name.trim_start_matches("pool:"),
-                    self.upstreams.queue_timeout(st.group)
+                    lock(&self.upstreams).config(st.group).name.trim_start_matches("pool:"),
+                    lock(&self.upstreams).queue_timeout(st.group)
                 );
                 self.fcgi_abort(c, 503, &why)
             }
@@ -1131,9 +1137,8 @@ impl HttpService {
                 if retry {
                     crate::error!("{}: {why}; trying the next server", st.name());
                     let now = Instant::now();
-                    self.upstreams
-                        .release(st.group, st.server, st.backend.take(), false, now);
-                    self.upstreams.failed(st.group, st.server, now);
+                    lock(&self.upstreams).release(st.group, st.server, st.backend.take(), false, now);
+                    lock(&self.upstreams).failed(st.group, st.server, now);
                     st.to_app_off = 0;
                     st.stage = Stage::Pick;
                     return Some(Next::Pause);
@@ -1158,12 +1163,12 @@ impl HttpService {
         let now = Instant::now();
         let (g, s) = (st.group, st.server);
         if let Some(t) = st.queued_as.take() {
-            self.upstreams.unwait(g, s, t);
+            lock(&self.upstreams).unwait(g, s, t);
             // It may have been woken for a place it will not take now.
-            self.upstreams.kick(g, s);
+            lock(&self.upstreams).kick(g, s);
         }
         if st.counted {
-            self.upstreams.end(g, s);
+            lock(&self.upstreams).end(g, s);
             st.counted = false;
         }
         if let Some(b) = st.backend.take() {
@@ -1172,7 +1177,7 @@ impl HttpService {
                 codec::abort_request(&mut abort, ID);
                 let _ = b.sock.send_with_flags(&abort, libc::MSG_NOSIGNAL);
             }
-            self.upstreams.release(g, s, Some(b), false, now);
+            lock(&self.upstreams).release(g, s, Some(b), false, now);
         }
         flush_err(st);
         st.spool = None;

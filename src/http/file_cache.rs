@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use nix::fcntl::AtFlags;
 use nix::sys::stat::{FileStat, fstatat};
@@ -52,8 +52,8 @@ impl Identity {
 /// concurrent responses can share it).
 #[derive(Clone)]
 pub enum Cached {
-    Bytes(Rc<[u8]>),
-    File(Rc<File>),
+    Bytes(Arc<[u8]>),
+    File(Arc<File>),
 }
 
 /// Open descriptors kept per worker at most, whatever `open_file_cache` says.
@@ -65,9 +65,9 @@ pub struct Entry {
     pub body: Cached,
     pub len: u64,
     pub mtime: u64,
-    pub etag: Rc<str>,
-    pub last_modified: Rc<str>,
-    pub headers: Rc<str>,
+    pub etag: Arc<str>,
+    pub last_modified: Arc<str>,
+    pub headers: Arc<str>,
     pub ctype: &'static str,
 }
 

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -19,8 +19,8 @@ const STEP: usize = 16 * 1024;
 
 /// Where the uncompressed bytes come from.
 pub enum Source {
-    Mem { data: Rc<[u8]>, pos: usize, end: usize },
-    File { file: Rc<File>, off: u64, left: u64 },
+    Mem { data: Arc<[u8]>, pos: usize, end: usize },
+    File { file: Arc<File>, off: u64, left: u64 },
 }
 
 pub struct Stream {

@@ -26,6 +26,7 @@ pub mod status;
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::config::{self, Config, EventMode, LogTarget};
@@ -34,6 +35,15 @@ use crate::event::{BufPool, Io, Next, Ready, Service};
 use access_log::AccessLog;
 use conn::Conn;
 use static_file::Site;
+
+/// State every thread of a worker shares (`worker_threads`): FastCGI
+/// groups, CGI children and counts. Locked for short calls only, never
+/// across another lock of the same kind.
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 pub struct HttpService {
     cfg: config::Http,
@@ -49,10 +59,10 @@ pub struct HttpService {
     logs: Vec<AccessLog>,
     file_cache: file_cache::FileCache,
     /// Scripts running per site and CGI rule, against `max_concurrent`.
-    cgi_running: Vec<Vec<usize>>,
+    cgi_running: Shared<Vec<Vec<usize>>>,
     /// Starts scripts off the event loop; only where CGI is configured.
-    spawner: Option<crate::os::spawn::Spawner>,
-    children: crate::cgi::children::Children,
+    spawner: Option<Arc<crate::os::spawn::Spawner>>,
+    children: Shared<crate::cgi::children::Children>,
     rbufs: BufPool,
     wbufs: BufPool,
     clock: Clock,
@@ -62,7 +72,7 @@ pub struct HttpService {
     /// limit_conn / limit_req, when a server sets them.
     limits: Option<limits::Limits>,
     /// FastCGI groups: balancing, health and kept connections.
-    upstreams: crate::fastcgi::upstream::Upstreams,
+    upstreams: Shared<crate::fastcgi::upstream::Upstreams>,
     /// Read buffers of finished FastCGI exchanges, for the next ones.
     inbox_buffers: Vec<Vec<u8>>,
     /// Per site: FastCGI scripts recently found, until when.
@@ -77,7 +87,8 @@ impl HttpService {
         if self.sites.iter().any(|s| !s.cgi.is_empty()) {
             self.spawner = crate::os::spawn::Spawner::new()
                 .map_err(|e| crate::error!("cannot set up the CGI spawner: {e}"))
-                .ok();
+                .ok()
+                .map(Arc::new);
         }
     }
 
@@ -85,7 +96,7 @@ impl HttpService {
     fn collect_spawned(&mut self) {
         if let Some(sp) = &self.spawner {
             for (id, outcome) in sp.take_done() {
-                self.children.spawned(id, outcome);
+                lock(&self.children).spawned(id, outcome);
             }
         }
     }
@@ -131,7 +142,7 @@ impl HttpService {
         HttpService {
             cfg: cfg.http.clone(),
             mode: cfg.main.event_mode,
-            cgi_running: sites.iter().map(|s| vec![0; s.cgi.len()]).collect(),
+            cgi_running: Arc::new(Mutex::new(sites.iter().map(|s| vec![0; s.cgi.len()]).collect())),
             inbox_buffers: Vec::new(),
             scripts_seen: sites.iter().map(|_| Default::default()).collect(),
             file_cache: file_cache::FileCache::new(
@@ -145,14 +156,14 @@ impl HttpService {
             site_log,
             logs,
             spawner: None,
-            children: crate::cgi::children::Children::default(),
+            children: Default::default(),
             rbufs: BufPool::new(cfg.http.max_header_size, 256),
             wbufs: BufPool::new(4096, 256),
             clock: Clock::new(),
             draining: false,
             server_header,
             limits: None,
-            upstreams: crate::fastcgi::upstream::Upstreams::new(&cfg.upstreams),
+            upstreams: Arc::new(Mutex::new(crate::fastcgi::upstream::Upstreams::new(&cfg.upstreams))),
 
             parse_limits: request::Limits {
                 max_uri: cfg.http.max_uri_length,
@@ -203,7 +214,7 @@ impl Service for HttpService {
 
     fn drain(&mut self, conn: &mut Conn) -> Next {
         self.draining = true;
-        self.upstreams.drain();
+        lock(&self.upstreams).drain();
         self.on_drain(conn)
     }
 
@@ -217,21 +228,21 @@ impl Service for HttpService {
 
     fn child_exited(&mut self) {
         self.collect_spawned();
-        self.children.reap(self.clock.now);
+        lock(&self.children).reap(self.clock.now);
     }
 
     fn wakeups(&mut self, out: &mut Vec<u64>) {
-        self.upstreams.take_wakeups(out);
+        lock(&self.upstreams).take_wakeups(out);
     }
 
     fn handle_target(&mut self, handle: u64) -> Option<u64> {
-        self.upstreams.target(handle)
+        lock(&self.upstreams).target(handle)
     }
 
     fn housekeeping(&mut self) {
-        self.upstreams.sweep(std::time::Instant::now());
+        lock(&self.upstreams).sweep(std::time::Instant::now());
         self.collect_spawned();
-        self.children.reap(self.clock.now);
+        lock(&self.children).reap(self.clock.now);
         self.limits_housekeeping();
         for l in &mut self.logs {
             l.flush();
@@ -250,8 +261,8 @@ impl Service for HttpService {
 
     fn shutdown(&mut self) {
         self.collect_spawned();
-        self.children.reap(self.clock.now);
-        self.children.kill_all();
+        lock(&self.children).reap(self.clock.now);
+        lock(&self.children).kill_all();
         for l in &mut self.logs {
             l.flush();
         }

@@ -11,13 +11,13 @@ pub enum ReplyBody {
     Bytes(Vec<u8>),
     /// `len` bytes of cached file contents from `offset`.
     Shared {
-        data: std::rc::Rc<[u8]>,
+        data: std::sync::Arc<[u8]>,
         offset: usize,
         len: usize,
     },
     /// `len` bytes of `file` from `offset`.
     File {
-        file: std::rc::Rc<File>,
+        file: std::sync::Arc<File>,
         offset: u64,
         len: u64,
     },
@@ -29,13 +29,13 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<&'static str>,
     /// `; charset=...` after a text type (the server's `charset`).
-    pub charset: Option<std::rc::Rc<str>>,
+    pub charset: Option<std::sync::Arc<str>>,
     /// `Content-Length`; `None` for statuses that carry no body (304).
     pub length: Option<u64>,
     /// Extra header lines, each ending in CRLF.
     pub extra: String,
     /// Precomputed header lines shared by every response for a cached file.
-    pub shared: Option<std::rc::Rc<str>>,
+    pub shared: Option<std::sync::Arc<str>>,
     pub body: ReplyBody,
     /// The connection must close after this response (framing unsure).
     pub close: bool,

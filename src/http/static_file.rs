@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
 use std::io::Read;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::autoindex;
 use super::file_cache::{Cached, Entry, FileCache, Identity};
@@ -26,7 +26,7 @@ use crate::core::log::Esc;
 pub struct Site {
     pub cfg: config::Server,
     /// `cfg.charset`, shared by the responses that carry it.
-    charset: Option<Rc<str>>,
+    charset: Option<Arc<str>>,
     /// `cfg.default_type` for files whose extension says nothing.
     default_type: &'static str,
     root: Option<OwnedFd>,
@@ -53,7 +53,7 @@ impl Site {
             }
         };
         let cgi = cfg.cgi.iter().cloned().map(super::cgi::Rule::new).collect();
-        let charset = cfg.charset.as_deref().map(Rc::from);
+        let charset = cfg.charset.as_deref().map(Arc::from);
         let default_type = match cfg.default_type.as_str() {
             "application/octet-stream" => "application/octet-stream",
             // Once per site for the worker's life (a reload starts new
@@ -236,7 +236,7 @@ fn precompressed(site: &Site, rel: &[u8], norm: &[u8], req: &Request, tokens: bo
         return None;
     }
     let fm = FileMeta::new(&meta, norm, site.default_type);
-    Some(respond(&fm, Source::File(Rc::new(file)), req, tokens))
+    Some(respond(&fm, Source::File(Arc::new(file)), req, tokens))
 }
 
 /// The file itself (through the cache), a directory's index, or a listing.
@@ -292,7 +292,7 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
                         Ok(m) if m.is_file() => {
                             return respond(
                                 &FileMeta::new(&m, index.as_bytes(), site.default_type),
-                                Source::File(Rc::new(f)),
+                                Source::File(Arc::new(f)),
                                 req,
                                 tokens,
                             );
@@ -325,7 +325,7 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
     }
     let fm = FileMeta::new(&meta, norm, site.default_type);
     if !ctx.cache.enabled() {
-        return respond(&fm, Source::File(Rc::new(file)), req, tokens);
+        return respond(&fm, Source::File(Arc::new(file)), req, tokens);
     }
     let body = if ctx.cache.fits_in_memory(fm.len) {
         let mut data = Vec::with_capacity(fm.len as usize);
@@ -339,7 +339,7 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
         }
         Cached::Bytes(data.into())
     } else {
-        Cached::File(Rc::new(file))
+        Cached::File(Arc::new(file))
     };
     let entry = Entry {
         id: Identity::of_meta(&meta),
@@ -363,10 +363,10 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
 struct FileMeta {
     len: u64,
     mtime: u64,
-    etag: Rc<str>,
-    last_modified: Rc<str>,
+    etag: Arc<str>,
+    last_modified: Arc<str>,
     /// `Last-Modified`, `ETag` and `Accept-Ranges` lines of a 200 or 206.
-    headers: Rc<str>,
+    headers: Arc<str>,
     ctype: &'static str,
 }
 
@@ -390,8 +390,8 @@ impl FileMeta {
 
 /// Where the bytes come from.
 enum Source {
-    File(Rc<File>),
-    Memory(Rc<[u8]>),
+    File(Arc<File>),
+    Memory(Arc<[u8]>),
 }
 
 /// Preconditions, ranges and the response for one file.

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -59,7 +59,7 @@ impl Drop for PoolSocket {
 }
 
 pub struct RunningPool {
-    pub shared: Rc<Running>,
+    pub shared: Arc<Running>,
     pub socket: PoolSocket,
     pub children: Vec<PoolChild>,
     pm: PmState,
@@ -73,7 +73,7 @@ pub struct RunningPool {
 
 /// An old generation finishing its requests.
 struct Draining {
-    shared: Rc<Running>,
+    shared: Arc<Running>,
     children: Vec<PoolChild>,
 }
 
@@ -112,7 +112,7 @@ impl Pools {
     }
 
     /// Every pool's config and scoreboard, for the processes forked next.
-    pub fn shared(&self) -> Vec<Rc<Running>> {
+    pub fn shared(&self) -> Vec<Arc<Running>> {
         self.running.iter().map(|p| p.shared.clone()).collect()
     }
 
@@ -487,10 +487,10 @@ pub fn inherited() -> Vec<PoolSocket> {
 fn new_pool(cfg: Pool, socket: PoolSocket) -> Result<RunningPool, String> {
     let sb = Scoreboard::new(cfg.max_children)
         .map_err(|e| format!("cannot map the scoreboard of pool {}: {e}", cfg.name))?;
-    Ok(new_pool_parts(Rc::new(Running { cfg, sb }), socket))
+    Ok(new_pool_parts(Arc::new(Running { cfg, sb }), socket))
 }
 
-fn new_pool_parts(shared: Rc<Running>, socket: PoolSocket) -> RunningPool {
+fn new_pool_parts(shared: Arc<Running>, socket: PoolSocket) -> RunningPool {
     RunningPool {
         shared,
         socket,

@@ -14,6 +14,12 @@ pub struct SharedWords {
     len: usize,
 }
 
+// SAFETY: the mapping is only ever accessed through atomics, which any
+// thread may use concurrently; the pointer stays valid until drop.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above: `&SharedWords` hands out only `&[AtomicU64]`.
+unsafe impl Sync for SharedWords {}
+
 impl SharedWords {
     pub fn new(len: usize) -> std::io::Result<SharedWords> {
         let bytes = NonZeroUsize::new(len.max(1) * 8).expect("non-zero");

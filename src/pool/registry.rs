@@ -2,8 +2,7 @@
 //! master sees them: the master sets the list before forking, so HTTP
 //! workers find each pool's config and scoreboard for the status handler.
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, RwLock};
 
 use super::scoreboard::Scoreboard;
 use super::status::PoolView;
@@ -15,21 +14,22 @@ pub struct Running {
     pub sb: Scoreboard,
 }
 
-thread_local! {
-    static POOLS: RefCell<Vec<Rc<Running>>> = const { RefCell::new(Vec::new()) };
+/// Set by the master before forking; read by every thread of a worker.
+static POOLS: RwLock<Vec<Arc<Running>>> = RwLock::new(Vec::new());
+
+fn list() -> std::sync::RwLockReadGuard<'static, Vec<Arc<Running>>> {
+    POOLS.read().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn set(pools: Vec<Rc<Running>>) {
-    POOLS.with(|p| *p.borrow_mut() = pools);
+pub fn set(pools: Vec<Arc<Running>>) {
+    *POOLS.write().unwrap_or_else(|e| e.into_inner()) = pools;
 }
 
 /// Calls `f` with a view of every pool.
 pub fn with<R>(f: impl FnOnce(&[PoolView<'_>]) -> R) -> R {
-    POOLS.with(|p| {
-        let list = p.borrow();
-        let views: Vec<PoolView<'_>> = list.iter().map(|r| PoolView { cfg: &r.cfg, sb: &r.sb }).collect();
-        f(&views)
-    })
+    let list = list();
+    let views: Vec<PoolView<'_>> = list.iter().map(|r| PoolView { cfg: &r.cfg, sb: &r.sb }).collect();
+    f(&views)
 }
 
 /// Whether pool `name` can take no new connection now: every worker runs
@@ -38,10 +38,8 @@ pub fn with<R>(f: impl FnOnce(&[PoolView<'_>]) -> R) -> R {
 /// on someone's kept connection counts as free: it gives that connection
 /// up when a new one waits.
 pub fn saturated(name: &str) -> bool {
-    POOLS.with(|p| {
-        p.borrow().iter().find(|r| r.cfg.name == name).is_some_and(|r| {
-            let c = r.sb.counts();
-            c.idle == 0 && c.total >= r.cfg.max_children
-        })
+    list().iter().find(|r| r.cfg.name == name).is_some_and(|r| {
+        let c = r.sb.counts();
+        c.idle == 0 && c.total >= r.cfg.max_children
     })
 }
