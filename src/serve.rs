@@ -103,6 +103,13 @@ impl Builder {
         self
     }
 
+    /// Threads per worker sharing its epoll instance and connection table
+    /// (1..=64); the factory is called once per thread.
+    pub fn threads(mut self, n: usize) -> Builder {
+        self.cfg.main.worker_threads = n.clamp(1, 64);
+        self
+    }
+
     /// Connections each worker serves at once.
     pub fn worker_connections(mut self, n: usize) -> Builder {
         self.cfg.main.worker_connections = n.max(8);
@@ -147,10 +154,11 @@ impl Builder {
 
     /// Runs the master until it is stopped and returns the exit code.
     /// `factory` is called in each new worker process with the worker's
-    /// number (0..workers) and builds its service.
+    /// number (0..workers) and builds its service (once per thread).
     pub fn run<S, F>(self, factory: F) -> i32
     where
-        S: Service,
+        S: Service + Send,
+        S::Conn: Send,
         F: Fn(usize) -> S + 'static,
     {
         let argv: Vec<String> = std::env::args().collect();
@@ -166,10 +174,15 @@ impl Builder {
 /// A library user's service as the workers' program.
 struct Custom<F>(F);
 
-impl<S: Service, F: Fn(usize) -> S> Program for Custom<F> {
+impl<S, F> Program for Custom<F>
+where
+    S: Service + Send,
+    S::Conn: Send,
+    F: Fn(usize) -> S,
+{
     fn worker(&self, cfg: &Config, w: WorkerStart) -> i32 {
-        let service = (self.0)(w.slot);
-        program::serve(cfg, w, service, |_, _| {})
+        let services = (0..cfg.main.worker_threads).map(|_| (self.0)(w.slot)).collect();
+        program::serve(cfg, w, services, |_, _| {})
     }
 
     fn reload(&self, current: &Config) -> Result<Config, String> {

@@ -5,9 +5,11 @@
 mod buffers;
 mod reactor;
 mod slots;
+mod threaded;
 pub mod told;
 
 pub use buffers::BufPool;
 pub use reactor::{Io, Next, Ready, Reclaim, Service, Signals, run};
 pub use slots::Slots;
+pub use threaded::run_threaded;
 pub use told::{AcceptFrom, Told};

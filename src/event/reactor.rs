@@ -60,7 +60,7 @@ pub struct Ready {
 
 impl Ready {
     /// A wake-up: nothing reported by epoll.
-    const WOKEN: Ready = Ready {
+    pub(super) const WOKEN: Ready = Ready {
         readable: false,
         writable: false,
         hangup: false,
@@ -74,14 +74,14 @@ impl Ready {
 /// to the loop, on behalf of one connection. They are edge-triggered in
 /// every mode; events for them come back to that connection's `ready`.
 pub struct Io<'a> {
-    epoll: &'a Epoll,
-    token: u64,
-    timers: &'a mut Timers,
+    pub(super) epoll: &'a Epoll,
+    pub(super) token: u64,
+    pub(super) timers: &'a mut Timers,
 }
 
 /// Wake-ups asked for by connections, soonest first. An entry for a
 /// connection closed meanwhile finds a stale token and is dropped.
-type Timers = std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>;
+pub(super) type Timers = std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>;
 
 impl Io<'_> {
     /// Watches `fd` as descriptor `sub` (1..=3) for reading or writing.
@@ -172,6 +172,10 @@ pub trait Service {
     }
     /// The connection is gone; give back what it held.
     fn closed(&mut self, _conn: Self::Conn) {}
+    /// Graceful stop began: called once on the service (on each thread's
+    /// service with `worker_threads`) before [`Service::drain`] reaches
+    /// its connections.
+    fn drain_started(&mut self) {}
     /// Start of a loop turn (refresh cached time).
     fn turn(&mut self) {}
     /// About once a second (flush buffered logs).
@@ -198,15 +202,15 @@ pub struct Signals {
     pub fd: SignalFd,
 }
 
-const SIGNAL_TOKEN: u64 = u64::MAX;
+pub(super) const SIGNAL_TOKEN: u64 = u64::MAX;
 /// The master's dispatch channel (see [`super::told`]).
-const CHANNEL_TOKEN: u64 = u64::MAX - 1;
-const LISTENER_BASE: u64 = RESERVED;
+pub(super) const CHANNEL_TOKEN: u64 = u64::MAX - 1;
+pub(super) const LISTENER_BASE: u64 = RESERVED;
 /// Tokens from here to `LISTENER_BASE` are handles (see `Io::watch_handle`):
 /// bit 63 is never set in a connection's token.
-const HANDLE_BASE: u64 = 1 << 63;
-const EVENTS: usize = 512;
-const ACCEPT_BATCH: usize = 64;
+pub(super) const HANDLE_BASE: u64 = 1 << 63;
+pub(super) const EVENTS: usize = 512;
+pub(super) const ACCEPT_BATCH: usize = 64;
 /// How many idle connections a full table looks at to free one.
 const RECLAIM_SCAN: usize = 32;
 
@@ -461,6 +465,7 @@ impl<S: Service> Reactor<S> {
 
     fn start_drain(&mut self) {
         self.draining = true;
+        self.service.drain_started();
         self.disarm_listeners();
         // Closing our copies stops this worker accepting; the master keeps its own.
         self.listeners.clear();

@@ -1097,11 +1097,13 @@ impl HttpService {
             }
             Stage::Pick => return Some(Next::Pause),
             Stage::PoolFull => {
+                let ups = lock(&self.upstreams);
                 let why = format!(
                     "pool \"{}\" had no free worker within queue_timeout ({:?}; max_children busy)",
-                    lock(&self.upstreams).config(st.group).name.trim_start_matches("pool:"),
-                    lock(&self.upstreams).queue_timeout(st.group)
+                    ups.config(st.group).name.trim_start_matches("pool:"),
+                    ups.queue_timeout(st.group)
                 );
+                drop(ups);
                 self.fcgi_abort(c, 503, &why)
             }
             Stage::Busy | Stage::Connecting => {

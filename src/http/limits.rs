@@ -19,11 +19,14 @@ pub(super) enum Admit {
 
 /// The zone and this worker's column in it, and the refusals being
 /// counted for the log (one line when a burst starts, one when it ends).
+/// The threads of a worker share all of it.
+#[derive(Clone)]
 pub(super) struct Limits {
-    zone: Zone,
+    /// Every update of the zone is atomic.
+    zone: std::sync::Arc<Zone>,
     worker: usize,
     /// Per site: limit_req, limit_conn.
-    bursts: Vec<[Option<Burst>; 2]>,
+    bursts: std::sync::Arc<std::sync::Mutex<Vec<[Option<Burst>; 2]>>>,
 }
 
 struct Burst {
@@ -35,16 +38,17 @@ struct Burst {
 const KIND: [&str; 2] = ["limit_req", "limit_conn"];
 
 impl Limits {
-    pub(super) fn new(zone: Zone, worker: usize, sites: usize) -> Limits {
+    pub(super) fn new(zone: std::sync::Arc<Zone>, worker: usize, sites: usize) -> Limits {
         Limits {
             zone,
             worker,
-            bursts: (0..sites).map(|_| [None, None]).collect(),
+            bursts: std::sync::Arc::new(std::sync::Mutex::new((0..sites).map(|_| [None, None]).collect())),
         }
     }
 
     fn refused(&mut self, site: usize, kind: usize, addr: IpAddr, what: &str, status: u16) {
-        let Some(b) = self.bursts.get_mut(site) else { return };
+        let mut bursts = super::lock(&self.bursts);
+        let Some(b) = bursts.get_mut(site) else { return };
         let now = Instant::now();
         match &mut b[kind] {
             Some(b) => {
@@ -67,7 +71,7 @@ impl Limits {
 
     /// Ends the bursts that have been quiet for a second.
     pub(super) fn housekeeping(&mut self) {
-        for (site, b) in self.bursts.iter_mut().enumerate() {
+        for (site, b) in super::lock(&self.bursts).iter_mut().enumerate() {
             for (kind, slot) in b.iter_mut().enumerate() {
                 if slot
                     .as_ref()
@@ -90,7 +94,12 @@ impl HttpService {
     /// The zone made by the master for this generation, and this worker's
     /// number in it.
     pub fn set_limits(&mut self, zone: Zone, worker: usize) {
-        self.limits = Some(Limits::new(zone, worker, self.sites.len()));
+        self.limits = Some(Limits::new(std::sync::Arc::new(zone), worker, self.sites.len()));
+    }
+
+    /// Another thread of the same worker: the same zone column and bursts.
+    pub fn share_limits(&mut self, first: &HttpService) {
+        self.limits = first.limits.clone();
     }
 
     /// limit_req first (a refused request is not counted as in progress),

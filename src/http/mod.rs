@@ -92,6 +92,22 @@ impl HttpService {
         }
     }
 
+    /// Another thread's service for the same worker (`worker_threads`): its
+    /// own buffers, caches and logs, sharing FastCGI groups, CGI children
+    /// and counts, and the spawner once started.
+    pub fn sibling(&self, cfg: &Config) -> HttpService {
+        let mut s = HttpService::new(cfg);
+        s.upstreams = self.upstreams.clone();
+        s.children = self.children.clone();
+        s.cgi_running = self.cgi_running.clone();
+        s
+    }
+
+    /// Shares `first`'s spawner with a sibling (after `start_spawner`).
+    pub fn share_spawner(&mut self, first: &HttpService) {
+        self.spawner = first.spawner.clone();
+    }
+
     /// Hands the spawner's outcomes (pids, failures) to the children.
     fn collect_spawned(&mut self) {
         if let Some(sp) = &self.spawner {
@@ -220,6 +236,11 @@ impl Service for HttpService {
 
     fn closed(&mut self, conn: Conn) {
         self.on_closed(conn);
+    }
+
+    fn drain_started(&mut self) {
+        self.draining = true;
+        lock(&self.upstreams).drain();
     }
 
     fn turn(&mut self) {

@@ -26,15 +26,20 @@ pub trait Program {
     fn reload(&self, current: &Config) -> Result<Config, String>;
 }
 
-/// The common part of every worker: drop privileges (the service was
+/// The common part of every worker: drop privileges (the services were
 /// built before, while files that need them could be opened), set up,
-/// serve until stopped.
-pub fn serve<S: Service>(
+/// serve until stopped: one service on the worker's thread, or one per
+/// thread with `worker_threads`.
+pub fn serve<S>(
     cfg: &Config,
     w: WorkerStart,
-    mut service: S,
-    after_privileges: impl FnOnce(&mut S, Option<crate::limit::Zone>),
-) -> i32 {
+    mut services: Vec<S>,
+    after_privileges: impl FnOnce(&mut [S], Option<crate::limit::Zone>),
+) -> i32
+where
+    S: Service + Send,
+    S::Conn: Send,
+{
     let slot = w.slot;
     if let Err(e) = privileges::prepare_worker(&cfg.main, slot) {
         crate::crit!("worker #{slot}: {e}");
@@ -50,16 +55,22 @@ pub fn serve<S: Service>(
     }
     // After setuid: the kernel clears the parent-death signal then.
     crate::os::signals::die_with_parent(nix::sys::signal::Signal::SIGTERM);
-    after_privileges(&mut service, w.zone);
+    after_privileges(&mut services, w.zone);
     let m = &cfg.main;
-    match crate::event::run(
-        service,
-        w.listeners,
-        m.event_mode,
-        m.worker_connections,
-        w.signals,
-        w.accept,
-    ) {
+    let result = if services.len() > 1 {
+        crate::event::run_threaded(services, w.listeners, m.worker_connections, w.signals, w.accept)
+    } else {
+        let Some(service) = services.pop() else { return 2 };
+        crate::event::run(
+            service,
+            w.listeners,
+            m.event_mode,
+            m.worker_connections,
+            w.signals,
+            w.accept,
+        )
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => {
             crate::crit!("worker #{slot} failed: {e}");
@@ -73,13 +84,31 @@ pub struct Http;
 
 impl Program for Http {
     fn worker(&self, cfg: &Config, w: WorkerStart) -> i32 {
+        // Threads arm sockets one-shot for what each connection waits for:
+        // the service reads as in level mode.
+        let threaded;
+        let cfg = if cfg.main.worker_threads > 1 {
+            let mut c = cfg.clone();
+            c.main.event_mode = crate::config::EventMode::Level;
+            threaded = c;
+            &threaded
+        } else {
+            cfg
+        };
         // Opened while still privileged: access logs and document roots.
-        let service = crate::http::HttpService::new(cfg);
+        let first = crate::http::HttpService::new(cfg);
+        let mut services: Vec<_> = (1..cfg.main.worker_threads).map(|_| first.sibling(cfg)).collect();
+        services.insert(0, first);
         let slot = w.slot;
-        serve(cfg, w, service, |s, zone| {
-            s.start_spawner();
+        serve(cfg, w, services, |ss, zone| {
+            let (first, rest) = ss.split_first_mut().expect("one service at least");
+            first.start_spawner();
             if let Some(zone) = zone {
-                s.set_limits(zone, slot);
+                first.set_limits(zone, slot);
+            }
+            for s in rest.iter_mut() {
+                s.share_spawner(first);
+                s.share_limits(first);
             }
         })
     }

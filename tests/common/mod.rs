@@ -154,7 +154,21 @@ impl Server {
             } else {
                 format!("root = \"{}\"\n", self.root.display())
             },
-            main = o.main,
+            main = if o.main.contains("worker_threads") {
+                o.main.clone()
+            } else {
+                // CORRAL_TEST_THREADS=N runs the suite with N threads per worker.
+                let t = std::env::var("CORRAL_TEST_THREADS").unwrap_or_default();
+                format!(
+                    "{}\n{}",
+                    o.main,
+                    if t.is_empty() {
+                        String::new()
+                    } else {
+                        format!("worker_threads = {t}")
+                    }
+                )
+            },
             http = o.http,
             server = o.server.replace("{port}", &self.port.to_string()),
             more = o.more.replace("{port}", &self.port.to_string()),
@@ -267,7 +281,14 @@ impl Server {
     pub fn get(&self, path: &str) -> Response {
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let all = self.raw(req.as_bytes());
-        parse_responses(&all, false).into_iter().next().expect("a response")
+        let Some(r) = parse_responses(&all, false).into_iter().next() else {
+            panic!(
+                "no response to GET {path}: {:?}\n{}",
+                String::from_utf8_lossy(&all),
+                self.error_log()
+            );
+        };
+        r
     }
 
     pub fn request(&self, req: &str) -> Response {

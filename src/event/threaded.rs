@@ -1,0 +1,819 @@
+//! `worker_threads = N` (note 001): N threads of one worker share one epoll
+//! instance and one table of connection slots. Any thread may handle any
+//! connection:
+//!
+//! - A connection's socket is registered with EPOLLONESHOT: one event
+//!   reaches one thread, and the socket is re-armed after its handling.
+//! - Each slot carries note 001's generation and reference count in one
+//!   word: a thread takes a reference before it looks at a slot, an event
+//!   whose generation no longer matches is dropped, and a closed slot goes
+//!   back to the free list only when the last reference is given back.
+//! - Events for a connection another thread is running (from its pipes,
+//!   its upstream socket, a timer) are recorded in the slot's state word
+//!   and run by that thread before it lets go: a connection is never run
+//!   by two threads at once, and no event is lost.
+//!
+//! Each thread has its own service value (buffers, caches, timers); what
+//! the service shares between its threads is its own business (corral's
+//! HTTP shares its FastCGI groups and CGI children behind short locks).
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::Signal;
+use socket2::Socket;
+
+use super::reactor::{
+    ACCEPT_BATCH, CHANNEL_TOKEN, EVENTS, HANDLE_BASE, Io, LISTENER_BASE, Next, Ready, SIGNAL_TOKEN, Service, Signals,
+    Timers,
+};
+use super::slots::{sub_of, with_sub};
+use super::{AcceptFrom, Told};
+use crate::os::{net, signals};
+
+/// Woken when the worker stops: level-triggered, never cleared, so every
+/// thread sees it.
+const STOP_TOKEN: u64 = u64::MAX - 2;
+
+// The state word of a slot: pending event bits, then flags.
+/// Per descriptor of the connection (0..=3), four bits: in, out, hang-up, peer closed.
+const EV_BITS: u32 = 0xffff;
+const WOKEN: u32 = 1 << 16;
+/// The once-a-second look at timeouts.
+const TICK: u32 = 1 << 17;
+/// Graceful stop: `Service::drain`.
+const DRAIN: u32 = 1 << 18;
+/// The table is full: `Service::reclaim` (close this idle connection?).
+const RECLAIM: u32 = 1 << 19;
+const PENDING: u32 = EV_BITS | WOKEN | TICK | DRAIN | RECLAIM;
+/// How many of the longest-idle connections a full table offers to close.
+const RECLAIM_SCAN: usize = 32;
+/// A thread is running the connection.
+const RUN: u32 = 1 << 29;
+/// The connection is closed; the slot returns to the free list when its
+/// last reference goes.
+const CLOSED: u32 = 1 << 30;
+/// On the free list.
+const FREE: u32 = 1 << 31;
+
+const GEN_MASK: u64 = (1 << 29) - 1;
+
+struct CellData<C> {
+    conn: Option<C>,
+    /// What is armed (0 in, 1 out, 2 nothing but a hang-up).
+    want: u8,
+    reserve: bool,
+    /// The peer's FIN was reported: not asked for again (it would fire at
+    /// every re-arm).
+    peer_closed: bool,
+}
+
+struct Cell<C> {
+    /// Generation (bits 32..) and references (bits 0..32).
+    tag: AtomicU64,
+    state: AtomicU32,
+    /// Since when (ms after `Shared::base`, plus one) the connection is
+    /// idle; 0 while busy. What a full table looks at to make room.
+    idle_since: AtomicU64,
+    data: UnsafeCell<CellData<C>>,
+}
+
+// SAFETY: `data` is only touched by the one thread holding RUN in `state`
+// (taken with a compare-and-swap, released with Release ordering), or by
+// the thread that took the slot off the free list before publishing its
+// token; the connection moves between threads, hence `C: Send`.
+unsafe impl<C: Send> Sync for Cell<C> {}
+
+struct Shared<C> {
+    epoll: Epoll,
+    cells: Box<[Cell<C>]>,
+    free: Mutex<Vec<u32>>,
+    /// Live connections other than refused ones finishing their close.
+    serving: AtomicUsize,
+    live: AtomicUsize,
+    limit: usize,
+    listeners: Vec<(Socket, usize)>,
+    told: Option<Told>,
+    draining: AtomicBool,
+    stop: AtomicBool,
+    stop_fd: EventFd,
+    /// Bumped on SIGUSR1: each thread reopens its logs when it sees it move.
+    reopen: AtomicU64,
+    /// Milliseconds since `base` of the last sweep (one thread sweeps).
+    last_sweep: AtomicU64,
+    /// ... of the last connection refused for want of a slot (0: none in
+    /// this burst), of the burst's first, and how many: one line when a
+    /// burst starts, one with the total when a second passes without one.
+    last_refusal: AtomicU64,
+    burst_start: AtomicU64,
+    refused: AtomicU64,
+    base: Instant,
+}
+
+fn token(idx: u32, generation: u64) -> u64 {
+    ((generation & GEN_MASK) << 34) | idx as u64
+}
+
+/// Runs `services.len()` threads (each with its service) until a stop
+/// signal, or until drained after SIGQUIT. Connection sockets are armed
+/// one-shot for what the service waits for, so the service should read
+/// as in level mode (once per event is enough); listeners are
+/// edge-triggered.
+pub fn run_threaded<S>(
+    services: Vec<S>,
+    listeners: Vec<(Socket, usize)>,
+    connections: usize,
+    signals: Signals,
+    accept: AcceptFrom,
+) -> io::Result<()>
+where
+    S: Service + Send,
+    S::Conn: Send,
+{
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+    epoll.add(signals.fd.as_fd(), EpollEvent::new(et, SIGNAL_TOKEN))?;
+    let stop_fd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+    epoll.add(stop_fd.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP_TOKEN))?;
+    let told = match accept {
+        AcceptFrom::Watch => {
+            for (i, (sock, _)) in listeners.iter().enumerate() {
+                let ev = EpollEvent::new(et | EpollFlags::EPOLLEXCLUSIVE, LISTENER_BASE + i as u64);
+                epoll.add(sock.as_fd(), ev)?;
+            }
+            None
+        }
+        AcceptFrom::Told(t) => {
+            epoll.add(t.channel.as_fd(), EpollEvent::new(et, CHANNEL_TOKEN))?;
+            Some(t)
+        }
+    };
+    let capacity = connections + (connections / 16).clamp(8, 1024);
+    let cells = (0..capacity)
+        .map(|_| Cell {
+            tag: AtomicU64::new(0),
+            state: AtomicU32::new(FREE),
+            idle_since: AtomicU64::new(0),
+            data: UnsafeCell::new(CellData {
+                conn: None,
+                want: 0,
+                reserve: false,
+                peer_closed: false,
+            }),
+        })
+        .collect();
+    let shared = Shared {
+        epoll,
+        cells,
+        free: Mutex::new((0..capacity as u32).rev().collect()),
+        serving: AtomicUsize::new(0),
+        live: AtomicUsize::new(0),
+        limit: connections,
+        listeners,
+        told,
+        draining: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        stop_fd,
+        reopen: AtomicU64::new(0),
+        last_sweep: AtomicU64::new(0),
+        last_refusal: AtomicU64::new(0),
+        burst_start: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        base: Instant::now(),
+    };
+    let shared = &shared;
+    let sigfd = &signals;
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        let mut services = services.into_iter();
+        let first = services.next();
+        for (i, svc) in services.enumerate() {
+            let t = std::thread::Builder::new()
+                .name(format!("worker-{}", i + 1))
+                .spawn_scoped(scope, move || Thread::new(shared, svc).run(sigfd));
+            match t {
+                Ok(h) => handles.push(h),
+                Err(e) => crate::error!("cannot start a worker thread: {e}; running with fewer"),
+            }
+        }
+        let mut result = match first {
+            Some(svc) => Thread::new(shared, svc).run(sigfd),
+            None => Ok(()),
+        };
+        // The first thread is done: the worker is stopping.
+        shared.request_stop();
+        for h in handles {
+            match h.join() {
+                Ok(Err(e)) if result.is_ok() => result = Err(e),
+                Ok(_) => {}
+                Err(_) => crate::crit!("a worker thread panicked"),
+            }
+        }
+        result
+    })
+}
+
+impl<C> Shared<C> {
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64 + 1
+    }
+
+    fn full(&self) -> bool {
+        self.serving.load(Ordering::Acquire) >= self.limit
+    }
+
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stop_fd.write(1);
+    }
+
+    fn cell(&self, tok: u64) -> Option<&Cell<C>> {
+        self.cells.get((tok & 0xffff_ffff) as usize)
+    }
+
+    /// Gives back a reference; the last one frees a closed slot.
+    fn release(&self, idx: usize) {
+        let cell = &self.cells[idx];
+        let prev = cell.tag.fetch_sub(1, Ordering::AcqRel);
+        if prev & 0xffff_ffff == 1
+            && cell
+                .state
+                .compare_exchange(CLOSED, FREE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.free.lock().unwrap_or_else(|p| p.into_inner()).push(idx as u32);
+        }
+    }
+
+    /// Arms a connection's socket for one event of what it waits for (in
+    /// both event modes: a one-shot registration is re-evaluated when
+    /// re-armed, so it behaves as level-triggered).
+    /// While paused (the connection waits on its application), the peer's
+    /// FIN is still asked for, so a client that leaves is seen at once.
+    fn arm(&self, fd: std::os::fd::BorrowedFd<'_>, tok: u64, next: Next, add: bool, fin_seen: bool) -> io::Result<()> {
+        let fin = if fin_seen {
+            EpollFlags::empty()
+        } else {
+            EpollFlags::EPOLLRDHUP
+        };
+        let flags = match next {
+            Next::Read | Next::Idle => EpollFlags::EPOLLIN | fin,
+            Next::Write => EpollFlags::EPOLLOUT,
+            _ => fin,
+        } | EpollFlags::EPOLLONESHOT;
+        let mut ev = EpollEvent::new(flags, tok);
+        if add {
+            self.epoll.add(fd, ev)
+        } else {
+            self.epoll.modify(fd, &mut ev)
+        }
+        .map_err(io::Error::from)
+    }
+}
+
+/// One thread's part: its service, timers and accept backlog.
+struct Thread<'a, S: Service> {
+    shared: &'a Shared<S::Conn>,
+    service: S,
+    timers: Timers,
+    pending_accept: Vec<usize>,
+    drained: bool,
+    reopen_seen: u64,
+    last_housekeeping: Instant,
+}
+
+impl<'a, S: Service> Thread<'a, S>
+where
+    S::Conn: Send,
+{
+    fn new(shared: &'a Shared<S::Conn>, service: S) -> Self {
+        Thread {
+            shared,
+            service,
+            timers: Timers::new(),
+            pending_accept: Vec::new(),
+            drained: false,
+            reopen_seen: 0,
+            last_housekeeping: Instant::now(),
+        }
+    }
+
+    fn run(mut self, signals: &Signals) -> io::Result<()> {
+        let result = self.run_loop(signals);
+        self.service.shutdown();
+        result
+    }
+
+    fn run_loop(&mut self, signals: &Signals) -> io::Result<()> {
+        let sh = self.shared;
+        let mut events = vec![EpollEvent::empty(); EVENTS / 4];
+        let mut woken = Vec::new();
+        loop {
+            if sh.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let timeout: u16 = if !self.pending_accept.is_empty() {
+                0
+            } else {
+                let timer = self.timers.peek().map_or(1000, |t| {
+                    t.0.0.saturating_duration_since(Instant::now()).as_millis() as u64 + 1
+                });
+                timer.clamp(1, 1000) as u16
+            };
+            let n = match sh.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            self.service.turn();
+            for ev in &events[..n] {
+                match ev.data() {
+                    STOP_TOKEN => return Ok(()),
+                    SIGNAL_TOKEN => {
+                        for sig in signals::drain(&signals.fd) {
+                            self.on_signal(sig);
+                        }
+                    }
+                    CHANNEL_TOKEN => self.on_told(),
+                    t if t >= LISTENER_BASE => self.accept((t - LISTENER_BASE) as usize, None),
+                    t if t >= HANDLE_BASE => {
+                        if let Some(tok) = self.service.handle_target(t - HANDLE_BASE) {
+                            self.deliver(with_sub(tok, 0), bits_of(sub_of(tok), ev.events()));
+                        }
+                    }
+                    t => self.deliver(with_sub(t, 0), bits_of(sub_of(t), ev.events())),
+                }
+            }
+            for i in std::mem::take(&mut self.pending_accept) {
+                self.accept(i, None);
+            }
+            self.fire_timers();
+            loop {
+                self.service.wakeups(&mut woken);
+                if woken.is_empty() {
+                    break;
+                }
+                for tok in std::mem::take(&mut woken) {
+                    self.deliver(tok, WOKEN);
+                }
+            }
+            self.every_second();
+            if let Some(t) = &sh.told {
+                t.publish(sh.serving.load(Ordering::Relaxed));
+            }
+            if sh.draining.load(Ordering::Acquire) {
+                if !self.drained {
+                    self.drained = true;
+                    self.service.drain_started();
+                }
+                if sh.live.load(Ordering::Acquire) == 0 {
+                    sh.request_stop();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: Signal) {
+        let sh = self.shared;
+        match sig {
+            Signal::SIGTERM | Signal::SIGINT => {
+                crate::info!("worker received {sig}, exiting");
+                sh.request_stop();
+            }
+            Signal::SIGQUIT if !sh.draining.swap(true, Ordering::AcqRel) => {
+                crate::info!("gracefully shutting down");
+                for (sock, _) in &sh.listeners {
+                    let _ = sh.epoll.delete(sock.as_fd());
+                }
+                self.drained = true;
+                self.service.drain_started();
+                self.for_each_live(DRAIN);
+            }
+            Signal::SIGUSR1 => {
+                sh.reopen.fetch_add(1, Ordering::AcqRel);
+            }
+            Signal::SIGCHLD => self.service.child_exited(),
+            _ => {}
+        }
+    }
+
+    /// Once a second: this thread's housekeeping and logs; one thread also
+    /// sweeps every connection for timeouts.
+    fn every_second(&mut self) {
+        let sh = self.shared;
+        let reopen = sh.reopen.load(Ordering::Acquire);
+        if reopen != self.reopen_seen {
+            self.reopen_seen = reopen;
+            self.service.reopen_logs();
+        }
+        if self.last_housekeeping.elapsed().as_millis() >= 1000 {
+            self.last_housekeeping = Instant::now();
+            self.service.housekeeping();
+        }
+        let now_ms = sh.base.elapsed().as_millis() as u64;
+        let last = sh.last_sweep.load(Ordering::Relaxed);
+        if now_ms < last + 1000 {
+            return;
+        }
+        if sh
+            .last_sweep
+            .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.for_each_live(TICK);
+            let last = sh.last_refusal.load(Ordering::Acquire);
+            if last != 0 && sh.now_ms() >= last + 1000 {
+                sh.last_refusal.store(0, Ordering::Release);
+                let n = sh.refused.swap(0, Ordering::AcqRel);
+                let secs = last.saturating_sub(sh.burst_start.load(Ordering::Acquire)) as f64 / 1000.0;
+                crate::warn!("{n} connections refused in {secs:.1}s (all worker_connections are busy)");
+            }
+        }
+    }
+
+    /// Delivers `bits` to every live connection.
+    fn for_each_live(&mut self, bits: u32) {
+        for i in 0..self.shared.cells.len() {
+            let c = &self.shared.cells[i];
+            if c.state.load(Ordering::Acquire) & (FREE | CLOSED) == 0 {
+                let generation = c.tag.load(Ordering::Acquire) >> 32;
+                self.deliver(token(i as u32, generation), bits);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(std::cmp::Reverse((at, tok))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.deliver(tok, WOKEN);
+        }
+    }
+
+    fn on_told(&mut self) {
+        let Some(t) = &self.shared.told else { return };
+        let mut msgs = Vec::new();
+        let _ = t.take(&mut msgs);
+        for (i, n) in msgs {
+            if !self.shared.draining.load(Ordering::Acquire) {
+                self.accept(i, Some(n.max(1)));
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize, told: Option<usize>) {
+        let sh = self.shared;
+        let budget = told.unwrap_or(ACCEPT_BATCH * 4);
+        for _ in 0..budget {
+            if sh.draining.load(Ordering::Acquire) {
+                return;
+            }
+            let Some((sock, addr)) = sh.listeners.get(i) else {
+                return;
+            };
+            if sh.full() {
+                self.reclaim();
+            }
+            match net::accept(sock) {
+                Ok((stream, peer)) if sh.full() => {
+                    let now = sh.now_ms();
+                    sh.refused.fetch_add(1, Ordering::AcqRel);
+                    if sh.last_refusal.swap(now, Ordering::AcqRel) == 0 {
+                        sh.burst_start.store(now, Ordering::Release);
+                        crate::warn!(
+                            "all worker_connections are busy ({} connections): refusing new connections with 503",
+                            sh.live.load(Ordering::Relaxed)
+                        );
+                    }
+                    if let Some(conn) = self.service.refuse(stream, peer, *addr) {
+                        self.insert(conn, true);
+                    }
+                }
+                Ok((stream, peer)) => self.open(stream, peer, *addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                        crate::error!("accept() failed: {e}");
+                        return;
+                    }
+                    _ => continue,
+                },
+            }
+        }
+        if told.is_none() {
+            // Budget spent before EAGAIN: no new edge will come for these.
+            self.pending_accept.push(i);
+        }
+    }
+
+    /// Offers the longest-idle connections to the service for closing,
+    /// until one closes.
+    fn reclaim(&mut self) {
+        let sh = self.shared;
+        let mut idle: Vec<(u64, usize)> = sh
+            .cells
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let t = c.idle_since.load(Ordering::Acquire);
+                (t != 0).then_some((t, i))
+            })
+            .collect();
+        idle.sort_unstable();
+        for &(_, i) in idle.iter().take(RECLAIM_SCAN) {
+            let generation = sh.cells[i].tag.load(Ordering::Acquire) >> 32;
+            self.deliver(token(i as u32, generation), RECLAIM);
+            if !sh.full() {
+                return;
+            }
+        }
+    }
+
+    fn open(&mut self, stream: TcpStream, peer: SocketAddr, addr: usize) {
+        let conn = self.service.open(stream, peer, addr);
+        self.insert(conn, false);
+    }
+
+    /// Takes a free slot for `conn`, publishes it and arms its socket.
+    fn insert(&mut self, conn: S::Conn, reserve: bool) {
+        let sh = self.shared;
+        let idx = sh.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(idx) = idx else {
+            self.service.closed(conn);
+            return;
+        };
+        let cell = &sh.cells[idx as usize];
+        // SAFETY: the slot came off the free list: no thread runs it, and
+        // none will until its token is published below (epoll add).
+        let data = unsafe { &mut *cell.data.get() };
+        data.conn = Some(conn);
+        data.want = 0;
+        data.reserve = reserve;
+        data.peer_closed = false;
+        sh.live.fetch_add(1, Ordering::AcqRel);
+        if !reserve {
+            sh.serving.fetch_add(1, Ordering::AcqRel);
+        }
+        let generation = cell.tag.load(Ordering::Acquire) >> 32;
+        let tok = token(idx, generation);
+        // Nothing is in progress on a new connection until it sends.
+        let since = if reserve { 0 } else { sh.now_ms() };
+        cell.idle_since.store(since, Ordering::Release);
+        // RUN while arming: an event may arrive before `arm` returns.
+        cell.state.store(RUN, Ordering::Release);
+        cell.tag.fetch_add(1, Ordering::AcqRel);
+        let fd = S::fd(data.conn.as_ref().expect("just stored"));
+        if let Err(e) = sh.arm(fd, tok, Next::Read, true, false) {
+            crate::error!("epoll_ctl(ADD) failed: {e}");
+            self.close(idx as usize);
+            sh.release(idx as usize);
+            return;
+        }
+        self.finish(idx as usize, tok, 0);
+    }
+
+    /// Hands `bits` to the connection `tok`: runs it now, or leaves the
+    /// bits to the thread running it.
+    fn deliver(&mut self, tok: u64, bits: u32) {
+        let sh = self.shared;
+        let Some(cell) = sh.cell(tok) else { return };
+        let idx = (tok & 0xffff_ffff) as usize;
+        let tag = cell.tag.fetch_add(1, Ordering::AcqRel);
+        if (tag >> 32) & GEN_MASK != (tok >> 34) & GEN_MASK {
+            sh.release(idx); // stale: the slot was closed (and maybe reused)
+            return;
+        }
+        let mut cur = cell.state.load(Ordering::Acquire);
+        loop {
+            if cur & (CLOSED | FREE) != 0 {
+                sh.release(idx);
+                return;
+            }
+            let want = if cur & RUN != 0 { cur | bits } else { cur | RUN };
+            match cell
+                .state
+                .compare_exchange_weak(cur, want, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if cur & RUN != 0 => {
+                    sh.release(idx); // the running thread takes them
+                    return;
+                }
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        self.finish(idx, tok, bits);
+    }
+
+    /// Runs the connection (holding RUN and a reference) with `bits` and
+    /// whatever other threads add meanwhile, then lets go.
+    fn finish(&mut self, idx: usize, tok: u64, mut bits: u32) {
+        let sh = self.shared;
+        let cell = &sh.cells[idx];
+        loop {
+            if bits != 0 && !self.run_conn(idx, tok, bits) {
+                break; // closed
+            }
+            match cell.state.compare_exchange(RUN, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(_) => bits = cell.state.fetch_and(!PENDING, Ordering::AcqRel) & PENDING,
+            }
+        }
+        sh.release(idx);
+    }
+
+    /// One pass over the pending `bits`; false if the connection closed.
+    fn run_conn(&mut self, idx: usize, tok: u64, bits: u32) -> bool {
+        let sh = self.shared;
+        // SAFETY: this thread holds RUN for the slot (see `Cell`).
+        let data = unsafe { &mut *sh.cells[idx].data.get() };
+        let Some(conn) = data.conn.as_mut() else { return false };
+        let mut next = None;
+        if bits & RECLAIM != 0 {
+            match self.service.reclaim(conn) {
+                super::Reclaim::Close => next = Some(Next::Close),
+                super::Reclaim::Busy => sh.cells[idx].idle_since.store(0, Ordering::Release),
+                super::Reclaim::Keep => {}
+            }
+            if next.is_some() {
+                self.close(idx);
+                return false;
+            }
+        }
+        if bits & DRAIN != 0 {
+            next = Some(self.service.drain(conn));
+        }
+        if bits & TICK != 0 {
+            match self.service.expired(conn, Instant::now()) {
+                Some(Next::Close) => next = Some(Next::Close),
+                Some(_) => bits_run(
+                    &mut self.service,
+                    conn,
+                    &sh.epoll,
+                    tok,
+                    &mut self.timers,
+                    WRITABLE,
+                    &mut next,
+                ),
+                None => {}
+            }
+        }
+        for sub in 0..4u8 {
+            let b = (bits >> (sub * 4)) & 0xf;
+            if b != 0 && next != Some(Next::Close) {
+                let ready = Ready {
+                    readable: b & 0b1001 != 0 || b & 0b0100 != 0,
+                    writable: b & 0b0010 != 0,
+                    hangup: b & 0b0100 != 0,
+                    peer_closed: b & 0b1000 != 0,
+                    source: sub,
+                    woken: false,
+                };
+                bits_run(
+                    &mut self.service,
+                    conn,
+                    &sh.epoll,
+                    tok,
+                    &mut self.timers,
+                    ready,
+                    &mut next,
+                );
+            }
+        }
+        if bits & WOKEN != 0 && next != Some(Next::Close) {
+            bits_run(
+                &mut self.service,
+                conn,
+                &sh.epoll,
+                tok,
+                &mut self.timers,
+                Ready::WOKEN,
+                &mut next,
+            );
+        }
+        let Some(next) = next else { return true };
+        if next == Next::Close {
+            self.close(idx);
+            return false;
+        }
+        // The idle list of a full table: idle since now, or busy.
+        let cell = &sh.cells[idx];
+        match (next, cell.idle_since.load(Ordering::Relaxed)) {
+            (Next::Idle, _) if !data.reserve => cell.idle_since.store(sh.now_ms(), Ordering::Release),
+            (Next::Idle, _) | (_, 0) => {}
+            _ => cell.idle_since.store(0, Ordering::Release),
+        }
+        // Re-arm the socket after one of its events was consumed (one-shot),
+        // or when level mode now waits for something else.
+        let want = match next {
+            Next::Read | Next::Idle => 0,
+            Next::Write => 1,
+            _ => 2,
+        };
+        let socket_fired = bits & 0xf != 0;
+        let changed = want != data.want;
+        data.peer_closed |= bits & 0b1000 != 0;
+        if socket_fired || changed {
+            data.want = want;
+            let fd = S::fd(data.conn.as_ref().expect("live"));
+            if let Err(e) = sh.arm(fd, tok, next, false, data.peer_closed) {
+                crate::error!("epoll_ctl(MOD) failed: {e}");
+                self.close(idx);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Closes the connection in slot `idx` (RUN held): its events from now
+    /// on find another generation.
+    fn close(&mut self, idx: usize) {
+        let sh = self.shared;
+        let cell = &sh.cells[idx];
+        // SAFETY: this thread holds RUN for the slot.
+        let data = unsafe { &mut *cell.data.get() };
+        let conn = data.conn.take();
+        cell.tag.fetch_add(1 << 32, Ordering::AcqRel);
+        cell.idle_since.store(0, Ordering::Release);
+        sh.live.fetch_sub(1, Ordering::AcqRel);
+        if !data.reserve {
+            sh.serving.fetch_sub(1, Ordering::AcqRel);
+        }
+        cell.state.store(CLOSED, Ordering::Release);
+        if let Some(c) = conn {
+            // Dropping the socket closes it, which also removes it from epoll.
+            self.service.closed(c);
+        }
+    }
+}
+
+const WRITABLE: Ready = Ready {
+    readable: false,
+    writable: true,
+    hangup: false,
+    peer_closed: false,
+    source: 0,
+    woken: false,
+};
+
+/// Calls the service for one readiness and keeps its latest answer.
+fn bits_run<S: Service>(
+    service: &mut S,
+    conn: &mut S::Conn,
+    epoll: &Epoll,
+    tok: u64,
+    timers: &mut Timers,
+    ready: Ready,
+    next: &mut Option<Next>,
+) {
+    let mut io = Io {
+        epoll,
+        token: tok,
+        timers,
+    };
+    *next = Some(service.ready(conn, ready, &mut io));
+}
+
+/// The pending bits for an epoll event on descriptor `sub`.
+fn bits_of(sub: u8, ev: EpollFlags) -> u32 {
+    let mut b = 0;
+    if ev.intersects(EpollFlags::EPOLLIN) {
+        b |= 0b0001;
+    }
+    if ev.contains(EpollFlags::EPOLLOUT) {
+        b |= 0b0010;
+    }
+    if ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+        b |= 0b0100;
+    }
+    if ev.contains(EpollFlags::EPOLLRDHUP) {
+        b |= 0b1000;
+    }
+    b << (sub as u32 * 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_bits_per_descriptor() {
+        assert_eq!(bits_of(0, EpollFlags::EPOLLIN), 1);
+        assert_eq!(bits_of(2, EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP), 0b1010 << 8);
+        assert_eq!(bits_of(3, EpollFlags::EPOLLHUP) & EV_BITS, 0b0100 << 12);
+        assert_eq!(token(5, 3) >> 34, 3);
+        assert_eq!(sub_of(with_sub(token(5, 3), 2)), 2);
+    }
+}

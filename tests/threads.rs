@@ -1,0 +1,235 @@
+//! `worker_threads`: several threads per worker on one epoll instance.
+//! Many clients, keep-alive and pipelined, each request carrying its own
+//! token through static files, `return`, CGI and FastCGI (php-fpm): every
+//! answer must come back once, on its own connection, in order.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::php::Php;
+use common::*;
+
+/// Reads one response (Content-Length or chunked): status and body.
+fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    let (mut status, mut len, mut chunked) = (0u16, 0usize, false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap_or(0);
+        } else if let Some((n, v)) = l.split_once(':') {
+            if n.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            } else if n.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.trim().eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
+            let mut chunk = vec![0u8; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(len, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok((status, body))
+}
+
+/// A site with every kind of handler, each able to echo a token.
+fn site(threads: usize, workers: usize) -> (Php, Server) {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("cgi")).unwrap();
+    for i in 0..8 {
+        std::fs::write(root.join(format!("f{i}.txt")), format!("static file {i}\n")).unwrap();
+    }
+    std::fs::write(root.join("index.html"), "<h1>hello</h1>\n").unwrap();
+    std::fs::write(root.join("t.php"), "<?php echo 'php:', $_GET['t'] ?? '', \"\\n\";\n").unwrap();
+    let script = root.join("cgi/t.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\ncgi:%s\\n' \"$QUERY_STRING\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("fpm.sock");
+    let fpm = Php::fpm(dir.path(), "www", &sock.display().to_string(), 4, "");
+    let o = Opts {
+        main: format!("workers = {workers}\nworker_threads = {threads}\n"),
+        server: format!(
+            "[[server.location]]\nmatch = \"/r/\"\nreturn = \"200 return:$request_uri\"\n\
+             [[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = {{ extensions = [\".cgi\"] }}\n\
+             [[server.location]]\nmatch = \"~ \\\\.php$\"\nfastcgi = {{ pass = \"unix:{}\" }}\n",
+            sock.display()
+        ),
+        ..Opts::default()
+    };
+    (fpm, Server::with_root(o, dir, root))
+}
+
+/// Request `i` of client `c`: which handler, and the body it must answer.
+fn request(c: usize, i: usize) -> (String, String) {
+    let t = format!("{c}-{i}");
+    match i % 8 {
+        0 | 4 => (format!("/r/{t}"), format!("return:/r/{t}")),
+        1 | 5 => (format!("/t.php?t={t}"), format!("php:{t}\n")),
+        2 => (format!("/cgi/t.cgi?{t}"), format!("cgi:{t}\n")),
+        _ => {
+            let f = (c + i) % 8;
+            (format!("/f{f}.txt?{t}"), format!("static file {f}\n"))
+        }
+    }
+}
+
+/// `clients` keep-alive connections sending `rounds` batches of `depth`
+/// pipelined requests each; returns how many answers matched.
+fn drive(port: u16, clients: usize, rounds: usize, depth: usize) -> usize {
+    let good = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let good = good.clone();
+            std::thread::spawn(move || {
+                let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                for round in 0..rounds {
+                    let batch: Vec<(String, String)> = (0..depth).map(|k| request(c, round * depth + k)).collect();
+                    let mut out = String::new();
+                    for (path, _) in &batch {
+                        out += &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+                    }
+                    w.write_all(out.as_bytes()).unwrap();
+                    for (path, want) in &batch {
+                        let (status, body) = read_response(&mut r).unwrap_or_else(|e| panic!("{path}: {e}"));
+                        assert_eq!(status, 200, "{path}");
+                        assert_eq!(String::from_utf8_lossy(&body), *want, "{path}: someone else's answer");
+                        good.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    good.load(Ordering::Relaxed)
+}
+
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn every_answer_reaches_its_own_connection() {
+    let (_fpm, s) = site(2, 1);
+    let worker = s.workers()[0];
+    // Two event threads, plus the CGI spawner's.
+    assert!(
+        eventually(Duration::from_secs(5), || threads_of(worker) >= 3),
+        "{} threads",
+        threads_of(worker)
+    );
+    let clients = 48;
+    let (rounds, depth) = (10, 4);
+    assert_eq!(drive(s.port, clients, rounds, depth), clients * rounds * depth);
+    // Connection: close per request, many at once.
+    let good = Arc::new(AtomicUsize::new(0));
+    let hs: Vec<_> = (0..16)
+        .map(|c| {
+            let (port, good) = (s.port, good.clone());
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let (path, want) = request(100 + c, i);
+                    if let Some(r) = get_on(port, &path)
+                        && r.status == 200
+                        && r.text() == want
+                    {
+                        good.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(good.load(Ordering::Relaxed), 16 * 40);
+    let log = s.error_log();
+    assert!(!log.contains("[crit]") && !log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn threads_in_every_accept_mode_survive_kill_and_reload() {
+    for mode in ["exclusive", "reuseport", "dispatch"] {
+        let s = Server::with(Opts {
+            main: format!("worker_threads = 2\naccept = \"{mode}\"\n"),
+            ..Opts::default()
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), s.port);
+                std::thread::spawn(move || hammer(port, i % 2 == 0, stop, ok, failed))
+            })
+            .collect();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(300));
+            s.signal("HUP");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        for h in hs {
+            h.join().unwrap();
+        }
+        let (n, f) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        assert!(n > 300, "{mode}: the load ran ({n})");
+        assert_eq!(f, 0, "{mode}: {f} failed across reloads");
+        // SIGKILL one worker: the other keeps serving, it is replaced.
+        assert!(eventually(Duration::from_secs(10), || s.workers().len() == 2));
+        let victim = s.workers()[0];
+        kill(victim, "KILL");
+        for i in 0..30 {
+            assert_eq!(
+                get_on(s.port, "/index.html").map(|r| r.status),
+                Some(200),
+                "{mode}: {i}"
+            );
+        }
+        assert!(eventually(Duration::from_secs(5), || s.workers().len() == 2 && !alive(victim)));
+        // A graceful stop drains every thread.
+        let mut s = s;
+        s.signal("QUIT");
+        assert_eq!(
+            s.wait_exit(Duration::from_secs(10)),
+            Some(0),
+            "{mode}: {}",
+            s.error_log()
+        );
+    }
+}
