@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The concurrency models side by side: corral's accept modes (exclusive,
+# reuseport, dispatch) x {1, 2} workers x {1, 2} threads per worker, the C
+# floor (bench/floor.c), nginx and lighttpd, all in one run with the same
+# load: a 1 KiB file over keep-alive and with Connection: close.
+#   bench/models.sh [seconds=5] [rounds=1]
+# Prints req/s, p99 and CPU µs per request (every process of the server:
+# master, workers, threads), writes bench/models.tsv and the chart
+# bench/models.svg (bench/svgchart.py). Needs wrk, gcc, nginx, lighttpd.
+set -euo pipefail
+SECS=${1:-5}
+ROUNDS=${2:-1}
+CONNS=${CONNS:-50}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$HERE")
+
+. "$HERE/lib.sh"
+need wrk:wrk nginx:nginx-light lighttpd:lighttpd gcc:gcc
+NGINX=$(bin_of nginx)
+LIGHTTPD=$(bin_of lighttpd)
+build_corral
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+W=$(mktemp -d /tmp/corral-models.XXXXXX)
+PID=
+cleanup() {
+  [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null || true
+  sleep 0.3
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$W/www"
+chmod 755 "$W" "$W/www"
+head -c 1024 /dev/urandom >"$W/www/1k.bin"
+chmod 644 "$W/www/1k.bin"
+gcc -O2 -o "$W/floor" "$HERE/floor.c"
+TICK=$(getconf CLK_TCK)
+
+# CPU ticks of a process and all its descendants (threads included).
+tree_ticks() {
+  local pids=$1 all=$1 kids
+  while [ -n "$pids" ]; do
+    kids=$(for p in $pids; do ps -o pid= --ppid "$p" 2>/dev/null; done | tr -s ' \n' ' ')
+    pids=$(echo $kids)
+    all="$all $pids"
+  done
+  local t=0
+  for p in $all; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+
+to_ms() { python3 -c "
+v='$1'
+m={'us':0.001,'ms':1,'s':1000}
+for u in ('us','ms','s'):
+    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
+
+wait_port() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/1k.bin" && return 0
+    sleep 0.05
+  done
+  echo "server on port $1 did not start" >&2
+  return 1
+}
+
+# One measurement: load (keep-alive | close) on port, server pid $PID.
+measure() {
+  local load=$1 port=$2 hdr=() out t0 t1 reqs rps p99 us
+  [ "$load" = close ] && hdr=(-H "Connection: close")
+  t0=$(tree_ticks "$PID")
+  out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "http://127.0.0.1:$port/1k.bin")
+  t1=$(tree_ticks "$PID")
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
+    echo "WARNING: $NAME $load: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
+  fi
+  reqs=$(echo "$out" | awk '/requests in/{print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/{printf "%d", $2}')
+  p99=$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")
+  us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
+  echo "$rps $p99 $us"
+}
+
+TSV="$HERE/models.tsv"
+printf '# bench/models.sh %s s x %s round(s), wrk -t2 -c%s, %s\n' "$SECS" "$ROUNDS" "$CONNS" "$(date -u +%F)" >"$TSV"
+printf 'load\tname\treq_s\tp99_ms\tcpu_us\n' >>"$TSV"
+printf '%-24s %-10s %10s %8s %10s\n' server load req/s p99_ms cpu_us/req
+
+# Runs both loads against the server started by "$@" (pid in PID).
+bench() {
+  local port=$1; shift
+  "$@" & PID=$!
+  wait_port "$port"
+  sleep 0.3
+  for load in keep-alive close; do
+    local sr=0 sc=0 worst=0 rps p99 us
+    for _ in $(seq "$ROUNDS"); do
+      read -r rps p99 us < <(measure "$load" "$port")
+      sr=$((sr + rps)); sc=$(python3 -c "print($sc+$us)"); worst=$(python3 -c "print(max($worst,$p99))")
+    done
+    rps=$((sr / ROUNDS)); us=$(python3 -c "print(round($sc/$ROUNDS,2))")
+    printf '%-24s %-10s %10s %8s %10s\n' "$NAME" "$load" "$rps" "$worst" "$us"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$load" "$NAME" "$rps" "$worst" "$us" >>"$TSV"
+  done
+  kill -TERM "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  PID=
+  sleep 0.5
+}
+
+for mode in exclusive reuseport dispatch; do
+  for workers in 1 2; do
+    for threads in 1 2; do
+      port=$(free_port)
+      cat >"$W/corral.toml" <<CONF
+[main]
+workers = $workers
+worker_threads = $threads
+accept = "$mode"
+worker_connections = 4096
+pid = "$W/corral.pid"
+error_log = "$W/corral-error.log"
+log_level = "warn"
+[[server]]
+listen = "127.0.0.1:$port"
+root = "$W/www"
+access_log = "off"
+CONF
+      NAME="$mode w$workers t$threads"
+      bench "$port" "$CORRAL" -c "$W/corral.toml"
+    done
+  done
+done
+
+for procs in 1 2; do
+  port=$(free_port)
+  NAME="C floor w$procs"
+  bench "$port" "$W/floor" "$port" "$procs"
+done
+
+for workers in 1 2; do
+  port=$(free_port)
+  cat >"$W/nginx.conf" <<CONF
+worker_processes $workers;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  keepalive_requests 1000000;
+  $(nginx_temp_paths "$W/nginx-tmp")
+  server { listen 127.0.0.1:$port; root $W/www; }
+}
+CONF
+  NAME="nginx w$workers"
+  bench "$port" "$NGINX" -c "$W/nginx.conf" -p "$W"
+done
+
+port=$(free_port)
+cat >"$W/lighttpd.conf" <<CONF
+server.document-root = "$W/www"
+server.port = $port
+server.bind = "127.0.0.1"
+server.pid-file = "$W/lighttpd.pid"
+server.errorlog = "$W/lighttpd-error.log"
+server.max-keep-alive-requests = 1000000
+server.max-fds = 20000
+server.max-connections = 4096
+CONF
+NAME="lighttpd w1"
+bench "$port" "$LIGHTTPD" -D -f "$W/lighttpd.conf"
+
+python3 "$HERE/svgchart.py" "$TSV" "$HERE/models.svg" "Concurrency models: 1 KiB, wrk -t2 -c$CONNS, 2 cores"
+echo "wrote $TSV and $HERE/models.svg"
