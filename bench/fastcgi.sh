@@ -125,12 +125,6 @@ C_PIDS=$(front_pids "$CORRAL_PID")
 N_PIDS=$(front_pids "$(cat "$W/nginx.pid")")
 FPM_KIDS=$(ps -o pid= --ppid "$FPM_PID" | tr '\n' ' ')
 
-to_ms() { python3 -c "
-v='$1'
-m={'us':0.001,'ms':1,'s':1000}
-for u in ('us','ms','s'):
-    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
-
 run_one() { # port "front pids"
   local out reqs f0 f1 p0 p1
   sleep 3

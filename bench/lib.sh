@@ -27,3 +27,10 @@ nginx_temp_paths() {
   echo "client_body_temp_path $1; proxy_temp_path $1; fastcgi_temp_path $1;"
   echo "  uwsgi_temp_path $1; scgi_temp_path $1;"
 }
+
+# A wrk latency ("850.00us", "1.20ms", "2.01s") in milliseconds.
+to_ms() { python3 -c "
+v='$1'
+m={'us':0.001,'ms':1,'s':1000}
+for u in ('us','ms','s'):
+    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }

@@ -51,12 +51,6 @@ tree_ticks() {
   echo "$t"
 }
 
-to_ms() { python3 -c "
-v='$1'
-m={'us':0.001,'ms':1,'s':1000}
-for u in ('us','ms','s'):
-    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
-
 wait_port() {
   for _ in $(seq 100); do
     curl -s -o /dev/null "http://127.0.0.1:$1/1k.bin" && return 0

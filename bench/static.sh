@@ -169,12 +169,6 @@ run_one() { # name port file
   us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
   echo "$rps $p99 $us"
 }
-to_ms() { python3 -c "
-v='$1'
-m={'us':0.001,'ms':1,'s':1000}
-for u in ('us','ms','s'):
-    if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
-
 printf '%-9s %-9s %5s %12s %10s %12s\n' server file round req/s p99_ms cpu_us/req
 for file in 1k.bin 100k.bin; do
   for name in corral nginx lighttpd; do

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -14,49 +14,6 @@ use std::time::Duration;
 
 use common::php::Php;
 use common::*;
-
-/// Reads one response (Content-Length or chunked): status and body.
-fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut line = String::new();
-    let (mut status, mut len, mut chunked) = (0u16, 0usize, false);
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
-            status = rest[..3].parse().unwrap_or(0);
-        } else if let Some((n, v)) = l.split_once(':') {
-            if n.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            } else if n.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = v.trim().eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
-            let mut chunk = vec![0u8; size + 2];
-            r.read_exact(&mut chunk)?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        body.resize(len, 0);
-        r.read_exact(&mut body)?;
-    }
-    Ok((status, body))
-}
 
 /// A site with every kind of handler, each able to echo a token.
 fn site(threads: usize, workers: usize) -> (Php, Server) {

@@ -441,11 +441,16 @@ impl Master {
                     return 1;
                 }
             };
-            let sigs = self.signals.as_ref().map(signals::drain).unwrap_or_default();
-            for sig in sigs {
-                self.on_signal(sig);
+            // Signals and children only when the signalfd fired (or on a
+            // timeout, as a safety net): dispatch wakes this loop per burst
+            // of connections, which must cost no more than it has to.
+            if n == 0 || events[..n].iter().any(|e| e.data() == 0) {
+                let sigs = self.signals.as_ref().map(signals::drain).unwrap_or_default();
+                for sig in sigs {
+                    self.on_signal(sig);
+                }
+                self.reap();
             }
-            self.reap();
             for ev in &events[..n] {
                 // Connections wait on a listening socket (dispatch mode).
                 if ev.data() >= LISTENER_TOKEN {

@@ -515,31 +515,7 @@ pub fn hammer(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, ok: Arc<Atomic
         };
         let result = (|| -> std::io::Result<bool> {
             c.get_mut().write_all(req)?;
-            let mut line = String::new();
-            let mut len = 0usize;
-            let mut close = false;
-            let mut status = 0;
-            loop {
-                line.clear();
-                if c.read_line(&mut line)? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
-                    status = code[..3].parse().unwrap_or(0);
-                } else if let Some((n, v)) = l.split_once(':') {
-                    if n.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    } else if n.eq_ignore_ascii_case("connection") && v.trim() == "close" {
-                        close = true;
-                    }
-                }
-            }
-            let mut body = vec![0u8; len];
-            c.read_exact(&mut body)?;
+            let (status, _body, close) = read_response_full(c)?;
             if status != 200 {
                 return Err(std::io::Error::other(format!("status {status}")));
             }
@@ -622,4 +598,54 @@ pub fn get_on(port: u16, path: &str) -> Option<Response> {
     c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     parse_responses(&read_to_close(&mut c), false).into_iter().next()
+}
+
+/// Reads one response (Content-Length or chunked): status and body.
+pub fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>)> {
+    read_response_full(r).map(|(s, b, _)| (s, b))
+}
+
+/// [`read_response`], and whether the server said `Connection: close`.
+pub fn read_response_full(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>, bool)> {
+    let mut line = String::new();
+    let (mut status, mut len, mut chunked, mut close) = (0u16, 0usize, false, false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap_or(0);
+        } else if let Some((n, v)) = l.split_once(':') {
+            if n.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            } else if n.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.trim().eq_ignore_ascii_case("chunked");
+            } else if n.eq_ignore_ascii_case("connection") {
+                close = v.trim().eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16).map_err(std::io::Error::other)?;
+            let mut chunk = vec![0u8; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(len, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok((status, body, close))
 }
