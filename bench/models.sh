@@ -4,6 +4,7 @@
 # floor (bench/floor.c), nginx and lighttpd, all in one run with the same
 # load: a 1 KiB file over keep-alive and with Connection: close.
 #   bench/models.sh [seconds=5] [rounds=1]
+#   ONLY=latency bench/models.sh     just the dispatch hop latency (below)
 # Prints req/s, p99 and CPU µs per request (every process of the server:
 # master, workers, threads), writes bench/models.tsv and the chart
 # bench/models.svg (bench/svgchart.py). Needs wrk, gcc, nginx, lighttpd.
@@ -82,6 +83,53 @@ printf '# bench/models.sh %s s x %s round(s), wrk -t2 -c%s, %s\n' "$SECS" "$ROUN
 printf 'load\tname\treq_s\tp99_ms\tcpu_us\n' >>"$TSV"
 printf '%-24s %-10s %10s %8s %10s\n' server load req/s p99_ms cpu_us/req
 
+# A corral config: corral_conf PORT MODE WORKERS THREADS
+corral_conf() {
+  cat >"$W/corral.toml" <<CONF
+[main]
+workers = $3
+worker_threads = $4
+accept = "$2"
+worker_connections = 4096
+pid = "$W/corral.pid"
+error_log = "$W/corral-error.log"
+log_level = "warn"
+[[server]]
+listen = "127.0.0.1:$1"
+root = "$W/www"
+access_log = "off"
+CONF
+}
+
+# The extra latency of dispatch's hop through the master: one client, a new
+# connection per request (connect, request, answer, close), so every
+# request waits for the master to see the connection and tell a worker.
+hop_latency() {
+  echo
+  echo "== dispatch hop: wrk -t1 -c1 -H 'Connection: close', 1 worker, ${SECS}s =="
+  printf '%-12s %10s %10s %10s %10s\n' mode req/s avg_ms p50_ms p99_ms
+  for mode in exclusive dispatch; do
+    local port out
+    port=$(free_port)
+    corral_conf "$port" "$mode" 1 1
+    "$CORRAL" -c "$W/corral.toml" & PID=$!
+    wait_port "$port"
+    out=$(wrk -t1 -c1 -d"${SECS}s" --latency -H "Connection: close" "http://127.0.0.1:$port/1k.bin")
+    printf '%-12s %10s %10s %10s %10s\n' "$mode" "$(echo "$out" | awk '/Requests\/sec/{printf "%d", $2}')" \
+      "$(to_ms "$(echo "$out" | awk '$1=="Latency" && $2!="Distribution"{print $2; exit}')")" \
+      "$(to_ms "$(echo "$out" | awk '$1=="50%"{print $2}')")" "$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")"
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=
+    sleep 0.5
+  done
+}
+
+if [ "${ONLY:-}" = latency ]; then
+  hop_latency
+  exit 0
+fi
+
 # Runs both loads against the server started by "$@" (pid in PID).
 bench() {
   local port=$1; shift
@@ -108,20 +156,7 @@ for mode in exclusive reuseport dispatch; do
   for workers in 1 2; do
     for threads in 1 2; do
       port=$(free_port)
-      cat >"$W/corral.toml" <<CONF
-[main]
-workers = $workers
-worker_threads = $threads
-accept = "$mode"
-worker_connections = 4096
-pid = "$W/corral.pid"
-error_log = "$W/corral-error.log"
-log_level = "warn"
-[[server]]
-listen = "127.0.0.1:$port"
-root = "$W/www"
-access_log = "off"
-CONF
+      corral_conf "$port" "$mode" "$workers" "$threads"
       NAME="$mode w$workers t$threads"
       bench "$port" "$CORRAL" -c "$W/corral.toml"
     done
@@ -170,6 +205,8 @@ server.max-connections = 4096
 CONF
 NAME="lighttpd w1"
 bench "$port" "$LIGHTTPD" -D -f "$W/lighttpd.conf"
+
+hop_latency
 
 python3 "$HERE/svgchart.py" "$TSV" "$HERE/models.svg" "Concurrency models: 1 KiB, wrk -t2 -c$CONNS, 2 cores"
 echo "wrote $TSV and $HERE/models.svg"
