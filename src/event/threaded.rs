@@ -285,6 +285,8 @@ struct Thread<'a, S: Service> {
     service: S,
     timers: Timers,
     pending_accept: Vec<usize>,
+    /// Listeners to try again after a second (out of descriptors).
+    accept_later: Vec<usize>,
     drained: bool,
     reopen_seen: u64,
     last_housekeeping: Instant,
@@ -300,6 +302,7 @@ where
             service,
             timers: Timers::new(),
             pending_accept: Vec::new(),
+            accept_later: Vec::new(),
             drained: false,
             reopen_seen: 0,
             last_housekeeping: Instant::now(),
@@ -418,6 +421,7 @@ where
         if self.last_housekeeping.elapsed().as_millis() >= 1000 {
             self.last_housekeeping = Instant::now();
             self.service.housekeeping();
+            self.pending_accept.append(&mut self.accept_later);
         }
         let now_ms = sh.base.elapsed().as_millis() as u64;
         let last = sh.last_sweep.load(Ordering::Relaxed);
@@ -505,7 +509,11 @@ where
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        crate::error!("accept() failed: {e}");
+                        // No new edge will come for what is queued: look again later.
+                        crate::error!("accept() failed: {e}; pausing accepts for a second");
+                        if !self.accept_later.contains(&i) {
+                            self.accept_later.push(i);
+                        }
                         return;
                     }
                     _ => continue,

@@ -93,6 +93,7 @@ impl Master {
             crate::notice!("starting workers again after the failed upgrade");
             self.winched = false;
             self.start_generation();
+            self.watch_listening();
         }
     }
 }
