@@ -35,7 +35,7 @@ fi
 
 # Release build with debug assertions and overflow checks (-a), ASan on.
 cargo "+$toolchain" fuzz build -O -a
-bin=target/x86_64-unknown-linux-gnu/release
+bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release
 
 targets=${FUZZ_TARGETS:-$(cargo "+$toolchain" fuzz list)}
 
