@@ -12,6 +12,9 @@
 //!   its upstream socket, a timer) are recorded in the slot's state word
 //!   and run by that thread before it lets go: a connection is never run
 //!   by two threads at once, and no event is lost.
+//! - One thread at a time blocks in epoll_wait; it wakes another to poll
+//!   next only when it got a batch (leader and followers), so a lone event
+//!   costs no second thread's wake-up.
 //!
 //! Each thread has its own service value (buffers, caches, timers); what
 //! the service shares between its threads is its own business (corral's
@@ -21,8 +24,8 @@ use std::cell::UnsafeCell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -66,6 +69,10 @@ const FREE: u32 = 1 << 31;
 
 const GEN_MASK: u64 = (1 << 29) - 1;
 
+/// A batch from epoll_wait at least this large wakes a parked thread to
+/// poll (and so serve) alongside the one that got it.
+const BATCH_FOR_TWO: usize = 4;
+
 struct CellData<C> {
     conn: Option<C>,
     /// What is armed (0 in, 1 out, 2 nothing but a hang-up).
@@ -102,6 +109,13 @@ struct Shared<C> {
     limit: usize,
     listeners: Vec<(Socket, usize)>,
     told: Option<Told>,
+    /// A thread is blocked in epoll_wait. The others park meanwhile, and
+    /// that thread wakes one when it got more than one event (leader and
+    /// followers): a lone event then wakes no second thread, and a batch
+    /// is shared out.
+    polling: AtomicBool,
+    park: Mutex<()>,
+    unpark: Condvar,
     draining: AtomicBool,
     stop: AtomicBool,
     stop_fd: EventFd,
@@ -179,6 +193,9 @@ where
         limit: connections,
         listeners,
         told,
+        polling: AtomicBool::new(false),
+        park: Mutex::new(()),
+        unpark: Condvar::new(),
         draining: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         stop_fd,
@@ -233,6 +250,49 @@ impl<C> Shared<C> {
     fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.stop_fd.write(1);
+        self.wake_follower(true);
+    }
+
+    /// Wakes one parked thread (or all). Taking the lock first means a
+    /// thread between its last look at `polling` and its wait is not missed.
+    fn wake_follower(&self, all: bool) {
+        drop(self.park.lock().unwrap_or_else(|p| p.into_inner()));
+        if all {
+            self.unpark.notify_all();
+        } else {
+            self.unpark.notify_one();
+        }
+    }
+
+    /// Waits for events as the thread that polls, or parks until woken
+    /// (or `timeout_ms`, for this thread's own timers) while another polls.
+    fn wait(&self, events: &mut [EpollEvent], timeout_ms: u16) -> io::Result<usize> {
+        if timeout_ms == 0 {
+            return self.epoll_wait(events, 0);
+        }
+        if self.polling.swap(true, Ordering::AcqRel) {
+            let guard = self.park.lock().unwrap_or_else(|p| p.into_inner());
+            if self.polling.load(Ordering::Acquire) && !self.stop.load(Ordering::Acquire) {
+                let limit = std::time::Duration::from_millis(timeout_ms as u64);
+                drop(self.unpark.wait_timeout(guard, limit));
+            }
+            return Ok(0);
+        }
+        let n = self.epoll_wait(events, timeout_ms);
+        self.polling.store(false, Ordering::Release);
+        if n.as_ref().is_ok_and(|&n| n >= BATCH_FOR_TWO) {
+            // More than this thread can take at once: a follower polls next.
+            self.wake_follower(false);
+        }
+        n
+    }
+
+    fn epoll_wait(&self, events: &mut [EpollEvent], timeout_ms: u16) -> io::Result<usize> {
+        match self.epoll.wait(events, timeout_ms) {
+            Ok(n) => Ok(n),
+            Err(Errno::EINTR) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn cell(&self, tok: u64) -> Option<&Cell<C>> {
@@ -331,11 +391,7 @@ where
                 });
                 timer.clamp(1, 1000) as u16
             };
-            let n = match sh.epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => 0,
-                Err(e) => return Err(e.into()),
-            };
+            let n = sh.wait(&mut events, timeout)?;
             self.service.turn();
             for ev in &events[..n] {
                 match ev.data() {
