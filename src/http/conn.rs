@@ -558,7 +558,7 @@ impl HttpService {
     /// (with the request's query).
     fn index_uri(&self, site: usize, req: &Request) -> Option<String> {
         // nginx's index takes GET, HEAD and POST (a form posted to "/").
-        if req.file.is_some() || !matches!(req.method_name.as_str(), "GET" | "HEAD" | "POST") {
+        if req.file.is_some() || !matches!(req.method_name.as_ref(), "GET" | "HEAD" | "POST") {
             return None;
         }
         let norm = req.normalized()?;

@@ -289,7 +289,7 @@ impl HttpService {
             err_line: Vec::new(),
             client: c.peer.ip(),
             idempotent: matches!(
-                req.method_name.as_str(),
+                req.method_name.as_ref(),
                 "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
             ),
         };

@@ -87,7 +87,7 @@ fn check_head(data: &[u8], limits: &Limits) {
         }
     }
     if r.method == Method::Other {
-        assert!(!matches!(r.method_name.as_str(), "GET" | "HEAD"));
+        assert!(!matches!(r.method_name.as_ref(), "GET" | "HEAD"));
     }
     if let Some(cl) = r.content_length {
         assert!(matches!(r.body, Some(Body::Length { .. })) || cl == 0);

@@ -23,7 +23,16 @@ pub fn is_hidden(raw: &[u8]) -> bool {
 /// `raw` percent-decoded and dot-segment-resolved: the path a request
 /// names. `None` for a broken escape, an encoded NUL or a climb above `/`.
 pub fn resolve(raw: &[u8]) -> Option<Vec<u8>> {
-    decode(raw).and_then(|d| normalize(&d))
+    let d = decode(raw)?;
+    // Most paths are normal already: keep the decoded bytes as they are.
+    if is_normal(&d) { Some(d) } else { normalize(&d) }
+}
+
+/// True when `normalize` would return `path` unchanged: it starts with `/`
+/// and has no empty, `.` or `..` segment (no `//`, no `/.`; a name that
+/// merely starts with a dot takes the slow path, which keeps it).
+fn is_normal(path: &[u8]) -> bool {
+    path.first() == Some(&b'/') && !path.windows(2).any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'))
 }
 
 /// Percent-decodes `raw`. `None` for a broken escape or an encoded NUL.
@@ -65,6 +74,9 @@ fn hex(b: u8) -> Option<u8> {
 /// starts with `/` and keeps a trailing slash. `None` if `..` would climb
 /// above the root or the path is not absolute.
 pub fn normalize(path: &[u8]) -> Option<Vec<u8>> {
+    if is_normal(path) {
+        return Some(path.to_vec());
+    }
     if path.first() != Some(&b'/') {
         return None;
     }

@@ -16,7 +16,8 @@ pub enum Method {
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
-    pub method_name: String,
+    /// As sent (known methods borrow a static name: no allocation).
+    pub method_name: std::borrow::Cow<'static, str>,
     /// The request target as sent.
     pub target: String,
     /// Path part of the target (still percent-encoded), and the query.
@@ -159,7 +160,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, first_line(buf)),
         Err(_) => return Parsed::Error(400, first_line(buf)),
     };
-    let method_name = req.method.unwrap_or("").to_string();
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    let sent = req.method.unwrap_or("");
+    let method_name: std::borrow::Cow<'static, str> = match KNOWN.iter().find(|&&k| k == sent) {
+        Some(k) => std::borrow::Cow::Borrowed(k),
+        None => std::borrow::Cow::Owned(sent.to_string()),
+    };
     let target = req.path.unwrap_or("").to_string();
     let minor = req.version.unwrap_or(1);
     // The request line is only spelled out again when refusing (for the log).
@@ -167,7 +175,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     if target.len() > limits.max_uri {
         return Parsed::Error(414, line(&method_name, &target));
     }
-    let method = match method_name.as_str() {
+    let method = match method_name.as_ref() {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
@@ -374,7 +382,7 @@ fn host_name(v: &str) -> Option<String> {
     } else {
         match v.rsplit_once(':') {
             Some((n, p)) => {
-                port_ok(&format!(":{p}"))?;
+                (p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
                 n
             }
             None => v,

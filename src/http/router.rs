@@ -433,7 +433,7 @@ fn encode_path(p: &str) -> String {
 /// the status's own page.
 /// The pools' status page (the `status` handler): no caching, GET/HEAD only.
 fn pool_status(req: &Request, tokens: bool) -> Reply {
-    if !matches!(req.method_name.as_str(), "GET" | "HEAD") {
+    if !matches!(req.method_name.as_ref(), "GET" | "HEAD") {
         let mut r = Reply::error(405, tokens);
         r.header("Allow", "GET, HEAD");
         return r;
