@@ -104,7 +104,17 @@ fn each_mode_serves_and_survives_a_killed_worker() {
 fn dispatch_least_conn_spreads_connections() {
     let s = Server::with(opts("dispatch"));
     let workers = s.workers();
-    let before: Vec<usize> = workers.iter().map(|w| sockets_of(*w)).collect();
+    // The readiness probes' connections close first: wait for counts that
+    // hold still.
+    let mut before: Vec<usize> = workers.iter().map(|w| sockets_of(*w)).collect();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now: Vec<usize> = workers.iter().map(|w| sockets_of(*w)).collect();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     // Idle keep-alive connections, opened one after the other: exclusive
     // mode would typically give them all to one worker.
     let mut conns = Vec::new();
@@ -195,5 +205,37 @@ fn binary_upgrade_in_each_mode_loses_nothing() {
         let want = if mode == "reuseport" { 2 } else { 1 };
         assert_eq!(listening_sockets(s.port), want, "{mode}: the same sockets, inherited");
         stop_pid(new);
+    }
+}
+
+/// A worker that stops reading its channel (here: SIGSTOP) is passed over:
+/// with either policy, new connections go to the other worker at once.
+#[test]
+fn dispatch_passes_over_a_stuck_worker() {
+    for policy in ["least_conn", "round_robin"] {
+        let s = Server::with(Opts {
+            main: format!("accept = \"dispatch\"\ndispatch = \"{policy}\"\n"),
+            ..Opts::default()
+        });
+        let stuck = s.workers()[0];
+        kill(stuck, "STOP");
+        let start = std::time::Instant::now();
+        let mut served = 0;
+        for _ in 0..30 {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let r = parse_responses(&read_to_close(&mut c), false);
+            if r.first().is_some_and(|r| r.status == 200) {
+                served += 1;
+            }
+        }
+        let took = start.elapsed();
+        kill(stuck, "CONT");
+        assert_eq!(served, 30, "{policy}");
+        // A connection told to the stuck worker before it was seen stuck
+        // waits for the next look at the queue (50 ms while one is behind).
+        assert!(took < Duration::from_millis(1000), "{policy}: {took:?}");
     }
 }

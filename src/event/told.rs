@@ -55,9 +55,12 @@ pub enum AcceptFrom {
 
 pub struct Told {
     pub channel: OwnedFd,
-    /// The board of connection counts and this worker's word in it.
+    /// The dispatch board and this worker's number in it.
     pub load: Option<(Arc<SharedWords>, usize)>,
 }
+
+/// Words per worker on the board: its connections, the messages it read.
+pub const BOARD_WORDS: usize = 2;
 
 impl Told {
     /// Reads every message waiting: `Ok(None)` when the master closed the
@@ -71,7 +74,14 @@ impl Told {
                 MsgFlags::MSG_DONTWAIT,
             ) {
                 Ok(0) => return Ok(None),
-                Ok(n) => out.extend(decode(&buf[..n])),
+                Ok(n) => {
+                    out.extend(decode(&buf[..n]));
+                    if let Some((board, i)) = &self.load
+                        && let Some(w) = board.words().get(BOARD_WORDS * i + 1)
+                    {
+                        w.fetch_add(1, Ordering::Release);
+                    }
+                }
                 Err(nix::errno::Errno::EAGAIN) => return Ok(Some(())),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -82,7 +92,7 @@ impl Told {
     /// Publishes how many connections this worker serves.
     pub fn publish(&self, connections: usize) {
         if let Some((board, i)) = &self.load
-            && let Some(w) = board.words().get(*i)
+            && let Some(w) = board.words().get(BOARD_WORDS * i)
         {
             w.store(connections as u64, Ordering::Relaxed);
         }

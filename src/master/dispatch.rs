@@ -2,9 +2,11 @@
 //! watches the listening sockets (edge-triggered) and, when connections
 //! wait, reads how many from the kernel (one TCP_INFO) and tells workers of
 //! the current generation to accept them, over one SOCK_SEQPACKET
-//! socketpair each: round-robin, or the worker with the fewest connections
-//! (each worker publishes its count in a shared board). A worker whose
-//! channel is broken (it died) or full (it is stuck) is skipped.
+//! socketpair each: round-robin, or the worker with the fewest connections.
+//! Each worker publishes in a shared board its connection count and how
+//! many messages it has read: a worker that has not read the last one yet
+//! (busy, or stuck) is passed over while another is ready, and one whose
+//! channel is broken (it died) or full is skipped.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -22,6 +24,8 @@ use crate::os::shm::SharedWords;
 struct Lane {
     pid: Option<Pid>,
     chan: OwnedFd,
+    /// Messages sent, to compare with those the worker says it read.
+    sent: u64,
 }
 
 #[derive(Default)]
@@ -29,7 +33,8 @@ pub struct Dispatcher {
     policy: Option<Dispatch>,
     /// Per slot of the current generation.
     lanes: Vec<Option<Lane>>,
-    /// The board of connection counts for this generation (least_conn).
+    /// This generation's board: per worker, its connections and the
+    /// messages it read (see [`told::Told`]).
     board: Option<Arc<SharedWords>>,
     next: usize,
     /// Connections could not be handed to anyone: look again soon.
@@ -47,11 +52,11 @@ impl Dispatcher {
         self.lanes = (0..n).map(|_| None).collect();
         self.next = 0;
         self.board = match policy {
-            Some(Dispatch::LeastConn) => SharedWords::new(n.max(1))
+            Some(_) => SharedWords::new(told::BOARD_WORDS * n.max(1))
                 .map_err(|e| crate::error!("cannot map the dispatch board: {e}; dispatching round-robin"))
                 .ok()
                 .map(Arc::new),
-            _ => None,
+            None => None,
         };
     }
 
@@ -71,7 +76,19 @@ impl Dispatcher {
             None,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )?;
-        self.lanes[slot] = Some(Lane { pid: None, chan: ours });
+        // A small send buffer: a worker that stops reading is found full
+        // after a few messages, not hundreds.
+        let _ = nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::SndBuf, &4096);
+        if let Some(b) = &self.board {
+            for w in &b.words()[told::BOARD_WORDS * slot..][..told::BOARD_WORDS] {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        self.lanes[slot] = Some(Lane {
+            pid: None,
+            chan: ours,
+            sent: 0,
+        });
         Ok(Some(told::Told {
             channel: theirs,
             load: self.board.clone().map(|b| (b, slot)),
@@ -91,13 +108,26 @@ impl Dispatcher {
         {
             *l = None;
             if let Some(b) = &self.board
-                && let Some(w) = b.words().get(slot)
+                && let Some(w) = b.words().get(told::BOARD_WORDS * slot)
             {
                 w.store(0, Ordering::Relaxed);
             }
             // What it was told and had not accepted waits in the queue.
             self.pending = true;
         }
+    }
+
+    /// Whether a worker has not read the last message it was sent: what it
+    /// was told may still wait in the queue, so the master looks again soon.
+    pub fn any_behind(&self) -> bool {
+        let Some(b) = &self.board else { return false };
+        self.lanes.iter().enumerate().any(|(i, l)| {
+            l.as_ref().is_some_and(|l| {
+                b.words()
+                    .get(told::BOARD_WORDS * i + 1)
+                    .is_some_and(|r| l.sent > r.load(Ordering::Acquire))
+            })
+        })
     }
 
     /// In a forked child: the master's ends are not its to keep.
@@ -113,49 +143,80 @@ impl Dispatcher {
         if n == 0 || self.policy.is_none() {
             return false;
         }
-        let mut share = vec![0u32; n];
-        let load: Vec<u64> = match &self.board {
-            Some(b) => (0..n)
-                .map(|i| b.words().get(i).map_or(0, |w| w.load(Ordering::Relaxed)))
-                .collect(),
-            None => Vec::new(),
+        let word = |i: usize, k: usize| {
+            self.board.as_ref().and_then(|b| {
+                b.words()
+                    .get(told::BOARD_WORDS * i + k)
+                    .map(|w| w.load(Ordering::Acquire))
+            })
         };
-        for _ in 0..count.min(MAX_COUNT * n as u32) {
-            let Some(w) = self.pick(&load, &share) else { break };
-            share[w] += 1;
-        }
+        let load: Vec<u64> = match self.policy {
+            Some(Dispatch::LeastConn) if self.board.is_some() => (0..n).map(|i| word(i, 0).unwrap_or(0)).collect(),
+            _ => Vec::new(),
+        };
+        // Workers still holding an unread message are passed over while
+        // another is ready; those whose channel is full or broken, for the
+        // rest of this burst (their share goes to the others).
+        let behind: Vec<bool> = (0..n)
+            .map(|i| match (&self.lanes[i], word(i, 1)) {
+                (Some(l), Some(read)) => l.sent > read,
+                _ => false,
+            })
+            .collect();
+        let ready = (0..n).any(|i| self.lanes[i].is_some() && !behind[i]);
+        let mut skip: Vec<bool> = behind.iter().map(|&b| b && ready).collect();
+        let mut left = count.min(MAX_COUNT * n as u32);
         let mut told_any = false;
-        let mut undelivered = 0;
-        for (w, k) in share.into_iter().enumerate() {
-            if k == 0 {
-                continue;
+        while left > 0 {
+            let mut share = vec![0u32; n];
+            for _ in 0..left {
+                let Some(w) = self.pick(&load, &share, &skip) else {
+                    break;
+                };
+                share[w] += 1;
             }
-            let Some(Some(lane)) = self.lanes.get(w) else { continue };
-            match told::tell(&lane.chan, socket as u16, k.min(MAX_COUNT) as u16) {
-                Ok(()) => told_any = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => undelivered += k,
-                Err(_) => {
-                    // Its end is closed: the worker died (reaped soon).
-                    self.lanes[w] = None;
-                    undelivered += k;
+            if share.iter().all(|&k| k == 0) {
+                break; // nobody left to tell
+            }
+            left = 0;
+            for (w, k) in share.into_iter().enumerate() {
+                if k == 0 {
+                    continue;
+                }
+                let Some(Some(lane)) = self.lanes.get_mut(w) else {
+                    continue;
+                };
+                match told::tell(&lane.chan, socket as u16, k.min(MAX_COUNT) as u16) {
+                    Ok(()) => {
+                        lane.sent += 1;
+                        told_any = true;
+                    }
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            // Its end is closed: the worker died (reaped soon).
+                            self.lanes[w] = None;
+                        }
+                        skip[w] = true;
+                        left += k;
+                    }
                 }
             }
         }
-        if undelivered > 0 && self.lanes.iter().any(Option::is_some) {
-            // Someone else takes them, unless everyone is unreachable.
+        if left > 0 && self.lanes.iter().any(Option::is_some) {
+            // Look again soon, unless nobody can be reached at all.
             self.pending = true;
         }
         told_any
     }
 
     /// The next worker: the least loaded (ties in turn), or in turn.
-    fn pick(&mut self, load: &[u64], share: &[u32]) -> Option<usize> {
+    fn pick(&mut self, load: &[u64], share: &[u32], skip: &[bool]) -> Option<usize> {
         let n = self.lanes.len();
         let start = self.next;
         let mut best: Option<usize> = None;
         for k in 0..n {
             let w = (start + k) % n;
-            if self.lanes[w].is_none() {
+            if self.lanes[w].is_none() || skip[w] {
                 continue;
             }
             if load.is_empty() {

@@ -155,9 +155,10 @@ fn start(
     }
     prepare_log_files(&cfg);
     let sigfd = signals::signal_fd().map_err(|e| format!("cannot set up signals: {e}"))?;
+    // The title first: whoever reads the pid file finds the process named.
+    title::set(&format!("corral: master process {}", launch.argv.join(" ")));
     pidfile::write(&pid_path, std::process::id())
         .map_err(|e| format!("cannot write pid file {}: {e}", pid_path.display()))?;
-    title::set(&format!("corral: master process {}", launch.argv.join(" ")));
     crate::notice!(
         "corral/{} master {} started with {} (workers: {}, accept: {}, listening on {})",
         env!("CARGO_PKG_VERSION"),
@@ -522,9 +523,23 @@ impl Master {
         }
     }
 
+    fn queue_check_interval(&self) -> Duration {
+        if self.dispatcher.any_behind() {
+            Duration::from_millis(50)
+        } else {
+            Duration::from_secs(1)
+        }
+    }
+
     fn next_timeout(&self) -> u16 {
         let now = Instant::now();
-        let retry = self.dispatcher.pending.then(|| now + Duration::from_millis(5));
+        let retry = if self.dispatcher.pending {
+            Some(now + Duration::from_millis(5))
+        } else if self.dispatcher.active() && !self.listening_watched.is_empty() {
+            Some(self.last_queue_check + self.queue_check_interval())
+        } else {
+            None
+        };
         let next = [self.children.next_due(), self.pools.next_due(), retry]
             .into_iter()
             .flatten()
@@ -726,12 +741,14 @@ impl Master {
         for slot in self.children.due_respawns() {
             self.spawn(slot);
         }
-        // Dispatch: connections that found no worker, and a once-a-second
-        // look at the queues in case a told worker died before accepting.
+        // Dispatch: connections that found no worker, and a look at the
+        // queues in case a told worker died or stalls before accepting
+        // (every 50 ms while one has not read its last message, else every
+        // second).
         if self.dispatcher.active()
             && !self.listening_watched.is_empty()
             && (std::mem::take(&mut self.dispatcher.pending)
-                || self.last_queue_check.elapsed() >= Duration::from_secs(1))
+                || self.last_queue_check.elapsed() >= self.queue_check_interval())
         {
             self.last_queue_check = Instant::now();
             self.dispatch_waiting(None);

@@ -576,7 +576,12 @@ pub fn upgrade(s: &Server) -> i32 {
         s.error_log()
     );
     let new = read_pid(&pid_file).unwrap();
-    assert!(cmdline(new).starts_with("corral: master process"), "{}", cmdline(new));
+    assert!(
+        eventually(Duration::from_secs(5), || cmdline(new)
+            .starts_with("corral: master process")),
+        "{}",
+        cmdline(new)
+    );
     assert!(
         eventually(Duration::from_secs(10), || children_of(new).len() == 2),
         "new master's workers"
