@@ -76,9 +76,6 @@ impl Dispatcher {
             None,
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )?;
-        // A small send buffer: a worker that stops reading is found full
-        // after a few messages, not hundreds.
-        let _ = nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::SndBuf, &4096);
         if let Some(b) = &self.board {
             for w in &b.words()[told::BOARD_WORDS * slot..][..told::BOARD_WORDS] {
                 w.store(0, Ordering::Relaxed);
