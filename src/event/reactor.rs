@@ -68,6 +68,29 @@ impl Ready {
         source: 0,
         woken: true,
     };
+
+    /// A connection whose timeout changed its course acts now: as if its
+    /// socket were writable (no edge will come for it).
+    pub(super) const WRITABLE: Ready = Ready {
+        readable: false,
+        writable: true,
+        hangup: false,
+        peer_closed: false,
+        source: 0,
+        woken: false,
+    };
+
+    /// What epoll's `ev` means for descriptor `source` of a connection.
+    pub(super) fn from_events(ev: EpollFlags, source: u8) -> Ready {
+        Ready {
+            readable: ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP),
+            writable: ev.contains(EpollFlags::EPOLLOUT),
+            hangup: ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
+            peer_closed: ev.contains(EpollFlags::EPOLLRDHUP),
+            source,
+            woken: false,
+        }
+    }
 }
 
 /// Lets a service add descriptors of its own (pipes to a child process)
@@ -651,14 +674,7 @@ impl<S: Service> Reactor<S> {
     }
 
     fn dispatch(&mut self, tok: u64, ev: EpollFlags) {
-        let ready = Ready {
-            readable: ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP),
-            writable: ev.contains(EpollFlags::EPOLLOUT),
-            hangup: ev.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
-            peer_closed: ev.contains(EpollFlags::EPOLLRDHUP),
-            source: super::slots::sub_of(tok),
-            woken: false,
-        };
+        let ready = Ready::from_events(ev, super::slots::sub_of(tok));
         self.call(super::slots::with_sub(tok, 0), ready);
     }
 
@@ -741,17 +757,7 @@ impl<S: Service> Reactor<S> {
                 Some(Next::Close) => self.close(tok),
                 // The connection changed course (e.g. a timeout answered with
                 // an error page): let it act now, no edge will come for it.
-                Some(_) => self.call(
-                    tok,
-                    Ready {
-                        readable: false,
-                        writable: true,
-                        hangup: false,
-                        peer_closed: false,
-                        source: 0,
-                        woken: false,
-                    },
-                ),
+                Some(_) => self.call(tok, Ready::WRITABLE),
                 None => {}
             }
         }

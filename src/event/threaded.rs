@@ -722,69 +722,52 @@ where
                 return false;
             }
         }
+        let mut io = Io {
+            epoll: &sh.epoll,
+            token: tok,
+            timers: &mut self.timers,
+        };
+        // The service's latest answer wins, as in the one-thread loop.
+        let mut call = |service: &mut S, conn: &mut S::Conn, ready: Ready, next: &mut Option<Next>| {
+            *next = Some(service.ready(conn, ready, &mut io));
+        };
         if bits & DRAIN != 0 {
             next = Some(self.service.drain(conn));
         }
         if bits & TICK != 0 {
             match self.service.expired(conn, Instant::now()) {
                 Some(Next::Close) => next = Some(Next::Close),
-                Some(_) => bits_run(
-                    &mut self.service,
-                    conn,
-                    &sh.epoll,
-                    tok,
-                    &mut self.timers,
-                    WRITABLE,
-                    &mut next,
-                ),
+                Some(_) => call(&mut self.service, conn, Ready::WRITABLE, &mut next),
                 None => {}
             }
         }
         for sub in 0..4u8 {
             let b = (bits >> (sub * 4)) & 0xf;
             if b != 0 && next != Some(Next::Close) {
-                let ready = Ready {
-                    readable: b & 0b1001 != 0 || b & 0b0100 != 0,
-                    writable: b & 0b0010 != 0,
-                    hangup: b & 0b0100 != 0,
-                    peer_closed: b & 0b1000 != 0,
-                    source: sub,
-                    woken: false,
-                };
-                bits_run(
+                call(
                     &mut self.service,
                     conn,
-                    &sh.epoll,
-                    tok,
-                    &mut self.timers,
-                    ready,
+                    Ready::from_events(events_of(b), sub),
                     &mut next,
                 );
             }
         }
         if bits & WOKEN != 0 && next != Some(Next::Close) {
-            bits_run(
-                &mut self.service,
-                conn,
-                &sh.epoll,
-                tok,
-                &mut self.timers,
-                Ready::WOKEN,
-                &mut next,
-            );
+            call(&mut self.service, conn, Ready::WOKEN, &mut next);
         }
         let Some(next) = next else { return true };
         if next == Next::Close {
             self.close(idx);
             return false;
         }
-        // The idle list of a full table: idle since now, or busy.
-        let cell = &sh.cells[idx];
-        match (next, cell.idle_since.load(Ordering::Relaxed)) {
-            (Next::Idle, _) if !data.reserve => cell.idle_since.store(sh.now_ms(), Ordering::Release),
-            (Next::Idle, _) | (_, 0) => {}
-            _ => cell.idle_since.store(0, Ordering::Release),
-        }
+        // The idle list of a full table: idle since now, or busy (refused
+        // connections finishing their close are never offered).
+        let since = if next == Next::Idle && !data.reserve {
+            sh.now_ms()
+        } else {
+            0
+        };
+        sh.cells[idx].idle_since.store(since, Ordering::Release);
         // Re-arm the socket after one of its events was consumed (one-shot),
         // or when level mode now waits for something else.
         let want = match next {
@@ -829,33 +812,6 @@ where
     }
 }
 
-const WRITABLE: Ready = Ready {
-    readable: false,
-    writable: true,
-    hangup: false,
-    peer_closed: false,
-    source: 0,
-    woken: false,
-};
-
-/// Calls the service for one readiness and keeps its latest answer.
-fn bits_run<S: Service>(
-    service: &mut S,
-    conn: &mut S::Conn,
-    epoll: &Epoll,
-    tok: u64,
-    timers: &mut Timers,
-    ready: Ready,
-    next: &mut Option<Next>,
-) {
-    let mut io = Io {
-        epoll,
-        token: tok,
-        timers,
-    };
-    *next = Some(service.ready(conn, ready, &mut io));
-}
-
 /// The pending bits for an epoll event on descriptor `sub`.
 fn bits_of(sub: u8, ev: EpollFlags) -> u32 {
     let mut b = 0;
@@ -874,6 +830,22 @@ fn bits_of(sub: u8, ev: EpollFlags) -> u32 {
     b << (sub as u32 * 4)
 }
 
+/// The epoll events one descriptor's four pending bits stand for.
+fn events_of(b: u32) -> EpollFlags {
+    let mut ev = EpollFlags::empty();
+    for (bit, flag) in [
+        (0b0001, EpollFlags::EPOLLIN),
+        (0b0010, EpollFlags::EPOLLOUT),
+        (0b0100, EpollFlags::EPOLLHUP),
+        (0b1000, EpollFlags::EPOLLRDHUP),
+    ] {
+        if b & bit != 0 {
+            ev |= flag;
+        }
+    }
+    ev
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,6 +855,8 @@ mod tests {
         assert_eq!(bits_of(0, EpollFlags::EPOLLIN), 1);
         assert_eq!(bits_of(2, EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP), 0b1010 << 8);
         assert_eq!(bits_of(3, EpollFlags::EPOLLHUP) & EV_BITS, 0b0100 << 12);
+        let ev = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP;
+        assert_eq!(events_of(bits_of(0, ev)), ev, "the bits keep the events");
         assert_eq!(token(5, 3) >> 34, 3);
         assert_eq!(sub_of(with_sub(token(5, 3), 2)), 2);
     }

@@ -371,7 +371,10 @@ impl HttpService {
                         return step;
                     }
                 }
-                Stage::Queued => {
+                // Woken by a place under max_conns coming free, or (PoolFull)
+                // by one of our own connections to the pool coming free or
+                // the timer for other workers' ones: look again.
+                Stage::Queued | Stage::PoolFull => {
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if let Some(t) = st.queued_as.take() {
                         lock(&self.upstreams).unwait(st.group, st.server, t);
@@ -383,16 +386,6 @@ impl HttpService {
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if Instant::now() < st.retry_at {
                         return Step::Wait(Next::Pause);
-                    }
-                    st.stage = Stage::Pick;
-                    st.tried &= !(1 << st.server);
-                }
-                // Woken by one of our own connections to the pool coming
-                // free, or by the timer for other workers' ones: look again.
-                Stage::PoolFull => {
-                    let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
-                    if let Some(t) = st.queued_as.take() {
-                        lock(&self.upstreams).unwait(st.group, st.server, t);
                     }
                     st.stage = Stage::Pick;
                     st.tried &= !(1 << st.server);
