@@ -7,8 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -19,27 +17,6 @@ fn opts(mode: &str) -> Opts {
     Opts {
         main: format!("accept = \"{mode}\"\n"),
         ..Opts::default()
-    }
-}
-
-/// Clients hammering `port` until the returned stopper is called; it
-/// returns (ok, failed).
-fn load(port: u16, clients: usize, keep_alive: bool) -> impl FnOnce() -> (usize, usize) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || hammer(port, keep_alive, stop, ok, failed))
-        })
-        .collect();
-    move || {
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().unwrap();
-        }
-        (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
     }
 }
 

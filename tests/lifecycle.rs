@@ -6,8 +6,6 @@ mod common;
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -96,26 +94,13 @@ fn reload_adds_and_removes_a_listen_address() {
 #[test]
 fn reloads_under_keep_alive_load_lose_nothing() {
     let s = Server::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            let port = s.port;
-            std::thread::spawn(move || hammer(port, true, stop, ok, failed))
-        })
-        .collect();
+    let stop = load(s.port, 8, true);
     for _ in 0..6 {
         std::thread::sleep(Duration::from_millis(400));
         s.signal("HUP");
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = stop();
     assert!(ok > 500, "the load ran: {ok} requests");
     assert_eq!(failed, 0, "{failed} failed requests out of {}", ok + failed);
     assert!(s.error_log().matches("reload applied").count() >= 6);

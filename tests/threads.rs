@@ -146,25 +146,15 @@ fn threads_in_every_accept_mode_survive_kill_and_reload() {
             main: format!("worker_threads = 2\naccept = \"{mode}\"\n"),
             ..Opts::default()
         });
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let hs: Vec<_> = (0..6)
-            .map(|i| {
-                let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), s.port);
-                std::thread::spawn(move || hammer(port, i % 2 == 0, stop, ok, failed))
-            })
-            .collect();
+        let stop_ka = load(s.port, 3, true);
+        let stop_close = load(s.port, 3, false);
         for _ in 0..3 {
             std::thread::sleep(Duration::from_millis(300));
             s.signal("HUP");
         }
         std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, Ordering::Relaxed);
-        for h in hs {
-            h.join().unwrap();
-        }
-        let (n, f) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        let ((ok1, f1), (ok2, f2)) = (stop_ka(), stop_close());
+        let (n, f) = (ok1 + ok2, f1 + f2);
         assert!(n > 300, "{mode}: the load ran ({n})");
         assert_eq!(f, 0, "{mode}: {f} failed across reloads");
         // SIGKILL one worker: the other keeps serving, it is replaced.

@@ -654,3 +654,24 @@ pub fn read_response_full(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16,
     }
     Ok((status, body, close))
 }
+
+/// Clients hammering `port` until the returned stopper is called; it
+/// returns (ok, failed).
+pub fn load(port: u16, clients: usize, keep_alive: bool) -> impl FnOnce() -> (usize, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || hammer(port, keep_alive, stop, ok, failed))
+        })
+        .collect();
+    move || {
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().unwrap();
+        }
+        (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    }
+}
