@@ -18,3 +18,4 @@ pub mod master;
 pub mod os;
 pub mod pool;
 pub mod serve;
+pub mod tls;

@@ -17,6 +17,8 @@ pub struct Request<'a> {
     pub remote_addr: String,
     pub remote_port: u16,
     pub protocol: &'a str,
+    /// Over TLS: `HTTPS=on` and `REQUEST_SCHEME=https`.
+    pub https: bool,
     pub content_length: Option<u64>,
     /// Request header fields, in order, as (name, value).
     pub headers: &'a [(String, String)],
@@ -37,6 +39,10 @@ pub fn build(r: &Request<'_>) -> Vec<(String, String)> {
         concat!("corral/", env!("CARGO_PKG_VERSION")),
     );
     put(&mut env, "SERVER_PROTOCOL", r.protocol);
+    put(&mut env, "REQUEST_SCHEME", if r.https { "https" } else { "http" });
+    if r.https {
+        put(&mut env, "HTTPS", "on");
+    }
     put(&mut env, "SERVER_NAME", r.server_name);
     put(&mut env, "SERVER_PORT", &r.server_port.to_string());
     put(&mut env, "SERVER_ADDR", &r.server_addr);
@@ -128,12 +134,15 @@ mod tests {
             remote_addr: "127.0.0.2".into(),
             remote_port: 5555,
             protocol: "HTTP/1.1",
+            https: true,
             content_length: Some(3),
             headers: &headers,
             extra: &extra,
         });
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("HTTP_PROXY"), None);
+        assert_eq!(get("HTTPS"), Some("on"));
+        assert_eq!(get("REQUEST_SCHEME"), Some("https"));
         assert_eq!(get("HTTP_X_MULTI"), Some("a, b"));
         assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
         assert_eq!(get("CONTENT_LENGTH"), Some("3"));

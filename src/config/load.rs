@@ -353,6 +353,17 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         for w in names.conflicts() {
             crate::warn!("{}: {w} on {a}", src.name);
         }
+        if cfg.is_tls(a)
+            && let Some(i) =
+                (0..cfg.servers.len()).find(|&i| cfg.servers[i].listen.contains(a) && cfg.servers[i].tls.is_none())
+        {
+            return Err(src.err(
+                "server",
+                i,
+                "listen",
+                format!("{a} is a TLS address, and this server on it has no `certificate`"),
+            ));
+        }
     }
     Ok(cfg)
 }
@@ -578,7 +589,7 @@ fn build_cgi_in(c: &Checker<'_>, src: &Source, root: &Path, g: raw::Cgi) -> Resu
 fn build_server(
     src: &Source,
     nth: usize,
-    s: raw::Server,
+    mut s: raw::Server,
     cgi_seen: &mut usize,
     loc_seen: &mut usize,
     ups: &mut Vec<super::fastcgi::Upstream>,
@@ -590,23 +601,45 @@ fn build_server(
     };
     let listen_raw = s
         .listen
+        .take()
         .map(raw::OneOrMany::into_vec)
         .unwrap_or_else(|| vec!["127.0.0.1:8080".into()]);
     if listen_raw.is_empty() {
         return Err(c.err("listen", "needs at least one address"));
     }
     let mut listen = Vec::new();
+    let mut tls_listen = Vec::new();
     for a in &listen_raw {
-        let addr = parse_listen(a).ok_or_else(|| {
+        // "*:443 tls" (nginx's "ssl" reads the same).
+        let mut words = a.split_whitespace();
+        let addr = words.next().and_then(parse_listen).ok_or_else(|| {
             c.err(
                 "listen",
-                format!("\"{a}\" is not an address such as \"127.0.0.1:8080\", \"[::1]:8080\" or \"8080\""),
+                format!(
+                    "\"{a}\" is not an address such as \"127.0.0.1:8080\", \"[::1]:8080\", \"8080\" or \"*:443 tls\""
+                ),
             )
         })?;
+        for flag in words {
+            match flag {
+                "tls" | "ssl" => {
+                    if !tls_listen.contains(&addr) {
+                        tls_listen.push(addr);
+                    }
+                }
+                _ => {
+                    return Err(c.err(
+                        "listen",
+                        format!("\"{a}\": unknown parameter \"{flag}\", expected \"tls\""),
+                    ));
+                }
+            }
+        }
         if !listen.contains(&addr) {
             listen.push(addr);
         }
     }
+    let tls = super::tls::build(&c, &mut s)?;
     let root = src.path(s.root.as_deref().unwrap_or("www"));
     if src.text.is_empty() {
         // The built-in default tolerates a missing ./www; the worker logs it.
@@ -683,6 +716,8 @@ fn build_server(
     let cgi = Vec::new();
     Ok(Server {
         listen,
+        tls_listen,
+        tls,
         server_name,
         names,
         default_server: s.default_server.unwrap_or(false),

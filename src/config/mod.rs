@@ -13,6 +13,7 @@ pub mod pool;
 mod raw;
 pub mod server_name;
 pub mod template;
+mod tls;
 mod units;
 
 use std::net::SocketAddr;
@@ -156,6 +157,11 @@ pub struct Http {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub listen: Vec<SocketAddr>,
+    /// Those of `listen` marked `tls` here (an address is TLS when any
+    /// server marks it, see [`Config::is_tls`]).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificates and TLS settings, when it has a certificate.
+    pub tls: Option<Tls>,
     /// Names as written (the first is `$host` without a Host header).
     pub server_name: Vec<String>,
     /// The same, parsed for matching.
@@ -199,6 +205,19 @@ pub struct Server {
     pub gzip: Option<Gzip>,
     /// `auth_basic`: the realm and the password file.
     pub auth: Option<Auth>,
+}
+
+/// A server's TLS settings.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Certificate chains with their keys (and OCSP responses), in config
+    /// order; a handshake gets the first the client can verify.
+    pub certs: Vec<std::sync::Arc<rustls::sign::CertifiedKey>>,
+    pub tls12: bool,
+    pub tls13: bool,
+    pub session_tickets: bool,
+    /// Ticket lifetime and key rotation period.
+    pub session_timeout: Duration,
 }
 
 /// HTTP Basic authentication against an htpasswd file.
@@ -338,6 +357,12 @@ impl Config {
                 )
             })
             .collect()
+    }
+
+    /// Whether connections to `addr` speak TLS: some server marks it `tls`
+    /// (as nginx's `ssl` on one `listen` applies to the whole address).
+    pub fn is_tls(&self, addr: &SocketAddr) -> bool {
+        self.servers.iter().any(|s| s.tls_listen.contains(addr))
     }
 
     /// Every distinct listening address, in first-seen order.

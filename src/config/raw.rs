@@ -123,6 +123,12 @@ pub struct Server {
     pub gzip_comp_level: Option<i64>,
     pub auth_basic: Option<String>,
     pub auth_basic_user_file: Option<String>,
+    pub certificate: Option<OneOrMany>,
+    pub certificate_key: Option<OneOrMany>,
+    pub ocsp_staple: Option<OneOrMany>,
+    pub tls_protocols: Option<OneOrMany>,
+    pub tls_session_tickets: Option<bool>,
+    pub tls_session_timeout: Option<NumOrStr>,
 }
 
 /// `add_header` values: `"DENY"` or `{ value = "DENY", always = true }`.

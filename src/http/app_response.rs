@@ -3,7 +3,7 @@
 //! body is framed by the length it gave or, without one, chunked.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io;
 
 use super::conn::Exchange;
 use super::status;
@@ -166,10 +166,10 @@ pub fn write_head(
 
 /// Writes what `ex.out` holds to the client: whether anything moved and
 /// whether the socket is full.
-pub fn write_out(mut stream: &std::net::TcpStream, ex: &mut Exchange) -> io::Result<(bool, bool)> {
+pub fn write_out(io: &mut super::transport::Transport, ex: &mut Exchange) -> io::Result<(bool, bool)> {
     let mut wrote = false;
     while ex.out_off < ex.out.len() {
-        match stream.write(&ex.out[ex.out_off..]) {
+        match io.write(&ex.out[ex.out_off..]) {
             Ok(n) => {
                 ex.out_off += n;
                 wrote = true;
@@ -179,5 +179,6 @@ pub fn write_out(mut stream: &std::net::TcpStream, ex: &mut Exchange) -> io::Res
             Err(e) => return Err(e),
         }
     }
-    Ok((wrote, false))
+    // TLS: blocked until what it encrypted has left too.
+    Ok((wrote, !io.flush()?))
 }

@@ -144,6 +144,7 @@ impl HttpService {
             remote_addr: c.peer.ip().to_string(),
             remote_port: c.peer.port(),
             protocol: if req.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+            https: req.https,
             content_length,
             headers: &headers,
             extra: &rule.env,
@@ -223,7 +224,7 @@ impl HttpService {
         loop {
             let ex = c.ex.as_mut()?;
             // `100 Continue`, if asked for.
-            match write_out(&c.stream, ex) {
+            match write_out(&mut c.io, ex) {
                 Ok((_, true)) => return Some(Step::Wait(Next::Write)),
                 Ok(_) => {}
                 Err(_) => return Some(Step::Wait(Next::Close)),
@@ -383,7 +384,7 @@ impl HttpService {
             }
 
             // To the client.
-            let blocked = match write_out(&c.stream, ex) {
+            let blocked = match write_out(&mut c.io, ex) {
                 Ok((wrote, blocked)) => {
                     progress |= wrote;
                     blocked

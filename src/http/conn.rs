@@ -3,8 +3,8 @@
 //! This is where a request becomes a response.
 
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{self, IoSlice, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,10 +14,10 @@ use super::limits::Admit;
 use super::reply::{self, Reply, ReplyBody};
 use super::request::{self, Method, Parsed, Request};
 use super::router::Routed;
+use super::transport::Transport;
 use super::{HttpService, static_file};
 use crate::config::EventMode;
 use crate::event::{Io, Next, Ready, Reclaim};
-use crate::os::net;
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a new connection may stay silent before a full worker may
@@ -45,7 +45,8 @@ pub enum Phase {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    /// The socket, or TLS over it.
+    pub io: Transport,
     pub peer: SocketAddr,
     pub listener: usize,
     pub phase: Phase,
@@ -158,9 +159,9 @@ pub(super) enum Step {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, listener: usize, deadline: Instant) -> Conn {
+    pub fn new(io: Transport, peer: SocketAddr, listener: usize, deadline: Instant) -> Conn {
         Conn {
-            stream,
+            io,
             peer,
             listener,
             phase: Phase::Head,
@@ -185,7 +186,7 @@ impl Conn {
     /// The address the client connected to (one `getsockname` per connection).
     pub(super) fn local_addr(&mut self) -> Option<SocketAddr> {
         if self.local.is_none() {
-            self.local = self.stream.local_addr().ok();
+            self.local = self.io.sock.local_addr().ok();
         }
         self.local
     }
@@ -291,7 +292,7 @@ impl HttpService {
         if space == 0 {
             return Ok(false);
         }
-        match (&c.stream).read(&mut c.rbuf[c.rend..]) {
+        match c.io.read(&mut c.rbuf[c.rend..]) {
             Ok(0) => {
                 c.eof = true;
                 c.readable = false;
@@ -301,8 +302,11 @@ impl HttpService {
                 c.rend += n;
                 // A short read drained the socket, unless the peer's FIN is
                 // still queued behind it (no new edge will announce it);
-                // level mode reads once per event.
-                if (n < space && !c.fin_pending) || self.mode == EventMode::Level {
+                // level mode reads once per event (TLS may hold decrypted
+                // bytes no event announces).
+                if (!c.io.may_read_more(n, space) && !c.fin_pending)
+                    || (self.mode == EventMode::Level && !c.io.has_buffered())
+                {
                     c.readable = false;
                 }
                 Ok(true)
@@ -328,11 +332,18 @@ impl HttpService {
         loop {
             if c.rstart < c.rend {
                 match request::parse(&c.rbuf[c.rstart..c.rend], &self.parse_limits) {
-                    Parsed::Done(req, len) => {
+                    Parsed::Done(mut req, len) => {
                         let head = c.rstart..c.rstart + len;
                         c.rstart += len;
                         c.redirects = 0;
                         c.carried.clear();
+                        if c.io.is_tls_port() {
+                            if c.io.plain_on_tls_port() {
+                                self.plain_to_tls_port(c, req);
+                                return Step::Again;
+                            }
+                            req.https = c.io.is_secure();
+                        }
                         match self.admit(c, &req) {
                             Admit::Pass => self.begin(c, req, HeadBytes::InBuf(head), io),
                             Admit::Refuse(code) => self.begin_refused(c, req, HeadBytes::InBuf(head), io, code),
@@ -606,6 +617,23 @@ impl HttpService {
         c.ex = Some(ex);
     }
 
+    /// A plain HTTP request sent to a TLS port: nginx's 400 page, then close.
+    fn plain_to_tls_port(&mut self, c: &mut Conn, req: Box<Request>) {
+        crate::info!("client {} sent a plain HTTP request to a TLS port", c.peer.ip());
+        let mut ex = Exchange::new(self.select_site(c.listener, req.host.as_deref()), String::new());
+        let (head_only, minor) = (req.method == Method::Head, req.minor);
+        ex.req = Some(req);
+        ex.linger = true;
+        let mut reply = Reply::fatal(400, self.cfg.server_tokens);
+        let page = super::status::plain_http_page(self.cfg.server_tokens);
+        reply.length = Some(page.len() as u64);
+        reply.body = ReplyBody::Bytes(page);
+        self.render(&mut ex, reply, head_only, minor);
+        c.phase = Phase::Send;
+        c.deadline = self.clock.now + self.cfg.send_timeout;
+        c.ex = Some(ex);
+    }
+
     /// Serialises `reply` into the exchange's output: the head, plus the
     /// body when it is small enough to leave in the same write.
     fn render(&mut self, ex: &mut Exchange, reply: Reply, head_only: bool, minor: u8) {
@@ -663,7 +691,7 @@ impl HttpService {
             };
             if ex.continue_left > 0 {
                 let from = CONTINUE.len() - ex.continue_left;
-                match (&c.stream).write(&CONTINUE[from..]) {
+                match c.io.write(&CONTINUE[from..]) {
                     Ok(n) => ex.continue_left -= n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait(Next::Write),
                     Err(_) => return Step::Wait(Next::Close),
@@ -731,9 +759,9 @@ impl HttpService {
             {
                 let head = &ex.out[ex.out_off..];
                 let r = if head.is_empty() {
-                    (&c.stream).write(&data[*off..*end])
+                    c.io.write(&data[*off..*end])
                 } else {
-                    (&c.stream).write_vectored(&[IoSlice::new(head), IoSlice::new(&data[*off..*end])])
+                    c.io.write_vectored(&[IoSlice::new(head), IoSlice::new(&data[*off..*end])])
                 };
                 match r {
                     Ok(n) => {
@@ -750,9 +778,9 @@ impl HttpService {
             if ex.out_off < ex.out.len() {
                 let buf = &ex.out[ex.out_off..];
                 let r = if ex.file.is_some() {
-                    net::send_more(&c.stream, buf)
+                    c.io.write_more(buf)
                 } else {
-                    (&c.stream).write(buf)
+                    c.io.write(buf)
                 };
                 match r {
                     Ok(n) => {
@@ -768,7 +796,7 @@ impl HttpService {
                     ex.file = None;
                     continue;
                 }
-                match net::sendfile(&c.stream, file, off, (*left).min(1 << 30) as usize) {
+                match c.io.send_file(file, off, (*left).min(1 << 30) as usize) {
                     Ok(0) => {
                         break Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -820,7 +848,22 @@ impl HttpService {
     }
 
     /// The response is out (or failed): log it, then keep-alive or close.
-    pub(super) fn finish(&mut self, c: &mut Conn, ok: bool) -> Step {
+    pub(super) fn finish(&mut self, c: &mut Conn, mut ok: bool) -> Step {
+        // TLS may still hold the end of the response, encrypted: it leaves
+        // before the exchange ends (the send phase comes back here).
+        if ok && c.io.wants_write() {
+            match c.io.flush() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if c.phase != Phase::Send {
+                        c.phase = Phase::Send;
+                        c.deadline = self.clock.now + self.cfg.send_timeout;
+                    }
+                    return Step::Wait(Next::Write);
+                }
+                Err(_) => ok = false,
+            }
+        }
         let Some(mut ex) = c.ex.take() else {
             return Step::Wait(Next::Close);
         };
@@ -861,7 +904,7 @@ impl HttpService {
 
     /// Shut our side, then read and drop until the peer closes.
     fn start_linger(&mut self, c: &mut Conn) {
-        let _ = c.stream.shutdown(Shutdown::Write);
+        c.io.shutdown_write();
         c.phase = Phase::Linger;
         c.deadline = self.clock.now + self.cfg.lingering_timeout;
     }
@@ -873,7 +916,8 @@ impl HttpService {
             c.rbuf = self.rbufs.get();
         }
         loop {
-            match (&c.stream).read(&mut c.rbuf) {
+            // Raw bytes, dropped undecrypted.
+            match (&c.io.sock).read(&mut c.rbuf) {
                 Ok(0) => return Step::Wait(Next::Close),
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait(Next::Idle),
@@ -926,7 +970,7 @@ impl HttpService {
     /// be on their way (closing it then would reset a request in flight).
     pub(super) fn on_reclaim(&mut self, c: &mut Conn) -> Reclaim {
         match c.phase {
-            Phase::Head if c.rstart == c.rend => match c.stream.peek(&mut [0u8; 1]) {
+            Phase::Head if c.rstart == c.rend => match c.io.sock.peek(&mut [0u8; 1]) {
                 Ok(n) if n > 0 => Reclaim::Busy,
                 Ok(_) => Reclaim::Close, // the peer is gone
                 // A new connection's deadline is its accept time plus the header timeout.
@@ -958,8 +1002,9 @@ impl HttpService {
             body.len()
         );
         // A new socket's send buffer takes this whole.
-        let _ = (&stream).write(msg.as_bytes());
-        let mut c = Conn::new(stream, peer, listener, self.clock.now);
+        let mut io = Transport::plain(stream);
+        let _ = io.write(msg.as_bytes());
+        let mut c = Conn::new(io, peer, listener, self.clock.now);
         self.start_linger(&mut c);
         c
     }
@@ -967,6 +1012,7 @@ impl HttpService {
     /// The connection is going away; give its buffers back and log a
     /// response that was cut short.
     pub(super) fn on_closed(&mut self, mut c: Conn) {
+        c.io.closing();
         self.release_limit(&mut c);
         if let Some(mut ex) = c.ex.take() {
             self.end_handler(&mut ex, true);

@@ -253,7 +253,7 @@ impl HttpService {
                 remote_addr: &remote_addr,
                 remote_port: c.peer.port(),
                 protocol: if req.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
-                https: false,
+                https: req.https,
                 content_length,
                 length_later: chunked,
                 remote_user: remote_user.as_deref(),
@@ -416,7 +416,7 @@ impl HttpService {
     fn fcgi_spool(&mut self, c: &mut Conn) -> Option<Step> {
         loop {
             let ex = c.ex.as_mut()?;
-            match write_out(&c.stream, ex) {
+            match write_out(&mut c.io, ex) {
                 Ok((_, true)) => return Some(Step::Wait(Next::Write)),
                 Ok(_) => {}
                 Err(_) => return Some(Step::Wait(Next::Close)),
@@ -744,7 +744,7 @@ impl HttpService {
             let Some(ex) = c.ex.as_mut() else {
                 return Step::Wait(Next::Close);
             };
-            let blocked = match write_out(&c.stream, ex) {
+            let blocked = match write_out(&mut c.io, ex) {
                 Ok((wrote, blocked)) => {
                     progress |= wrote;
                     blocked
@@ -1022,7 +1022,7 @@ impl HttpService {
         }
         ex.keep_alive = false;
         ex.linger = false;
-        match write_out(&c.stream, ex) {
+        match write_out(&mut c.io, ex) {
             Ok((_, false)) => Step::Wait(Next::Close),
             // What is left still goes out; `ended` closes after it.
             Ok((_, true)) => Step::Wait(Next::Write),

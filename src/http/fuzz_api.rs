@@ -261,6 +261,8 @@ fn with_site<T>(f: impl FnOnce(&Site) -> T) -> T {
         let site = s.get_or_insert_with(|| {
             Site::new(config::Server {
                 listen: Vec::new(),
+                tls_listen: Vec::new(),
+                tls: None,
                 server_name: Vec::new(),
                 names: Vec::new(),
                 default_server: false,

@@ -23,6 +23,7 @@ mod request;
 mod router;
 mod static_file;
 pub mod status;
+mod transport;
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -77,6 +78,8 @@ pub struct HttpService {
     inbox_buffers: Vec<Vec<u8>>,
     /// Per site: FastCGI scripts recently found, until when.
     scripts_seen: Vec<std::collections::HashMap<String, Instant>>,
+    /// Per listener: its TLS settings, for a TLS address.
+    tls: Vec<Option<Arc<crate::tls::Endpoint>>>,
 }
 
 impl HttpService {
@@ -100,6 +103,7 @@ impl HttpService {
         s.upstreams = self.upstreams.clone();
         s.children = self.children.clone();
         s.cgi_running = self.cgi_running.clone();
+        s.tls = self.tls.clone();
         s
     }
 
@@ -169,6 +173,7 @@ impl HttpService {
             sites,
             routes,
             names: cfg.names_by_address(),
+            tls: crate::tls::endpoints(cfg),
             site_log,
             logs,
             spawner: None,
@@ -204,16 +209,26 @@ impl Service for HttpService {
     type Conn = Conn;
 
     fn fd(conn: &Conn) -> BorrowedFd<'_> {
-        conn.stream.as_fd()
+        conn.io.sock.as_fd()
     }
 
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Conn {
         let _ = stream.set_nodelay(true);
-        Conn::new(stream, peer, listener, self.clock.now + self.cfg.client_header_timeout)
+        let io = match self.tls.get(listener) {
+            Some(Some(ep)) => transport::Transport::tls(stream, crate::tls::Session::new(ep.clone(), peer.ip())),
+            _ => transport::Transport::plain(stream),
+        };
+        Conn::new(io, peer, listener, self.clock.now + self.cfg.client_header_timeout)
     }
 
     fn ready(&mut self, conn: &mut Conn, ready: Ready, io: &mut Io<'_>) -> Next {
-        self.on_ready(conn, ready, io)
+        let next = self.on_ready(conn, ready, io);
+        // TLS bytes still to send (a handshake flight, the end of a
+        // response) are waited for before anything else from the socket.
+        if matches!(next, Next::Read | Next::Idle | Next::Pause) && conn.io.wants_write() {
+            return Next::Write;
+        }
+        next
     }
 
     fn reclaim(&mut self, conn: &mut Conn) -> crate::event::Reclaim {
@@ -221,6 +236,10 @@ impl Service for HttpService {
     }
 
     fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Option<Conn> {
+        // A TLS client could not read a plain 503: it is closed.
+        if matches!(self.tls.get(listener), Some(Some(_))) {
+            return None;
+        }
         Some(self.refuse_conn(stream, peer, listener))
     }
 

@@ -52,6 +52,8 @@ pub struct Request {
     /// The script and PATH_INFO a FastCGI location's `try_files` found,
     /// split before it rewrote the URI to the script (so PATH_INFO lives on).
     pub fastcgi_split: Option<Box<(String, String)>>,
+    /// It came over TLS (`$scheme` https, `HTTPS=on`).
+    pub https: bool,
 }
 
 impl Request {
@@ -209,6 +211,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         file: None,
         error_status: None,
         fastcgi_split: None,
+        https: false,
     };
     macro_rules! fail {
         ($code:expr) => {

@@ -46,7 +46,7 @@ fn expand(t: &Template, v: &Vars<'_>) -> String {
                 Var::IsArgs => out.push_str(if v.req.query().is_some() { "?" } else { "" }),
                 Var::RequestUri => out.push_str(v.req.request_uri()),
                 Var::Host => out.push_str(v.host),
-                Var::Scheme => out.push_str("http"),
+                Var::Scheme => out.push_str(if v.req.https { "https" } else { "http" }),
                 Var::RemoteAddr => out.push_str(&v.remote.to_string()),
                 Var::RequestMethod => out.push_str(&v.req.method_name),
                 Var::FastcgiScriptName => out.push_str(v.split.map_or(v.uri, |s| s.0.as_str())),

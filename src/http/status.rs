@@ -43,3 +43,16 @@ pub fn error_page(code: u16, tokens: bool) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// nginx's answer to a plain HTTP request sent to a TLS port.
+pub fn plain_http_page(tokens: bool) -> Vec<u8> {
+    let sig = if tokens {
+        concat!("corral/", env!("CARGO_PKG_VERSION"))
+    } else {
+        "corral"
+    };
+    format!(
+        "<html>\r\n<head><title>400 The plain HTTP request was sent to HTTPS port</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>The plain HTTP request was sent to HTTPS port</center>\r\n<hr><center>{sig}</center>\r\n</body>\r\n</html>\r\n"
+    )
+    .into_bytes()
+}

@@ -106,6 +106,9 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
         return 1;
     }
     let logs_to_stderr = cfg.main.error_log == LogTarget::Stderr;
+    // Every worker, of this and later generations, derives the same TLS
+    // session ticket keys from it.
+    crate::tls::tickets::init();
     match start(cfg, launch, inherited, inherited_pools, program) {
         Ok(mut m) => {
             let code = m.run_loop();

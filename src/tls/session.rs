@@ -1,0 +1,349 @@
+//! One connection's TLS state, driven by the connection's own reads and
+//! writes (rustls does no I/O of its own): the first byte tells TLS from
+//! plain HTTP sent to the TLS port, the ClientHello picks the server (SNI),
+//! then records are decrypted into the connection's read buffer and
+//! responses encrypted on their way out.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::sync::Arc;
+
+use rustls::ServerConnection;
+use rustls::server::Acceptor;
+
+use super::Endpoint;
+
+/// Plaintext taken per write: one full record. With nothing encrypted
+/// left unsent before it is taken, what waits in user space is bounded.
+const CHUNK: usize = 16 * 1024;
+
+pub struct Session {
+    state: State,
+    peer: IpAddr,
+    /// The last read of the socket came back short or empty.
+    drained: bool,
+    /// Decrypted bytes may be waiting in rustls (the last read filled the
+    /// caller's buffer).
+    buffered: bool,
+    /// The socket reached end of file.
+    eof: bool,
+}
+
+enum State {
+    /// Nothing read yet.
+    Sniff(Arc<Endpoint>),
+    /// Reading the ClientHello.
+    Hello(Box<Acceptor>, Arc<Endpoint>),
+    Live(Box<ServerConnection>),
+    /// A plain HTTP request on the TLS port: answered in plain text (400).
+    Plain,
+    /// The handshake failed (logged); only a close is left.
+    Failed,
+}
+
+/// Reads the socket for rustls, noting a short read (the socket is
+/// drained, as the plain path judges it).
+struct Probe<'a> {
+    sock: &'a TcpStream,
+    drained: bool,
+}
+
+impl Read for Probe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match (&*self.sock).read(buf) {
+            Ok(n) => {
+                self.drained = n < buf.len();
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.drained = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `MSG_NOSIGNAL` writes: a peer that reset must not raise SIGPIPE
+/// (workers ignore it, but a library user's process might not).
+struct Out<'a>(&'a TcpStream);
+
+impl Write for Out<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self.0).write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn would_block() -> io::Error {
+    io::ErrorKind::WouldBlock.into()
+}
+
+impl Session {
+    pub fn new(endpoint: Arc<Endpoint>, peer: IpAddr) -> Session {
+        Session {
+            state: State::Sniff(endpoint),
+            peer,
+            drained: false,
+            buffered: false,
+            eof: false,
+        }
+    }
+
+    /// The handshake is done: requests on it are `https`.
+    pub fn is_secure(&self) -> bool {
+        matches!(self.state, State::Live(_))
+    }
+
+    /// A plain HTTP request was sent to this TLS port.
+    pub fn is_plain(&self) -> bool {
+        matches!(self.state, State::Plain)
+    }
+
+    /// Whether another read may find bytes without waiting for the socket:
+    /// decrypted ones inside, or the socket was not seen drained.
+    pub fn may_read_more(&self) -> bool {
+        self.buffered || !self.drained
+    }
+
+    /// Like `read(2)` on the socket, with plaintext: `Ok(0)` at the end
+    /// (close_notify or end of file), `WouldBlock` when nothing more is
+    /// there yet. The handshake runs inside, its answers written as they
+    /// come.
+    pub fn read(&mut self, sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match &mut self.state {
+                State::Sniff(_) => {
+                    let n = match (&*sock).read(buf) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            if e.kind() == io::ErrorKind::WouldBlock {
+                                self.drained = true;
+                            }
+                            return Err(e);
+                        }
+                    };
+                    self.drained = n < buf.len();
+                    if n == 0 {
+                        self.eof = true;
+                        return Ok(0);
+                    }
+                    // A TLS handshake record (22), or an SSLv2-style hello
+                    // (high bit), as nginx tells them from HTTP.
+                    if buf[0] != 0x16 && buf[0] & 0x80 == 0 {
+                        self.state = State::Plain;
+                        return Ok(n);
+                    }
+                    let State::Sniff(ep) = std::mem::replace(&mut self.state, State::Failed) else {
+                        unreachable!()
+                    };
+                    self.state = State::Hello(Box::default(), ep);
+                    let mut first: &[u8] = &buf[..n];
+                    while !first.is_empty() {
+                        let State::Hello(acc, _) = &mut self.state else { break };
+                        if let Err(e) = acc.read_tls(&mut first) {
+                            return Err(self.failed("reading the ClientHello", &e.to_string()));
+                        }
+                        if let Some(e) = self.try_accept(sock)? {
+                            return Err(e);
+                        }
+                    }
+                }
+                State::Hello(acc, _) => {
+                    let mut probe = Probe { sock, drained: false };
+                    match acc.read_tls(&mut probe) {
+                        Ok(0) => {
+                            self.eof = true;
+                            crate::info!("client {} closed the connection during the TLS handshake", self.peer);
+                            self.state = State::Failed;
+                            return Ok(0);
+                        }
+                        Ok(_) => self.drained = probe.drained,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.drained = true;
+                            return Err(e);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(self.failed("reading the ClientHello", &e.to_string())),
+                    }
+                    if let Some(e) = self.try_accept(sock)? {
+                        return Err(e);
+                    }
+                }
+                State::Live(conn) => {
+                    match conn.reader().read(buf) {
+                        Ok(n) => {
+                            self.buffered = n == buf.len() && n > 0;
+                            return Ok(n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        // End of file without close_notify: an end all the same.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                        Err(e) => return Err(e),
+                    }
+                    self.buffered = false;
+                    if self.eof {
+                        return Ok(0);
+                    }
+                    let mut probe = Probe { sock, drained: false };
+                    match conn.read_tls(&mut probe) {
+                        Ok(0) => {
+                            self.eof = true;
+                            if conn.is_handshaking() {
+                                crate::info!("client {} closed the connection during the TLS handshake", self.peer);
+                                return Ok(0);
+                            }
+                        }
+                        Ok(_) => self.drained = probe.drained,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.drained = true;
+                            return Err(e);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                    let handshaking = conn.is_handshaking();
+                    if let Err(e) = conn.process_new_packets() {
+                        // The alert rustls queued goes out before the close.
+                        let _ = conn.write_tls(&mut Out(sock));
+                        let what = if handshaking {
+                            "during the TLS handshake"
+                        } else {
+                            "in a TLS record"
+                        };
+                        return Err(self.failed(what, &e.to_string()));
+                    }
+                    if conn.wants_write() {
+                        self.flush(sock)?;
+                    }
+                }
+                State::Plain => {
+                    let n = (&*sock).read(buf)?;
+                    self.drained = n < buf.len();
+                    return Ok(n);
+                }
+                State::Failed => return Ok(0),
+            }
+        }
+    }
+
+    /// With a whole ClientHello: picks the server by SNI and starts the
+    /// handshake. `Ok(Some(e))` is a failure to return.
+    fn try_accept(&mut self, sock: &TcpStream) -> io::Result<Option<io::Error>> {
+        let State::Hello(acc, ep) = &mut self.state else {
+            return Ok(None);
+        };
+        match acc.accept() {
+            Ok(None) => Ok(None),
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                let config = ep.config_for(hello.server_name());
+                match accepted.into_connection(config) {
+                    Ok(conn) => {
+                        self.state = State::Live(Box::new(conn));
+                        self.flush(sock)?;
+                        Ok(None)
+                    }
+                    Err((e, mut alert)) => {
+                        let _ = alert.write(&mut Out(sock));
+                        Ok(Some(self.failed("during the TLS handshake", &e.to_string())))
+                    }
+                }
+            }
+            Err((e, mut alert)) => {
+                let _ = alert.write(&mut Out(sock));
+                Ok(Some(self.failed("in the ClientHello", &e.to_string())))
+            }
+        }
+    }
+
+    /// Logs a failed handshake at info (clients do this all the time) and
+    /// leaves the session closed.
+    fn failed(&mut self, when: &str, why: &str) -> io::Error {
+        crate::info!(
+            "TLS error with client {} {when}: {}",
+            self.peer,
+            crate::core::log::Esc(why.as_bytes())
+        );
+        self.state = State::Failed;
+        io::Error::new(io::ErrorKind::InvalidData, "TLS error")
+    }
+
+    /// Sends what rustls has encrypted. `Ok(true)`: nothing is left.
+    pub fn flush(&mut self, sock: &TcpStream) -> io::Result<bool> {
+        let State::Live(conn) = &mut self.state else {
+            return Ok(true);
+        };
+        while conn.wants_write() {
+            match conn.write_tls(&mut Out(sock)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encrypted bytes wait to be sent.
+    pub fn wants_write(&self) -> bool {
+        match &self.state {
+            State::Live(conn) => conn.wants_write(),
+            _ => false,
+        }
+    }
+
+    /// Like `write(2)`: takes up to one record of plaintext once what was
+    /// encrypted before has left (`WouldBlock` until then).
+    pub fn write(&mut self, sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(sock, &[IoSlice::new(buf)])
+    }
+
+    /// Like `writev(2)`; the slices leave in shared records.
+    pub fn write_vectored(&mut self, sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match &mut self.state {
+            State::Live(_) => {}
+            State::Plain => return (&*sock).write_vectored(bufs),
+            _ => return Err(io::ErrorKind::NotConnected.into()),
+        }
+        if !self.flush(sock)? {
+            return Err(would_block());
+        }
+        let State::Live(conn) = &mut self.state else {
+            unreachable!()
+        };
+        let mut take = Vec::with_capacity(bufs.len());
+        let mut room = CHUNK;
+        for b in bufs {
+            if room == 0 {
+                break;
+            }
+            let n = b.len().min(room);
+            take.push(IoSlice::new(&b[..n]));
+            room -= n;
+        }
+        let n = conn.writer().write_vectored(&take)?;
+        match self.flush(sock) {
+            Ok(_) => Ok(n),
+            // The bytes were taken; the error shows on the next write.
+            Err(_) if n > 0 => Ok(n),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends close_notify (once), as far as the socket takes it now.
+    pub fn close_notify(&mut self, sock: &TcpStream) {
+        if let State::Live(conn) = &mut self.state {
+            if !conn.is_handshaking() {
+                conn.send_close_notify();
+            }
+            let _ = self.flush(sock);
+        }
+    }
+}
