@@ -21,12 +21,13 @@ pub fn load(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Result<Arc<Certifie
     let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
         .map_err(|e| format!("{}: unsupported private key ({e})", key.display()))?;
     let mut ck = CertifiedKey::new(chain, signer);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "the key in {} does not match the certificate in {} ({e})",
+    ck.keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => format!(
+            "the key in {} does not match the certificate in {}",
             key.display(),
             cert.display()
-        )
+        ),
+        e => format!("{}: the certificate cannot be used ({e})", cert.display()),
     })?;
     if let Some(p) = ocsp {
         let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
