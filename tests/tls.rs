@@ -20,23 +20,20 @@ fn make_cert(dir: &Path, name: &str, kind: &str, cn: &str, serial: u32) -> (Path
         "ec" => args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"].map(String::from)),
         _ => args.extend(["-newkey", "rsa:2048"].map(String::from)),
     }
-    args.extend(
-        [
-            "-keyout".into(),
-            key.display().to_string(),
-            "-out".into(),
-            cert.display().to_string(),
-            "-days".into(),
-            "30".into(),
-            "-subj".into(),
-            format!("/CN={cn}"),
-            "-addext".into(),
-            format!("subjectAltName=DNS:{cn}"),
-            "-set_serial".into(),
-            serial.to_string(),
-        ]
-        .into_iter(),
-    );
+    args.extend([
+        "-keyout".into(),
+        key.display().to_string(),
+        "-out".into(),
+        cert.display().to_string(),
+        "-days".into(),
+        "30".into(),
+        "-subj".into(),
+        format!("/CN={cn}"),
+        "-addext".into(),
+        format!("subjectAltName=DNS:{cn}"),
+        "-set_serial".into(),
+        serial.to_string(),
+    ]);
     let out = Command::new("openssl")
         .args(&args)
         .output()
@@ -761,7 +758,7 @@ print(ok, fail, len(serials), errors[:3])
     x.stdin
         .take()
         .unwrap()
-        .write_all(serial[pem_start..pem_end + 25].as_bytes())
+        .write_all(&serial.as_bytes()[pem_start..pem_end + 25])
         .unwrap();
     let mut sn = String::new();
     x.stdout.take().unwrap().read_to_string(&mut sn).unwrap();
