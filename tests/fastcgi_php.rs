@@ -814,7 +814,7 @@ fn max_conns_queues_then_answers_503() {
     let o = Opts {
         main: "workers = 1\n".into(),
         more: format!(
-            "[upstream.one]\nmax_conns = 1\nqueue_timeout = \"1s\"\nservers = [\"{}\"]\n",
+            "[upstream.one]\nmax_conns = 1\nqueue_timeout = \"2s\"\nservers = [\"{}\"]\n",
             fpm.pass
         ),
         server: "[[server.location]]\nmatch = \"~ \\\\.php$\"\nfastcgi = { pass = \"one\" }\n".into(),
@@ -837,7 +837,7 @@ fn max_conns_queues_then_answers_503() {
         start.elapsed()
     );
     // A request that cannot get the connection within queue_timeout: 503.
-    let slow = std::thread::spawn(move || load(port, "/sleep.php?ms=2500", 1, 1, None));
+    let slow = std::thread::spawn(move || load(port, "/sleep.php?ms=4000", 1, 1, None));
     std::thread::sleep(Duration::from_millis(300));
     let r = srv.get("/sleep.php?ms=10");
     assert_eq!(r.status, 503, "{}", srv.error_log());

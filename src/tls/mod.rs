@@ -123,3 +123,73 @@ impl ResolvesServerCert for BySignature {
             .cloned()
     }
 }
+
+/// Entry points for the fuzz targets (not part of the API).
+#[doc(hidden)]
+pub mod fuzz_api {
+    use std::io::{ErrorKind, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+
+    use super::{Endpoint, Session};
+
+    thread_local! {
+        static SETUP: (TcpListener, Arc<Endpoint>) = setup();
+    }
+
+    fn setup() -> (TcpListener, Arc<Endpoint>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fixtures");
+        let ck = super::certs::load(&dir.join("tls.pem"), &dir.join("tls.key"), None).expect("fixture");
+        let tls = crate::config::Tls {
+            certs: vec![ck],
+            tls12: true,
+            tls13: true,
+            session_tickets: true,
+            session_timeout: std::time::Duration::from_secs(60),
+        };
+        let names = crate::config::server_name::Names::new(vec![(0, Vec::new())], Some(0));
+        let ep = Endpoint {
+            names,
+            configs: vec![Some(super::server_config(&tls, "fuzz"))],
+        };
+        (TcpListener::bind("127.0.0.1:0").expect("loopback"), Arc::new(ep))
+    }
+
+    /// `data` as everything a client sends to a TLS port (then its FIN):
+    /// the session must end in plaintext, an end or an error, never a panic
+    /// or a loop.
+    pub fn client_bytes(data: &[u8]) {
+        SETUP.with(|(listener, ep)| {
+            let Ok(client) = TcpStream::connect(listener.local_addr().expect("bound")) else {
+                return;
+            };
+            let Ok((server, peer)) = listener.accept() else { return };
+            let _ = (&client).write_all(data);
+            let _ = client.shutdown(Shutdown::Write);
+            let _ = server.set_nonblocking(true);
+            let mut s = Session::new(ep.clone(), peer.ip());
+            let mut buf = [0u8; 4096];
+            let mut idle = 0;
+            for _ in 0..10_000 {
+                match s.read(&server, &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if s.is_secure() {
+                            let _ = s.write(&server, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        // The rest is on its way over loopback.
+                        idle += 1;
+                        if idle > 200 {
+                            break;
+                        }
+                        std::thread::yield_now();
+                    }
+                    Err(_) => break,
+                }
+            }
+            s.close_notify(&server);
+        });
+    }
+}
