@@ -810,3 +810,32 @@ fn php_fpm_sees_https() {
     assert!(ok, "{}", s.error_log());
     assert_eq!(out, format!("on https {} {}\n", s.port, 300 * 1024));
 }
+
+/// Each accept mode, with new TLS connections landing on both workers and
+/// tickets resuming wherever they land.
+#[test]
+fn every_accept_mode_serves_tls() {
+    for mode in ["exclusive", "reuseport", "dispatch"] {
+        let dir = TempDir::new();
+        let (c, k) = make_cert(dir.path(), "site", "ec", "site.test", 1);
+        let sess = dir.path().join("sess.pem");
+        let s = tls_server(
+            dir,
+            &certificate_keys(&c, &k),
+            &format!("workers = 2\naccept = \"{mode}\""),
+        );
+        for _ in 0..10 {
+            let (ok, body) = curl_https(s.port, "site.test", &c, &[], "/");
+            assert!(ok && body == "<h1>hello</h1>\n", "{mode}: {}", s.error_log());
+        }
+        let sess_s = sess.to_str().unwrap();
+        let _ = s_client(s.port, &["-ign_eof", "-sess_out", sess_s], b"GET / HTTP/1.0\r\n\r\n");
+        for _ in 0..4 {
+            let again = s_client(s.port, &["-ign_eof", "-sess_in", sess_s], b"GET / HTTP/1.0\r\n\r\n");
+            assert!(
+                again.contains("Reused, TLS") && again.contains("<h1>hello</h1>"),
+                "{mode}: {again}"
+            );
+        }
+    }
+}

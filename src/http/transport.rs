@@ -64,7 +64,7 @@ impl Transport {
     /// Decrypted bytes wait inside (a read would not touch the socket).
     #[inline]
     pub fn has_buffered(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| !t.is_plain() && t.may_read_more())
+        self.tls.as_ref().is_some_and(|t| t.has_plaintext())
     }
 
     #[inline]

@@ -106,6 +106,11 @@ impl Session {
         matches!(self.state, State::Plain)
     }
 
+    /// Decrypted bytes wait inside (the last read filled its buffer).
+    pub fn has_plaintext(&self) -> bool {
+        self.buffered
+    }
+
     /// Whether another read may find bytes without waiting for the socket:
     /// decrypted ones inside, or the socket was not seen drained.
     pub fn may_read_more(&self) -> bool {
