@@ -110,7 +110,7 @@ pub struct FastCgi {
 /// How long a kept connection may sit idle by default. Short on purpose:
 /// php-fpm gives each kept connection a child of its own until it closes,
 /// so idle ones held by a quiet worker starve the others' requests.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Requests a kept connection serves before it closes (nginx's upstream
 /// `keepalive_requests`, there 1000): low enough that php-fpm children

@@ -203,6 +203,11 @@ pub trait Service {
     fn turn(&mut self) {}
     /// About once a second (flush buffered logs).
     fn housekeeping(&mut self) {}
+    /// Timed work of the service's own that is due now (not tied to a
+    /// connection); returns when it next is, so the loop wakes for it.
+    fn timed(&mut self, _now: Instant) -> Option<Instant> {
+        None
+    }
     /// SIGUSR1.
     fn reopen_logs(&mut self) {}
     /// The process is about to exit.
@@ -376,9 +381,16 @@ impl<S: Service> Reactor<S> {
                 0
             } else {
                 let sweep = 1000u64.saturating_sub(since.as_millis() as u64);
-                let timer = self.timers.peek().map_or(u64::MAX, |t| {
-                    t.0.0.saturating_duration_since(Instant::now()).as_millis() as u64 + 1
-                });
+                let now = Instant::now();
+                let due = self.service.timed(now);
+                let timer = self
+                    .timers
+                    .peek()
+                    .map(|t| t.0.0)
+                    .into_iter()
+                    .chain(due)
+                    .min()
+                    .map_or(u64::MAX, |at| at.saturating_duration_since(now).as_millis() as u64 + 1);
                 sweep.min(timer).max(1) as u16
             };
             let n = match self.epoll.wait(&mut events, timeout) {

@@ -392,9 +392,16 @@ where
             let timeout: u16 = if !self.pending_accept.is_empty() {
                 0
             } else {
-                let timer = self.timers.peek().map_or(1000, |t| {
-                    t.0.0.saturating_duration_since(Instant::now()).as_millis() as u64 + 1
-                });
+                let now = Instant::now();
+                let due = self.service.timed(now);
+                let timer = self
+                    .timers
+                    .peek()
+                    .map(|t| t.0.0)
+                    .into_iter()
+                    .chain(due)
+                    .min()
+                    .map_or(1000, |at| at.saturating_duration_since(now).as_millis() as u64 + 1);
                 timer.clamp(1, 1000) as u16
             };
             let n = sh.wait(&mut events, timeout)?;

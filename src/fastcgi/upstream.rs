@@ -405,6 +405,18 @@ impl Upstreams {
         }
     }
 
+    /// When `sweep` next has a kept connection to close.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.groups
+            .iter()
+            .flat_map(|g| {
+                g.servers
+                    .iter()
+                    .filter_map(move |st| st.idle.first().map(|b| b.idle_since + g.cfg.keepalive_timeout))
+            })
+            .min()
+    }
+
     /// The longest any group keeps a request waiting for a connection.
     pub fn queue_timeout(&self, g: usize) -> Duration {
         self.groups[g].cfg.queue_timeout

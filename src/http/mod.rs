@@ -78,6 +78,8 @@ pub struct HttpService {
     inbox_buffers: Vec<Vec<u8>>,
     /// Per site: FastCGI scripts recently found, until when.
     scripts_seen: Vec<std::collections::HashMap<String, Instant>>,
+    /// Some FastCGI group exists (kept connections to sweep on time).
+    has_upstreams: bool,
     /// Per listener: its TLS settings, for a TLS address.
     tls: Vec<Option<Arc<crate::tls::Endpoint>>>,
 }
@@ -174,6 +176,7 @@ impl HttpService {
             routes,
             names: cfg.names_by_address(),
             tls: crate::tls::endpoints(cfg),
+            has_upstreams: !cfg.upstreams.is_empty(),
             site_log,
             logs,
             spawner: None,
@@ -269,6 +272,18 @@ impl Service for HttpService {
     fn child_exited(&mut self) {
         self.collect_spawned();
         lock(&self.children).reap(self.clock.now);
+    }
+
+    fn timed(&mut self, now: Instant) -> Option<Instant> {
+        // Kept connections close when their keepalive_timeout is up, not
+        // at the next once-a-second housekeeping: an idle one holds a
+        // php-fpm child another worker's request may be queued for.
+        if !self.has_upstreams {
+            return None;
+        }
+        let mut ups = lock(&self.upstreams);
+        ups.sweep(now);
+        ups.next_expiry()
     }
 
     fn wakeups(&mut self, out: &mut Vec<u64>) {
