@@ -4,7 +4,11 @@
 #   bench/tls.sh [rounds] [seconds]
 # Three loads, each on one worker:
 #   handshake  a new connection (full handshake, no resumption) per request
-#              of a 1 KiB file: handshakes per second and CPU per handshake;
+#              of a 1 KiB file: handshakes per second and CPU per handshake.
+#              wrk runs 2 threads here: its own handshake work is as heavy as
+#              the server's, and with one thread wrk alone is the limit (a
+#              server that idles between connections then even loses rate, as
+#              each client write must wake it);
 #   1k         1 KiB file on keep-alive connections;
 #   100k       100 KiB file on keep-alive connections.
 # Prints req/s, p99 latency and worker CPU µs per request, then the ratios
@@ -114,15 +118,15 @@ rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 
 run_one() { # name port load master
-  local name=$1 port=$2 load=$3 wpid out reqs t0 t1 file hdr=()
+  local name=$1 port=$2 load=$3 wpid out reqs t0 t1 file hdr=() threads=1
   case $load in
-    handshake) file=1k.bin; hdr=(-H "Connection: close") ;;
+    handshake) file=1k.bin; hdr=(-H "Connection: close"); threads=${HS_THREADS:-2} ;;
     1k) file=1k.bin ;;
     100k) file=100k.bin ;;
   esac
   wpid=$(worker_of "$4")
   t0=$(cpu_ticks "$wpid")
-  out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "https://127.0.0.1:$port/$file")
+  out=$(wrk -t"$threads" -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "https://127.0.0.1:$port/$file")
   t1=$(cpu_ticks "$wpid")
   reqs=$(echo "$out" | awk '/requests in/{print $1}')
   if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then

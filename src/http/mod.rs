@@ -225,6 +225,11 @@ impl Service for HttpService {
     }
 
     fn ready(&mut self, conn: &mut Conn, ready: Ready, io: &mut Io<'_>) -> Next {
+        // TLS bytes that waited for the socket go first, whatever phase
+        // the connection is in.
+        if conn.io.wants_write() && conn.io.flush().is_err() {
+            return Next::Close;
+        }
         let next = self.on_ready(conn, ready, io);
         // TLS bytes still to send (a handshake flight, the end of a
         // response) are waited for before anything else from the socket.

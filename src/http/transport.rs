@@ -79,7 +79,7 @@ impl Transport {
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match &mut self.tls {
             None => (&self.sock).write_vectored(bufs),
-            Some(t) => t.write_vectored(&self.sock, bufs),
+            Some(t) => t.write_vectored(&self.sock, bufs, false),
         }
     }
 
@@ -88,20 +88,18 @@ impl Transport {
     pub fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
             None => net::send_more(&self.sock, buf),
-            Some(t) => t.write(&self.sock, buf),
+            Some(t) => t.write_vectored(&self.sock, &[IoSlice::new(buf)], true),
         }
     }
 
     /// Sends up to `count` bytes of `file` from `*offset`, advancing it:
     /// `sendfile(2)` on a plain socket; over TLS a bounded read, encrypt
-    /// and write (one record at a time, the next only once it has left).
+    /// and write (a record at a time, at most two unsent: a slow client
+    /// makes it wait, not grow).
     pub fn send_file(&mut self, file: &File, offset: &mut i64, count: usize) -> io::Result<usize> {
         let Some(t) = &mut self.tls else {
             return net::sendfile(&self.sock, file, offset, count);
         };
-        if !t.flush(&self.sock)? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
         let mut chunk = [0u8; 16 * 1024];
         let want = count.min(chunk.len());
         let got = file.read_at(&mut chunk[..want], *offset as u64)?;

@@ -13,9 +13,11 @@ use rustls::server::Acceptor;
 
 use super::Endpoint;
 
-/// Plaintext taken per write: one full record. With nothing encrypted
-/// left unsent before it is taken, what waits in user space is bounded.
+/// Plaintext taken per write: one full record.
 const CHUNK: usize = 16 * 1024;
+/// Encrypted bytes rustls may hold unsent; beyond this a write takes
+/// nothing until they have left (the backpressure of a slow client).
+const UNSENT_LIMIT: usize = 32 * 1024;
 
 pub struct Session {
     state: State,
@@ -71,10 +73,10 @@ struct Out<'a>(&'a TcpStream);
 
 impl Write for Out<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        socket2::SockRef::from(self.0).send_with_flags(buf, libc::MSG_NOSIGNAL)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self.0).write_vectored(bufs)
+        socket2::SockRef::from(self.0).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -208,6 +210,10 @@ impl Session {
                         Ok(_) => self.drained = probe.drained,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             self.drained = true;
+                            // Nothing to answer yet: what waits (a ticket) goes now.
+                            if conn.wants_write() {
+                                self.flush(sock)?;
+                            }
                             return Err(e);
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -224,7 +230,10 @@ impl Session {
                         };
                         return Err(self.failed(what, &e.to_string()));
                     }
-                    if conn.wants_write() {
+                    // The server's flights go at once; what follows the
+                    // handshake (a session ticket) shares the write of the
+                    // response to the request that came with it.
+                    if handshaking && conn.wants_write() {
                         self.flush(sock)?;
                     }
                 }
@@ -250,7 +259,8 @@ impl Session {
                 let hello = accepted.client_hello();
                 let config = ep.config_for(hello.server_name());
                 match accepted.into_connection(config) {
-                    Ok(conn) => {
+                    Ok(mut conn) => {
+                        conn.set_buffer_limit(Some(UNSENT_LIMIT));
                         self.state = State::Live(Box::new(conn));
                         self.flush(sock)?;
                         Ok(None)
@@ -304,24 +314,20 @@ impl Session {
         }
     }
 
-    /// Like `write(2)`: takes up to one record of plaintext once what was
-    /// encrypted before has left (`WouldBlock` until then).
+    /// Like `write(2)`: encrypts up to one record of plaintext and sends
+    /// it with what waited before; `WouldBlock` while too much is unsent.
     pub fn write(&mut self, sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-        self.write_vectored(sock, &[IoSlice::new(buf)])
+        self.write_vectored(sock, &[IoSlice::new(buf)], false)
     }
 
-    /// Like `writev(2)`; the slices leave in shared records.
-    pub fn write_vectored(&mut self, sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match &mut self.state {
-            State::Live(_) => {}
+    /// Like `writev(2)`; the slices leave in shared records. With `more`,
+    /// the records wait for the next write (a head before its file body),
+    /// as `MSG_MORE` holds them on a plain socket.
+    pub fn write_vectored(&mut self, sock: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+        let conn = match &mut self.state {
+            State::Live(conn) => conn,
             State::Plain => return (&*sock).write_vectored(bufs),
             _ => return Err(io::ErrorKind::NotConnected.into()),
-        }
-        if !self.flush(sock)? {
-            return Err(would_block());
-        }
-        let State::Live(conn) = &mut self.state else {
-            unreachable!()
         };
         let mut take = Vec::with_capacity(bufs.len());
         let mut room = CHUNK;
@@ -333,7 +339,20 @@ impl Session {
             take.push(IoSlice::new(&b[..n]));
             room -= n;
         }
-        let n = conn.writer().write_vectored(&take)?;
+        let mut n = conn.writer().write_vectored(&take)?;
+        if n == 0 && room < CHUNK {
+            // Full: what waits must leave first.
+            if !self.flush(sock)? {
+                return Err(would_block());
+            }
+            let State::Live(conn) = &mut self.state else {
+                unreachable!()
+            };
+            n = conn.writer().write_vectored(&take)?;
+        }
+        if more {
+            return Ok(n);
+        }
         match self.flush(sock) {
             Ok(_) => Ok(n),
             // The bytes were taken; the error shows on the next write.
