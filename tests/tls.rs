@@ -546,6 +546,21 @@ fn handshake_abuse_is_closed_promptly() {
     (&t).write_all(&[0x80, 0x2e, 0x01, 0x03, 0x01, 0xff, 0xff, 0xff])
         .unwrap();
     assert!(closes_within(t, Duration::from_secs(1)).is_some(), "SSLv2 hello");
+    // A real ClientHello with a forged record behind it in the same segment.
+    let hello = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/corpus/tls_client_bytes/clienthello13"
+    ))
+    .unwrap();
+    let mut t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut bytes = hello.clone();
+    bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x10]);
+    bytes.extend_from_slice(&[0x41; 16]);
+    t.write_all(&bytes).unwrap();
+    assert!(
+        closes_within(t, Duration::from_secs(2)).is_some(),
+        "forged record after the ClientHello"
+    );
     // Slowloris: a handshake started, then silence: closed at the header timeout.
     let t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     (&t).write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();

@@ -151,14 +151,34 @@ impl Session {
                         unreachable!()
                     };
                     self.state = State::Hello(Box::default(), ep);
+                    // These bytes came into the caller's buffer: they go to
+                    // the ClientHello, and what follows it to the handshake.
                     let mut first: &[u8] = &buf[..n];
                     while !first.is_empty() {
-                        let State::Hello(acc, _) = &mut self.state else { break };
-                        if let Err(e) = acc.read_tls(&mut first) {
-                            return Err(self.failed("reading the ClientHello", &e.to_string()));
-                        }
-                        if let Some(e) = self.try_accept(sock)? {
-                            return Err(e);
+                        match &mut self.state {
+                            State::Hello(acc, _) => {
+                                match acc.read_tls(&mut first) {
+                                    Ok(0) => return Err(self.failed("reading the ClientHello", "too large")),
+                                    Ok(_) => {}
+                                    Err(e) => return Err(self.failed("reading the ClientHello", &e.to_string())),
+                                }
+                                if let Some(e) = self.try_accept(sock)? {
+                                    return Err(e);
+                                }
+                            }
+                            State::Live(conn) => {
+                                let fed = match conn.read_tls(&mut first) {
+                                    Ok(0) => Err("too much at once".to_string()),
+                                    r => r.map_err(|e| e.to_string()),
+                                };
+                                if let Err(e) =
+                                    fed.and_then(|_| conn.process_new_packets().map(|_| ()).map_err(|e| e.to_string()))
+                                {
+                                    let _ = conn.write_tls(&mut Out(sock));
+                                    return Err(self.failed("during the TLS handshake", &e));
+                                }
+                            }
+                            _ => break,
                         }
                     }
                 }
@@ -261,6 +281,12 @@ impl Session {
                 match accepted.into_connection(config) {
                     Ok(mut conn) => {
                         conn.set_buffer_limit(Some(UNSENT_LIMIT));
+                        // Records that came behind the ClientHello wait in
+                        // rustls: no readiness event will announce them.
+                        if let Err(e) = conn.process_new_packets() {
+                            let _ = conn.write_tls(&mut Out(sock));
+                            return Ok(Some(self.failed("during the TLS handshake", &e.to_string())));
+                        }
                         self.state = State::Live(Box::new(conn));
                         self.flush(sock)?;
                         Ok(None)
