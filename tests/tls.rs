@@ -854,3 +854,32 @@ fn every_accept_mode_serves_tls() {
         }
     }
 }
+
+/// A binary upgrade (USR2, WINCH, QUIT) keeps the TLS port serving; the
+/// new master's tickets are its own (documented: one full handshake).
+#[test]
+fn binary_upgrade_keeps_serving_tls() {
+    let certs = TempDir::new();
+    let (c, k) = make_cert(certs.path(), "site", "ec", "site.test", 1);
+    let (mut s, _bin) = start_copy(Opts {
+        server: format!("listen = \"127.0.0.1:{{port}} tls\"\n{}", certificate_keys(&c, &k)),
+        ..Opts::default()
+    });
+    let (ok, body) = curl_https(s.port, "site.test", &c, &[], "/");
+    assert!(ok && body == "hello", "{}", s.error_log());
+    let old_workers = s.workers();
+    let new = upgrade(&s);
+    s.signal("WINCH");
+    assert!(eventually(Duration::from_secs(10), || old_workers
+        .iter()
+        .all(|w| !alive(*w))));
+    for _ in 0..5 {
+        let (ok, body) = curl_https(s.port, "site.test", &c, &[], "/");
+        assert!(ok && body == "hello", "{}", s.error_log());
+    }
+    s.signal("QUIT");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    let (ok, _) = curl_https(s.port, "site.test", &c, &[], "/");
+    assert!(ok);
+    stop_pid(new);
+}
