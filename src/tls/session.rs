@@ -355,17 +355,22 @@ impl Session {
             State::Plain => return (&*sock).write_vectored(bufs),
             _ => return Err(io::ErrorKind::NotConnected.into()),
         };
-        let mut take = Vec::with_capacity(bufs.len());
+        // At most one record's worth from the first slices (no allocation:
+        // responses come as a head and a body).
+        let mut take = [IoSlice::new(&[]); 4];
+        let mut used = 0;
         let mut room = CHUNK;
-        for b in bufs {
+        for b in bufs.iter().take(take.len()) {
             if room == 0 {
                 break;
             }
             let n = b.len().min(room);
-            take.push(IoSlice::new(&b[..n]));
+            take[used] = IoSlice::new(&b[..n]);
+            used += 1;
             room -= n;
         }
-        let mut n = conn.writer().write_vectored(&take)?;
+        let take = &take[..used];
+        let mut n = conn.writer().write_vectored(take)?;
         if n == 0 && room < CHUNK {
             // Full: what waits must leave first.
             if !self.flush(sock)? {
@@ -374,7 +379,7 @@ impl Session {
             let State::Live(conn) = &mut self.state else {
                 unreachable!()
             };
-            n = conn.writer().write_vectored(&take)?;
+            n = conn.writer().write_vectored(take)?;
         }
         if more {
             return Ok(n);

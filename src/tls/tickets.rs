@@ -8,7 +8,7 @@
 //! and the next, so it lives between one and two lifetimes. A binary
 //! upgrade starts a new secret: its clients make one full handshake.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -32,12 +32,22 @@ fn secret() -> &'static [u8; 32] {
 }
 
 /// Seals and opens the tickets of one server.
-#[derive(Debug)]
 pub struct Ticketer {
     /// Key derivation key of this server (tickets of one server do not
     /// open on another).
     base: hmac::Key,
     lifetime: u32,
+    /// The last key derived, with its period (one HMAC and key schedule
+    /// per period instead of per ticket).
+    cached: Mutex<Option<(u64, Arc<LessSafeKey>)>>,
+}
+
+impl std::fmt::Debug for Ticketer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticketer")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 const PERIOD_LEN: usize = 8;
@@ -51,6 +61,7 @@ impl Ticketer {
         Ticketer {
             base: hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref()),
             lifetime: lifetime.max(1),
+            cached: Mutex::new(None),
         }
     }
 
@@ -59,9 +70,22 @@ impl Ticketer {
         now / u64::from(self.lifetime)
     }
 
-    fn key(&self, period: u64) -> LessSafeKey {
+    fn key(&self, period: u64) -> Arc<LessSafeKey> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, k)) = cached.as_ref()
+            && *p == period
+        {
+            return k.clone();
+        }
         let k = hmac::sign(&self.base, &period.to_be_bytes());
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k.as_ref()).expect("a 32-byte key"))
+        let key = Arc::new(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, k.as_ref()).expect("a 32-byte key"),
+        ));
+        // Tickets of the previous period are opened rarely: keep the current.
+        if cached.as_ref().is_none_or(|(p, _)| period > *p) {
+            *cached = Some((period, key.clone()));
+        }
+        key
     }
 
     fn seal(&self, period: u64, plain: &[u8]) -> Option<Vec<u8>> {
