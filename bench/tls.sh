@@ -12,7 +12,8 @@
 #   1k         1 KiB file on keep-alive connections;
 #   100k       100 KiB file on keep-alive connections.
 # Prints req/s, p99 latency and worker CPU µs per request, then the ratios
-# corral/nginx. TLS 1.3 is what wrk negotiates with both (X25519,
+# corral/nginx, and the memory per idle TLS keep-alive connection (worker RSS
+# growth with IDLE=2000 connections). TLS 1.3 is what wrk negotiates with both (X25519,
 # TLS_AES_256_GCM_SHA384); TLS12=1 caps both servers at TLS 1.2.
 set -euo pipefail
 ROUNDS=${1:-3}
@@ -173,4 +174,20 @@ done
 for name in corral nginx; do
   read -r port pid < <(target $name)
   echo "$name worker RSS after the runs: $(rss_kib "$(worker_of "$pid")") KiB"
+done
+
+IDLE=${IDLE:-2000}
+echo
+echo "== memory per idle TLS keep-alive connection ($IDLE connections) =="
+for name in corral nginx; do
+  read -r port pid < <(target $name)
+  wpid=$(worker_of "$pid")
+  before=$(rss_kib "$wpid")
+  coproc IDLER { python3 "$HERE/idle_tls.py" "$port" "$IDLE" /1k.bin; }
+  read -r line <&"${IDLER[0]}"
+  after=$(rss_kib "$wpid")
+  exec {IDLER[1]}>&-
+  wait "$IDLER_PID" 2>/dev/null || true
+  python3 -c "print('%-7s RSS %d KiB -> %d KiB: %.0f bytes per idle connection' % ('$name', $before, $after, ($after-$before)*1024/$IDLE))"
+  sleep 1
 done
