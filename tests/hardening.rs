@@ -457,3 +457,60 @@ fn limit_config_errors_name_the_key() {
         assert!(out.contains(want), "{text}: {out}");
     }
 }
+
+/// Out of file descriptors with busy connections only: new connections are
+/// refused (a 503, or a close) at once, not left in the queue, in the
+/// reactor and with threads; service resumes when descriptors free up.
+fn out_of_descriptors(main: &str) {
+    let s = Server::with(Opts {
+        main: format!("workers = 1\nworker_rlimit_nofile = 64\n{main}"),
+        ..Opts::default()
+    });
+    let mut held = Vec::new();
+    for _ in 0..70 {
+        let t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        // A partial head: busy, never reclaimed as idle.
+        (&t).write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        held.push(t);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    t.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = Vec::new();
+    let answered = loop {
+        let mut buf = [0u8; 4096];
+        match t.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        answered,
+        "a new connection hangs while the worker is out of descriptors"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .error_log()
+            .contains("out of file descriptors")),
+        "{}",
+        s.error_log()
+    );
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || get_on(s.port, "/")
+        .is_some_and(|r| r.status == 200)));
+}
+
+#[test]
+fn out_of_descriptors_refuses_at_once() {
+    out_of_descriptors("");
+}
+
+#[test]
+fn out_of_descriptors_refuses_at_once_with_threads() {
+    out_of_descriptors("worker_threads = 2");
+}

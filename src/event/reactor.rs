@@ -329,7 +329,9 @@ pub fn run<S: Service>(
     result
 }
 
-fn open_spare() -> Option<std::fs::File> {
+/// The reserve descriptor spent to refuse a connection when the process
+/// is out of descriptors.
+pub(super) fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 

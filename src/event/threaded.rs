@@ -135,6 +135,9 @@ struct Shared<C> {
     last_refusal: AtomicU64,
     burst_start: AtomicU64,
     refused: AtomicU64,
+    /// The reserve descriptor: out of descriptors, it is closed to accept
+    /// one connection and refuse it, so the queue moves (as in the reactor).
+    spare: Mutex<Option<std::fs::File>>,
     base: Instant,
 }
 
@@ -194,6 +197,7 @@ where
         epoll,
         cells,
         free: Mutex::new((0..capacity as u32).rev().collect()),
+        spare: Mutex::new(super::reactor::open_spare()),
         serving: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
         limit: connections,
@@ -577,6 +581,7 @@ where
                 Ok((stream, peer)) => self.open(stream, peer, *addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match e.raw_os_error() {
+                    Some(libc::EMFILE | libc::ENFILE) if self.shed(i) => continue,
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                         // No new edge will come for what is queued: look again later.
                         crate::error!("accept() failed: {e}; pausing accepts for a second");
@@ -593,6 +598,37 @@ where
             // Budget spent before EAGAIN: no new edge will come for these.
             self.pending_accept.push(i);
         }
+    }
+
+    /// Out of descriptors: closes an idle connection if one can go, else
+    /// spends the reserve descriptor on accepting one connection to refuse
+    /// it. False when neither helped (the caller pauses accepting).
+    fn shed(&mut self, i: usize) -> bool {
+        let sh = self.shared;
+        let before = sh.live.load(Ordering::Acquire);
+        self.reclaim();
+        if sh.live.load(Ordering::Acquire) < before {
+            return true;
+        }
+        let mut spare = sh.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.take().is_none() {
+            *spare = super::reactor::open_spare();
+            return false;
+        }
+        if let Some((sock, addr)) = sh.listeners.get(i)
+            && let Ok((stream, peer)) = net::accept(sock)
+        {
+            crate::warn!(
+                "the worker is out of file descriptors: refusing a connection from {}",
+                peer.ip()
+            );
+            // No lingering here: the descriptor is needed back at once.
+            if let Some(conn) = self.service.refuse(stream, peer, *addr) {
+                self.service.closed(conn);
+            }
+        }
+        *spare = super::reactor::open_spare();
+        spare.is_some()
     }
 
     /// Offers the longest-idle connections to the service for closing,
