@@ -883,3 +883,37 @@ fn binary_upgrade_keeps_serving_tls() {
     assert!(ok);
     stop_pid(new);
 }
+
+/// A real browser: headless Chromium (BoringSSL, GREASE, a post-quantum key
+/// share) loads a page over HTTPS, its script fetching more over the same
+/// origin.
+#[test]
+fn chromium_loads_a_page_over_https() {
+    let dir = TempDir::new();
+    let (c, k) = make_cert(dir.path(), "site", "ec", "localhost", 1);
+    let s = tls_server(dir, &certificate_keys(&c, &k), "");
+    std::fs::write(
+        s.root.join("page.html"),
+        "<html><body><p id=a>static</p><script>fetch('/data.txt').then(r => r.text()).then(t => { document.getElementById('a').textContent = 'fetched ' + t.trim() + ' ' + location.protocol; });</script></body></html>\n",
+    )
+    .unwrap();
+    std::fs::write(s.root.join("data.txt"), "over tls\n").unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--ignore-certificate-errors",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("https://localhost:{}/page.html", s.port))
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium is installed (.ci/run installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("fetched over tls https:"), "{dom}\n{}", s.error_log());
+    assert!(eventually(Duration::from_secs(3), || s
+        .access_log()
+        .contains("\"GET /data.txt HTTP/1.1\" 200")));
+}
