@@ -34,3 +34,14 @@ v='$1'
 m={'us':0.001,'ms':1,'s':1000}
 for u in ('us','ms','s'):
     if v.endswith(u): print(round(float(v[:-len(u)])*m[u],3)); break"; }
+
+# The process that serves: a master's first child (its worker), or the
+# process itself when it has none (lighttpd).
+worker_of() {
+  local master=$1 kids
+  kids=$(ps -o pid= --ppid "$master" | tr -d ' ' | head -1)
+  echo "${kids:-$master}"
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+TICK=$(getconf CLK_TCK)

@@ -141,16 +141,6 @@ target() {
   esac
 }
 
-# The process that serves: the single worker (corral, nginx) or lighttpd itself.
-worker_of() {
-  local master=$1 kids
-  kids=$(ps -o pid= --ppid "$master" | tr -d ' ' | head -1)
-  echo "${kids:-$master}"
-}
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-TICK=$(getconf CLK_TCK)
-
 declare -A RPS P99 CPU
 run_one() { # name port file
   local name=$1 port=$2 file=$3 wpid out reqs t0 t1

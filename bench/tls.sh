@@ -109,14 +109,6 @@ target() {
     nginx) echo "$P_NGINX ${PIDS[1]}" ;;
   esac
 }
-worker_of() {
-  local master=$1 kids
-  kids=$(ps -o pid= --ppid "$master" | tr -d ' ' | head -1)
-  echo "${kids:-$master}"
-}
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-TICK=$(getconf CLK_TCK)
 
 run_one() { # name port load master
   local name=$1 port=$2 load=$3 wpid out reqs t0 t1 file hdr=() threads=1

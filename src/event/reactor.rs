@@ -106,6 +106,18 @@ pub struct Io<'a> {
 /// connection closed meanwhile finds a stale token and is dropped.
 pub(super) type Timers = std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>;
 
+/// Milliseconds until the earliest of the connections' timers and the
+/// service's own timed work (rounded up), if any is set.
+pub(super) fn next_due_ms(timers: &Timers, service_due: Option<Instant>, now: Instant) -> Option<u64> {
+    timers
+        .peek()
+        .map(|t| t.0.0)
+        .into_iter()
+        .chain(service_due)
+        .min()
+        .map(|at| at.saturating_duration_since(now).as_millis() as u64 + 1)
+}
+
 impl Io<'_> {
     /// Watches `fd` as descriptor `sub` (1..=3) for reading or writing.
     pub fn watch(&self, fd: BorrowedFd<'_>, sub: u8, write: bool) -> io::Result<()> {
@@ -385,14 +397,7 @@ impl<S: Service> Reactor<S> {
                 let sweep = 1000u64.saturating_sub(since.as_millis() as u64);
                 let now = Instant::now();
                 let due = self.service.timed(now);
-                let timer = self
-                    .timers
-                    .peek()
-                    .map(|t| t.0.0)
-                    .into_iter()
-                    .chain(due)
-                    .min()
-                    .map_or(u64::MAX, |at| at.saturating_duration_since(now).as_millis() as u64 + 1);
+                let timer = next_due_ms(&self.timers, due, now).unwrap_or(u64::MAX);
                 sweep.min(timer).max(1) as u16
             };
             let n = match self.epoll.wait(&mut events, timeout) {

@@ -398,14 +398,7 @@ where
             } else {
                 let now = Instant::now();
                 let due = self.service.timed(now);
-                let timer = self
-                    .timers
-                    .peek()
-                    .map(|t| t.0.0)
-                    .into_iter()
-                    .chain(due)
-                    .min()
-                    .map_or(1000, |at| at.saturating_duration_since(now).as_millis() as u64 + 1);
+                let timer = super::reactor::next_due_ms(&self.timers, due, now).unwrap_or(1000);
                 timer.clamp(1, 1000) as u16
             };
             let n = sh.wait(&mut events, timeout)?;
