@@ -659,6 +659,50 @@ fn config_errors_name_file_line_and_key() {
             "{server}\nwanted {at} {what}\ngot: {out}"
         );
     }
+    // A certificate about to expire: a warning naming it, the test still passes.
+    let (c3, k3) = {
+        let cert = d.join("soon.pem");
+        let key = d.join("soon.key");
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "3",
+                "-subj",
+                "/CN=soon",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (cert, key)
+    };
+    let conf = d.join("c.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[server]]\nlisten = \"127.0.0.1:9 tls\"\nroot = \"{}\"\n{}",
+            www.display(),
+            certificate_keys(&c3, &k3)
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("c.toml:4: server.certificate:") && out.contains("soon.pem: the certificate expires in 3 day(s)"),
+        "{out}"
+    );
     // A server on a plain address of the same port as a TLS one elsewhere: the address is TLS.
     let conf = d.join("c.toml");
     std::fs::write(

@@ -49,6 +49,14 @@ pub(super) fn build(c: &Checker<'_>, s: &mut raw::Server) -> Result<Option<Tls>,
     for (i, (cert, key)) in certs.iter().zip(&keys).enumerate() {
         let ocsp = ocsp.get(i).map(|p| c.src.path(p));
         let pair = crate::tls::certs::load(&c.src.path(cert), &c.src.path(key), ocsp.as_deref());
+        if let Ok(ck) = &pair {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if let Some(w) = crate::tls::validity::warning(&c.src.path(cert), &ck.cert[0], now) {
+                crate::warn!("{}", c.err("certificate", w));
+            }
+        }
         loaded.push(pair.map_err(|e| {
             let key = if e.contains("does not match") || e.starts_with(&c.src.path(key).display().to_string()) {
                 "certificate_key"

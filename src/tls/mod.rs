@@ -16,6 +16,7 @@
 pub mod certs;
 mod session;
 pub mod tickets;
+pub mod validity;
 
 use std::sync::Arc;
 
