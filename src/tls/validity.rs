@@ -85,6 +85,33 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A warning for an operator when the leaf certificate `der` (from `file`)
+/// is expired, not yet valid, or expires within two weeks of `now`.
+pub fn warning(file: &std::path::Path, der: &[u8], now: i64) -> Option<String> {
+    let (not_before, not_after) = period(der)?;
+    let date = |t: i64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+        httpdate::fmt_http_date(at)
+    };
+    let f = file.display();
+    if not_after < now {
+        Some(format!(
+            "{f}: the certificate expired on {}: clients will refuse it",
+            date(not_after)
+        ))
+    } else if not_before > now {
+        Some(format!("{f}: the certificate is not valid before {}", date(not_before)))
+    } else if not_after - now < 14 * 86_400 {
+        let days = (not_after - now + 86_399) / 86_400;
+        Some(format!(
+            "{f}: the certificate expires in {days} day(s), on {}",
+            date(not_after)
+        ))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,32 +138,5 @@ mod tests {
         assert_eq!(period(&[]), None);
         assert_eq!(period(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
         assert_eq!(period(&[0x30, 0x02, 0x30, 0x00]), None);
-    }
-}
-
-/// A warning for an operator when the leaf certificate `der` (from `file`)
-/// is expired, not yet valid, or expires within two weeks of `now`.
-pub fn warning(file: &std::path::Path, der: &[u8], now: i64) -> Option<String> {
-    let (not_before, not_after) = period(der)?;
-    let date = |t: i64| {
-        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
-        httpdate::fmt_http_date(at)
-    };
-    let f = file.display();
-    if not_after < now {
-        Some(format!(
-            "{f}: the certificate expired on {}: clients will refuse it",
-            date(not_after)
-        ))
-    } else if not_before > now {
-        Some(format!("{f}: the certificate is not valid before {}", date(not_before)))
-    } else if not_after - now < 14 * 86_400 {
-        let days = (not_after - now + 86_399) / 86_400;
-        Some(format!(
-            "{f}: the certificate expires in {days} day(s), on {}",
-            date(not_after)
-        ))
-    } else {
-        None
     }
 }
