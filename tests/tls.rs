@@ -961,3 +961,40 @@ fn chromium_loads_a_page_over_https() {
         .access_log()
         .contains("\"GET /data.txt HTTP/1.1\" 200")));
 }
+
+/// `[http]` holds defaults for every server (nginx's `ssl_*` at `http`
+/// level): a server without its own certificate uses `[http]`'s, one with
+/// its own keeps it; protocols come from `[http]` unless the server says.
+#[test]
+fn http_level_defaults() {
+    let dir = TempDir::new();
+    let (cd, kd) = make_cert(dir.path(), "default", "ec", "default.test", 1);
+    let (co, ko) = make_cert(dir.path(), "own", "ec", "own.test", 2);
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "<h1>hello</h1>\n").unwrap();
+    let s = Server::with_root(
+        Opts {
+            http: format!("{}tls_protocols = \"TLSv1.3\"\n", certificate_keys(&cd, &kd)),
+            server: "listen = \"127.0.0.1:{port} tls\"\nserver_name = \"default.test\"\n".into(),
+            more: format!(
+                "[[server]]\nlisten = \"127.0.0.1:{{port}} tls\"\nserver_name = \"own.test\"\nroot = \"{}\"\n{}tls_protocols = [\"TLSv1.2\", \"TLSv1.3\"]\n",
+                root.display(),
+                certificate_keys(&co, &ko)
+            ),
+            ..Opts::default()
+        },
+        dir,
+        root,
+    );
+    assert_eq!(served_cn(s.port, Some("default.test")), "default.test");
+    assert_eq!(served_cn(s.port, Some("own.test")), "own.test");
+    // [http]'s TLS 1.3-only for the first server, both for the second.
+    let v12 = |sni: &str| {
+        s_client(s.port, &["-tls1_2", "-brief", "-servername", sni], b"").contains("Protocol version: TLSv1.2")
+    };
+    assert!(!v12("default.test"));
+    assert!(v12("own.test"));
+    let (ok, body) = curl_https(s.port, "default.test", &cd, &[], "/");
+    assert!(ok && body == "<h1>hello</h1>\n", "{}", s.error_log());
+}

@@ -279,7 +279,23 @@ impl Checker<'_> {
 
 fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
     let main = build_main(src, file.main.unwrap_or_default())?;
-    let http = build_http(src, file.http.unwrap_or_default())?;
+    let mut raw_http = file.http.unwrap_or_default();
+    let tls_defaults = super::tls::defaults(
+        &Checker {
+            src,
+            table: "http",
+            nth: 0,
+        },
+        super::tls::Keys {
+            certificate: raw_http.certificate.take(),
+            certificate_key: raw_http.certificate_key.take(),
+            ocsp_staple: raw_http.ocsp_staple.take(),
+            tls_protocols: raw_http.tls_protocols.take(),
+            tls_session_tickets: raw_http.tls_session_tickets.take(),
+            tls_session_timeout: raw_http.tls_session_timeout.take(),
+        },
+    )?;
+    let http = build_http(src, raw_http)?;
     let raw_servers = match file.server {
         Some(v) if !v.is_empty() => v,
         Some(_) => {
@@ -327,7 +343,15 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
     let mut servers = Vec::with_capacity(raw_servers.len());
     let (mut cgi_seen, mut loc_seen) = (0, 0);
     for (i, s) in raw_servers.into_iter().enumerate() {
-        servers.push(build_server(src, i, s, &mut cgi_seen, &mut loc_seen, &mut upstreams)?);
+        servers.push(build_server(
+            src,
+            i,
+            s,
+            &tls_defaults,
+            &mut cgi_seen,
+            &mut loc_seen,
+            &mut upstreams,
+        )?);
     }
     let cfg = Config {
         file: None,
@@ -590,6 +614,7 @@ fn build_server(
     src: &Source,
     nth: usize,
     mut s: raw::Server,
+    tls_defaults: &super::tls::Defaults,
     cgi_seen: &mut usize,
     loc_seen: &mut usize,
     ups: &mut Vec<super::fastcgi::Upstream>,
@@ -639,7 +664,15 @@ fn build_server(
             listen.push(addr);
         }
     }
-    let tls = super::tls::build(&c, &mut s)?;
+    let tls_keys = super::tls::Keys {
+        certificate: s.certificate.take(),
+        certificate_key: s.certificate_key.take(),
+        ocsp_staple: s.ocsp_staple.take(),
+        tls_protocols: s.tls_protocols.take(),
+        tls_session_tickets: s.tls_session_tickets.take(),
+        tls_session_timeout: s.tls_session_timeout.take(),
+    };
+    let tls = super::tls::build(&c, tls_keys, tls_defaults)?;
     let root = src.path(s.root.as_deref().unwrap_or("www"));
     if src.text.is_empty() {
         // The built-in default tolerates a missing ./www; the worker logs it.

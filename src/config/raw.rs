@@ -89,6 +89,12 @@ pub struct Http {
     pub limit_zone_size: Option<NumOrStr>,
     pub limit_conn_status: Option<i64>,
     pub limit_req_status: Option<i64>,
+    pub certificate: Option<OneOrMany>,
+    pub certificate_key: Option<OneOrMany>,
+    pub ocsp_staple: Option<OneOrMany>,
+    pub tls_protocols: Option<OneOrMany>,
+    pub tls_session_tickets: Option<bool>,
+    pub tls_session_timeout: Option<NumOrStr>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,7 +56,10 @@ pub fn endpoints(cfg: &Config) -> Vec<Option<Arc<Endpoint>>> {
     let per_server: Vec<Option<Arc<ServerConfig>>> = cfg
         .servers
         .iter()
-        .map(|s| s.tls.as_ref().map(|t| server_config(t, &label(s))))
+        .map(|s| {
+            let on_tls = s.listen.iter().any(|a| cfg.is_tls(a));
+            s.tls.as_ref().filter(|_| on_tls).map(|t| server_config(t, &label(s)))
+        })
         .collect();
     cfg.listen_addrs()
         .iter()
