@@ -624,3 +624,54 @@ fn git_clone_and_push_through_http_backend() {
         "the pushed commit is in the server-side repository"
     );
 }
+
+/// A client that closes its side once its request is sent is gone, as
+/// nginx takes it: the script is killed at once and the access log says
+/// 499 (it used to run to its end for nobody).
+#[test]
+fn client_that_half_closes_ends_the_script() {
+    let dir = TempDir::new();
+    let marker = dir.path().join("finished");
+    let pidfile = dir.path().join("pid");
+    let s = one_script_server(
+        dir,
+        "slow.cgi",
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nsleep 3\ntouch {}\nprintf 'Content-Type: text/plain\\n\\ndone\\n'\n",
+            pidfile.display(),
+            marker.display()
+        ),
+        "",
+        "",
+    );
+    let t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    (&t).write_all(b"GET /slow.cgi HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || pidfile.exists()),
+        "the script started"
+    );
+    let start = Instant::now();
+    t.shutdown(std::net::Shutdown::Write).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let _ = (&t).read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "closed at once: {:?}",
+        start.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!marker.exists(), "the script was killed before it finished");
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"GET /slow.cgi HTTP/1.1\" 499")),
+        "{}",
+        s.access_log()
+    );
+    // A complete exchange on the same server still works.
+    let r = s.get("/slow.cgi");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "done\n");
+}

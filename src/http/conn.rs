@@ -248,16 +248,18 @@ impl HttpService {
         }
     }
 
-    /// The client closed its side while a FastCGI application works on
-    /// its request, with nothing more to read: it is gone, as nginx takes
-    /// it (499). Closing aborts the request (FCGI_ABORT_REQUEST), or drops
-    /// it from the queue before it reaches the application.
+    /// The client closed its side while a CGI script or a FastCGI
+    /// application works on its request, with nothing more to read: it is
+    /// gone, as nginx takes it (499). Closing kills the script, aborts the
+    /// FastCGI request (FCGI_ABORT_REQUEST) or drops it from the queue
+    /// before it reaches the application.
     fn client_left_application(&mut self, c: &mut Conn) -> bool {
         let gone = c.phase == Phase::Handler
             && c.rstart == c.rend
+            && !c.io.has_buffered()
             && c.ex
                 .as_ref()
-                .is_some_and(|e| e.body.is_none() && matches!(e.handler, Handler::FastCgi(_)));
+                .is_some_and(|e| e.body.is_none() && matches!(e.handler, Handler::FastCgi(_) | Handler::Cgi(_)));
         if gone && let Some(ex) = c.ex.as_mut() {
             if ex.status == 0 {
                 ex.status = 499;
