@@ -154,37 +154,15 @@ impl Session {
                     // These bytes came into the caller's buffer: they go to
                     // the ClientHello, and what follows it to the handshake.
                     let mut first: &[u8] = &buf[..n];
-                    while !first.is_empty() {
-                        match &mut self.state {
-                            State::Hello(acc, _) => {
-                                match acc.read_tls(&mut first) {
-                                    Ok(0) => return Err(self.failed("reading the ClientHello", "too large")),
-                                    Ok(_) => {}
-                                    Err(e) => return Err(self.failed("reading the ClientHello", &e.to_string())),
-                                }
-                                if let Some(e) = self.try_accept(sock)? {
-                                    return Err(e);
-                                }
-                            }
-                            State::Live(conn) => {
-                                let fed = match conn.read_tls(&mut first) {
-                                    Ok(0) => Err("too much at once".to_string()),
-                                    r => r.map_err(|e| e.to_string()),
-                                };
-                                if let Err(e) =
-                                    fed.and_then(|_| conn.process_new_packets().map(|_| ()).map_err(|e| e.to_string()))
-                                {
-                                    let _ = conn.write_tls(&mut Out(sock));
-                                    return Err(self.failed("during the TLS handshake", &e));
-                                }
-                            }
-                            _ => break,
+                    while !first.is_empty() && matches!(self.state, State::Hello(..) | State::Live(_)) {
+                        if self.feed(sock, &mut first)? == 0 {
+                            return Err(self.failed("during the TLS handshake", "more bytes than it takes at once"));
                         }
                     }
                 }
-                State::Hello(acc, _) => {
+                State::Hello(..) => {
                     let mut probe = Probe { sock, drained: false };
-                    match acc.read_tls(&mut probe) {
+                    match self.feed(sock, &mut probe) {
                         Ok(0) => {
                             self.eof = true;
                             crate::info!("client {} closed the connection during the TLS handshake", self.peer);
@@ -197,10 +175,7 @@ impl Session {
                             return Err(e);
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(self.failed("reading the ClientHello", &e.to_string())),
-                    }
-                    if let Some(e) = self.try_accept(sock)? {
-                        return Err(e);
+                        Err(e) => return Err(e),
                     }
                 }
                 State::Live(conn) => {
@@ -218,11 +193,12 @@ impl Session {
                     if self.eof {
                         return Ok(0);
                     }
+                    let handshaking = conn.is_handshaking();
                     let mut probe = Probe { sock, drained: false };
-                    match conn.read_tls(&mut probe) {
+                    match self.feed(sock, &mut probe) {
                         Ok(0) => {
                             self.eof = true;
-                            if conn.is_handshaking() {
+                            if handshaking {
                                 crate::info!("client {} closed the connection during the TLS handshake", self.peer);
                                 return Ok(0);
                             }
@@ -231,30 +207,11 @@ impl Session {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             self.drained = true;
                             // Nothing to answer yet: what waits (a ticket) goes now.
-                            if conn.wants_write() {
-                                self.flush(sock)?;
-                            }
+                            self.flush(sock)?;
                             return Err(e);
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
-                    }
-                    let handshaking = conn.is_handshaking();
-                    if let Err(e) = conn.process_new_packets() {
-                        // The alert rustls queued goes out before the close.
-                        let _ = conn.write_tls(&mut Out(sock));
-                        let what = if handshaking {
-                            "during the TLS handshake"
-                        } else {
-                            "in a TLS record"
-                        };
-                        return Err(self.failed(what, &e.to_string()));
-                    }
-                    // The server's flights go at once; what follows the
-                    // handshake (a session ticket) shares the write of the
-                    // response to the request that came with it.
-                    if handshaking && conn.wants_write() {
-                        self.flush(sock)?;
                     }
                 }
                 State::Plain => {
@@ -267,41 +224,82 @@ impl Session {
         }
     }
 
+    /// Hands bytes from `rd` (the socket, or what the first read took) to
+    /// the ClientHello or to the record layer; `Ok(0)`: nothing came. A
+    /// TLS failure is logged and returned as an error.
+    fn feed(&mut self, sock: &TcpStream, rd: &mut dyn Read) -> io::Result<usize> {
+        match &mut self.state {
+            State::Hello(acc, _) => {
+                let n = match acc.read_tls(rd) {
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                        return Err(e);
+                    }
+                    Err(e) => return Err(self.failed("reading the ClientHello", &e.to_string())),
+                };
+                if n > 0 {
+                    self.try_accept(sock)?;
+                }
+                Ok(n)
+            }
+            State::Live(conn) => {
+                let n = conn.read_tls(rd)?;
+                self.process(sock)?;
+                Ok(n)
+            }
+            _ => Ok(0),
+        }
+    }
+
     /// With a whole ClientHello: picks the server by SNI and starts the
-    /// handshake. `Ok(Some(e))` is a failure to return.
-    fn try_accept(&mut self, sock: &TcpStream) -> io::Result<Option<io::Error>> {
+    /// handshake. A failure is logged and returned as an error.
+    fn try_accept(&mut self, sock: &TcpStream) -> io::Result<()> {
         let State::Hello(acc, ep) = &mut self.state else {
-            return Ok(None);
+            return Ok(());
         };
-        match acc.accept() {
-            Ok(None) => Ok(None),
+        let (e, mut alert, when) = match acc.accept() {
+            Ok(None) => return Ok(()),
             Ok(Some(accepted)) => {
-                let hello = accepted.client_hello();
-                let config = ep.config_for(hello.server_name());
+                let config = ep.config_for(accepted.client_hello().server_name());
                 match accepted.into_connection(config) {
                     Ok(mut conn) => {
                         conn.set_buffer_limit(Some(UNSENT_LIMIT));
+                        self.state = State::Live(Box::new(conn));
                         // Records that came behind the ClientHello wait in
                         // rustls: no readiness event will announce them.
-                        if let Err(e) = conn.process_new_packets() {
-                            let _ = conn.write_tls(&mut Out(sock));
-                            return Ok(Some(self.failed("during the TLS handshake", &e.to_string())));
-                        }
-                        self.state = State::Live(Box::new(conn));
-                        self.flush(sock)?;
-                        Ok(None)
+                        return self.process(sock);
                     }
-                    Err((e, mut alert)) => {
-                        let _ = alert.write(&mut Out(sock));
-                        Ok(Some(self.failed("during the TLS handshake", &e.to_string())))
-                    }
+                    Err((e, alert)) => (e, alert, "during the TLS handshake"),
                 }
             }
-            Err((e, mut alert)) => {
-                let _ = alert.write(&mut Out(sock));
-                Ok(Some(self.failed("in the ClientHello", &e.to_string())))
-            }
+            Err((e, alert)) => (e, alert, "in the ClientHello"),
+        };
+        let _ = alert.write(&mut Out(sock));
+        Err(self.failed(when, &e.to_string()))
+    }
+
+    /// Runs the records rustls holds. A failure sends rustls's alert, is
+    /// logged and returned as an error. The server's handshake flights
+    /// leave at once; what follows the handshake (a session ticket) shares
+    /// the write of the response to the request that came with it.
+    fn process(&mut self, sock: &TcpStream) -> io::Result<()> {
+        let State::Live(conn) = &mut self.state else {
+            return Ok(());
+        };
+        let handshaking = conn.is_handshaking();
+        if let Err(e) = conn.process_new_packets() {
+            let _ = conn.write_tls(&mut Out(sock));
+            let what = if handshaking {
+                "during the TLS handshake"
+            } else {
+                "in a TLS record"
+            };
+            return Err(self.failed(what, &e.to_string()));
         }
+        if handshaking && conn.wants_write() {
+            self.flush(sock)?;
+        }
+        Ok(())
     }
 
     /// Logs a failed handshake at info (clients do this all the time) and
