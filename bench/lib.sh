@@ -45,3 +45,21 @@ worker_of() {
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
+
+# wrk_measure MASTER LABEL WRK_ARGS...: runs wrk against the server whose
+# master (or only process) is MASTER; prints "req/s p99 cpu_us_per_request"
+# with the serving process's CPU over the run, and warns on errors.
+wrk_measure() {
+  local wpid out reqs t0 t1 label=$2
+  wpid=$(worker_of "$1")
+  shift 2
+  t0=$(cpu_ticks "$wpid")
+  out=$(wrk "$@")
+  t1=$(cpu_ticks "$wpid")
+  reqs=$(echo "$out" | awk '/requests in/{print $1}')
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
+    echo "WARNING: $label: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
+  fi
+  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(echo "$out" | awk '$1=="99%"{print $2}')" \
+    "$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")"
+}

@@ -142,22 +142,8 @@ target() {
 }
 
 declare -A RPS P99 CPU
-run_one() { # name port file
-  local name=$1 port=$2 file=$3 wpid out reqs t0 t1
-  wpid=$(worker_of "$4")
-  t0=$(cpu_ticks "$wpid")
-  out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$port/$file")
-  t1=$(cpu_ticks "$wpid")
-  reqs=$(echo "$out" | awk '/requests in/{print $1}')
-  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
-    echo "WARNING: $name $file: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
-  fi
-  local rps p99
-  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-  p99=$(echo "$out" | awk '$1=="99%"{print $2}')
-  local us
-  us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
-  echo "$rps $p99 $us"
+run_one() { # name port file master
+  wrk_measure "$4" "$1 $3" -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/$3"
 }
 printf '%-9s %-9s %5s %12s %10s %12s\n' server file round req/s p99_ms cpu_us/req
 for file in 1k.bin 100k.bin; do

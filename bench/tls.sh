@@ -111,25 +111,13 @@ target() {
 }
 
 run_one() { # name port load master
-  local name=$1 port=$2 load=$3 wpid out reqs t0 t1 file hdr=() threads=1
-  case $load in
+  local file hdr=() threads=1
+  case $3 in
     handshake) file=1k.bin; hdr=(-H "Connection: close"); threads=${HS_THREADS:-2} ;;
     1k) file=1k.bin ;;
     100k) file=100k.bin ;;
   esac
-  wpid=$(worker_of "$4")
-  t0=$(cpu_ticks "$wpid")
-  out=$(wrk -t"$threads" -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "https://127.0.0.1:$port/$file")
-  t1=$(cpu_ticks "$wpid")
-  reqs=$(echo "$out" | awk '/requests in/{print $1}')
-  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
-    echo "WARNING: $name $load: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
-  fi
-  local rps p99 us
-  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-  p99=$(echo "$out" | awk '$1=="99%"{print $2}')
-  us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
-  echo "$rps $p99 $us"
+  wrk_measure "$4" "$1 $3" -t"$threads" -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "https://127.0.0.1:$2/$file"
 }
 
 declare -A RPS P99 CPU
