@@ -377,3 +377,65 @@ fn hidden_files_are_denied() {
     std::fs::write(open.root.join(".env"), "SECRET=1\n").unwrap();
     assert_eq!(open.get("/.env").status, 200);
 }
+
+/// The cache checks a file once per wake-up of the worker, not once per
+/// request: a change is still seen by the next request on a kept
+/// connection and on a new one, while other clients keep the worker busy
+/// with the same file (so its wake-ups serve many requests each).
+#[test]
+fn cached_files_are_fresh_under_load() {
+    use std::io::{BufReader, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let s = Server::with(Opts {
+        main: "workers = 1".into(),
+        ..Opts::default()
+    });
+    let f = s.root.join("f.txt");
+    std::fs::write(&f, "v-start").unwrap();
+    let port = s.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, served) = (stop.clone(), served.clone());
+            std::thread::spawn(move || {
+                let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let mut r = BufReader::new(c);
+                while !stop.load(Ordering::Relaxed) {
+                    r.get_mut()
+                        .write_all(b"GET /f.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                        .unwrap();
+                    assert_eq!(read_response(&mut r).unwrap().0, 200);
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut kept = BufReader::new(s.connect());
+    for i in 0..60 {
+        let body = format!("v-{i:03}");
+        if i % 2 == 0 {
+            std::fs::write(&f, &body).unwrap(); // in place, same size
+        } else {
+            let tmp = s.root.join("f.tmp");
+            std::fs::write(&tmp, &body).unwrap();
+            std::fs::rename(&tmp, &f).unwrap(); // replaced
+        }
+        kept.get_mut()
+            .write_all(b"GET /f.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (status, got) = read_response(&mut kept).unwrap();
+        assert_eq!(
+            (status, String::from_utf8_lossy(&got).to_string()),
+            (200, body.clone()),
+            "kept connection, round {i}"
+        );
+        assert_eq!(s.get("/f.txt").text(), body, "new connection, round {i}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 100, "the load ran");
+}

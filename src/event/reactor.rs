@@ -211,7 +211,9 @@ pub trait Service {
     /// service with `worker_threads`) before [`Service::drain`] reaches
     /// its connections.
     fn drain_started(&mut self) {}
-    /// Start of a loop turn (refresh cached time).
+    /// Start of a loop turn (refresh cached time): what the loop handles
+    /// until the next call arrived before it. The threaded loop also calls
+    /// it before running events another thread collected.
     fn turn(&mut self) {}
     /// About once a second (flush buffered logs).
     fn housekeeping(&mut self) {}

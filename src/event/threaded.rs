@@ -734,7 +734,12 @@ where
             }
             match cell.state.compare_exchange(RUN, 0, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
-                Err(_) => bits = cell.state.fetch_and(!PENDING, Ordering::AcqRel) & PENDING,
+                Err(_) => {
+                    bits = cell.state.fetch_and(!PENDING, Ordering::AcqRel) & PENDING;
+                    // Events another thread's wake-up collected, maybe after
+                    // this thread's: a turn of their own (fresh file checks).
+                    self.service.turn();
+                }
             }
         }
         sh.release(idx);

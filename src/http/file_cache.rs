@@ -1,9 +1,18 @@
 //! Small files kept in memory per worker, like nginx's `open_file_cache`
-//! but holding the bytes too. Every hit is revalidated with one `fstatat`
+//! but holding the bytes too. A hit is revalidated with one `fstatat`
 //! against the identity the file had when cached (device, inode, size,
 //! mtime, ctime, all to the nanosecond): an edited, replaced, re-permissioned
 //! or re-linked file misses and is opened again through the confined path,
-//! so the cache never serves stale bytes and never bypasses root confinement.
+//! so the cache never serves a version older than the worker's wake-up and
+//! never bypasses root confinement.
+//!
+//! Why once per turn and not once per request: the requests of one turn
+//! of the event loop were received before the wake-up that started it, so
+//! a change that preceded any of them preceded the turn's first `fstatat`
+//! of the file. A busy worker serves many requests per wake-up; the hot
+//! files cost one `fstatat` each per turn instead of one per request.
+//! [`FileCache::new_turn`] starts a turn (the loop's wake-up, and every new
+//! connection, whose first request may have been sent after it).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -62,6 +71,8 @@ const MAX_FDS: usize = 64;
 /// A cached file with its precomputed validators.
 pub struct Entry {
     pub id: Identity,
+    /// The turn in which `id` was last found current.
+    pub checked: u64,
     pub body: Cached,
     pub len: u64,
     pub mtime: u64,
@@ -100,6 +111,8 @@ pub struct FileCache {
     /// Bytes of file contents held, and the most allowed.
     bytes: usize,
     budget: usize,
+    /// The current turn (see the module's notes).
+    turn: u64,
 }
 
 impl FileCache {
@@ -110,7 +123,18 @@ impl FileCache {
             fds: 0,
             bytes: 0,
             budget,
+            turn: 1,
         }
+    }
+
+    /// Entries checked before now are checked again at their next hit.
+    pub fn new_turn(&mut self) {
+        self.turn += 1;
+    }
+
+    /// The turn an entry made now is current for.
+    pub fn turn(&self) -> u64 {
+        self.turn
     }
 
     /// Whether a file of `len` bytes may be held in memory now.
@@ -132,19 +156,18 @@ impl FileCache {
 
     /// The entry for `rel` in site `site` if the file is still the same.
     pub fn get(&mut self, site: usize, root: RawFd, rel: &[u8]) -> Option<&Entry> {
-        let map = self.maps.get_mut(site)?;
-        let e = map.get(rel)?;
-        let same = fstatat(Some(root), rel, AtFlags::empty()).is_ok_and(|st| Identity::of(&st) == e.id);
-        if !same {
-            if let Some(Entry {
-                body: Cached::File(_), ..
-            }) = map.remove(rel)
-            {
-                self.fds -= 1;
+        let turn = self.turn;
+        let e = self.maps.get_mut(site)?.get_mut(rel)?;
+        if e.checked != turn {
+            if !fstatat(Some(root), rel, AtFlags::empty()).is_ok_and(|st| Identity::of(&st) == e.id) {
+                if let Some(old) = self.maps[site].remove(rel) {
+                    self.forget(&old);
+                }
+                return None;
             }
-            return None;
+            e.checked = turn;
         }
-        map.get(rel)
+        self.maps[site].get(rel)
     }
 
     pub fn insert(&mut self, site: usize, rel: &[u8], entry: Entry) {

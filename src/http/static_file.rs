@@ -343,6 +343,7 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
     };
     let entry = Entry {
         id: Identity::of_meta(&meta),
+        checked: ctx.cache.turn(),
         body: body.clone(),
         len: fm.len,
         mtime: fm.mtime,
