@@ -216,3 +216,54 @@ fn dispatch_passes_over_a_stuck_worker() {
         assert!(took < Duration::from_millis(1000), "{policy}: {took:?}");
     }
 }
+
+/// Dispatch with one worker: nothing to choose, so the worker accepts
+/// itself (no channel from the master, as with `exclusive`); reloads to
+/// two workers and back, under load, lose nothing.
+#[test]
+fn dispatch_with_one_worker_accepts_directly() {
+    let one = |mode: &str| Opts {
+        main: format!("workers = 1\naccept = \"{mode}\"\n"),
+        ..Opts::default()
+    };
+    let exclusive = Server::with(one("exclusive"));
+    let s = Server::with(one("dispatch"));
+    assert!(
+        s.error_log()
+            .contains("accept: dispatch, one worker: it accepts itself"),
+        "{}",
+        s.error_log()
+    );
+    let (w, we) = (s.workers()[0], exclusive.workers()[0]);
+    assert_eq!(sockets_of(w), sockets_of(we), "no dispatch channel");
+    let stop_ka = load(s.port, 3, true);
+    let stop_close = load(s.port, 3, false);
+    for (i, o) in [opts("dispatch"), one("dispatch"), opts("dispatch")]
+        .into_iter()
+        .enumerate()
+    {
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_config(&o);
+        s.signal("HUP");
+        assert!(
+            eventually(Duration::from_secs(10), || s
+                .error_log()
+                .matches("reload applied")
+                .count()
+                > i),
+            "reload {i}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let ((ok1, f1), (ok2, f2)) = (stop_ka(), stop_close());
+    assert!(ok1 > 100 && ok2 > 100, "the load ran: {ok1} + {ok2}");
+    assert_eq!(f1 + f2, 0, "failed: {f1} keep-alive, {f2} new connections");
+    // Two workers again: the master dispatches (each holds its channel).
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let ws = s.workers();
+            ws.len() == 2 && ws.iter().all(|&w| sockets_of(w) == sockets_of(we) + 1)
+        }),
+        "two dispatched workers"
+    );
+}

@@ -211,6 +211,7 @@ fn accept_name(cfg: &Config) -> &'static str {
     match cfg.main.accept {
         config::Accept::Exclusive => "exclusive",
         config::Accept::Reuseport => "reuseport",
+        config::Accept::Dispatch if cfg.main.workers == 1 => "dispatch, one worker: it accepts itself",
         config::Accept::Dispatch => "dispatch",
     }
 }
@@ -269,7 +270,9 @@ impl Master {
             self.cfg.main.workers
         };
         self.children.set_slots(n);
-        let policy = (self.cfg.main.accept == config::Accept::Dispatch).then_some(self.cfg.main.dispatch);
+        // One worker leaves the master nothing to choose: it accepts itself
+        // (as `exclusive`), without a master wake-up per burst of arrivals.
+        let policy = (self.cfg.main.accept == config::Accept::Dispatch && n > 1).then_some(self.cfg.main.dispatch);
         self.dispatcher.new_generation(n, policy);
         for slot in 0..n {
             self.spawn(slot);
