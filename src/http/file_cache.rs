@@ -6,13 +6,16 @@
 //! so the cache never serves a version older than the worker's wake-up and
 //! never bypasses root confinement.
 //!
-//! Why once per turn and not once per request: the requests of one turn
-//! of the event loop were received before the wake-up that started it, so
-//! a change that preceded any of them preceded the turn's first `fstatat`
-//! of the file. A busy worker serves many requests per wake-up; the hot
-//! files cost one `fstatat` each per turn instead of one per request.
-//! [`FileCache::new_turn`] starts a turn (the loop's wake-up, and every new
-//! connection, whose first request may have been sent after it).
+//! Why once per turn and not once per request: a request is read when the
+//! readiness event its arrival raised comes out of `epoll_wait`, so it was
+//! received before the wake-up that started the turn (a new connection is
+//! read at a later wake-up than the one that accepted it), and a change
+//! that preceded it preceded the turn's first `fstatat` of the file. A busy
+//! worker serves many requests per wake-up; a hot file costs one `fstatat`
+//! per turn instead of one per request. [`FileCache::new_turn`] starts a
+//! turn. (The exception: bytes beyond the ones that raised the event, a
+//! pipelined or slowly sent request read in the same turn, may postdate
+//! the check by the length of that turn.)
 
 use std::collections::HashMap;
 use std::fs::File;

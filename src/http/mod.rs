@@ -217,8 +217,6 @@ impl Service for HttpService {
 
     fn open(&mut self, stream: TcpStream, peer: SocketAddr, listener: usize) -> Conn {
         let _ = stream.set_nodelay(true);
-        // Its first request may have been sent after this turn's wake-up.
-        self.file_cache.new_turn();
         let io = match self.tls.get(listener) {
             Some(Some(ep)) => transport::Transport::tls(stream, crate::tls::Session::new(ep.clone(), peer.ip())),
             _ => transport::Transport::plain(stream),
