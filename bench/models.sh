@@ -104,14 +104,15 @@ CONF
 # The extra latency of dispatch's hop through the master: one client, a new
 # connection per request (connect, request, answer, close), so every
 # request waits for the master to see the connection and tell a worker.
+# Two workers: with one, dispatch has nothing to choose and does not hop.
 hop_latency() {
   echo
-  echo "== dispatch hop: wrk -t1 -c1 -H 'Connection: close', 1 worker, ${SECS}s =="
+  echo "== dispatch hop: wrk -t1 -c1 -H 'Connection: close', 2 workers, ${SECS}s =="
   printf '%-12s %10s %10s %10s %10s\n' mode req/s avg_ms p50_ms p99_ms
   for mode in exclusive dispatch; do
     local port out
     port=$(free_port)
-    corral_conf "$port" "$mode" 1 1
+    corral_conf "$port" "$mode" 2 1
     "$CORRAL" -c "$W/corral.toml" & PID=$!
     wait_port "$port"
     out=$(wrk -t1 -c1 -d"${SECS}s" --latency -H "Connection: close" "http://127.0.0.1:$port/1k.bin")
