@@ -78,6 +78,8 @@ header('Content-Disposition: attachment; filename="secret.txt"');
 echo "the app's own body, never sent\n";
 "#;
 
+const ACCEL_PHP: &str = r#"<?php header('X-Accel-Redirect: /env.php?via=accel'); echo "never sent\n";"#;
+
 const STDERR: &str = r#"<?php
 error_log('marker-from-php-' . $_GET['n']);
 echo "logged\n";
@@ -102,6 +104,7 @@ fn site(dir: &Path) -> PathBuf {
         ("dies.php", DIES),
         ("dies_chunked.php", DIES_CHUNKED),
         ("accel.php", ACCEL),
+        ("accel_php.php", ACCEL_PHP),
         ("stderr.php", STDERR),
         ("index.php", ENV),
         ("hello.php", HELLO),
@@ -457,6 +460,19 @@ fn x_accel_redirect_serves_an_internal_location() {
     assert_eq!((r.status, r.text().as_str()), (206, "secret"));
     // The internal location is not reachable from outside.
     assert_eq!(srv.get("/protected/secret.txt").status, 404);
+    // To another script: it gets the client's headers, as a GET.
+    for method in ["GET", "POST"] {
+        let r = srv.request(&format!(
+            "{method} /accel_php.php HTTP/1.1\r\nHost: x\r\nX-Custom: from-client\r\nContent-Length: 3\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\na=1"
+        ));
+        let t = r.text();
+        assert_eq!(r.status, 200, "{t}");
+        assert_eq!(field(&t, "HTTP_X_CUSTOM"), Some("from-client"), "{method}: {t}");
+        assert_eq!(field(&t, "REQUEST_METHOD"), Some("GET"), "{t}");
+        assert!(t.contains("GET:via=accel"), "{t}");
+        assert!(!t.contains("POST:"), "the body is not passed on: {t}");
+    }
 }
 
 #[test]

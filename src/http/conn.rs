@@ -78,7 +78,7 @@ pub struct Conn {
     local: Option<SocketAddr>,
     /// A request whose application failed, to answer with the status's
     /// `error_page` (see `app_error_page`).
-    pub(super) pending_error: Option<(Box<Request>, u16)>,
+    pub(super) pending_error: Option<(Box<Request>, u16, Vec<u8>)>,
 }
 
 /// The request in flight and its response.
@@ -104,6 +104,10 @@ pub(super) struct Exchange {
     mem: Option<(Arc<[u8]>, usize, usize)>,
     /// A body compressed as the socket drains.
     gzip: Option<Box<super::gzip::Stream>>,
+    /// The request head as received, kept while an application answers:
+    /// the URI it redirects to internally (X-Accel-Redirect, a local
+    /// Location, an error_page) gets the client's headers, as in nginx.
+    pub(super) raw_head: Vec<u8>,
 }
 
 impl Exchange {
@@ -127,6 +131,7 @@ impl Exchange {
             mem: None,
             gzip: None,
             handler: Handler::Reply,
+            raw_head: Vec::new(),
         }
     }
 
@@ -219,8 +224,8 @@ impl HttpService {
             }
         }
         loop {
-            if let Some((req, code)) = c.pending_error.take() {
-                self.begin_refused(c, req, HeadBytes::Owned(Vec::new()), io, code);
+            if let Some((req, code, head)) = c.pending_error.take() {
+                self.begin_refused(c, req, HeadBytes::Owned(head), io, code);
                 continue;
             }
             let step = match c.phase {
@@ -468,7 +473,12 @@ impl HttpService {
                 self.begin_cgi(c, req, site, &head_bytes, io)
             };
             match started {
-                Ok(()) => return,
+                Ok(()) => {
+                    if let Some(ex) = c.ex.as_mut() {
+                        ex.raw_head = head_bytes;
+                    }
+                    return;
+                }
                 Err((r, code)) => {
                     req = r;
                     refused = code.map(|code| Reply::error(code, self.cfg.server_tokens));

@@ -76,7 +76,7 @@ impl HttpService {
         }
         self.end_handler(&mut ex, true);
         self.wbufs.put(std::mem::take(&mut ex.out));
-        c.pending_error = Some((req, code));
+        c.pending_error = Some((req, code, std::mem::take(&mut ex.raw_head)));
         true
     }
 
@@ -119,9 +119,9 @@ impl HttpService {
         req.rewrite(loc);
         req.keep_alive = keep && !body_pending;
         c.carried = carried;
-        // The original head is gone from the read buffer by now: a script
-        // reached this way sees the request's fields, not its raw head.
-        self.begin_owned(c, req, Vec::new(), io);
+        // The client's head (its headers, for a script reached this way).
+        let head = std::mem::take(&mut ex.raw_head);
+        self.begin_owned(c, req, head, io);
         Step::Again
     }
 }
