@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use socket2::Socket;
 
 use super::io::{Filled, Outbox, RecordBuf, readable, wait};
+use super::scoreboard::RequestInfo;
 use crate::config::pool::{App as AppCfg, Pool};
 use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
 
@@ -39,8 +40,35 @@ pub struct Request {
 }
 
 impl Request {
+    /// Request `id` from its PARAMS stream; `None` if the pairs are malformed.
+    pub fn decode(id: u16, params: Vec<u8>) -> Option<Request> {
+        let mut pairs = Vec::new();
+        for p in codec::Pairs::new(&params) {
+            let (n, v) = p.ok()?;
+            pairs.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+        }
+        Some(Request { id, params, pairs })
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// What the scoreboard shows of it.
+    pub fn info(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            method: self.param("REQUEST_METHOD").unwrap_or(""),
+            uri: self.param("REQUEST_URI").unwrap_or("-"),
+            script: self
+                .param("SCRIPT_FILENAME")
+                .or(self.param("SCRIPT_NAME"))
+                .unwrap_or("-"),
+            user: self.param("REMOTE_USER").filter(|u| !u.is_empty()).unwrap_or("-"),
+            content_length: self.param("CONTENT_LENGTH").unwrap_or("").parse().unwrap_or(0),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! status the pools report.
 
 pub mod app;
+pub mod fuzz_api;
 pub mod io;
 pub mod manager;
 pub mod registry;

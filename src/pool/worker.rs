@@ -15,7 +15,7 @@ use socket2::Socket;
 
 use super::app::{self, App, Outcome, Request, Stop};
 use super::io::{Filled, RecordBuf, readable, wait};
-use super::scoreboard::{RequestInfo, Scoreboard, State};
+use super::scoreboard::{Scoreboard, State};
 use crate::config::pool::Pool;
 use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role};
 use crate::os::{signals, title};
@@ -368,30 +368,12 @@ impl Worker<'_> {
                 }
             }
         }
-        let mut pairs = Vec::new();
-        for p in codec::Pairs::new(&params) {
-            let Ok((n, v)) = p else {
-                crate::error!("[pool {}] malformed params from the web server", self.pool.name);
-                return false;
-            };
-            pairs.push((
-                String::from_utf8_lossy(n).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            ));
-        }
-        let req = Request { id, params, pairs };
+        let Some(req) = Request::decode(id, params) else {
+            crate::error!("[pool {}] malformed params from the web server", self.pool.name);
+            return false;
+        };
+        self.sb.begin_request(self.slot, &req.info());
         let get = |n| req.param(n).unwrap_or("");
-        let script = req.param("SCRIPT_FILENAME").or(req.param("SCRIPT_NAME")).unwrap_or("-");
-        self.sb.begin_request(
-            self.slot,
-            &RequestInfo {
-                method: get("REQUEST_METHOD"),
-                uri: req.param("REQUEST_URI").unwrap_or("-"),
-                script,
-                user: req.param("REMOTE_USER").filter(|u| !u.is_empty()).unwrap_or("-"),
-                content_length: get("CONTENT_LENGTH").parse().unwrap_or(0),
-            },
-        );
         let name = req.param("SCRIPT_NAME").unwrap_or("");
         let builtin = if !name.is_empty() && self.pool.ping_path.as_deref() == Some(name) {
             Some((
