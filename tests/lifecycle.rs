@@ -362,3 +362,65 @@ fn test_flag_rejects_unknown_user() {
         "{text}"
     );
 }
+
+/// Started with signals ignored (as under `nohup`, which ignores SIGHUP,
+/// or a launcher that ignores SIGCHLD): corral still reloads, replaces a
+/// killed worker, reopens its logs and drains on SIGQUIT, and its CGI
+/// scripts start with nothing ignored.
+#[test]
+fn signals_ignored_by_the_launcher_still_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("cgi")).unwrap();
+    let script = root.join("cgi/sig.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\ngrep SigIgn /proc/self/status\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = dir.path().join("nohup-like.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/usr/bin/env python3\nimport os, signal, sys\n\
+             for s in ('SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGQUIT', 'SIGCHLD'):\n\
+             \x20   signal.signal(getattr(signal, s), signal.SIG_IGN)\n\
+             os.execv('{BIN}', ['{BIN}'] + sys.argv[1:])\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Opts {
+        server: "[[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n".into(),
+        ..Opts::default()
+    };
+    let mut s = Server::launch(o, dir, root, &wrapper.display().to_string());
+    let r = s.get("/cgi/sig.cgi");
+    assert_eq!((r.status, r.text().trim()), (200, "SigIgn:\t0000000000000000"));
+    let old = s.workers();
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || s.error_log().contains("reload applied")),
+        "SIGHUP was lost: {}",
+        s.error_log()
+    );
+    assert!(eventually(Duration::from_secs(10), || old.iter().all(|w| !alive(*w))));
+    // SIGCHLD ignored would have the kernel reap workers unseen.
+    let victim = s.workers()[0];
+    kill(victim, "KILL");
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(victim) && s.workers().len() == 2),
+        "a killed worker is replaced: {}",
+        s.error_log()
+    );
+    s.signal("USR1");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("reopen")),
+        "{}",
+        s.error_log()
+    );
+    s.signal("QUIT");
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+}

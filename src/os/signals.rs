@@ -31,6 +31,15 @@ fn handled_set() -> SigSet {
 pub fn signal_fd() -> io::Result<SignalFd> {
     let set = handled_set();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io::Error::from)?;
+    // What the launcher ignored goes back to the default action (blocked,
+    // it never runs; the signal waits for the signalfd): an ignored
+    // SIGCHLD makes the kernel reap children itself and send nothing, so
+    // dead workers would never be seen or replaced; and ignored
+    // dispositions would pass on to every process forked from here.
+    for sig in HANDLED {
+        // SAFETY: SIG_DFL installs no handler code; the signal is blocked.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+    }
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)
 }
 

@@ -99,16 +99,15 @@ fn run_job(job: Job, devnull: &OwnedFd, sh: &Shared) {
     sh.lock().unwrap_or_else(|p| p.into_inner()).push(done);
 }
 
-/// The signals reset to their default action in the child: SIGPIPE (Rust
-/// ignores it) and glibc's two internal ones, 32 and 33, which its
-/// posix_spawn leaves ignored — and ignored signals survive exec.
-/// `sigaddset` refuses those two, so the set is built from its words.
+/// The signals reset to their default action in the child: all of them.
+/// Ignored signals survive exec: SIGPIPE (Rust ignores it), glibc's two
+/// internal ones, 32 and 33, which its posix_spawn leaves ignored, and
+/// whatever the shell that started corral ignored (`nohup`: SIGHUP).
+/// `sigfillset` leaves out 32 and 33, so the set is built from its words
+/// (SIGKILL and SIGSTOP in it are skipped by posix_spawn).
 fn default_signals() -> libc::sigset_t {
     let mut words: [libc::c_ulong; 16] = [0; 16];
-    for sig in [libc::SIGPIPE, 32, 33] {
-        let bit = (sig - 1) as usize;
-        words[bit / 64] |= 1 << (bit % 64);
-    }
+    words[0] = !0; // signals 1..=64
     // SAFETY: glibc's sigset_t on Linux is exactly `unsigned long __val[16]`
     // with signal n at bit n-1 (transmute checks the size at compile time).
     unsafe { std::mem::transmute::<[libc::c_ulong; 16], libc::sigset_t>(words) }
