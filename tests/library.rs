@@ -29,6 +29,7 @@ impl Example {
         let pid = dir.path().join("x.pid");
         for _ in 0..5 {
             let port = free_port();
+            let _ = std::fs::remove_file(&pid);
             let mut child = Command::new(example(name))
                 .args(args(&format!("127.0.0.1:{port}"), pid.to_str().unwrap()))
                 .stdin(Stdio::null())
@@ -36,8 +37,12 @@ impl Example {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("{}: {e}", example(name).display()));
+            // The pid file is written once the listening sockets are bound:
+            // a connection before it may reach another test's server that
+            // took the same free port meanwhile.
             if eventually(Duration::from_secs(10), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok() || matches!(child.try_wait(), Ok(Some(_)))
+                (pid.exists() && TcpStream::connect(("127.0.0.1", port)).is_ok())
+                    || matches!(child.try_wait(), Ok(Some(_)))
             }) && child.try_wait().unwrap().is_none()
             {
                 return Example { child, port, _dir: dir };
