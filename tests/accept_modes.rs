@@ -33,6 +33,22 @@ fn listening_sockets(port: u16) -> usize {
         .count()
 }
 
+/// Writes `o` as the config, sends SIGHUP and waits for the reload to apply.
+fn reload_with(s: &Server, o: &Opts) {
+    let before = s.error_log().matches("reload applied").count();
+    s.write_config(o);
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || s
+            .error_log()
+            .matches("reload applied")
+            .count()
+            > before),
+        "reload {}",
+        before + 1
+    );
+}
+
 fn sockets_of(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
@@ -129,16 +145,7 @@ fn reloads_and_mode_changes_under_load_lose_nothing() {
         "reuseport",
     ] {
         std::thread::sleep(Duration::from_millis(400));
-        s.write_config(&opts(mode));
-        s.signal("HUP");
-        assert!(
-            eventually(Duration::from_secs(10), || s
-                .error_log()
-                .matches("reload applied")
-                .count()
-                > 0),
-            "reload"
-        );
+        reload_with(&s, &opts(mode));
     }
     std::thread::sleep(Duration::from_millis(500));
     let (ok1, failed1) = stop_ka();
@@ -238,21 +245,9 @@ fn dispatch_with_one_worker_accepts_directly() {
     assert_eq!(sockets_of(w), sockets_of(we), "no dispatch channel");
     let stop_ka = load(s.port, 3, true);
     let stop_close = load(s.port, 3, false);
-    for (i, o) in [opts("dispatch"), one("dispatch"), opts("dispatch")]
-        .into_iter()
-        .enumerate()
-    {
+    for o in [opts("dispatch"), one("dispatch"), opts("dispatch")] {
         std::thread::sleep(Duration::from_millis(300));
-        s.write_config(&o);
-        s.signal("HUP");
-        assert!(
-            eventually(Duration::from_secs(10), || s
-                .error_log()
-                .matches("reload applied")
-                .count()
-                > i),
-            "reload {i}"
-        );
+        reload_with(&s, &o);
     }
     std::thread::sleep(Duration::from_millis(300));
     let ((ok1, f1), (ok2, f2)) = (stop_ka(), stop_close());
