@@ -63,3 +63,24 @@ wrk_measure() {
   echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(echo "$out" | awk '$1=="99%"{print $2}')" \
     "$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")"
 }
+
+# The scratch site of static.sh and tls.sh: $W (removed at exit, after the
+# pids in PIDS are stopped) with www/1k.bin and www/100k.bin, readable by
+# nginx's workers (they run as nobody); the descriptor limit raised.
+static_site() {
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  W=$(mktemp -d /tmp/corral-bench.XXXXXX)
+  PIDS=()
+  trap stop_site EXIT
+  mkdir -p "$W/www"
+  chmod 755 "$W" "$W/www"
+  head -c 1024 /dev/urandom >"$W/www/1k.bin"
+  head -c 102400 /dev/urandom >"$W/www/100k.bin"
+  chmod 644 "$W/www/"*.bin
+}
+
+stop_site() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  sleep 0.5
+  rm -rf "$W"
+}

@@ -21,20 +21,7 @@ NGINX=$(bin_of nginx)
 LIGHTTPD=$(bin_of lighttpd)
 build_corral
 
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-W=$(mktemp -d /tmp/corral-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$W"
-}
-trap cleanup EXIT
-mkdir -p "$W/www"
-chmod 755 "$W" "$W/www"   # nginx workers run as nobody
-head -c 1024 /dev/urandom >"$W/www/1k.bin"
-head -c 102400 /dev/urandom >"$W/www/100k.bin"
-chmod 644 "$W/www/"*.bin
+static_site
 P_CORRAL=$(free_port); P_NGINX=$(free_port); P_LIGHTTPD=$(free_port)
 
 cat >"$W/corral.toml" <<CONF

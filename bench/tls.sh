@@ -27,20 +27,7 @@ need wrk:wrk nginx:nginx-light openssl:openssl
 NGINX=$(bin_of nginx)
 build_corral
 
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-W=$(mktemp -d /tmp/corral-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$W"
-}
-trap cleanup EXIT
-mkdir -p "$W/www"
-chmod 755 "$W" "$W/www"   # nginx workers run as nobody
-head -c 1024 /dev/urandom >"$W/www/1k.bin"
-head -c 102400 /dev/urandom >"$W/www/100k.bin"
-chmod 644 "$W/www/"*.bin
+static_site
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$W/key.pem" \
   -out "$W/cert.pem" -days 30 -subj /CN=bench.test -addext subjectAltName=DNS:bench.test 2>/dev/null
 chmod 644 "$W/key.pem"
