@@ -84,3 +84,27 @@ stop_site() {
   sleep 0.5
   rm -rf "$W"
 }
+
+# nginx at its fair best for static files (one worker, sendfile,
+# open_file_cache, long keep-alive), around the server block given.
+nginx_static_conf() {
+  cat <<CONF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  $(nginx_temp_paths "$W/nginx-tmp")
+  $1
+}
+CONF
+}

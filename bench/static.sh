@@ -82,25 +82,7 @@ else
   NGINX_LOCATIONS=''
 fi
 
-cat >"$W/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 16384; }
-http {
-  include /etc/nginx/mime.types;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  open_file_cache max=1000 inactive=60s;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  $(nginx_temp_paths "$W/nginx-tmp")
-  server { listen 127.0.0.1:$P_NGINX; root $W/www; $NGINX_LOCATIONS }
-}
-CONF
+nginx_static_conf "server { listen 127.0.0.1:$P_NGINX; root $W/www; $NGINX_LOCATIONS }" >"$W/nginx.conf"
 
 cat >"$W/lighttpd.conf" <<CONF
 server.document-root = "$W/www"

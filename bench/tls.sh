@@ -56,31 +56,13 @@ certificate_key = "$W/key.pem"
 $CORRAL_PROTOCOLS
 CONF
 
-cat >"$W/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 16384; }
-http {
-  include /etc/nginx/mime.types;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  open_file_cache max=1000 inactive=60s;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  $(nginx_temp_paths "$W/nginx-tmp")
-  server {
+nginx_static_conf "server {
     listen 127.0.0.1:$P_NGINX ssl;
     root $W/www;
     ssl_certificate $W/cert.pem;
     ssl_certificate_key $W/key.pem;
     ssl_protocols $NGINX_PROTOCOLS;
-  }
-}
-CONF
+  }" >"$W/nginx.conf"
 
 "$CORRAL" -c "$W/corral.toml" & PIDS+=($!)
 "$NGINX" -c "$W/nginx.conf" -p "$W" 2>/dev/null & PIDS+=($!)
