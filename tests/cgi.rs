@@ -305,7 +305,7 @@ fn expect_100_continue_before_the_body_reaches_the_script() {
     )
     .unwrap();
     let mut buf = [0u8; 64];
-    let n = c.read(&mut buf).unwrap();
+    let n = c.read_retry(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
     c.write_all(b"hello").unwrap();
     let rs = parse_responses(&read_to_close(&mut c), false);
@@ -317,7 +317,7 @@ fn expect_100_continue_before_the_body_reaches_the_script() {
         b"POST /cgi-bin/hash.py HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
-    let n = c.read(&mut buf).unwrap();
+    let n = c.read_retry(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
     c.write_all(b"5\r\nhello\r\n0\r\n\r\n").unwrap();
     let rs = parse_responses(&read_to_close(&mut c), false);
@@ -514,7 +514,7 @@ fn client_going_away_kills_the_script() {
     c.write_all(b"GET /cgi-bin/stream.sh HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 4096];
-    let n = c.read(&mut buf).unwrap();
+    let n = c.read_retry(&mut buf).unwrap();
     assert!(n > 0);
     let pid = wait_pid(&s.dir.path().join("stream.pid"));
     assert!(alive(pid));

@@ -420,7 +420,7 @@ impl Conn {
                 self.buf.drain(..n);
                 return Ok(r);
             }
-            match self.s.read(&mut chunk) {
+            match self.s.read_retry(&mut chunk) {
                 Ok(0) => return Err(format!("closed after {} bytes", self.buf.len())),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(format!("read after {} bytes: {e}", self.buf.len())),
@@ -739,7 +739,7 @@ fn flushed_output_arrives_before_the_end() {
     let mut buf = [0u8; 4096];
     let mut first = None;
     loop {
-        match s.read(&mut buf) {
+        match s.read_retry(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
@@ -1021,7 +1021,7 @@ fn client_going_away_frees_the_php_worker() {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while got.len() < 3000 {
-            let n = s.read(&mut buf).unwrap();
+            let n = s.read_retry(&mut buf).unwrap();
             assert!(n > 0);
             got.extend_from_slice(&buf[..n]);
         }
@@ -1777,7 +1777,7 @@ fn a_client_that_leaves_gets_its_request_aborted() {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         while got.len() < 2500 {
-            let n = s.read(&mut buf).unwrap();
+            let n = s.read_retry(&mut buf).unwrap();
             assert!(n > 0);
             got.extend_from_slice(&buf[..n]);
         }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -298,7 +298,7 @@ fn slow_output_arrives_in_pieces() {
     let mut got = Vec::new();
     let mut first_piece = None;
     loop {
-        match s.read(&mut buf) {
+        match s.read_retry(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 got.extend_from_slice(&buf[..n]);
@@ -639,19 +639,19 @@ fn read_one(s: &mut std::net::TcpStream) -> Option<(u16, String, bool)> {
                 .and_then(|v| v.trim().parse::<usize>().ok())
             {
                 while body.len() < len {
-                    let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                    let n = s.read_retry(&mut buf).ok().filter(|&n| n > 0)?;
                     body.extend_from_slice(&buf[..n]);
                 }
                 return Some((status, String::from_utf8_lossy(&body[..len]).into_owned(), keep));
             }
             // Chunked: read until the last chunk.
             while !body.ends_with(b"0\r\n\r\n") {
-                let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                let n = s.read_retry(&mut buf).ok().filter(|&n| n > 0)?;
                 body.extend_from_slice(&buf[..n]);
             }
             return Some((status, String::from_utf8_lossy(&body).into_owned(), keep));
         }
-        let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+        let n = s.read_retry(&mut buf).ok().filter(|&n| n > 0)?;
         data.extend_from_slice(&buf[..n]);
     }
 }

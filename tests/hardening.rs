@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ fn send_with_fin(port: u16, bytes: &[u8], limit: Duration) -> (Vec<u8>, bool) {
             return (out, false);
         }
         s.set_read_timeout(Some(left)).unwrap();
-        match (&s).read(&mut buf) {
+        match (&s).read_retry(&mut buf) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&buf[..n]),
             // A reset also ends the connection.
@@ -161,7 +161,7 @@ fn keep_alive_get(s: &Server) -> TcpStream {
     let mut c = s.connect();
     c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let mut buf = [0u8; 4096];
-    let n = c.read(&mut buf).unwrap();
+    let n = c.read_retry(&mut buf).unwrap();
     assert!(
         buf[..n].starts_with(b"HTTP/1.1 200"),
         "{}",
@@ -191,7 +191,7 @@ fn full_worker_closes_idle_keep_alive_for_a_new_client() {
     idle[0].set_read_timeout(Some(PROMPT)).unwrap();
     let mut b = [0u8; 16];
     assert!(
-        matches!(idle[0].read(&mut b), Ok(0)),
+        matches!(idle[0].read_retry(&mut b), Ok(0)),
         "the longest-idle connection is closed"
     );
 }
@@ -219,7 +219,7 @@ fn full_worker_with_nothing_idle_refuses_fast() {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         let end = loop {
-            match c.read(&mut buf) {
+            match c.read_retry(&mut buf) {
                 Ok(0) => break "end of file".to_string(),
                 Ok(n) => out.extend_from_slice(&buf[..n]),
                 Err(e) => break e.to_string(),
@@ -480,7 +480,7 @@ fn out_of_descriptors(main: &str) {
     let mut got = Vec::new();
     let answered = loop {
         let mut buf = [0u8; 4096];
-        match t.read(&mut buf) {
+        match t.read_retry(&mut buf) {
             Ok(0) => break true,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,

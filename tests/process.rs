@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -84,12 +84,12 @@ fn sigquit_finishes_in_flight_download() {
     let mut idle = s.connect();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut buf = vec![0u8; 1 << 16];
-    let n = idle.read(&mut buf).unwrap();
+    let n = idle.read_retry(&mut buf).unwrap();
     assert!(n > 0);
 
     let mut got = Vec::new();
     while got.len() < 1 << 20 {
-        let n = c.read(&mut buf).unwrap();
+        let n = c.read_retry(&mut buf).unwrap();
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }
@@ -101,7 +101,7 @@ fn sigquit_finishes_in_flight_download() {
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t = std::time::Instant::now();
     assert!(
-        matches!(idle.read(&mut buf), Ok(0)),
+        matches!(idle.read_retry(&mut buf), Ok(0)),
         "idle keep-alive closed, not timed out"
     );
     assert!(

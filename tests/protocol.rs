@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -82,7 +82,7 @@ fn keep_alive_and_pipelining(mode: &str) {
         let mut buf = [0u8; 1024];
         let mut got = Vec::new();
         while !got.ends_with(b"BB") {
-            let n = c.read(&mut buf).unwrap();
+            let n = c.read_retry(&mut buf).unwrap();
             assert!(n > 0, "connection closed early");
             got.extend_from_slice(&buf[..n]);
         }
@@ -141,7 +141,7 @@ fn expect_continue(mode: &str) {
     c.write_all(b"GET /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 256];
-    let n = c.read(&mut buf).unwrap();
+    let n = c.read_retry(&mut buf).unwrap();
     assert!(
         buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
         "{}",

@@ -517,7 +517,7 @@ fn handshake_abuse_is_closed_promptly() {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
         loop {
-            match t.read(&mut buf) {
+            match t.read_retry(&mut buf) {
                 Ok(0) => return Some(start.elapsed()),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(start.elapsed()),

@@ -306,11 +306,27 @@ impl Drop for Server {
     }
 }
 
+/// `read` that retries `EINTR`: a blocking socket read with a timeout
+/// returns it when the test process is stopped and resumed (a frozen
+/// container, a debugger), with no signal handler involved.
+pub trait ReadRetry: Read {
+    fn read_retry(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<R: Read + ?Sized> ReadRetry for R {}
+
 pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        match s.read(&mut buf) {
+        match s.read_retry(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(_) => break,
