@@ -13,6 +13,13 @@
 # A php-fpm child serves one kept connection until it closes, so both fronts
 # close idle ones after 1 s and each run starts 3 s after the last: the
 # other front holds none of the children then.
+# corral runs with `worker_sched_policy = "batch"` (docs/config.md). Four
+# fronts per round, the same processes switched with chrt(1) between them:
+#   corral        as configured (SCHED_BATCH workers)
+#   corral-other  the same workers put back under SCHED_OTHER (the default)
+#   nginx         as it runs (SCHED_OTHER)
+#   nginx-batch   nginx's workers under SCHED_BATCH (what systemd's
+#                 CPUSchedulingPolicy=batch would give it)
 # Prints req/s, p99, the front's CPU µs per request (master and workers) and
 # php-fpm's (all children), as means of interleaved rounds.
 set -euo pipefail
@@ -62,6 +69,7 @@ CONF
 cat >"$W/corral.toml" <<CONF
 [main]
 workers = $WORKERS
+worker_sched_policy = "batch"
 pid = "$W/corral.pid"
 error_log = "$W/corral-error.log"
 log_level = "warn"
@@ -123,6 +131,9 @@ cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/
 TICK=$(getconf CLK_TCK)
 C_PIDS=$(front_pids "$CORRAL_PID")
 N_PIDS=$(front_pids "$(cat "$W/nginx.pid")")
+# Their workers: what the scheduling policy is switched on (masters stay as they are).
+C_WORKERS=$(ps -o pid= --ppid "$CORRAL_PID" | tr '\n' ' ')
+N_WORKERS=$(ps -o pid= --ppid "$(cat "$W/nginx.pid")" | tr '\n' ' ')
 FPM_KIDS=$(ps -o pid= --ppid "$FPM_PID" | tr '\n' ' ')
 
 run_one() { # port "front pids"
@@ -144,15 +155,23 @@ wrk -t2 -c"$CONNS" -d3s "http://127.0.0.1:$P_CORRAL/hello.php" >/dev/null
 sleep 3
 wrk -t2 -c"$CONNS" -d3s "http://127.0.0.1:$P_NGINX/hello.php" >/dev/null
 
+# The scheduling policy of every thread of the given processes.
+policy() { local p; for p in $2; do chrt "$1" -a -p 0 "$p"; done; }
+FRONTS="corral corral-other nginx nginx-batch"
 declare -A R P C F
-for name in corral nginx; do R[$name]=0; P[$name]=0; C[$name]=0; F[$name]=0; done
-printf '%-7s %5s %10s %8s %14s %12s\n' front round req/s p99_ms front_us/req fpm_us/req
-# Rounds interleave the fronts so drift on a shared machine hits both alike.
+for name in $FRONTS; do R[$name]=0; P[$name]=0; C[$name]=0; F[$name]=0; done
+printf '%-12s %5s %10s %8s %14s %12s\n' front round req/s p99_ms front_us/req fpm_us/req
+# Rounds interleave the fronts so drift on a shared machine hits all alike.
 for round in $(seq 1 "$ROUNDS"); do
-  for name in corral nginx; do
-    case $name in corral) port=$P_CORRAL; w=$C_PIDS ;; *) port=$P_NGINX; w=$N_PIDS ;; esac
+  for name in $FRONTS; do
+    case $name in
+      corral) port=$P_CORRAL; w=$C_PIDS; policy --batch "$C_WORKERS" ;;
+      corral-other) port=$P_CORRAL; w=$C_PIDS; policy --other "$C_WORKERS" ;;
+      nginx) port=$P_NGINX; w=$N_PIDS; policy --other "$N_WORKERS" ;;
+      nginx-batch) port=$P_NGINX; w=$N_PIDS; policy --batch "$N_WORKERS" ;;
+    esac
     read -r rps p99 front fpm < <(run_one "$port" "$w")
-    printf '%-7s %5s %10s %8s %14s %12s\n' $name "$round" "$rps" "$p99" "$front" "$fpm"
+    printf '%-12s %5s %10s %8s %14s %12s\n' $name "$round" "$rps" "$p99" "$front" "$fpm"
     R[$name]=$(python3 -c "print(${R[$name]}+$rps)")
     P[$name]=$(python3 -c "print(max(${P[$name]},$p99))")
     C[$name]=$(python3 -c "print(${C[$name]}+$front)")
@@ -161,10 +180,12 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "== mean of $ROUNDS rounds (p99: worst round), wrk -t2 -c$CONNS, $WORKERS worker(s) keeping $KEEPALIVE each, php-fpm static x$CHILDREN =="
-for name in corral nginx; do
-  python3 -c "print('%-7s %8.0f req/s  p99 %6.2f ms  front %6.2f us/req  php-fpm %6.2f us/req' % ('$name', ${R[$name]}/$ROUNDS, ${P[$name]}, ${C[$name]}/$ROUNDS, ${F[$name]}/$ROUNDS))"
+for name in $FRONTS; do
+  python3 -c "print('%-12s %8.0f req/s  p99 %6.2f ms  front %6.2f us/req  php-fpm %6.2f us/req' % ('$name', ${R[$name]}/$ROUNDS, ${P[$name]}, ${C[$name]}/$ROUNDS, ${F[$name]}/$ROUNDS))"
 done
 python3 -c "print('corral/nginx: req/s x%.2f, front cpu/req x%.2f (targets: > 1, <= 0.67)' % (${R[corral]}/${R[nginx]}, ${C[corral]}/${C[nginx]}))"
+python3 -c "print('corral-other/nginx: req/s x%.2f, front cpu/req x%.2f' % (${R[corral-other]}/${R[nginx]}, ${C[corral-other]}/${C[nginx]}))"
+python3 -c "print('corral/nginx-batch: req/s x%.2f, front cpu/req x%.2f' % (${R[corral]}/${R[nginx-batch]}, ${C[corral]}/${C[nginx-batch]}))"
 for log in corral-error.log nginx-error.log fpm.log; do
   lines=$(grep -v -i notice "$W/$log" 2>/dev/null | head -5 || true)
   [ -z "$lines" ] || printf '%s:\n%s\n' "$log" "$lines"

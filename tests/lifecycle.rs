@@ -343,6 +343,95 @@ fn worker_limits_affinity_and_priority() {
     assert_eq!(pinned, want, "worker i on CPU i");
 }
 
+/// The scheduling policy field of `/proc/<pid>[/task/<tid>]/stat` (41st).
+fn sched_policy(stat_path: &str) -> String {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(38)
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn worker_sched_policy_batch_for_workers_not_scripts() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let script = root.join("policy.cgi");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ncut -d')' -f2 /proc/self/stat | awk '{print $39}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut o = Opts {
+        main: "workers = 1\nworker_threads = 2\nworker_sched_policy = \"batch\"".into(),
+        server: "[[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n".into(),
+        ..Opts::default()
+    };
+    let s = Server::with_root(o.clone(), dir, root);
+    // SCHED_BATCH is 3: every thread of the worker (two event threads at
+    // least), not the master.
+    let all_are = |p: &[String], want: &str| p.len() >= 2 && p.iter().all(|x| x == want);
+    let threads_policy = |w: i32| -> Vec<String> {
+        let mut p: Vec<String> = std::fs::read_dir(format!("/proc/{w}/task"))
+            .map(|d| {
+                d.flatten()
+                    .map(|t| sched_policy(&format!("{}/stat", t.path().display())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        p.sort();
+        p
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || s
+            .workers()
+            .first()
+            .is_some_and(|w| all_are(&threads_policy(*w), "3"))),
+        "{:?}",
+        s.workers().into_iter().map(threads_policy).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sched_policy(&format!("/proc/{}/stat", s.pid())),
+        "0",
+        "the master keeps its policy"
+    );
+    // A CGI script runs under the normal policy again.
+    let r = s.get("/policy.cgi");
+    assert_eq!(r.status, 200, "{}", s.error_log());
+    assert_eq!(r.text().trim(), "0", "CGI script policy");
+    // A reload back to the default: the new worker runs under SCHED_OTHER.
+    let old = s.workers();
+    o.main = "workers = 1\nworker_threads = 2".into();
+    s.write_config(&o);
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let now = s.workers();
+            !now.is_empty() && now.iter().all(|w| !old.contains(w)) && all_are(&threads_policy(now[0]), "0")
+        }),
+        "{}",
+        s.error_log()
+    );
+    // A bad value is a config error naming the key.
+    let bad = s.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[main]\nworker_sched_policy = \"fifo\"\n[[server]]\nroot = \"/tmp\"\n",
+    )
+    .unwrap();
+    let (code, text) = run_corral(&["-t", "-c", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("bad.toml:2") && text.contains("worker_sched_policy") && text.contains("\"batch\""),
+        "{text}"
+    );
+}
+
 #[test]
 fn test_flag_rejects_unknown_user() {
     let dir = TempDir::new();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{self, NumOrStr};
-use super::{Accept, Affinity, Config, Dispatch, EventMode, Http, LogTarget, Main, Server, units};
+use super::{Accept, Affinity, Config, Dispatch, EventMode, Http, LogTarget, Main, SchedPolicy, Server, units};
 use crate::core::log::Level;
 
 /// A config problem, located as precisely as the file allows.
@@ -432,6 +432,12 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
             .worker_priority
             .map(|p| c.int("worker_priority", Some(p), -20, 19, 0).map(|p| p as i32))
             .transpose()?,
+        worker_sched_policy: c.choice(
+            "worker_sched_policy",
+            m.worker_sched_policy,
+            &[("other", SchedPolicy::Other), ("batch", SchedPolicy::Batch)],
+            SchedPolicy::Other,
+        )?,
         workers,
         worker_connections: c.int("worker_connections", m.worker_connections, 8, 1_048_576, 1024)? as usize,
         event_mode: c.choice(

@@ -68,6 +68,17 @@ pub struct Credentials {
     pub gid: u32,
 }
 
+/// The kernel scheduling policy of the workers (`sched(7)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedPolicy {
+    /// SCHED_OTHER, the normal policy: what corral was started with is kept.
+    Other,
+    /// SCHED_BATCH: a worker woken by a client or an application does not
+    /// preempt the task running on that CPU; it runs at the next
+    /// scheduling point and finds more events ready at once.
+    Batch,
+}
+
 /// Which CPU each worker is pinned to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Affinity {
@@ -115,6 +126,7 @@ pub struct Main {
     pub worker_rlimit_nofile: Option<u64>,
     pub worker_cpu_affinity: Affinity,
     pub worker_priority: Option<i32>,
+    pub worker_sched_policy: SchedPolicy,
 }
 
 /// Protocol limits and timers shared by every server block.

@@ -58,6 +58,7 @@ pub struct Main {
     pub worker_rlimit_nofile: Option<i64>,
     pub worker_cpu_affinity: Option<StrOrInts>,
     pub worker_priority: Option<i64>,
+    pub worker_sched_policy: Option<String>,
 }
 
 /// `"auto"` / `"off"` or a list of CPU numbers.

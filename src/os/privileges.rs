@@ -7,10 +7,18 @@ use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::unistd::{Gid, Pid, Uid, initgroups, setgid, setuid};
 
-use crate::config::{Affinity, Credentials, Main};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Applies `worker_rlimit_nofile`, `worker_cpu_affinity` and
-/// `worker_priority` for worker number `slot`, then drops privileges.
+use crate::config::{Affinity, Credentials, Main, SchedPolicy};
+
+/// This process put itself under SCHED_BATCH (`worker_sched_policy`):
+/// the programs it starts go back to the normal policy.
+static BATCH_SET: AtomicBool = AtomicBool::new(false);
+
+/// Applies `worker_rlimit_nofile`, `worker_cpu_affinity`,
+/// `worker_priority` and `worker_sched_policy` for worker number `slot`,
+/// then drops privileges. Called before the worker starts its threads,
+/// which inherit the policy.
 pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     if let Some(n) = main.worker_rlimit_nofile {
         limit(Resource::RLIMIT_NOFILE, n)?;
@@ -18,6 +26,9 @@ pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     pin(&main.worker_cpu_affinity, slot)?;
     if let Some(prio) = main.worker_priority {
         set_priority(prio)?;
+    }
+    if main.worker_sched_policy == SchedPolicy::Batch {
+        set_batch()?;
     }
     if let Some(c) = &main.user {
         drop_to(c)?;
@@ -41,6 +52,29 @@ pub fn set_priority(prio: i32) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Puts the calling thread (and the threads it starts later) under
+/// SCHED_BATCH. No privilege is needed for it.
+fn set_batch() -> Result<(), String> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param`, a live local, and keeps no
+    // reference to it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if rc != 0 {
+        return Err(format!(
+            "sched_setscheduler(SCHED_BATCH) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    BATCH_SET.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether programs started from here must be put back under the normal
+/// policy (this worker chose SCHED_BATCH for itself, not for CGI scripts).
+pub fn children_reset_policy() -> bool {
+    BATCH_SET.load(Ordering::Relaxed)
 }
 
 /// Pins this process (and the children it starts later) to the CPU the

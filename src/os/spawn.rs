@@ -139,7 +139,13 @@ fn spawn(job: &Job, devnull: &OwnedFd) -> Done {
         rc |= libc::posix_spawnattr_setsigmask(&mut attr, &empty);
         rc |= libc::posix_spawnattr_setsigdefault(&mut attr, &dfl);
         rc |= libc::posix_spawnattr_setpgroup(&mut attr, 0);
-        let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        let mut flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        if super::privileges::children_reset_policy() {
+            let param = libc::sched_param { sched_priority: 0 };
+            rc |= libc::posix_spawnattr_setschedpolicy(&mut attr, libc::SCHED_OTHER);
+            rc |= libc::posix_spawnattr_setschedparam(&mut attr, &param);
+            flags |= libc::POSIX_SPAWN_SETSCHEDULER;
+        }
         rc |= libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
         rc |= libc::posix_spawn_file_actions_adddup2(&mut acts, stdin, 0);
         rc |= libc::posix_spawn_file_actions_adddup2(&mut acts, job.stdout.as_raw_fd(), 1);
