@@ -772,15 +772,39 @@ fn live_html_status_page_in_chromium() {
 #[test]
 fn catch_workers_output_reaches_the_error_log() {
     let s = corral(
-        "[pool.php]\nlisten = \"unix:{dir}/php.sock\"\ncommand = [\"/bin/sh\", \"-c\", \"echo program-says-hello >&2; exec php-cgi\"]\n\
+        "[pool.php]\nlisten = \"unix:{dir}/php.sock\"\n\
+         command = [\"/bin/sh\", \"-c\", \"echo program-says-hello >&2; echo to-stdout; printf 'a-forged-line\\\\n2026/01/01 00:00:00 [crit] 1#0: forged\\\\033[31m\\\\n' >&2; printf %02000d 7 >&2; exec php-cgi\"]\n\
          pm = \"static\"\nmax_children = 1\ncatch_workers_output = true\n",
         1,
     );
     assert_eq!(s.get("/hello.php").status, 200, "{}", s.error_log());
+    let worker = *pids(&status(&s)).first().expect("a worker");
+    let said = |stream: &str, what: &str| format!("[pool php] child {worker} said into {stream}: \"{what}");
     assert!(
-        eventually(Duration::from_secs(5), || s.error_log().contains("program-says-hello")),
+        eventually(Duration::from_secs(5), || {
+            let log = s.error_log();
+            log.contains(&said("stderr", "program-says-hello\""))
+                && log.contains(&said("stdout", "to-stdout\""))
+                && log.contains(&said("stderr", "2026/01/01 00:00:00 [crit] 1#0: forged\\x1B[31m\""))
+        }),
         "{}",
         s.error_log()
+    );
+    let log = s.error_log();
+    // Every line the program wrote is inside a line of corral's: none starts a line.
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026/01/01") || l.starts_with("a-forged")),
+        "{log}"
+    );
+    // A line longer than 1024 bytes comes in pieces of 1024 (the rest of
+    // this one, with no newline yet, waits for more).
+    let pieces: Vec<&str> = log.lines().filter(|l| l.contains(&said("stderr", "0000"))).collect();
+    assert_eq!(pieces.len(), 1, "{log}");
+    assert!(
+        pieces[0].ends_with(&format!(": \"{}\"", "0".repeat(1024))),
+        "{}",
+        pieces[0]
     );
 }
 

@@ -69,18 +69,6 @@ pub fn init(target: &LogTarget, level: Level) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where a child's own output goes to land in this log (unprefixed):
-/// the log file, or the stream the log writes to.
-pub fn sink() -> std::process::Stdio {
-    let l = LOGGER.lock().unwrap_or_else(|e| e.into_inner());
-    match (&l.target, l.file.as_ref().and_then(|f| f.try_clone().ok())) {
-        (LogTarget::File(_), Some(f)) => f.into(),
-        (LogTarget::Stdout, _) => std::io::stdout().into(),
-        (LogTarget::Off, _) => std::process::Stdio::null(),
-        _ => std::io::stderr().into(),
-    }
-}
-
 /// Reopens the log file by its path (after logrotate moved it).
 pub fn reopen() -> std::io::Result<()> {
     let mut l = LOGGER.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,7 @@ mod listeners;
 pub mod pools;
 pub(crate) mod program;
 mod upgrade;
+pub mod worker_output;
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -80,10 +81,14 @@ pub struct Master {
     dispatcher: dispatch::Dispatcher,
     listening_watched: Vec<RawFd>,
     last_queue_check: Instant,
+    /// Pool programs' stdout and stderr (`catch_workers_output`).
+    outputs: worker_output::Outputs,
 }
 
 /// Master epoll tokens: 0 signals, 1.. pool sockets, from here listeners.
 const LISTENER_TOKEN: u64 = 1 << 40;
+/// From here: pipes of pool programs' output (`catch_workers_output`).
+const OUTPUT_TOKEN: u64 = 1 << 48;
 
 /// Runs the master until it is stopped; returns the process exit code.
 pub fn run(cfg: Config, launch: Launch) -> i32 {
@@ -189,6 +194,7 @@ fn start(
         program,
         dispatcher: dispatch::Dispatcher::default(),
         listening_watched: Vec::new(),
+        outputs: worker_output::Outputs::default(),
         last_queue_check: Instant::now(),
     };
     m.pools.start(app_pools);
@@ -285,6 +291,7 @@ impl Master {
         // The child's copy of the master's epoll closes; the master's stays.
         drop(self.epoll.take());
         self.dispatcher.close_in_child();
+        self.outputs.close_in_child();
         for fd in self.pools.raw_fds() {
             if Some(fd) != keep {
                 pools::close_in_child(fd);
@@ -298,6 +305,16 @@ impl Master {
             let Some(pool) = self.pools.running.get(p) else { return };
             let Some(slot) = pool.shared.sb.claim() else { return };
             let keep = pool.socket.sock.as_raw_fd();
+            let mut pipes = None;
+            if pool.shared.cfg.catch_workers_output {
+                match worker_output::Outputs::pipes() {
+                    Ok(p) => pipes = Some(p),
+                    Err(e) => crate::error!(
+                        "[pool {}] pipe() failed: {e}; the next worker's output is not caught",
+                        pool.shared.cfg.name
+                    ),
+                }
+            }
             // SAFETY: the master is single-threaded, so the child starts with
             // consistent heap and lock state; it never returns to this code.
             match unsafe { nix::unistd::fork() } {
@@ -305,6 +322,7 @@ impl Master {
                     drop(self.signals.take());
                     drop(self.listeners.take_sockets());
                     self.close_master_fds(Some(keep));
+                    let output = pipes.map(|(_, _, ends)| ends);
                     let pool = &self.pools.running[p];
                     let shared = pool.shared.clone();
                     let code = match pool.socket.sock.try_clone() {
@@ -313,6 +331,7 @@ impl Master {
                             sb: &shared.sb,
                             slot,
                             listen,
+                            output,
                         }),
                         Err(e) => {
                             crate::crit!("[pool {}] cannot use the pool socket: {e}", shared.cfg.name);
@@ -323,6 +342,11 @@ impl Master {
                 }
                 Ok(nix::unistd::ForkResult::Parent { child }) => {
                     crate::info!("[pool {}] start worker {child}", pool.shared.cfg.name);
+                    if let Some((out, err, _ends)) = pipes {
+                        let name = pool.shared.cfg.name.clone();
+                        self.outputs
+                            .watch(self.epoll.as_ref(), OUTPUT_TOKEN, &name, child, out, err);
+                    }
                     self.pools.started(p, slot, child);
                 }
                 Err(e) => {
@@ -433,6 +457,7 @@ impl Master {
             return 1;
         }
         self.signals = Some(sigfd);
+        self.outputs.arm_all(&epoll);
         self.epoll = Some(epoll);
         self.watch_pool_sockets();
         self.watch_listening();
@@ -459,6 +484,10 @@ impl Master {
                 self.reap();
             }
             for ev in &events[..n] {
+                if ev.data() >= OUTPUT_TOKEN {
+                    self.outputs.readable(self.epoll.as_ref(), ev.data());
+                    continue;
+                }
                 // Connections wait on a listening socket (dispatch mode).
                 if ev.data() >= LISTENER_TOKEN {
                     self.dispatch_waiting(Some((ev.data() - LISTENER_TOKEN) as usize));

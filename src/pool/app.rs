@@ -109,7 +109,9 @@ struct Program {
     dir: PathBuf,
     child: Option<Child>,
     conn: Option<UnixStream>,
-    catch_output: bool,
+    /// The write ends of the master's pipes for the program's stdout and
+    /// stderr (`catch_workers_output`); else they go to /dev/null.
+    output: Option<crate::master::worker_output::Ends>,
     /// The program's CPU clock and its /proc statm, kept open: one
     /// syscall each per request instead of open, read, close.
     cpu_clock: Option<nix::time::ClockId>,
@@ -119,7 +121,7 @@ struct Program {
 }
 
 impl App {
-    pub fn new(pool: &Pool) -> App {
+    pub fn new(pool: &Pool, output: Option<crate::master::worker_output::Ends>) -> App {
         let kind = match &pool.app {
             AppCfg::FastCgi { argv } => {
                 let mut env: Vec<(OsString, OsString)> = if pool.clear_env {
@@ -139,7 +141,7 @@ impl App {
                     dir,
                     child: None,
                     conn: None,
-                    catch_output: pool.catch_workers_output,
+                    output,
                     cpu_clock: None,
                     statm: None,
                     inbox: RecordBuf::default(),
@@ -505,10 +507,16 @@ impl Program {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(OwnedFd::from(l)))
             .process_group(0);
-        if self.catch_output {
-            cmd.stdout(crate::core::log::sink()).stderr(crate::core::log::sink());
-        } else {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        match &self.output {
+            // Clones: a restarted program gets the same pipes.
+            Some(o) => {
+                let out = o.stdout.try_clone().map_err(|e| format!("dup(): {e}"))?;
+                let err = o.stderr.try_clone().map_err(|e| format!("dup(): {e}"))?;
+                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
         }
         // SAFETY: the closure only calls prctl, which is async-signal-safe,
         // between fork and exec.

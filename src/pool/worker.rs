@@ -32,6 +32,8 @@ pub struct Spec<'a> {
     pub sb: &'a Scoreboard,
     pub slot: usize,
     pub listen: Socket,
+    /// Where the program's stdout and stderr go (`catch_workers_output`).
+    pub output: Option<crate::master::worker_output::Ends>,
 }
 
 struct Worker<'a> {
@@ -64,7 +66,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
     signals::die_with_parent(Signal::SIGTERM);
     let claimed = spec.sb.claimed_at(spec.slot);
     let ready = super::scoreboard::mono_us();
-    let mut app = App::new(pool);
+    let mut app = App::new(pool, spec.output);
     if let Err(e) = app.start() {
         crate::crit!("[pool {}] cannot start the application: {e}", pool.name);
         return 2;
