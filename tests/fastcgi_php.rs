@@ -475,6 +475,46 @@ fn x_accel_redirect_serves_an_internal_location() {
     }
 }
 
+/// Client-side TCP sockets to `port` the kernel knows (open or in
+/// TIME-WAIT): each connection the front opened to php-fpm in the last
+/// minute, whether kept or closed.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let want = format!("{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].rsplit(':').next() == Some(want.as_str())
+        })
+        .count()
+}
+
+#[test]
+fn x_accel_redirect_keeps_the_fastcgi_connection() {
+    let dir = TempDir::new();
+    let root = site(dir.path());
+    let port = free_port();
+    let fpm = Php::fpm(dir.path(), "www", &format!("127.0.0.1:{port}"), 2, "");
+    let pass = fpm.pass.clone();
+    let srv = front(dir, root, &pass, "");
+    let before = connections_to(port);
+    for i in 0..6 {
+        let path = if i % 2 == 0 { "/accel.php" } else { "/accel_php.php" };
+        let r = srv.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", srv.error_log());
+        let t = r.text();
+        assert!(t == "the secret file\n" || t.contains("GET:via=accel"), "{path}: {t}");
+    }
+    assert_eq!(srv.get("/env.php").status, 200);
+    // Ten FastCGI requests (three redirected to another script) over the
+    // kept connections of two workers: not one new connection per
+    // X-Accel-Redirect.
+    let opened = connections_to(port) - before;
+    assert!(opened <= 2, "{opened} connections to php-fpm\n{}", srv.error_log());
+}
+
 #[test]
 fn stderr_goes_to_the_error_log() {
     let (_fpm, srv) = fpm_site();

@@ -942,10 +942,12 @@ impl HttpService {
                     carried.push_str(&format!("{n}: {v}\r\n"));
                 }
             }
+            self.settle_before_redirect(st);
             return Some(self.internal_redirect(c, &target, carried, io));
         }
         if h.status.is_none() && h.location.as_deref().is_some_and(|l| l.starts_with('/')) {
             let loc = h.location.clone().unwrap_or_default();
+            self.settle_before_redirect(st);
             return Some(self.internal_redirect(c, &loc, String::new(), io));
         }
         let minor = ex.req.as_ref().map_or(1, |r| r.minor);
@@ -964,6 +966,37 @@ impl HttpService {
         ex.file_sent += (ex.out.len() - before) as u64;
         st.fr = fr;
         None
+    }
+
+    /// An internal redirect leaves the application's response unread. When
+    /// the rest of it (a body to drop, END_REQUEST) is already here, as
+    /// after PHP's `header("X-Accel-Redirect: ..."); exit;`, the kept
+    /// connection goes back to the pool instead of being closed.
+    fn settle_before_redirect(&mut self, st: &mut FcgiState) {
+        loop {
+            match st.inbox.take() {
+                Ok(Some(Item::Stderr(ID, r))) => log_stderr(st, r),
+                Ok(Some(Item::End(ID, ProtocolStatus::RequestComplete))) => break,
+                Ok(Some(Item::Stdout(..) | Item::Other | Item::Stderr(..))) => {}
+                // Not all here, or not a plain end: the connection closes.
+                _ => return,
+            }
+        }
+        let reusable = st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty();
+        if !reusable {
+            return;
+        }
+        let (g, s) = (st.group, st.server);
+        let mut ups = lock(&self.upstreams);
+        ups.release(g, s, st.backend.take(), true, Instant::now());
+        ups.succeeded(g, s);
+        if st.counted {
+            ups.end(g, s);
+            st.counted = false;
+        }
+        drop(ups);
+        flush_err(st);
+        st.ended = true;
     }
 
     /// END_REQUEST: the response is complete; the connection goes back to
