@@ -87,7 +87,15 @@ impl Outputs {
     pub fn readable(&mut self, ep: Option<&Epoll>, token: u64) {
         let Some(s) = self.streams.get_mut(&token) else { return };
         let mut buf = [0u8; 4096];
+        // At most 64 KiB per wake-up: a program flooding its stderr must not
+        // keep the master from its signals and children (the pipe stays
+        // readable, level-triggered, for the next turn).
+        let mut turns = 16;
         let ended = loop {
+            if turns == 0 {
+                break false;
+            }
+            turns -= 1;
             match s.pipe.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(n) => {
