@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,13 +19,6 @@ fn python() -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 /// Echoes its environment and body as `KEY<TAB>value` lines.
@@ -61,56 +53,51 @@ fn cgi_server() -> (Server, PathBuf) {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::write(root.join("target.html"), "static target").unwrap();
     let py = python();
-    script(&bin, "env.py", &format!("#!{py}\n{ENV_ECHO}"));
-    script(&bin, "hash.py", &format!("#!{py}\n{HASH}"));
-    script(
-        &bin,
-        "hello.sh",
+    write_script(&bin.join("env.py"), &format!("#!{py}\n{ENV_ECHO}"));
+    write_script(&bin.join("hash.py"), &format!("#!{py}\n{HASH}"));
+    write_script(
+        &bin.join("hello.sh"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"hello $PATH_INFO\"\necho \"oops on stderr\" >&2\n",
     );
-    script(
-        &bin,
-        "bad.sh",
+    write_script(
+        &bin.join("bad.sh"),
         "#!/bin/sh\necho 'this is not a header'\necho\necho body\n",
     );
-    script(&bin, "nohead.sh", "#!/bin/sh\nexit 0\n");
-    script(&bin, "local.sh", "#!/bin/sh\nprintf 'Location: /target.html\\n\\n'\n");
-    script(
-        &bin,
-        "away.sh",
+    write_script(&bin.join("nohead.sh"), "#!/bin/sh\nexit 0\n");
+    write_script(
+        &bin.join("local.sh"),
+        "#!/bin/sh\nprintf 'Location: /target.html\\n\\n'\n",
+    );
+    write_script(
+        &bin.join("away.sh"),
         "#!/bin/sh\nprintf 'Location: http://example.org/there\\n\\n'\n",
     );
-    script(
-        &bin,
-        "status.sh",
+    write_script(
+        &bin.join("status.sh"),
         "#!/bin/sh\nprintf 'Status: 418 Teapot\\nContent-Type: text/plain\\nContent-Length: 3\\n\\nabc'\n",
     );
     let pidfile = dir.path().join("slow.pid");
-    script(
-        &bin,
-        "slow.sh",
+    write_script(
+        &bin.join("slow.sh"),
         &format!(
             "#!/bin/sh\necho $$ > {}\nsleep 30\necho 'Content-Type: text/plain'\necho\n",
             pidfile.display()
         ),
     );
     let streampid = dir.path().join("stream.pid");
-    script(
-        &bin,
-        "stream.sh",
+    write_script(
+        &bin.join("stream.sh"),
         &format!(
             "#!/bin/sh\necho $$ > {}\nprintf 'Content-Type: text/plain\\n\\n'\nwhile true; do echo 0123456789012345678901234567890123456789; done\n",
             streampid.display()
         ),
     );
-    script(
-        &bin,
-        "drip.sh",
+    write_script(
+        &bin.join("drip.sh"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nfor i in 1 2 3 4 5 6 7; do echo $i; sleep 0.5; done\n",
     );
-    script(
-        &bin,
-        "signals.sh",
+    write_script(
+        &bin.join("signals.sh"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ngrep -E '^Sig(Blk|Ign)' /proc/self/status\n",
     );
     std::fs::write(bin.join("noexec.sh"), "#!/bin/sh\necho\n").unwrap();
@@ -135,7 +122,7 @@ fn cgi_server() -> (Server, PathBuf) {
 fn one_script_server(dir: TempDir, name: &str, body: &str, http: &str, cgi: &str) -> Server {
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
-    script(&root, name, body);
+    write_script(&root.join(name), body);
     let o = Opts {
         main: "workers = 1".into(),
         http: http.into(),

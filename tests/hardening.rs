@@ -293,13 +293,10 @@ fn limited_server(limits: &str, secs: u32) -> Server {
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("index.html"), "hi\n").unwrap();
     let script = root.join("slow.sh");
-    std::fs::write(
+    write_script(
         &script,
-        format!("#!/bin/sh\nsleep {secs}\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n"),
-    )
-    .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&script).unwrap().permissions(), 0o755);
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        &format!("#!/bin/sh\nsleep {secs}\nprintf 'Content-Type: text/plain\\n\\nslow\\n'\n"),
+    );
     Server::with_root(
         Opts {
             main: "workers = 2".into(),

@@ -360,13 +360,10 @@ fn worker_sched_policy_batch_for_workers_not_scripts() {
     let dir = TempDir::new();
     let root = dir.path().join("www");
     std::fs::create_dir_all(&root).unwrap();
-    let script = root.join("policy.cgi");
-    std::fs::write(
-        &script,
+    write_script(
+        &root.join("policy.cgi"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\ncut -d')' -f2 /proc/self/stat | awk '{print $39}'\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let mut o = Opts {
         main: "workers = 1\nworker_threads = 2\nworker_sched_policy = \"batch\"".into(),
         server: "[[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n".into(),
@@ -458,29 +455,23 @@ fn test_flag_rejects_unknown_user() {
 /// scripts start with nothing ignored.
 #[test]
 fn signals_ignored_by_the_launcher_still_work() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new();
     let root = dir.path().join("www");
     std::fs::create_dir_all(root.join("cgi")).unwrap();
-    let script = root.join("cgi/sig.cgi");
-    std::fs::write(
-        &script,
+    write_script(
+        &root.join("cgi/sig.cgi"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\ngrep SigIgn /proc/self/status\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let wrapper = dir.path().join("nohup-like.sh");
-    std::fs::write(
+    write_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/usr/bin/env python3\nimport os, signal, sys\n\
              for s in ('SIGHUP', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGQUIT', 'SIGCHLD'):\n\
              \x20   signal.signal(getattr(signal, s), signal.SIG_IGN)\n\
              os.execv('{BIN}', ['{BIN}'] + sys.argv[1:])\n"
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let o = Opts {
         server: "[[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n".into(),
         ..Opts::default()

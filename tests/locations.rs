@@ -5,11 +5,6 @@ mod common;
 
 use common::*;
 
-fn script(path: &std::path::Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-}
-
 /// One config mixing every match kind; each location answers its own
 /// name (`return 200 "<name>"`), so the table shows which one won.
 #[test]
@@ -103,7 +98,7 @@ fn try_files_to_a_front_controller() {
             .into(),
         ..Opts::default()
     });
-    script(
+    write_script(
         &s.root.join("app.cgi"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"uri=$REQUEST_URI qs=$QUERY_STRING script=$SCRIPT_NAME method=$REQUEST_METHOD\"\n",
     );
@@ -266,7 +261,7 @@ fn added_headers_expires_and_default_type() {
     std::fs::write(root.join("README"), "no extension\n").unwrap();
     std::fs::write(root.join("assets/a.css"), "a{}\n").unwrap();
     std::fs::write(root.join("nocache/n.txt"), "n\n").unwrap();
-    script(
+    write_script(
         &cgi.join("hi.sh"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nhi\\n'\n",
     );
@@ -368,7 +363,7 @@ fn error_pages() {
     std::fs::write(root.join("404.html"), "custom 404\n").unwrap();
     std::fs::write(root.join("50x.html"), "custom 50x\n").unwrap();
     std::fs::write(root.join("empty.txt"), "").unwrap();
-    script(
+    write_script(
         &cgi.join("oops.sh"),
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nscript page for %s %s\\n' \"$REQUEST_METHOD\" \"$REQUEST_URI\"\n",
     );

@@ -329,13 +329,10 @@ fn cgi_pool_runs_a_script_per_request() {
         1,
     );
     let script = s.root.join("echo.cgi");
-    std::fs::write(
+    write_script(
         &script,
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"method=$REQUEST_METHOD query=$QUERY_STRING\"\necho oops >&2\ncat\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let (ok, out) = curl(&["-d", "payload", &format!("http://127.0.0.1:{}/echo.cgi?x=1", s.port)]);
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&out), "method=POST query=x=1\npayload");

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -26,12 +25,10 @@ fn site(threads: usize, workers: usize) -> (Php, Server) {
     std::fs::write(root.join("index.html"), "<h1>hello</h1>\n").unwrap();
     std::fs::write(root.join("t.php"), "<?php echo 'php:', $_GET['t'] ?? '', \"\\n\";\n").unwrap();
     let script = root.join("cgi/t.cgi");
-    std::fs::write(
+    write_script(
         &script,
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\ncgi:%s\\n' \"$QUERY_STRING\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let sock = dir.path().join("fpm.sock");
     let fpm = Php::fpm(dir.path(), "www", &sock.display().to_string(), 4, "");
     let o = Opts {

@@ -420,12 +420,10 @@ fn scheme_https_for_return_and_cgi() {
     let cgi_dir = dir.path().join("cgi");
     std::fs::create_dir_all(&cgi_dir).unwrap();
     let script = cgi_dir.join("env.cgi");
-    std::fs::write(
+    write_script(
         &script,
         "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nHTTPS=%s SCHEME=%s PORT=%s\\n' \"$HTTPS\" \"$REQUEST_SCHEME\" \"$SERVER_PORT\"\n",
-    )
-    .unwrap();
-    Command::new("chmod").arg("755").arg(&script).status().unwrap();
+    );
     let plain = free_port();
     let s = tls_server(
         dir,

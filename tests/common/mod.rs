@@ -306,6 +306,13 @@ impl Drop for Server {
     }
 }
 
+/// Writes an executable script (mode 755) at `path`.
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// `read` that retries `EINTR`: a blocking socket read with a timeout
 /// returns it when the test process is stopped and resumed (a frozen
 /// container, a debugger), with no signal handler involved.
