@@ -982,13 +982,17 @@ impl HttpService {
                 _ => return,
             }
         }
-        let reusable = st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty();
-        if !reusable {
-            return;
+        if reusable(st) {
+            self.app_done(st);
         }
+    }
+
+    /// The application answered in full: its connection goes back to the
+    /// pool (kept if `reusable`), the server counts a success.
+    fn app_done(&mut self, st: &mut FcgiState) {
         let (g, s) = (st.group, st.server);
         let mut ups = lock(&self.upstreams);
-        ups.release(g, s, st.backend.take(), true, Instant::now());
+        ups.release(g, s, st.backend.take(), reusable(st), Instant::now());
         ups.succeeded(g, s);
         if st.counted {
             ups.end(g, s);
@@ -1002,12 +1006,10 @@ impl HttpService {
     /// END_REQUEST: the response is complete; the connection goes back to
     /// the pool if the whole request went out and nothing else is pending.
     fn app_ended(&mut self, c: &mut Conn, status: ProtocolStatus, head_only: bool) -> Result<(), Step> {
-        let now = Instant::now();
         let ex = c.ex.as_mut().expect("fastcgi exchange");
         let st = state(&mut ex.handler).expect("fastcgi exchange");
-        let (g, s) = (st.group, st.server);
         if !st.fr.head_sent {
-            let addr = lock(&self.upstreams).address(g, s).to_string();
+            let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
             let (code, why) = match status {
                 ProtocolStatus::Overloaded => (503, format!("FastCGI server {addr} is overloaded")),
                 ProtocolStatus::CantMpxConn => (502, format!("FastCGI server {addr} refused a second request")),
@@ -1019,15 +1021,7 @@ impl HttpService {
             };
             return Err(self.fcgi_abort(c, code, &why));
         }
-        let reusable = st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty();
-        lock(&self.upstreams).release(g, s, st.backend.take(), reusable, now);
-        lock(&self.upstreams).succeeded(g, s);
-        if st.counted {
-            lock(&self.upstreams).end(g, s);
-            st.counted = false;
-        }
-        flush_err(st);
-        st.ended = true;
+        self.app_done(st);
         let before = ex.out.len();
         st.fr.end(&mut ex.out, head_only);
         ex.file_sent += (ex.out.len() - before) as u64;
@@ -1291,6 +1285,12 @@ fn log_stderr(st: &mut FcgiState, r: Range<usize>) {
             st.err_line.push(b);
         }
     }
+}
+
+/// The connection can serve another request: kept by request, the whole
+/// request sent, nothing unread behind the answer.
+fn reusable(st: &FcgiState) -> bool {
+    st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty()
 }
 
 fn flush_err(st: &mut FcgiState) {
