@@ -2,12 +2,11 @@
 //! dropping root for the configured user and group.
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::unistd::{Gid, Pid, Uid, initgroups, setgid, setuid};
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{Affinity, Credentials, Main, SchedPolicy};
 
