@@ -400,14 +400,19 @@ fn cached_files_are_fresh_under_load() {
         .map(|_| {
             let (stop, served) = (stop.clone(), served.clone());
             std::thread::spawn(move || {
-                let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-                let mut r = BufReader::new(c);
+                let connect = || BufReader::new(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+                let mut r = connect();
                 while !stop.load(Ordering::Relaxed) {
                     r.get_mut()
                         .write_all(b"GET /f.txt HTTP/1.1\r\nHost: x\r\n\r\n")
                         .unwrap();
-                    assert_eq!(read_response(&mut r).unwrap().0, 200);
+                    let (status, _, close) = read_response_full(&mut r).unwrap();
+                    assert_eq!(status, 200);
                     served.fetch_add(1, Ordering::Relaxed);
+                    // keepalive_requests (1000) ends a connection: take a new one.
+                    if close {
+                        r = connect();
+                    }
                 }
             })
         })
