@@ -1546,7 +1546,12 @@ fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<FakeLog>>) {
                     write(&record(STDOUT, id, b""));
                     write(&end_request(id, 0));
                 }
-                if !keep {
+                // An application that closes a kept connection once idle
+                // (a recycled process, its own idle timeout).
+                if !keep || script.ends_with("/closeafter") {
+                    if keep {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     log.lock().unwrap().closed.push((conn, Instant::now()));
                     return;
                 }
@@ -1736,6 +1741,44 @@ fn kept_connections_and_keep_conn_false() {
         "closed after {:?}, before keepalive_timeout",
         closed_at.duration_since(done)
     );
+}
+
+/// The application closed an idle kept connection (seen by its event
+/// while idle): the next request goes on a new one, even a POST, which is
+/// never resent after a failure that may have run it.
+#[test]
+fn a_kept_connection_the_application_closed_is_not_reused() {
+    let app = FakeApp::start();
+    let srv = fake_server(
+        &app,
+        "[[server.location]]\nmatch = \"^~ /kept/\"\nfastcgi = { pass = \"ADDR\", check_file = false }\n",
+        "",
+    );
+    let mut c = Conn::open(srv.port);
+    for round in 0..3 {
+        let r = c.get(&format!("/kept/{round}/closeafter")).unwrap();
+        assert_eq!(r.status, 200, "{}", srv.error_log());
+        let closed = app.log.lock().unwrap().closed.len();
+        assert!(
+            eventually(Duration::from_secs(3), || app.log.lock().unwrap().closed.len() > closed),
+            "the application did not close"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        c.send(&format!(
+            "POST /kept/{round}/form HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\na=b"
+        ))
+        .unwrap();
+        let r = c.read(false).unwrap();
+        assert_eq!(r.status, 200, "round {round}: {}", srv.error_log());
+    }
+    let reqs = app.reqs();
+    let posts: Vec<&FcgiReq> = reqs
+        .iter()
+        .filter(|r| r.param("SCRIPT_NAME").unwrap().ends_with("/form"))
+        .collect();
+    assert_eq!(posts.len(), 3, "each POST reached the application once");
+    assert!(posts.iter().all(|p| p.stdin == b"a=b"));
+    assert!(!srv.error_log().contains("FastCGI server"), "{}", srv.error_log());
 }
 
 #[test]

@@ -131,14 +131,34 @@ impl Io<'_> {
     }
 
     /// Watches a socket that outlives connections (one to an application
-    /// server, kept in a pool) under `handle`, both ways and edge-triggered,
-    /// once for its whole life: its events go to whichever connection
+    /// server, kept in a pool) under `handle`, edge-triggered, once for its
+    /// whole life: its events go to whichever connection
     /// [`Service::handle_target`] names at the time, so changing hands
-    /// costs no `epoll_ctl`.
-    pub fn watch_handle(&self, fd: BorrowedFd<'_>, handle: u64) -> io::Result<()> {
+    /// costs no `epoll_ctl`. `write`: writability too; without it a unix
+    /// socket's peer reading what was sent (which signals write space every
+    /// time) wakes nobody.
+    pub fn watch_handle(&self, fd: BorrowedFd<'_>, handle: u64, write: bool) -> io::Result<()> {
         debug_assert!(handle < LISTENER_BASE - HANDLE_BASE);
-        let ev = EpollEvent::new(Self::SOCKET_FLAGS, HANDLE_BASE + handle);
-        self.epoll.add(fd, ev).map_err(io::Error::from)
+        self.epoll
+            .add(fd, Self::handle_event(handle, write))
+            .map_err(io::Error::from)
+    }
+
+    /// Adds or removes writability on a socket watched with
+    /// [`watch_handle`](Self::watch_handle). Adding reports the socket at
+    /// once if it is writable already, so no edge is lost.
+    pub fn rewatch_handle(&self, fd: BorrowedFd<'_>, handle: u64, write: bool) -> io::Result<()> {
+        let mut ev = Self::handle_event(handle, write);
+        self.epoll.modify(fd, &mut ev).map_err(io::Error::from)
+    }
+
+    fn handle_event(handle: u64, write: bool) -> EpollEvent {
+        let flags = if write {
+            Self::SOCKET_FLAGS
+        } else {
+            Self::SOCKET_FLAGS.difference(EpollFlags::EPOLLOUT)
+        };
+        EpollEvent::new(flags, HANDLE_BASE + handle)
     }
 
     const SOCKET_FLAGS: EpollFlags = EpollFlags::EPOLLIN

@@ -23,6 +23,19 @@ pub struct Backend {
     fresh: bool,
     /// Its event-loop handle (see `Io::watch_handle`).
     pub handle: u64,
+    /// An event said a `read` may find something (bytes, end of file, an
+    /// error). Off after a read that emptied the socket: the next answer
+    /// comes with an edge, so nothing is read in vain after a send.
+    pub readable: bool,
+    /// Writability is in its event registration: always for TCP (connect
+    /// completes that way; TCP signals write space only after a full
+    /// buffer), for a unix socket only while a send waits for room.
+    pub watch_out: bool,
+    pub unix: bool,
+    /// An event said the peer closed or the socket failed: reads go on
+    /// until they say so (a short read before the end of file drains
+    /// nothing, and no further edge comes).
+    pub peer_closed: bool,
 }
 
 /// How a new connection's `connect` went.
@@ -68,7 +81,20 @@ pub struct Upstreams {
     draining: bool,
     /// Per connection handle: the token its events go to (0: none, idle).
     owners: Vec<u64>,
+    /// Per handle: an event came while the connection was idle (the
+    /// application may have closed it); checked before it is reused.
+    stirred: Vec<bool>,
     free_handles: Vec<u64>,
+}
+
+/// An idle connection that had an event still has nothing to read: the
+/// application did not close it (end of file, a reset) or send stray bytes.
+fn quiet(sock: &Socket) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    matches!(
+        sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
 }
 
 /// The servers a request already tried (bit per server; groups hold at most 64).
@@ -102,13 +128,20 @@ impl Upstreams {
             wake: Vec::new(),
             draining: false,
             owners: Vec::new(),
+            stirred: Vec::new(),
             free_handles: Vec::new(),
         }
     }
 
-    /// Where the events of the connection watched as `handle` go.
-    pub fn target(&self, handle: u64) -> Option<u64> {
-        self.owners.get(handle as usize).copied().filter(|&t| t != 0)
+    /// Where the events of the connection watched as `handle` go; an
+    /// idle one's are noted for [`take_idle`](Self::take_idle).
+    pub fn target(&mut self, handle: u64) -> Option<u64> {
+        let owner = self.owners.get(handle as usize).copied()?;
+        if owner == 0 {
+            self.stirred[handle as usize] = true;
+            return None;
+        }
+        Some(owner)
     }
 
     /// `b`'s events go to `token` from now on.
@@ -238,7 +271,8 @@ impl Upstreams {
         let timeout = self.groups[g].cfg.keepalive_timeout;
         let st = &mut self.groups[g].servers[s];
         while let Some(b) = st.idle.pop() {
-            if now.duration_since(b.idle_since) < timeout {
+            let stirred = std::mem::take(&mut self.stirred[b.handle as usize]);
+            if now.duration_since(b.idle_since) < timeout && (!stirred || quiet(&b.sock)) {
                 return Some(b);
             }
             st.open = st.open.saturating_sub(1);
@@ -262,16 +296,22 @@ impl Upstreams {
             Some(h) => h,
             None => {
                 self.owners.push(0);
+                self.stirred.push(false);
                 self.owners.len() as u64 - 1
             }
         };
         self.owners[handle as usize] = owner;
+        self.stirred[handle as usize] = false;
         let b = Backend {
             sock,
             served: 0,
             idle_since: Instant::now(),
             fresh: true,
             handle,
+            readable: false,
+            peer_closed: false,
+            watch_out: domain != Domain::UNIX,
+            unix: domain == Domain::UNIX,
         };
         let result = match b.sock.connect(&sa) {
             Ok(()) => Connect::Done(b),
@@ -332,6 +372,7 @@ impl Upstreams {
             {
                 b.served += 1;
                 b.idle_since = now;
+                b.readable = false;
                 // Events while idle go nowhere (a close is seen on reuse).
                 self.owners[b.handle as usize] = 0;
                 st.idle.push(b);

@@ -207,7 +207,7 @@ impl HttpService {
             // A pipe of the running script.
             // A descriptor of the handler's own (a script's pipe).
             if let Some(ex) = c.ex.as_mut() {
-                ex.handler.ready(ready.source);
+                ex.handler.ready(&ready);
             }
         } else {
             if ready.readable {

@@ -22,7 +22,7 @@ use super::handler::spool_buffered;
 use super::request::{Method, Request};
 use crate::cgi::response::{self, Parsed};
 use crate::config::fastcgi::NextUpstream;
-use crate::event::{Io, Next};
+use crate::event::{Io, Next, Ready};
 use crate::fastcgi::codec::{self, ProtocolStatus, Role, kind};
 use crate::fastcgi::inbox::{Inbox, Item};
 use crate::fastcgi::params;
@@ -128,6 +128,16 @@ pub(super) struct FcgiState {
 impl FcgiState {
     pub(super) fn reads_body(&self) -> bool {
         self.stage == Stage::Spooling
+    }
+
+    /// An event of the application's socket: what it says is worth a read.
+    pub(super) fn ready(&mut self, ready: &Ready) {
+        if let Some(b) = self.backend.as_mut() {
+            if ready.hangup || ready.peer_closed {
+                b.peer_closed = true;
+            }
+            b.readable |= ready.readable || b.peer_closed;
+        }
     }
 
     fn name(&self) -> &str {
@@ -542,7 +552,9 @@ impl HttpService {
         let connected = ups.connect(g, s, io.sub_token(SUB));
         drop(ups);
         match connected {
-            Ok(Connect::Done(b)) | Ok(Connect::InProgress(b)) if io.watch_handle(b.sock.as_fd(), b.handle).is_err() => {
+            Ok(Connect::Done(b)) | Ok(Connect::InProgress(b))
+                if io.watch_handle(b.sock.as_fd(), b.handle, b.watch_out).is_err() =>
+            {
                 lock(&self.upstreams).release(g, s, Some(b), false, now);
                 Some(self.fcgi_abort(c, 502, "cannot watch the connection to the application"))
             }
@@ -700,8 +712,23 @@ impl HttpService {
                     Ok(n) => {
                         st.to_app_off += n;
                         progress = true;
+                        if st.to_app_off == st.to_app.len() && b.watch_out && b.unix {
+                            // Sent: the peer's reads need not wake us any more.
+                            let b = st.backend.as_mut().expect("checked");
+                            if io.rewatch_handle(b.sock.as_fd(), b.handle, false).is_ok() {
+                                b.watch_out = false;
+                            }
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !b.watch_out {
+                            let b = st.backend.as_mut().expect("checked");
+                            if let Err(e) = io.rewatch_handle(b.sock.as_fd(), b.handle, true) {
+                                return self.app_failed(c, &format!("watching the connection: {e}"), false);
+                            }
+                            b.watch_out = true;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return self.app_failed(c, &format!("sending the request: {e}"), true),
                 }
@@ -1237,9 +1264,12 @@ fn compact_to_app(st: &mut FcgiState) {
 /// `WouldBlock` when nothing is there, an error (EOF included) when the
 /// connection is gone.
 fn read_app(st: &mut FcgiState) -> io::Result<usize> {
-    let Some(b) = st.backend.as_ref() else {
+    let Some(b) = st.backend.as_mut() else {
         return Ok(0);
     };
+    if !b.readable {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
     let mut total = 0;
     loop {
         let room = st.inbox.room();
@@ -1260,10 +1290,15 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
                 total += n;
                 // A short read emptied the socket (a new edge comes with more).
                 if n < room_len {
+                    b.readable = b.peer_closed;
                     return Ok(total);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                b.readable = b.peer_closed;
+                return if total > 0 { Ok(total) } else { Err(e) };
+            }
             // What came before an error is handled first (it may be the
             // whole response); the next read reports the error again.
             Err(_) if total > 0 => return Ok(total),

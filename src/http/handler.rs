@@ -7,15 +7,15 @@ use super::HttpService;
 use super::body::{Body, BodyError};
 use super::conn::{Conn, Handler, Step};
 use super::request;
-use crate::event::{Io, Next};
+use crate::event::{Io, Next, Ready};
 
 impl Handler {
     /// A descriptor the handler added (1..=3) is ready.
-    pub(super) fn ready(&mut self, source: u8) {
+    pub(super) fn ready(&mut self, ready: &Ready) {
         match self {
-            Handler::Cgi(st) => st.ready(source),
-            // The FastCGI exchange tries its socket on every step: nothing to note.
-            Handler::FastCgi(_) | Handler::Reply => {}
+            Handler::Cgi(st) => st.ready(ready.source),
+            Handler::FastCgi(st) => st.ready(ready),
+            Handler::Reply => {}
         }
     }
 
