@@ -1546,6 +1546,13 @@ fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<FakeLog>>) {
                     write(&record(STDOUT, id, b""));
                     write(&end_request(id, 0));
                 }
+                // A recycled php-fpm child: shuts its side, reads until ours closes.
+                if keep && script.ends_with("/shutafter") {
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    while read_record(&mut s).is_some() {}
+                    log.lock().unwrap().closed.push((conn, Instant::now()));
+                    return;
+                }
                 // An application that closes a kept connection once idle
                 // (a recycled process, its own idle timeout).
                 if !keep || script.ends_with("/closeafter") {
@@ -1743,8 +1750,9 @@ fn kept_connections_and_keep_conn_false() {
     );
 }
 
-/// The application closed an idle kept connection (seen by its event
-/// while idle): the next request goes on a new one, even a POST, which is
+/// The application closed a kept connection, or shut its side as a
+/// recycled php-fpm child does (seen by its event, while idle or with the
+/// answer): the next request goes on a new one, even a POST, which is
 /// never resent after a failure that may have run it.
 #[test]
 fn a_kept_connection_the_application_closed_is_not_reused() {
@@ -1755,13 +1763,15 @@ fn a_kept_connection_the_application_closed_is_not_reused() {
         "",
     );
     let mut c = Conn::open(srv.port);
-    for round in 0..3 {
-        let r = c.get(&format!("/kept/{round}/closeafter")).unwrap();
-        assert_eq!(r.status, 200, "{}", srv.error_log());
+    for round in 0..6 {
+        let how = if round % 2 == 0 { "closeafter" } else { "shutafter" };
         let closed = app.log.lock().unwrap().closed.len();
+        let r = c.get(&format!("/kept/{round}/{how}")).unwrap();
+        assert_eq!(r.status, 200, "{}", srv.error_log());
         assert!(
             eventually(Duration::from_secs(3), || app.log.lock().unwrap().closed.len() > closed),
-            "the application did not close"
+            "round {round}: the application did not close\n{}",
+            srv.error_log()
         );
         std::thread::sleep(Duration::from_millis(100));
         c.send(&format!(
@@ -1776,7 +1786,7 @@ fn a_kept_connection_the_application_closed_is_not_reused() {
         .iter()
         .filter(|r| r.param("SCRIPT_NAME").unwrap().ends_with("/form"))
         .collect();
-    assert_eq!(posts.len(), 3, "each POST reached the application once");
+    assert_eq!(posts.len(), 6, "each POST reached the application once");
     assert!(posts.iter().all(|p| p.stdin == b"a=b"));
     assert!(!srv.error_log().contains("FastCGI server"), "{}", srv.error_log());
 }

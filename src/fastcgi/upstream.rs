@@ -81,9 +81,6 @@ pub struct Upstreams {
     draining: bool,
     /// Per connection handle: the token its events go to (0: none, idle).
     owners: Vec<u64>,
-    /// Per handle: an event came while the connection was idle (the
-    /// application may have closed it); checked before it is reused.
-    stirred: Vec<bool>,
     free_handles: Vec<u64>,
 }
 
@@ -128,20 +125,37 @@ impl Upstreams {
             wake: Vec::new(),
             draining: false,
             owners: Vec::new(),
-            stirred: Vec::new(),
             free_handles: Vec::new(),
         }
     }
 
-    /// Where the events of the connection watched as `handle` go; an
-    /// idle one's are noted for [`take_idle`](Self::take_idle).
+    /// Where the events of the connection watched as `handle` go.
     pub fn target(&mut self, handle: u64) -> Option<u64> {
         let owner = self.owners.get(handle as usize).copied()?;
         if owner == 0 {
-            self.stirred[handle as usize] = true;
+            self.idle_event(handle);
             return None;
         }
         Some(owner)
+    }
+
+    /// An event of an idle kept connection: if the application closed it
+    /// (or shut its side, as a recycled php-fpm child does before waiting
+    /// for ours), or sent stray bytes, it is closed now, as nginx does:
+    /// never reused, and the child is not held until `keepalive_timeout`.
+    fn idle_event(&mut self, handle: u64) {
+        for group in &mut self.groups {
+            for st in &mut group.servers {
+                if let Some(i) = st.idle.iter().position(|b| b.handle == handle) {
+                    if !quiet(&st.idle[i].sock) {
+                        let b = st.idle.swap_remove(i);
+                        st.open = st.open.saturating_sub(1);
+                        Self::close(&mut self.owners, &mut self.free_handles, b);
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     /// `b`'s events go to `token` from now on.
@@ -271,8 +285,7 @@ impl Upstreams {
         let timeout = self.groups[g].cfg.keepalive_timeout;
         let st = &mut self.groups[g].servers[s];
         while let Some(b) = st.idle.pop() {
-            let stirred = std::mem::take(&mut self.stirred[b.handle as usize]);
-            if now.duration_since(b.idle_since) < timeout && (!stirred || quiet(&b.sock)) {
+            if now.duration_since(b.idle_since) < timeout {
                 return Some(b);
             }
             st.open = st.open.saturating_sub(1);
@@ -296,12 +309,10 @@ impl Upstreams {
             Some(h) => h,
             None => {
                 self.owners.push(0);
-                self.stirred.push(false);
                 self.owners.len() as u64 - 1
             }
         };
         self.owners[handle as usize] = owner;
-        self.stirred[handle as usize] = false;
         let b = Backend {
             sock,
             served: 0,
@@ -367,8 +378,16 @@ impl Upstreams {
             // the listen queue, which may be another worker's. Without this
             // a busy worker could hold every child for as long as it stays
             // busy.
+            // Not one the application closed (php-fpm's children shut their
+            // side and wait for ours when recycled): no further event
+            // would say so once it is kept.
             Some(mut b)
-                if reusable && st.idle.len() < keep && b.served + 1 < max_requests && !starving && !self.draining =>
+                if reusable
+                    && !b.peer_closed
+                    && st.idle.len() < keep
+                    && b.served + 1 < max_requests
+                    && !starving
+                    && !self.draining =>
             {
                 b.served += 1;
                 b.idle_since = now;
