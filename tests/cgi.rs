@@ -198,6 +198,31 @@ fn meta_variables_follow_rfc3875() {
     // The server's own environment does not leak.
     assert_eq!(j.get("HOME"), None);
     assert_eq!(j.get("CARGO_MANIFEST_DIR"), None);
+
+    // Underscored names cannot pose as dashed ones; cookies join with "; ".
+    let j = env_of(
+        &s,
+        "GET /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 1.1.1.1\r\n\
+         Transfer_Encoding: chunked\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(j.get("HTTP_X_FORWARDED_FOR"), Some("1.1.1.1"));
+    assert_eq!(j.get("HTTP_TRANSFER_ENCODING"), None);
+    assert_eq!(j.get("HTTP_COOKIE"), Some("a=1; b=2"));
+    // An absolute-form target names the host, not the Host field (RFC 9112 §3.2.2).
+    let j = env_of(
+        &s,
+        "GET http://other.example:8080/cgi-bin/env.py HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(j.get("HTTP_HOST"), Some("other.example:8080"));
+    assert_eq!(j.get("SERVER_NAME"), Some("other.example"));
+    // Neither TRACE nor CONNECT reaches a script.
+    for m in ["TRACE", "CONNECT"] {
+        let r = s.request(&format!(
+            "{m} /cgi-bin/env.py HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(r.status, 405, "{m}");
+        assert!(r.header("Allow").is_some(), "{m}");
+    }
 }
 
 #[test]

@@ -103,6 +103,11 @@ fn http10_keep_alive_rules(mode: &str) {
     assert_eq!(rs.len(), 2);
     assert_eq!(rs[0].header("connection"), Some("keep-alive"));
     assert_eq!(rs[1].text(), "BB");
+    // A `close` among the options wins (RFC 9112 §9.6).
+    let out = s.raw(b"GET /a.txt HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\nGET /b.txt HTTP/1.0\r\n\r\n");
+    let rs = parse_responses(&out, false);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].header("connection"), Some("close"));
 }
 
 fn bodies_are_framed_when_discarded(mode: &str) {
@@ -215,9 +220,27 @@ fn smuggling_and_malformed_heads(mode: &str) {
         ("GET /a.txt HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         ("GET /a.txt HTTP/3.1\r\nHost: x\r\n\r\n", 505),
         ("GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", 417),
+        // A malformed line is a 400 even with a version at its end.
+        ("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /a.txt HTTP/1\r\nHost: x\r\n\r\n", 400),
+        // An http URI with an empty host (RFC 9110 §4.2.1).
+        ("GET http:///a.txt HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ];
     for (req, code) in cases {
         expect_close(&s, req, *code);
+    }
+    // A HEAD refused while its head is parsed gets no content either.
+    for (req, code) in [
+        ("HEAD /a.txt HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", 417),
+        ("HEAD /a.txt HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        ("HEAD /a.txt HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    ] {
+        let mut c = s.connect();
+        c.write_all(req.as_bytes()).unwrap();
+        let out = read_to_close(&mut c);
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(status_of(&out), code, "{req:?}");
+        assert!(text.ends_with("\r\n\r\n"), "no body after the head: {text:?}");
     }
     // The server is still fine afterwards.
     assert_eq!(s.get("/a.txt").text(), "AAAA");

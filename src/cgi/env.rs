@@ -84,16 +84,18 @@ pub fn build(r: &Request<'_>) -> Vec<(String, String)> {
             "authorization" | "proxy-authorization" => continue,
             _ => {}
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        // An underscore would make `X_Forwarded_For` the same variable as
+        // `X-Forwarded-For` (a header a front proxy strips could come back
+        // that way): such names are dropped, as nginx and the FastCGI
+        // params do.
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             continue;
         }
         let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
-        // Repeated fields are joined, as RFC 9110 §5.3 allows.
+        // Repeated fields are joined, as RFC 9110 §5.3 allows; cookies
+        // with "; " (RFC 6265 §5.4).
         if let Some(e) = env.iter_mut().find(|(k, _)| *k == key) {
-            e.1.push_str(", ");
+            e.1.push_str(if lower == "cookie" { "; " } else { ", " });
             e.1.push_str(value);
         } else {
             env.push((key, value.clone()));
@@ -118,6 +120,10 @@ mod tests {
             ("X-Multi".to_string(), "a".to_string()),
             ("x-multi".to_string(), "b".to_string()),
             ("Content-Type".to_string(), "text/plain".to_string()),
+            ("X_Multi".to_string(), "spoofed".to_string()),
+            ("Transfer_Encoding".to_string(), "chunked".to_string()),
+            ("Cookie".to_string(), "a=1".to_string()),
+            ("cookie".to_string(), "b=2".to_string()),
         ];
         let extra = vec![("FOO".to_string(), "bar".to_string())];
         let env = build(&Request {
@@ -149,5 +155,7 @@ mod tests {
         assert_eq!(get("PATH_TRANSLATED"), Some("/srv/www/x"));
         assert_eq!(get("FOO"), Some("bar"));
         assert_eq!(get("HTTP_CONTENT_TYPE"), None);
+        assert_eq!(get("HTTP_TRANSFER_ENCODING"), None);
+        assert_eq!(get("HTTP_COOKIE"), Some("a=1; b=2"));
     }
 }

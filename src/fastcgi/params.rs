@@ -28,6 +28,9 @@ pub struct Request<'a> {
     pub remote_user: Option<&'a str>,
     /// Request header fields as received.
     pub headers: &'a [httparse::Header<'a>],
+    /// An absolute-form target's host and port: `HTTP_HOST`, instead of
+    /// the Host field (RFC 9112 §3.2.2).
+    pub authority: Option<&'a str>,
     /// The location's `params`: they replace a standard one of the same
     /// name; an empty value removes it.
     pub extra: &'a [(String, String)],
@@ -88,7 +91,10 @@ pub fn encode(r: &Request<'_>, out: &mut Vec<u8>) {
     put("SERVER_NAME", r.server_name.as_bytes());
     // php-cgi's force-cgi-redirect check wants it.
     put("REDIRECT_STATUS", b"200");
-    headers(r.headers, &mut put);
+    if let Some(a) = r.authority {
+        put("HTTP_HOST", a.as_bytes());
+    }
+    headers(r.headers, r.authority.is_some(), &mut put);
     for (k, v) in r.extra {
         if !v.is_empty() {
             encode_pair(out, k.as_bytes(), v.as_bytes());
@@ -100,7 +106,7 @@ pub fn encode(r: &Request<'_>, out: &mut Vec<u8>) {
 /// others with ", "). Names with an underscore are dropped, as nginx does
 /// (they would be indistinguishable from the dash form); `Proxy` too
 /// (httpoxy); Content-Type and Content-Length are the CONTENT_ params.
-fn headers(list: &[httparse::Header<'_>], put: &mut impl FnMut(&str, &[u8])) {
+fn headers(list: &[httparse::Header<'_>], skip_host: bool, put: &mut impl FnMut(&str, &[u8])) {
     // Headers already joined into an earlier one (bit per header; the head
     // parser takes at most 100): no allocation per request.
     let mut done: u128 = 0;
@@ -114,6 +120,7 @@ fn headers(list: &[httparse::Header<'_>], put: &mut impl FnMut(&str, &[u8])) {
         if ["proxy", "content-type", "content-length"]
             .iter()
             .any(|n| h.name.eq_ignore_ascii_case(n))
+            || (skip_host && h.name.eq_ignore_ascii_case("host"))
         {
             continue;
         }
@@ -218,10 +225,19 @@ mod tests {
             length_later: false,
             remote_user: None,
             headers: &hs,
+            authority: None,
             extra: &extra,
         };
         let mut out = Vec::new();
         encode(&r, &mut out);
+        let absolute = Request {
+            authority: Some("other.example:8080"),
+            ..r
+        };
+        let mut out2 = Vec::new();
+        encode(&absolute, &mut out2);
+        let hosts: Vec<_> = decode(&out2).into_iter().filter(|(n, _)| n == "HTTP_HOST").collect();
+        assert_eq!(hosts, [("HTTP_HOST".to_string(), "other.example:8080".to_string())]);
         let p = decode(&out);
         let get = |k: &str| p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PATH_TRANSLATED"), Some("/srv/www/x"));

@@ -462,6 +462,16 @@ impl HttpService {
                 }
             }
         };
+        // Not for applications either: TRACE would echo credentials back,
+        // a 2xx to CONNECT would start a tunnel (RFC 9110 §9.3.6, §9.3.8).
+        let cgi = if cgi && matches!(req.method_name.as_ref(), "TRACE" | "CONNECT") {
+            let mut r = Reply::error(405, self.cfg.server_tokens);
+            r.header("Allow", "GET, HEAD, POST");
+            refused = Some(r);
+            false
+        } else {
+            cgi
+        };
         if cgi {
             let head_bytes = match &head {
                 HeadBytes::InBuf(r) => c.rbuf.get(r.clone()).map(<[u8]>::to_vec).unwrap_or_default(),
@@ -610,6 +620,10 @@ impl HttpService {
     /// Answers with an error status and closes afterwards. `ex` is the
     /// exchange being replaced, if the request head had been accepted.
     pub(super) fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
+        // A HEAD refused while its head was parsed still gets no content
+        // (RFC 9110 §9.3.2): its request line says what it was.
+        let head_line =
+            line.starts_with("HEAD ") || c.rbuf.get(c.rstart..c.rend).is_some_and(|b| b.starts_with(b"HEAD "));
         let mut ex = ex.unwrap_or_else(|| Exchange::new(self.select_site(c.listener, None), line));
         if ex.out.capacity() > 0 {
             self.wbufs.put(std::mem::take(&mut ex.out));
@@ -622,7 +636,7 @@ impl HttpService {
         ex.keep_alive = false;
         ex.linger = true;
         ex.out_off = 0;
-        let head_only = ex.req.as_ref().is_some_and(|r| r.method == Method::Head);
+        let head_only = ex.req.as_ref().map_or(head_line, |r| r.method == Method::Head);
         self.render(&mut ex, Reply::fatal(code, self.cfg.server_tokens), head_only, 1);
         c.phase = Phase::Send;
         c.deadline = self.clock.now + self.cfg.send_timeout;

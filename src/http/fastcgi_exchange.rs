@@ -268,6 +268,7 @@ impl HttpService {
                 length_later: chunked,
                 remote_user: remote_user.as_deref(),
                 headers,
+                authority: req.authority(),
                 extra: &f.params,
             },
             &mut pairs,

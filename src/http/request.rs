@@ -117,6 +117,21 @@ impl Request {
         }
     }
 
+    /// The host and port of an absolute-form target (`http://h:p/...`):
+    /// what names the host, whatever the Host field says (RFC 9112
+    /// §3.2.2), so applications get it as `HTTP_HOST`.
+    pub fn authority(&self) -> Option<&str> {
+        let (t, start) = match &self.sent {
+            Some(s) => (s.0.as_str(), s.1),
+            None => (self.target.as_str(), self.path_start),
+        };
+        if start == 0 {
+            return None;
+        }
+        let rest = strip_scheme(t)?;
+        t.get(t.len() - rest.len()..start)
+    }
+
     pub fn path(&self) -> &str {
         &self.target[self.path_start..self.path_end]
     }
@@ -220,6 +235,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     }
 
     let mut hosts = 0u32;
+    let mut close = false;
     let mut te: Option<String> = None;
     for h in req.headers.iter() {
         let Ok(value) = std::str::from_utf8(h.value) else {
@@ -263,7 +279,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                 let tok = tok.trim_matches([' ', '\t']);
                 if tok.eq_ignore_ascii_case("close") {
                     r.keep_alive = false;
-                } else if tok.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                    close = true;
+                } else if tok.eq_ignore_ascii_case("keep-alive") && minor == 0 && !close {
+                    // A `close` anywhere wins (RFC 9112 §9.6).
                     r.keep_alive = true;
                 }
             }
@@ -338,8 +356,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         // The authority ends at the first "/", "?" or "#" (RFC 3986 §3.2).
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..end];
+        // An http URI with an empty host is invalid (RFC 9110 §4.2.1).
         match host_name(authority) {
-            Some(h) if !authority.contains('@') => r.host = Some(h),
+            Some(h) if !authority.contains('@') && !h.is_empty() => r.host = Some(h),
             _ => return fail!(400),
         }
         if rest.as_bytes().get(end) != Some(&b'/') {
@@ -405,14 +424,27 @@ fn port_ok(after: &str) -> Option<()> {
     (p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())).then_some(())
 }
 
-/// 505 for a well-formed version we do not speak, 400 for garbage.
+/// 505 for a well-formed version we do not speak, 400 for garbage: only
+/// a request line that is otherwise right (method, one space, a
+/// target, one space, `HTTP/` DIGIT `.` DIGIT: RFC 9112 §3 and §2.3)
+/// gets 505.
 fn version_status(buf: &[u8]) -> u16 {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let ver = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(ver), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return 400;
+    };
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if method.is_empty()
+        || !method.iter().all(token)
+        || target.is_empty()
+        || target.iter().any(|b| b.is_ascii_control())
+    {
+        return 400;
+    }
     match ver {
         [b'H', b'T', b'T', b'P', b'/', d, b'.', m] if d.is_ascii_digit() && m.is_ascii_digit() => 505,
-        [b'H', b'T', b'T', b'P', b'/', d] if d.is_ascii_digit() => 505,
         _ => 400,
     }
 }
@@ -471,6 +503,10 @@ mod tests {
             "obs-fold"
         );
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        assert_eq!(status("GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET /a  HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/2\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET / FOO/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("BREW / HTTP/1.1\r\nHost: a\r\n\r\n"), 501);
         assert_eq!(
@@ -479,6 +515,17 @@ mod tests {
         );
         assert_eq!(status("GET http://x.y/p?q HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
         assert_eq!(status("GET x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        for (conn, keep) in [
+            ("close, keep-alive", false),
+            ("keep-alive, close", false),
+            ("keep-alive", true),
+        ] {
+            let head = format!("GET / HTTP/1.0\r\nConnection: {conn}\r\n\r\n");
+            let Parsed::Done(r, _) = parse(head.as_bytes(), &L) else {
+                panic!("not parsed")
+            };
+            assert_eq!(r.keep_alive, keep, "{conn}");
+        }
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n"), 0);
     }
@@ -489,8 +536,14 @@ mod tests {
             panic!("not parsed")
         };
         assert_eq!(r.host.as_deref(), Some("example.com"));
+        assert_eq!(r.authority(), Some("Example.COM:80"));
         assert_eq!(r.path(), "/a/b");
         assert_eq!(r.query(), Some("x=1"));
+        assert_eq!(status("GET http:///a HTTP/1.1\r\nHost: h\r\n\r\n"), 400, "empty host");
+        let Parsed::Done(r, _) = parse(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", &L) else {
+            panic!("not parsed")
+        };
+        assert_eq!(r.authority(), None);
         // Found by reading for the fuzz target: a query right after the
         // authority, with or without a slash in it, keeps the empty path.
         for (target, query) in [("http://h?x=1", "x=1"), ("http://h?x=/y", "x=/y")] {
