@@ -885,6 +885,73 @@ fn mutated_fastcgi_streams_never_kill_a_pool_worker() {
     assert_eq!(s.get("/hello.php").status, 200);
 }
 
+/// Counts END_REQUEST records in a FastCGI byte stream.
+fn end_requests(mut b: &[u8]) -> usize {
+    let mut n = 0;
+    while b.len() >= 8 {
+        let len = 8 + u16::from_be_bytes([b[4], b[5]]) as usize + b[6] as usize;
+        if b.len() < len {
+            break;
+        }
+        n += usize::from(b[1] == 3);
+        b = &b[len..];
+    }
+    n
+}
+
+/// A connection that says nothing, or only management records, yields
+/// the pool's only worker to a waiting request after a grace second; two
+/// requests pipelined with one id on a kept connection are both answered.
+#[test]
+fn idle_new_connections_yield_and_pipelined_requests_are_served() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let sock = s.dir.path().join("php.sock");
+    let script = s.root.join("hello.php").display().to_string();
+    let silent = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let chatty = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut w = chatty.try_clone().unwrap();
+    let talker = std::thread::spawn(move || {
+        // FCGI_GET_VALUES for FCGI_MAX_CONNS, every 200 ms.
+        let mut rec = vec![1u8, 9, 0, 0, 0, 16, 0, 0, 14, 0];
+        rec.extend_from_slice(b"FCGI_MAX_CONNS");
+        while !stop2.load(Ordering::SeqCst) && w.write_all(&rec).is_ok() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let mut two = fcgi_request(1, &script);
+    two[10] = 1; // FCGI_KEEP_CONN
+    let two = [two.clone(), two].concat();
+    c.write_all(&two).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    while end_requests(&got) < 2 {
+        match c.read_retry(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let waited = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    talker.join().unwrap();
+    drop((silent, chatty));
+    assert_eq!(
+        end_requests(&got),
+        2,
+        "{}\n{}",
+        String::from_utf8_lossy(&got),
+        s.error_log()
+    );
+    assert!(waited < Duration::from_secs(10), "answered after {waited:?}");
+}
+
 #[test]
 fn cpu_affinity_pins_workers_and_their_programs() {
     let s = corral(

@@ -69,6 +69,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
             "location" => head.location = Some(value.to_string()),
             "content-type" => head.content_type = Some(value.to_string()),
             "content-length" => match value.parse::<u64>() {
+                // Two different lengths cannot both frame the body (RFC 9110 §8.6).
+                Ok(n) if head.content_length.is_some_and(|m| m != n) => {
+                    return Parsed::Invalid(format!("two different Content-Length values, {:?}", truncate(value)));
+                }
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => head.content_length = Some(n),
                 _ => return Parsed::Invalid(format!("bad Content-Length {:?}", truncate(value))),
             },
@@ -108,6 +112,14 @@ mod tests {
         assert!(matches!(parse(b"Status: abc\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: 100 Continue\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: 600\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse(b"Content-Type: a/b\nContent-Length: 10\nContent-Length: 5\n\n"),
+            Parsed::Invalid(_)
+        ));
+        assert!(matches!(
+            parse(b"Content-Type: a/b\nContent-Length: 5\nContent-Length: 5\n\n"),
+            Parsed::Done(..)
+        ));
         assert!(matches!(
             parse(b"Content-Length: 1x\nStatus: 200\n\n"),
             Parsed::Invalid(_)

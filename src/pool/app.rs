@@ -223,6 +223,10 @@ impl App {
         let mut head_sent = false;
         let mut ended: Option<u32> = None;
         let mut aborted = false;
+        // The client sent its next request (the same id, after this one's
+        // body) before this answer: it stays buffered for the next turn,
+        // and nothing more is read meanwhile.
+        let mut next_waiting = false;
         loop {
             if ended.is_some() && to_client.pending() == 0 {
                 break;
@@ -231,7 +235,7 @@ impl App {
                 break;
             }
             // The web server's records, read earlier or just now.
-            if !client_gone {
+            if !client_gone && !next_waiting {
                 loop {
                     let (taken, next) = match cbuf.peek() {
                         Ok(Some((rec, n))) => (n, Some(classify(rec, req.id))),
@@ -260,7 +264,11 @@ impl App {
                         FromClient::OtherBegin(id) => {
                             codec::end_request(&mut to_client.buf, id, 0, ProtocolStatus::CantMpxConn);
                         }
-                        FromClient::Ignore => {}
+                        FromClient::SameBegin if stdin_done => {
+                            next_waiting = true;
+                            break;
+                        }
+                        FromClient::SameBegin | FromClient::Ignore => {}
                     }
                     cbuf.consume(taken);
                 }
@@ -313,7 +321,7 @@ impl App {
             // What to wait for.
             let mut fds = Vec::with_capacity(5);
             let mut cev = PollFlags::empty();
-            if !client_gone && to_app.pending() < BUFFERED {
+            if !client_gone && !next_waiting && to_app.pending() < BUFFERED {
                 cev |= PollFlags::POLLIN;
             }
             if !client_gone && to_client.pending() > 0 {
@@ -796,6 +804,8 @@ enum FromClient {
     Stdin(std::ops::Range<usize>),
     Abort,
     OtherBegin(u16),
+    /// A BEGIN_REQUEST with the running request's id.
+    SameBegin,
     Ignore,
 }
 
@@ -808,6 +818,7 @@ fn classify(rec: Record<'_>, id: u16) -> FromClient {
         }
         Record::AbortRequest { id: i } if i == id => FromClient::Abort,
         Record::BeginRequest { id: i, .. } if i != id => FromClient::OtherBegin(i),
+        Record::BeginRequest { .. } => FromClient::SameBegin,
         _ => FromClient::Ignore,
     }
 }

@@ -22,6 +22,9 @@ use crate::os::{signals, title};
 
 /// How long a new connection may take to send its request's params.
 const FIRST_RECORD: Duration = Duration::from_secs(30);
+/// How long a new connection may stay silent before it yields its worker
+/// to another connection waiting on the pool socket.
+const FIRST_GRACE: Duration = Duration::from_secs(1);
 /// How long a kept connection may wait between requests (above the
 /// upstream keepalive timeouts of nginx (60 s) and corral (2 s)).
 const KEPT_IDLE: Duration = Duration::from_secs(120);
@@ -240,10 +243,13 @@ impl Worker<'_> {
     fn connection(&mut self, conn: &Socket, listen: &Socket) -> bool {
         let mut buf = RecordBuf::default();
         let mut first = true;
+        // Between requests: wait for the next request, not forever (a client
+        // that connects and says nothing, or only management records, must
+        // not hold a worker). The time runs from the accept or the last
+        // request, whatever comes meanwhile.
+        let accepted = Instant::now();
+        let mut idle_deadline = accepted + FIRST_RECORD;
         loop {
-            // Between requests: wait for the next record, not forever (a
-            // client that connects and says nothing must not hold a worker).
-            let idle_deadline = Instant::now() + if first { FIRST_RECORD } else { KEPT_IDLE };
             let (rec_len, action) = loop {
                 match buf.peek() {
                     Err(e) => {
@@ -263,7 +269,16 @@ impl Worker<'_> {
                     );
                     return false;
                 }
-                if !self.read_more(conn, &mut buf, idle_deadline, (!first).then_some(listen)) {
+                // A connection with no request yet gives its worker up to
+                // one that waits, after a grace second (a silent client
+                // otherwise holds it for FIRST_RECORD while others queue).
+                let grace = accepted + FIRST_GRACE;
+                let (watch, until) = if !first || Instant::now() >= grace {
+                    (Some(listen), idle_deadline)
+                } else {
+                    (None, idle_deadline.min(grace))
+                };
+                if !self.read_more(conn, &mut buf, until, watch) {
                     return false;
                 }
             };
@@ -299,6 +314,7 @@ impl Worker<'_> {
                         return true;
                     }
                     self.sb.set_state(self.slot, State::Kept);
+                    idle_deadline = Instant::now() + KEPT_IDLE;
                     continue;
                 }
                 Between::Ignore => continue,
