@@ -435,6 +435,29 @@ fn sha256_hex(data: &[u8]) -> String {
         .to_string()
 }
 
+/// A script that exits without reading its body: the rest is read and
+/// dropped and the kept connection serves the pipelined request after it.
+#[test]
+fn a_body_the_script_did_not_read_is_dropped_and_the_connection_goes_on() {
+    let (s, _) = cgi_server();
+    let body = "x".repeat(200_000);
+    let mut c = s.connect();
+    c.write_all(
+        format!(
+            "POST /cgi-bin/hello.sh HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}\
+             GET /target.html HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let out = read_to_close(&mut c);
+    let rs = parse_responses(&out, false);
+    assert_eq!(rs.len(), 2, "{}\n{}", String::from_utf8_lossy(&out), s.error_log());
+    assert!(rs[0].text().starts_with("hello"), "{}", rs[0].text());
+    assert_eq!(rs[1].text(), "static target");
+}
+
 #[test]
 fn large_post_and_chunked_upload_reach_the_script_intact() {
     let (s, _) = cgi_server();

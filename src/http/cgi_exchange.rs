@@ -401,9 +401,19 @@ impl HttpService {
             };
             let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
             if run.fr.ended && ex.out_off == ex.out.len() {
-                if !run.fr.framing_ok || ex.body.is_some() {
-                    // Unsure where the next request starts, or the body was cut short.
+                if !run.fr.framing_ok {
+                    // Unsure where the next request starts.
                     ex.keep_alive = false;
+                    ex.linger = true;
+                } else if ex.body.is_some() {
+                    if ex.keep_alive {
+                        // The script did not read the whole body: the rest is
+                        // read and dropped, and the connection goes on (its
+                        // response promised so; a pipelined request waits).
+                        c.phase = Phase::Body;
+                        c.deadline = self.clock.now + self.cfg.client_body_timeout;
+                        return Step::Again;
+                    }
                     ex.linger = true;
                 }
                 return self.finish(c, true);
