@@ -945,6 +945,23 @@ fn index_php_runs_never_leaks() {
     assert_eq!(r.status, 200);
 }
 
+/// The FIN sent right behind the request (in the same read, often): the
+/// client is gone all the same, whatever the timing.
+#[test]
+fn a_client_that_shuts_its_side_with_the_request_is_gone_too() {
+    let (_fpm, srv) = fpm_site();
+    for _ in 0..5 {
+        let mut s = srv.connect();
+        s.write_all(b"GET /sleep.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let start = Instant::now();
+        let rest = read_to_close(&mut s);
+        assert!(rest.is_empty(), "answered: {:?}", String::from_utf8_lossy(&rest));
+        assert!(start.elapsed() < Duration::from_millis(1000), "{:?}", start.elapsed());
+    }
+}
+
 #[test]
 fn a_client_that_leaves_aborts_its_request() {
     let (_fpm, srv) = fpm_site();

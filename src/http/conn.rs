@@ -248,6 +248,12 @@ impl HttpService {
             };
             match step {
                 Step::Again => continue,
+                // A FIN that came with the request itself (before there was
+                // an application to leave) counts as the client leaving
+                // too: the same answer whatever the timing.
+                Step::Wait(_) if c.fin_pending && c.phase == Phase::Handler && self.client_left_application(c) => {
+                    return Next::Close;
+                }
                 Step::Wait(next) => return next,
             }
         }
