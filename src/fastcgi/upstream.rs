@@ -392,7 +392,7 @@ impl Upstreams {
                 b.served += 1;
                 b.idle_since = now;
                 b.readable = false;
-                // Events while idle go nowhere (a close is seen on reuse).
+                // Events while idle go to `idle_event`.
                 self.owners[b.handle as usize] = 0;
                 st.idle.push(b);
             }

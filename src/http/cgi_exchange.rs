@@ -111,15 +111,16 @@ impl HttpService {
         let mut hs = [httparse::EMPTY_HEADER; 100];
         let mut parsed = httparse::Request::new(&mut hs);
         let _ = parsed.parse(head);
+        // An absolute-form target names the host (RFC 9112 §3.2.2).
+        let authority = req.authority();
         let mut headers: Vec<(String, String)> = parsed
             .headers
             .iter()
             .filter(|h| !h.name.is_empty())
-            .filter(|h| req.authority().is_none() || !h.name.eq_ignore_ascii_case("host"))
+            .filter(|h| authority.is_none() || !h.name.eq_ignore_ascii_case("host"))
             .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
             .collect();
-        // An absolute-form target names the host (RFC 9112 §3.2.2).
-        if let Some(a) = req.authority() {
+        if let Some(a) = authority {
             headers.push(("Host".to_string(), a.to_string()));
         }
         let local = c.local_addr();

@@ -627,9 +627,8 @@ impl HttpService {
     /// exchange being replaced, if the request head had been accepted.
     pub(super) fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
         // A HEAD refused while its head was parsed still gets no content
-        // (RFC 9110 §9.3.2): its request line says what it was.
-        let head_line =
-            line.starts_with("HEAD ") || c.rbuf.get(c.rstart..c.rend).is_some_and(|b| b.starts_with(b"HEAD "));
+        // (RFC 9110 §9.3.2): the head, still in the buffer, says what it was.
+        let head_line = c.rbuf.get(c.rstart..c.rend).is_some_and(|b| b.starts_with(b"HEAD "));
         let mut ex = ex.unwrap_or_else(|| Exchange::new(self.select_site(c.listener, None), line));
         if ex.out.capacity() > 0 {
             self.wbufs.put(std::mem::take(&mut ex.out));
