@@ -124,6 +124,9 @@ const STDERR: &str = r#"<?php
 $n = $_GET['n'] ?? '';
 error_log("marker-xyz-$n");
 error_log("marker-first-$n\nmarker-second-$n");
+for ($i = 0; $i < (int)($_GET['flood'] ?? 0); $i++) {
+    error_log("flood-line-$i " . str_repeat('f', 100));
+}
 echo "done\n";
 "#;
 
@@ -972,6 +975,21 @@ fn stderr_goes_to_the_error_log() {
     for l in log.lines().filter(|l| l.contains("marker-second-7")) {
         assert!(l.contains("FastCGI /stderr.php"), "a bare line: {l}");
     }
+    // A flood of ~400 KiB: the first 64 KiB are logged, then one line says what was left out.
+    let r = srv.get("/stderr.php?n=8&flood=3000");
+    assert_eq!((r.status, r.text().as_str()), (200, "done\n"));
+    assert!(
+        log_has(
+            &srv,
+            &["FastCGI /stderr.php: ", "more bytes written to stderr were not logged"]
+        ),
+        "{}",
+        srv.error_log()
+    );
+    let log = srv.error_log();
+    let flood = log.matches("flood-line-").count();
+    assert!((300..1000).contains(&flood), "{flood} flood messages logged");
+    assert!(!log.contains("flood-line-2999 "), "the end of the flood is not logged");
 }
 
 #[test]

@@ -281,9 +281,15 @@ fn log_lines_escape_client_bytes() {
     assert!(log.contains("\"y\\xFF\" resolves outside root"), "{log}");
     assert!(log.contains("\"loop\" under root"), "{log}");
     assert!(log.contains("symlink loop"), "{log}");
+    // Bytes that are not UTF-8 are logged as sent, escaped (nginx's \xHH).
+    s.raw(b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: caf\xe9\r\nReferer: r\xff\r\nConnection: close\r\n\r\n");
+    s.raw(b"GET /\xff HTTP/1.1 x\r\n\r\n");
+    assert!(eventually(Duration::from_secs(3), || s.access_log().lines().count() >= 6));
     let access = s.access_log();
     assert!(!access.lines().any(|l| l.starts_with("FORGED")), "{access}");
     assert!(access.contains("\"caf\\xC3\\xA9\""), "{access}");
+    assert!(access.contains("\"r\\xFF\" \"caf\\xE9\""), "{access}");
+    assert!(access.contains("\"GET /\\xFF HTTP/1.1 x\" 400 "), "{access}");
 }
 
 /// A server whose `/slow.sh` CGI script answers after `secs` seconds.

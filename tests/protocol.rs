@@ -56,6 +56,7 @@ both_modes!(
     bodies_are_framed_when_discarded,
     expect_continue,
     smuggling_and_malformed_heads,
+    options_asterisk,
     limits,
     split_writes_and_slow_client,
     many_concurrent_connections,
@@ -242,10 +243,35 @@ fn smuggling_and_malformed_heads(mode: &str) {
         assert_eq!(status_of(&out), code, "{req:?}");
         assert!(text.ends_with("\r\n\r\n"), "no body after the head: {text:?}");
     }
+    // Refused before routing, the page still names its charset (docs/config.md `charset`).
+    for req in ["GET /a b HTTP/1.1\r\n\r\n", "GET /a.txt HTTP/2.0\r\nHost: x\r\n\r\n"] {
+        let mut c = s.connect();
+        c.write_all(req.as_bytes()).unwrap();
+        let out = read_to_close(&mut c);
+        let r = &parse_responses(&out, false)[0];
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"), "{req:?}");
+    }
     // The server is still fine afterwards.
     assert_eq!(s.get("/a.txt").text(), "AAAA");
     assert_eq!(s.workers().len(), 2, "no worker died");
     assert!(!s.error_log().contains("panicked"));
+}
+
+/// `OPTIONS *` asks about the server (RFC 9110 §9.3.7): 200 with `Allow`,
+/// no body, and the connection goes on.
+fn options_asterisk(mode: &str) {
+    let s = server(mode);
+    let mut c = s.connect();
+    c.write_all(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let rs = parse_responses(&read_to_close(&mut c), false);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].header("allow"), Some("GET, HEAD, POST, OPTIONS"));
+    assert_eq!(rs[0].header("content-length"), Some("0"));
+    assert_eq!(rs[1].text(), "BB");
+    // `*` is the target of OPTIONS only.
+    expect_close(&s, "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400);
 }
 
 fn limits(mode: &str) {

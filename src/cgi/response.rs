@@ -64,7 +64,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 let Some(code) = code.filter(|_| value.len() == 3 || value.as_bytes()[3] == b' ') else {
                     return Parsed::Invalid(format!("bad Status {:?}", truncate(value)));
                 };
-                head.status = Some((code, value.get(4..).unwrap_or("").trim().to_string()));
+                // The first one counts, as behind nginx (fcgiwrap, php-fpm).
+                if head.status.is_none() {
+                    head.status = Some((code, value.get(4..).unwrap_or("").trim().to_string()));
+                }
             }
             "location" => head.location = Some(value.to_string()),
             "content-type" => head.content_type = Some(value.to_string()),
@@ -110,6 +113,10 @@ mod tests {
         assert!(matches!(parse(b"garbage line\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"X-Only: 1\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: abc\n\n"), Parsed::Invalid(_)));
+        let Parsed::Done(h, _) = parse(b"Status: 404 Gone\nStatus: 200\n\n") else {
+            panic!()
+        };
+        assert_eq!(h.status, Some((404, "Gone".to_string())));
         assert!(matches!(parse(b"Status: 100 Continue\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: 600\n\n"), Parsed::Invalid(_)));
         assert!(matches!(

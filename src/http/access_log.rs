@@ -29,7 +29,7 @@ fn open(target: &LogTarget) -> std::io::Result<Option<File>> {
 
 pub enum RequestLine<'a> {
     Parsed(&'a str, &'a str, u8),
-    Raw(&'a str),
+    Raw(&'a [u8]),
 }
 
 /// One entry's fields.
@@ -41,8 +41,8 @@ pub struct Entry<'a> {
     pub request: RequestLine<'a>,
     pub status: u16,
     pub body_bytes: u64,
-    pub referer: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
+    pub referer: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
 }
 
 impl AccessLog {
@@ -67,17 +67,17 @@ impl AccessLog {
         let _ = write!(b, "{} - - [{}] \"", e.addr, e.time);
         match e.request {
             RequestLine::Parsed(m, t, minor) => {
-                escape(b, m);
+                escape(b, m.as_bytes());
                 b.push(b' ');
-                escape(b, t);
+                escape(b, t.as_bytes());
                 b.extend_from_slice(if minor == 0 { b" HTTP/1.0" } else { b" HTTP/1.1" });
             }
             RequestLine::Raw(line) => escape(b, line),
         }
         let _ = write!(b, "\" {} {} \"", e.status, e.body_bytes);
-        escape(b, e.referer.unwrap_or("-"));
+        escape(b, e.referer.unwrap_or(b"-"));
         b.extend_from_slice(b"\" \"");
-        escape(b, e.user_agent.unwrap_or("-"));
+        escape(b, e.user_agent.unwrap_or(b"-"));
         b.extend_from_slice(b"\"\n");
         if self.buf.len() >= FLUSH_AT {
             self.flush();
@@ -111,8 +111,8 @@ impl AccessLog {
 }
 
 /// nginx-style escaping: `"`, `\` and non-printable bytes become `\xHH`.
-fn escape(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
+fn escape(out: &mut Vec<u8>, s: &[u8]) {
+    for &b in s {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
             let _ = write!(out, "\\x{b:02X}");
         } else {

@@ -157,7 +157,7 @@ impl HttpService {
         });
         let chunked = matches!(req.body, Some(super::body::Body::Chunked(_)));
         let timeout = rule.timeout;
-        let mut ex = Exchange::new(site, String::new());
+        let mut ex = Exchange::new(site, Vec::new());
         cgi_of(&mut ex.handler).rule = t.rule;
         if chunked {
             let file = match cgi::temp_file(&self.cfg.client_body_temp_path) {
@@ -456,7 +456,12 @@ impl HttpService {
     fn cgi_abort(&mut self, c: &mut Conn, code: u16, why: &str) -> Step {
         let ex = c.ex.take();
         let name = ex.as_ref().map(run_name).unwrap_or_default();
-        crate::error!("CGI {name}: {why}");
+        // A client's fault (4xx) is news, not an error of the server (as for FastCGI).
+        if code >= 500 {
+            crate::error!("CGI {name}: {why}, client: {}", c.peer.ip());
+        } else {
+            crate::info!("CGI {name}: {why}, client: {}", c.peer.ip());
+        }
         let head_sent = ex
             .as_ref()
             .and_then(|e| cgi_ref(&e.handler))
@@ -469,7 +474,7 @@ impl HttpService {
             }
             return Step::Wait(Next::Close);
         }
-        self.fail(c, code, String::new(), ex);
+        self.fail(c, code, Vec::new(), ex);
         Step::Again
     }
 

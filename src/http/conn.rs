@@ -84,7 +84,8 @@ pub struct Conn {
 /// The request in flight and its response.
 pub(super) struct Exchange {
     pub(super) req: Option<Box<Request>>,
-    line: String,
+    /// The raw request line of a request refused before it was parsed.
+    line: Vec<u8>,
     pub(super) site: usize,
     pub(super) status: u16,
     pub(super) keep_alive: bool,
@@ -113,7 +114,7 @@ pub(super) struct Exchange {
 impl Exchange {
     /// An exchange on `site`; `line` is the raw request line of a request
     /// refused before its head could be parsed (else empty).
-    pub(super) fn new(site: usize, line: String) -> Exchange {
+    pub(super) fn new(site: usize, line: Vec<u8>) -> Exchange {
         Exchange {
             req: None,
             line,
@@ -136,8 +137,10 @@ impl Exchange {
     }
 
     /// The request target, for log messages.
-    fn target(&self) -> &str {
-        self.req.as_ref().map_or(self.line.as_str(), |r| r.sent_target())
+    fn target(&self) -> std::borrow::Cow<'_, str> {
+        self.req
+            .as_ref()
+            .map_or_else(|| String::from_utf8_lossy(&self.line), |r| r.sent_target().into())
     }
 }
 
@@ -379,7 +382,7 @@ impl HttpService {
                         if c.rend - c.rstart >= self.rbufs.size() {
                             let has_line = c.rbuf[c.rstart..c.rend].contains(&b'\n');
                             let code = if has_line { 431 } else { 414 };
-                            self.fail(c, code, String::new(), None);
+                            self.fail(c, code, Vec::new(), None);
                             return Step::Again;
                         }
                     }
@@ -435,6 +438,10 @@ impl HttpService {
         let (site, cgi) = if refusal != 0 {
             refused = Some(Reply::error(refusal, self.cfg.server_tokens));
             (server, false)
+        } else if req.target == "*" {
+            // `OPTIONS *` asks about the server, not a resource (RFC 9110 §9.3.7).
+            refused = Some(server_options(self.cfg.server_tokens));
+            (server, false)
         } else {
             match self.route(server, &server_caps, &mut req, c.peer.ip(), &mut c.redirects) {
                 Routed::Serve { site, cgi } => {
@@ -458,7 +465,7 @@ impl HttpService {
                 }
                 Routed::Close { site } => {
                     // `return 444`: nothing is sent; the access log says 444.
-                    let mut ex = Exchange::new(site, String::new());
+                    let mut ex = Exchange::new(site, Vec::new());
                     ex.status = 444;
                     ex.req = Some(req);
                     c.phase = Phase::Send;
@@ -574,7 +581,7 @@ impl HttpService {
                 continue_left = CONTINUE.len();
             }
         }
-        let mut ex = Exchange::new(site, String::new());
+        let mut ex = Exchange::new(site, Vec::new());
         ex.keep_alive = keep_alive;
         ex.linger = linger;
         ex.body = body;
@@ -625,7 +632,7 @@ impl HttpService {
 
     /// Answers with an error status and closes afterwards. `ex` is the
     /// exchange being replaced, if the request head had been accepted.
-    pub(super) fn fail(&mut self, c: &mut Conn, code: u16, line: String, ex: Option<Exchange>) {
+    pub(super) fn fail(&mut self, c: &mut Conn, code: u16, line: Vec<u8>, ex: Option<Exchange>) {
         // A HEAD refused while its head was parsed still gets no content
         // (RFC 9110 §9.3.2): the head, still in the buffer, says what it was.
         let head_line = c.rbuf.get(c.rstart..c.rend).is_some_and(|b| b.starts_with(b"HEAD "));
@@ -642,7 +649,9 @@ impl HttpService {
         ex.linger = true;
         ex.out_off = 0;
         let head_only = ex.req.as_ref().map_or(head_line, |r| r.method == Method::Head);
-        self.render(&mut ex, Reply::fatal(code, self.cfg.server_tokens), head_only, 1);
+        let mut reply = Reply::fatal(code, self.cfg.server_tokens);
+        self.sites[ex.site].set_charset(&mut reply);
+        self.render(&mut ex, reply, head_only, 1);
         c.phase = Phase::Send;
         c.deadline = self.clock.now + self.cfg.send_timeout;
         c.ex = Some(ex);
@@ -651,7 +660,7 @@ impl HttpService {
     /// A plain HTTP request sent to a TLS port: nginx's 400 page, then close.
     fn plain_to_tls_port(&mut self, c: &mut Conn, req: Box<Request>) {
         crate::info!("client {} sent a plain HTTP request to a TLS port", c.peer.ip());
-        let mut ex = Exchange::new(self.select_site(c.listener, req.host.as_deref()), String::new());
+        let mut ex = Exchange::new(self.select_site(c.listener, req.host.as_deref()), Vec::new());
         let (head_only, minor) = (req.method == Method::Head, req.minor);
         ex.req = Some(req);
         ex.linger = true;
@@ -659,6 +668,7 @@ impl HttpService {
         let page = super::status::plain_http_page(self.cfg.server_tokens);
         reply.length = Some(page.len() as u64);
         reply.body = ReplyBody::Bytes(page);
+        self.sites[ex.site].set_charset(&mut reply);
         self.render(&mut ex, reply, head_only, minor);
         c.phase = Phase::Send;
         c.deadline = self.clock.now + self.cfg.send_timeout;
@@ -747,7 +757,7 @@ impl HttpService {
                     Err(e) => {
                         let code = if e == BodyError::TooLarge { 413 } else { 400 };
                         let ex = c.ex.take();
-                        self.fail(c, code, String::new(), ex);
+                        self.fail(c, code, Vec::new(), ex);
                         return Step::Again;
                     }
                 }
@@ -1078,4 +1088,14 @@ impl HttpService {
         }
         Some(Next::Close)
     }
+}
+
+/// The answer to `OPTIONS *`: what the server as a whole may accept.
+fn server_options(tokens: bool) -> Reply {
+    let mut r = Reply::error(200, tokens);
+    r.content_type = None;
+    r.length = Some(0);
+    r.body = ReplyBody::Empty;
+    r.header("Allow", "GET, HEAD, POST, OPTIONS");
+    r
 }

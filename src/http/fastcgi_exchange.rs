@@ -31,6 +31,8 @@ use crate::fastcgi::upstream::{Backend, Connect};
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// One request per connection: its id is always 1.
 const ID: u16 = 1;
+/// STDERR logged per request: a flood (a debug dump, a loop) cannot fill the disk.
+const STDERR_LOG_MAX: usize = 64 << 10;
 /// The application's socket among the connection's descriptors.
 const SUB: u8 = 1;
 /// Request bytes kept to resend on a fresh connection when a kept one
@@ -120,6 +122,9 @@ pub(super) struct FcgiState {
     /// END_REQUEST came.
     ended: bool,
     err_line: Vec<u8>,
+    /// STDERR bytes logged, and those past `STDERR_LOG_MAX` that were not.
+    err_logged: usize,
+    err_dropped: u64,
     idempotent: bool,
     /// For STDERR lines in the log.
     client: std::net::IpAddr,
@@ -298,6 +303,8 @@ impl HttpService {
             fr: Framing::new(format!("FastCGI {script}")),
             ended: false,
             err_line: Vec::new(),
+            err_logged: 0,
+            err_dropped: 0,
             client: c.peer.ip(),
             idempotent: matches!(
                 req.method_name.as_ref(),
@@ -326,7 +333,7 @@ impl HttpService {
                 st.stdin_ended = true;
             }
         }
-        let mut ex = Exchange::new(site, String::new());
+        let mut ex = Exchange::new(site, Vec::new());
         ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
         ex.body = req.body.take();
         ex.out = self.wbufs.get_empty();
@@ -1116,7 +1123,7 @@ impl HttpService {
             return Step::Again;
         }
         let ex = c.ex.take();
-        self.fail(c, code, String::new(), ex);
+        self.fail(c, code, Vec::new(), ex);
         if code == 503
             && let Some(ex) = c.ex.as_mut()
         {
@@ -1222,7 +1229,8 @@ impl HttpService {
             st.counted = false;
         }
         if let Some(b) = st.backend.take() {
-            if kill && st.stage == Stage::Talking {
+            // Nothing to abort once END_REQUEST came (the answer was refused, say).
+            if kill && st.stage == Stage::Talking && !st.ended {
                 let mut abort = Vec::with_capacity(8);
                 codec::abort_request(&mut abort, ID);
                 let _ = b.sock.send_with_flags(&abort, libc::MSG_NOSIGNAL);
@@ -1230,6 +1238,16 @@ impl HttpService {
             lock(&self.upstreams).release(g, s, Some(b), false, now);
         }
         flush_err(st);
+        if st.err_dropped > 0 {
+            crate::warn!(
+                "{}: {} more bytes written to stderr were not logged (more than {} KiB), client: {}",
+                st.fr.name,
+                st.err_dropped,
+                STDERR_LOG_MAX >> 10,
+                st.client
+            );
+            st.err_dropped = 0;
+        }
         st.spool = None;
         if let Some(buf) = std::mem::take(&mut st.inbox).into_buffer()
             && self.inbox_buffers.len() < 64
@@ -1310,7 +1328,12 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
 
 /// Complete STDERR lines to the error log, named after the script.
 fn log_stderr(st: &mut FcgiState, r: Range<usize>) {
-    for i in r {
+    let room = STDERR_LOG_MAX.saturating_sub(st.err_logged);
+    if r.len() > room {
+        st.err_dropped += (r.len() - room) as u64;
+    }
+    st.err_logged += r.len().min(room);
+    for i in r.start..r.start + r.len().min(room) {
         let b = st.inbox.bytes(i..i + 1)[0];
         if b == b'\n' || st.err_line.len() >= 2048 {
             flush_err(st);

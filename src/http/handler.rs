@@ -100,13 +100,13 @@ impl HttpService {
                 "internal redirect to \"{}\" refused (a loop, or not a valid URI)",
                 crate::core::log::Esc(loc.as_bytes())
             );
-            self.fail(c, 500, String::new(), None);
+            self.fail(c, 500, Vec::new(), None);
             return Step::Again;
         }
         // The same request, as a GET of `loc`: the client's headers (Range,
         // conditionals, Host) still apply, as nginx's internal redirects keep them.
         let Some(mut req) = ex.req.take() else {
-            self.fail(c, 500, String::new(), None);
+            self.fail(c, 500, Vec::new(), None);
             return Step::Again;
         };
         if !head {

@@ -36,8 +36,9 @@ pub struct Request {
     pub if_unmodified_since: Option<String>,
     pub range: Option<String>,
     pub if_range: Option<String>,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
+    /// As sent (for the access log, which escapes what is not text).
+    pub referer: Option<Box<[u8]>>,
+    pub user_agent: Option<Box<[u8]>>,
     pub accept_encoding: Option<String>,
     pub authorization: Option<String>,
     /// The target as sent and its path start, once `rewrite` replaced it.
@@ -150,7 +151,7 @@ pub enum Parsed {
     Partial,
     /// Reject with this status and close; `line` is the request line if one
     /// could be read (for the access log).
-    Error(u16, String),
+    Error(u16, Vec<u8>),
 }
 
 const MAX_HEADERS: usize = 100;
@@ -169,7 +170,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             // A request line that is already too long need not be waited for.
             let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
             if line_len > limits.max_uri + 32 {
-                return Parsed::Error(414, String::new());
+                return Parsed::Error(414, Vec::new());
             }
             return Parsed::Partial;
         }
@@ -188,7 +189,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     let target = req.path.unwrap_or("").to_string();
     let minor = req.version.unwrap_or(1);
     // The request line is only spelled out again when refusing (for the log).
-    let line = |m: &str, t: &str| format!("{m} {t} HTTP/1.{minor}");
+    let line = |m: &str, t: &str| format!("{m} {t} HTTP/1.{minor}").into_bytes();
     if target.len() > limits.max_uri {
         return Parsed::Error(414, line(&method_name, &target));
     }
@@ -238,6 +239,13 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     let mut close = false;
     let mut te: Option<String> = None;
     for h in req.headers.iter() {
+        if is(h.name, "referer") {
+            r.referer = Some(h.value.trim_ascii().into());
+            continue;
+        } else if is(h.name, "user-agent") {
+            r.user_agent = Some(h.value.trim_ascii().into());
+            continue;
+        }
         let Ok(value) = std::str::from_utf8(h.value) else {
             // obs-text in a header we read must not confuse us; others are ignored.
             if is(h.name, "host") || is(h.name, "content-length") || is(h.name, "transfer-encoding") {
@@ -314,10 +322,6 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             }
         } else if is(name, "authorization") {
             r.authorization = Some(value.to_string());
-        } else if is(name, "referer") {
-            r.referer = Some(value.to_string());
-        } else if is(name, "user-agent") {
-            r.user_agent = Some(value.to_string());
         }
     }
     if hosts > 1 {
@@ -450,10 +454,10 @@ fn version_status(buf: &[u8]) -> u16 {
 }
 
 /// The first line of what was received, for the access log of a bad request.
-fn first_line(buf: &[u8]) -> String {
+fn first_line(buf: &[u8]) -> Vec<u8> {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    String::from_utf8_lossy(&line[..line.len().min(1024)]).into_owned()
+    line[..line.len().min(1024)].to_vec()
 }
 
 #[cfg(test)]
