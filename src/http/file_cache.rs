@@ -77,10 +77,16 @@ pub struct Entry {
     /// The turn in which `id` was last found current.
     pub checked: u64,
     pub body: Cached,
+    pub meta: FileMeta,
+}
+
+/// What a response says of a file, computed once per version of it.
+pub struct FileMeta {
     pub len: u64,
     pub mtime: u64,
     pub etag: Arc<str>,
     pub last_modified: Arc<str>,
+    /// `Last-Modified`, `ETag` and `Accept-Ranges` lines of a 200 or 206.
     pub headers: Arc<str>,
     pub ctype: &'static str,
 }

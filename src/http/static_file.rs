@@ -13,7 +13,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use super::autoindex;
-use super::file_cache::{Cached, Entry, FileCache, Identity};
+use super::file_cache::{Cached, Entry, FileCache, FileMeta, Identity};
 use super::path;
 use super::range::{self, Range};
 use super::reply::{Reply, ReplyBody};
@@ -247,19 +247,11 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
         && let Some(root) = site.root.as_ref()
         && let Some(e) = ctx.cache.get(ctx.site_idx, root.as_raw_fd(), rel)
     {
-        let meta = FileMeta {
-            len: e.len,
-            mtime: e.mtime,
-            etag: e.etag.clone(),
-            last_modified: e.last_modified.clone(),
-            headers: e.headers.clone(),
-            ctype: e.ctype,
-        };
         let source = match &e.body {
             Cached::Bytes(b) => Source::Memory(b.clone()),
             Cached::File(f) => Source::File(f.clone()),
         };
-        return respond(&meta, source, req, tokens);
+        return respond(&e.meta, source, req, tokens);
     }
     let fd = match site.open(rel) {
         Ok(fd) => fd,
@@ -341,36 +333,22 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
     } else {
         Cached::File(Arc::new(file))
     };
+    let source = match &body {
+        Cached::Bytes(b) => Source::Memory(b.clone()),
+        Cached::File(f) => Source::File(f.clone()),
+    };
+    let reply = respond(&fm, source, req, tokens);
     let entry = Entry {
         id: Identity::of_meta(&meta),
         checked: ctx.cache.turn(),
-        body: body.clone(),
-        len: fm.len,
-        mtime: fm.mtime,
-        etag: fm.etag.clone(),
-        last_modified: fm.last_modified.clone(),
-        headers: fm.headers.clone(),
-        ctype: fm.ctype,
+        body,
+        meta: fm,
     };
     ctx.cache.insert(ctx.site_idx, rel, entry);
-    let source = match body {
-        Cached::Bytes(b) => Source::Memory(b),
-        Cached::File(f) => Source::File(f),
-    };
-    respond(&fm, source, req, tokens)
+    reply
 }
 
 /// A file's validators and type.
-struct FileMeta {
-    len: u64,
-    mtime: u64,
-    etag: Arc<str>,
-    last_modified: Arc<str>,
-    /// `Last-Modified`, `ETag` and `Accept-Ranges` lines of a 200 or 206.
-    headers: Arc<str>,
-    ctype: &'static str,
-}
-
 impl FileMeta {
     fn new(m: &std::fs::Metadata, name: &[u8], default_type: &'static str) -> FileMeta {
         let len = m.len();
