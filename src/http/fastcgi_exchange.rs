@@ -720,21 +720,14 @@ impl HttpService {
                     Ok(n) => {
                         st.to_app_off += n;
                         progress = true;
-                        if st.to_app_off == st.to_app.len() && b.watch_out && b.unix {
+                        if st.to_app_off == st.to_app.len() && b.unix {
                             // Sent: the peer's reads need not wake us any more.
-                            let b = st.backend.as_mut().expect("checked");
-                            if io.rewatch_handle(b.sock.as_fd(), b.handle, false).is_ok() {
-                                b.watch_out = false;
-                            }
+                            let _ = watch_out(io, st.backend.as_mut().expect("checked"), false);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if !b.watch_out {
-                            let b = st.backend.as_mut().expect("checked");
-                            if let Err(e) = io.rewatch_handle(b.sock.as_fd(), b.handle, true) {
-                                return self.app_failed(c, &format!("watching the connection: {e}"), false);
-                            }
-                            b.watch_out = true;
+                        if let Err(e) = watch_out(io, st.backend.as_mut().expect("checked"), true) {
+                            return self.app_failed(c, &format!("watching the connection: {e}"), false);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1344,6 +1337,15 @@ fn log_stderr(st: &mut FcgiState, r: Range<usize>) {
             st.err_line.push(b);
         }
     }
+}
+
+/// Adds or removes writability in the backend's event registration.
+fn watch_out(io: &mut Io<'_>, b: &mut Backend, on: bool) -> io::Result<()> {
+    if b.watch_out != on {
+        io.rewatch_handle(b.sock.as_fd(), b.handle, on)?;
+        b.watch_out = on;
+    }
+    Ok(())
 }
 
 /// The connection can serve another request: kept by request, the whole
