@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 
 /// One config mixing every match kind; each location answers its own
 /// name (`return 200 "<name>"`), so the table shows which one won.
@@ -57,13 +58,18 @@ fn location_precedence() {
 #[test]
 fn return_redirects_and_texts() {
     let s = Server::with(Opts {
-        server: "server_name = \"example.test\"".into(),
+        server: "server_name = \"example.test\"\nerror_page = { 404 = \"/private/x\" }".into(),
         more: "[[server.location]]\nmatch = \"/old/\"\nreturn = \"301 https://$host$request_uri\"\n\n\
                [[server.location]]\nmatch = \"~ ^/user/(?<name>[a-z]+)$\"\nreturn = \"302 /profile?u=$name\"\n\n\
                [[server.location]]\nmatch = \"= /health\"\nreturn = \"200 ok $remote_addr\"\n\n\
                [[server.location]]\nmatch = \"/private/\"\nreturn = 403\n\n\
                [[server.location]]\nmatch = \"/drop\"\nreturn = 444\n\n\
-               [[server.location]]\nmatch = \"~ (?s)^/inject/(.*)$\"\nreturn = \"302 /x/$1\"\n"
+               [[server.location]]\nmatch = \"~ (?s)^/inject/(.*)$\"\nreturn = \"302 /x/$1\"\n\n\
+               [[server.location]]\nmatch = \"= /away\"\nreturn = \"302 //evil.example/x\"\n\n\
+               [[server.location]]\nmatch = \"= /none\"\nreturn = 204\n\n\
+               [[server.location]]\nmatch = \"= /same\"\nreturn = 304\n\n\
+               [[server.location]]\nmatch = \"= /empty\"\nreturn = 200\n\n\
+               [[server.location]]\nmatch = \"= /gone\"\nreturn = \"404 not here\"\n"
             .into(),
         ..Opts::default()
     });
@@ -71,7 +77,11 @@ fn return_redirects_and_texts() {
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://example.test/old/page?a=1"));
     let r = s.get("/user/ann");
-    assert_eq!((r.status, r.header("location")), (302, Some("/profile?u=ann")));
+    let at = |p: &str| format!("http://localhost:{}{p}", s.port);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some(at("/profile?u=ann").as_str()))
+    );
     let r = s.get("/health");
     assert_eq!((r.status, r.text().as_str()), (200, "ok 127.0.0.1"));
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
@@ -84,7 +94,29 @@ fn return_redirects_and_texts() {
     let out = s.raw(b"GET /inject/a%0d%0aSet-Cookie:%20x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     let text = String::from_utf8_lossy(&out);
     assert!(!text.contains("\r\nSet-Cookie"), "{text}");
-    assert!(text.contains("Location: /x/a%0D%0ASet-Cookie: x=1"), "{text}");
+    assert!(text.contains("/x/a%0D%0ASet-Cookie: x=1\r\n"), "{text}");
+    // A path-only Location gets the scheme and host: "//host" cannot send a browser away.
+    let r = s.get("/away");
+    assert_eq!(r.header("location"), Some(at("//evil.example/x").as_str()));
+    // 204 and 304 end at their head; a 200 without text is empty; a text is not replaced by error_page.
+    let mut c = s.connect();
+    c.write_all(b"GET /none HTTP/1.1\r\nHost: a\r\n\r\nGET /same HTTP/1.1\r\nHost: a\r\n\r\nGET /empty HTTP/1.1\r\nHost: a\r\n\r\nGET /gone HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut c);
+    let rs = parse_responses(&out, false);
+    let got: Vec<(u16, String)> = rs.iter().map(|r| (r.status, r.text())).collect();
+    assert_eq!(
+        got,
+        [
+            (204, String::new()),
+            (304, String::new()),
+            (200, String::new()),
+            (404, "not here".to_string())
+        ],
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(rs[0].header("content-length").is_none() && rs[0].header("content-type").is_none());
 }
 
 /// A PHP-style front controller: existing files are served, everything
@@ -440,11 +472,15 @@ fn rewrites() {
     assert_eq!(s.get("/a/z").text(), "b /b/z", "last stops the list and re-matches");
     assert_eq!(s.get("/c/x.txt").text(), "real x\n", "break: served in this location");
     let r = s.get("/moved/p?k=v");
-    assert_eq!((r.status, r.header("location")), (301, Some("/here/p?from=moved&k=v")));
+    let at = |p: &str| format!("http://localhost:{}{p}", s.port);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some(at("/here/p?from=moved&k=v").as_str()))
+    );
     let r = s.get("/tmp/p?k=v");
     assert_eq!(
         (r.status, r.header("location")),
-        (302, Some("/there/p")),
+        (302, Some(at("/there/p").as_str())),
         "a final ? drops the query"
     );
     let r = s.get("/ext/a");
@@ -485,7 +521,7 @@ fn alias_with_and_without_captures() {
     let r = s.get("/i/sub");
     assert_eq!(
         (r.status, r.header("location")),
-        (301, Some("/i/sub/")),
+        (301, Some(format!("http://localhost:{}/i/sub/", s.port).as_str())),
         "the redirect keeps the URL path"
     );
     assert_eq!(s.get("/users/ann/avatar.png").text(), "ann's png");

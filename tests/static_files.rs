@@ -51,7 +51,37 @@ fn directory_without_slash_redirects() {
     let s = site();
     let r = s.get("/sub?x=1");
     assert_eq!(r.status, 301);
-    assert_eq!(r.header("location"), Some("/sub/?x=1"));
+    let at = format!("http://localhost:{}/sub/?x=1", s.port);
+    assert_eq!(r.header("location"), Some(at.as_str()));
+    // An empty query adds nothing; the Host names the server in the URL.
+    let r = s.request("GET /sub? HTTP/1.1\r\nHost: Example.ORG:8080\r\nConnection: close\r\n\r\n");
+    let at = format!("http://example.org:{}/sub/", s.port);
+    assert_eq!((r.status, r.header("location")), (301, Some(at.as_str())));
+    // HTTP/1.0 without Host: the address the client reached.
+    let r = s.request("GET /sub HTTP/1.0\r\n\r\n");
+    let at = format!("http://127.0.0.1:{}/sub/", s.port);
+    assert_eq!(r.header("location"), Some(at.as_str()));
+}
+
+#[test]
+fn relative_redirects_when_absolute_redirect_is_off() {
+    let s = Server::with(Opts {
+        server: "absolute_redirect = false".into(),
+        ..Opts::default()
+    });
+    std::fs::create_dir_all(s.root.join("sub")).unwrap();
+    let r = s.get("/sub?x=1");
+    assert_eq!((r.status, r.header("location")), (301, Some("/sub/?x=1")));
+    let s = Server::with(Opts {
+        server: "server_name = [\"www.example.org\", \"example.org\"]\nserver_name_in_redirect = true\nport_in_redirect = false".into(),
+        ..Opts::default()
+    });
+    std::fs::create_dir_all(s.root.join("sub")).unwrap();
+    let r = s.get("/sub");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some("http://www.example.org/sub/"))
+    );
 }
 
 #[test]

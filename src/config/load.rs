@@ -765,6 +765,9 @@ fn build_server(
         access_log: s.access_log.map_or(LogTarget::Off, |a| src.log_target(&a)),
         autoindex: s.autoindex.unwrap_or(false),
         follow_symlinks_outside_root: s.follow_symlinks_outside_root.unwrap_or(false),
+        absolute_redirect: s.absolute_redirect.unwrap_or(true),
+        port_in_redirect: s.port_in_redirect.unwrap_or(true),
+        server_name_in_redirect: s.server_name_in_redirect.unwrap_or(false),
         cgi,
         fastcgi: None,
         limit_conn: match s.limit_conn {

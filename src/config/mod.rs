@@ -185,6 +185,14 @@ pub struct Server {
     pub access_log: LogTarget,
     pub autoindex: bool,
     pub follow_symlinks_outside_root: bool,
+    /// A `Location` corral makes (`/dir` → `/dir/`, `return 301 /x`,
+    /// `rewrite ... redirect`) as `scheme://host[:port]/...` (nginx's
+    /// `absolute_redirect`); the port unless the scheme's default
+    /// (`port_in_redirect`); the host from the first `server_name` instead of
+    /// the request's `Host` (`server_name_in_redirect`).
+    pub absolute_redirect: bool,
+    pub port_in_redirect: bool,
+    pub server_name_in_redirect: bool,
     /// CGI locations, tried in order before static files.
     pub cgi: Vec<Cgi>,
     /// The FastCGI handler of a location's site (never a server's own).

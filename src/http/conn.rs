@@ -522,6 +522,7 @@ impl HttpService {
         };
         let mut reply = reply;
         if reply.status >= 300
+            && !reply.own_body
             && req.error_status.is_none()
             && let Some(ep) = self.sites[site]
                 .cfg
@@ -536,7 +537,7 @@ impl HttpService {
                 };
                 let uri = ep.uri.clone();
                 reply = Reply::error(code, self.cfg.server_tokens);
-                reply.header("Location", uri);
+                reply.location = Some(uri);
             } else if c.redirects < MAX_REDIRECTS {
                 // The page is routed as a GET of its URI; its answer gets the
                 // error's status unless `=code` / `=` says otherwise.
@@ -557,6 +558,9 @@ impl HttpService {
         }
         if let Some(st) = req.error_status.filter(|&st| st != 0) {
             reply.status = st;
+        }
+        if let Some(l) = reply.location.take() {
+            reply.location = Some(self.absolute_location(c, &req, site, l));
         }
         self.sites[site].set_charset(&mut reply);
         self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
@@ -626,6 +630,36 @@ impl HttpService {
         Some(target)
     }
 
+    /// A `Location` of corral's own that is a path, as nginx's
+    /// `absolute_redirect` writes it: `scheme://host[:port]` before it.
+    /// (A bare `//host/x` or `/\\host` could otherwise send a browser away.)
+    fn absolute_location(&self, c: &mut Conn, req: &Request, site: usize, loc: String) -> String {
+        let cfg = &self.sites[site].cfg;
+        if !loc.starts_with('/') || !cfg.absolute_redirect {
+            return loc;
+        }
+        let named = cfg
+            .server_name
+            .first()
+            .filter(|n| cfg.server_name_in_redirect && !n.is_empty() && !n.starts_with('~') && !n.contains('*'));
+        let local = c.local_addr();
+        let host = match (named, req.host.as_deref().filter(|h| !h.is_empty()), local) {
+            (Some(n), _, _) => n.trim_start_matches('.').to_string(),
+            (None, Some(h), _) => h.to_string(),
+            (None, None, Some(SocketAddr::V6(a))) => format!("[{}]", a.ip()),
+            (None, None, Some(a)) => a.ip().to_string(),
+            (None, None, None) => return loc,
+        };
+        let scheme = if req.https { "https" } else { "http" };
+        let port = local.map_or(0, |a| a.port());
+        let default = if req.https { 443 } else { 80 };
+        if cfg.port_in_redirect && port != default && port != 0 {
+            format!("{scheme}://{host}:{port}{loc}")
+        } else {
+            format!("{scheme}://{host}{loc}")
+        }
+    }
+
     pub(super) fn may_keep_alive(&self, c: &Conn) -> bool {
         !self.draining && !c.eof && !self.cfg.keepalive_timeout.is_zero() && c.served + 1 < self.cfg.keepalive_requests
     }
@@ -690,7 +724,7 @@ impl HttpService {
             minor,
         );
         ex.head_len = ex.out.len();
-        if head_only {
+        if head_only || !super::status::has_content(reply.status) {
             return;
         }
         match reply.body {

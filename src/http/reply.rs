@@ -32,6 +32,8 @@ pub struct Reply {
     pub charset: Option<std::sync::Arc<str>>,
     /// `Content-Length`; `None` for statuses that carry no body (304).
     pub length: Option<u64>,
+    /// `Location` (made absolute before it is sent, see `absolute_redirect`).
+    pub location: Option<String>,
     /// Extra header lines, each ending in CRLF.
     pub extra: String,
     /// Precomputed header lines shared by every response for a cached file.
@@ -39,20 +41,40 @@ pub struct Reply {
     pub body: ReplyBody,
     /// The connection must close after this response (framing unsure).
     pub close: bool,
+    /// The body is the handler's own (`return 404 "text"`), not the
+    /// status's page: `error_page` leaves it alone, as nginx does.
+    pub own_body: bool,
 }
 
 impl Reply {
     pub fn error(code: u16, tokens: bool) -> Reply {
+        if !status::has_content(code) {
+            // 204 and 304 end at their head (RFC 9110 §15.3.5, §15.4.5).
+            return Reply {
+                status: code,
+                content_type: None,
+                charset: None,
+                length: None,
+                location: None,
+                extra: String::new(),
+                shared: None,
+                body: ReplyBody::Empty,
+                close: false,
+                own_body: false,
+            };
+        }
         let page = status::error_page(code, tokens);
         Reply {
             status: code,
             content_type: Some("text/html"),
             charset: None,
             length: Some(page.len() as u64),
+            location: None,
             extra: String::new(),
             shared: None,
             body: ReplyBody::Bytes(page),
             close: false,
+            own_body: false,
         }
     }
 
@@ -92,6 +114,11 @@ pub fn write_head(buf: &mut Vec<u8>, r: &Reply, date: &str, server: &str, keep_a
     if let Some(len) = r.length {
         buf.extend_from_slice(b"Content-Length: ");
         buf.extend_from_slice(num.format(len).as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if let Some(l) = &r.location {
+        buf.extend_from_slice(b"Location: ");
+        buf.extend_from_slice(l.as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
     if let Some(shared) = &r.shared {

@@ -43,7 +43,11 @@ fn expand(t: &Template, v: &Vars<'_>) -> String {
             Part::Var(var) => match var {
                 Var::Uri => out.push_str(v.uri),
                 Var::Args => out.push_str(v.req.query().unwrap_or("")),
-                Var::IsArgs => out.push_str(if v.req.query().is_some() { "?" } else { "" }),
+                Var::IsArgs => out.push_str(if v.req.query().is_some_and(|q| !q.is_empty()) {
+                    "?"
+                } else {
+                    ""
+                }),
                 Var::RequestUri => out.push_str(v.req.request_uri()),
                 Var::Host => out.push_str(v.host),
                 Var::Scheme => out.push_str(if v.req.https { "https" } else { "http" }),
@@ -467,14 +471,21 @@ fn returned(site: usize, code: u16, text: Option<String>, tokens: bool) -> Route
                     safe.push(ch);
                 }
             }
-            reply.header("Location", safe)
+            reply.location = Some(safe);
         }
-        Some(body) => {
+        Some(body) if super::status::has_content(code) => {
             reply.content_type = Some("text/plain");
             reply.length = Some(body.len() as u64);
             reply.body = ReplyBody::Bytes(body.into_bytes());
+            reply.own_body = true;
         }
-        None => {}
+        // A success without text is an empty answer (nginx), not a page.
+        None if code < 300 && super::status::has_content(code) => {
+            reply.content_type = None;
+            reply.length = Some(0);
+            reply.body = ReplyBody::Empty;
+        }
+        _ => {}
     }
     Routed::Reply { site, reply }
 }

@@ -266,12 +266,12 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
         if norm.last() != Some(&b'/') {
             let mut loc = path::encode(norm);
             loc.push('/');
-            if let Some(q) = req.query() {
+            if let Some(q) = req.query().filter(|q| !q.is_empty()) {
                 loc.push('?');
                 loc.push_str(q);
             }
             let mut r = Reply::error(301, tokens);
-            r.header("Location", loc);
+            r.location = Some(loc);
             return r;
         }
         for index in &site.cfg.index {
@@ -428,10 +428,12 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
         content_type: Some(fm.ctype),
         charset: None,
         length: Some(len),
+        location: None,
         extra: String::new(),
         shared: Some(fm.headers.clone()),
         body: ReplyBody::Empty,
         close: false,
+        own_body: false,
     };
     let (offset, count) = match rng {
         Range::Full => (0, len),
