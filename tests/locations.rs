@@ -126,7 +126,8 @@ fn try_files_to_a_front_controller() {
     let s = Server::with(Opts {
         more: "[[server.location]]\nmatch = \"/\"\ntry_files = [\"$uri\", \"$uri/\", \"/app.cgi?$query_string\"]\n\n\
                [[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n\n\
-               [[server.location]]\nmatch = \"/strict/\"\ntry_files = [\"$uri\", \"=404\"]\n"
+               [[server.location]]\nmatch = \"/strict/\"\ntry_files = [\"$uri\", \"=404\"]\n\n\
+               [[server.location]]\nmatch = \"/app/\"\ncgi = { dir = \"/tmp\" }\n"
             .into(),
         ..Opts::default()
     });
@@ -141,6 +142,13 @@ fn try_files_to_a_front_controller() {
     std::fs::write(s.root.join("strict/here.txt"), "here\n").unwrap();
     assert_eq!(s.get("/real.txt").text(), "real file\n");
     assert_eq!(s.get("/dir/").text(), "dir index\n");
+    // "$uri/" finding a directory asked without its slash: nginx's 301, not the index at /dir.
+    let r = s.get("/dir?a=1");
+    let at = |p: &str| format!("http://localhost:{}{p}", s.port);
+    assert_eq!((r.status, r.header("location")), (301, Some(at("/dir/?a=1").as_str())));
+    // An application location "/app/" asked as "/app": 301 to "/app/", as nginx's *_pass locations.
+    let r = s.get("/app?x=1");
+    assert_eq!((r.status, r.header("location")), (301, Some(at("/app/?x=1").as_str())));
     let r = s.get("/blog/2024/post?page=2&x=%20y");
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -425,12 +433,22 @@ fn error_pages() {
     assert_eq!((r.status, r.text().as_str()), (200, ""));
     let r = s.get("/own/missing");
     assert_eq!(r.status, 200, "= takes the page's own status");
+    std::fs::create_dir_all(s.root.join("scripted")).unwrap();
+    std::fs::write(s.root.join("scripted/x"), "x").unwrap();
     let r = s.request("POST /scripted/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
     assert_eq!(
         r.status, 405,
-        "the static handler refuses POST; the page keeps that status"
+        "the static handler refuses POST to a file; the page keeps that status"
     );
     assert_eq!(r.text(), "script page for GET /scripted/x\n");
+    // As nginx: POST to a missing file is a 404, to a directory without its slash a 301.
+    let r = s.request("POST /scripted/none HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (404, "script page for GET /scripted/none\n")
+    );
+    let r = s.request("POST /scripted HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    assert_eq!(r.status, 301);
     let r = s.get("/scripted/y");
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -449,7 +467,7 @@ fn error_pages() {
 #[test]
 fn rewrites() {
     let s = Server::with(Opts {
-        server: "rewrite = [[\"^/old/(.*)$\", \"/new/$1\"]]".into(),
+        server: "rewrite = [[\"^/old/(.*)$\", \"/new/$1\"], [\"^/old-int$\", \"/int/y\"]]".into(),
         more: "[[server.location]]\nmatch = \"/new/\"\nreturn = \"200 new $uri $args\"\n\n\
                [[server.location]]\nmatch = \"/a/\"\nrewrite = [[\"^/a/(?<rest>.*)$\", \"/b/${rest}\", \"last\"], [\"^/b/\", \"/never\"]]\n\n\
                [[server.location]]\nmatch = \"/b/\"\nreturn = \"200 b $uri\"\n\n\
@@ -458,7 +476,11 @@ fn rewrites() {
                [[server.location]]\nmatch = \"/moved/\"\nrewrite = [[\"^/moved/(.*)$\", \"/here/$1?from=moved\", \"permanent\"]]\n\n\
                [[server.location]]\nmatch = \"/tmp/\"\nrewrite = [[\"^/tmp/(.*)$\", \"/there/$1?\", \"redirect\"]]\n\n\
                [[server.location]]\nmatch = \"/ext/\"\nrewrite = [[\"^/ext/(.*)$\", \"https://example.org/$1\"]]\n\n\
-               [[server.location]]\nmatch = \"/loop\"\nrewrite = [[\"^/loop\", \"/loop\", \"last\"]]\n"
+               [[server.location]]\nmatch = \"/loop\"\nrewrite = [[\"^/loop\", \"/loop\", \"last\"]]\n\n\
+               [[server.location]]\nmatch = \"/q/\"\nrewrite = [[\"^/q/(.*)$\", \"/new/x-$1?k=$1\", \"last\"]]\n\n\
+               [[server.location]]\nmatch = \"/p/\"\nrewrite = [[\"^/p/(.*)$\", \"/new/y-$1\", \"last\"]]\n\n\
+               [[server.location]]\nmatch = \"/enc/\"\nrewrite = [[\"^/enc/(.*)$\", \"/to/$1\", \"redirect\"]]\n\n\
+               [[server.location]]\nmatch = \"/int/\"\ninternal = true\nreturn = \"200 internal $uri\"\n"
             .into(),
         ..Opts::default()
     });
@@ -487,6 +509,20 @@ fn rewrites() {
     assert_eq!((r.status, r.header("location")), (302, Some("https://example.org/a")));
     assert_eq!(s.get("/loop").status, 500);
     assert!(s.error_log().contains("rewrite or internal redirection cycle"));
+    // A decoded "&" or "?" from the path is data: in the query it is
+    // escaped (no injected parameter), in the path it stays in the path.
+    assert_eq!(s.get("/q/a%26b").text(), "new /new/x-a&b k=a%26b");
+    assert_eq!(s.get("/q/a%3Fb?o=1").text(), "new /new/x-a?b k=a%3Fb&o=1");
+    assert_eq!(s.get("/p/a%3Fb?o=1").text(), "new /new/y-a?b o=1");
+    // A redirect's path is sent percent-encoded.
+    let r = s.get("/enc/a%20b%22c");
+    assert_eq!(r.header("location"), Some(at("/to/a%20b%22c").as_str()));
+    // A server-level rewrite is an internal redirect: it reaches an internal location.
+    assert_eq!(s.get("/int/x").status, 404, "not from outside");
+    assert_eq!(
+        s.get("/old-int").text(),
+        "200 internal /int/y".trim_start_matches("200 ")
+    );
 }
 
 /// alias: a prefix location's path replaced by a directory; a regex

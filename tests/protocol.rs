@@ -57,6 +57,7 @@ both_modes!(
     expect_continue,
     smuggling_and_malformed_heads,
     options_asterisk,
+    later_minor_version,
     limits,
     split_writes_and_slow_client,
     many_concurrent_connections,
@@ -220,6 +221,7 @@ fn smuggling_and_malformed_heads(mode: &str) {
         ("\x01\x02\x03 garbage\r\n\r\n", 400),
         ("GET /a.txt HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         ("GET /a.txt HTTP/3.1\r\nHost: x\r\n\r\n", 505),
+        ("GET /a.txt HTTP/1.10\r\nHost: x\r\n\r\n", 400),
         ("GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n", 417),
         // A malformed line is a 400 even with a version at its end.
         ("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
@@ -272,6 +274,19 @@ fn options_asterisk(mode: &str) {
     assert_eq!(rs[1].text(), "BB");
     // `*` is the target of OPTIONS only.
     expect_close(&s, "GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+/// A later HTTP/1 minor version is served as HTTP/1.1 (RFC 9110 §2.5).
+fn later_minor_version(mode: &str) {
+    let s = server(mode);
+    let mut c = s.connect();
+    c.write_all(b"GET /a.txt HTTP/1.2\r\nHost: x\r\n\r\nGET /b.txt HTTP/1.9\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = read_to_close(&mut c);
+    let rs = parse_responses(&out, false);
+    assert_eq!(rs.len(), 2, "{}", String::from_utf8_lossy(&out));
+    assert!(out.starts_with(b"HTTP/1.1 200 "));
+    assert_eq!((rs[0].text(), rs[1].text()), ("AAAA".to_string(), "BB".to_string()));
 }
 
 fn limits(mode: &str) {

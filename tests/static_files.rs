@@ -251,7 +251,9 @@ fn autoindex_escapes_names() {
     assert!(html.contains("&lt;b&gt;&amp;x&quot;.txt"), "{html}");
     assert!(!html.contains("<b>&x"), "{html}");
     assert!(html.contains("href=\"child%20dir/\""), "{html}");
-    assert!(html.contains("href=\"%3Cb%3E&x%22.txt\""), "{html}");
+    assert!(html.contains("href=\"%3Cb%3E%26x%22.txt\""), "{html}");
+    std::fs::write(s.root.join("list/a+b;c.txt"), "x").unwrap();
+    assert!(s.get("/list/").text().contains("href=\"a%2Bb%3Bc.txt\""));
 }
 
 #[test]

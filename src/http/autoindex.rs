@@ -45,7 +45,12 @@ pub fn render(dir: &OwnedFd, url_path: &[u8]) -> std::io::Result<Vec<u8>> {
         "<html>\r\n<head><title>Index of {title}</title></head>\r\n<body>\r\n<h1>Index of {title}</h1><hr><pre><a href=\"../\">../</a>\r\n"
     );
     for (name, is_dir, size, mtime) in entries {
-        let mut href = path::encode(&name);
+        // `&` would start an HTML entity; `+` and `;` read as a space or a
+        // parameter to some; encoded as nginx does.
+        let mut href = path::encode(&name)
+            .replace('&', "%26")
+            .replace('+', "%2B")
+            .replace(';', "%3B");
         if name.contains(&b':') {
             // "a:b" would read as a URL scheme.
             href.insert_str(0, "./");

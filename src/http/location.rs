@@ -15,6 +15,29 @@ use crate::config::{self, Handler, Location};
 pub struct Route {
     pub matcher: Matcher,
     pub locs: Vec<Loc>,
+    /// `/app` for each application location `/app/` (CGI, FastCGI): a
+    /// request for exactly `/app` is redirected to `/app/`, as nginx does
+    /// for a prefix location ending in "/" that passes to an application.
+    pub slash_redirect: Vec<String>,
+}
+
+impl Route {
+    pub fn new(locations: &[Location], locs: Vec<Loc>) -> Route {
+        let matches: Vec<_> = locations.iter().map(|l| l.matches.clone()).collect();
+        let slash_redirect = locations
+            .iter()
+            .filter(|l| matches!(l.handler, Handler::Cgi(_) | Handler::FastCgi(_)))
+            .filter_map(|l| match &l.matches {
+                Match::Prefix(p, _) if p.len() > 1 => p.strip_suffix('/').map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        Route {
+            matcher: Matcher::new(&matches),
+            locs,
+            slash_redirect,
+        }
+    }
 }
 
 /// One location: the site holding its settings, and what answers.
@@ -159,6 +182,11 @@ impl Matcher {
             m.set = regex::RegexSet::new(m.regexes.iter().map(|(r, _)| r.as_str())).ok();
         }
         m
+    }
+
+    /// Whether an exact or prefix location is exactly `path`.
+    pub fn names(&self, path: &str) -> bool {
+        self.exact.iter().any(|(p, _)| p == path) || self.prefixes.iter().any(|(p, _, _)| p == path)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -144,17 +144,13 @@ impl HttpService {
         let mut sites: Vec<Site> = cfg.servers.iter().cloned().map(Site::new).collect();
         let mut routes = Vec::with_capacity(cfg.servers.len());
         for (i, s) in cfg.servers.iter().enumerate() {
-            let matches: Vec<_> = s.locations.iter().map(|l| l.matches.clone()).collect();
             let mut locs = Vec::with_capacity(s.locations.len());
             for l in &s.locations {
                 sites.push(Site::new(location::merged(s, l)));
                 site_log.push(site_log[i]);
                 locs.push(location::Loc::new(sites.len() - 1, l));
             }
-            routes.push(location::Route {
-                matcher: location::Matcher::new(&matches),
-                locs,
-            });
+            routes.push(location::Route::new(&s.locations, locs));
         }
         let server_header = if cfg.http.server_tokens {
             concat!("corral/", env!("CARGO_PKG_VERSION")).to_string()

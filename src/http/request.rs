@@ -175,7 +175,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             }
             return Parsed::Partial;
         }
-        Err(httparse::Error::Version) => return Parsed::Error(version_status(buf), first_line(buf)),
+        Err(httparse::Error::Version) => {
+            // A later HTTP/1 minor (1.2, ...) is read as 1.1 (RFC 9110 §2.5).
+            if let Some(at) = later_minor(buf) {
+                let mut copy = buf.to_vec();
+                copy[at] = b'1';
+                return parse(&copy, limits);
+            }
+            return Parsed::Error(version_status(buf), first_line(buf));
+        }
         Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, first_line(buf)),
         Err(_) => return Parsed::Error(400, first_line(buf)),
     };
@@ -433,6 +441,14 @@ fn port_ok(after: &str) -> Option<()> {
 /// a request line that is otherwise right (method, one space, a
 /// target, one space, `HTTP/` DIGIT `.` DIGIT: RFC 9112 §3 and §2.3)
 /// gets 505.
+/// Where the minor digit of a well-formed `HTTP/1.2`..`HTTP/1.9` request line is.
+fn later_minor(buf: &[u8]) -> Option<usize> {
+    let nl = buf.iter().position(|&b| b == b'\n')?;
+    let end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let ver = buf.get(end.checked_sub(8)?..end)?;
+    (ver.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&ver[7]) && version_status(buf) == 505).then_some(end - 1)
+}
+
 fn version_status(buf: &[u8]) -> u16 {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
     let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -40,26 +40,71 @@ fn expand(t: &Template, v: &Vars<'_>) -> String {
     for p in &t.0 {
         match p {
             Part::Lit(s) => out.push_str(s),
-            Part::Var(var) => match var {
-                Var::Uri => out.push_str(v.uri),
-                Var::Args => out.push_str(v.req.query().unwrap_or("")),
-                Var::IsArgs => out.push_str(if v.req.query().is_some_and(|q| !q.is_empty()) {
-                    "?"
-                } else {
-                    ""
-                }),
-                Var::RequestUri => out.push_str(v.req.request_uri()),
-                Var::Host => out.push_str(v.host),
-                Var::Scheme => out.push_str(if v.req.https { "https" } else { "http" }),
-                Var::RemoteAddr => out.push_str(&v.remote.to_string()),
-                Var::RequestMethod => out.push_str(&v.req.method_name),
-                Var::FastcgiScriptName => out.push_str(v.split.map_or(v.uri, |s| s.0.as_str())),
-                Var::FastcgiPathInfo => out.push_str(v.split.map_or("", |s| s.1.as_str())),
-                Var::Capture(name) => out.push_str(v.caps.get(name).unwrap_or("")),
-            },
+            Part::Var(var) => push_var(&mut out, var, v),
         }
     }
     out
+}
+
+/// A `rewrite` replacement as (path, query): the query starts at the
+/// replacement's own first `?`, never at one a variable brings (a decoded
+/// `%3F` stays in the path, as in nginx), and the decoded values that land
+/// in the query (`$1`, `$uri`) are escaped there, so `%26` cannot add a
+/// parameter.
+fn expand_split(t: &Template, v: &Vars<'_>) -> (String, Option<String>) {
+    let mut path = String::new();
+    let mut query: Option<String> = None;
+    for p in &t.0 {
+        match (p, query.as_mut()) {
+            (Part::Lit(s), None) => match s.split_once('?') {
+                Some((before, after)) => {
+                    path.push_str(before);
+                    query = Some(after.to_string());
+                }
+                None => path.push_str(s),
+            },
+            (Part::Lit(s), Some(q)) => q.push_str(s),
+            (Part::Var(var), None) => push_var(&mut path, var, v),
+            (Part::Var(var @ (Var::Capture(_) | Var::Uri)), Some(q)) => {
+                let mut raw = String::new();
+                push_var(&mut raw, var, v);
+                escape_arg(q, &raw);
+            }
+            (Part::Var(var), Some(q)) => push_var(q, var, v),
+        }
+    }
+    (path, query)
+}
+
+/// Percent-encodes what would change a query's structure or is not URI text.
+fn escape_arg(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && !b"%&+?#\"<>\\^`{|}".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+fn push_var(out: &mut String, var: &Var, v: &Vars<'_>) {
+    match var {
+        Var::Uri => out.push_str(v.uri),
+        Var::Args => out.push_str(v.req.query().unwrap_or("")),
+        Var::IsArgs => out.push_str(if v.req.query().is_some_and(|q| !q.is_empty()) {
+            "?"
+        } else {
+            ""
+        }),
+        Var::RequestUri => out.push_str(v.req.request_uri()),
+        Var::Host => out.push_str(v.host),
+        Var::Scheme => out.push_str(if v.req.https { "https" } else { "http" }),
+        Var::RemoteAddr => out.push_str(&v.remote.to_string()),
+        Var::RequestMethod => out.push_str(&v.req.method_name),
+        Var::FastcgiScriptName => out.push_str(v.split.map_or(v.uri, |s| s.0.as_str())),
+        Var::FastcgiPathInfo => out.push_str(v.split.map_or("", |s| s.1.as_str())),
+        Var::Capture(name) => out.push_str(v.caps.get(name).unwrap_or("")),
+    }
 }
 
 impl HttpService {
@@ -75,6 +120,7 @@ impl HttpService {
         // After a location's `last`, nginx chooses the location again
         // without running the server's rewrites a second time.
         let mut server_rewrites = true;
+        let mut rewritten = false;
         loop {
             let tokens = self.cfg.server_tokens;
             let server_rules = !self.sites[server].cfg.rewrite.is_empty() && server_rewrites;
@@ -98,7 +144,10 @@ impl HttpService {
                 server_rewrites = false;
                 match self.rewrite(server, None, req, peer) {
                     Rewritten::Redirect(r) => return r,
-                    Rewritten::Unchanged | Rewritten::Changed | Rewritten::Last | Rewritten::Break => {}
+                    Rewritten::Unchanged => {}
+                    // A rewritten URI is an internal one: it may reach an
+                    // `internal` location (nginx marks the request so).
+                    Rewritten::Changed | Rewritten::Last | Rewritten::Break => rewritten = true,
                 }
             }
             let Some(mut norm) = path::resolve(req.path().as_bytes()) else {
@@ -109,7 +158,19 @@ impl HttpService {
                 };
             };
             let routes = &self.routes[server];
-            let found = routes.matcher.find(&String::from_utf8_lossy(&norm));
+            let at = String::from_utf8_lossy(&norm);
+            if routes.slash_redirect.iter().any(|p| *p == at) && !routes.matcher.names(&at) {
+                let mut to = encode_path(&at);
+                to.push('/');
+                if let Some(q) = req.query().filter(|q| !q.is_empty()) {
+                    to.push('?');
+                    to.push_str(q);
+                }
+                let mut reply = Reply::error(301, tokens);
+                reply.location = Some(to);
+                return Routed::Reply { site: server, reply };
+            }
+            let found = routes.matcher.find(&at);
             let (site, loc, mut caps) = match found {
                 Some((i, caps)) => (routes.locs[i].site, Some(i), caps),
                 None => (server, None, Captures::default()),
@@ -152,7 +213,7 @@ impl HttpService {
                 req.norm = Some(norm);
                 return Routed::Serve { site, cgi: false };
             };
-            if loc.internal && *redirects == 0 {
+            if loc.internal && *redirects == 0 && !rewritten {
                 return Routed::Reply {
                     site,
                     reply: Reply::error(404, tokens),
@@ -219,10 +280,26 @@ impl HttpService {
                 })
                 .find(|(f, want_dir)| {
                     path::normalize(f.as_bytes()).is_some_and(|n| self.sites[site].is_dir(&n[1..]) == Some(*want_dir))
-                })
-                .map(|(f, _)| f);
+                });
             let fallback = expand(last, &vars);
-            if let Some(f) = found {
+            // A directory found as "/dir/" from a URI without its slash
+            // ("$uri/" of "/dir") gets nginx's 301 to "/dir/", so that
+            // the index page's relative links resolve.
+            if let Some((f, true)) = &found
+                && let Some(bare) = f.strip_suffix('/')
+                && !bare.ends_with('/')
+            {
+                let mut to = encode_path(bare);
+                to.push('/');
+                if let Some(q) = req.query().filter(|q| !q.is_empty()) {
+                    to.push('?');
+                    to.push_str(q);
+                }
+                let mut reply = Reply::error(301, tokens);
+                reply.location = Some(to);
+                return Routed::Reply { site, reply };
+            }
+            if let Some((f, _)) = found {
                 // Served by this location, as the file found.
                 let mut target = path::encode(f.as_bytes());
                 if let Some(q) = req.query() {
@@ -308,33 +385,35 @@ impl HttpService {
                 }
                 caps.push((n.to_string(), v));
             }
-            let new = self.expand_in(server, &rule.replacement, req, &uri, peer, &Captures(caps));
+            let host = self.host_of(server, req);
+            let vars = Vars {
+                req,
+                uri: &uri,
+                host: &host,
+                remote: peer,
+                caps: &Captures(caps),
+                split: None,
+            };
+            let (new_path, own_query) = expand_split(&rule.replacement, &vars);
             // The request's query follows, unless the replacement has one of
             // its own (then it goes after it) or ends in "?" (then it is dropped).
-            let target = match (new.strip_suffix('?'), new.split_once('?')) {
-                (Some(bare), _) => bare.to_string(),
-                (None, Some((p, q))) => match req.query() {
-                    Some(orig) => format!("{p}?{q}&{orig}"),
-                    None => format!("{p}?{q}"),
-                },
-                (None, None) => match req.query() {
-                    Some(orig) => format!("{new}?{orig}"),
-                    None => new.clone(),
-                },
+            let orig = req.query().filter(|q| !q.is_empty());
+            let query = match (own_query, orig) {
+                (Some(q), _) if q.is_empty() => None,
+                (Some(q), Some(o)) => Some(format!("{q}&{o}")),
+                (Some(q), None) => Some(q),
+                (None, o) => o.map(str::to_string),
             };
-            let absolute = new.starts_with("http://") || new.starts_with("https://");
-            if absolute || matches!(rule.flag, RewriteFlag::Redirect | RewriteFlag::Permanent) {
-                let code = if rule.flag == RewriteFlag::Permanent { 301 } else { 302 };
-                return Rewritten::Redirect(returned(server, code, Some(target), self.cfg.server_tokens));
-            }
-            let (path_part, query) = match target.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (target.as_str(), None),
-            };
-            let mut t = encode_path(path_part);
+            let absolute = new_path.starts_with("http://") || new_path.starts_with("https://");
+            // A path is sent percent-encoded, whatever its captures decoded.
+            let mut t = if absolute { new_path } else { encode_path(&new_path) };
             if let Some(q) = query {
                 t.push('?');
-                t.push_str(q);
+                t.push_str(&q);
+            }
+            if absolute || matches!(rule.flag, RewriteFlag::Redirect | RewriteFlag::Permanent) {
+                let code = if rule.flag == RewriteFlag::Permanent { 301 } else { 302 };
+                return Rewritten::Redirect(returned(server, code, Some(t), self.cfg.server_tokens));
             }
             req.rewrite(&t);
             changed = true;

@@ -196,10 +196,24 @@ fn is_text(ct: &str) -> bool {
 pub fn serve(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
     let tokens = ctx.tokens;
     if req.method == Method::Other {
+        // As nginx: a POST is refused only where a file would be served; a
+        // missing file stays a 404 and a directory's slash a 301.
+        if req.method_name == "POST" {
+            let r = serve_file(ctx, req);
+            if !(r.status < 300 || matches!(r.status, 304 | 412 | 416)) {
+                return r;
+            }
+        }
         let mut r = Reply::error(405, tokens);
         r.header("Allow", "GET, HEAD");
         return r;
     }
+    serve_file(ctx, req)
+}
+
+/// `serve` for a method the static handler answers.
+fn serve_file(ctx: &mut Ctx<'_>, req: &Request) -> Reply {
+    let tokens = ctx.tokens;
     let Some(norm) = req.normalized() else {
         return Reply::fatal(400, tokens);
     };
