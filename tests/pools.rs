@@ -1121,3 +1121,40 @@ fn an_idle_kept_connection_does_not_starve_other_clients() {
     nginx.stop(libc::SIGQUIT);
     corral.stop(libc::SIGQUIT);
 }
+
+/// A request queued in corral for a saturated pool when a reload gives the
+/// pool more workers is served by a new worker, not held behind the old
+/// worker's running request.
+#[test]
+fn a_request_queued_across_a_reload_goes_to_the_new_workers() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ask = |path: &'static str, name: &'static str| {
+        let (port, done) = (s.port, done.clone());
+        std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+            let status = parse_responses(&read_to_close(&mut c), false)
+                .first()
+                .map_or(0, |r| r.status);
+            done.lock().unwrap().push((name, status));
+        })
+    };
+    let slow = ask("/sleep.php?ms=4000", "slow");
+    std::thread::sleep(Duration::from_millis(500));
+    let queued = ask("/hello.php", "queued");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&s.config, cfg.replace("max_children = 1", "max_children = 2")).unwrap();
+    s.signal("HUP");
+    queued.join().unwrap();
+    slow.join().unwrap();
+    assert_eq!(
+        *done.lock().unwrap(),
+        [("queued", 200), ("slow", 200)],
+        "{}",
+        s.error_log()
+    );
+}

@@ -188,7 +188,17 @@ impl Upstreams {
                     Self::close(&mut self.owners, &mut self.free_handles, b);
                 }
             }
+            // The new workers count their own connections: a request queued
+            // here must not wait behind this worker's old ones while the
+            // application (a reloaded pool with new processes) has room.
+            for w in &mut group.waiting {
+                self.wake.extend(w.drain(..));
+            }
         }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     pub fn config(&self, g: usize) -> &Upstream {
@@ -240,7 +250,10 @@ impl Upstreams {
     /// Whether a new connection to `s` must wait (`max_conns` reached).
     pub fn full(&self, g: usize, s: usize) -> bool {
         let group = &self.groups[g];
-        group.cfg.max_conns > 0 && group.servers[s].open >= group.cfg.max_conns && group.servers[s].idle.is_empty()
+        !self.draining
+            && group.cfg.max_conns > 0
+            && group.servers[s].open >= group.cfg.max_conns
+            && group.servers[s].idle.is_empty()
     }
 
     /// Queues the connection `token` until a place on `s` comes free.

@@ -529,7 +529,10 @@ impl HttpService {
             c.deadline = self.clock.now + st.knobs.send_timeout;
             return None;
         }
+        // A stopping worker's view of a pool is its generation's: after a
+        // reload the pool may have new workers, so it just connects.
         if let Some(pool) = ups.config(g).name.strip_prefix("pool:")
+            && !ups.is_draining()
             && crate::pool::registry::saturated(pool)
         {
             // Every worker busy and no room to start one: wait in corral
