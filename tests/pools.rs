@@ -978,6 +978,35 @@ fn cpu_affinity_pins_workers_and_their_programs() {
 }
 
 #[test]
+fn cpu_affinity_on_a_missing_cpu_runs_unpinned() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\ncpu_affinity = [1000]",
+        ),
+        1,
+    );
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let worker = pids(&status(&s))[0];
+    for _ in 0..3 {
+        assert_eq!(s.get("/hello.php").status, 200, "{}", s.error_log());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        pids(&status(&s)),
+        vec![worker],
+        "the worker keeps running: {}",
+        s.error_log()
+    );
+    assert!(
+        s.error_log().contains("sched_setaffinity(CPU 1000) failed"),
+        "{}",
+        s.error_log()
+    );
+    assert!(s.error_log().contains("running unpinned"), "{}", s.error_log());
+}
+
+#[test]
 fn reload_adds_changes_and_removes_pools_or_refuses_untouched() {
     let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
     assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));

@@ -178,6 +178,33 @@ fn test_flag_checks_config() {
 }
 
 #[test]
+fn missing_cpu_in_worker_cpu_affinity_is_a_warning() {
+    let mut s = Server::with(Opts {
+        main: "worker_cpu_affinity = [0, 1000]\n".into(),
+        ..Default::default()
+    });
+    let workers = s.workers();
+    assert_eq!(workers.len(), 2);
+    for _ in 0..10 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.workers(), workers, "no worker restarts: {}", s.error_log());
+    let log = s.error_log();
+    assert!(log.contains("sched_setaffinity(CPU 1000) failed"), "{log}");
+    assert!(log.contains("running unpinned"), "{log}");
+    // -t warns, naming the line and key, and passes.
+    let (code, out) = run_corral(&["-t", "-c", s.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("[warn]") && out.contains("main.worker_cpu_affinity"),
+        "{out}"
+    );
+    assert!(out.contains("CPU 1000 not available"), "{out}");
+    s.stop_now();
+}
+
+#[test]
 fn version_flag() {
     let (code, out) = run_corral(&["-V"]);
     assert_eq!(code, 0);

@@ -489,9 +489,50 @@ pub(super) fn parse_affinity(c: &Checker<'_>, key: &str, v: Option<raw::StrOrInt
             if v.is_empty() || v.iter().any(|&n| n < 0 || n as usize >= cpus.max(1024)) {
                 return Err(c.err(key, "expected a non-empty list of CPU numbers"));
             }
-            Affinity::List(v.into_iter().map(|n| n as usize).collect())
+            let list: Vec<usize> = v.into_iter().map(|n| n as usize).collect();
+            // Not an error: the machine may change under a config (a VM
+            // resized, a cpuset moved); workers given such a CPU run unpinned.
+            let allowed = crate::os::privileges::allowed_cpus();
+            let missing: Vec<String> = list
+                .iter()
+                .filter(|n| !allowed.is_empty() && !allowed.contains(n))
+                .map(|n| n.to_string())
+                .collect();
+            if !missing.is_empty() {
+                crate::warn!(
+                    "{}",
+                    c.err(
+                        key,
+                        format!(
+                            "CPU {} not available to this process (it may use {}): workers given it run unpinned",
+                            missing.join(", "),
+                            cpu_ranges(&allowed)
+                        )
+                    )
+                );
+            }
+            Affinity::List(list)
         }
     })
+}
+
+/// `[0, 1, 2, 5]` as "0-2, 5".
+fn cpu_ranges(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {

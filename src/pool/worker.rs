@@ -62,10 +62,11 @@ pub fn run(spec: Spec<'_>) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = prepare(pool).and_then(|()| crate::os::privileges::pin(&pool.cpu_affinity, spec.slot)) {
+    if let Err(e) = prepare(pool) {
         crate::crit!("[pool {}] {e}", pool.name);
         return 2;
     }
+    crate::os::privileges::pin(&pool.cpu_affinity, spec.slot, &format!("[pool {}]", pool.name));
     signals::die_with_parent(Signal::SIGTERM);
     let claimed = spec.sb.claimed_at(spec.slot);
     let ready = super::scoreboard::mono_us();
