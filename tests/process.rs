@@ -317,3 +317,46 @@ fn daemon_mode_detaches() {
         && workers.iter().all(|w| !alive(*w))));
     assert!(!pid_file.exists());
 }
+
+#[test]
+fn daemon_launcher_exits_1_when_the_daemon_cannot_start() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let free = free_port();
+    let cases = [
+        (busy, format!("{}/d.pid", dir.path().display()), "Address"),
+        (free, "/proc/corral-none/d.pid".to_string(), "pid file"),
+    ];
+    for (port, pid, why) in cases {
+        let cfg = dir.path().join("d.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[main]\ndaemon = true\nworkers = 1\npid = \"{pid}\"\nerror_log = \"{}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{}\"\n",
+                dir.path().display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+        let (code, out) = run_corral(&["-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{why}: {out}");
+        assert!(out.contains("[emerg]") && out.contains(why), "{why}: {out}");
+    }
+    // A pid file naming a running master: the second daemon says so.
+    let s = Server::start();
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let second = dir.path().join("second.toml");
+    std::fs::write(
+        &second,
+        cfg.replacen("[main]\n", "[main]\ndaemon = true\n", 1)
+            .replace(&format!("127.0.0.1:{}", s.port), &format!("127.0.0.1:{free}")),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-c", second.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("names a running corral master"), "{out}");
+    assert_eq!(s.get("/").status, 200);
+}
