@@ -360,3 +360,49 @@ fn daemon_launcher_exits_1_when_the_daemon_cannot_start() {
     assert!(out.contains("names a running corral master"), "{out}");
     assert_eq!(s.get("/").status, 200);
 }
+
+/// `corral -c ../r.toml`: paths taken from the config file's directory
+/// come out without `..` (php-cgi refuses a SCRIPT_FILENAME with one).
+#[test]
+fn relative_config_path_with_dot_dot_gives_normal_paths() {
+    let dir = TempDir::new();
+    let sub = dir.path().join("sub");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::create_dir_all(&www).unwrap();
+    write_script(
+        &www.join("env.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"$SCRIPT_FILENAME $DOCUMENT_ROOT\"\n",
+    );
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("r.toml"),
+        format!(
+            "[main]\nworkers = 1\npid = \"run/r.pid\"\nerror_log = \"./error.log\"\n\
+             [[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"www\"\n\
+             [[server.location]]\nmatch = \"~ \\\\.sh$\"\ncgi = {{ dir = \"sub/../www\", extensions = [\".sh\"] }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["-c", "../r.toml"])
+        .current_dir(&sub)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (ok, body) = curl(&[&format!("http://127.0.0.1:{port}/env.sh")]);
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    assert!(up && ok);
+    let d = dir.path().display();
+    assert_eq!(String::from_utf8_lossy(&body), format!("{d}/www/env.sh {d}/www\n"));
+    assert!(
+        dir.path().join("error.log").exists(),
+        "the error log beside the config file"
+    );
+}

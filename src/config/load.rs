@@ -62,10 +62,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let base = abs
         .parent()
-        .map(Path::to_path_buf)
+        .map(|dir| resolve(Path::new("/"), dir))
         .unwrap_or_else(|| PathBuf::from("/"));
     let mut cfg = load_str(&name, &text, &base)?;
-    cfg.file = Some(abs);
+    cfg.file = Some(abs.file_name().map_or(abs.clone(), |f| base.join(f)));
     Ok(cfg)
 }
 
@@ -190,7 +190,7 @@ impl Source {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.base.join(p)
+            resolve(&self.base, p)
         }
     }
 
@@ -202,6 +202,52 @@ impl Source {
             p => LogTarget::File(self.path(p)),
         }
     }
+}
+
+/// `base` joined with `rel`, without `.` or `..` components (a `..` in
+/// SCRIPT_FILENAME makes php-cgi answer "No input file specified"), and
+/// meaning what the kernel would make of it: leading `..` go up from
+/// `base`; the part up to a later `..` is resolved on disk (it may go
+/// through a symlink), so only what follows the last `..` is kept as
+/// written (a `root` that is a symlink stays one).
+fn resolve(base: &Path, rel: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    let mut comps = rel.components().peekable();
+    while let Some(c) = comps.peek() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::Prefix(_) => out = PathBuf::from(c.as_os_str()),
+            Component::Normal(_) => break,
+        }
+        comps.next();
+    }
+    let rest: Vec<Component<'_>> = comps.collect();
+    let Some(last_up) = rest.iter().rposition(|c| *c == Component::ParentDir) else {
+        return rest.iter().fold(out, |p, c| p.join(c));
+    };
+    let head = rest[..=last_up].iter().fold(out, |p, c| p.join(c));
+    let head = std::fs::canonicalize(&head).unwrap_or_else(|_| lexical(&head));
+    rest[last_up + 1..].iter().fold(head, |p, c| p.join(c))
+}
+
+/// `a/b/../c` as `a/c`, for a path not on disk (nothing to resolve).
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Checks one table's values; knows which table and occurrence it is in so
