@@ -205,6 +205,65 @@ fn missing_cpu_in_worker_cpu_affinity_is_a_warning() {
 }
 
 #[test]
+fn test_flag_rejects_duplicates_and_listens_that_cannot_all_bind() {
+    let dir = TempDir::new();
+    let root = dir.path().display().to_string();
+    let srv = format!("[[server]]\nroot = \"{root}\"\n");
+    let cases = [
+        (
+            format!("{srv}listen = [\"127.0.0.1:20110\", \"127.0.0.1:20110\"]\n"),
+            3,
+            "server.listen",
+            "duplicate listen 127.0.0.1:20110",
+        ),
+        (
+            format!(
+                "{srv}[[server.location]]\nmatch = \"/a/\"\n[[server.location]]\nmatch = \"^~ /a/\"\nreturn = \"204\"\n"
+            ),
+            6,
+            "server.location.match",
+            "(also at line 4)",
+        ),
+        (
+            format!(
+                "{srv}listen = \"127.0.0.1:20111\"\n[pool.php]\nlisten = \"127.0.0.1:20111\"\ncommand = [\"php-cgi\"]\n"
+            ),
+            5,
+            "pool.php.listen",
+            "127.0.0.1:20111 is also the listen address of the [[server]] at line 3",
+        ),
+        (
+            format!("{srv}listen = \"*:20112\"\n{srv}listen = \"127.0.0.1:20112\"\n"),
+            6,
+            "server.listen",
+            "127.0.0.1:20112 overlaps *:20112 of the [[server]] at line 3",
+        ),
+    ];
+    for (i, (text, line, key, what)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("dup{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+        assert_eq!(code, 1, "{text}: {out}");
+        assert!(
+            out.contains(&format!("{}:{line}: {key}: ", p.display())) && out.contains(what),
+            "{text}: {out}"
+        );
+    }
+    // Servers may share one address; with reuseport a wildcard and a
+    // specific address bind side by side.
+    let p = dir.path().join("ok.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[main]\naccept = \"reuseport\"\n{srv}listen = \"*:20113\"\n{srv}listen = [\"127.0.0.1:20113\", \"127.0.0.1:20114\"]\n{srv}listen = \"127.0.0.1:20114\"\nserver_name = \"b\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn version_flag() {
     let (code, out) = run_corral(&["-V"]);
     assert_eq!(code, 0);

@@ -399,6 +399,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
             &mut upstreams,
         )?);
     }
+    check_listen_overlaps(src, &servers, &pools, main.accept == Accept::Reuseport)?;
     let cfg = Config {
         file: None,
         main,
@@ -436,6 +437,58 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         }
     }
     Ok(cfg)
+}
+
+/// Addresses that `-t` would pass and the start would fail to bind: a
+/// pool on a server's address, or a wildcard `*:P` next to a specific
+/// `127.0.0.1:P` (corral binds each address it is given, and Linux
+/// refuses the second, unless both have SO_REUSEPORT: `accept =
+/// "reuseport"`). Servers sharing one address is fine.
+fn check_listen_overlaps(
+    src: &Source,
+    servers: &[Server],
+    pools: &[super::pool::Pool],
+    reuseport: bool,
+) -> Result<(), ConfigError> {
+    // (table, occurrence, what to call it, address)
+    let mut all: Vec<(String, usize, String, SocketAddr)> = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let line = src
+            .locate("server", i, "listen")
+            .or_else(|| src.locate("server", i, ""));
+        let name = format!("the [[server]] at line {}", line.unwrap_or(0));
+        all.extend(s.listen.iter().map(|a| ("server".to_string(), i, name.clone(), *a)));
+    }
+    for p in pools {
+        if let super::fastcgi::Address::Tcp(a) = p.listen {
+            let table = format!("pool.{}", p.name);
+            let line = src.locate(&table, 0, "listen").unwrap_or(0);
+            all.push((table, 0, format!("pool {} (line {line})", p.name), a));
+        }
+    }
+    for (x, (table, nth, _, a)) in all.iter().enumerate() {
+        for (t2, _, other, b) in &all[..x] {
+            let both_servers = table == "server" && t2 == "server";
+            let why = if a == b && !both_servers {
+                format!("{} is also the listen address of {other}", show_addr(a))
+            } else if a != b
+                && (!reuseport || !both_servers)
+                && a.port() == b.port()
+                && a.is_ipv4() == b.is_ipv4()
+                && (a.ip().is_unspecified() || b.ip().is_unspecified())
+            {
+                format!(
+                    "{} overlaps {} of {other}: the second cannot be bound; listen on the same address in both",
+                    show_addr(a),
+                    show_addr(b)
+                )
+            } else {
+                continue;
+            };
+            return Err(src.err(table, *nth, "listen", why));
+        }
+    }
+    Ok(())
 }
 
 fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
@@ -753,9 +806,11 @@ fn build_server(
                 }
             }
         }
-        if !listen.contains(&addr) {
-            listen.push(addr);
+        // nginx: "duplicate listen"; `"*:443 tls"` is one entry, not two.
+        if listen.contains(&addr) {
+            return Err(c.err("listen", format!("duplicate listen {}", show_addr(&addr))));
         }
+        listen.push(addr);
     }
     let tls_keys = super::tls::Keys {
         certificate: s.certificate.take(),
@@ -835,10 +890,36 @@ fn build_server(
             internal: false,
         });
     }
-    for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
-        locations.push(build_location(src, *loc_seen + k, &root, &server_caps, l, ups)?);
+    let raw_locations = s.location.unwrap_or_default();
+    let n_locations = raw_locations.len();
+    for (k, l) in raw_locations.into_iter().enumerate() {
+        let loc = build_location(src, *loc_seen + k, &root, &server_caps, l, ups)?;
+        // nginx: "duplicate location"; the second could never be chosen.
+        if let Some(first) = locations
+            .iter()
+            .position(|o: &super::Location| same_match(&o.matches, &loc.matches))
+        {
+            let lc = Checker {
+                src,
+                table: "server.location",
+                nth: *loc_seen + k,
+            };
+            let at = match first.checked_sub(locations.len() - k) {
+                Some(j) => format!(
+                    "line {}",
+                    src.locate("server.location", *loc_seen + j, "match").unwrap_or(0)
+                ),
+                None => "a [[server.cgi]] of this server".to_string(),
+            };
+            return Err(lc.err(
+                "match",
+                format!("duplicate location \"{}\" (also at {at})", loc.pattern),
+            ));
+        }
+        locations.push(loc);
     }
-    *loc_seen += locations.len();
+    // Counts `[[server.location]]` headers only, as `locate` does.
+    *loc_seen += n_locations;
     let cgi = Vec::new();
     Ok(Server {
         listen,
@@ -875,6 +956,27 @@ fn build_server(
         gzip: parse_gzip(&c, s.gzip, s.gzip_types, s.gzip_min_length, s.gzip_comp_level)?.flatten(),
         auth: parse_auth(&c, src, s.auth_basic, s.auth_basic_user_file)?.flatten(),
     })
+}
+
+/// Two `match`es that select the same requests: nginx's "duplicate
+/// location" (`/a` and `^~ /a` are one prefix).
+fn same_match(a: &super::Match, b: &super::Match) -> bool {
+    use super::Match;
+    match (a, b) {
+        (Match::Exact(x), Match::Exact(y)) => x == y,
+        (Match::Prefix(x, _), Match::Prefix(y, _)) => x == y,
+        (Match::Regex(x), Match::Regex(y)) => x.as_str() == y.as_str(),
+        _ => false,
+    }
+}
+
+/// `0.0.0.0:80` as `*:80`, as an operator writes it.
+fn show_addr(a: &SocketAddr) -> String {
+    if a.ip().is_unspecified() && a.is_ipv4() {
+        format!("*:{}", a.port())
+    } else {
+        a.to_string()
+    }
 }
 
 /// `charset`: a name, `"off"` (None), or absent (utf-8).
