@@ -228,7 +228,6 @@ impl Worker<'_> {
                     continue;
                 }
             }
-            self.sb.count_accepted();
             self.sb.set_state(self.slot, State::ReadingHeaders);
             let recycle = self.connection(&conn, listen);
             drop(conn);
@@ -397,7 +396,8 @@ impl Worker<'_> {
         let builtin = if !name.is_empty() && self.pool.ping_path.as_deref() == Some(name) {
             Some((
                 "text/plain".to_string(),
-                format!("{}\n", self.pool.ping_response).into_bytes(),
+                // As php-fpm: the response as configured, no newline added.
+                self.pool.ping_response.clone().into_bytes(),
             ))
         } else if !name.is_empty() && self.pool.status_path.as_deref() == Some(name) {
             let view = super::status::PoolView {
