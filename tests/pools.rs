@@ -429,6 +429,29 @@ fn ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers() {
     assert!(retired, "{}", status(&s));
 }
 
+/// Requests that wait (in corral) for an ondemand pool at max_children
+/// count and log "max children reached", as php-fpm's ondemand does when a
+/// connection arrives at the limit.
+#[test]
+fn ondemand_counts_max_children_reached() {
+    let s = corral(
+        &php_pool("unix:{dir}/php.sock", "pm = \"ondemand\"\nmax_children = 1"),
+        1,
+    );
+    let slow = concurrent(&s, "/sleep.php?ms=1500", 3);
+    assert!(
+        eventually(Duration::from_secs(4), || field(&status(&s), "max children reached")
+            >= 1),
+        "{}",
+        status(&s)
+    );
+    for h in slow {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    assert_eq!(field(&status(&s), "max children reached"), 1, "once per episode");
+    assert!(s.error_log().contains("reached max_children (1)"), "{}", s.error_log());
+}
+
 #[test]
 fn max_requests_and_max_memory_recycle_workers() {
     let s = corral(

@@ -534,6 +534,9 @@ impl HttpService {
         {
             // Every worker busy and no room to start one: wait in corral
             // (the client may still leave) rather than in the pool's queue.
+            if st.pool_wait_since.is_none() {
+                crate::pool::registry::held(pool);
+            }
             ups.end(g, s);
             st.counted = false;
             if st.pool_wait_since.is_none() {

@@ -21,6 +21,9 @@ mod h {
     pub const LISTEN_QUEUE: usize = 6;
     pub const MAX_LISTEN_QUEUE: usize = 7;
     pub const LISTEN_QUEUE_LEN: usize = 8;
+    /// Requests that found every worker busy at max_children and wait in
+    /// corral's HTTP workers instead of the pool's queue (a running count).
+    pub const HELD: usize = 9;
     pub const WORDS: usize = 16;
 }
 
@@ -236,6 +239,15 @@ impl Scoreboard {
 
     pub fn count_max_children_reached(&self) {
         self.hw(h::MAX_CHILDREN_REACHED).fetch_add(1, Relaxed);
+    }
+
+    /// A request from corral's own locations waits for the saturated pool.
+    pub fn count_held(&self) {
+        self.hw(h::HELD).fetch_add(1, Relaxed);
+    }
+
+    pub fn held(&self) -> u64 {
+        self.hw(h::HELD).load(Relaxed)
     }
 
     pub fn count_slow(&self) {
