@@ -292,6 +292,31 @@ fn signal_flag_uses_pid_file() {
 }
 
 #[test]
+fn signal_flag_refuses_a_pid_file_naming_another_process() {
+    let dir = TempDir::new();
+    let pid_file = dir.path().join("stale.pid");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[main]\npid = \"{}\"\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{}\"\n",
+            pid_file.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(&pid_file, format!("{}\n", other.id())).unwrap();
+    let (code, out) = run_corral(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
+    let survived = alive(other.id() as i32);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a running corral master"), "{out}");
+    assert!(survived, "the unrelated process was not signalled");
+}
+
+#[test]
 fn reopen_after_logrotate_moved_the_logs() {
     let s = Server::start();
     assert_eq!(s.get("/").status, 200);
