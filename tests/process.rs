@@ -157,6 +157,20 @@ fn test_flag_checks_config() {
             "keepalive_timeout",
         ),
         ("[main\nworkers = 1\n", 1, ""),
+        // A missing key: the line of its table.
+        ("[pool.php]\ncommand = [\"php-cgi\"]\n", 1, "pool.php.listen"),
+        ("[pool.php]\nlisten = \"127.0.0.1:9\"\n", 1, "pool.php.command"),
+        (
+            &format!("[[server]]\nroot = \"{root}\"\n[[server.location]]\nroot = \"{root}\"\n"),
+            3,
+            "server.location.match",
+        ),
+        (
+            &format!("[[server]]\nroot = \"{root}\"\ngzip_comp_level = 3\n"),
+            3,
+            "server.gzip_comp_level",
+        ),
+        ("[main]\nworker_connections = \"x\"\n", 2, "expected an integer"),
     ];
     for (i, (text, line, key)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("bad{i}.toml"));

@@ -126,7 +126,10 @@ impl Source {
         } else if msg.contains("untagged enum OneOrMany") {
             "expected a string or a list of strings".to_string()
         } else {
-            msg.to_string()
+            // serde's Rust type names, in an operator's words.
+            msg.replace("expected i64", "expected an integer")
+                .replace("expected u64", "expected an integer")
+                .replace("expected f64", "expected a number")
         };
         ConfigError {
             file: self.name.clone(),
@@ -140,7 +143,9 @@ impl Source {
     pub(super) fn err(&self, table: &str, nth: usize, key: &str, message: String) -> ConfigError {
         ConfigError {
             file: self.name.clone(),
-            line: self.locate(table, nth, key),
+            // A key that is missing (or set in an inline table) has no
+            // line of its own: the line of its table then.
+            line: self.locate(table, nth, key).or_else(|| self.locate(table, nth, "")),
             key: if key.is_empty() {
                 format!("[{table}]")
             } else {
@@ -1231,9 +1236,14 @@ fn parse_gzip(
     level: Option<i64>,
 ) -> Result<Option<Option<super::Gzip>>, ConfigError> {
     if on.is_none() {
-        if types.is_some() || min_length.is_some() || level.is_some() {
+        let set = [
+            ("gzip_types", types.is_some()),
+            ("gzip_min_length", min_length.is_some()),
+            ("gzip_comp_level", level.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
             return Err(c.err(
-                "gzip",
+                key,
                 "gzip_types, gzip_min_length and gzip_comp_level need `gzip = true` here",
             ));
         }
