@@ -811,7 +811,7 @@ fn build_server(
                 }
             }
         }
-        // nginx: "duplicate listen"; `"*:443 tls"` is one entry, not two.
+        // nginx: "duplicate listen" (`"*:443"` and `"*:443 tls"` too).
         if listen.contains(&addr) {
             return Err(c.err("listen", format!("duplicate listen {}", show_addr(&addr))));
         }
