@@ -438,9 +438,16 @@ fn ondemand_counts_max_children_reached() {
         &php_pool("unix:{dir}/php.sock", "pm = \"ondemand\"\nmax_children = 1"),
         1,
     );
-    let slow = concurrent(&s, "/sleep.php?ms=1500", 3);
+    // The only worker runs a request; two more arrive at the limit.
+    let mut slow = concurrent(&s, "/sleep.php?ms=2000", 1);
+    assert!(eventually(Duration::from_secs(5), || field(
+        &status(&s),
+        "active processes"
+    ) == 1));
+    assert_eq!(field(&status(&s), "max children reached"), 0);
+    slow.extend(concurrent(&s, "/sleep.php?ms=100", 2));
     assert!(
-        eventually(Duration::from_secs(4), || field(&status(&s), "max children reached")
+        eventually(Duration::from_secs(3), || field(&status(&s), "max children reached")
             >= 1),
         "{}",
         status(&s)
