@@ -118,6 +118,14 @@ fn send_signal(pid_path: &Path, name: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A stale pid file may name an unrelated process by now: never signal it.
+    if !pidfile::is_corral(pid) {
+        eprintln!(
+            "corral: [error] pid file \"{}\" names process {pid}, which is not a running corral master",
+            pid_path.display()
+        );
+        return ExitCode::from(1);
+    }
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -157,6 +157,20 @@ fn test_flag_checks_config() {
             "keepalive_timeout",
         ),
         ("[main\nworkers = 1\n", 1, ""),
+        // A missing key: the line of its table.
+        ("[pool.php]\ncommand = [\"php-cgi\"]\n", 1, "pool.php.listen"),
+        ("[pool.php]\nlisten = \"127.0.0.1:9\"\n", 1, "pool.php.command"),
+        (
+            &format!("[[server]]\nroot = \"{root}\"\n[[server.location]]\nroot = \"{root}\"\n"),
+            3,
+            "server.location.match",
+        ),
+        (
+            &format!("[[server]]\nroot = \"{root}\"\ngzip_comp_level = 3\n"),
+            3,
+            "server.gzip_comp_level",
+        ),
+        ("[main]\nworker_connections = \"x\"\n", 2, "expected an integer"),
     ];
     for (i, (text, line, key)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("bad{i}.toml"));
@@ -175,6 +189,92 @@ fn test_flag_checks_config() {
     let (code, out) = run_corral(&["-c", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(out.contains("wrokers"), "{out}");
+}
+
+#[test]
+fn missing_cpu_in_worker_cpu_affinity_is_a_warning() {
+    let mut s = Server::with(Opts {
+        main: "worker_cpu_affinity = [0, 1000]\n".into(),
+        ..Default::default()
+    });
+    let workers = s.workers();
+    assert_eq!(workers.len(), 2);
+    for _ in 0..10 {
+        assert_eq!(s.get("/").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.workers(), workers, "no worker restarts: {}", s.error_log());
+    let log = s.error_log();
+    assert!(log.contains("sched_setaffinity(CPU 1000) failed"), "{log}");
+    assert!(log.contains("running unpinned"), "{log}");
+    // -t warns, naming the line and key, and passes.
+    let (code, out) = run_corral(&["-t", "-c", s.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("[warn]") && out.contains("main.worker_cpu_affinity"),
+        "{out}"
+    );
+    assert!(out.contains("CPU 1000 not available"), "{out}");
+    s.stop_now();
+}
+
+#[test]
+fn test_flag_rejects_duplicates_and_listens_that_cannot_all_bind() {
+    let dir = TempDir::new();
+    let root = dir.path().display().to_string();
+    let srv = format!("[[server]]\nroot = \"{root}\"\n");
+    let cases = [
+        (
+            format!("{srv}listen = [\"127.0.0.1:20110\", \"127.0.0.1:20110\"]\n"),
+            3,
+            "server.listen",
+            "duplicate listen 127.0.0.1:20110",
+        ),
+        (
+            format!(
+                "{srv}[[server.location]]\nmatch = \"/a/\"\n[[server.location]]\nmatch = \"^~ /a/\"\nreturn = \"204\"\n"
+            ),
+            6,
+            "server.location.match",
+            "(also at line 4)",
+        ),
+        (
+            format!(
+                "{srv}listen = \"127.0.0.1:20111\"\n[pool.php]\nlisten = \"127.0.0.1:20111\"\ncommand = [\"php-cgi\"]\n"
+            ),
+            5,
+            "pool.php.listen",
+            "127.0.0.1:20111 is also the listen address of the [[server]] at line 3",
+        ),
+        (
+            format!("{srv}listen = \"*:20112\"\n{srv}listen = \"127.0.0.1:20112\"\n"),
+            6,
+            "server.listen",
+            "127.0.0.1:20112 overlaps *:20112 of the [[server]] at line 3",
+        ),
+    ];
+    for (i, (text, line, key, what)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("dup{i}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+        assert_eq!(code, 1, "{text}: {out}");
+        assert!(
+            out.contains(&format!("{}:{line}: {key}: ", p.display())) && out.contains(what),
+            "{text}: {out}"
+        );
+    }
+    // Servers may share one address; with reuseport a wildcard and a
+    // specific address bind side by side.
+    let p = dir.path().join("ok.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[main]\naccept = \"reuseport\"\n{srv}listen = \"*:20113\"\n{srv}listen = [\"127.0.0.1:20113\", \"127.0.0.1:20114\"]\n{srv}listen = \"127.0.0.1:20114\"\nserver_name = \"b\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]
@@ -203,6 +303,31 @@ fn signal_flag_uses_pid_file() {
     let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
     assert_eq!(code, 1);
     assert!(out.contains("pid"), "{out}");
+}
+
+#[test]
+fn signal_flag_refuses_a_pid_file_naming_another_process() {
+    let dir = TempDir::new();
+    let pid_file = dir.path().join("stale.pid");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[main]\npid = \"{}\"\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{}\"\n",
+            pid_file.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(&pid_file, format!("{}\n", other.id())).unwrap();
+    let (code, out) = run_corral(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
+    let survived = alive(other.id() as i32);
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a running corral master"), "{out}");
+    assert!(survived, "the unrelated process was not signalled");
 }
 
 #[test]
@@ -289,4 +414,93 @@ fn daemon_mode_detaches() {
     assert!(eventually(Duration::from_secs(10), || !alive(pid)
         && workers.iter().all(|w| !alive(*w))));
     assert!(!pid_file.exists());
+}
+
+#[test]
+fn daemon_launcher_exits_1_when_the_daemon_cannot_start() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let free = free_port();
+    let cases = [
+        (busy, format!("{}/d.pid", dir.path().display()), "Address"),
+        (free, "/proc/corral-none/d.pid".to_string(), "pid file"),
+    ];
+    for (port, pid, why) in cases {
+        let cfg = dir.path().join("d.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[main]\ndaemon = true\nworkers = 1\npid = \"{pid}\"\nerror_log = \"{}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{}\"\n",
+                dir.path().display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+        let (code, out) = run_corral(&["-c", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{why}: {out}");
+        assert!(out.contains("[emerg]") && out.contains(why), "{why}: {out}");
+    }
+    // A pid file naming a running master: the second daemon says so.
+    let s = Server::start();
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let second = dir.path().join("second.toml");
+    std::fs::write(
+        &second,
+        cfg.replacen("[main]\n", "[main]\ndaemon = true\n", 1)
+            .replace(&format!("127.0.0.1:{}", s.port), &format!("127.0.0.1:{free}")),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-c", second.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("names a running corral master"), "{out}");
+    assert_eq!(s.get("/").status, 200);
+}
+
+/// `corral -c ../r.toml`: paths taken from the config file's directory
+/// come out without `..` (php-cgi refuses a SCRIPT_FILENAME with one).
+#[test]
+fn relative_config_path_with_dot_dot_gives_normal_paths() {
+    let dir = TempDir::new();
+    let sub = dir.path().join("sub");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::create_dir_all(&www).unwrap();
+    write_script(
+        &www.join("env.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"$SCRIPT_FILENAME $DOCUMENT_ROOT\"\n",
+    );
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("r.toml"),
+        format!(
+            "[main]\nworkers = 1\npid = \"run/r.pid\"\nerror_log = \"./error.log\"\n\
+             [[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"www\"\n\
+             [[server.location]]\nmatch = \"~ \\\\.sh$\"\ncgi = {{ dir = \"sub/../www\", extensions = [\".sh\"] }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["-c", "../r.toml"])
+        .current_dir(&sub)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (ok, body) = curl(&[&format!("http://127.0.0.1:{port}/env.sh")]);
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    assert!(up && ok);
+    let d = dir.path().display();
+    assert_eq!(String::from_utf8_lossy(&body), format!("{d}/www/env.sh {d}/www\n"));
+    assert!(
+        dir.path().join("error.log").exists(),
+        "the error log beside the config file"
+    );
 }

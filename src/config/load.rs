@@ -62,10 +62,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     let base = abs
         .parent()
-        .map(Path::to_path_buf)
+        .map(|dir| resolve(Path::new("/"), dir))
         .unwrap_or_else(|| PathBuf::from("/"));
     let mut cfg = load_str(&name, &text, &base)?;
-    cfg.file = Some(abs);
+    cfg.file = Some(abs.file_name().map_or(abs.clone(), |f| base.join(f)));
     Ok(cfg)
 }
 
@@ -126,7 +126,10 @@ impl Source {
         } else if msg.contains("untagged enum OneOrMany") {
             "expected a string or a list of strings".to_string()
         } else {
-            msg.to_string()
+            // serde's Rust type names, in an operator's words.
+            msg.replace("expected i64", "expected an integer")
+                .replace("expected u64", "expected an integer")
+                .replace("expected f64", "expected a number")
         };
         ConfigError {
             file: self.name.clone(),
@@ -140,7 +143,9 @@ impl Source {
     pub(super) fn err(&self, table: &str, nth: usize, key: &str, message: String) -> ConfigError {
         ConfigError {
             file: self.name.clone(),
-            line: self.locate(table, nth, key),
+            // A key that is missing (or set in an inline table) has no
+            // line of its own: the line of its table then.
+            line: self.locate(table, nth, key).or_else(|| self.locate(table, nth, "")),
             key: if key.is_empty() {
                 format!("[{table}]")
             } else {
@@ -190,7 +195,7 @@ impl Source {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.base.join(p)
+            resolve(&self.base, p)
         }
     }
 
@@ -202,6 +207,52 @@ impl Source {
             p => LogTarget::File(self.path(p)),
         }
     }
+}
+
+/// `base` joined with `rel`, without `.` or `..` components (a `..` in
+/// SCRIPT_FILENAME makes php-cgi answer "No input file specified"), and
+/// meaning what the kernel would make of it: leading `..` go up from
+/// `base`; the part up to a later `..` is resolved on disk (it may go
+/// through a symlink), so only what follows the last `..` is kept as
+/// written (a `root` that is a symlink stays one).
+fn resolve(base: &Path, rel: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    let mut comps = rel.components().peekable();
+    while let Some(c) = comps.peek() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::Prefix(_) => out = PathBuf::from(c.as_os_str()),
+            Component::Normal(_) => break,
+        }
+        comps.next();
+    }
+    let rest: Vec<Component<'_>> = comps.collect();
+    let Some(last_up) = rest.iter().rposition(|c| *c == Component::ParentDir) else {
+        return rest.iter().fold(out, |p, c| p.join(c));
+    };
+    let head = rest[..=last_up].iter().fold(out, |p, c| p.join(c));
+    let head = std::fs::canonicalize(&head).unwrap_or_else(|_| lexical(&head));
+    rest[last_up + 1..].iter().fold(head, |p, c| p.join(c))
+}
+
+/// `a/b/../c` as `a/c`, for a path not on disk (nothing to resolve).
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Checks one table's values; knows which table and occurrence it is in so
@@ -353,6 +404,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
             &mut upstreams,
         )?);
     }
+    check_listen_overlaps(src, &servers, &pools, main.accept == Accept::Reuseport)?;
     let cfg = Config {
         file: None,
         main,
@@ -390,6 +442,58 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         }
     }
     Ok(cfg)
+}
+
+/// Addresses that `-t` would pass and the start would fail to bind: a
+/// pool on a server's address, or a wildcard `*:P` next to a specific
+/// `127.0.0.1:P` (corral binds each address it is given, and Linux
+/// refuses the second, unless both have SO_REUSEPORT: `accept =
+/// "reuseport"`). Servers sharing one address is fine.
+fn check_listen_overlaps(
+    src: &Source,
+    servers: &[Server],
+    pools: &[super::pool::Pool],
+    reuseport: bool,
+) -> Result<(), ConfigError> {
+    // (table, occurrence, what to call it, address)
+    let mut all: Vec<(String, usize, String, SocketAddr)> = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let line = src
+            .locate("server", i, "listen")
+            .or_else(|| src.locate("server", i, ""));
+        let name = format!("the [[server]] at line {}", line.unwrap_or(0));
+        all.extend(s.listen.iter().map(|a| ("server".to_string(), i, name.clone(), *a)));
+    }
+    for p in pools {
+        if let super::fastcgi::Address::Tcp(a) = p.listen {
+            let table = format!("pool.{}", p.name);
+            let line = src.locate(&table, 0, "listen").unwrap_or(0);
+            all.push((table, 0, format!("pool {} (line {line})", p.name), a));
+        }
+    }
+    for (x, (table, nth, _, a)) in all.iter().enumerate() {
+        for (t2, _, other, b) in &all[..x] {
+            let both_servers = table == "server" && t2 == "server";
+            let why = if a == b && !both_servers {
+                format!("{} is also the listen address of {other}", show_addr(a))
+            } else if a != b
+                && (!reuseport || !both_servers)
+                && a.port() == b.port()
+                && a.is_ipv4() == b.is_ipv4()
+                && (a.ip().is_unspecified() || b.ip().is_unspecified())
+            {
+                format!(
+                    "{} overlaps {} of {other}: the second cannot be bound; listen on the same address in both",
+                    show_addr(a),
+                    show_addr(b)
+                )
+            } else {
+                continue;
+            };
+            return Err(src.err(table, *nth, "listen", why));
+        }
+    }
+    Ok(())
 }
 
 fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
@@ -489,9 +593,50 @@ pub(super) fn parse_affinity(c: &Checker<'_>, key: &str, v: Option<raw::StrOrInt
             if v.is_empty() || v.iter().any(|&n| n < 0 || n as usize >= cpus.max(1024)) {
                 return Err(c.err(key, "expected a non-empty list of CPU numbers"));
             }
-            Affinity::List(v.into_iter().map(|n| n as usize).collect())
+            let list: Vec<usize> = v.into_iter().map(|n| n as usize).collect();
+            // Not an error: the machine may change under a config (a VM
+            // resized, a cpuset moved); workers given such a CPU run unpinned.
+            let allowed = crate::os::privileges::allowed_cpus();
+            let missing: Vec<String> = list
+                .iter()
+                .filter(|n| !allowed.is_empty() && !allowed.contains(n))
+                .map(|n| n.to_string())
+                .collect();
+            if !missing.is_empty() {
+                crate::warn!(
+                    "{}",
+                    c.err(
+                        key,
+                        format!(
+                            "CPU {} not available to this process (it may use {}): workers given it run unpinned",
+                            missing.join(", "),
+                            cpu_ranges(&allowed)
+                        )
+                    )
+                );
+            }
+            Affinity::List(list)
         }
     })
+}
+
+/// `[0, 1, 2, 5]` as "0-2, 5".
+fn cpu_ranges(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(", ")
 }
 
 fn build_http(src: &Source, h: raw::Http) -> Result<Http, ConfigError> {
@@ -666,9 +811,11 @@ fn build_server(
                 }
             }
         }
-        if !listen.contains(&addr) {
-            listen.push(addr);
+        // nginx: "duplicate listen" (`"*:443"` and `"*:443 tls"` too).
+        if listen.contains(&addr) {
+            return Err(c.err("listen", format!("duplicate listen {}", show_addr(&addr))));
         }
+        listen.push(addr);
     }
     let tls_keys = super::tls::Keys {
         certificate: s.certificate.take(),
@@ -748,10 +895,36 @@ fn build_server(
             internal: false,
         });
     }
-    for (k, l) in s.location.unwrap_or_default().into_iter().enumerate() {
-        locations.push(build_location(src, *loc_seen + k, &root, &server_caps, l, ups)?);
+    let raw_locations = s.location.unwrap_or_default();
+    let n_locations = raw_locations.len();
+    for (k, l) in raw_locations.into_iter().enumerate() {
+        let loc = build_location(src, *loc_seen + k, &root, &server_caps, l, ups)?;
+        // nginx: "duplicate location"; the second could never be chosen.
+        if let Some(first) = locations
+            .iter()
+            .position(|o: &super::Location| same_match(&o.matches, &loc.matches))
+        {
+            let lc = Checker {
+                src,
+                table: "server.location",
+                nth: *loc_seen + k,
+            };
+            let at = match first.checked_sub(locations.len() - k) {
+                Some(j) => format!(
+                    "line {}",
+                    src.locate("server.location", *loc_seen + j, "match").unwrap_or(0)
+                ),
+                None => "a [[server.cgi]] of this server".to_string(),
+            };
+            return Err(lc.err(
+                "match",
+                format!("duplicate location \"{}\" (also at {at})", loc.pattern),
+            ));
+        }
+        locations.push(loc);
     }
-    *loc_seen += locations.len();
+    // Counts `[[server.location]]` headers only, as `locate` does.
+    *loc_seen += n_locations;
     let cgi = Vec::new();
     Ok(Server {
         listen,
@@ -788,6 +961,27 @@ fn build_server(
         gzip: parse_gzip(&c, s.gzip, s.gzip_types, s.gzip_min_length, s.gzip_comp_level)?.flatten(),
         auth: parse_auth(&c, src, s.auth_basic, s.auth_basic_user_file)?.flatten(),
     })
+}
+
+/// Two `match`es that select the same requests: nginx's "duplicate
+/// location" (`/a` and `^~ /a` are one prefix).
+fn same_match(a: &super::Match, b: &super::Match) -> bool {
+    use super::Match;
+    match (a, b) {
+        (Match::Exact(x), Match::Exact(y)) => x == y,
+        (Match::Prefix(x, _), Match::Prefix(y, _)) => x == y,
+        (Match::Regex(x), Match::Regex(y)) => x.as_str() == y.as_str(),
+        _ => false,
+    }
+}
+
+/// `0.0.0.0:80` as `*:80`, as an operator writes it.
+fn show_addr(a: &SocketAddr) -> String {
+    if a.ip().is_unspecified() && a.is_ipv4() {
+        format!("*:{}", a.port())
+    } else {
+        a.to_string()
+    }
 }
 
 /// `charset`: a name, `"off"` (None), or absent (utf-8).
@@ -1042,9 +1236,14 @@ fn parse_gzip(
     level: Option<i64>,
 ) -> Result<Option<Option<super::Gzip>>, ConfigError> {
     if on.is_none() {
-        if types.is_some() || min_length.is_some() || level.is_some() {
+        let set = [
+            ("gzip_types", types.is_some()),
+            ("gzip_min_length", min_length.is_some()),
+            ("gzip_comp_level", level.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
             return Err(c.err(
-                "gzip",
+                key,
                 "gzip_types, gzip_min_length and gzip_comp_level need `gzip = true` here",
             ));
         }

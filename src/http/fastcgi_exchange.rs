@@ -393,6 +393,11 @@ impl HttpService {
                 // by one of our own connections to the pool coming free or
                 // the timer for other workers' ones: look again.
                 Stage::Queued | Stage::PoolFull => {
+                    // The worker's sweep checks deadlines once a second:
+                    // the wake-ups keep queue_timeout to the millisecond.
+                    if Instant::now() >= c.deadline {
+                        return self.queue_timed_out(c);
+                    }
                     let st = c.ex.as_mut().and_then(|e| state(&mut e.handler)).expect("fastcgi");
                     if let Some(t) = st.queued_as.take() {
                         lock(&self.upstreams).unwait(st.group, st.server, t);
@@ -537,6 +542,9 @@ impl HttpService {
         {
             // Every worker busy and no room to start one: wait in corral
             // (the client may still leave) rather than in the pool's queue.
+            if st.pool_wait_since.is_none() {
+                crate::pool::registry::held(pool);
+            }
             ups.end(g, s);
             st.counted = false;
             if st.pool_wait_since.is_none() {
@@ -557,6 +565,7 @@ impl HttpService {
             st.queued_as = Some(t);
             st.stage = Stage::Queued;
             c.deadline = self.clock.now + ups.queue_timeout(g);
+            io.wake_at(c.deadline);
             return Some(Step::Wait(Next::Pause));
         }
         st.reused = false;
@@ -1133,30 +1142,41 @@ impl HttpService {
         Step::Again
     }
 
+    /// queue_timeout passed while the request waited (max_conns, or a
+    /// saturated pool): 503.
+    fn queue_timed_out(&mut self, c: &mut Conn) -> Step {
+        let Some(st) = c.ex.as_mut().and_then(|e| state(&mut e.handler)) else {
+            return Step::Wait(Next::Close);
+        };
+        if let Some(t) = st.queued_as.take() {
+            lock(&self.upstreams).unwait(st.group, st.server, t);
+        }
+        let ups = lock(&self.upstreams);
+        let why = if st.stage == Stage::PoolFull {
+            format!(
+                "pool \"{}\" had no free worker within queue_timeout ({:?}; max_children busy)",
+                ups.config(st.group).name.trim_start_matches("pool:"),
+                ups.queue_timeout(st.group)
+            )
+        } else {
+            format!(
+                "no connection to {} came free within queue_timeout ({:?}; max_conns reached)",
+                ups.address(st.group, st.server),
+                ups.queue_timeout(st.group)
+            )
+        };
+        drop(ups);
+        self.fcgi_abort(c, 503, &why)
+    }
+
     pub(super) fn fcgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {
         let ex = c.ex.as_mut()?;
         let st = state(&mut ex.handler)?;
         let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
         let step = match st.stage {
             Stage::Spooling => self.fcgi_abort(c, 408, "the client timed out sending the request body"),
-            Stage::Queued => {
-                let why = format!(
-                    "no connection to {addr} came free within queue_timeout ({:?}; max_conns reached)",
-                    lock(&self.upstreams).queue_timeout(st.group)
-                );
-                self.fcgi_abort(c, 503, &why)
-            }
+            Stage::Queued | Stage::PoolFull => self.queue_timed_out(c),
             Stage::Pick => return Some(Next::Pause),
-            Stage::PoolFull => {
-                let ups = lock(&self.upstreams);
-                let why = format!(
-                    "pool \"{}\" had no free worker within queue_timeout ({:?}; max_children busy)",
-                    ups.config(st.group).name.trim_start_matches("pool:"),
-                    ups.queue_timeout(st.group)
-                );
-                drop(ups);
-                self.fcgi_abort(c, 503, &why)
-            }
             Stage::Busy | Stage::Connecting => {
                 let t = st.knobs.connect_timeout;
                 match self.connect_failed(c, &format!("timed out after {t:?}")) {

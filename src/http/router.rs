@@ -521,8 +521,11 @@ fn pool_status(req: &Request, tokens: bool) -> Reply {
         r.header("Allow", "GET, HEAD");
         return r;
     }
-    let (ct, body) =
-        crate::pool::registry::with(|pools| crate::pool::status::render_all(pools, req.query().unwrap_or("")));
+    let Some((ct, body)) =
+        crate::pool::registry::with(|pools| crate::pool::status::render_all(pools, req.query().unwrap_or("")))
+    else {
+        return Reply::error(404, tokens);
+    };
     let mut r = Reply::error(200, tokens);
     r.content_type = Some(ct);
     r.length = Some(body.len() as u64);

@@ -166,10 +166,11 @@ impl Site {
         let _ = write!(out, "Expires: {expires}\r\nCache-Control: {cc}\r\n");
     }
 
-    /// Adds the site's charset to a reply of a text type.
+    /// Adds the site's charset to a reply of a text type that does not
+    /// name its own (the status page's types do).
     pub fn set_charset(&self, r: &mut Reply) {
         if let Some(cs) = &self.charset
-            && r.content_type.is_some_and(is_text)
+            && r.content_type.is_some_and(|ct| is_text(ct) && !ct.contains("charset="))
         {
             r.charset = Some(cs.clone());
         }

@@ -103,11 +103,15 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
     if cfg.main.daemon
         && let Err(e) = daemon::daemonize()
     {
-        eprintln!("corral: [emerg] cannot daemonize: {e}");
+        let msg = format!("cannot daemonize: {e}");
+        daemon::report_failure(&msg);
+        eprintln!("corral: [emerg] {msg}");
         return 1;
     }
     if let Err(e) = log::init(&cfg.main.error_log, cfg.main.log_level) {
-        eprintln!("corral: [emerg] cannot open error log {:?}: {e}", cfg.main.error_log);
+        let msg = format!("cannot open error log {:?}: {e}", cfg.main.error_log);
+        daemon::report_failure(&msg);
+        eprintln!("corral: [emerg] {msg}");
         return 1;
     }
     let logs_to_stderr = cfg.main.error_log == LogTarget::Stderr;
@@ -123,6 +127,7 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
         }
         Err(msg) => {
             crate::crit!("{msg}");
+            daemon::report_failure(&msg);
             if !logs_to_stderr {
                 eprintln!("corral: [emerg] {msg}");
             }
@@ -167,6 +172,8 @@ fn start(
     title::set(&format!("corral: master process {}", launch.argv.join(" ")));
     pidfile::write(&pid_path, std::process::id())
         .map_err(|e| format!("cannot write pid file {}: {e}", pid_path.display()))?;
+    // Listening, pid file written: `daemon = true`'s launching process may exit 0.
+    daemon::report_ready();
     crate::notice!(
         "corral/{} master {} started with {} (workers: {}, accept: {}, listening on {})",
         env!("CARGO_PKG_VERSION"),

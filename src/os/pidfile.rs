@@ -33,8 +33,15 @@ pub fn live_master(path: &Path) -> Option<i32> {
     if pid as u32 == std::process::id() {
         return None;
     }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    is_corral(pid).then_some(pid)
+}
+
+/// Whether `pid` is a live corral process: its name, or its title (a
+/// master rewrites its argv to "corral: master process ...").
+pub fn is_corral(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    let is_corral = comm.trim() == "corral" || String::from_utf8_lossy(&cmdline).starts_with("corral");
-    is_corral.then_some(pid)
+    comm.trim() == "corral" || String::from_utf8_lossy(&cmdline).starts_with("corral")
 }

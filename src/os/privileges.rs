@@ -22,7 +22,7 @@ pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     if let Some(n) = main.worker_rlimit_nofile {
         limit(Resource::RLIMIT_NOFILE, n)?;
     }
-    pin(&main.worker_cpu_affinity, slot)?;
+    pin(&main.worker_cpu_affinity, slot, &format!("worker #{slot}"));
     if let Some(prio) = main.worker_priority {
         set_priority(prio)?;
     }
@@ -77,19 +77,36 @@ pub fn children_reset_policy() -> bool {
 }
 
 /// Pins this process (and the children it starts later) to the CPU the
-/// affinity gives worker number `slot`.
-pub fn pin(affinity: &Affinity, slot: usize) -> Result<(), String> {
+/// affinity gives worker number `slot`. A CPU this process may not run on
+/// (absent, offline, outside its cpuset) is logged and the worker runs
+/// unpinned, as nginx does: exiting would restart it in a loop.
+pub fn pin(affinity: &Affinity, slot: usize, who: &str) {
     let cpu = match affinity {
         Affinity::Off => None,
-        Affinity::Auto => Some(slot % std::thread::available_parallelism().map_or(1, |n| n.get())),
+        // The slot-th CPU this process may use: CPU numbers need not start at 0.
+        Affinity::Auto => {
+            let allowed = allowed_cpus();
+            allowed.get(slot % allowed.len().max(1)).copied()
+        }
         Affinity::List(cpus) => cpus.get(slot % cpus.len().max(1)).copied(),
     };
-    if let Some(cpu) = cpu {
-        let mut set = CpuSet::new();
-        set.set(cpu).map_err(|e| format!("CPU {cpu}: {e}"))?;
-        sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| format!("sched_setaffinity(CPU {cpu}) failed: {e}"))?;
+    let Some(cpu) = cpu else { return };
+    let mut set = CpuSet::new();
+    let r = set.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &set));
+    if let Err(e) = r {
+        crate::error!("{who}: sched_setaffinity(CPU {cpu}) failed: {e}; running unpinned");
     }
-    Ok(())
+}
+
+/// The CPUs this process may run on, in order (what `sched_setaffinity`
+/// accepts); empty if the kernel cannot tell.
+pub fn allowed_cpus() -> Vec<usize> {
+    let Ok(set) = nix::sched::sched_getaffinity(Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .collect()
 }
 
 /// setgroups (via initgroups), setgid, setuid: in that order, so no

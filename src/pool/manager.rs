@@ -12,6 +12,8 @@ pub struct PmState {
     pub spawn_rate: usize,
     /// "max children reached" is counted once per episode.
     pub at_max: bool,
+    /// The scoreboard's count of requests held in corral, last round.
+    pub held_seen: u64,
 }
 
 impl Default for PmState {
@@ -19,6 +21,7 @@ impl Default for PmState {
         PmState {
             spawn_rate: 1,
             at_max: false,
+            held_seen: 0,
         }
     }
 }
@@ -35,6 +38,12 @@ pub struct Decision {
 
 /// One round of the rules. `waiting` is the pool socket's accept queue.
 pub fn decide(cfg: &Pool, sb: &Scoreboard, st: &mut PmState, now_mono_us: u64, waiting: usize) -> Decision {
+    // Requests held in corral since the last round wait too (they never
+    // reach the socket while the pool is saturated): ondemand counts them
+    // as arrivals at max_children, as php-fpm counts a connection.
+    let held = sb.held();
+    let waiting = if held != st.held_seen { waiting.max(1) } else { waiting };
+    st.held_seen = held;
     let c = sb.counts();
     let room = cfg.max_children.saturating_sub(c.total);
     let mut d = Decision::default();

@@ -37,6 +37,14 @@ pub fn with<R>(f: impl FnOnce(&[PoolView<'_>]) -> R) -> R {
 /// Requests from corral's own locations then wait in corral. A worker idle
 /// on someone's kept connection counts as free: it gives that connection
 /// up when a new one waits.
+/// A request starts to wait in corral for saturated pool `name`: the
+/// master counts it as a connection arriving at max_children.
+pub fn held(name: &str) {
+    if let Some(r) = list().iter().find(|r| r.cfg.name == name) {
+        r.sb.count_held();
+    }
+}
+
 pub fn saturated(name: &str) -> bool {
     list().iter().find(|r| r.cfg.name == name).is_some_and(|r| {
         let c = r.sb.counts();

@@ -21,6 +21,9 @@ mod h {
     pub const LISTEN_QUEUE: usize = 6;
     pub const MAX_LISTEN_QUEUE: usize = 7;
     pub const LISTEN_QUEUE_LEN: usize = 8;
+    /// Requests that found every worker busy at max_children and wait in
+    /// corral's HTTP workers instead of the pool's queue (a running count).
+    pub const HELD: usize = 9;
     pub const WORDS: usize = 16;
 }
 
@@ -238,6 +241,15 @@ impl Scoreboard {
         self.hw(h::MAX_CHILDREN_REACHED).fetch_add(1, Relaxed);
     }
 
+    /// A request from corral's own locations waits for the saturated pool.
+    pub fn count_held(&self) {
+        self.hw(h::HELD).fetch_add(1, Relaxed);
+    }
+
+    pub fn held(&self) -> u64 {
+        self.hw(h::HELD).load(Relaxed)
+    }
+
     pub fn count_slow(&self) {
         self.hw(h::SLOW).fetch_add(1, Relaxed);
     }
@@ -337,15 +349,16 @@ impl Scoreboard {
         self.sw(slot, s::STATE).store(st as u64, Release);
     }
 
-    pub fn count_accepted(&self) {
-        self.hw(h::ACCEPTED).fetch_add(1, Relaxed);
-    }
-
     /// A request begins: its description, and the pool's maximum of
-    /// active workers updated from the slots.
+    /// active workers updated from the slots. It counts now, in the pool's
+    /// "accepted conn" and the process's "requests", as php-fpm counts a
+    /// request once its headers are read (a kept connection's requests
+    /// each count; a running first request shows 1).
     pub fn begin_request(&self, slot: usize, req: &RequestInfo<'_>) {
+        self.hw(h::ACCEPTED).fetch_add(1, Relaxed);
         let seq = self.sw(slot, s::SEQ);
         seq.fetch_add(1, AcqRel);
+        self.sw(slot, s::REQUESTS).fetch_add(1, Relaxed);
         self.sw(slot, s::REQ_START).store(unix_us(), Relaxed);
         self.sw(slot, s::CONTENT_LENGTH).store(req.content_length, Relaxed);
         self.put_text(slot, s::METHOD, s::METHOD_WORDS, req.method);
@@ -365,7 +378,6 @@ impl Scoreboard {
             .store(unix_us().saturating_sub(start), Relaxed);
         self.sw(slot, s::CPU).store(cpu_percent.to_bits(), Relaxed);
         self.sw(slot, s::MEMORY).store(memory, Relaxed);
-        self.sw(slot, s::REQUESTS).fetch_add(1, Relaxed);
     }
 
     /// When the master claimed the slot (monotonic µs), until the worker
@@ -445,6 +457,8 @@ mod tests {
         assert_eq!(p.uri, long[..s::URI_WORDS * 8]);
         assert_eq!(p.script, "/srv/x.php");
         assert_eq!(p.state, "Running");
+        assert_eq!(p.requests, 1, "counted once its headers are read");
+        assert_eq!(sb.figures().accepted, 1);
         sb.end_request(a, 1.5, 42);
         sb.set_state(a, State::Idle);
         sb.free(b);

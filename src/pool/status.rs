@@ -54,14 +54,18 @@ fn parse(query: &str) -> Query {
 pub const HTML_PAGE: &str = include_str!("status_page.html");
 
 /// corral's own status location: every pool (or `?pool=NAME`).
-/// JSON is `{"pools": [...]}`, one php-fpm object per pool.
-pub fn render_all(pools: &[PoolView<'_>], query: &str) -> (&'static str, Vec<u8>) {
+/// JSON is `{"pools": [...]}`, one php-fpm object per pool. `None`: no
+/// pool has the name `?pool=` asks for (a 404, not an empty page).
+pub fn render_all(pools: &[PoolView<'_>], query: &str) -> Option<(&'static str, Vec<u8>)> {
     let q = parse(query);
     let chosen: Vec<&PoolView<'_>> = pools
         .iter()
         .filter(|p| q.pool.as_deref().is_none_or(|n| n == p.cfg.name))
         .collect();
-    match q.format {
+    if q.pool.is_some() && chosen.is_empty() {
+        return None;
+    }
+    Some(match q.format {
         Format::Html => ("text/html; charset=utf-8", HTML_PAGE.as_bytes().to_vec()),
         Format::Json => {
             let objs: Vec<String> = chosen.iter().map(|p| json(p, q.full)).collect();
@@ -75,7 +79,7 @@ pub fn render_all(pools: &[PoolView<'_>], query: &str) -> (&'static str, Vec<u8>
             let texts: Vec<String> = chosen.iter().map(|p| text(p, q.full)).collect();
             ("text/plain", texts.join("\n").into_bytes())
         }
-    }
+    })
 }
 
 /// A pool's own `status_path`, answered by its workers as php-fpm does:
@@ -234,9 +238,9 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
     ];
     let all: Vec<Vec<(&'static str, Value)>> = pools.iter().map(|p| fields(p)).collect();
     for (field, name, ty) in series {
-        let _ = writeln!(out, "# HELP corral_pool_{name} php-fpm's \"{field}\".");
-        let _ = writeln!(out, "# TYPE corral_pool_{name} {ty}");
-        let suffix = if ty == "counter" { "_total" } else { "" };
+        let (family, suffix) = family(name, ty, format);
+        let _ = writeln!(out, "# HELP corral_pool_{family} php-fpm's \"{field}\".");
+        let _ = writeln!(out, "# TYPE corral_pool_{family} {ty}");
         for (p, fs) in pools.iter().zip(&all) {
             if let Some((_, Value::Num(n))) = fs.iter().find(|(k, _)| *k == field) {
                 let _ = writeln!(out, "corral_pool_{name}{suffix}{{pool={}}} {n}", json_str(&p.cfg.name));
@@ -256,9 +260,9 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
             .map(|p| (json_str(&p.cfg.name), p.sb.processes()))
             .collect();
         for (field, name, ty) in per {
-            let _ = writeln!(out, "# HELP corral_pool_{name} php-fpm's per-process \"{field}\".");
-            let _ = writeln!(out, "# TYPE corral_pool_{name} {ty}");
-            let suffix = if ty == "counter" { "_total" } else { "" };
+            let (family, suffix) = family(name, ty, format);
+            let _ = writeln!(out, "# HELP corral_pool_{family} php-fpm's per-process \"{field}\".");
+            let _ = writeln!(out, "# TYPE corral_pool_{family} {ty}");
             for (pool, list) in &procs {
                 for pr in list {
                     let labels = format!("pool={pool},pid=\"{}\"", pr.pid);
@@ -283,6 +287,17 @@ fn metrics(pools: &[&PoolView<'_>], full: bool, format: Format) -> (&'static str
         )
     } else {
         ("text/plain; version=0.0.4; charset=utf-8", out.into_bytes())
+    }
+}
+
+/// The name `# HELP` and `# TYPE` give a series, and the suffix of its
+/// samples: a counter's samples end in `_total`; OpenMetrics names the
+/// family without it, Prometheus text 0.0.4 with it (the sample's name).
+fn family(name: &str, ty: &str, format: Format) -> (String, &'static str) {
+    match (ty, format) {
+        ("counter", Format::OpenMetrics) => (name.to_string(), "_total"),
+        ("counter", _) => (format!("{name}_total"), "_total"),
+        _ => (name.to_string(), ""),
     }
 }
 

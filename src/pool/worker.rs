@@ -62,10 +62,11 @@ pub fn run(spec: Spec<'_>) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = prepare(pool).and_then(|()| crate::os::privileges::pin(&pool.cpu_affinity, spec.slot)) {
+    if let Err(e) = prepare(pool) {
         crate::crit!("[pool {}] {e}", pool.name);
         return 2;
     }
+    crate::os::privileges::pin(&pool.cpu_affinity, spec.slot, &format!("[pool {}]", pool.name));
     signals::die_with_parent(Signal::SIGTERM);
     let claimed = spec.sb.claimed_at(spec.slot);
     let ready = super::scoreboard::mono_us();
@@ -227,7 +228,6 @@ impl Worker<'_> {
                     continue;
                 }
             }
-            self.sb.count_accepted();
             self.sb.set_state(self.slot, State::ReadingHeaders);
             let recycle = self.connection(&conn, listen);
             drop(conn);
@@ -396,7 +396,8 @@ impl Worker<'_> {
         let builtin = if !name.is_empty() && self.pool.ping_path.as_deref() == Some(name) {
             Some((
                 "text/plain".to_string(),
-                format!("{}\n", self.pool.ping_response).into_bytes(),
+                // As php-fpm: the response as configured, no newline added.
+                self.pool.ping_response.clone().into_bytes(),
             ))
         } else if !name.is_empty() && self.pool.status_path.as_deref() == Some(name) {
             let view = super::status::PoolView {
