@@ -408,6 +408,24 @@ fn daemon_mode_detaches() {
     let (ok, body) = curl(&[&format!("http://127.0.0.1:{port}/")]);
     assert!(ok);
     assert_eq!(body, b"daemon");
+    // A binary upgrade of a daemon: the new master stays the old one's
+    // child (it does not detach again), and QUIT of the old hands over.
+    kill(pid, "USR2");
+    let old_pid_file = dir.path().join("d.pid.oldbin");
+    assert!(eventually(Duration::from_secs(10), || old_pid_file.exists()
+        && read_pid(&pid_file).is_some_and(|p| p != pid)));
+    let new = read_pid(&pid_file).unwrap();
+    assert!(
+        children_of(pid).contains(&new),
+        "the new master is the old one's child: {new} not in {:?}",
+        children_of(pid)
+    );
+    kill(pid, "QUIT");
+    assert!(eventually(Duration::from_secs(10), || !alive(pid)));
+    assert!(alive(new));
+    let (ok, body) = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert!(ok && body == b"daemon");
+    let pid = new;
     let workers = children_of(pid);
     let (code, out) = run_corral(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");

@@ -97,10 +97,14 @@ pub fn run(cfg: Config, launch: Launch) -> i32 {
 
 /// [`run`] with workers that run `program`.
 pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program::Program>) -> i32 {
+    // A new binary started by a daemon's SIGUSR2 is detached already and
+    // must stay the old master's child, which watches it (nginx alike).
+    let upgrading = std::env::var_os(listeners::INHERIT_ENV).is_some();
     // Before anything opens a descriptor that could be mistaken for one.
     let inherited = listeners::inherited();
     let inherited_pools = pools::inherited();
     if cfg.main.daemon
+        && !upgrading
         && let Err(e) = daemon::daemonize()
     {
         let msg = format!("cannot daemonize: {e}");
