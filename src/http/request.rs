@@ -182,6 +182,9 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                 copy[at] = b'1';
                 return parse(&copy, limits);
             }
+            if later_minor_pending(buf) {
+                return Parsed::Partial;
+            }
             return Parsed::Error(version_status(buf), first_line(buf));
         }
         Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, first_line(buf)),
@@ -437,10 +440,6 @@ fn port_ok(after: &str) -> Option<()> {
     (p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())).then_some(())
 }
 
-/// 505 for a well-formed version we do not speak, 400 for garbage: only
-/// a request line that is otherwise right (method, one space, a
-/// target, one space, `HTTP/` DIGIT `.` DIGIT: RFC 9112 §3 and §2.3)
-/// gets 505.
 /// Where the minor digit of a well-formed `HTTP/1.2`..`HTTP/1.9` request line is.
 fn later_minor(buf: &[u8]) -> Option<usize> {
     let nl = buf.iter().position(|&b| b == b'\n')?;
@@ -449,6 +448,20 @@ fn later_minor(buf: &[u8]) -> Option<usize> {
     (ver.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&ver[7]) && version_status(buf) == 505).then_some(end - 1)
 }
 
+/// A first line still arriving that ends in a later HTTP/1 minor (its line
+/// end not read yet): wait for it rather than refuse.
+fn later_minor_pending(buf: &[u8]) -> bool {
+    let t = buf.strip_suffix(b"\r").unwrap_or(buf);
+    !buf.contains(&b'\n')
+        && t.len() >= 8
+        && t[t.len() - 8..].starts_with(b"HTTP/1.")
+        && (b'2'..=b'9').contains(&t[t.len() - 1])
+}
+
+/// 505 for a well-formed version we do not speak, 400 for garbage: only
+/// a request line that is otherwise right (method, one space, a
+/// target, one space, `HTTP/` DIGIT `.` DIGIT: RFC 9112 §3 and §2.3)
+/// gets 505.
 fn version_status(buf: &[u8]) -> u16 {
     let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -492,6 +505,16 @@ mod tests {
             Parsed::Partial => 0,
             Parsed::Error(c, _) => c,
         }
+    }
+
+    #[test]
+    fn a_later_minor_version_is_read_as_http_1_1_from_any_split() {
+        let head = "GET http://Example.COM:80/a/b?x=1 HTTP/1.2\r\nHost: other\r\n\r\n";
+        assert_eq!(status(head), 200);
+        for n in 0..head.len() {
+            assert_eq!(status(&head[..n]), 0, "a prefix of {n} bytes is partial");
+        }
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
     }
 
     #[test]
