@@ -48,31 +48,17 @@ pub struct Reply {
 
 impl Reply {
     pub fn error(code: u16, tokens: bool) -> Reply {
-        if !status::has_content(code) {
-            // 204 and 304 end at their head (RFC 9110 §15.3.5, §15.4.5).
-            return Reply {
-                status: code,
-                content_type: None,
-                charset: None,
-                length: None,
-                location: None,
-                extra: String::new(),
-                shared: None,
-                body: ReplyBody::Empty,
-                close: false,
-                own_body: false,
-            };
-        }
-        let page = status::error_page(code, tokens);
+        // 204 and 304 end at their head (RFC 9110 §15.3.5, §15.4.5).
+        let page = status::has_content(code).then(|| status::error_page(code, tokens));
         Reply {
             status: code,
-            content_type: Some("text/html"),
+            content_type: page.as_ref().map(|_| "text/html"),
             charset: None,
-            length: Some(page.len() as u64),
+            length: page.as_ref().map(|p| p.len() as u64),
             location: None,
             extra: String::new(),
             shared: None,
-            body: ReplyBody::Bytes(page),
+            body: page.map_or(ReplyBody::Empty, ReplyBody::Bytes),
             close: false,
             own_body: false,
         }

@@ -160,14 +160,7 @@ impl HttpService {
             let routes = &self.routes[server];
             let at = String::from_utf8_lossy(&norm);
             if routes.slash_redirect.iter().any(|p| *p == at) && !routes.matcher.names(&at) {
-                let mut to = encode_path(&at);
-                to.push('/');
-                if let Some(q) = req.query().filter(|q| !q.is_empty()) {
-                    to.push('?');
-                    to.push_str(q);
-                }
-                let mut reply = Reply::error(301, tokens);
-                reply.location = Some(to);
+                let reply = super::static_file::slash_redirect(at.as_bytes(), req, tokens);
                 return Routed::Reply { site: server, reply };
             }
             let found = routes.matcher.find(&at);
@@ -289,14 +282,7 @@ impl HttpService {
                 && let Some(bare) = f.strip_suffix('/')
                 && !bare.ends_with('/')
             {
-                let mut to = encode_path(bare);
-                to.push('/');
-                if let Some(q) = req.query().filter(|q| !q.is_empty()) {
-                    to.push('?');
-                    to.push_str(q);
-                }
-                let mut reply = Reply::error(301, tokens);
-                reply.location = Some(to);
+                let reply = super::static_file::slash_redirect(bare.as_bytes(), req, tokens);
                 return Routed::Reply { site, reply };
             }
             if let Some((f, _)) = found {

@@ -177,6 +177,19 @@ impl Site {
     }
 }
 
+/// 301 to the decoded `path` with a slash added, the request's query kept.
+pub(super) fn slash_redirect(path: &[u8], req: &Request, tokens: bool) -> Reply {
+    let mut loc = path::encode(path);
+    loc.push('/');
+    if let Some(q) = req.query().filter(|q| !q.is_empty()) {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    let mut r = Reply::error(301, tokens);
+    r.location = Some(loc);
+    r
+}
+
 /// Types whose bytes are text in a charset (nginx's `charset_types`, and
 /// the JSON / SVG / feed types browsers otherwise guess at).
 fn is_text(ct: &str) -> bool {
@@ -279,15 +292,7 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
     };
     if meta.is_dir() {
         if norm.last() != Some(&b'/') {
-            let mut loc = path::encode(norm);
-            loc.push('/');
-            if let Some(q) = req.query().filter(|q| !q.is_empty()) {
-                loc.push('?');
-                loc.push_str(q);
-            }
-            let mut r = Reply::error(301, tokens);
-            r.location = Some(loc);
-            return r;
+            return slash_redirect(norm, req, tokens);
         }
         for index in &site.cfg.index {
             let mut p = rel.to_vec();
