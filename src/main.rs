@@ -78,6 +78,11 @@ fn main() -> ExitCode {
         return match cfg {
             Ok(c) => {
                 eprintln!("corral: the configuration file {} syntax is ok", c.source());
+                if let Err(e) = corral::master::log_files::open_all(&c) {
+                    eprintln!("corral: [emerg] {e}");
+                    eprintln!("corral: configuration file {} test failed", c.source());
+                    return ExitCode::from(1);
+                }
                 eprintln!("corral: configuration file {} test is successful", c.source());
                 ExitCode::SUCCESS
             }

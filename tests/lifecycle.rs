@@ -449,6 +449,81 @@ fn test_flag_rejects_unknown_user() {
     );
 }
 
+/// A log file that cannot be opened fails `-t`, stops a start and refuses
+/// a reload, naming the key and the file (nginx alike), instead of losing
+/// its lines unseen.
+#[test]
+fn unopenable_log_files_fail_test_start_and_reload() {
+    let dir = TempDir::new();
+    // A path under a regular file: not even root can create it.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let bad = blocker.join("access.log");
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[main]\nerror_log = \"{d}/error.log\"\npid = \"{d}/corral.pid\"\n\
+             [[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{d}\"\naccess_log = \"{bad}\"\n",
+            d = dir.path().display(),
+            port = free_port(),
+            bad = bad.display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("access_log") && text.contains(&bad.display().to_string()) && text.contains("test failed"),
+        "{text}"
+    );
+    let (code, text) = run_corral(&["-c", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("access_log"), "{text}");
+
+    // A pool's slow log alike.
+    let p2 = dir.path().join("slow.toml");
+    std::fs::write(
+        &p2,
+        format!(
+            "[main]\nerror_log = \"stderr\"\n[pool.w]\nlisten = \"unix:{d}/w.sock\"\ncommand = [\"php-cgi\"]\n\
+             request_slowlog_timeout = \"1s\"\nslowlog = \"{b}/slow.log\"\n",
+            d = dir.path().display(),
+            b = blocker.display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = run_corral(&["-t", "-c", p2.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("slowlog"), "{text}");
+
+    // A reload to it is refused; the running workers go on.
+    let s = Server::start();
+    let workers = s.workers();
+    s.write_config(&Opts {
+        more: format!(
+            "[[server]]\nlisten = \"127.0.0.1:{}\"\naccess_log = \"{}\"\n",
+            free_port(),
+            bad.display()
+        ),
+        ..Opts::default()
+    });
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("reload refused")),
+        "{}",
+        s.error_log()
+    );
+    let log = s.error_log();
+    let line = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(line.contains("access_log"), "{line}");
+    assert_eq!(s.get("/").status, 200);
+    let (mut now, mut before) = (s.workers(), workers);
+    now.sort();
+    before.sort();
+    assert_eq!(now, before, "the running workers were left alone");
+}
+
 /// Started with signals ignored (as under `nohup`, which ignores SIGHUP,
 /// or a launcher that ignores SIGCHLD): corral still reloads, replaces a
 /// killed worker, reopens its logs and drains on SIGQUIT, and its CGI

@@ -34,6 +34,17 @@ pub enum LogTarget {
     File(PathBuf),
 }
 
+impl std::fmt::Display for LogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogTarget::Off => f.write_str("off"),
+            LogTarget::Stderr => f.write_str("stderr"),
+            LogTarget::Stdout => f.write_str("stdout"),
+            LogTarget::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// How worker sockets are registered with epoll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventMode {

@@ -48,7 +48,7 @@ pub struct Entry<'a> {
 impl AccessLog {
     pub fn new(target: LogTarget) -> AccessLog {
         let file = open(&target).unwrap_or_else(|e| {
-            crate::error!("cannot open access log {target:?}: {e}");
+            crate::error!("cannot open access_log {target}: {e}");
             None
         });
         AccessLog {

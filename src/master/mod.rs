@@ -11,13 +11,14 @@
 mod children;
 mod dispatch;
 mod listeners;
+pub mod log_files;
 pub mod pools;
 pub(crate) mod program;
 mod upgrade;
 pub mod worker_output;
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -113,7 +114,7 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
         return 1;
     }
     if let Err(e) = log::init(&cfg.main.error_log, cfg.main.log_level) {
-        let msg = format!("cannot open error log {:?}: {e}", cfg.main.error_log);
+        let msg = format!("cannot open error_log {}: {e}", cfg.main.error_log);
         daemon::report_failure(&msg);
         eprintln!("corral: [emerg] {msg}");
         return 1;
@@ -170,7 +171,7 @@ fn start(
     if cfg.main.user.is_some() && !nix::unistd::Uid::effective().is_root() {
         crate::warn!("\"user\" only takes effect when the master runs as root; workers keep this user");
     }
-    prepare_log_files(&cfg);
+    log_files::open_all(&cfg)?;
     let sigfd = signals::signal_fd().map_err(|e| format!("cannot set up signals: {e}"))?;
     // The title first: whoever reads the pid file finds the process named.
     title::set(&format!("corral: master process {}", launch.argv.join(" ")));
@@ -178,14 +179,23 @@ fn start(
         .map_err(|e| format!("cannot write pid file {}: {e}", pid_path.display()))?;
     // Listening, pid file written: `daemon = true`'s launching process may exit 0.
     daemon::report_ready();
+    let serving = if cfg.servers.is_empty() {
+        // Behind another web server: the pools are all there is.
+        let names: Vec<&str> = cfg.pools.iter().map(|p| p.name.as_str()).collect();
+        format!("no HTTP workers, pools: {}", names.join(", "))
+    } else {
+        format!(
+            "workers: {}, accept: {}, listening on {}",
+            cfg.main.workers,
+            accept_name(&cfg),
+            join(&listeners.addrs())
+        )
+    };
     crate::notice!(
-        "corral/{} master {} started with {} (workers: {}, accept: {}, listening on {})",
+        "corral/{} master {} started with {} ({serving})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         cfg.source(),
-        cfg.main.workers,
-        accept_name(&cfg),
-        join(&listeners.addrs())
     );
     let mut m = Master {
         cfg,
@@ -240,33 +250,6 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
 /// Creates the log files workers write to and hands them to the worker
 /// user, so a worker that dropped root can still reopen them after a
 /// rotation.
-fn prepare_log_files(cfg: &Config) {
-    let mut paths: Vec<&Path> = Vec::new();
-    if let LogTarget::File(p) = &cfg.main.error_log {
-        paths.push(p);
-    }
-    for s in &cfg.servers {
-        if let LogTarget::File(p) = &s.access_log {
-            paths.push(p);
-        }
-    }
-    for p in paths {
-        if let Some(d) = p.parent() {
-            let _ = std::fs::create_dir_all(d);
-        }
-        if let Err(e) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
-            crate::error!("cannot open log {}: {e}", p.display());
-            continue;
-        }
-        if let Some(c) = &cfg.main.user
-            && nix::unistd::Uid::effective().is_root()
-            && let Err(e) = std::os::unix::fs::chown(p, Some(c.uid), Some(c.gid))
-        {
-            crate::error!("chown({}) for user {} failed: {e}", p.display(), c.name);
-        }
-    }
-}
-
 impl Master {
     /// Starts a new generation of `workers` workers with the current config.
     fn start_generation(&mut self) {
@@ -601,7 +584,9 @@ impl Master {
             Signal::SIGQUIT => self.stop(Stop::Graceful, sig),
             Signal::SIGUSR1 => {
                 crate::notice!("reopening logs");
-                prepare_log_files(&self.cfg);
+                if let Err(e) = log_files::open_all(&self.cfg) {
+                    crate::error!("{e}");
+                }
                 if let Err(e) = log::reopen() {
                     crate::error!("reopening the error log failed: {e}");
                 }
@@ -652,6 +637,11 @@ impl Master {
                 return;
             }
         };
+        if let Err(e) = log_files::open_all(&new) {
+            crate::error!("reload refused, keeping the running configuration: {e}");
+            notify("READY=1\nSTATUS=reload refused");
+            return;
+        }
         // Pools first: a pool that cannot open refuses the reload untouched.
         self.unwatch_pool_sockets();
         if let Err(e) = self.pools.reload(&new.pools, self.cfg.main.shutdown_timeout) {
@@ -695,14 +685,13 @@ impl Master {
             && let Err(e) = log::init(&new.main.error_log, new.main.log_level)
         {
             crate::error!(
-                "cannot open the new error log {:?}: {e}; keeping the old one",
+                "cannot open the new error_log {}: {e}; keeping the old one",
                 new.main.error_log
             );
         }
         let mut new = new;
         new.main.pid = self.cfg.main.pid.clone();
         self.cfg = new;
-        prepare_log_files(&self.cfg);
         self.winched = false;
         self.pools.paused = false;
         self.start_generation();
@@ -712,12 +701,21 @@ impl Master {
         for (p, n) in self.pools.initial() {
             self.spawn_pool_workers(p, n);
         }
-        crate::notice!(
-            "reload applied: generation {} with {} worker(s), listening on {}",
-            self.generation,
-            self.cfg.main.workers,
-            join(&self.listeners.addrs())
-        );
+        if self.cfg.servers.is_empty() {
+            let names: Vec<&str> = self.cfg.pools.iter().map(|p| p.name.as_str()).collect();
+            crate::notice!(
+                "reload applied: generation {}, pools: {}",
+                self.generation,
+                names.join(", ")
+            );
+        } else {
+            crate::notice!(
+                "reload applied: generation {} with {} worker(s), listening on {}",
+                self.generation,
+                self.cfg.main.workers,
+                join(&self.listeners.addrs())
+            );
+        }
         notify("READY=1\nSTATUS=serving");
     }
 
