@@ -65,8 +65,16 @@ fn cgi_server() -> (Server, PathBuf) {
     );
     write_script(&bin.join("nohead.sh"), "#!/bin/sh\nexit 0\n");
     write_script(
+        &bin.join("rawhex.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nprintf '%s' \"$HTTP_X_RAW\" | od -An -tx1 | tr -d ' \\n'\n",
+    );
+    write_script(
         &bin.join("local.sh"),
         "#!/bin/sh\nprintf 'Location: /target.html\\n\\n'\n",
+    );
+    write_script(
+        &bin.join("climb.sh"),
+        "#!/bin/sh\nprintf 'Location: /../../outside.txt\\n\\n'\n",
     );
     write_script(
         &bin.join("away.sh"),
@@ -215,6 +223,10 @@ fn meta_variables_follow_rfc3875() {
     );
     assert_eq!(j.get("HTTP_HOST"), Some("other.example:8080"));
     assert_eq!(j.get("SERVER_NAME"), Some("other.example"));
+    // A header value that is not UTF-8 reaches the script as sent (RFC 9110 §5.5).
+    let out = s.raw(b"GET /cgi-bin/rawhex.sh HTTP/1.1\r\nHost: h\r\nX-Raw: a\xff\xfeb\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("\r\n61fffe62\r\n"), "{text}");
     // Neither TRACE nor CONNECT reaches a script.
     for m in ["TRACE", "CONNECT"] {
         let r = s.request(&format!(
@@ -418,6 +430,9 @@ fn redirects() {
     let r = s.get("/cgi-bin/away.sh");
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("http://example.org/there"));
+    // A local redirect above the root is the script's fault: 500, not 400.
+    assert_eq!(s.get("/cgi-bin/climb.sh").status, 500);
+    assert!(s.error_log().contains("outside.txt"), "{}", s.error_log());
 }
 
 fn sha256_hex(data: &[u8]) -> String {

@@ -20,17 +20,18 @@ pub struct Request<'a> {
     /// Over TLS: `HTTPS=on` and `REQUEST_SCHEME=https`.
     pub https: bool,
     pub content_length: Option<u64>,
-    /// Request header fields, in order, as (name, value).
-    pub headers: &'a [(String, String)],
+    /// Request header fields, in order, as (name, value): values as sent
+    /// (RFC 9110 §5.5: bytes that are not text pass as they are).
+    pub headers: &'a [(String, Vec<u8>)],
     /// Extra entries from the configuration (they win).
     pub extra: &'a [(String, String)],
 }
 
-/// The meta-variables, in a stable order.
-pub fn build(r: &Request<'_>) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::with_capacity(32 + r.headers.len());
-    fn put(env: &mut Vec<(String, String)>, k: &str, v: &str) {
-        env.push((k.to_string(), v.to_string()));
+/// The meta-variables, in a stable order; values are bytes.
+pub fn build(r: &Request<'_>) -> Vec<(String, Vec<u8>)> {
+    let mut env: Vec<(String, Vec<u8>)> = Vec::with_capacity(32 + r.headers.len());
+    fn put(env: &mut Vec<(String, Vec<u8>)>, k: &str, v: impl AsRef<[u8]>) {
+        env.push((k.to_string(), v.as_ref().to_vec()));
     }
     put(&mut env, "GATEWAY_INTERFACE", "CGI/1.1");
     put(
@@ -95,15 +96,15 @@ pub fn build(r: &Request<'_>) -> Vec<(String, String)> {
         // Repeated fields are joined, as RFC 9110 §5.3 allows; cookies
         // with "; " (RFC 6265 §5.4).
         if let Some(e) = env.iter_mut().find(|(k, _)| *k == key) {
-            e.1.push_str(if lower == "cookie" { "; " } else { ", " });
-            e.1.push_str(value);
+            e.1.extend_from_slice(if lower == "cookie" { b"; " } else { b", " });
+            e.1.extend_from_slice(value);
         } else {
             env.push((key, value.clone()));
         }
     }
     for (k, v) in r.extra {
         env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
+        env.push((k.clone(), v.clone().into_bytes()));
     }
     env
 }
@@ -115,15 +116,16 @@ mod tests {
     #[test]
     fn meta_variables_and_httpoxy() {
         let headers = vec![
-            ("Host".to_string(), "example.org".to_string()),
-            ("Proxy".to_string(), "http://evil/".to_string()),
-            ("X-Multi".to_string(), "a".to_string()),
-            ("x-multi".to_string(), "b".to_string()),
-            ("Content-Type".to_string(), "text/plain".to_string()),
-            ("X_Multi".to_string(), "spoofed".to_string()),
-            ("Transfer_Encoding".to_string(), "chunked".to_string()),
-            ("Cookie".to_string(), "a=1".to_string()),
-            ("cookie".to_string(), "b=2".to_string()),
+            ("Host".to_string(), b"example.org".to_vec()),
+            ("Proxy".to_string(), b"http://evil/".to_vec()),
+            ("X-Multi".to_string(), b"a".to_vec()),
+            ("X-Raw".to_string(), b"\xff\xfe".to_vec()),
+            ("x-multi".to_string(), b"b".to_vec()),
+            ("Content-Type".to_string(), b"text/plain".to_vec()),
+            ("X_Multi".to_string(), b"spoofed".to_vec()),
+            ("Transfer_Encoding".to_string(), b"chunked".to_vec()),
+            ("Cookie".to_string(), b"a=1".to_vec()),
+            ("cookie".to_string(), b"b=2".to_vec()),
         ];
         let extra = vec![("FOO".to_string(), "bar".to_string())];
         let env = build(&Request {
@@ -145,7 +147,13 @@ mod tests {
             headers: &headers,
             extra: &extra,
         });
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| std::str::from_utf8(v).unwrap_or("(not UTF-8)"))
+        };
+        let raw = env.iter().find(|(n, _)| n == "HTTP_X_RAW").map(|(_, v)| v.as_slice());
+        assert_eq!(raw, Some(&b"\xff\xfe"[..]), "bytes that are not text pass unchanged");
         assert_eq!(get("HTTP_PROXY"), None);
         assert_eq!(get("HTTPS"), Some("on"));
         assert_eq!(get("REQUEST_SCHEME"), Some("https"));

@@ -192,7 +192,7 @@ pub enum Stdin {
 pub struct Spool {
     pub file: File,
     pub target: Target,
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(String, Vec<u8>)>,
 }
 
 /// An anonymous file in `dir` (O_TMPFILE; where the file system lacks it,
@@ -228,7 +228,7 @@ pub fn temp_file(dir: &std::path::Path) -> io::Result<File> {
 /// environment `env`, in its own process group, with nothing but those
 /// pipes open. The worker keeps the nonblocking ends in the returned
 /// `Run`; the job carries the child's ends to the spawner.
-pub fn prepare(t: &Target, env: &[(String, String)], stdin: Stdin, id: u64) -> io::Result<(Run, Job)> {
+pub fn prepare(t: &Target, env: &[(String, Vec<u8>)], stdin: Stdin, id: u64) -> io::Result<(Run, Job)> {
     let cstr = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
     let mut argv = Vec::with_capacity(2);
     let program = match &t.interpreter {
@@ -241,7 +241,7 @@ pub fn prepare(t: &Target, env: &[(String, String)], stdin: Stdin, id: u64) -> i
     argv.push(cstr(t.program.as_os_str().as_bytes())?);
     let envp = env
         .iter()
-        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v].concat()))
         .collect::<io::Result<Vec<_>>>()?;
     let cwd = match t.program.parent() {
         Some(d) if !d.as_os_str().is_empty() => Some(cstr(d.as_os_str().as_bytes())?),

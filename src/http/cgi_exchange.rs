@@ -113,15 +113,15 @@ impl HttpService {
         let _ = parsed.parse(head);
         // An absolute-form target names the host (RFC 9112 §3.2.2).
         let authority = req.authority();
-        let mut headers: Vec<(String, String)> = parsed
+        let mut headers: Vec<(String, Vec<u8>)> = parsed
             .headers
             .iter()
             .filter(|h| !h.name.is_empty())
             .filter(|h| authority.is_none() || !h.name.eq_ignore_ascii_case("host"))
-            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+            .map(|h| (h.name.to_string(), h.value.trim_ascii().to_vec()))
             .collect();
         if let Some(a) = authority {
-            headers.push(("Host".to_string(), a.to_string()));
+            headers.push(("Host".to_string(), a.as_bytes().to_vec()));
         }
         let local = c.local_addr();
         let site_cfg = &self.sites[site].cfg;
@@ -201,7 +201,7 @@ impl HttpService {
     }
 
     /// Starts `t`'s process; its pipes are watched by this connection.
-    fn spawn_script(&mut self, t: &Target, env: &[(String, String)], stdin: Stdin, io: &Io<'_>) -> Option<Run> {
+    fn spawn_script(&mut self, t: &Target, env: &[(String, Vec<u8>)], stdin: Stdin, io: &Io<'_>) -> Option<Run> {
         let Some(spawner) = self.spawner.as_ref() else {
             crate::error!("cannot start CGI {}: no spawner in this worker", t.script_name);
             return None;
@@ -283,7 +283,7 @@ impl HttpService {
         // Configured `env` entries still win, as for any other variable.
         let rule = self.cgi_cfg(c.ex.as_ref()?.site, target.rule);
         if !rule.env.iter().any(|(k, _)| k == "CONTENT_LENGTH") {
-            env.push(("CONTENT_LENGTH".into(), len.to_string()));
+            env.push(("CONTENT_LENGTH".into(), len.to_string().into_bytes()));
         }
         let timeout = rule.timeout;
         let Some(run) = self.spawn_script(&target, &env, Stdin::File(file), io) else {

@@ -117,6 +117,15 @@ impl HttpService {
         req.expect_continue = false;
         req.error_status = None;
         req.rewrite(loc);
+        // The application's fault, not the client's: 500, not routing's 400.
+        if req.normalized().is_none() {
+            crate::error!(
+                "internal redirect to \"{}\" refused (its path climbs above the root or is malformed)",
+                crate::core::log::Esc(loc.as_bytes())
+            );
+            self.fail(c, 500, Vec::new(), None);
+            return Step::Again;
+        }
         req.keep_alive = keep && !body_pending;
         c.carried = carried;
         // The client's head (its headers, for a script reached this way).

@@ -269,9 +269,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         let name = h.name;
         if is(name, "host") {
             hosts += 1;
+            // An http URI with an empty host is invalid (RFC 9110 §4.2.1),
+            // so is a Host that names none ("" or ":80"), as for nginx.
             match host_name(value) {
-                Some(hn) => r.host = Some(hn),
-                None => return fail!(400),
+                Some(hn) if !hn.is_empty() => r.host = Some(hn),
+                _ => return fail!(400),
             }
         } else if is(name, "content-length") {
             for part in value.split(',') {
@@ -408,7 +410,7 @@ fn strip_scheme(t: &str) -> Option<&str> {
 }
 
 /// Validates a Host value (`name`, `name:port`, `[v6]:port`) and returns
-/// the name part, lowercased. The empty value is allowed (RFC 9112 §3.2).
+/// the name part, lowercased (empty for "" or ":80": the caller refuses it).
 fn host_name(v: &str) -> Option<String> {
     let name = if let Some(rest) = v.strip_prefix('[') {
         let (inside, after) = rest.split_once(']')?;
@@ -521,6 +523,13 @@ mod tests {
     fn framing_rules() {
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
         assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400, "missing Host");
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: \r\n\r\n"), 400, "empty Host");
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: :80\r\n\r\n"),
+            400,
+            "Host without a name"
+        );
+        assert_eq!(status("GET / HTTP/1.0\r\nHost:\r\n\r\n"), 400, "empty Host in 1.0");
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
         assert_eq!(
             status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),

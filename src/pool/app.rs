@@ -455,9 +455,11 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 cmd.env_clear();
             }
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
-            for (k, v) in &req.pairs {
-                if !k.is_empty() && !k.contains('=') {
-                    cmd.env(k, v);
+            // The params as sent: values that are not UTF-8 pass unchanged.
+            for (k, v) in codec::Pairs::new(&req.params).flatten() {
+                if !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0) {
+                    use std::os::unix::ffi::OsStrExt;
+                    cmd.env(std::ffi::OsStr::from_bytes(k), std::ffi::OsStr::from_bytes(v));
                 }
             }
             if let Some(dir) = std::path::Path::new(&program).parent().filter(|d| d.is_dir()) {
