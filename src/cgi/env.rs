@@ -45,7 +45,7 @@ pub fn build(r: &Request<'_>) -> Vec<(String, Vec<u8>)> {
         put(&mut env, "HTTPS", "on");
     }
     put(&mut env, "SERVER_NAME", r.server_name);
-    put(&mut env, "SERVER_PORT", &r.server_port.to_string());
+    put(&mut env, "SERVER_PORT", r.server_port.to_string());
     put(&mut env, "SERVER_ADDR", &r.server_addr);
     put(&mut env, "REQUEST_METHOD", r.method);
     put(&mut env, "REQUEST_URI", r.uri);
@@ -57,18 +57,18 @@ pub fn build(r: &Request<'_>) -> Vec<(String, Vec<u8>)> {
         put(
             &mut env,
             "PATH_TRANSLATED",
-            &format!("{}{}", r.document_root.trim_end_matches('/'), r.path_info),
+            format!("{}{}", r.document_root.trim_end_matches('/'), r.path_info),
         );
     }
     put(&mut env, "DOCUMENT_ROOT", r.document_root);
     put(&mut env, "REMOTE_ADDR", &r.remote_addr);
-    put(&mut env, "REMOTE_PORT", &r.remote_port.to_string());
+    put(&mut env, "REMOTE_PORT", r.remote_port.to_string());
     put(&mut env, "AUTH_TYPE", "");
     // php-cgi refuses to run without it (its force-cgi-redirect check).
     put(&mut env, "REDIRECT_STATUS", "200");
     put(&mut env, "PATH", "/usr/local/bin:/usr/bin:/bin");
     if let Some(n) = r.content_length {
-        put(&mut env, "CONTENT_LENGTH", &n.to_string());
+        put(&mut env, "CONTENT_LENGTH", n.to_string());
     }
     for (name, value) in r.headers {
         let lower = name.to_ascii_lowercase();
