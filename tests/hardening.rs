@@ -88,13 +88,23 @@ fn half_close_mid_body(mode: &str) {
             PROMPT,
         );
         assert!(closed, "a short body then FIN must close at once");
-        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        // The FIN seen first: nothing sent, logged 400. The answer (405:
+        // it reads no body) may also go before the FIN is read, which
+        // level mode's one read per event makes likely.
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            out.is_empty() || (text.starts_with("HTTP/1.1 405 ") && text.matches("HTTP/1.1").count() == 1),
+            "{text}"
+        );
     }
     assert!(
         eventually(Duration::from_secs(3), || s
             .access_log()
-            .contains("\"POST / HTTP/1.1\" 400 0")),
-        "logged as a 400: {}",
+            .lines()
+            .filter(|l| l.contains("\"POST / HTTP/1.1\" 400 0") || l.contains("\"POST / HTTP/1.1\" 405 "))
+            .count()
+            == 20),
+        "each logged as a 400 or its 405: {}",
         s.access_log()
     );
     assert!(

@@ -139,7 +139,36 @@ fn bodies_are_framed_when_discarded(mode: &str) {
         70000,
         "a".repeat(70000)
     );
-    expect_close(&s, &big_chunked, 413);
+    // A chunked body only shows its size while it comes: 413 if the part
+    // already read passes the limit, else the answer (which reads no body)
+    // went first, as nginx's; either way the connection closes.
+    let mut c = s.connect();
+    c.write_all(big_chunked.as_bytes()).unwrap();
+    let out = read_to_close(&mut c);
+    let rs = parse_responses(&out, false);
+    assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&out));
+    assert!(
+        rs[0].status == 413 || (rs[0].status, rs[0].text().as_str()) == (200, "AAAA"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+
+    // A body that is slow to come does not hold the answer back; the
+    // connection goes on once the body is in.
+    let mut c = s.connect();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"GET /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        .unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let (code, _) = read_response(&mut r).expect("the 404 before the body is complete");
+    assert_eq!(code, 404);
+    c.write_all(b"worldPOST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        .unwrap();
+    let (code, _) = read_response(&mut r).expect("405 before its body");
+    assert_eq!(code, 405);
+    c.write_all(b"abcGET /b.txt HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (code, body) = read_response(&mut r).unwrap();
+    assert_eq!((code, body.as_slice()), (200, &b"BB"[..]));
 }
 
 fn expect_continue(mode: &str) {

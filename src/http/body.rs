@@ -83,8 +83,10 @@ impl Chunked {
             match self.state {
                 Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        // Leading zeros are fine (1*HEXDIG), within reason;
+                        // the value stays under 2^60.
                         self.digits += 1;
-                        if self.digits > 15 {
+                        if self.digits > 64 || self.size >> 56 != 0 {
                             return Err(BodyError::Malformed);
                         }
                         self.size = self.size << 4 | (b as char).to_digit(16).unwrap_or(0) as u64;
@@ -214,6 +216,12 @@ mod tests {
     }
 
     #[test]
+    fn leading_zeros_in_chunk_sizes() {
+        let (data, _) = decode(b"0000000000000003\r\nabc\r\n00\r\n\r\n", 100).unwrap();
+        assert_eq!(data, b"abc");
+    }
+
+    #[test]
     fn rejects_bad_framing() {
         assert_eq!(decode(b"x\r\n", 100).unwrap_err(), BodyError::Malformed);
         assert_eq!(decode(b"5\nhello\r\n0\r\n\r\n", 100).unwrap_err(), BodyError::Malformed);
@@ -223,6 +231,16 @@ mod tests {
             BodyError::Malformed
         );
         assert_eq!(decode(b"-1\r\n", 100).unwrap_err(), BodyError::Malformed);
+        assert_eq!(
+            decode(b"1000000000000000\r\n", 1 << 62).unwrap_err(),
+            BodyError::Malformed,
+            "2^60 and above"
+        );
+        assert_eq!(
+            decode(&[b"0".repeat(65).as_slice(), b"\r\n"].concat(), 100).unwrap_err(),
+            BodyError::Malformed,
+            "zero padding is bounded"
+        );
         assert_eq!(decode(b"65\r\n", 100).unwrap_err(), BodyError::TooLarge);
     }
 }

@@ -92,6 +92,10 @@ pub(super) struct Exchange {
     /// Lingering close after the response (unread input may follow).
     pub(super) linger: bool,
     pub(super) body: Option<Body>,
+    /// The answer may go before the whole body came (nothing reads it).
+    pub(super) early: bool,
+    /// The answer went before the body was read; the body is dropped.
+    pub(super) answered: bool,
     pub(super) continue_left: usize,
     pub(super) out: Vec<u8>,
     pub(super) out_off: usize,
@@ -123,6 +127,8 @@ impl Exchange {
             keep_alive: false,
             linger: false,
             body: None,
+            early: false,
+            answered: false,
             continue_left: 0,
             out: Vec::new(),
             out_off: 0,
@@ -594,6 +600,11 @@ impl HttpService {
         let minor = req.minor;
         ex.req = Some(req);
         self.render(&mut ex, reply, head_only, minor);
+        // A body nobody reads is dropped first as far as it has come (bad
+        // framing there is still a 400); then the answer goes without
+        // waiting for the rest, which is dropped after it (nginx alike). After
+        // "100 Continue" the whole body comes first, as invited.
+        ex.early = continue_left == 0;
         c.phase = if ex.body.is_some() {
             c.deadline = self.clock.now + self.cfg.client_body_timeout;
             Phase::Body
@@ -788,6 +799,15 @@ impl HttpService {
                             return Step::Again;
                         }
                     }
+                    Err(e) if ex.answered => {
+                        // Too late for an error page: the answer is out.
+                        crate::info!("client {} sent a bad request body after its answer: {e:?}", c.peer.ip());
+                        ex.body = None;
+                        ex.keep_alive = false;
+                        ex.linger = true;
+                        c.phase = Phase::Send;
+                        return Step::Again;
+                    }
                     Err(e) => {
                         let code = if e == BodyError::TooLarge { 413 } else { 400 };
                         let ex = c.ex.take();
@@ -798,6 +818,11 @@ impl HttpService {
             }
             match self.fill(c) {
                 Ok(true) => c.deadline = self.clock.now + self.cfg.client_body_timeout,
+                Ok(false) if ex_early(c) => {
+                    c.phase = Phase::Send;
+                    c.deadline = self.clock.now + self.cfg.send_timeout;
+                    return Step::Again;
+                }
                 Ok(false) => return Step::Wait(Next::Read),
                 Err(e) => {
                     crate::info!(
@@ -809,6 +834,9 @@ impl HttpService {
                             e.to_string()
                         }
                     );
+                    if c.ex.as_ref().is_some_and(|ex| ex.answered) {
+                        return self.finish(c, false);
+                    }
                     // Logged as nginx does: 400, nothing sent.
                     if let Some(ex) = c.ex.as_mut() {
                         ex.status = 400;
@@ -903,6 +931,21 @@ impl HttpService {
             break Ok(());
         };
         match result {
+            Ok(()) if ex.body.is_some() => {
+                // Answered before the body came: read it (and drop it) next,
+                // once TLS has let the answer go too.
+                if c.io.wants_write() {
+                    match c.io.flush() {
+                        Ok(true) => {}
+                        Ok(false) => return Step::Wait(Next::Write),
+                        Err(_) => return self.finish(c, false),
+                    }
+                }
+                ex.answered = true;
+                c.phase = Phase::Body;
+                c.deadline = self.clock.now + self.cfg.client_body_timeout;
+                Step::Again
+            }
             Ok(()) => self.finish(c, true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if progressed {
@@ -1122,6 +1165,12 @@ impl HttpService {
         }
         Some(Next::Close)
     }
+}
+
+/// The exchange's answer may go now, before the rest of the body.
+fn ex_early(c: &Conn) -> bool {
+    c.ex.as_ref()
+        .is_some_and(|e| e.early && !e.answered && e.continue_left == 0)
 }
 
 /// The answer to `OPTIONS *`: what the server as a whole may accept.

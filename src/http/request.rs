@@ -278,9 +278,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         } else if is(name, "content-length") {
             for part in value.split(',') {
                 let part = part.trim_matches([' ', '\t']);
-                if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                if part.is_empty() || part.len() > 64 || !part.bytes().all(|b| b.is_ascii_digit()) {
                     return fail!(400);
                 }
+                // 1*DIGIT: leading zeros are fine; the value has at most 18 digits.
+                let part = match part.trim_start_matches('0') {
+                    "" => "0",
+                    p if p.len() > 18 => return fail!(400),
+                    p => p,
+                };
                 let n: u64 = match part.parse() {
                     Ok(n) => n,
                     Err(_) => return fail!(400),
@@ -541,6 +547,16 @@ mod tests {
         );
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\n"), 200);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +2\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000002\r\n\r\n"),
+            200,
+            "leading zeros"
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000000000000\r\n\r\n"),
+            400,
+            "19 digits"
+        );
         assert_eq!(
             status("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
             400
