@@ -1292,3 +1292,100 @@ fn a_request_queued_across_a_reload_goes_to_the_new_workers() {
         s.error_log()
     );
 }
+
+/// CPU ticks (user + system) a process used so far.
+fn cpu_ticks(pid: u64) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// A FastCGI record.
+fn record(out: &mut Vec<u8>, kind: u8, id: u16, body: &[u8]) {
+    out.extend_from_slice(&[1, kind, (id >> 8) as u8, id as u8]);
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(body);
+}
+
+/// A client that leaves mid-request (corral's front sends FCGI_ABORT_REQUEST;
+/// a raw client closes while the program still waits for its body) frees
+/// the worker: no busy loop on the closed connection, and the next request
+/// on that worker is served (php-cgi ends a connection it saw an abort on,
+/// the worker reconnects instead of answering 502).
+#[test]
+fn a_client_that_leaves_frees_the_worker_without_a_spin_or_a_502() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    assert_eq!(s.get("/hello.php").status, 200);
+    let worker = pids(&status(&s))[0];
+    for round in 0..3 {
+        let mut c = s.connect();
+        c.write_all(b"GET /sleep.php?ms=1500 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(c);
+        let before = cpu_ticks(worker);
+        std::thread::sleep(Duration::from_millis(1000));
+        let used = cpu_ticks(worker) - before;
+        assert!(used < 30, "round {round}: the worker spun ({used} ticks in 1 s)");
+        let r = s.get("/hello.php");
+        assert_eq!(r.status, 200, "round {round}: {}\n{}", r.text(), s.error_log());
+    }
+    assert!(!s.error_log().contains("cannot send the request"), "{}", s.error_log());
+
+    // Straight to the pool socket: a body announced, 3 bytes sent, then gone.
+    let sock = s.dir.path().join("php.sock");
+    let mut params = Vec::new();
+    let script = s.root.join("input.php").display().to_string();
+    for (n, v) in [
+        ("SCRIPT_FILENAME", script.as_str()),
+        ("REQUEST_METHOD", "POST"),
+        ("CONTENT_LENGTH", "100"),
+        ("CONTENT_TYPE", "application/x-www-form-urlencoded"),
+        ("REQUEST_URI", "/input.php"),
+    ] {
+        params.extend_from_slice(&[n.len() as u8, v.len() as u8]);
+        params.extend_from_slice(n.as_bytes());
+        params.extend_from_slice(v.as_bytes());
+    }
+    let mut req = Vec::new();
+    record(&mut req, 1, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
+    record(&mut req, 4, 1, &params);
+    record(&mut req, 4, 1, &[]);
+    record(&mut req, 5, 1, b"a=1");
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    u.write_all(&req).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(u);
+    let before = cpu_ticks(worker);
+    std::thread::sleep(Duration::from_millis(1000));
+    let used = cpu_ticks(worker) - before;
+    assert!(used < 30, "the worker spun ({used} ticks in 1 s)");
+    let started = Instant::now();
+    let r = s.get("/hello.php");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(5), "the worker was held");
+}
+
+/// An `app = "cgi"` script that reads its input to the end before it
+/// prints anything gets that end (GET: at once; POST: after the body).
+#[test]
+fn cgi_pool_script_sees_the_end_of_its_input() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/cgi.sock\"\napp = \"cgi\"\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    write_script(
+        &s.root.join("readfirst.cgi"),
+        "#!/bin/sh\nn=$(cat | wc -c)\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"read $n\"\n",
+    );
+    let url = format!("http://127.0.0.1:{}/readfirst.cgi", s.port);
+    let (ok, out) = curl(&["--max-time", "5", &url]);
+    assert!(ok, "GET hung");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "read 0");
+    let (ok, out) = curl(&["--max-time", "5", "-d", "x=12345", &url]);
+    assert!(ok, "POST hung");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "read 7");
+}

@@ -118,6 +118,10 @@ struct Program {
     statm: Option<std::fs::File>,
     /// What the program sent, kept between requests for its buffer.
     inbox: RecordBuf,
+    /// The request was aborted: the next one gets a fresh connection.
+    drop_conn_after: bool,
+    /// `conn` served an earlier request (a failed first write retries).
+    conn_reused: bool,
 }
 
 impl App {
@@ -145,6 +149,8 @@ impl App {
                     cpu_clock: None,
                     statm: None,
                     inbox: RecordBuf::default(),
+                    drop_conn_after: false,
+                    conn_reused: false,
                 }))
             }
             AppCfg::Cgi { argv } => Kind::Cgi {
@@ -223,6 +229,7 @@ impl App {
         let mut head_sent = false;
         let mut ended: Option<u32> = None;
         let mut aborted = false;
+        let mut gone_handled = false;
         // The client sent its next request (the same id, after this one's
         // body) before this answer: it stays buffered for the next turn,
         // and nothing more is read meanwhile.
@@ -272,25 +279,31 @@ impl App {
                     }
                     cbuf.consume(taken);
                 }
-                if client_gone {
-                    // Nobody waits for the answer: a CGI child is stopped;
-                    // a FastCGI program is told to abort and drained.
-                    match &mut peer {
-                        Peer::Cgi { .. } => {
-                            peer.kill();
-                            return Ok(if aborted {
-                                let mut out = Vec::new();
-                                codec::end_request(&mut out, req.id, 0, ProtocolStatus::RequestComplete);
-                                let _ = blocking_write(client, &out);
-                                Outcome::Done {
-                                    cpu_percent: 0.0,
-                                    memory: 0,
-                                }
-                            } else {
-                                Outcome::CloseClient
-                            });
-                        }
-                        Peer::FastCgi { .. } => codec::abort_request(&mut to_app.buf, APP_ID),
+            }
+            if client_gone && !gone_handled && ended.is_none() {
+                // Nobody waits for the answer (an ABORT, or the web server
+                // closed): a CGI child is stopped; a FastCGI program is told
+                // to abort — which also ends its input — and drained.
+                gone_handled = true;
+                match &mut peer {
+                    Peer::Cgi { .. } => {
+                        peer.kill();
+                        return Ok(if aborted {
+                            let mut out = Vec::new();
+                            codec::end_request(&mut out, req.id, 0, ProtocolStatus::RequestComplete);
+                            let _ = blocking_write(client, &out);
+                            Outcome::Done {
+                                cpu_percent: 0.0,
+                                memory: 0,
+                            }
+                        } else {
+                            Outcome::CloseClient
+                        });
+                    }
+                    Peer::FastCgi { program } => {
+                        codec::abort_request(&mut to_app.buf, APP_ID);
+                        // php-cgi ends a connection it saw an abort on.
+                        program.drop_conn_after = true;
                     }
                 }
             }
@@ -315,6 +328,11 @@ impl App {
             if !client_gone && to_client.pending() > 0 && to_client.flush(client).is_err() {
                 client_gone = true;
             }
+            // A CGI child sees the end of its input as soon as the body is
+            // written (a script may read to EOF before it prints a line).
+            if stdin_done && to_app.pending() == 0 {
+                peer.close_stdin();
+            }
             if ended.is_some() && to_client.pending() == 0 {
                 continue;
             }
@@ -327,7 +345,10 @@ impl App {
             if !client_gone && to_client.pending() > 0 {
                 cev |= PollFlags::POLLOUT;
             }
-            fds.push((client.as_fd(), cev));
+            // A gone client stays out of the set (its POLLHUP would be
+            // reported whatever is asked: a spin); the signalfd with no
+            // events holds its place.
+            fds.push((if client_gone { sigfd.as_fd() } else { client.as_fd() }, cev));
             fds.push((sigfd.as_fd(), PollFlags::POLLIN));
             let app_in = ended.is_none() && to_client.pending() < BUFFERED;
             let app_out = to_app.pending() > 0;
@@ -395,13 +416,15 @@ impl App {
                     ));
                 }
             }
-            if stdin_done && to_app.pending() == 0 {
-                peer.close_stdin();
-            }
             if client_gone {
                 to_client.buf.clear();
                 to_client.sent = 0;
             }
+        }
+        if let Peer::FastCgi { program } = &mut peer
+            && std::mem::take(&mut program.drop_conn_after)
+        {
+            program.conn = None;
         }
         if client_gone && !aborted {
             return Ok(Outcome::CloseClient);
@@ -430,9 +453,9 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 p.start()?;
             }
             if p.conn.is_none() {
-                let s = UnixStream::connect(p.dir.join("app.sock")).map_err(|e| format!("connect: {e}"))?;
-                s.set_nonblocking(true).map_err(|e| e.to_string())?;
-                p.conn = Some(s);
+                p.connect()?;
+            } else {
+                p.conn_reused = true;
             }
             // The buffer stays with the program: no 64 KiB allocation per request.
             p.inbox.reset();
@@ -548,6 +571,27 @@ impl Program {
         Ok(())
     }
 
+    /// A fresh connection to the program.
+    fn connect(&mut self) -> Result<(), String> {
+        let s = UnixStream::connect(self.dir.join("app.sock")).map_err(|e| format!("connect: {e}"))?;
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        self.conn = Some(s);
+        self.conn_reused = false;
+        Ok(())
+    }
+
+    /// The kept connection turned out closed before it took a byte of
+    /// this request (php-cgi ends one it saw an abort on; a program that
+    /// restarted): a fresh one, with the program restarted if it died.
+    fn reconnect(&mut self) -> io::Result<()> {
+        self.conn = None;
+        if self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
+            self.stop();
+            self.start().map_err(io::Error::other)?;
+        }
+        self.connect().map_err(io::Error::other)
+    }
+
     fn stop(&mut self) {
         self.conn = None;
         self.cpu_clock = None;
@@ -616,10 +660,23 @@ impl Peer<'_> {
     /// body is within its rights: the rest is dropped.
     fn flush_app(&mut self, to_app: &mut Outbox) -> io::Result<()> {
         match self {
-            Peer::FastCgi { program, .. } => match &program.conn {
-                Some(c) => to_app.flush(c).map(drop),
-                None => Err(io::Error::other("no connection to the program")),
-            },
+            Peer::FastCgi { program, .. } => {
+                let Some(c) = &program.conn else {
+                    return Err(io::Error::other("no connection to the program"));
+                };
+                match to_app.flush(c) {
+                    Err(e)
+                        if program.conn_reused
+                            && to_app.sent == 0
+                            && matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) =>
+                    {
+                        program.reconnect()?;
+                        let c = program.conn.as_ref().expect("connected");
+                        to_app.flush(c).map(drop)
+                    }
+                    r => r.map(drop),
+                }
+            }
             Peer::Cgi { stdin: Some(s), .. } => {
                 if to_app.flush(&*s).is_err() {
                     to_app.buf.clear();
