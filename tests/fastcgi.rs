@@ -1532,6 +1532,15 @@ fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<FakeLog>>) {
                     write(&record(STDOUT, id, b"this line has no colon\r\n\r\nbody"));
                     write(&record(STDOUT, id, b""));
                     write(&end_request(id, 0));
+                } else if let Some(raw) = RAW_ANSWERS
+                    .iter()
+                    .find(|(name, _)| script.ends_with(name))
+                    .map(|(_, a)| *a)
+                {
+                    write(&record(STDOUT, id, raw));
+                    write(&record(STDOUT, id, b""));
+                    write(&record(7, id, b"a byte \xff that is not UTF-8\n"));
+                    write(&end_request(id, 0));
                 } else if script.ends_with("/localredirect") {
                     write(&record(STDOUT, id, b"Location: /files/report.txt\r\n\r\n"));
                     write(&record(STDOUT, id, b""));
@@ -1593,6 +1602,17 @@ fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<FakeLog>>) {
         }
     }
 }
+
+/// Answers written as they are, by the end of SCRIPT_NAME.
+const RAW_ANSWERS: [(&str, &[u8]); 4] = [
+    (
+        "/latin1",
+        b"Content-Type: text/plain\r\nContent-Disposition: attachment; filename=\"r\xe9sum\xe9.txt\"\r\n\r\nok\n",
+    ),
+    ("/bare201", b"Status: 201\r\nContent-Type: text/plain\r\n\r\nmade\n"),
+    ("/netpath", b"Location: //elsewhere.example/x\r\n\r\n"),
+    ("/noheaders", b"X-Only: 1\r\n\r\nplain\n"),
+];
 
 fn fake_server(app: &FakeApp, locations: &str, more: &str) -> Server {
     let (dir, root) = site();
@@ -1832,6 +1852,37 @@ fn overloaded_malformed_and_local_redirect_answers() {
     let r = srv.get("/x/fine");
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("conn="));
+    // A header value that is not UTF-8 (a Latin-1 file name) passes as sent.
+    let out = srv.raw(b"GET /x/latin1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        find(
+            &out,
+            b"Content-Disposition: attachment; filename=\"r\xe9sum\xe9.txt\"\r\n"
+        )
+        .is_some(),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // A bare status code gets its reason phrase.
+    let out = srv.raw(b"GET /x/bare201 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        out.starts_with(b"HTTP/1.1 201 Created\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    // `//host/x` is a network path, not a local redirect: the client gets it.
+    let r = srv.get("/x/netpath");
+    assert_eq!((r.status, r.header("location")), (302, Some("//elsewhere.example/x")));
+    // No Status, Location or Content-Type: a 200 as behind nginx, not a 502.
+    let r = srv.get("/x/noheaders");
+    assert_eq!((r.status, r.text().as_str()), (200, "plain\n"));
+    // stderr bytes that are not UTF-8 are logged as \xFF.
+    assert!(
+        log_has(&srv, &["a byte \\xFF that is not UTF-8"]),
+        "{}",
+        srv.error_log()
+    );
 }
 
 #[test]

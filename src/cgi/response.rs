@@ -16,8 +16,9 @@ pub struct Head {
     pub location: Option<String>,
     pub content_type: Option<String>,
     pub content_length: Option<u64>,
-    /// Other fields to pass on, as (name, value).
-    pub fields: Vec<(String, String)>,
+    /// Other fields to pass on, as (name, value); a value is bytes as the
+    /// application sent them (obs-text such as a Latin-1 file name passes).
+    pub fields: Vec<(String, Vec<u8>)>,
 }
 
 /// Parses the header section at the start of `buf` (lines end in LF or CRLF).
@@ -32,16 +33,20 @@ pub fn parse(buf: &[u8]) -> Parsed {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos += nl + 1;
         if line.is_empty() {
-            if head.status.is_none() && head.location.is_none() && head.content_type.is_none() {
-                return Parsed::Invalid("no Status, Location or Content-Type".into());
-            }
+            // RFC 3875 §6.2 wants one of Status, Location or Content-Type;
+            // like nginx, a section with none is a 200 (an X-Accel-Redirect
+            // alone, or no header at all).
             return Parsed::Done(head, pos);
         }
-        let Ok(line) = std::str::from_utf8(line) else {
-            return Parsed::Invalid("header line is not text".into());
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Parsed::Invalid(format!(
+                "header line without a colon: \"{}\"",
+                crate::core::log::Esc(&line[..line.len().min(60)])
+            ));
         };
-        let Some((name, value)) = line.split_once(':') else {
-            return Parsed::Invalid(format!("header line without a colon: {:?}", truncate(line)));
+        let (name, raw_value) = (&line[..colon], &line[colon + 1..]);
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Parsed::Invalid("header name is not text".into());
         };
         if name.is_empty()
             || !name
@@ -50,11 +55,31 @@ pub fn parse(buf: &[u8]) -> Parsed {
         {
             return Parsed::Invalid(format!("invalid header name {:?}", truncate(name)));
         }
-        let value = value.trim_matches([' ', '\t']);
-        if value.bytes().any(|b| b < 0x20 && b != b'\t') {
+        let raw_value = raw_value.trim_ascii();
+        if raw_value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
             return Parsed::Invalid(format!("control character in {name}"));
         }
-        match name.to_ascii_lowercase().as_str() {
+        let lower = name.to_ascii_lowercase();
+        let Ok(value) = std::str::from_utf8(raw_value) else {
+            // Bytes that are not UTF-8 are fine in other fields (obs-text,
+            // RFC 9110 §5.5), not in those corral reads.
+            if matches!(
+                lower.as_str(),
+                "status" | "location" | "content-type" | "content-length"
+            ) || lower.starts_with("x-accel-")
+                || lower == "x-sendfile"
+            {
+                return Parsed::Invalid(format!("{name} is not text"));
+            }
+            if !matches!(
+                lower.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "server" | "date"
+            ) {
+                head.fields.push((name.to_string(), raw_value.to_vec()));
+            }
+            continue;
+        };
+        match lower.as_str() {
             "status" => {
                 let code = value
                     .get(..3)
@@ -81,7 +106,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
             },
             // Hop-by-hop and framing fields are the server's business.
             "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "server" | "date" => {}
-            _ => head.fields.push((name.to_string(), value.to_string())),
+            _ => head.fields.push((name.to_string(), value.as_bytes().to_vec())),
         }
     }
 }
@@ -105,13 +130,28 @@ mod tests {
         assert_eq!(&out[n..], b"body");
         assert_eq!(h.status, Some((201, "Made".into())));
         assert_eq!(h.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(h.fields, vec![("X-A".to_string(), "1".to_string())]);
+        assert_eq!(h.fields, vec![("X-A".to_string(), b"1".to_vec())]);
     }
 
     #[test]
     fn rejects_bad_output() {
         assert!(matches!(parse(b"garbage line\n\n"), Parsed::Invalid(_)));
-        assert!(matches!(parse(b"X-Only: 1\n\n"), Parsed::Invalid(_)));
+        // None of Status, Location, Content-Type: a 200, as behind nginx.
+        let Parsed::Done(h, _) = parse(b"X-Only: 1\n\n") else {
+            panic!()
+        };
+        assert_eq!(h.status, None);
+        assert!(matches!(parse(b"\n"), Parsed::Done(..)));
+        // obs-text passes in other fields, not in those corral reads.
+        let Parsed::Done(h, _) =
+            parse(b"Content-Type: a/b\nContent-Disposition: attachment; filename=\"r\xe9sum\xe9.pdf\"\n\n")
+        else {
+            panic!()
+        };
+        assert_eq!(h.fields[0].1, b"attachment; filename=\"r\xe9sum\xe9.pdf\"".to_vec());
+        assert!(matches!(parse(b"Location: /\xe9\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(parse(b"X-Accel-Redirect: /\xe9\n\n"), Parsed::Invalid(_)));
+        assert!(matches!(parse(b"X-A: a\x7fb\n\n"), Parsed::Invalid(_)));
         assert!(matches!(parse(b"Status: abc\n\n"), Parsed::Invalid(_)));
         let Parsed::Done(h, _) = parse(b"Status: 404 Gone\nStatus: 200\n\n") else {
             panic!()

@@ -134,6 +134,22 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// A line from a program: its UTF-8 text as it is, each byte that is not
+/// UTF-8 as `\xNN` (control characters are the log's to escape).
+pub struct Text<'a>(pub &'a [u8]);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[macro_export]
 macro_rules! log_at {
     ($lvl:ident, $($arg:tt)*) => {

@@ -89,6 +89,13 @@ impl std::fmt::Write for ChunkSize<'_> {
     }
 }
 
+/// A `Location` without `Status` that is a local redirect (RFC 3875
+/// §6.2.2: an abs-path): `/x`, not the network-path `//host/x` (nor
+/// `/\host`, which browsers read alike): those are sent to the client.
+pub fn is_local(location: &str) -> bool {
+    location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\")
+}
+
 /// Writes the HTTP response head for an application's header section
 /// into `ex.out` and sets up `fr` for its body.
 #[allow(clippy::too_many_arguments)]
@@ -128,9 +135,14 @@ pub fn write_head(
     if let Some(l) = &h.location {
         let _ = write!(s, "Location: {l}\r\n");
     }
+    let mut s = s.into_bytes();
     for (n, v) in &h.fields {
-        let _ = write!(s, "{n}: {v}\r\n");
+        s.extend_from_slice(n.as_bytes());
+        s.extend_from_slice(b": ");
+        s.extend_from_slice(v);
+        s.extend_from_slice(b"\r\n");
     }
+    let mut s = Tail(s);
     // add_header / expires of the location.
     s.push_str(added);
     if bodiless {
@@ -153,7 +165,7 @@ pub fn write_head(
         s.push_str("Connection: keep-alive\r\n");
     }
     s.push_str("\r\n");
-    ex.out.extend_from_slice(s.as_bytes());
+    ex.out.extend_from_slice(&s.0);
     ex.status = code;
     fr.head_sent = true;
     if bodiless {
@@ -161,6 +173,22 @@ pub fn write_head(
         fr.chunked = false;
         // Output after a bodiless status is read and dropped.
         fr.discard = true;
+    }
+}
+
+/// The head's bytes after the application's fields (which need not be UTF-8).
+struct Tail(Vec<u8>);
+
+impl Tail {
+    fn push_str(&mut self, t: &str) {
+        self.0.extend_from_slice(t.as_bytes());
+    }
+}
+
+impl std::fmt::Write for Tail {
+    fn write_str(&mut self, t: &str) -> std::fmt::Result {
+        self.push_str(t);
+        Ok(())
     }
 }
 

@@ -406,8 +406,8 @@ impl Run {
 
     fn flush_err_line(&mut self) {
         if !self.err_line.is_empty() {
-            let line = String::from_utf8_lossy(&self.err_line);
-            crate::error!("CGI {}: {}", self.name, line.trim_end_matches('\r'));
+            let line = self.err_line.strip_suffix(b"\r").unwrap_or(&self.err_line);
+            crate::error!("CGI {}: {}", self.name, crate::core::log::Text(line));
             self.err_line.clear();
         }
     }

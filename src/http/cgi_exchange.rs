@@ -356,7 +356,9 @@ impl HttpService {
                             Head::More => {}
                             Head::Bad(why) => return self.cgi_abort(c, 502, &format!("malformed output: {why}")),
                             Head::Ready(h, used) => {
-                                if h.status.is_none() && h.location.as_deref().is_some_and(|l| l.starts_with('/')) {
+                                if h.status.is_none()
+                                    && h.location.as_deref().is_some_and(super::app_response::is_local)
+                                {
                                     let loc = h.location.unwrap_or_default();
                                     return self.cgi_redirect(c, &loc, io);
                                 }

@@ -936,11 +936,12 @@ impl HttpService {
             st.stage = Stage::Pick;
             return Some(Step::Again);
         }
+        // (The parser refused these unless they are text.)
         let field = |name: &str| {
             h.fields
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
         };
         let accel = if st.knobs.x_accel_redirect {
             field("X-Accel-Redirect")
@@ -979,13 +980,16 @@ impl HttpService {
                     .iter()
                     .any(|k| n.eq_ignore_ascii_case(k))
                 {
-                    carried.push_str(&format!("{n}: {v}\r\n"));
+                    // (`carried` is text: a value that is not is dropped.)
+                    if let Ok(v) = std::str::from_utf8(v) {
+                        carried.push_str(&format!("{n}: {v}\r\n"));
+                    }
                 }
             }
             self.settle_before_redirect(st);
             return Some(self.internal_redirect(c, &target, carried, io));
         }
-        if h.status.is_none() && h.location.as_deref().is_some_and(|l| l.starts_with('/')) {
+        if h.status.is_none() && h.location.as_deref().is_some_and(super::app_response::is_local) {
             let loc = h.location.clone().unwrap_or_default();
             self.settle_before_redirect(st);
             return Some(self.internal_redirect(c, &loc, String::new(), io));
@@ -1379,11 +1383,11 @@ fn reusable(st: &FcgiState) -> bool {
 
 fn flush_err(st: &mut FcgiState) {
     if !st.err_line.is_empty() {
-        let line = String::from_utf8_lossy(&st.err_line);
+        let line = st.err_line.strip_suffix(b"\r").unwrap_or(&st.err_line);
         crate::error!(
             "{} wrote to stderr: {}, client: {}",
             st.fr.name,
-            line.trim_end_matches('\r'),
+            crate::core::log::Text(line),
             st.client
         );
         st.err_line.clear();

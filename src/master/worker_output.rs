@@ -150,7 +150,7 @@ impl Stream {
                 self.pool,
                 self.pid,
                 self.name,
-                String::from_utf8_lossy(line)
+                crate::core::log::Text(line)
             );
             start += next;
         }
