@@ -17,18 +17,23 @@ pub fn parse(header: &str, len: u64) -> Range {
     let Some(spec) = h.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &h[6..]) else {
         return Range::Full;
     };
-    if spec.contains(',') {
+    // A list may hold empty elements (RFC 9110 §5.6.1); more than one
+    // range is served whole.
+    let mut ranges = spec.split(',').map(str::trim).filter(|r| !r.is_empty());
+    let (Some(one), None) = (ranges.next(), ranges.next()) else {
         return Range::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
+    };
+    let Some((a, b)) = one.split_once('-') else {
         return Range::Full;
     };
     let (a, b) = (a.trim(), b.trim());
+    // Digits only; a position past u64 is as good as u64::MAX (a last
+    // position past the end is clamped, a first one is unsatisfiable).
     let num = |s: &str| -> Option<u64> {
         if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
             None
         } else {
-            s.parse().ok()
+            Some(s.parse().unwrap_or(u64::MAX))
         }
     };
     if a.is_empty() {
@@ -76,5 +81,16 @@ mod tests {
         assert_eq!(parse("items=0-1", 100), Range::Full);
         assert_eq!(parse("bytes=0-1,3-4", 100), Range::Full);
         assert_eq!(parse("bytes=x-1", 100), Range::Full);
+        assert_eq!(parse("bytes=0-4,", 100), Range::Part { start: 0, end: 4 });
+        assert_eq!(parse("bytes=, 0-4 ,,", 100), Range::Part { start: 0, end: 4 });
+        assert_eq!(
+            parse("bytes=0-99999999999999999999999", 100),
+            Range::Part { start: 0, end: 99 }
+        );
+        assert_eq!(parse("bytes=99999999999999999999-", 100), Range::Unsatisfiable);
+        assert_eq!(
+            parse("bytes=-99999999999999999999", 100),
+            Range::Part { start: 0, end: 99 }
+        );
     }
 }
