@@ -221,10 +221,15 @@ pub fn range_header(data: &[u8]) {
     }
 }
 
-/// Whether `h` looks like one byte range: `bytes=` and a `-` after it.
+/// Whether `h` looks like one byte range: `bytes=` and one non-empty list
+/// element (empty ones allowed around it) with a `-`.
 fn range_syntax(h: &str) -> bool {
     let h = h.trim();
-    h.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("bytes=")) && h[6..].contains('-') && !h.contains(',')
+    if !h.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("bytes=")) {
+        return false;
+    }
+    let elements: Vec<&str> = h[6..].split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+    elements.len() == 1 && elements[0].contains('-')
 }
 
 /// The file the conditional target serves, its mtime, and an empty one.
