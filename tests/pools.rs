@@ -1401,3 +1401,55 @@ fn cgi_pool_script_sees_the_end_of_its_input() {
     assert!(ok, "POST hung");
     assert_eq!(String::from_utf8_lossy(&out).trim(), "read 7");
 }
+
+/// Params up to 1 MiB are served (200 KiB of headers); past it the
+/// connection closes with a log line that names the web server.
+#[test]
+fn params_over_one_mib_close_the_connection() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    let sock = s.dir.path().join("php.sock");
+    let script = s.root.join("hello.php").display().to_string();
+    // One record per pair (php-cgi parses params record by record).
+    let ask = |headers: usize| -> Vec<u8> {
+        let mut pairs = vec![
+            ("SCRIPT_FILENAME".to_string(), script.clone()),
+            ("REQUEST_METHOD".to_string(), "GET".to_string()),
+        ];
+        for i in 0..headers {
+            pairs.push((format!("HTTP_X_H{i}"), "v".repeat(5000)));
+        }
+        let mut req = Vec::new();
+        record(&mut req, 1, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
+        for (n, v) in &pairs {
+            let mut p = vec![n.len() as u8];
+            p.extend_from_slice(&(v.len() as u32 | 0x8000_0000).to_be_bytes());
+            p.extend_from_slice(n.as_bytes());
+            p.extend_from_slice(v.as_bytes());
+            record(&mut req, 4, 1, &p);
+        }
+        record(&mut req, 4, 1, &[]);
+        record(&mut req, 5, 1, &[]);
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = c.write_all(&req);
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        answer
+    };
+    let ok = ask(40);
+    assert!(
+        String::from_utf8_lossy(&ok).contains("hello - pid"),
+        "{}",
+        s.error_log()
+    );
+    let refused = ask(400);
+    assert!(!String::from_utf8_lossy(&refused).contains("hello"));
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .error_log()
+            .contains("KiB of params from unix")),
+        "{}",
+        s.error_log()
+    );
+    assert_eq!(s.get("/hello.php").status, 200);
+}

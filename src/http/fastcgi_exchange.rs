@@ -1281,7 +1281,7 @@ impl HttpService {
 fn start_records(out: &mut Vec<u8>, pairs: &[u8], keep_conn: bool) {
     out.reserve(pairs.len() + 64);
     codec::begin_request(out, ID, Role::Responder, keep_conn);
-    codec::stream(out, kind::PARAMS, ID, pairs);
+    codec::params(out, ID, pairs);
     codec::end_stream(out, kind::PARAMS, ID);
 }
 

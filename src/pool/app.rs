@@ -221,7 +221,7 @@ impl App {
         let mut to_client = Outbox::default();
         if let Peer::FastCgi { .. } = peer {
             codec::begin_request(&mut to_app.buf, APP_ID, Role::Responder, true);
-            codec::stream(&mut to_app.buf, kind::PARAMS, APP_ID, &req.params);
+            codec::params(&mut to_app.buf, APP_ID, &req.params);
             codec::end_stream(&mut to_app.buf, kind::PARAMS, APP_ID);
         }
         let mut stdin_done = false;

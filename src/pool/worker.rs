@@ -29,6 +29,17 @@ const FIRST_GRACE: Duration = Duration::from_secs(1);
 /// upstream keepalive timeouts of nginx (60 s) and corral (2 s)).
 const KEPT_IDLE: Duration = Duration::from_secs(120);
 
+/// The most PARAMS bytes one request may send.
+const MAX_PARAMS: usize = 1 << 20;
+
+/// The web server at the other end, for log lines ("unix" for a unix socket).
+fn peer_of(conn: &Socket) -> String {
+    match conn.peer_addr().ok().and_then(|a| a.as_socket()) {
+        Some(a) => a.to_string(),
+        None => "unix".to_string(),
+    }
+}
+
 /// Everything a worker needs, handed over by the master after fork.
 pub struct Spec<'a> {
     pub pool: &'a Pool,
@@ -253,7 +264,11 @@ impl Worker<'_> {
             let (rec_len, action) = loop {
                 match buf.peek() {
                     Err(e) => {
-                        crate::error!("[pool {}] bad FastCGI record from the web server: {e}", self.pool.name);
+                        crate::error!(
+                            "[pool {}] bad FastCGI record from the web server {}: {e}",
+                            self.pool.name,
+                            peer_of(conn)
+                        );
                         return false;
                     }
                     Ok(Some((rec, n))) => break (n, Between::from(rec)),
@@ -371,8 +386,16 @@ impl Worker<'_> {
                             }
                         }
                     }
-                    if params.len() > 16 << 20 {
-                        crate::error!("[pool {}] more than 16 MiB of params: closing", self.pool.name);
+                    // A web server's params are its request head and a few
+                    // dozen variables (nginx's stay under its header buffers):
+                    // 1 MiB is far past any, and bounds what a worker holds.
+                    if params.len() > MAX_PARAMS {
+                        crate::error!(
+                            "[pool {}] more than {} KiB of params from {}: closing",
+                            self.pool.name,
+                            MAX_PARAMS >> 10,
+                            peer_of(conn)
+                        );
                         return false;
                     }
                 }
@@ -387,7 +410,11 @@ impl Worker<'_> {
             }
         }
         let Some(req) = Request::decode(id, params) else {
-            crate::error!("[pool {}] malformed params from the web server", self.pool.name);
+            crate::error!(
+                "[pool {}] malformed params from the web server {}",
+                self.pool.name,
+                peer_of(conn)
+            );
             return false;
         };
         self.sb.begin_request(self.slot, &req.info());

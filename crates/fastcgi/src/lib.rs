@@ -311,6 +311,41 @@ pub fn stream(out: &mut Vec<u8>, kind: u8, id: u16, data: &[u8]) {
     }
 }
 
+/// Appends encoded name-value pairs as PARAMS records (without the end),
+/// never splitting a pair between records when it fits in one: peers such
+/// as PHP decode each PARAMS record on its own. A pair larger than a record
+/// is split (the specification allows it); malformed bytes go as
+/// [`stream`] would send them.
+pub fn params(out: &mut Vec<u8>, id: u16, pairs: &[u8]) {
+    let mut start = 0;
+    let mut at = 0;
+    while at < pairs.len() {
+        let mut b = &pairs[at..];
+        let size = (|| {
+            let n = take_len(&mut b)?;
+            let v = take_len(&mut b)?;
+            let head = pairs.len() - at - b.len();
+            head.checked_add(n)?.checked_add(v).filter(|&t| at + t <= pairs.len())
+        })();
+        let Some(size) = size else {
+            // Not pairs after all: the rest as it is.
+            stream(out, kind::PARAMS, id, &pairs[start..]);
+            return;
+        };
+        if at + size - start > MAX_CONTENT && at > start {
+            stream(out, kind::PARAMS, id, &pairs[start..at]);
+            start = at;
+        }
+        at += size;
+        if at - start >= MAX_CONTENT {
+            // One pair as large as a record or more: split it.
+            stream(out, kind::PARAMS, id, &pairs[start..at]);
+            start = at;
+        }
+    }
+    stream(out, kind::PARAMS, id, &pairs[start..]);
+}
+
 /// Ends stream `kind` with its empty record.
 pub fn end_stream(out: &mut Vec<u8>, kind: u8, id: u16) {
     record(out, kind, id, &[]);

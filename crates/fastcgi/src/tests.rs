@@ -139,6 +139,33 @@ fn params_larger_than_a_record() {
 }
 
 proptest! {
+    /// `params` keeps every pair that fits in one record whole in one
+    /// record (PHP decodes record by record), and loses no byte.
+    #[test]
+    fn params_records_hold_whole_pairs(sizes in prop::collection::vec(0usize..70_000, 0..12)) {
+        let mut body = Vec::new();
+        let mut bounds = vec![0];
+        for (i, n) in sizes.iter().enumerate() {
+            encode_pair(&mut body, format!("N{i}").as_bytes(), &vec![b'v'; *n]);
+            bounds.push(body.len());
+        }
+        let mut b = Vec::new();
+        params(&mut b, 1, &body);
+        end_stream(&mut b, kind::PARAMS, 1);
+        let mut joined = Vec::new();
+        for rec in decode_all(&b) {
+            let Record::Params { data, .. } = rec else { panic!() };
+            prop_assert!(data.len() <= MAX_CONTENT);
+            joined.extend_from_slice(data);
+            // Every record ends at a pair boundary unless a pair is larger than a record.
+            let end = joined.len();
+            let at_bound = bounds.contains(&end);
+            let inside_big = bounds.windows(2).any(|w| w[0] < end && end < w[1] && w[1] - w[0] > MAX_CONTENT);
+            prop_assert!(at_bound || inside_big, "a record ends inside a small pair at {}", end);
+        }
+        prop_assert_eq!(joined, body);
+    }
+
     #[test]
     fn pairs_round_trip(pairs in prop::collection::vec(
         (prop::collection::vec(any::<u8>(), 0..300), prop::collection::vec(any::<u8>(), 0..300)), 0..20)) {
