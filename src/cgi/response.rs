@@ -60,6 +60,13 @@ pub fn parse(buf: &[u8]) -> Parsed {
             return Parsed::Invalid(format!("control character in {name}"));
         }
         let lower = name.to_ascii_lowercase();
+        // Hop-by-hop and framing fields are the server's business.
+        if matches!(
+            lower.as_str(),
+            "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "server" | "date"
+        ) {
+            continue;
+        }
         let Ok(value) = std::str::from_utf8(raw_value) else {
             // Bytes that are not UTF-8 are fine in other fields (obs-text,
             // RFC 9110 §5.5), not in those corral reads.
@@ -71,12 +78,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
             {
                 return Parsed::Invalid(format!("{name} is not text"));
             }
-            if !matches!(
-                lower.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "server" | "date"
-            ) {
-                head.fields.push((name.to_string(), raw_value.to_vec()));
-            }
+            head.fields.push((name.to_string(), raw_value.to_vec()));
             continue;
         };
         match lower.as_str() {
@@ -104,8 +106,6 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => head.content_length = Some(n),
                 _ => return Parsed::Invalid(format!("bad Content-Length {:?}", truncate(value))),
             },
-            // Hop-by-hop and framing fields are the server's business.
-            "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "server" | "date" => {}
             _ => head.fields.push((name.to_string(), value.as_bytes().to_vec())),
         }
     }

@@ -3,7 +3,7 @@
 //! body is framed by the length it gave or, without one, chunked.
 
 use std::fmt::Write as _;
-use std::io;
+use std::io::{self, Write as _};
 
 use super::conn::Exchange;
 use super::status;
@@ -126,8 +126,9 @@ pub fn write_head(
         Some(st) => (st, status::reason(st).to_string()),
         None => (code, reason),
     };
-    let bodiless = code < 200 || code == 204 || code == 304;
-    let mut s = String::with_capacity(256);
+    let bodiless = !status::has_content(code);
+    // Bytes: the application's field values need not be UTF-8.
+    let mut s: Vec<u8> = Vec::with_capacity(256);
     let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nServer: {server}\r\nDate: {date}\r\n");
     if let Some(ct) = &h.content_type {
         let _ = write!(s, "Content-Type: {ct}\r\n");
@@ -135,16 +136,14 @@ pub fn write_head(
     if let Some(l) = &h.location {
         let _ = write!(s, "Location: {l}\r\n");
     }
-    let mut s = s.into_bytes();
     for (n, v) in &h.fields {
         s.extend_from_slice(n.as_bytes());
         s.extend_from_slice(b": ");
         s.extend_from_slice(v);
         s.extend_from_slice(b"\r\n");
     }
-    let mut s = Tail(s);
     // add_header / expires of the location.
-    s.push_str(added);
+    s.extend_from_slice(added.as_bytes());
     if bodiless {
         fr.remaining = Some(0);
     } else if let Some(len) = h.content_length {
@@ -152,7 +151,7 @@ pub fn write_head(
         fr.remaining = Some(len);
     } else if minor >= 1 {
         if !head_only {
-            s.push_str("Transfer-Encoding: chunked\r\n");
+            s.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
             fr.chunked = true;
         }
     } else {
@@ -160,12 +159,12 @@ pub fn write_head(
         ex.keep_alive = false;
     }
     if !ex.keep_alive {
-        s.push_str("Connection: close\r\n");
+        s.extend_from_slice(b"Connection: close\r\n");
     } else if minor == 0 {
-        s.push_str("Connection: keep-alive\r\n");
+        s.extend_from_slice(b"Connection: keep-alive\r\n");
     }
-    s.push_str("\r\n");
-    ex.out.extend_from_slice(&s.0);
+    s.extend_from_slice(b"\r\n");
+    ex.out.extend_from_slice(&s);
     ex.status = code;
     fr.head_sent = true;
     if bodiless {
@@ -173,22 +172,6 @@ pub fn write_head(
         fr.chunked = false;
         // Output after a bodiless status is read and dropped.
         fr.discard = true;
-    }
-}
-
-/// The head's bytes after the application's fields (which need not be UTF-8).
-struct Tail(Vec<u8>);
-
-impl Tail {
-    fn push_str(&mut self, t: &str) {
-        self.0.extend_from_slice(t.as_bytes());
-    }
-}
-
-impl std::fmt::Write for Tail {
-    fn write_str(&mut self, t: &str) -> std::fmt::Result {
-        self.push_str(t);
-        Ok(())
     }
 }
 

@@ -818,7 +818,8 @@ impl HttpService {
             }
             match self.fill(c) {
                 Ok(true) => c.deadline = self.clock.now + self.cfg.client_body_timeout,
-                Ok(false) if ex_early(c) => {
+                // (`early` was set only where no "100 Continue" was owed.)
+                Ok(false) if c.ex.as_ref().is_some_and(|e| e.early && !e.answered) => {
                     c.phase = Phase::Send;
                     c.deadline = self.clock.now + self.cfg.send_timeout;
                     return Step::Again;
@@ -1165,12 +1166,6 @@ impl HttpService {
         }
         Some(Next::Close)
     }
-}
-
-/// The exchange's answer may go now, before the rest of the body.
-fn ex_early(c: &Conn) -> bool {
-    c.ex.as_ref()
-        .is_some_and(|e| e.early && !e.answered && e.continue_left == 0)
 }
 
 /// The answer to `OPTIONS *`: what the server as a whole may accept.

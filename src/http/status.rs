@@ -75,12 +75,12 @@ pub fn reason(code: u16) -> &'static str {
     }
 }
 
-/// The HTML body sent with an error status.
 /// Whether a response with this status may carry content (not 1xx, 204, 304).
 pub fn has_content(code: u16) -> bool {
     !matches!(code, 100..=199 | 204 | 304)
 }
 
+/// The HTML body sent with an error status.
 pub fn error_page(code: u16, tokens: bool) -> Vec<u8> {
     let sig = if tokens {
         concat!("corral/", env!("CARGO_PKG_VERSION"))

@@ -8,8 +8,9 @@ use std::path::Path;
 use crate::config::{Config, LogTarget};
 
 /// Creates every log file of `cfg` (error log, access logs, pool slow
-/// logs) and hands it to the workers' user; the first that cannot be
-/// opened is the error.
+/// logs) and hands it to the workers' user, so a worker that dropped root
+/// can still reopen it after a rotation; the first that cannot be opened
+/// is the error.
 pub fn open_all(cfg: &Config) -> Result<(), String> {
     let mut files: Vec<(&str, &Path)> = Vec::new();
     if let LogTarget::File(p) = &cfg.main.error_log {

@@ -181,8 +181,7 @@ fn start(
     daemon::report_ready();
     let serving = if cfg.servers.is_empty() {
         // Behind another web server: the pools are all there is.
-        let names: Vec<&str> = cfg.pools.iter().map(|p| p.name.as_str()).collect();
-        format!("no HTTP workers, pools: {}", names.join(", "))
+        format!("no HTTP workers, pools: {}", pool_names(&cfg))
     } else {
         format!(
             "workers: {}, accept: {}, listening on {}",
@@ -243,13 +242,15 @@ fn accept_name(cfg: &Config) -> &'static str {
     }
 }
 
+/// The pools' names, for the start and reload lines of a pools-only master.
+fn pool_names(cfg: &Config) -> String {
+    cfg.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 fn join(addrs: &[std::net::SocketAddr]) -> String {
     addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// Creates the log files workers write to and hands them to the worker
-/// user, so a worker that dropped root can still reopen them after a
-/// rotation.
 impl Master {
     /// Starts a new generation of `workers` workers with the current config.
     fn start_generation(&mut self) {
@@ -702,11 +703,10 @@ impl Master {
             self.spawn_pool_workers(p, n);
         }
         if self.cfg.servers.is_empty() {
-            let names: Vec<&str> = self.cfg.pools.iter().map(|p| p.name.as_str()).collect();
             crate::notice!(
                 "reload applied: generation {}, pools: {}",
                 self.generation,
-                names.join(", ")
+                pool_names(&self.cfg)
             );
         } else {
             crate::notice!(

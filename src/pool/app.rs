@@ -118,8 +118,6 @@ struct Program {
     statm: Option<std::fs::File>,
     /// What the program sent, kept between requests for its buffer.
     inbox: RecordBuf,
-    /// The request was aborted: the next one gets a fresh connection.
-    drop_conn_after: bool,
     /// `conn` served an earlier request (a failed first write retries).
     conn_reused: bool,
 }
@@ -149,7 +147,6 @@ impl App {
                     cpu_clock: None,
                     statm: None,
                     inbox: RecordBuf::default(),
-                    drop_conn_after: false,
                     conn_reused: false,
                 }))
             }
@@ -230,6 +227,9 @@ impl App {
         let mut ended: Option<u32> = None;
         let mut aborted = false;
         let mut gone_handled = false;
+        // The program was told to abort: php-cgi ends such a connection,
+        // so the next request gets a fresh one.
+        let mut app_aborted = false;
         // The client sent its next request (the same id, after this one's
         // body) before this answer: it stays buffered for the next turn,
         // and nothing more is read meanwhile.
@@ -300,10 +300,9 @@ impl App {
                             Outcome::CloseClient
                         });
                     }
-                    Peer::FastCgi { program } => {
+                    Peer::FastCgi { .. } => {
                         codec::abort_request(&mut to_app.buf, APP_ID);
-                        // php-cgi ends a connection it saw an abort on.
-                        program.drop_conn_after = true;
+                        app_aborted = true;
                     }
                 }
             }
@@ -422,7 +421,7 @@ impl App {
             }
         }
         if let Peer::FastCgi { program } = &mut peer
-            && std::mem::take(&mut program.drop_conn_after)
+            && app_aborted
         {
             program.conn = None;
         }
