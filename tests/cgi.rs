@@ -471,6 +471,23 @@ fn a_body_the_script_did_not_read_is_dropped_and_the_connection_goes_on() {
     assert_eq!(rs.len(), 2, "{}\n{}", String::from_utf8_lossy(&out), s.error_log());
     assert!(rs[0].text().starts_with("hello"), "{}", rs[0].text());
     assert_eq!(rs[1].text(), "static target");
+
+    // The client leaves before the rest of that body: the exchange is
+    // logged with the answer it got (200), not as a refused 400.
+    let mut c = s.connect();
+    c.write_all(b"POST /cgi-bin/hello.sh?leaver HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nxx")
+        .unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let (code, _) = read_response(&mut r).unwrap();
+    assert_eq!(code, 200);
+    drop((r, c));
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"POST /cgi-bin/hello.sh?leaver HTTP/1.1\" 200 ")),
+        "{}",
+        s.access_log()
+    );
 }
 
 #[test]

@@ -413,6 +413,7 @@ impl HttpService {
                         // The script did not read the whole body: the rest is
                         // read and dropped, and the connection goes on (its
                         // response promised so; a pipelined request waits).
+                        ex.answered = true;
                         c.phase = Phase::Body;
                         c.deadline = self.clock.now + self.cfg.client_body_timeout;
                         return Step::Again;
