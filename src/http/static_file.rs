@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
-use std::io::Read;
 use std::sync::Arc;
 
 use super::autoindex;
@@ -286,7 +285,7 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
         Err(e) => return Reply::error(errno_status(e, site, rel), tokens),
     };
     let file = File::from(fd);
-    let meta = match file.metadata() {
+    let mut meta = match file.metadata() {
         Ok(m) => m,
         Err(_) => return Reply::error(500, tokens),
     };
@@ -335,20 +334,19 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
     if !meta.is_file() {
         return Reply::error(403, tokens);
     }
-    let fm = FileMeta::new(&meta, norm, site.default_type);
+    let mut fm = FileMeta::new(&meta, norm, site.default_type);
     if !ctx.cache.enabled() {
         return respond(&fm, Source::File(Arc::new(file)), req, tokens);
     }
     let body = if ctx.cache.fits_in_memory(fm.len) {
-        let mut data = Vec::with_capacity(fm.len as usize);
-        if !(&file)
-            .take(fm.len)
-            .read_to_end(&mut data)
-            .is_ok_and(|n| n as u64 == fm.len)
-        {
-            crate::error!("reading \"{}\" failed or the file changed size", Esc(norm));
+        let Some((settled, data)) = read_settled(&file, meta, |len| ctx.cache.fits_in_memory(len)) else {
+            crate::error!("reading \"{}\" failed or the file kept changing", Esc(norm));
             return Reply::error(500, tokens);
+        };
+        if settled.len() != fm.len || settled.mtime() as u64 != fm.mtime {
+            fm = FileMeta::new(&settled, norm, site.default_type);
         }
+        meta = settled;
         Cached::Bytes(data.into())
     } else {
         Cached::File(Arc::new(file))
@@ -366,6 +364,31 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
     };
     ctx.cache.insert(ctx.site_idx, rel, entry);
     reply
+}
+
+/// The whole of a small file as one version of it: read, then checked
+/// unchanged (a file rewritten in place can be caught half written, or
+/// empty between truncation and write). A few tries, while it stays within
+/// `fits`; its metadata and bytes.
+fn read_settled(
+    file: &File,
+    mut meta: std::fs::Metadata,
+    fits: impl Fn(u64) -> bool,
+) -> Option<(std::fs::Metadata, Vec<u8>)> {
+    use std::os::unix::fs::FileExt;
+    for _ in 0..3 {
+        let mut data = vec![0; meta.len() as usize];
+        let read = file.read_exact_at(&mut data, 0);
+        let now = file.metadata().ok()?;
+        if read.is_ok() && Identity::of_meta(&now) == Identity::of_meta(&meta) {
+            return Some((meta, data));
+        }
+        if !fits(now.len()) {
+            return None;
+        }
+        meta = now;
+    }
+    None
 }
 
 /// A file's validators and type.
