@@ -1453,3 +1453,169 @@ fn params_over_one_mib_close_the_connection() {
     );
     assert_eq!(s.get("/hello.php").status, 200);
 }
+
+/// A connection to the pool that says nothing is not a request: no slow
+/// log entry, no kill at request_terminate_timeout (php-fpm times only
+/// requests), and the pool serves as soon as it is closed.
+#[test]
+fn a_silent_connection_is_not_timed_as_a_request() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"\nrequest_slowlog_timeout = \"1s\"\nslowlog = \"{dir}/slow.log\"",
+        ),
+        1,
+    );
+    assert_eq!(s.get("/hello.php").status, 200);
+    let before = pids(&status(&s));
+    let silent = std::os::unix::net::UnixStream::connect(s.dir.path().join("php.sock")).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let j = status(&s);
+    assert_eq!(field(&j, "slow requests"), 0, "{j}");
+    assert_eq!(field(&j, "terminated requests"), 0, "{j}");
+    assert_eq!(pids(&j), before, "the worker was not killed");
+    let log = s.error_log();
+    assert!(!log.contains("too slow") && !log.contains("killing"), "{log}");
+    drop(silent);
+    assert_eq!(s.get("/hello.php").status, 200);
+}
+
+/// Requests that arrive together, more than the pool has workers, wait in
+/// corral under queue_timeout (503 after it), not in the pool socket's
+/// queue where no deadline applies; across HTTP workers too, whose kept
+/// connections leave the pool's workers looking idle.
+#[test]
+fn a_burst_beyond_max_children_waits_under_queue_timeout() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 2\nqueue_timeout = \"1s\"",
+        ),
+        2,
+    );
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 2));
+    // Both HTTP workers keep a connection to a pool worker.
+    let warm: Vec<_> = (0..3).flat_map(|_| concurrent(&s, "/hello.php", 2)).collect();
+    for h in warm {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    // Connected first, then the requests written back to back, so the
+    // HTTP workers read them before a pool worker wakes.
+    let mut conns: Vec<std::net::TcpStream> = (0..8).map(|_| s.connect()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for c in &mut conns {
+        c.write_all(b"GET /sleep.php?ms=2500 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
+    let t = Instant::now();
+    let hs: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let data = read_to_close(&mut c);
+                (
+                    parse_responses(&data, false).first().map_or(0, |r| r.status),
+                    t.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut got: Vec<(u16, Duration)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    got.sort();
+    let codes: Vec<u16> = got.iter().map(|g| g.0).collect();
+    assert_eq!(
+        codes,
+        [200, 200, 503, 503, 503, 503, 503, 503],
+        "{got:?}\n{}",
+        s.error_log()
+    );
+    for (code, after) in &got {
+        if *code == 503 {
+            assert!(*after < Duration::from_millis(2000), "{got:?}");
+        }
+    }
+}
+
+/// nginx keeping connections to a pool smaller than its keepalive, under a
+/// POST load (nginx retries no POST on another connection): a kept
+/// connection the pool gives up to a waiting client is one nginx had left
+/// idle, never one it is sending a request on, so no request fails.
+#[test]
+fn nginx_keepalive_posts_to_a_small_pool_never_fail() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("input.php"), INPUT).unwrap();
+    let sock = d.join("post.sock");
+    let mut corral = pools_only(
+        d,
+        &format!(
+            "[pool.post]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 2\n",
+            s = sock.display()
+        ),
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
+    let nport = free_port();
+    let mut nginx = nginx(
+        d,
+        nport,
+        &format!(
+            "upstream post {{ server unix:{s}; keepalive 8; keepalive_timeout 60s; }}\n\
+             server {{ listen 127.0.0.1:{nport}; root {w}; keepalive_requests 100000;\n\
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass post; }} }}\n",
+            s = sock.display(),
+            w = www.display()
+        ),
+    );
+    let failed = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let hs: Vec<_> = (0..6)
+        .map(|_| {
+            let (failed, ok) = (failed.clone(), ok.clone());
+            std::thread::spawn(move || {
+                let mut c = std::io::BufReader::new(std::net::TcpStream::connect(("127.0.0.1", nport)).unwrap());
+                c.get_ref().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < deadline {
+                    let body = "a=1&b=2";
+                    let req = format!(
+                        "POST /input.php HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if c.get_mut().write_all(req.as_bytes()).is_err() {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    match read_response(&mut c) {
+                        Ok((200, _)) => ok.fetch_add(1, Ordering::SeqCst),
+                        _ => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let log = std::fs::read_to_string(d.join("nginx-error.log")).unwrap_or_default();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "ok {}; nginx: {log}",
+        ok.load(Ordering::SeqCst)
+    );
+    assert!(ok.load(Ordering::SeqCst) > 100, "{}", ok.load(Ordering::SeqCst));
+    assert!(
+        !log.contains("prematurely closed") && !log.contains("reset by peer"),
+        "{log}"
+    );
+    nginx.stop(libc::SIGQUIT);
+    corral.stop(libc::SIGQUIT);
+}

@@ -70,6 +70,9 @@ struct Group {
     servers: Vec<ServerState>,
     /// Tokens of requests waiting for a connection under `max_conns`, by server.
     waiting: Vec<std::collections::VecDeque<u64>>,
+    /// For `pool:NAME`, NAME: its requests in progress are counted in the
+    /// pool's scoreboard too (admission across HTTP workers).
+    pool: Option<String>,
 }
 
 /// Every group of the configuration, in `Config::upstreams` order.
@@ -120,6 +123,7 @@ impl Upstreams {
                         })
                         .collect(),
                     waiting: vec![Default::default(); u.servers.len()],
+                    pool: u.name.strip_prefix("pool:").map(str::to_string),
                 })
                 .collect(),
             wake: Vec::new(),
@@ -284,11 +288,20 @@ impl Upstreams {
     /// A request starts on `s` (for least_conn).
     pub fn begin(&mut self, g: usize, s: usize) {
         self.groups[g].servers[s].active += 1;
+        if let Some(p) = &self.groups[g].pool {
+            crate::pool::registry::front_add(p, true);
+        }
     }
 
     /// A request on `s` is over.
     pub fn end(&mut self, g: usize, s: usize) {
-        let st = &mut self.groups[g].servers[s];
+        let group = &mut self.groups[g];
+        let st = &mut group.servers[s];
+        if st.active > 0
+            && let Some(p) = &group.pool
+        {
+            crate::pool::registry::front_add(p, false);
+        }
         st.active = st.active.saturating_sub(1);
     }
 

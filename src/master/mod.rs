@@ -389,10 +389,13 @@ impl Master {
                 return;
             }
         };
+        let front = crate::pool::registry::front_column(slot, self.generation);
+        crate::pool::registry::clear_front(front);
         // SAFETY: the master is single-threaded, so the child starts with
         // consistent heap and lock state; it never returns to this code.
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
+                crate::pool::registry::set_front(front);
                 let code = self.become_worker(slot, told);
                 std::process::exit(code);
             }
@@ -757,6 +760,7 @@ impl Master {
                         // Its requests in progress are over: uncount them.
                         z.clear_worker(slot);
                     }
+                    crate::pool::registry::clear_front(crate::pool::registry::front_column(slot, generation));
                     if generation == self.generation {
                         self.dispatcher.gone(slot, Some(pid));
                     }

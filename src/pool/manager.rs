@@ -76,12 +76,15 @@ pub fn decide(cfg: &Pool, sb: &Scoreboard, st: &mut PmState, now_mono_us: u64, w
             d.retire = longest_idle(sb, usize::MAX, now_mono_us, idle_us);
         }
     }
+    // An episode lasts while the pool is short of workers: a worker
+    // recycled meanwhile (max_requests) makes room for a moment, which does
+    // not end it.
     if short && room == 0 {
         if !st.at_max {
             st.at_max = true;
             d.reached = true;
         }
-    } else if room > 0 || !short {
+    } else if !short {
         st.at_max = false;
     }
     d
@@ -146,6 +149,24 @@ mod tests {
         assert_eq!((d.spawn, d.reached), (0, true));
         let d = decide(&cfg, &sb, &mut st, mono_us(), 0);
         assert!(!d.reached, "counted once per episode");
+        // A worker recycled in the middle of it: room for a moment, then
+        // full again, still the same episode.
+        sb.free(0);
+        assert_eq!(decide(&cfg, &sb, &mut st, mono_us(), 0).spawn, 1);
+        busy(&sb, sb.claim().unwrap());
+        assert!(
+            !decide(&cfg, &sb, &mut st, mono_us(), 0).reached,
+            "a recycle does not start an episode"
+        );
+        // Spares again: the episode is over, the next one counts.
+        for i in 0..4 {
+            sb.set_state(i, State::Idle);
+        }
+        assert!(!decide(&cfg, &sb, &mut st, mono_us(), 0).reached);
+        for i in 0..4 {
+            busy(&sb, i);
+        }
+        assert!(decide(&cfg, &sb, &mut st, mono_us(), 0).reached);
     }
 
     #[test]

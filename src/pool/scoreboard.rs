@@ -56,6 +56,12 @@ mod s {
     const _: () = assert!(USER + USER_WORDS <= WORDS);
 }
 
+/// Words after the slots: requests in progress on the pool from corral's
+/// own HTTP workers, one column per HTTP worker slot (64) and generation
+/// parity, so a column is cleared when its worker ends without touching
+/// the others' counts.
+pub const FRONTS: usize = 128;
+
 /// A worker's state, as php-fpm names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
@@ -152,7 +158,7 @@ pub struct Figures {
 
 impl Scoreboard {
     pub fn new(slots: usize) -> std::io::Result<Scoreboard> {
-        let mem = SharedWords::new(h::WORDS + slots * s::WORDS)?;
+        let mem = SharedWords::new(h::WORDS + slots * s::WORDS + FRONTS)?;
         let sb = Scoreboard { mem, slots };
         sb.hw(h::START_TIME).store(unix_secs(), Relaxed);
         Ok(sb)
@@ -168,6 +174,33 @@ impl Scoreboard {
 
     fn sw(&self, slot: usize, i: usize) -> &AtomicU64 {
         &self.mem.words()[h::WORDS + slot * s::WORDS + i]
+    }
+
+    fn fw(&self, front: usize) -> &AtomicU64 {
+        &self.mem.words()[h::WORDS + self.slots * s::WORDS + front % FRONTS]
+    }
+
+    // --- corral's HTTP workers ---
+
+    /// A request from HTTP worker column `front` starts (or ends) on the pool.
+    pub fn front_add(&self, front: usize, starts: bool) {
+        let w = self.fw(front);
+        if starts {
+            w.fetch_add(1, Relaxed);
+        } else {
+            // Never below zero, even after a column was cleared under it.
+            let _ = w.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+
+    /// Requests in progress on the pool from all of corral's HTTP workers.
+    pub fn front_total(&self) -> u64 {
+        (0..FRONTS).map(|i| self.fw(i).load(Relaxed)).sum()
+    }
+
+    /// The HTTP worker of column `front` ended: its requests are over.
+    pub fn front_clear(&self, front: usize) {
+        self.fw(front).store(0, Relaxed);
     }
 
     // --- the master ---

@@ -25,6 +25,12 @@ const FIRST_RECORD: Duration = Duration::from_secs(30);
 /// How long a new connection may stay silent before it yields its worker
 /// to another connection waiting on the pool socket.
 const FIRST_GRACE: Duration = Duration::from_secs(1);
+/// How long a kept connection must have been idle before it yields its
+/// worker that way. Closing a kept connection races with the web server
+/// sending on it (a lost request: nginx retries none that is not
+/// idempotent); a web server reuses its recent connections within
+/// microseconds, so only ones it left idle are given up.
+const KEPT_GRACE: Duration = Duration::from_millis(100);
 /// How long a kept connection may wait between requests (above the
 /// upstream keepalive timeouts of nginx (60 s) and corral (2 s)).
 const KEPT_IDLE: Duration = Duration::from_secs(120);
@@ -151,10 +157,9 @@ impl Worker<'_> {
 
     /// Waits (until `deadline`) for bytes from the web server or a signal,
     /// and reads what came; false when the connection is over.
-    /// With `listen` (a kept connection between requests), a connection
-    /// waiting on the pool socket while no worker accepts ends the kept
-    /// one: an idle kept connection must not starve other clients (the
-    /// web server retries a request it had just sent on a fresh one).
+    /// With `listen` (a connection idle past its grace), a connection
+    /// waiting on the pool socket while no worker accepts ends the idle
+    /// one: it must not starve other clients.
     fn read_more(&mut self, conn: &Socket, buf: &mut RecordBuf, deadline: Instant, listen: Option<&Socket>) -> bool {
         let mut fds = vec![
             (conn.as_fd(), PollFlags::POLLIN),
@@ -169,11 +174,16 @@ impl Worker<'_> {
         if readable(ev[1]) {
             self.signals();
         }
-        if !readable(ev[0]) && ev.get(2).is_some_and(|e| readable(*e)) && self.sb.counts().accepting == 0 {
-            crate::debug!("[pool {}] a connection waits: closing an idle kept one", self.pool.name);
-            return false;
+        let mut ready = readable(ev[0]);
+        if !ready && ev.get(2).is_some_and(|e| readable(*e)) && self.sb.counts().accepting == 0 {
+            // Last look: a request that came meanwhile is served, not lost.
+            ready = wait(&[(conn.as_fd(), PollFlags::POLLIN)], Some(Instant::now())).is_ok_and(|e| readable(e[0]));
+            if !ready {
+                crate::debug!("[pool {}] a connection waits: closing an idle kept one", self.pool.name);
+                return false;
+            }
         }
-        !readable(ev[0]) || matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock))
+        !ready || matches!(buf.fill(conn), Ok(Filled::Bytes | Filled::WouldBlock))
     }
 
     /// The accept loop.
@@ -239,7 +249,9 @@ impl Worker<'_> {
                     continue;
                 }
             }
-            self.sb.set_state(self.slot, State::ReadingHeaders);
+            // Not a request yet: a connection that says nothing is not timed
+            // as one (slowlog, request_terminate_timeout).
+            self.sb.set_state(self.slot, State::Kept);
             let recycle = self.connection(&conn, listen);
             drop(conn);
             if self.exit || self.quit || recycle {
@@ -260,6 +272,7 @@ impl Worker<'_> {
         // request, whatever comes meanwhile.
         let accepted = Instant::now();
         let mut idle_deadline = accepted + FIRST_RECORD;
+        let mut yield_at = accepted + FIRST_GRACE;
         loop {
             let (rec_len, action) = loop {
                 match buf.peek() {
@@ -284,14 +297,13 @@ impl Worker<'_> {
                     );
                     return false;
                 }
-                // A connection with no request yet gives its worker up to
-                // one that waits, after a grace second (a silent client
-                // otherwise holds it for FIRST_RECORD while others queue).
-                let grace = accepted + FIRST_GRACE;
-                let (watch, until) = if !first || Instant::now() >= grace {
+                // An idle connection gives its worker up to one that waits,
+                // after a grace (a silent client otherwise holds it for
+                // FIRST_RECORD, a kept one for KEPT_IDLE, while others queue).
+                let (watch, until) = if Instant::now() >= yield_at {
                     (Some(listen), idle_deadline)
                 } else {
-                    (None, idle_deadline.min(grace))
+                    (None, idle_deadline.min(yield_at))
                 };
                 if !self.read_more(conn, &mut buf, until, watch) {
                     return false;
@@ -330,6 +342,7 @@ impl Worker<'_> {
                     }
                     self.sb.set_state(self.slot, State::Kept);
                     idle_deadline = Instant::now() + KEPT_IDLE;
+                    yield_at = Instant::now() + KEPT_GRACE;
                     continue;
                 }
                 Between::Ignore => continue,
