@@ -417,7 +417,13 @@ fn error_pages() {
                  [[server.location]]\nmatch = \"/scripted/\"\nerror_page = {{ \"404 405\" = \"/cgi-bin/oops.sh\" }}\n\n\
                  [[server.location]]\nmatch = \"/cgi-bin/\"\ncgi = {{ dir = \"{}\" }}\n\n\
                  [[server.location]]\nmatch = \"/gone/\"\nerror_page = {{ 404 = \"=301 https://example.org/new\" }}\n\n\
-                 [[server.location]]\nmatch = \"/loop/\"\nerror_page = {{ 404 = \"/loop/missing.html\" }}\n",
+                 [[server.location]]\nmatch = \"/loop/\"\nerror_page = {{ 404 = \"/loop/missing.html\" }}\n\n\
+                 [[server.location]]\nmatch = \"/e/\"\nerror_page = {{ 404 = \"/r302\" }}\n\n\
+                 [[server.location]]\nmatch = \"/g/\"\nerror_page = {{ 404 = \"/deny\" }}\n\n\
+                 [[server.location]]\nmatch = \"= /r302\"\nreturn = \"302 https://example.net/\"\n\n\
+                 [[server.location]]\nmatch = \"= /deny\"\nreturn = 403\n\n\
+                 [[server.location]]\nmatch = \"/m/\"\nerror_page = {{ 404 = \"=200 /nothere.html\" }}\n\n\
+                 [[server.location]]\nmatch = \"/n/\"\nerror_page = {{ 404 = \"=301 /nothere.html\" }}\n",
                 cgi.display()
             ),
             ..Opts::default()
@@ -459,6 +465,17 @@ fn error_pages() {
     let r = s.get("/loop/x");
     assert_eq!(r.status, 404);
     assert!(r.text().contains("404 Not Found"), "the built-in page: {}", r.text());
+    // The page location's own redirect or error is answered as itself (nginx).
+    let r = s.get("/e/x");
+    assert_eq!((r.status, r.header("location")), (302, Some("https://example.net/")));
+    let r = s.get("/g/x");
+    assert_eq!(r.status, 403, "404 -> /deny -> its own 403");
+    // A missing page is a 404 whatever `=code` asked: never a 200 or a
+    // 301 without Location over the built-in 404 page.
+    let r = s.get("/m/x");
+    assert_eq!(r.status, 404);
+    let r = s.get("/n/x");
+    assert_eq!((r.status, r.header("location")), (404, None));
 }
 
 /// rewrite with nginx's flags: none (go on, then choose the location
@@ -507,6 +524,13 @@ fn rewrites() {
     );
     let r = s.get("/ext/a");
     assert_eq!((r.status, r.header("location")), (302, Some("https://example.org/a")));
+    // An absolute URL's path is percent-encoded too (a decoded space or
+    // quote never reaches Location raw); the query follows as sent.
+    let r = s.get("/ext/a%20b/%C3%BC%22x?z=1");
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("https://example.org/a%20b/%C3%BC%22x?z=1"))
+    );
     assert_eq!(s.get("/loop").status, 500);
     assert!(s.error_log().contains("rewrite or internal redirection cycle"));
     // A decoded "&" or "?" from the path is data: in the query it is

@@ -44,6 +44,11 @@ fn index_file_and_content_types() {
         403,
         "directory without index and autoindex off"
     );
+    // An index name that is a directory is redirected to with its slash (nginx).
+    std::fs::create_dir_all(s.root.join("dirindex/index.html")).unwrap();
+    let r = s.get("/dirindex/");
+    let at = format!("http://localhost:{}/dirindex/index.html/", s.port);
+    assert_eq!((r.status, r.header("location")), (301, Some(at.as_str())));
 }
 
 #[test]

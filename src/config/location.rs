@@ -34,8 +34,18 @@ impl Match {
         let s = s.trim();
         let (op, rest) = match s.split_once(char::is_whitespace) {
             Some((op @ ("=" | "^~" | "~" | "~*"), rest)) => (op, rest.trim()),
-            _ => ("", s),
+            // nginx's forms without the space: "=/a", "^~/a", "~\.php$".
+            _ => ["~*", "~", "^~", "="]
+                .into_iter()
+                .find_map(|op| s.strip_prefix(op).map(|rest| (op, rest.trim())))
+                .unwrap_or(("", s)),
         };
+        if op.is_empty() && rest.starts_with('@') {
+            return Err(format!(
+                "\"{rest}\": named locations do not exist in corral; give the location a path and \
+                 `internal = true`, and name that path in try_files or error_page"
+            ));
+        }
         if rest.is_empty() {
             return Err(
                 "is empty; expected \"/prefix\", \"= /exact\", \"^~ /prefix\", \"~ regex\" or \"~* regex\"".into(),
@@ -113,4 +123,44 @@ pub struct Location {
     /// Reachable only by internal redirects (X-Accel-Redirect, try_files,
     /// error_page, rewrite), never by a client's URI: 404 then.
     pub internal: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Match;
+
+    fn kind(s: &str) -> String {
+        match Match::parse(s) {
+            Ok(Match::Exact(p)) => format!("= {p}"),
+            Ok(Match::Prefix(p, true)) => format!("^~ {p}"),
+            Ok(Match::Prefix(p, false)) => p,
+            Ok(Match::Regex(r)) => format!("~ {}", r.as_str()),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn nginx_forms_with_and_without_the_space() {
+        for (written, read) in [
+            ("= /a", "= /a"),
+            ("=/a", "= /a"),
+            ("^~ /s/", "^~ /s/"),
+            ("^~/s/", "^~ /s/"),
+            ("~ \\.php$", "~ \\.php$"),
+            ("~\\.php$", "~ \\.php$"),
+            ("~* \\.png$", "~ (?i)\\.png$"),
+            ("~*\\.png$", "~ (?i)\\.png$"),
+            ("/plain", "/plain"),
+        ] {
+            assert_eq!(kind(written), read, "{written}");
+        }
+        assert!(kind("=").starts_with("error: is empty"));
+        assert!(kind("~*").starts_with("error: is empty"));
+        assert!(kind("=a").contains("must start with \"/\""));
+        assert!(
+            kind("@app").contains("named locations do not exist"),
+            "{}",
+            kind("@app")
+        );
+    }
 }

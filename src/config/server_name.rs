@@ -53,8 +53,9 @@ pub fn parse(name: &str) -> Result<Pattern, String> {
             .map(Pattern::Regex)
             .map_err(|e| format!("regex \"{re}\" does not compile: {e}"));
     }
+    // nginx's `server_name ""`: the requests that name no host (HTTP/1.0).
     if name.is_empty() {
-        return Err("an empty server name is not a host name".into());
+        return Ok(Pattern::Exact(String::new()));
     }
     if name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
         return Err(format!("\"{name}\" is not a host name"));
@@ -198,13 +199,15 @@ impl Names {
     /// Precedence: exact name, longest `*.x`, longest `x.*`, first regex in
     /// config order, then the default server. Allocates only for captures.
     pub fn select(&self, host: Option<&str>) -> (usize, Vec<(String, String)>) {
+        // No host: the server named "" if there is one, else the default.
+        let nameless = || (self.exact.get("").copied().unwrap_or(self.default), Vec::new());
         let Some(host) = host else {
-            return (self.default, Vec::new());
+            return nameless();
         };
         // nginx strips one trailing dot: "example.org." is "example.org".
         let host = host.strip_suffix('.').unwrap_or(host);
         if host.is_empty() {
-            return (self.default, Vec::new());
+            return nameless();
         }
         // The caller lowercases; stay correct (at the cost of a copy) if not.
         let host: Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -313,7 +316,6 @@ mod tests {
     #[test]
     fn refuses_invalid_names() {
         for bad in [
-            "",
             " ",
             "example .org",
             "exa\tmple.org",
@@ -339,6 +341,16 @@ mod tests {
         }
         let err = parse("www.*.org").unwrap_err();
         assert!(err.contains("www.*.org") && err.contains("wildcard"), "{err}");
+    }
+
+    #[test]
+    fn the_empty_name_takes_requests_without_a_host() {
+        let n = names(&[(1, &["a.example"]), (2, &["", "b.example"])], Some(1));
+        assert_eq!(n.select(None).0, 2);
+        assert_eq!(site(&n, ""), 2);
+        assert_eq!(site(&n, "other.example"), 1, "a host nobody names: the default");
+        let n = names(&[(1, &["a.example"]), (2, &["b.example"])], Some(2));
+        assert_eq!(n.select(None).0, 2, "no \"\" name: the default");
     }
 
     #[test]

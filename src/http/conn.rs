@@ -562,7 +562,12 @@ impl HttpService {
                 return self.begin_refused(c, req, head, io, 0);
             }
         }
-        if let Some(st) = req.error_status.filter(|&st| st != 0) {
+        // The page's content takes the error's status; an error or a
+        // redirect of the page's own (missing, a directory, a `return`)
+        // is answered as itself, as nginx does.
+        if let Some(st) = req.error_status.filter(|&st| st != 0)
+            && (reply.status < 300 || reply.own_body)
+        {
             reply.status = st;
         }
         if let Some(l) = reply.location.take() {
@@ -615,7 +620,7 @@ impl HttpService {
         c.ex = Some(ex);
     }
 
-    /// For a directory URI, the URI of its first index file that exists
+    /// For a directory URI, the URI of its first index entry that exists
     /// (with the request's query).
     fn index_uri(&self, site: usize, req: &Request) -> Option<String> {
         // nginx's index takes GET, HEAD and POST (a form posted to "/").
@@ -630,7 +635,9 @@ impl HttpService {
         let name = s.cfg.index.iter().find(|name| {
             let mut rel = norm[1..].to_vec();
             rel.extend_from_slice(name.as_bytes());
-            s.is_dir(&rel) == Some(false)
+            // A directory counts too (nginx): it is then redirected to
+            // with its slash.
+            s.is_dir(&rel).is_some()
         })?;
         let mut target = super::path::encode(&norm);
         target.push_str(&super::path::encode(name.as_bytes()));

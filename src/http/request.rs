@@ -434,9 +434,11 @@ fn host_name(v: &str) -> Option<String> {
             None => v,
         }
     };
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    // Two dots in a row name no host (nginx refuses them too).
+    let ok = !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
     ok.then(|| name.trim_end_matches('.').to_ascii_lowercase())
 }
 
@@ -596,6 +598,8 @@ mod tests {
             assert_eq!(r.keep_alive, keep, "{conn}");
         }
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a..example.com\r\n\r\n"), 400);
+        assert_eq!(status("GET http://a..b/ HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\n"), 0);
     }
 

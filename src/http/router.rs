@@ -392,7 +392,11 @@ impl HttpService {
             };
             let absolute = new_path.starts_with("http://") || new_path.starts_with("https://");
             // A path is sent percent-encoded, whatever its captures decoded.
-            let mut t = if absolute { new_path } else { encode_path(&new_path) };
+            let mut t = if absolute {
+                encode_absolute(&new_path)
+            } else {
+                encode_path(&new_path)
+            };
             if let Some(q) = query {
                 t.push('?');
                 t.push_str(&q);
@@ -496,6 +500,24 @@ impl HttpService {
 /// A decoded path (as variables give it) in the form a target carries.
 fn encode_path(p: &str) -> String {
     path::encode(p.as_bytes())
+}
+
+/// An absolute URL a rewrite made: its path percent-encoded as a relative
+/// one's (captures are decoded), scheme and authority as written with any
+/// byte that cannot be in them escaped (no space or CR/LF reaches `Location`).
+fn encode_absolute(url: &str) -> String {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    let path_at = url[after..].find('/').map_or(url.len(), |i| after + i);
+    let mut out = String::with_capacity(url.len() + 8);
+    for &b in &url.as_bytes()[..path_at] {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@[]%/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str(&encode_path(&url[path_at..]));
+    out
 }
 
 /// `return`: a redirect with its Location, a status with a text body, or

@@ -308,6 +308,12 @@ fn serve_identity(ctx: &mut Ctx<'_>, req: &Request, norm: &[u8], rel: &[u8]) -> 
                                 tokens,
                             );
                         }
+                        // An index name that is a directory: to it, with its slash (nginx).
+                        Ok(m) if m.is_dir() => {
+                            let mut to = norm.to_vec();
+                            to.extend_from_slice(index.as_bytes());
+                            return slash_redirect(&to, req, tokens);
+                        }
                         _ => continue,
                     }
                 }
