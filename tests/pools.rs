@@ -1619,3 +1619,47 @@ fn nginx_keepalive_posts_to_a_small_pool_never_fail() {
     nginx.stop(libc::SIGQUIT);
     corral.stop(libc::SIGQUIT);
 }
+
+/// A pool run as another user gives its programs that user's USER and
+/// HOME (php-fpm's rule), and its built-in status answers a HEAD with the
+/// head alone.
+#[test]
+fn pool_user_environment_and_a_head_at_status_path() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/cgi.sock\"\nlisten_mode = \"0666\"\napp = \"cgi\"\npm = \"static\"\nmax_children = 1\nuser = \"nobody\"\nstatus_path = \"/fpm-status\"\n",
+        1,
+    );
+    write_script(
+        &s.root.join("who.cgi"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$USER $HOME $(id -un)\"\n",
+    );
+    let (ok, out) = curl(&[&format!("http://127.0.0.1:{}/who.cgi", s.port)]);
+    assert!(ok);
+    let home = String::from_utf8_lossy(
+        &Command::new("sh")
+            .args(["-c", "getent passwd nobody | cut -d: -f6"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    assert_eq!(String::from_utf8_lossy(&out), format!("nobody {home} nobody\n"));
+    let ask = |method: &str| {
+        let out = Command::new("timeout")
+            .args(["10", "cgi-fcgi", "-bind", "-connect"])
+            .arg(s.dir.path().join("cgi.sock"))
+            .env_clear()
+            .env("SCRIPT_NAME", "/fpm-status")
+            .env("SCRIPT_FILENAME", "/fpm-status")
+            .env("REQUEST_METHOD", method)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let get = ask("GET");
+    assert!(get.contains("pool:                 cgi"), "{get}");
+    let head = ask("HEAD");
+    assert!(head.contains("Content-Type: text/plain"), "{head}");
+    assert!(!head.contains("pool:"), "a HEAD has no body: {head}");
+}

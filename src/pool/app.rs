@@ -122,6 +122,17 @@ struct Program {
     conn_reused: bool,
 }
 
+/// `USER` and `HOME` of the pool's user, as php-fpm sets them (after
+/// `clear_env`, so a program run as www-data never sees root's HOME).
+fn user_env(pool: &Pool) -> Vec<(String, String)> {
+    let Some(c) = &pool.user else { return Vec::new() };
+    let mut env = vec![("USER".to_string(), c.name.clone())];
+    if let Ok(Some(u)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(c.uid)) {
+        env.push(("HOME".to_string(), u.dir.to_string_lossy().into_owned()));
+    }
+    env
+}
+
 impl App {
     pub fn new(pool: &Pool, output: Option<crate::master::worker_output::Ends>) -> App {
         let kind = match &pool.app {
@@ -135,6 +146,11 @@ impl App {
                 // max_requests decides instead.
                 env.push(("PHP_FCGI_MAX_REQUESTS".into(), "0".into()));
                 env.retain(|(k, _)| k != "PHP_FCGI_CHILDREN");
+                let user = user_env(pool);
+                if !user.is_empty() {
+                    env.retain(|(k, _)| k != "USER" && k != "HOME");
+                }
+                env.extend(user.into_iter().map(|(k, v)| (k.into(), v.into())));
                 env.extend(pool.env.iter().map(|(k, v)| (k.into(), v.into())));
                 let dir = std::env::temp_dir().join(format!("corral-app.{}", std::process::id()));
                 Kind::FastCgi(Box::new(Program {
@@ -152,7 +168,7 @@ impl App {
             }
             AppCfg::Cgi { argv } => Kind::Cgi {
                 argv: argv.clone(),
-                env: pool.env.clone(),
+                env: user_env(pool).into_iter().chain(pool.env.iter().cloned()).collect(),
                 clear_env: pool.clear_env,
             },
         };

@@ -449,8 +449,9 @@ impl Worker<'_> {
         } else {
             None
         };
+        let head_only = get("REQUEST_METHOD").eq_ignore_ascii_case("HEAD");
         let outcome = match builtin {
-            Some((ct, body)) => self.builtin(conn, buf, id, &ct, &body),
+            Some((ct, body)) => self.builtin(conn, buf, id, &ct, &body, head_only),
             None => {
                 let deadline = self.pool.request_terminate_timeout.map(|t| Instant::now() + t);
                 let mut signals_seen = Vec::new();
@@ -485,8 +486,17 @@ impl Worker<'_> {
         }
     }
 
-    /// A built-in answer (ping, status): the body is read and dropped first.
-    fn builtin(&mut self, conn: &Socket, buf: &mut RecordBuf, id: u16, ct: &str, body: &[u8]) -> Outcome {
+    /// A built-in answer (ping, status): the body is read and dropped first;
+    /// a HEAD gets the head alone.
+    fn builtin(
+        &mut self,
+        conn: &Socket,
+        buf: &mut RecordBuf,
+        id: u16,
+        ct: &str,
+        body: &[u8],
+        head_only: bool,
+    ) -> Outcome {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match buf.peek() {
@@ -510,7 +520,9 @@ impl Worker<'_> {
             body.len()
         )
         .into_bytes();
-        page.extend_from_slice(body);
+        if !head_only {
+            page.extend_from_slice(body);
+        }
         app::answer(conn, id, &page)
     }
 
