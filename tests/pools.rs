@@ -743,6 +743,19 @@ fn status_formats_and_config_errors() {
     );
     let h = s.get("/status?html");
     assert!(h.header("content-type").unwrap().starts_with("text/html"));
+    let x = s.get("/status?xml&full&pool=php");
+    assert!(x.header("content-type").unwrap().starts_with("text/xml"));
+    let xt = x.text();
+    assert!(
+        xt.starts_with(
+            "<?xml version=\"1.0\" ?>\n<pools>\n<status>\n<pool>php</pool>\n<process-manager>static</process-manager>\n"
+        ),
+        "{xt}"
+    );
+    assert!(
+        xt.contains("<processes>\n<process><pid>") && xt.contains("<request-uri>/hello.php</request-uri>"),
+        "{xt}"
+    );
     assert_eq!(
         s.request("POST /status HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             .status,

@@ -21,6 +21,7 @@ enum Format {
     OpenMetrics,
     Prometheus,
     Html,
+    Xml,
 }
 
 struct Query {
@@ -42,6 +43,7 @@ fn parse(query: &str) -> Query {
             "openmetrics" => q.format = Format::OpenMetrics,
             "prometheus" => q.format = Format::Prometheus,
             "html" => q.format = Format::Html,
+            "xml" => q.format = Format::Xml,
             "full" => q.full = true,
             "pool" if !v.is_empty() => q.pool = Some(v.to_string()),
             _ => {}
@@ -75,6 +77,10 @@ pub fn render_all(pools: &[PoolView<'_>], query: &str) -> Option<(&'static str, 
             )
         }
         Format::OpenMetrics | Format::Prometheus => metrics(&chosen, q.full, q.format),
+        Format::Xml => {
+            let objs: String = chosen.iter().map(|p| xml(p, q.full)).collect();
+            ("text/xml", format!("{XML_DECL}<pools>\n{objs}</pools>\n").into_bytes())
+        }
         Format::Text => {
             let texts: Vec<String> = chosen.iter().map(|p| text(p, q.full)).collect();
             ("text/plain", texts.join("\n").into_bytes())
@@ -90,8 +96,61 @@ pub fn render_fpm(p: &PoolView<'_>, query: &str) -> (&'static str, Vec<u8>) {
         Format::Json => ("application/json", json(p, q.full).into_bytes()),
         Format::OpenMetrics | Format::Prometheus => metrics(&[p], q.full, q.format),
         Format::Html => ("text/html; charset=utf-8", HTML_PAGE.as_bytes().to_vec()),
+        Format::Xml => ("text/xml", format!("{XML_DECL}{}", xml(p, q.full)).into_bytes()),
         Format::Text => ("text/plain", text(p, q.full).into_bytes()),
     }
+}
+
+const XML_DECL: &str = "<?xml version=\"1.0\" ?>\n";
+
+/// php-fpm's `?xml`: `<status>` with one element per field (spaces become
+/// dashes, times are Unix seconds as in JSON), `<processes>` with `full`.
+fn xml(p: &PoolView<'_>, full: bool) -> String {
+    let put = |out: &mut String, fs: Vec<(&'static str, Value)>| {
+        for (k, v) in fs {
+            let tag = k.replace(' ', "-");
+            let v = match v {
+                Value::Str(s) => xml_text(&s),
+                Value::Num(n) | Value::Time(n) => n.to_string(),
+                Value::Float(f) if f.is_finite() => format!("{f:.2}"),
+                Value::Float(_) => "0".into(),
+            };
+            let _ = write!(out, "<{tag}>{v}</{tag}>");
+        }
+    };
+    let mut out = String::from("<status>\n");
+    for f in fields(p) {
+        put(&mut out, vec![f]);
+        out.push('\n');
+    }
+    if full {
+        out.push_str("<processes>\n");
+        for pr in p.sb.processes() {
+            out.push_str("<process>");
+            put(&mut out, process_fields(&pr));
+            out.push_str("</process>\n");
+        }
+        out.push_str("</processes>\n");
+    }
+    out.push_str("</status>\n");
+    out
+}
+
+/// Text for an XML element: markup escaped, control characters dropped
+/// (XML 1.0 cannot carry them).
+fn xml_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The pool-wide fields in php-fpm's order, as (name, value) pairs.
@@ -337,5 +396,7 @@ mod tests {
         assert_eq!(q.pool.as_deref(), Some("www"));
         assert_eq!(parse("").format, Format::Text);
         assert_eq!(json_str("a\"\n"), "\"a\\\"\\u000a\"");
+        assert_eq!(parse("xml&full").format, Format::Xml);
+        assert_eq!(xml_text("<a href=\"x\">&\u{1}"), "&lt;a href=&quot;x&quot;&gt;&amp;?");
     }
 }
