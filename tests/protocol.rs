@@ -377,8 +377,10 @@ fn idle_keep_alive_is_closed_after_timeout() {
     let out = read_to_close(&mut c);
     assert_eq!(status_of(&out), 200);
     let waited = start.elapsed();
+    // On time: the loop looks at the earliest deadline, not at its next
+    // once-a-second pass (up to 2 s before).
     assert!(
-        waited < Duration::from_secs(5),
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(1600),
         "closed by the keep-alive timer, took {waited:?}"
     );
 }
@@ -395,9 +397,10 @@ fn stalled_head_and_stalled_reader_time_out() {
     let start = std::time::Instant::now();
     let out = read_to_close(&mut c);
     assert!(out.is_empty(), "no response to a head that never completes");
+    let waited = start.elapsed();
     assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "closed by client_header_timeout"
+        waited >= Duration::from_millis(950) && waited < Duration::from_millis(1600),
+        "closed by client_header_timeout, on time: {waited:?}"
     );
     // A client that never reads a large response.
     std::fs::write(s.root.join("big.bin"), vec![7u8; 64 << 20]).unwrap();

@@ -215,9 +215,16 @@ pub trait Service {
     fn refuse(&mut self, _stream: TcpStream, _peer: SocketAddr, _listener: usize) -> Option<Self::Conn> {
         None
     }
-    /// Called about once a second per connection: `None` while nothing
-    /// is due, else what the connection does now (usually close).
+    /// Called about once a second per connection, and at the earliest
+    /// [`Service::deadline`]: `None` while nothing is due, else what the
+    /// connection does now (usually close).
     fn expired(&mut self, _conn: &mut Self::Conn, _now: Instant) -> Option<Next> {
+        None
+    }
+    /// When [`Service::expired`] next has something to do for this
+    /// connection, if the service knows: the loop then looks at that time
+    /// (to within 10 ms) rather than at its next once-a-second pass.
+    fn deadline(&self, _conn: &Self::Conn) -> Option<Instant> {
         None
     }
     /// Graceful stop began (SIGQUIT, a reload, an upgrade): the connection
@@ -409,15 +416,15 @@ impl<S: Service> Reactor<S> {
 
     fn run_loop(&mut self, signals: &Signals) -> io::Result<()> {
         let mut events = vec![EpollEvent::empty(); EVENTS];
-        let mut last_sweep = Instant::now();
+        let mut last_housekeeping = Instant::now();
+        let mut next_sweep = last_housekeeping + Duration::from_secs(1);
         let mut woken = Vec::new();
         loop {
-            let since = last_sweep.elapsed();
             let timeout: u16 = if !self.pending_accept.is_empty() {
                 0
             } else {
-                let sweep = 1000u64.saturating_sub(since.as_millis() as u64);
                 let now = Instant::now();
+                let sweep = next_sweep.saturating_duration_since(now).as_millis() as u64;
                 let due = self.service.timed(now);
                 let timer = next_due_ms(&self.timers, due, now).unwrap_or(u64::MAX);
                 sweep.min(timer).max(1) as u16
@@ -465,10 +472,13 @@ impl<S: Service> Reactor<S> {
                     self.call(tok, Ready::WOKEN);
                 }
             }
-            if last_sweep.elapsed() >= Duration::from_secs(1) {
-                last_sweep = Instant::now();
-                self.sweep();
-                self.service.housekeeping();
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = next_sweep_at(self.sweep(), now);
+                if now.duration_since(last_housekeeping) >= Duration::from_secs(1) {
+                    last_housekeeping = now;
+                    self.service.housekeeping();
+                }
             }
             if let Some(t) = &self.told {
                 t.publish(self.slots.serving());
@@ -787,8 +797,10 @@ impl<S: Service> Reactor<S> {
         }
     }
 
-    fn sweep(&mut self) {
+    /// Times out what is due; the earliest deadline still to come.
+    fn sweep(&mut self) -> Option<Instant> {
         let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
         for tok in self.slots.tokens() {
             let due = match self.slots.get_mut(tok).and_then(|s| s.conn.as_mut()) {
                 Some(c) => self.service.expired(c, now),
@@ -800,6 +812,14 @@ impl<S: Service> Reactor<S> {
                 // an error page): let it act now, no edge will come for it.
                 Some(_) => self.call(tok, Ready::WRITABLE),
                 None => {}
+            }
+            if let Some(d) = self
+                .slots
+                .get_mut(tok)
+                .and_then(|s| s.conn.as_ref())
+                .and_then(|c| self.service.deadline(c))
+            {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
             }
         }
         // Resume accepting after a descriptor shortage.
@@ -816,5 +836,15 @@ impl<S: Service> Reactor<S> {
         {
             self.end_refusals();
         }
+        earliest
     }
+}
+
+/// When the loop next looks for timeouts: at the earliest deadline a sweep
+/// saw (not sooner than 10 ms from now, so connections near their deadline
+/// cost at most a hundred passes a second), at the latest in a second
+/// (deadlines set meanwhile).
+fn next_sweep_at(earliest: Option<Instant>, now: Instant) -> Instant {
+    let latest = now + Duration::from_secs(1);
+    earliest.map_or(latest, |d| d.clamp(now + Duration::from_millis(10), latest))
 }

@@ -393,8 +393,8 @@ impl HttpService {
                 // by one of our own connections to the pool coming free or
                 // the timer for other workers' ones: look again.
                 Stage::Queued | Stage::PoolFull => {
-                    // The worker's sweep checks deadlines once a second:
-                    // the wake-ups keep queue_timeout to the millisecond.
+                    // Woken every few ms (PoolFull) or by a place coming
+                    // free: queue_timeout is checked here, to the millisecond.
                     if Instant::now() >= c.deadline {
                         return self.queue_timed_out(c);
                     }

@@ -251,6 +251,10 @@ impl Service for HttpService {
         self.on_expired(conn, now)
     }
 
+    fn deadline(&self, conn: &Conn) -> Option<Instant> {
+        Some(conn.deadline)
+    }
+
     fn drain(&mut self, conn: &mut Conn) -> Next {
         self.draining = true;
         lock(&self.upstreams).drain();
