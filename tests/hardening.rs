@@ -527,3 +527,45 @@ fn out_of_descriptors_refuses_at_once() {
 fn out_of_descriptors_refuses_at_once_with_threads() {
     out_of_descriptors("worker_threads = 2");
 }
+
+/// Two workers on the shared socket, one of them full of slow clients: new
+/// clients are served by the other, which has room, not refused with 503
+/// by the full one (it steps aside after a refusal, as nginx's does).
+#[test]
+fn a_full_worker_leaves_new_clients_to_one_with_room() {
+    full_worker_leaves_new_clients("");
+}
+
+#[test]
+fn a_full_threaded_worker_leaves_new_clients_to_one_with_room() {
+    full_worker_leaves_new_clients("worker_threads = 2\n");
+}
+
+fn full_worker_leaves_new_clients(main: &str) {
+    let s = Server::with(Opts {
+        main: format!("workers = 2\nworker_connections = 8\n{main}"),
+        ..Opts::default()
+    });
+    // Twelve slow clients: more than one worker holds, fewer than two.
+    let mut slow = Vec::new();
+    for _ in 0..12 {
+        let mut c = s.connect();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
+        slow.push(c);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let mut c = s.connect();
+        c.set_read_timeout(Some(PROMPT)).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let out = read_to_close(&mut c);
+        codes.push(parse_responses(&out, false).first().map_or(0, |r| r.status));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let refused = codes.iter().filter(|&&c| c != 200).count();
+    assert!(refused <= 1, "{codes:?}\n{}", s.error_log());
+    drop(slow);
+}

@@ -313,7 +313,15 @@ struct Reactor<S: Service> {
     /// Dispatch mode: accepts only when the master says so.
     told: Option<super::Told>,
     told_buf: Vec<(usize, usize)>,
+    /// Accepting stopped until then (listeners out of this epoll); `true`:
+    /// also until a slot frees (the table was full).
+    paused: Option<(Instant, bool)>,
 }
+
+/// How long a full worker stops accepting after refusing a connection
+/// (nginx's 500 ms): on a shared socket, the other workers take the next
+/// ones instead of this one refusing them all while they have room.
+pub(super) const FULL_PAUSE: Duration = Duration::from_millis(500);
 
 struct Refusals {
     why: &'static str,
@@ -363,6 +371,7 @@ pub fn run<S: Service>(
         spare: open_spare(),
         told,
         told_buf: Vec::new(),
+        paused: None,
     };
     r.arm_listeners()?;
     let result = r.run_loop(&signals);
@@ -473,6 +482,9 @@ impl<S: Service> Reactor<S> {
                 }
             }
             let now = Instant::now();
+            if let Some((until, _)) = self.paused {
+                next_sweep = next_sweep.min(until);
+            }
             if now >= next_sweep {
                 next_sweep = next_sweep_at(self.sweep(), now);
                 if now.duration_since(last_housekeeping) >= Duration::from_secs(1) {
@@ -572,6 +584,10 @@ impl<S: Service> Reactor<S> {
                 Ok((stream, peer)) if self.full() => {
                     self.refused("all worker_connections are busy");
                     self.refuse(stream, peer, addr);
+                    if told.is_none() {
+                        self.pause_accepting(FULL_PAUSE, true);
+                        return;
+                    }
                 }
                 Ok((stream, peer)) => self.register(stream, peer, addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -582,13 +598,13 @@ impl<S: Service> Reactor<S> {
                         }
                         if !self.shed(i) {
                             crate::error!("accept() failed: {e}; pausing accepts for a second");
-                            self.disarm_listeners();
+                            self.pause_accepting(Duration::from_secs(1), false);
                             return;
                         }
                     }
                     Some(libc::ENOBUFS | libc::ENOMEM) => {
                         crate::error!("accept() failed: {e}; pausing accepts for a second");
-                        self.disarm_listeners();
+                        self.pause_accepting(Duration::from_secs(1), false);
                         return;
                     }
                     // The peer gave up before we got to it; try the next one.
@@ -599,6 +615,19 @@ impl<S: Service> Reactor<S> {
         if self.mode == EventMode::Edge && told.is_none() {
             // Budget spent before EAGAIN: come back next turn, no edge will.
             self.pending_accept.push(i);
+        }
+    }
+
+    /// Stops accepting for `d` (and, `until_room`, until a slot frees).
+    fn pause_accepting(&mut self, d: Duration, until_room: bool) {
+        self.disarm_listeners();
+        self.paused = Some((Instant::now() + d, until_room));
+    }
+
+    fn resume_accepting(&mut self) {
+        self.paused = None;
+        if !self.draining {
+            let _ = self.arm_listeners();
         }
     }
 
@@ -794,6 +823,9 @@ impl<S: Service> Reactor<S> {
         if let Some(conn) = self.slots.remove(tok) {
             // Dropping the socket closes it, which also removes it from epoll.
             self.service.closed(conn);
+            if matches!(self.paused, Some((_, true))) && !self.full() {
+                self.resume_accepting();
+            }
         }
     }
 
@@ -822,9 +854,10 @@ impl<S: Service> Reactor<S> {
                 earliest = Some(earliest.map_or(d, |e| e.min(d)));
             }
         }
-        // Resume accepting after a descriptor shortage.
-        if !self.draining {
-            let _ = self.arm_listeners();
+        // Resume accepting after a pause (a full table, a descriptor
+        // shortage); a full table pauses again at its next refusal.
+        if self.paused.is_some_and(|(until, _)| now >= until) {
+            self.resume_accepting();
         }
         if self.spare.is_none() {
             self.spare = open_spare();

@@ -142,6 +142,9 @@ struct Shared<C> {
     last_refusal: AtomicU64,
     burst_start: AtomicU64,
     refused: AtomicU64,
+    /// A full table stopped accepting until then (ms since `base`; 0: not
+    /// paused), so other workers on the shared socket take new connections.
+    paused_until: AtomicU64,
     /// The reserve descriptor: out of descriptors, it is closed to accept
     /// one connection and refuse it, so the queue moves (as in the reactor).
     spare: Mutex<Option<std::fs::File>>,
@@ -222,6 +225,7 @@ where
         last_refusal: AtomicU64::new(0),
         burst_start: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        paused_until: AtomicU64::new(0),
         base: Instant::now(),
     };
     let shared = &shared;
@@ -491,6 +495,30 @@ where
     /// sweeps every connection for timeouts.
     fn every_second(&mut self) {
         let sh = self.shared;
+        let paused = sh.paused_until.load(Ordering::Acquire);
+        if paused != 0
+            && (sh.now_ms() >= paused || !sh.full())
+            && sh
+                .paused_until
+                .compare_exchange(paused, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            && !sh.draining.load(Ordering::Acquire)
+        {
+            let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLEXCLUSIVE;
+            for (i, (sock, _)) in sh.listeners.iter().enumerate() {
+                let _ = sh
+                    .epoll
+                    .add(sock.as_fd(), EpollEvent::new(et, LISTENER_BASE + i as u64));
+                // Connections queued meanwhile raise no new edge.
+                self.pending_accept.push(i);
+            }
+            // A graceful stop that began meanwhile keeps them out.
+            if sh.draining.load(Ordering::Acquire) {
+                for (sock, _) in &sh.listeners {
+                    let _ = sh.epoll.delete(sock.as_fd());
+                }
+            }
+        }
         let reopen = sh.reopen.load(Ordering::Acquire);
         if reopen != self.reopen_seen {
             self.reopen_seen = reopen;
@@ -581,6 +609,17 @@ where
                     }
                     if let Some(conn) = self.service.refuse(stream, peer, *addr) {
                         self.insert(conn, true);
+                    }
+                    // Step aside (nginx's 500 ms): other workers on the
+                    // shared socket take the next ones, or a slot frees.
+                    if told.is_none() {
+                        let until = sh.now_ms() + super::reactor::FULL_PAUSE.as_millis() as u64;
+                        if sh.paused_until.swap(until, Ordering::AcqRel) == 0 {
+                            for (sock, _) in &sh.listeners {
+                                let _ = sh.epoll.delete(sock.as_fd());
+                            }
+                        }
+                        return;
                     }
                 }
                 Ok((stream, peer)) => self.open(stream, peer, *addr),
