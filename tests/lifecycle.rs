@@ -149,6 +149,19 @@ fn binary_upgrade_roll_back() {
     let (s, _bin) = start_copy(Opts::default());
     let old = s.pid();
     let new = upgrade(&s);
+    // USR2 to the new master while the old one runs is ignored (nginx):
+    // no third master, the pid files stay as they are.
+    kill(new, "USR2");
+    assert!(
+        eventually(Duration::from_secs(5), || s
+            .error_log()
+            .contains("SIGUSR2 ignored: the old master")),
+        "{}",
+        s.error_log()
+    );
+    assert_eq!(children_of(new).len(), 2, "workers only, no new master");
+    assert_eq!(read_pid(&s.dir.path().join("corral.pid.oldbin")), Some(old));
+    assert_eq!(read_pid(&s.dir.path().join("corral.pid")), Some(new));
     s.signal("WINCH");
     assert!(eventually(Duration::from_secs(10), || children_of(old) == vec![new]));
     // HUP brings the old master's workers back...

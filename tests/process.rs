@@ -328,6 +328,16 @@ fn signal_flag_refuses_a_pid_file_naming_another_process() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not a running corral master"), "{out}");
     assert!(survived, "the unrelated process was not signalled");
+    // A corral worker is not its master either.
+    let s = Server::start();
+    let worker = s.workers()[0];
+    std::fs::write(&pid_file, format!("{worker}\n")).unwrap();
+    let (code, out) = run_corral(&["-s", "stop", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a running corral master"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(alive(worker), "the worker was not signalled");
+    assert!(!s.error_log().contains("received SIGTERM"), "{}", s.error_log());
 }
 
 #[test]

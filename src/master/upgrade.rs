@@ -27,6 +27,16 @@ impl Master {
             crate::warn!("SIGUSR2 ignored: the new binary started earlier (pid {pid}) is still running");
             return;
         }
+        // This master is itself the new binary of an upgrade whose old
+        // master still runs (nginx ignores it too): a third master would
+        // take the .oldbin pid file and leave the first one unreachable.
+        if let Some(pid) = pidfile::live_master(&oldbin(&self.pid_path)) {
+            crate::warn!(
+                "SIGUSR2 ignored: the old master (pid {pid}, {}) still runs; end it (QUIT) or this upgrade (QUIT to this master) first",
+                oldbin(&self.pid_path).display()
+            );
+            return;
+        }
         let exe = self.launch.exe.clone();
         crate::notice!("SIGUSR2 received, starting new binary {}", exe.display());
         let old = oldbin(&self.pid_path);

@@ -36,12 +36,18 @@ pub fn live_master(path: &Path) -> Option<i32> {
     is_corral(pid).then_some(pid)
 }
 
-/// Whether `pid` is a live corral process: its name, or its title (a
-/// master rewrites its argv to "corral: master process ...").
+/// Whether `pid` is a live corral master: its title ("corral: master
+/// process ..."), or a corral process that has not set one yet. A worker
+/// ("corral: worker process") or a pool worker is not: a pid file naming
+/// one must not get it signalled as if it were the master.
 pub fn is_corral(pid: i32) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
+    let title = String::from_utf8_lossy(&cmdline);
+    if title.starts_with("corral: ") {
+        return title.starts_with("corral: master process");
+    }
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    comm.trim() == "corral" || String::from_utf8_lossy(&cmdline).starts_with("corral")
+    comm.trim() == "corral"
 }
