@@ -415,3 +415,34 @@ fn stalled_head_and_stalled_reader_time_out() {
     );
     drop(c);
 }
+
+/// A request answered before its body came (a 404 needs none): the answer
+/// goes at once, the rest of the body is waited for lingering_timeout
+/// between reads (as nginx discards one), not client_body_timeout, and the
+/// access log has the answered request when the client never sends it.
+#[test]
+fn a_body_that_never_comes_after_its_answer_is_logged_and_dropped() {
+    let s = Server::with(Opts {
+        http: "lingering_timeout = \"1s\"\nclient_body_timeout = \"30s\"".into(),
+        ..Opts::default()
+    });
+    let mut c = s.connect();
+    c.write_all(b"POST /missing HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let out = read_to_close(&mut c);
+    let waited = start.elapsed();
+    assert_eq!(status_of(&out), 404, "{}", String::from_utf8_lossy(&out));
+    assert!(
+        waited < Duration::from_secs(3),
+        "lingering_timeout, not 30 s: {waited:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"POST /missing HTTP/1.1\" 404")),
+        "{}\n{}",
+        s.access_log(),
+        s.error_log()
+    );
+}

@@ -824,6 +824,11 @@ impl HttpService {
                 }
             }
             match self.fill(c) {
+                // A body dropped after the answer gets lingering_timeout
+                // between reads, as nginx discards one.
+                Ok(true) if c.ex.as_ref().is_some_and(|e| e.answered) => {
+                    c.deadline = self.clock.now + self.cfg.lingering_timeout
+                }
                 Ok(true) => c.deadline = self.clock.now + self.cfg.client_body_timeout,
                 // (`early` was set only where no "100 Continue" was owed.)
                 Ok(false) if c.ex.as_ref().is_some_and(|e| e.early && !e.answered) => {
@@ -951,7 +956,7 @@ impl HttpService {
                 }
                 ex.answered = true;
                 c.phase = Phase::Body;
-                c.deadline = self.clock.now + self.cfg.client_body_timeout;
+                c.deadline = self.clock.now + self.cfg.lingering_timeout;
                 Step::Again
             }
             Ok(()) => self.finish(c, true),
@@ -1166,6 +1171,16 @@ impl HttpService {
                 }
             }
             Phase::Head => crate::info!("client {} timed out reading the request head", c.peer.ip()),
+            Phase::Body if c.ex.as_ref().is_some_and(|e| e.answered) => {
+                crate::info!(
+                    "client {} timed out sending the rest of a request body after its answer",
+                    c.peer.ip()
+                );
+                // Its answer went out: the access log has it.
+                if let Some(ex) = c.ex.as_ref() {
+                    self.log_exchange(c, ex);
+                }
+            }
             Phase::Body => crate::info!("client {} timed out sending the request body", c.peer.ip()),
             Phase::Send => crate::info!("client {} timed out receiving the response", c.peer.ip()),
             Phase::Handler => return self.handler_timeout(c),
