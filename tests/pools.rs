@@ -1658,7 +1658,7 @@ fn pool_user_environment_and_a_head_at_status_path() {
     .trim()
     .to_string();
     assert_eq!(String::from_utf8_lossy(&out), format!("nobody {home} nobody\n"));
-    let ask = |method: &str| {
+    let ask = |method: &str, query: &str| {
         let out = Command::new("timeout")
             .args(["10", "cgi-fcgi", "-bind", "-connect"])
             .arg(s.dir.path().join("cgi.sock"))
@@ -1666,13 +1666,29 @@ fn pool_user_environment_and_a_head_at_status_path() {
             .env("SCRIPT_NAME", "/fpm-status")
             .env("SCRIPT_FILENAME", "/fpm-status")
             .env("REQUEST_METHOD", method)
+            .env("QUERY_STRING", query)
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let get = ask("GET");
+    let get = ask("GET", "");
     assert!(get.contains("pool:                 cgi"), "{get}");
-    let head = ask("HEAD");
+    // php-fpm's own OpenMetrics, name for name, for its scrapers.
+    let om = ask("GET", "openmetrics");
+    assert!(
+        om.contains("# HELP phpfpm_up Could pool cgi using a static PM on PHP-FPM be reached?\n# TYPE phpfpm_up gauge\nphpfpm_up 1\n"),
+        "{om}"
+    );
+    // Three requests: who.cgi, the text status, this one (php-fpm counts its own).
+    assert!(
+        om.contains("\n# TYPE phpfpm_accepted_connections counter\nphpfpm_accepted_connections 3\n"),
+        "{om}"
+    );
+    assert!(
+        om.contains("\nphpfpm_total_processes 1\n") && om.ends_with("# EOF\n"),
+        "{om}"
+    );
+    let head = ask("HEAD", "");
     assert!(head.contains("Content-Type: text/plain"), "{head}");
     assert!(!head.contains("pool:"), "a HEAD has no body: {head}");
 }

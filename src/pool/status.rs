@@ -94,11 +94,108 @@ pub fn render_fpm(p: &PoolView<'_>, query: &str) -> (&'static str, Vec<u8>) {
     let q = parse(query);
     match q.format {
         Format::Json => ("application/json", json(p, q.full).into_bytes()),
-        Format::OpenMetrics | Format::Prometheus => metrics(&[p], q.full, q.format),
+        Format::OpenMetrics => (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            fpm_openmetrics(p).into_bytes(),
+        ),
+        Format::Prometheus => metrics(&[p], q.full, q.format),
         Format::Html => ("text/html; charset=utf-8", HTML_PAGE.as_bytes().to_vec()),
         Format::Xml => ("text/xml", format!("{XML_DECL}{}", xml(p, q.full)).into_bytes()),
         Format::Text => ("text/plain", text(p, q.full).into_bytes()),
     }
+}
+
+/// php-fpm's own `?openmetrics` (PHP 8.1+), name for name, help for
+/// help and type for type (counters without `_total`, as it writes them),
+/// so a scraper of php-fpm reads a pool's `status_path` unchanged. It has
+/// no per-process series; corral's status location has (`corral_pool_*`).
+fn fpm_openmetrics(p: &PoolView<'_>) -> String {
+    let f = p.sb.figures();
+    let c = p.sb.counts();
+    let since = unix_secs().saturating_sub(f.start_time);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP phpfpm_up Could pool {} using a {} PM on PHP-FPM be reached?\n# TYPE phpfpm_up gauge\nphpfpm_up 1",
+        p.cfg.name,
+        p.cfg.pm.name()
+    );
+    let rows: [(&str, &str, &str, u64); 11] = [
+        (
+            "start_since",
+            "counter",
+            "The number of seconds since FPM has started.",
+            since,
+        ),
+        (
+            "accepted_connections",
+            "counter",
+            "The number of requests accepted by the pool.",
+            f.accepted,
+        ),
+        (
+            "listen_queue",
+            "gauge",
+            "The number of requests in the queue of pending connections.",
+            f.listen_queue,
+        ),
+        (
+            "max_listen_queue",
+            "counter",
+            "The maximum number of requests in the queue of pending connections since FPM has started.",
+            f.max_listen_queue,
+        ),
+        (
+            "listen_queue_length",
+            "gauge",
+            "The size of the socket queue of pending connections.",
+            f.listen_queue_len,
+        ),
+        (
+            "idle_processes",
+            "gauge",
+            "The number of idle processes.",
+            c.idle as u64,
+        ),
+        (
+            "active_processes",
+            "gauge",
+            "The number of active processes.",
+            c.active as u64,
+        ),
+        (
+            "total_processes",
+            "gauge",
+            "The number of idle + active processes.",
+            c.total as u64,
+        ),
+        (
+            "max_active_processes",
+            "counter",
+            "The maximum number of active processes since FPM has started.",
+            f.max_active,
+        ),
+        (
+            "max_children_reached",
+            "counter",
+            "The number of times, the process limit has been reached, when pm tries to start more children (works only for pm 'dynamic' and 'ondemand').",
+            f.max_children_reached,
+        ),
+        (
+            "slow_requests",
+            "counter",
+            "The number of requests that exceeded your 'request_slowlog_timeout' value.",
+            f.slow,
+        ),
+    ];
+    for (name, ty, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP phpfpm_{name} {help}\n# TYPE phpfpm_{name} {ty}\nphpfpm_{name} {v}"
+        );
+    }
+    out.push_str("# EOF\n");
+    out
 }
 
 const XML_DECL: &str = "<?xml version=\"1.0\" ?>\n";
