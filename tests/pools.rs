@@ -780,6 +780,17 @@ fn status_formats_and_config_errors() {
     let (code, out) = run_corral(&["-t", "-c", bad.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(out.contains("[pool.nope]"), "{out}");
+    std::fs::write(
+        &bad,
+        "[pool.www]\nlisten = \"unix:/tmp/x.sock\"\ncommand = [\"php-cgi\"]\nstatus_path = \"/s\"\nping_path = \"/s\"\n",
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("pool.www.ping_path") && out.contains("status_path too"),
+        "{out}"
+    );
 }
 
 /// php-fpm's counting and formats: "accepted conn" counts requests (three

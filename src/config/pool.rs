@@ -263,6 +263,15 @@ fn build_pool(
             other => Ok(other),
         }
     };
+    if p.status_path.is_some() && p.status_path == p.ping_path {
+        return Err(c.err("ping_path", "is the status_path too: one path answers one of them"));
+    }
+    if p.ping_response.as_deref() == Some("") {
+        return Err(c.err(
+            "ping_response",
+            "is empty: a ping answers with some text (php-fpm: \"pong\")",
+        ));
+    }
     let rlimit_core = match p.rlimit_core {
         None => None,
         Some(raw::NumOrStr::Str(s)) if s == "unlimited" => Some(None),
