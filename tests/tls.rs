@@ -585,6 +585,15 @@ fn config_errors_name_file_line_and_key() {
     let (c1, k1) = make_cert(d, "one", "ec", "one.test", 1);
     let (_c2, k2) = make_cert(d, "two", "ec", "two.test", 2);
     std::fs::write(d.join("garbage.pem"), "not a certificate\n").unwrap();
+    let enc = d.join("enc.key");
+    let out = Command::new("openssl")
+        .args(["pkey", "-aes256", "-passout", "pass:x", "-in"])
+        .arg(&k1)
+        .arg("-out")
+        .arg(&enc)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
     let cases = [
@@ -619,6 +628,15 @@ fn config_errors_name_file_line_and_key() {
             "listen = \"127.0.0.1:9 tls\"\n".to_string(),
             ":4: server.listen:",
             "no `certificate`",
+        ),
+        (
+            format!(
+                "listen = \"127.0.0.1:9 tls\"\ncertificate = \"{}\"\ncertificate_key = \"{}\"\n",
+                c1.display(),
+                enc.display()
+            ),
+            ":6: server.certificate_key:",
+            "the private key is encrypted",
         ),
         (
             format!(
@@ -995,4 +1013,68 @@ fn http_level_defaults() {
     assert!(v12("own.test"));
     let (ok, body) = curl_https(s.port, "default.test", &cd, &[], "/");
     assert!(ok && body == "<h1>hello</h1>\n", "{}", s.error_log());
+}
+
+/// A request and the client's close_notify in one packet (no FIN): the
+/// answer, then the connection ends at once (nginx too), in edge and level
+/// mode; it was held open until keepalive_timeout, as no event followed.
+#[test]
+fn close_notify_behind_the_request_ends_the_connection() {
+    const CLIENT: &str = r#"
+import ssl, socket, sys, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(i, o, server_hostname="localhost")
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+while True:
+    try:
+        obj.do_handshake(); s.sendall(o.read()); break
+    except ssl.SSLWantReadError:
+        s.sendall(o.read()); i.write(s.recv(65536))
+obj.write(b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
+try:
+    obj.unwrap()
+except ssl.SSLWantReadError:
+    pass
+s.sendall(o.read())
+s.settimeout(10)
+raw, t0 = b"", time.time()
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        raw += d
+    end = "EOF"
+except socket.timeout:
+    end = "TIMEOUT"
+i.write(raw)
+plain = b""
+try:
+    while True:
+        r = obj.read(65536)
+        if not r:
+            break
+        plain += r
+except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+    pass
+print(plain.split(b"\r\n")[0].decode(), end, "%.1f" % (time.time() - t0))
+"#;
+    for mode in ["edge", "level"] {
+        let dir = TempDir::new();
+        let (c, k) = make_cert(dir.path(), "server", "ec", "localhost", 1);
+        let s = tls_server(dir, &certificate_keys(&c, &k), &format!("event_mode = \"{mode}\""));
+        let out = Command::new("python3")
+            .args(["-c", CLIENT, &s.port.to_string()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK EOF"),
+            "{mode}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

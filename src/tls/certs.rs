@@ -10,11 +10,25 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+/// A PEM file holding an encrypted private key (PKCS#8 or OpenSSL's
+/// traditional `Proc-Type: 4,ENCRYPTED`), which no key parser takes.
+fn is_encrypted(key: &Path) -> bool {
+    std::fs::read(key).is_ok_and(|b| {
+        let t = String::from_utf8_lossy(&b);
+        t.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || t.contains("Proc-Type: 4,ENCRYPTED")
+    })
+}
+
 /// Reads a PEM chain (leaf first), its private key (PKCS#8, PKCS#1 RSA or
 /// SEC1 EC) and optionally a DER OCSP response to staple.
 pub fn load(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Result<Arc<CertifiedKey>, String> {
     let chain = read_chain(cert)?;
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound if is_encrypted(key) => format!(
+            "{}: the private key is encrypted, and corral asks no pass phrase: decrypt it \
+             (openssl pkey -in KEY -out PLAIN) and keep the file readable by root only",
+            key.display()
+        ),
         rustls_pki_types::pem::Error::NoItemsFound => format!("{}: no private key found", key.display()),
         e => format!("{}: {}", key.display(), pem_error(e)),
     })?;

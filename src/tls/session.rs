@@ -29,6 +29,9 @@ pub struct Session {
     buffered: bool,
     /// The socket reached end of file.
     eof: bool,
+    /// The peer's close_notify was read (maybe with the request before it,
+    /// in one packet: no later event announces it).
+    closed: bool,
 }
 
 enum State {
@@ -95,6 +98,7 @@ impl Session {
             drained: false,
             buffered: false,
             eof: false,
+            closed: false,
         }
     }
 
@@ -110,13 +114,14 @@ impl Session {
 
     /// Decrypted bytes wait inside (the last read filled its buffer).
     pub fn has_plaintext(&self) -> bool {
-        self.buffered
+        // After close_notify a read returns the end without the socket.
+        self.buffered || self.closed
     }
 
     /// Whether another read may find bytes without waiting for the socket:
     /// decrypted ones inside, or the socket was not seen drained.
     pub fn may_read_more(&self) -> bool {
-        self.buffered || !self.drained
+        self.buffered || !self.drained || self.closed
     }
 
     /// Like `read(2)` on the socket, with plaintext: `Ok(0)` at the end
@@ -287,7 +292,11 @@ impl Session {
             return Ok(());
         };
         let handshaking = conn.is_handshaking();
-        if let Err(e) = conn.process_new_packets() {
+        let state = conn.process_new_packets();
+        if let Ok(st) = &state {
+            self.closed |= st.peer_has_closed();
+        }
+        if let Err(e) = state {
             let _ = conn.write_tls(&mut Out(sock));
             let what = if handshaking {
                 "during the TLS handshake"
