@@ -136,6 +136,9 @@ struct Shared<C> {
     reopen: AtomicU64,
     /// Milliseconds since `base` of the last sweep (one thread sweeps).
     last_sweep: AtomicU64,
+    /// ... of the earliest connection deadline the last sweep saw (the
+    /// next sweep comes then, or a second after the last at the latest).
+    next_sweep: AtomicU64,
     /// ... of the last connection refused for want of a slot (0: none in
     /// this burst), of the burst's first, and how many: one line when a
     /// burst starts, one with the total when a second passes without one.
@@ -222,6 +225,7 @@ where
         stop_fd,
         reopen: AtomicU64::new(0),
         last_sweep: AtomicU64::new(0),
+        next_sweep: AtomicU64::new(u64::MAX),
         last_refusal: AtomicU64::new(0),
         burst_start: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -415,7 +419,8 @@ where
                 let now = Instant::now();
                 let due = self.service.timed(now);
                 let timer = super::reactor::next_due_ms(&self.timers, due, now).unwrap_or(1000);
-                timer.clamp(1, 1000) as u16
+                let sweep = sh.next_sweep.load(Ordering::Relaxed).saturating_sub(sh.now_ms());
+                timer.min(sweep).clamp(1, 1000) as u16
             };
             let n = sh.wait(&mut events, timeout)?;
             self.service.turn();
@@ -531,7 +536,7 @@ where
         }
         let now_ms = sh.base.elapsed().as_millis() as u64;
         let last = sh.last_sweep.load(Ordering::Relaxed);
-        if now_ms < last + 1000 {
+        if now_ms < last + 1000 && now_ms < sh.next_sweep.load(Ordering::Relaxed) {
             return;
         }
         if sh
@@ -539,6 +544,8 @@ where
             .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
+            // The connections' deadlines, as the TICKs reach them, make the next.
+            sh.next_sweep.store(u64::MAX, Ordering::Relaxed);
             self.for_each_live(TICK);
             let last = sh.last_refusal.load(Ordering::Acquire);
             if last != 0 && sh.now_ms() >= last + 1000 {
@@ -831,6 +838,13 @@ where
                 Some(Next::Close) => next = Some(Next::Close),
                 Some(_) => call(&mut self.service, conn, Ready::WRITABLE, &mut next),
                 None => {}
+            }
+            if next != Some(Next::Close)
+                && let Some(d) = self.service.deadline(conn)
+            {
+                // Not sooner than 10 ms from now (as the one-thread loop).
+                let at = (d.saturating_duration_since(sh.base).as_millis() as u64).max(sh.now_ms() + 10);
+                sh.next_sweep.fetch_min(at, Ordering::Relaxed);
             }
         }
         for sub in 0..4u8 {
