@@ -115,6 +115,29 @@ pub fn run(spec: Spec<'_>) -> i32 {
     code
 }
 
+/// Whether the peer of unix socket `conn` is an HTTP worker of this
+/// corral (a child of our master, which is not a pool worker).
+fn from_our_http_worker(conn: &Socket) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(cred) = getsockopt(conn, PeerCredentials) else {
+        return false;
+    };
+    let pid = cred.pid();
+    if pid <= 0 {
+        return false;
+    }
+    // /proc/PID/stat: "pid (comm) state ppid ...", comm may hold spaces.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse::<i32>().ok());
+    let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    ppid == Some(nix::unistd::getppid().as_raw()) && title.starts_with(b"corral: worker process")
+}
+
 /// Limits, priority, directory and user, as the pool's config says.
 fn prepare(pool: &Pool) -> Result<(), String> {
     use crate::os::privileges::{limit, set_priority};
@@ -273,6 +296,13 @@ impl Worker<'_> {
         let accepted = Instant::now();
         let mut idle_deadline = accepted + FIRST_RECORD;
         let mut yield_at = accepted + FIRST_GRACE;
+        // corral's own HTTP workers retry a request on a fresh connection
+        // when a kept one closes under it: theirs may be given up at once.
+        let kept_grace = if from_our_http_worker(conn) {
+            Duration::ZERO
+        } else {
+            KEPT_GRACE
+        };
         loop {
             let (rec_len, action) = loop {
                 match buf.peek() {
@@ -342,7 +372,7 @@ impl Worker<'_> {
                     }
                     self.sb.set_state(self.slot, State::Kept);
                     idle_deadline = Instant::now() + KEPT_IDLE;
-                    yield_at = Instant::now() + KEPT_GRACE;
+                    yield_at = Instant::now() + kept_grace;
                     continue;
                 }
                 Between::Ignore => continue,
