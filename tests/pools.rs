@@ -1235,37 +1235,66 @@ fn binary_upgrade_hands_the_pool_socket_over() {
     assert!(eventually(Duration::from_secs(10), || !alive(new)));
 }
 
-#[test]
-fn an_idle_kept_connection_does_not_starve_other_clients() {
+/// A php-cgi pool `name` (static, `children` workers) on a unix socket of
+/// its own, with `script` in its document root, behind nginx keeping
+/// `keepalive` connections to it (`fastcgi_keep_conn on`).
+struct BehindNginx {
+    dir: TempDir,
+    corral: Started,
+    nginx: Started,
+    port: u16,
+    sock: std::path::PathBuf,
+}
+
+fn pool_behind_nginx(name: &str, script: (&str, &str), children: usize, keepalive: usize) -> BehindNginx {
     let dir = TempDir::new();
     let d = dir.path();
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("hello.php"), HELLO).unwrap();
-    let sock = d.join("one.sock");
-    let mut corral = pools_only(
+    std::fs::write(www.join(script.0), script.1).unwrap();
+    let sock = d.join(format!("{name}.sock"));
+    let corral = pools_only(
         d,
         &format!(
-            "[pool.one]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n",
+            "[pool.{name}]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = {children}\n",
             s = sock.display()
         ),
     );
     assert!(eventually(Duration::from_secs(10), || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     }));
-    // nginx keeps its connection to the pool's only worker.
-    let nport = free_port();
-    let mut nginx = nginx(
+    let port = free_port();
+    let nginx = nginx(
         d,
-        nport,
+        port,
         &format!(
-            "upstream one {{ server unix:{s}; keepalive 2; keepalive_timeout 60s; }}\n\
-             server {{ listen 127.0.0.1:{nport}; root {w};\n\
-             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass one; }} }}\n",
+            "upstream {name} {{ server unix:{s}; keepalive {keepalive}; keepalive_timeout 60s; }}\n\
+             server {{ listen 127.0.0.1:{port}; root {w}; keepalive_requests 100000;\n\
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass {name}; }} }}\n",
             s = sock.display(),
             w = www.display()
         ),
     );
+    BehindNginx {
+        dir,
+        corral,
+        nginx,
+        port,
+        sock,
+    }
+}
+
+#[test]
+fn an_idle_kept_connection_does_not_starve_other_clients() {
+    // nginx keeps its connection to the pool's only worker.
+    let BehindNginx {
+        dir,
+        mut corral,
+        mut nginx,
+        port: nport,
+        sock,
+    } = pool_behind_nginx("one", ("hello.php", HELLO), 1, 2);
+    let www = dir.path().join("www");
     let via_nginx = || {
         let (ok, out) = curl(&[&format!("http://127.0.0.1:{nport}/hello.php?a=nginx")]);
         ok && String::from_utf8_lossy(&out).starts_with("hello nginx")
@@ -1565,34 +1594,14 @@ fn a_burst_beyond_max_children_waits_under_queue_timeout() {
 /// idle, never one it is sending a request on, so no request fails.
 #[test]
 fn nginx_keepalive_posts_to_a_small_pool_never_fail() {
-    let dir = TempDir::new();
+    let BehindNginx {
+        dir,
+        mut corral,
+        mut nginx,
+        port: nport,
+        ..
+    } = pool_behind_nginx("post", ("input.php", INPUT), 2, 8);
     let d = dir.path();
-    let www = d.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("input.php"), INPUT).unwrap();
-    let sock = d.join("post.sock");
-    let mut corral = pools_only(
-        d,
-        &format!(
-            "[pool.post]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 2\n",
-            s = sock.display()
-        ),
-    );
-    assert!(eventually(Duration::from_secs(10), || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    }));
-    let nport = free_port();
-    let mut nginx = nginx(
-        d,
-        nport,
-        &format!(
-            "upstream post {{ server unix:{s}; keepalive 8; keepalive_timeout 60s; }}\n\
-             server {{ listen 127.0.0.1:{nport}; root {w}; keepalive_requests 100000;\n\
-             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass post; }} }}\n",
-            s = sock.display(),
-            w = www.display()
-        ),
-    );
     let failed = Arc::new(AtomicUsize::new(0));
     let ok = Arc::new(AtomicUsize::new(0));
     let hs: Vec<_> = (0..6)
