@@ -1710,3 +1710,35 @@ fn pool_user_environment_and_a_head_at_status_path() {
     assert!(head.contains("Content-Type: text/plain"), "{head}");
     assert!(!head.contains("pool:"), "a HEAD has no body: {head}");
 }
+
+/// A client that leaves stops the PHP script, as under php-fpm: php-cgi
+/// ignores FCGI_ABORT_REQUEST, so the worker shuts its reading side and the
+/// script's next output fails; the worker is free again soon after.
+#[test]
+fn a_client_that_leaves_stops_the_php_script() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    let progress = s.dir.path().join("progress.txt");
+    std::fs::write(
+        s.root.join("loop.php"),
+        format!(
+            "<?php for ($i = 1; $i <= 25; $i++) {{ echo str_repeat('x', 100), \"\\n\"; flush(); \
+             file_put_contents('{}', \"$i\\n\"); usleep(200000); }}\n",
+            progress.display()
+        ),
+    )
+    .unwrap();
+    let mut c = s.connect();
+    c.write_all(b"GET /loop.php HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let _ = c.read(&mut buf).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(2500));
+    let done: u32 = std::fs::read_to_string(&progress).unwrap().trim().parse().unwrap();
+    assert!(done < 10, "the script went on after its client left: {done} of 25");
+    // The pool serves again at once, with its worker idle.
+    let t = Instant::now();
+    assert_eq!(s.get("/hello.php").status, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(!s.error_log().contains("[error]"), "{}", s.error_log());
+}

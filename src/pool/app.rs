@@ -30,6 +30,9 @@ const BUFFERED: usize = 256 << 10;
 
 /// The request id the worker uses toward its own FastCGI program.
 const APP_ID: u16 = 1;
+/// How long a program may take to stop after its client left (PHP stops
+/// at its next output; one that never writes again is restarted).
+const ABORT_GRACE: Duration = Duration::from_secs(30);
 
 /// A request as the web server sent its head.
 pub struct Request {
@@ -246,6 +249,13 @@ impl App {
         // The program was told to abort: php-cgi ends such a connection,
         // so the next request gets a fresh one.
         let mut app_aborted = false;
+        // Then its connection was closed: its writes fail (EPIPE), which is
+        // how PHP learns its client left (it ignores FCGI_ABORT_REQUEST) and
+        // stops the script at its next output, as under php-fpm. A fresh
+        // connection asking FCGI_GET_VALUES is answered (or closed) once
+        // the program accepts again, i.e. is done. Bounded by `give_up`.
+        let mut app_shut = false;
+        let mut give_up: Option<Instant> = None;
         // The client sent its next request (the same id, after this one's
         // body) before this answer: it stays buffered for the next turn,
         // and nothing more is read meanwhile.
@@ -343,6 +353,29 @@ impl App {
             if !client_gone && to_client.pending() > 0 && to_client.flush(client).is_err() {
                 client_gone = true;
             }
+            if app_aborted
+                && !app_shut
+                && to_app.pending() == 0
+                && let Peer::FastCgi { program } = &mut peer
+            {
+                program.conn = None;
+                let probe = program.connect().and_then(|()| {
+                    let mut q = Vec::new();
+                    codec::get_values(&mut q, &["FCGI_MPXS_CONNS"]);
+                    match &program.conn {
+                        // A few bytes into a fresh socket: they fit at once.
+                        Some(c) => std::io::Write::write_all(&mut &*c, &q).map_err(|e| e.to_string()),
+                        None => Err("no connection".into()),
+                    }
+                });
+                if probe.is_err() {
+                    // Nothing to wait on: the program is restarted next time.
+                    program.stop();
+                    break;
+                }
+                app_shut = true;
+                give_up = Some(Instant::now() + ABORT_GRACE);
+            }
             // A CGI child sees the end of its input as soon as the body is
             // written (a script may read to EOF before it prints a line).
             if stdin_done && to_app.pending() == 0 {
@@ -368,7 +401,7 @@ impl App {
             let app_in = ended.is_none() && to_client.pending() < BUFFERED;
             let app_out = to_app.pending() > 0;
             peer.poll_fds(&mut fds, app_in, app_out);
-            let ev = match wait(&fds, deadline) {
+            let ev = match wait(&fds, deadline.into_iter().chain(give_up).min()) {
                 Ok(ev) => ev,
                 Err(e) => {
                     crate::error!("[pool {}] poll failed: {e}", self.pool_name);
@@ -394,6 +427,17 @@ impl App {
                     "the request ran past request_terminate_timeout",
                 ));
             }
+            if give_up.is_some_and(|t| Instant::now() >= t) && ended.is_none() {
+                crate::warn!(
+                    "[pool {}] child {}, {}: the program did not stop within {}s of its client leaving, restarting it",
+                    self.pool_name,
+                    std::process::id(),
+                    describe(req),
+                    ABORT_GRACE.as_secs()
+                );
+                peer.kill();
+                return Ok(Outcome::CloseClient);
+            }
             if readable(ev[1]) {
                 for s in crate::os::signals::drain(sigfd) {
                     if matches!(s, Signal::SIGTERM | Signal::SIGINT) {
@@ -412,6 +456,13 @@ impl App {
             }
             // (What became writable is written at the top of the loop.)
             // The app's side.
+            if app_shut {
+                // The program's answer to the probe (or its close): done.
+                if ev.get(2).is_some_and(|e| readable(*e)) {
+                    ended = Some(0);
+                }
+                continue;
+            }
             match peer.pump(&ev[2..], &mut to_client, req.id, &mut head_sent) {
                 Ok(Some(status)) => ended = Some(status),
                 Ok(None) => {}
