@@ -933,6 +933,19 @@ fn missing_script_is_corrals_own_404() {
     let r = srv.get("/remote/nothing.php");
     assert_eq!(r.status, 404);
     assert!(r.text().contains("File not found."), "{}", r.text());
+    // A script reached through a symlink out of the root is refused as a
+    // static file is (403, said so in the log), not "not found".
+    let outside = srv.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("x.php"), "<?php echo 'out';\n").unwrap();
+    std::os::unix::fs::symlink(&outside, srv.root.join("linked")).unwrap();
+    let r = srv.get("/linked/x.php");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        log_has(&srv, &["linked/x.php", "resolves outside root"]),
+        "{}",
+        srv.error_log()
+    );
 }
 
 #[test]

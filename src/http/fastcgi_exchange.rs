@@ -201,14 +201,18 @@ impl HttpService {
             Some(found) => *found,
             None => split(&uri, f.split_path_info.as_ref(), &f.index),
         };
-        if f.check_file && !self.script_exists(site, &script) {
-            crate::info!(
-                "FastCGI script \"{}\" not found under {}, client: {}",
-                crate::core::log::Esc(script.as_bytes()),
-                self.sites[site].cfg.root.display(),
-                c.peer.ip()
-            );
-            return Err((req, Some(404)));
+        if f.check_file
+            && let Some(code) = self.script_status(site, &script)
+        {
+            if code == 404 {
+                crate::info!(
+                    "FastCGI script \"{}\" not found under {}, client: {}",
+                    crate::core::log::Esc(script.as_bytes()),
+                    self.sites[site].cfg.root.display(),
+                    c.peer.ip()
+                );
+            }
+            return Err((req, Some(code)));
         }
         let site_ref = &self.sites[site];
         let Some(f) = site_ref.cfg.fastcgi.as_ref() else {
@@ -353,15 +357,23 @@ impl HttpService {
     /// seen is trusted for a second, so a busy script costs no system
     /// call per request (a deleted one reaches the application for at
     /// most that long, which then answers its own 404).
-    fn script_exists(&mut self, site: usize, script: &str) -> bool {
+    /// `None` when the script is a file under the root, else the status
+    /// to answer: 404 (missing, or a directory), 403 (it leaves the root
+    /// through a symlink, logged as for static files; not readable).
+    fn script_status(&mut self, site: usize, script: &str) -> Option<u16> {
         let now = self.clock.now;
         let seen = &mut self.scripts_seen[site];
         if seen.get(script).is_some_and(|&until| now < until) {
-            return true;
+            return None;
         }
-        let found = self.sites[site].is_dir(script.trim_start_matches('/').as_bytes()) == Some(false);
+        let rel = script.trim_start_matches('/').as_bytes();
+        let status = match self.sites[site].kind(rel) {
+            Ok(Some(false)) => None,
+            Ok(_) => Some(404),
+            Err(e) => Some(super::static_file::errno_status(e, &self.sites[site], rel)),
+        };
         let seen = &mut self.scripts_seen[site];
-        if found {
+        if status.is_none() {
             if seen.len() >= SCRIPTS_SEEN {
                 seen.clear();
             }
@@ -369,7 +381,7 @@ impl HttpService {
         } else {
             seen.remove(script);
         }
-        found
+        status
     }
 
     /// Moves the exchange as far as it can go now.

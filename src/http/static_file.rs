@@ -71,13 +71,22 @@ impl Site {
     /// For `try_files`: `Some(true)` for a directory, `Some(false)` for a
     /// regular file, `None` if `rel` is neither (or cannot be opened).
     pub fn is_dir(&self, rel: &[u8]) -> Option<bool> {
-        let f = File::from(self.open(rel).ok()?);
-        let m = f.metadata().ok()?;
-        if m.is_dir() {
+        self.kind(rel).ok().flatten()
+    }
+
+    /// [`Site::is_dir`], with why a path cannot be opened (`EXDEV`: it
+    /// leaves the root through a symlink); `Ok(None)`: neither a file nor
+    /// a directory.
+    pub fn kind(&self, rel: &[u8]) -> Result<Option<bool>, Errno> {
+        let f = File::from(self.open(rel)?);
+        let m = f
+            .metadata()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        Ok(if m.is_dir() {
             Some(true)
         } else {
             m.is_file().then_some(false)
-        }
+        })
     }
 
     /// Opens `rel` (no leading slash) beneath the root. Symlinks may not
@@ -100,7 +109,7 @@ impl Site {
     }
 }
 
-fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
+pub(super) fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
     match e {
         Errno::ENOENT | Errno::ENOTDIR | Errno::ENAMETOOLONG => 404,
         Errno::EXDEV => {
