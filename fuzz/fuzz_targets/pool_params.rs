@@ -15,11 +15,21 @@ fuzz_target!(|data: &[u8]| {
                 serde_json::from_str::<serde_json::Value>(text).expect("valid JSON");
             }
             "openmetrics&full" | "prometheus&full" => {
+                // At a pool's status_path, OpenMetrics is php-fpm's own.
+                let family = if query == "prometheus&full" { "corral_" } else { "phpfpm_" };
                 for line in text.lines() {
                     assert!(
-                        line.starts_with("# ") || line.starts_with("corral_"),
+                        line.starts_with("# ") || line.starts_with(family),
                         "a line of its own: {line:?}"
                     );
+                    assert!(!line.chars().any(char::is_control), "{line:?}");
+                }
+            }
+            "xml&full" => {
+                assert!(ct.starts_with("text/xml"), "{ct}");
+                // Every line an element: no client byte starts one or ends one.
+                for line in text.lines() {
+                    assert!(line.starts_with('<') && line.ends_with('>'), "{line:?}");
                     assert!(!line.chars().any(char::is_control), "{line:?}");
                 }
             }

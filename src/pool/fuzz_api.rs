@@ -11,13 +11,14 @@ use super::status::{PoolView, render_fpm};
 use crate::config::pool::Pool;
 
 /// The status queries a client may send, picked by the input's first byte.
-const QUERIES: [&str; 6] = [
+const QUERIES: [&str; 7] = [
     "",
     "full",
     "json&full",
     "openmetrics&full",
     "prometheus&full",
     "html&full",
+    "xml&full",
 ];
 
 fn pool() -> &'static (Pool, Scoreboard) {
