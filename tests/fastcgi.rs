@@ -2013,3 +2013,72 @@ fn config_errors_name_file_line_and_key() {
     );
     assert_eq!(code, 0, "{out}");
 }
+
+/// `gzip = true` compresses an application's output on its way (nginx's
+/// gzip filter on fastcgi_pass), still piece by piece as it is flushed,
+/// for clients that accept it; others get it as it is, with Vary.
+#[test]
+fn gzip_compresses_application_output_as_it_streams() {
+    let (dir, root) = site();
+    let fpm = Php::fpm(dir.path(), "www", &sock(&dir, "www"), 2, "");
+    let pass = fpm.pass.clone();
+    let srv = php_server(
+        dir,
+        root,
+        &pass,
+        "",
+        Opts {
+            server: "gzip = true\n".into(),
+            ..Opts::default()
+        },
+    );
+    let mut s = srv.connect();
+    let start = Instant::now();
+    s.write_all(b"GET /slow.php HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut first_body = None;
+    loop {
+        match s.read_retry(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if first_body.is_none() && find(&got, b"\r\n\r\n").is_some_and(|h| got.len() > h + 4) {
+                    first_body = Some(start.elapsed());
+                }
+            }
+        }
+    }
+    let total = start.elapsed();
+    let r = parse_responses(&got, false).remove(0);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut plain).unwrap();
+    assert_eq!(plain, "piece-1\npiece-2\npiece-3\npiece-4\n");
+    let first = first_body.unwrap();
+    assert!(
+        first < Duration::from_millis(700) && first + Duration::from_millis(500) < total,
+        "compressed output was held back: first body bytes at {first:?}, the end at {total:?}"
+    );
+    // Without Accept-Encoding: as the script wrote it, with Vary.
+    let r = srv.get("/slow.php");
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, Some("Accept-Encoding"))
+    );
+    assert_eq!(r.text(), "piece-1\npiece-2\npiece-3\npiece-4\n");
+    // HTTP/1.0: compressed, delimited by the close.
+    let r = srv.request("GET /slow.php HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut plain).unwrap();
+    assert_eq!(plain, "piece-1\npiece-2\npiece-3\npiece-4\n");
+    // Not a gzip_types type (application/octet-stream): as it is.
+    let r = srv.request("HEAD /big.php HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.header("content-encoding"), None);
+    drop(fpm);
+}

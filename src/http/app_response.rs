@@ -1,6 +1,7 @@
 //! An application's response (a CGI script's or a FastCGI app's) on its
 //! way to the client: its header section becomes the HTTP head, and its
-//! body is framed by the length it gave or, without one, chunked.
+//! body is framed by the length it gave or, without one, chunked; the
+//! `gzip` filter compresses it on the way (then always chunked).
 
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
@@ -24,6 +25,10 @@ pub struct Framing {
     pub discard: bool,
     /// The script, for log lines.
     pub name: String,
+    /// The `gzip` filter's compressor: each piece of output is compressed
+    /// and flushed (a sync flush) as it comes, so streamed output still
+    /// reaches the client piece by piece.
+    gz: Option<flate2::write::GzEncoder<Vec<u8>>>,
 }
 
 impl Framing {
@@ -54,6 +59,20 @@ impl Framing {
         if data.is_empty() {
             return;
         }
+        let packed;
+        let data = match &mut self.gz {
+            Some(gz) => {
+                if gz.write_all(data).and_then(|()| gz.flush()).is_err() {
+                    return;
+                }
+                packed = std::mem::take(gz.get_mut());
+                if packed.is_empty() {
+                    return;
+                }
+                &packed[..]
+            }
+            None => data,
+        };
         if self.chunked {
             let _ = write!(ChunkSize(out), "{:x}\r\n", data.len());
             out.extend_from_slice(data);
@@ -69,12 +88,26 @@ impl Framing {
         if head_only || self.discard {
             return;
         }
-        if self.chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
         if self.remaining.is_some_and(|r| r > 0) {
+            // No last chunk: the client sees the truncation.
             crate::error!("{} ended before its Content-Length; closing the connection", self.name);
             self.framing_ok = false;
+            return;
+        }
+        if let Some(gz) = self.gz.take()
+            && let Ok(tail) = gz.finish()
+            && !tail.is_empty()
+        {
+            if self.chunked {
+                let _ = write!(ChunkSize(out), "{:x}\r\n", tail.len());
+                out.extend_from_slice(&tail);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&tail);
+            }
+        }
+        if self.chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
         }
     }
 }
@@ -96,8 +129,27 @@ pub fn is_local(location: &str) -> bool {
     location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\")
 }
 
+/// What the `gzip` filter does with a response: `(vary, level)`: whether
+/// it could be compressed (so `Vary: Accept-Encoding`), and the level when
+/// this client gets it compressed. nginx's rules, as for static files: a
+/// 200 of the `gzip_types`, not shorter than `gzip_min_length` when its
+/// length is known, not already encoded.
+fn gzip_choice(h: &Head, code: u16, cfg: Option<&crate::config::Gzip>, accepts: bool) -> (bool, Option<u32>) {
+    let Some(cfg) = cfg else { return (false, None) };
+    let ct = h
+        .content_type
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let eligible = code == 200
+        && ct.is_some_and(|t| cfg.types.iter().any(|x| x == "*" || *x == t))
+        && !h.fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
+        && h.content_length.is_none_or(|l| l >= cfg.min_length.max(1));
+    (eligible, (eligible && accepts).then_some(cfg.level))
+}
+
 /// Writes the HTTP response head for an application's header section
-/// into `ex.out` and sets up `fr` for its body.
+/// into `ex.out` and sets up `fr` for its body (compressed when `gzip`
+/// says so for this client).
 #[allow(clippy::too_many_arguments)]
 pub fn write_head(
     ex: &mut Exchange,
@@ -108,6 +160,7 @@ pub fn write_head(
     minor: u8,
     head_only: bool,
     added: &str,
+    gzip: Option<&crate::config::Gzip>,
 ) {
     let (code, reason) = match (&h.status, &h.location) {
         (Some((c, r)), _) => (
@@ -127,6 +180,8 @@ pub fn write_head(
         None => (code, reason),
     };
     let bodiless = !status::has_content(code);
+    let accepts = ex.req.as_ref().is_some_and(|r| r.accepts("gzip"));
+    let (vary, level) = gzip_choice(h, code, gzip, accepts);
     // Bytes: the application's field values need not be UTF-8.
     let mut s: Vec<u8> = Vec::with_capacity(256);
     let _ = write!(s, "HTTP/1.1 {code} {reason}\r\nServer: {server}\r\nDate: {date}\r\n");
@@ -136,17 +191,38 @@ pub fn write_head(
     if let Some(l) = &h.location {
         let _ = write!(s, "Location: {l}\r\n");
     }
+    let mut varies = false;
     for (n, v) in &h.fields {
         s.extend_from_slice(n.as_bytes());
         s.extend_from_slice(b": ");
+        // A compressed body is another representation: its ETag is weak.
+        if level.is_some() && n.eq_ignore_ascii_case("etag") && !v.starts_with(b"W/") {
+            s.extend_from_slice(b"W/");
+        }
         s.extend_from_slice(v);
         s.extend_from_slice(b"\r\n");
+        varies |= n.eq_ignore_ascii_case("vary")
+            && String::from_utf8_lossy(v)
+                .to_ascii_lowercase()
+                .contains("accept-encoding");
     }
     // add_header / expires of the location.
     s.extend_from_slice(added.as_bytes());
+    if vary && !varies {
+        s.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+    }
+    if let Some(level) = level {
+        s.extend_from_slice(b"Content-Encoding: gzip\r\n");
+        fr.gz = Some(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::new(level),
+        ));
+        // The application's length is still checked, on what it writes.
+        fr.remaining = h.content_length;
+    }
     if bodiless {
         fr.remaining = Some(0);
-    } else if let Some(len) = h.content_length {
+    } else if let (Some(len), None) = (h.content_length, level) {
         let _ = write!(s, "Content-Length: {len}\r\n");
         fr.remaining = Some(len);
     } else if minor >= 1 {
@@ -170,6 +246,7 @@ pub fn write_head(
     if bodiless {
         fr.remaining = None;
         fr.chunked = false;
+        fr.gz = None;
         // Output after a bodiless status is read and dropped.
         fr.discard = true;
     }

@@ -373,7 +373,18 @@ impl HttpService {
                                 self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
                                 let mut fr =
                                     std::mem::take(&mut cgi_of(&mut ex.handler).run.as_mut().expect("running").fr);
-                                write_head(ex, &h, &mut fr, &date, &self.server_header, minor, head_only, &added);
+                                let gzip = self.sites[ex.site].cfg.gzip.as_ref();
+                                write_head(
+                                    ex,
+                                    &h,
+                                    &mut fr,
+                                    &date,
+                                    &self.server_header,
+                                    minor,
+                                    head_only,
+                                    &added,
+                                    gzip,
+                                );
                                 let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
                                 run.fr = fr;
                                 let before = ex.out.len();

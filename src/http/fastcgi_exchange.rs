@@ -1014,7 +1014,18 @@ impl HttpService {
         // X-Accel-* are instructions to the server, not for the client (nginx hides them too).
         h.fields
             .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
-        write_head(ex, &h, &mut fr, &date, &self.server_header, minor, head_only, &added);
+        let gzip = self.sites[ex.site].cfg.gzip.as_ref();
+        write_head(
+            ex,
+            &h,
+            &mut fr,
+            &date,
+            &self.server_header,
+            minor,
+            head_only,
+            &added,
+            gzip,
+        );
         let st = state(&mut ex.handler)?;
         let rest = std::mem::take(&mut st.hdr);
         let before = ex.out.len();
