@@ -107,6 +107,7 @@ posix_kill(getmypid(), 9);
 const ACCEL: &str = r#"<?php
 header('X-Accel-Redirect: ' . ($_GET['to'] ?? '/protected/secret.txt'));
 header('Content-Disposition: attachment; filename="secret.txt"');
+if (isset($_GET['ct'])) { header('Content-Type: ' . $_GET['ct']); }
 echo "app body that must not be sent\n";
 "#;
 
@@ -961,8 +962,18 @@ fn x_accel_redirect_and_x_sendfile() {
     assert!(r.header("x-accel-redirect").is_none());
     // The internal location is not reachable from outside.
     assert_eq!(srv.get("/protected/secret.txt").status, 404);
-    // A redirect to a file that does not exist.
-    assert_eq!(srv.get("/accel.php?to=/protected/missing.txt").status, 404);
+    // The application's Content-Type names the download (nginx keeps it).
+    let r = srv.get("/accel.php?ct=application/pdf");
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/pdf")));
+    assert_eq!(r.text(), "the secret file\n");
+    // A redirect to a file that does not exist: our 404 page, as HTML.
+    let r = srv.get("/accel.php?to=/protected/missing.txt&ct=application/pdf");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.header("content-type").unwrap().starts_with("text/html"),
+        "{:?}",
+        r.headers
+    );
     // x_accel_redirect = false: the application's body.
     let r = srv.get("/noaccel/accel.php");
     assert_eq!((r.status, r.text().as_str()), (200, "the app's own body\n"));

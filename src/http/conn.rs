@@ -576,7 +576,21 @@ impl HttpService {
         self.sites[site].set_charset(&mut reply);
         self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
         if !c.carried.is_empty() {
-            reply.extra.push_str(&std::mem::take(&mut c.carried));
+            let carried = std::mem::take(&mut c.carried);
+            // The application's Content-Type names what it sends, unless the
+            // answer is an error page of ours.
+            let typed = carried.starts_with("Content-Type: ");
+            if typed && reply.status < 300 {
+                reply.content_type = None;
+                reply.charset = None;
+                reply.extra.push_str(&carried);
+            } else if typed {
+                reply
+                    .extra
+                    .push_str(carried.split_once("\r\n").map_or("", |(_, rest)| rest));
+            } else {
+                reply.extra.push_str(&carried);
+            }
         }
         if let Some(gz) = &self.sites[site].cfg.gzip {
             super::gzip::filter(&mut reply, gz, &req);

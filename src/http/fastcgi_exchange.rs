@@ -985,8 +985,12 @@ impl HttpService {
             if !target.starts_with('/') {
                 return Some(self.fcgi_abort(c, 502, "X-Accel-Redirect does not name a local URI (\"/...\")"));
             }
-            // Headers that describe the download, kept for the file's response.
+            // Headers that describe the download, kept for the file's response
+            // (nginx's list, the application's Content-Type included).
             let mut carried = String::new();
+            if let Some(ct) = h.content_type.as_deref().filter(|t| !t.contains(['\r', '\n'])) {
+                carried.push_str(&format!("Content-Type: {ct}\r\n"));
+            }
             for (n, v) in &h.fields {
                 if ["content-disposition", "set-cookie", "cache-control", "expires"]
                     .iter()
