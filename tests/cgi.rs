@@ -690,6 +690,9 @@ fn git_clone_and_push_through_http_backend() {
         head.trim(),
         "the pushed commit is in the server-side repository"
     );
+    // The location's own path: PATH_INFO "/" (git answers 404 for it, as
+    // behind nginx + fcgiwrap; an empty PATH_INFO made it a 500).
+    assert_eq!(s.get("/git/").status, 404, "{}", s.error_log());
 }
 
 /// A client that closes its side once its request is sent is gone, as

@@ -82,18 +82,18 @@ pub fn route(rules: &[Rule], norm: &str) -> Route {
             }
         };
         if let Some(script) = &rule.cfg.script {
+            // SCRIPT_NAME is the prefix without its slash, PATH_INFO all
+            // that follows it: "/git/" is "/git" + "/" (git http-backend
+            // refuses an empty PATH_INFO).
             let name = url_base.trim_end_matches('/').to_string();
+            let path_info = norm.get(name.len()..).unwrap_or("").to_string();
             return Route::Run(Target {
                 rule: i,
                 program: script.clone(),
                 interpreter: None,
                 script_name: name,
                 script_filename: script.display().to_string(),
-                path_info: if rest.is_empty() {
-                    String::new()
-                } else {
-                    format!("/{rest}")
-                },
+                path_info,
             });
         }
         return walk(i, rule, url_base, rest);
