@@ -1691,15 +1691,21 @@ fn pool_user_environment_and_a_head_at_status_path() {
     };
     let get = ask("GET", "");
     assert!(get.contains("pool:                 cgi"), "{get}");
+    // The worker answering shows no script for its own status (php-fpm: "-").
+    let full = ask("GET", "full");
+    assert!(
+        full.lines().any(|l| l.starts_with("script:") && l.ends_with(" -")),
+        "{full}"
+    );
     // php-fpm's own OpenMetrics, name for name, for its scrapers.
     let om = ask("GET", "openmetrics");
     assert!(
         om.contains("# HELP phpfpm_up Could pool cgi using a static PM on PHP-FPM be reached?\n# TYPE phpfpm_up gauge\nphpfpm_up 1\n"),
         "{om}"
     );
-    // Three requests: who.cgi, the text status, this one (php-fpm counts its own).
+    // Four requests: who.cgi, two text statuses, this one (php-fpm counts its own).
     assert!(
-        om.contains("\n# TYPE phpfpm_accepted_connections counter\nphpfpm_accepted_connections 3\n"),
+        om.contains("\n# TYPE phpfpm_accepted_connections counter\nphpfpm_accepted_connections 4\n"),
         "{om}"
     );
     assert!(

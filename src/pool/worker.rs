@@ -460,9 +460,18 @@ impl Worker<'_> {
             );
             return false;
         };
-        self.sb.begin_request(self.slot, &req.info());
         let get = |n| req.param(n).unwrap_or("");
         let name = req.param("SCRIPT_NAME").unwrap_or("");
+        let mut info = req.info();
+        if !name.is_empty()
+            && [&self.pool.ping_path, &self.pool.status_path]
+                .iter()
+                .any(|p| p.as_deref() == Some(name))
+        {
+            // A built-in answer runs no script (php-fpm shows "-").
+            info.script = "-";
+        }
+        self.sb.begin_request(self.slot, &info);
         let builtin = if !name.is_empty() && self.pool.ping_path.as_deref() == Some(name) {
             Some((
                 "text/plain".to_string(),
