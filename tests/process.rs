@@ -139,6 +139,20 @@ fn test_flag_checks_config() {
     let (code, text) = run_corral(&["-t", "-c", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("test is successful"), "{text}");
+    // More connections than descriptors: a warning, the test still passes.
+    std::fs::write(
+        &good,
+        format!(
+            "[main]\nworker_connections = 4096\nworker_rlimit_nofile = 1000\n\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{root}\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, text) = run_corral(&["-t", "-c", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("worker_connections 4096 exceed the open file limit of 1000"),
+        "{text}"
+    );
 
     let cases = [
         ("[main]\nworkers = 2\nwrokers = 3\n", 3, "wrokers"),

@@ -526,7 +526,7 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
     };
     let user = super::pool::credentials(&c, m.user, m.group)?;
     let worker_cpu_affinity = parse_affinity(&c, "worker_cpu_affinity", m.worker_cpu_affinity)?;
-    Ok(Main {
+    let main = Main {
         user,
         worker_rlimit_nofile: c
             .int("worker_rlimit_nofile", m.worker_rlimit_nofile, 0, 1 << 30, 0)
@@ -576,7 +576,26 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         daemon: m.daemon.unwrap_or(false),
         shutdown_timeout: c.duration("shutdown_timeout", m.shutdown_timeout, Duration::from_secs(60))?,
         listen_backlog: c.int("listen_backlog", m.listen_backlog, 1, 65_535, 511)? as i32,
-    })
+    };
+    // Each connection is a descriptor: said at -t, not only by the workers.
+    let files = main.worker_rlimit_nofile.or_else(|| {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
+    });
+    if let Some(files) = files.filter(|&f| (f as usize) < main.worker_connections) {
+        crate::warn!(
+            "{}: worker_connections {} exceed the open file limit of {files}{}: raise worker_rlimit_nofile",
+            src.name,
+            main.worker_connections,
+            if main.worker_rlimit_nofile.is_some() {
+                " (worker_rlimit_nofile)"
+            } else {
+                " (ulimit -n)"
+            }
+        );
+    }
+    Ok(main)
 }
 
 /// `"auto"`, `"off"` or a list of CPU numbers.
