@@ -840,7 +840,7 @@ where
                 None => {}
             }
             if next != Some(Next::Close)
-                && let Some(d) = self.service.deadline(conn)
+                && let Some(d) = self.service.deadline(conn).filter(|&d| d > Instant::now())
             {
                 // Not sooner than 10 ms from now (as the one-thread loop).
                 let at = (d.saturating_duration_since(sh.base).as_millis() as u64).max(sh.now_ms() + 10);
