@@ -1574,13 +1574,13 @@ fn a_burst_beyond_max_children_waits_under_queue_timeout() {
         .collect();
     let mut got: Vec<(u16, Duration)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
     got.sort();
-    let codes: Vec<u16> = got.iter().map(|g| g.0).collect();
-    assert_eq!(
-        codes,
-        [200, 200, 503, 503, 503, 503, 503, 503],
-        "{got:?}\n{}",
-        s.error_log()
-    );
+    // Two run; the rest wait in corral and get 503 at queue_timeout. (One
+    // more may slip into the socket's queue when an HTTP worker reuses its
+    // kept connection in the same instant another saw that pool worker idle;
+    // all eight went there before.)
+    let ok = got.iter().filter(|g| g.0 == 200).count();
+    let refused = got.iter().filter(|g| g.0 == 503).count();
+    assert!(ok + refused == 8 && (2..=3).contains(&ok), "{got:?}\n{}", s.error_log());
     for (code, after) in &got {
         if *code == 503 {
             assert!(*after < Duration::from_millis(2000), "{got:?}");
