@@ -419,7 +419,16 @@ where
                 let now = Instant::now();
                 let due = self.service.timed(now);
                 let timer = super::reactor::next_due_ms(&self.timers, due, now).unwrap_or(1000);
-                let sweep = sh.next_sweep.load(Ordering::Relaxed).saturating_sub(sh.now_ms());
+                // The next sweep, or the end of a full table's pause.
+                let paused = match sh.paused_until.load(Ordering::Relaxed) {
+                    0 => u64::MAX,
+                    t => t,
+                };
+                let sweep = sh
+                    .next_sweep
+                    .load(Ordering::Relaxed)
+                    .min(paused)
+                    .saturating_sub(sh.now_ms());
                 timer.min(sweep).clamp(1, 1000) as u16
             };
             let n = sh.wait(&mut events, timeout)?;

@@ -298,11 +298,8 @@ impl Worker<'_> {
         let mut yield_at = accepted + FIRST_GRACE;
         // corral's own HTTP workers retry a request on a fresh connection
         // when a kept one closes under it: theirs may be given up at once.
-        let kept_grace = if from_our_http_worker(conn) {
-            Duration::ZERO
-        } else {
-            KEPT_GRACE
-        };
+        // (Asked once a connection is kept, not for every one accepted.)
+        let mut kept_grace: Option<Duration> = None;
         loop {
             let (rec_len, action) = loop {
                 match buf.peek() {
@@ -372,7 +369,14 @@ impl Worker<'_> {
                     }
                     self.sb.set_state(self.slot, State::Kept);
                     idle_deadline = Instant::now() + KEPT_IDLE;
-                    yield_at = Instant::now() + kept_grace;
+                    let grace = *kept_grace.get_or_insert_with(|| {
+                        if from_our_http_worker(conn) {
+                            Duration::ZERO
+                        } else {
+                            KEPT_GRACE
+                        }
+                    });
+                    yield_at = Instant::now() + grace;
                     continue;
                 }
                 Between::Ignore => continue,
