@@ -154,6 +154,15 @@ struct Shared<C> {
     base: Instant,
 }
 
+/// How the `i`-th listening socket is watched: edge-triggered, one waiter
+/// woken per connection across the workers.
+fn listener_event(i: usize) -> EpollEvent {
+    EpollEvent::new(
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLEXCLUSIVE,
+        LISTENER_BASE + i as u64,
+    )
+}
+
 fn token(idx: u32, generation: u64) -> u64 {
     ((generation & GEN_MASK) << 34) | idx as u64
 }
@@ -182,8 +191,7 @@ where
     let told = match accept {
         AcceptFrom::Watch => {
             for (i, (sock, _)) in listeners.iter().enumerate() {
-                let ev = EpollEvent::new(et | EpollFlags::EPOLLEXCLUSIVE, LISTENER_BASE + i as u64);
-                epoll.add(sock.as_fd(), ev)?;
+                epoll.add(sock.as_fd(), listener_event(i))?;
             }
             None
         }
@@ -271,6 +279,14 @@ impl<C> Shared<C> {
 
     fn full(&self) -> bool {
         self.serving.load(Ordering::Acquire) >= self.limit
+    }
+
+    /// Takes the listening sockets out of the shared epoll (a graceful
+    /// stop, a full table's pause).
+    fn unwatch_listeners(&self) {
+        for (sock, _) in &self.listeners {
+            let _ = self.epoll.delete(sock.as_fd());
+        }
     }
 
     fn request_stop(&self) {
@@ -490,9 +506,7 @@ where
             }
             Signal::SIGQUIT if !sh.draining.swap(true, Ordering::AcqRel) => {
                 crate::info!("gracefully shutting down");
-                for (sock, _) in &sh.listeners {
-                    let _ = sh.epoll.delete(sock.as_fd());
-                }
+                sh.unwatch_listeners();
                 self.drained = true;
                 self.service.drain_started();
                 self.for_each_live(DRAIN);
@@ -518,19 +532,14 @@ where
                 .is_ok()
             && !sh.draining.load(Ordering::Acquire)
         {
-            let et = EpollFlags::EPOLLIN | EpollFlags::EPOLLET | EpollFlags::EPOLLEXCLUSIVE;
             for (i, (sock, _)) in sh.listeners.iter().enumerate() {
-                let _ = sh
-                    .epoll
-                    .add(sock.as_fd(), EpollEvent::new(et, LISTENER_BASE + i as u64));
+                let _ = sh.epoll.add(sock.as_fd(), listener_event(i));
                 // Connections queued meanwhile raise no new edge.
                 self.pending_accept.push(i);
             }
             // A graceful stop that began meanwhile keeps them out.
             if sh.draining.load(Ordering::Acquire) {
-                for (sock, _) in &sh.listeners {
-                    let _ = sh.epoll.delete(sock.as_fd());
-                }
+                sh.unwatch_listeners();
             }
         }
         let reopen = sh.reopen.load(Ordering::Acquire);
@@ -631,9 +640,7 @@ where
                     if told.is_none() {
                         let until = sh.now_ms() + super::reactor::FULL_PAUSE.as_millis() as u64;
                         if sh.paused_until.swap(until, Ordering::AcqRel) == 0 {
-                            for (sock, _) in &sh.listeners {
-                                let _ = sh.epoll.delete(sock.as_fd());
-                            }
+                            sh.unwatch_listeners();
                         }
                         return;
                     }

@@ -5,7 +5,7 @@ use super::lock;
 use std::io::{Seek, Write};
 
 use super::HttpService;
-use super::app_response::{write_head, write_out};
+use super::app_response::write_out;
 use super::body::BodyError;
 use super::cgi::{self, Head, Run, Stdin, Target};
 use super::conn::{Conn, Exchange, Handler, Phase, Step};
@@ -362,34 +362,15 @@ impl HttpService {
                                     let loc = h.location.unwrap_or_default();
                                     return self.cgi_redirect(c, &loc, io);
                                 }
-                                let minor = ex.req.as_ref().map_or(1, |r| r.minor);
                                 let rest = run.hdr.split_off(used);
-                                let date = self.clock.http_date().to_string();
-                                let mut added = String::new();
                                 let code = h
                                     .status
                                     .as_ref()
                                     .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
-                                self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
                                 let mut fr =
                                     std::mem::take(&mut cgi_of(&mut ex.handler).run.as_mut().expect("running").fr);
-                                let gzip = self.sites[ex.site].cfg.gzip.as_ref();
-                                write_head(
-                                    ex,
-                                    &h,
-                                    &mut fr,
-                                    &date,
-                                    &self.server_header,
-                                    minor,
-                                    head_only,
-                                    &added,
-                                    gzip,
-                                );
-                                let run = cgi_of(&mut ex.handler).run.as_mut().expect("running");
-                                run.fr = fr;
-                                let before = ex.out.len();
-                                run.fr.frame(&rest, &mut ex.out, head_only);
-                                ex.file_sent += (ex.out.len() - before) as u64;
+                                self.app_head(ex, &h, &mut fr, code, &rest, head_only);
+                                cgi_of(&mut ex.handler).run.as_mut().expect("running").fr = fr;
                             }
                         }
                     }

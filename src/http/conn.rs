@@ -72,8 +72,10 @@ pub struct Conn {
     /// A request `limit_req` delays, and where its head is.
     delayed: Option<Box<(Box<Request>, std::ops::Range<usize>)>>,
     /// Header lines an application's X-Accel-Redirect keeps for the
-    /// response of the URI it named.
+    /// response of the URI it named, and its Content-Type (which replaces
+    /// the file's).
     pub(super) carried: String,
+    pub(super) carried_type: Option<String>,
     /// The local address, once asked for (CGI and FastCGI want it per request).
     local: Option<SocketAddr>,
     /// A request whose application failed, to answer with the status's
@@ -192,6 +194,7 @@ impl Conn {
             limit_held: 0,
             delayed: None,
             carried: String::new(),
+            carried_type: None,
             local: None,
             pending_error: None,
         }
@@ -359,6 +362,7 @@ impl HttpService {
                         c.rstart += len;
                         c.redirects = 0;
                         c.carried.clear();
+                        c.carried_type = None;
                         if c.io.is_tls_port() {
                             if c.io.plain_on_tls_port() {
                                 self.plain_to_tls_port(c, req);
@@ -575,22 +579,17 @@ impl HttpService {
         }
         self.sites[site].set_charset(&mut reply);
         self.sites[site].added_headers(reply.status, self.clock.unix(), &mut reply.extra);
+        // The application's Content-Type names what it sends, unless the
+        // answer is an error page of ours.
+        if let Some(ct) = c.carried_type.take()
+            && reply.status < 300
+        {
+            reply.content_type = None;
+            reply.charset = None;
+            reply.header("Content-Type", ct);
+        }
         if !c.carried.is_empty() {
-            let carried = std::mem::take(&mut c.carried);
-            // The application's Content-Type names what it sends, unless the
-            // answer is an error page of ours.
-            let typed = carried.starts_with("Content-Type: ");
-            if typed && reply.status < 300 {
-                reply.content_type = None;
-                reply.charset = None;
-                reply.extra.push_str(&carried);
-            } else if typed {
-                reply
-                    .extra
-                    .push_str(carried.split_once("\r\n").map_or("", |(_, rest)| rest));
-            } else {
-                reply.extra.push_str(&carried);
-            }
+            reply.extra.push_str(&std::mem::take(&mut c.carried));
         }
         if let Some(gz) = &self.sites[site].cfg.gzip {
             super::gzip::filter(&mut reply, gz, &req);

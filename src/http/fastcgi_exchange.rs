@@ -15,7 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use super::HttpService;
-use super::app_response::{Framing, write_head, write_out};
+use super::app_response::{Framing, write_out};
 use super::body::{Body, BodyError};
 use super::conn::{Conn, Exchange, Handler, Phase, Step};
 use super::handler::spool_buffered;
@@ -988,9 +988,7 @@ impl HttpService {
             // Headers that describe the download, kept for the file's response
             // (nginx's list, the application's Content-Type included).
             let mut carried = String::new();
-            if let Some(ct) = h.content_type.as_deref().filter(|t| !t.contains(['\r', '\n'])) {
-                carried.push_str(&format!("Content-Type: {ct}\r\n"));
-            }
+            c.carried_type = h.content_type.clone().filter(|t| !t.contains(['\r', '\n']));
             for (n, v) in &h.fields {
                 if ["content-disposition", "set-cookie", "cache-control", "expires"]
                     .iter()
@@ -1010,31 +1008,13 @@ impl HttpService {
             self.settle_before_redirect(st);
             return Some(self.internal_redirect(c, &loc, String::new(), io));
         }
-        let minor = ex.req.as_ref().map_or(1, |r| r.minor);
-        let date = self.clock.http_date().to_string();
-        let mut added = String::new();
-        self.sites[ex.site].added_headers(code, self.clock.unix(), &mut added);
         let mut fr = std::mem::take(&mut st.fr);
+        let rest = std::mem::take(&mut st.hdr);
         // X-Accel-* are instructions to the server, not for the client (nginx hides them too).
         h.fields
             .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
-        let gzip = self.sites[ex.site].cfg.gzip.as_ref();
-        write_head(
-            ex,
-            &h,
-            &mut fr,
-            &date,
-            &self.server_header,
-            minor,
-            head_only,
-            &added,
-            gzip,
-        );
+        self.app_head(ex, &h, &mut fr, code, &rest, head_only);
         let st = state(&mut ex.handler)?;
-        let rest = std::mem::take(&mut st.hdr);
-        let before = ex.out.len();
-        fr.frame(&rest, &mut ex.out, head_only);
-        ex.file_sent += (ex.out.len() - before) as u64;
         st.fr = fr;
         None
     }

@@ -30,6 +30,30 @@ impl Handler {
 }
 
 impl HttpService {
+    /// An application's response head, as the client gets it (the
+    /// location's added headers, the `gzip` filter), and the first body
+    /// bytes `rest` that came with it, framed by `fr`.
+    pub(super) fn app_head(
+        &self,
+        ex: &mut super::conn::Exchange,
+        h: &crate::cgi::response::Head,
+        fr: &mut super::app_response::Framing,
+        code: u16,
+        rest: &[u8],
+        head_only: bool,
+    ) {
+        let minor = ex.req.as_ref().map_or(1, |r| r.minor);
+        let date = self.clock.http_date().to_string();
+        let site = &self.sites[ex.site];
+        let mut added = String::new();
+        site.added_headers(code, self.clock.unix(), &mut added);
+        let gzip = site.cfg.gzip.as_ref();
+        super::app_response::write_head(ex, h, fr, &date, &self.server_header, minor, head_only, &added, gzip);
+        let before = ex.out.len();
+        fr.frame(rest, &mut ex.out, head_only);
+        ex.file_sent += (ex.out.len() - before) as u64;
+    }
+
     /// Moves whatever can move for the exchange's handler.
     pub(super) fn handler_step(&mut self, c: &mut Conn, io: &mut Io<'_>) -> Step {
         match c.ex.as_ref().map(|e| &e.handler) {

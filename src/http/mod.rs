@@ -12,6 +12,8 @@ mod fastcgi_exchange;
 mod file_cache;
 #[doc(hidden)]
 pub mod fuzz_api;
+/// Markup escaping, shared with the pools' XML status.
+pub(crate) use autoindex::escape_html;
 mod gzip;
 mod handler;
 mod limits;

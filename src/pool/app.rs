@@ -514,10 +514,7 @@ impl App {
 fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
     match kind {
         Kind::FastCgi(p) => {
-            if p.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
-                p.stop();
-                p.start()?;
-            }
+            p.ensure_running()?;
             if p.conn.is_none() {
                 p.connect()?;
             } else {
@@ -651,11 +648,18 @@ impl Program {
     /// restarted): a fresh one, with the program restarted if it died.
     fn reconnect(&mut self) -> io::Result<()> {
         self.conn = None;
+        self.ensure_running().map_err(io::Error::other)?;
+        self.connect().map_err(io::Error::other)
+    }
+
+    /// Starts the program again if it is not running (never started,
+    /// exited, killed).
+    fn ensure_running(&mut self) -> Result<(), String> {
         if self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None))) {
             self.stop();
-            self.start().map_err(io::Error::other)?;
+            self.start()?;
         }
-        self.connect().map_err(io::Error::other)
+        Ok(())
     }
 
     fn stop(&mut self) {

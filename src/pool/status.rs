@@ -233,21 +233,10 @@ fn xml(p: &PoolView<'_>, full: bool) -> String {
     out
 }
 
-/// Text for an XML element: markup escaped, control characters dropped
-/// (XML 1.0 cannot carry them).
+/// Text for an XML element: markup escaped as in HTML, control characters
+/// (which XML 1.0 cannot carry) shown as `?`.
 fn xml_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c if c.is_control() => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::http::escape_html(&s.replace(char::is_control, "?"))
 }
 
 /// The pool-wide fields in php-fpm's order, as (name, value) pairs.
