@@ -181,6 +181,104 @@ fn byte_ranges() {
     );
 }
 
+/// The parts of a `multipart/byteranges` body: (Content-Type, Content-Range, bytes).
+fn byteranges(body: &[u8], ctype: &str) -> Vec<(String, String, Vec<u8>)> {
+    let boundary = ctype
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("not a multipart: {ctype}"));
+    let sep = format!("\r\n--{boundary}");
+    let text = body;
+    let mut parts = Vec::new();
+    let find = |hay: &[u8], from: usize, needle: &[u8]| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut at = find(text, 0, sep.as_bytes()).expect("a first boundary");
+    assert_eq!(at, 0, "nothing before the first boundary");
+    loop {
+        at += sep.len();
+        if text[at..].starts_with(b"--\r\n") {
+            assert_eq!(at + 4, text.len(), "nothing after the closing boundary");
+            return parts;
+        }
+        let head_end = find(text, at, b"\r\n\r\n").expect("a part head");
+        let head = String::from_utf8_lossy(&text[at + 2..head_end]).to_string();
+        let field = |n: &str| {
+            head.split("\r\n")
+                .find_map(|l| l.strip_prefix(n))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let next = find(text, head_end + 4, sep.as_bytes()).expect("a next boundary");
+        parts.push((
+            field("Content-Type: "),
+            field("Content-Range: "),
+            text[head_end + 4..next].to_vec(),
+        ));
+        at = next;
+    }
+}
+
+#[test]
+fn several_byte_ranges_make_a_multipart() {
+    let s = site();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(s.root.join("big.bin"), &big).unwrap();
+    // Two requests on one connection: the multipart's length is exact.
+    let raw = s.raw(
+        b"GET /digits.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1, 5-6,-2\r\n\r\n\
+          GET /digits.txt HTTP/1.1\r\nHost: a\r\nRange: bytes=3-3\r\nConnection: close\r\n\r\n",
+    );
+    let rs = parse_responses(&raw, false);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].status, 206);
+    let parts = byteranges(&rs[0].body, rs[0].header("content-type").unwrap());
+    let want = [("bytes 0-1/10", "01"), ("bytes 5-6/10", "56"), ("bytes 8-9/10", "89")];
+    assert_eq!(parts.len(), 3);
+    for ((ct, cr, bytes), (want_cr, want_bytes)) in parts.iter().zip(want) {
+        assert_eq!(ct, "text/plain; charset=utf-8");
+        assert_eq!((cr.as_str(), bytes.as_slice()), (want_cr, want_bytes.as_bytes()));
+    }
+    assert_eq!((rs[1].status, rs[1].text().as_str()), (206, "3"));
+
+    // A large file (sent from the file, not a cache), ranges out of order.
+    let r = s
+        .request("GET /big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=250000-299999,0-99999\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    let parts = byteranges(&r.body, r.header("content-type").unwrap());
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].1, "bytes 250000-299999/300000");
+    assert!(parts[0].2 == big[250_000..], "first part's bytes");
+    assert_eq!(parts[1].1, "bytes 0-99999/300000");
+    assert!(parts[1].2 == big[..100_000], "second part's bytes");
+    assert_eq!(parts[1].0, "application/octet-stream");
+
+    let range = |h: &str| {
+        s.request(&format!(
+            "GET /digits.txt HTTP/1.1\r\nHost: a\r\nRange: {h}\r\nConnection: close\r\n\r\n"
+        ))
+    };
+    // Unsatisfiable elements are dropped: one left is a plain 206.
+    let r = range("bytes=2-3,50-60");
+    assert_eq!((r.status, r.text().as_str()), (206, "23"));
+    assert_eq!(r.header("content-range"), Some("bytes 2-3/10"));
+    assert_eq!(range("bytes=20-30,40-").status, 416);
+    // Overlaps adding up past the file, or too many ranges: the whole file.
+    let r = range("bytes=0-8,1-9");
+    assert_eq!((r.status, r.text().as_str()), (200, "0123456789"));
+    let many = vec!["0-0"; 101].join(",");
+    assert_eq!(range(&format!("bytes={many}")).status, 200);
+    // If-Range decides for several ranges as for one.
+    let etag = s.get("/digits.txt").header("etag").unwrap().to_string();
+    let r = range(&format!("bytes=0-0,2-2\r\nIf-Range: {etag}"));
+    assert_eq!(r.status, 206);
+    let r = range("bytes=0-0,2-2\r\nIf-Range: \"stale\"");
+    assert_eq!((r.status, r.text().as_str()), (200, "0123456789"));
+}
+
 #[test]
 fn traversal_is_refused() {
     let dir = TempDir::new();

@@ -109,8 +109,8 @@ pub(super) struct Exchange {
     /// A body held in (cache) memory, `data[off..end]` still to send; it
     /// leaves with the head in one `writev`, without being copied.
     mem: Option<(Arc<[u8]>, usize, usize)>,
-    /// A body compressed as the socket drains.
-    gzip: Option<Box<super::gzip::Stream>>,
+    /// A body made as the socket drains (compressed, multipart ranges).
+    stream: Option<Box<dyn super::reply::Produce + Send>>,
     /// The request head as received, kept while an application answers:
     /// the URI it redirects to internally (X-Accel-Redirect, a local
     /// Location, an error_page) gets the client's headers, as in nginx.
@@ -138,7 +138,7 @@ impl Exchange {
             file: None,
             file_sent: 0,
             mem: None,
-            gzip: None,
+            stream: None,
             handler: Handler::Reply,
             raw_head: Vec::new(),
         }
@@ -707,7 +707,7 @@ impl HttpService {
         }
         ex.file = None;
         ex.mem = None;
-        ex.gzip = None;
+        ex.stream = None;
         ex.body = None;
         self.end_handler(&mut ex, true);
         ex.keep_alive = false;
@@ -742,7 +742,8 @@ impl HttpService {
 
     /// Serialises `reply` into the exchange's output: the head, plus the
     /// body when it is small enough to leave in the same write.
-    fn render(&mut self, ex: &mut Exchange, reply: Reply, head_only: bool, minor: u8) {
+    fn render(&mut self, ex: &mut Exchange, mut reply: Reply, head_only: bool, minor: u8) {
+        super::byteranges::finish(&mut reply);
         ex.status = reply.status;
         ex.out = self.wbufs.get_empty();
         let keep = ex.keep_alive && !reply.close;
@@ -768,7 +769,9 @@ impl HttpService {
                     ex.mem = Some((data, offset, offset + len));
                 }
             }
-            ReplyBody::Gzip(stream) => ex.gzip = Some(stream),
+            ReplyBody::Stream(stream) => ex.stream = Some(stream),
+            // Made into a stream by `byteranges::finish` above.
+            ReplyBody::Ranges { .. } => {}
             ReplyBody::File { file, offset, len } => {
                 if len <= self.cfg.inline_file_max {
                     // Positioned read: the descriptor may be shared with the cache.
@@ -941,15 +944,15 @@ impl HttpService {
                 }
                 continue;
             }
-            if let Some(gz) = ex.gzip.as_mut() {
+            if let Some(stream) = ex.stream.as_mut() {
                 // The next piece, once the previous one is out.
                 ex.file_sent += (ex.out.len() - ex.head_len) as u64;
                 ex.head_len = 0;
                 ex.out.clear();
                 ex.out_off = 0;
-                match gz.produce(&mut ex.out) {
+                match stream.produce(&mut ex.out) {
                     Ok(true) => {}
-                    Ok(false) => ex.gzip = None,
+                    Ok(false) => ex.stream = None,
                     Err(e) => break Err(e),
                 }
                 continue;

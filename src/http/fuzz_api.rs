@@ -216,20 +216,29 @@ pub fn range_header(data: &[u8]) {
                 assert!(start <= end && end < len, "{start}-{end} of {len}");
                 assert!(range_syntax(header), "{header:?} is not a byte range");
             }
+            Range::Parts(parts) => {
+                assert!(parts.len() > 1 && parts.len() <= range::MAX_RANGES);
+                let total = parts.iter().try_fold(0u64, |t, (s, e)| {
+                    assert!(s <= e && *e < len, "{s}-{e} of {len}");
+                    t.checked_add(e - s + 1)
+                });
+                assert!(total.is_some_and(|t| t <= len), "{parts:?} add up past {len}");
+                assert!(range_syntax(header), "{header:?} is not a byte range");
+            }
             Range::Unsatisfiable => assert!(range_syntax(header), "{header:?} is not a byte range"),
         }
     }
 }
 
-/// Whether `h` looks like one byte range: `bytes=` and one non-empty list
-/// element (empty ones allowed around it) with a `-`.
+/// Whether `h` looks like a byte range list: `bytes=` and non-empty list
+/// elements (empty ones allowed between them), each with a `-`.
 fn range_syntax(h: &str) -> bool {
     let h = h.trim();
     if !h.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("bytes=")) {
         return false;
     }
     let elements: Vec<&str> = h[6..].split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
-    elements.len() == 1 && elements[0].contains('-')
+    !elements.is_empty() && elements.iter().all(|e| e.contains('-'))
 }
 
 /// The file the conditional target serves, its mtime, and an empty one.
@@ -403,7 +412,18 @@ fn check_reply(r: &Reply, req: &request::Request, file_len: u64) {
             assert_eq!(r.length, Some(b.len() as u64));
             return;
         }
-        ReplyBody::Gzip(_) => panic!("the static handler never compresses (a filter after it does)"),
+        ReplyBody::Stream(_) => panic!("the static handler never compresses (a filter after it does)"),
+        ReplyBody::Ranges { ranges, len, .. } => {
+            assert_eq!(r.status, 206);
+            assert_eq!(*len, file_len);
+            assert!(ranges.len() > 1, "one range is not a multipart");
+            let total: u64 = ranges.iter().map(|(s, e)| e - s + 1).sum();
+            assert!(total <= file_len, "ranges add up past the file");
+            for (s, e) in ranges {
+                assert!(s <= e && *e < file_len, "{s}-{e} of {file_len}");
+            }
+            return;
+        }
     };
     assert!(
         offset.checked_add(count).is_some_and(|e| e <= file_len),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use super::reply::{Reply, ReplyBody};
+use super::reply::{Produce, Reply, ReplyBody};
 use super::request::Request;
 use crate::config;
 
@@ -38,10 +38,12 @@ impl Stream {
             chunked,
         }
     }
+}
 
+impl Produce for Stream {
     /// Appends the next framed piece of output to `out`; `Ok(false)` once
     /// the stream (and its last chunk) is complete.
-    pub fn produce(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    fn produce(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
         let Some(enc) = self.enc.as_mut() else { return Ok(false) };
         let mut input = [0u8; STEP];
         // Deflate may hold back output: feed until some comes out or the input ends.
@@ -130,12 +132,12 @@ pub fn filter(r: &mut Reply, cfg: &config::Gzip, req: &Request) {
         ReplyBody::Shared { data, offset, len } if len <= AT_ONCE => {
             ReplyBody::Bytes(compress(&data[offset..offset + len], cfg.level))
         }
-        ReplyBody::Shared { data, offset, len } => ReplyBody::Gzip(stream(Source::Mem {
+        ReplyBody::Shared { data, offset, len } => ReplyBody::Stream(stream(Source::Mem {
             data,
             pos: offset,
             end: offset + len,
         })),
-        ReplyBody::File { file, offset, len } => ReplyBody::Gzip(stream(Source::File {
+        ReplyBody::File { file, offset, len } => ReplyBody::Stream(stream(Source::File {
             file,
             off: offset,
             left: len,

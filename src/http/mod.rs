@@ -5,6 +5,7 @@ mod access_log;
 mod app_response;
 mod autoindex;
 mod body;
+mod byteranges;
 mod cgi;
 mod cgi_exchange;
 mod conn;

@@ -21,8 +21,27 @@ pub enum ReplyBody {
         offset: u64,
         len: u64,
     },
-    /// Compressed as it is sent.
-    Gzip(Box<super::gzip::Stream>),
+    /// Made as it is sent (compressed, or a multipart of ranges).
+    Stream(Box<dyn Produce + Send>),
+    /// Several ranges of a file, made into `multipart/byteranges` by
+    /// `byteranges::finish` once the reply's headers are final.
+    Ranges {
+        src: Source,
+        ranges: Vec<(u64, u64)>,
+        len: u64,
+    },
+}
+
+/// Where a file's bytes come from.
+pub enum Source {
+    File(std::sync::Arc<File>),
+    Memory(std::sync::Arc<[u8]>),
+}
+
+/// A body made piece by piece as the client takes it.
+pub trait Produce {
+    /// Appends the next piece to `out`; `Ok(false)` once the body is complete.
+    fn produce(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool>;
 }
 
 pub struct Reply {

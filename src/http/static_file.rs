@@ -15,7 +15,7 @@ use super::autoindex;
 use super::file_cache::{Cached, Entry, FileCache, FileMeta, Identity};
 use super::path;
 use super::range::{self, Range};
-use super::reply::{Reply, ReplyBody};
+use super::reply::{Reply, ReplyBody, Source};
 use super::request::{Method, Request};
 use crate::config;
 use crate::core::log::Esc;
@@ -425,12 +425,6 @@ impl FileMeta {
     }
 }
 
-/// Where the bytes come from.
-enum Source {
-    File(Arc<File>),
-    Memory(Arc<[u8]>),
-}
-
 /// Preconditions, ranges and the response for one file.
 fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply {
     let (len, mtime, etag) = (fm.len, fm.mtime, &*fm.etag);
@@ -499,6 +493,19 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
             r.status = 206;
             r.header("Content-Range", format_args!("bytes {start}-{end}/{len}"));
             (start, end - start + 1)
+        }
+        Range::Parts(ranges) => {
+            // The multipart body is made once the headers are final (its
+            // parts carry the Content-Type, charset included).
+            r.status = 206;
+            if req.method == Method::Get {
+                r.body = ReplyBody::Ranges {
+                    src: source,
+                    ranges,
+                    len,
+                };
+            }
+            return r;
         }
         Range::Unsatisfiable => {
             let mut e = Reply::error(416, tokens);
