@@ -78,7 +78,11 @@ header('Content-Disposition: attachment; filename="secret.txt"');
 echo "the app's own body, never sent\n";
 "#;
 
-const ACCEL_PHP: &str = r#"<?php header('X-Accel-Redirect: /env.php?via=accel'); echo "never sent\n";"#;
+const ACCEL_PHP: &str = r#"<?php
+header('Set-Cookie: carried=1');
+header('X-Accel-Redirect: /env.php?via=accel');
+echo "never sent\n";
+"#;
 
 const STDERR: &str = r#"<?php
 error_log('marker-from-php-' . $_GET['n']);
@@ -506,6 +510,10 @@ fn x_accel_redirect_keeps_the_fastcgi_connection() {
         assert_eq!(r.status, 200, "{path}: {}", srv.error_log());
         let t = r.text();
         assert!(t == "the secret file\n" || t.contains("GET:via=accel"), "{path}: {t}");
+        if i % 2 == 1 {
+            // The first script's cookie goes out with the second's answer.
+            assert_eq!(r.header("set-cookie"), Some("carried=1"), "{path}");
+        }
     }
     assert_eq!(srv.get("/env.php").status, 200);
     // Ten FastCGI requests (three redirected to another script) over the

@@ -355,7 +355,7 @@ impl HttpService {
                         match cgi::parse_head(run) {
                             Head::More => {}
                             Head::Bad(why) => return self.cgi_abort(c, 502, &format!("malformed output: {why}")),
-                            Head::Ready(h, used) => {
+                            Head::Ready(mut h, used) => {
                                 if h.status.is_none()
                                     && h.location.as_deref().is_some_and(super::app_response::is_local)
                                 {
@@ -369,6 +369,8 @@ impl HttpService {
                                     .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
                                 let mut fr =
                                     std::mem::take(&mut cgi_of(&mut ex.handler).run.as_mut().expect("running").fr);
+                                h.fields
+                                    .splice(0..0, super::handler::carried_fields(std::mem::take(&mut c.carried)));
                                 self.app_head(ex, &h, &mut fr, code, &rest, head_only);
                                 cgi_of(&mut ex.handler).run.as_mut().expect("running").fr = fr;
                             }

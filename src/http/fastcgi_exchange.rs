@@ -1013,6 +1013,8 @@ impl HttpService {
         // X-Accel-* are instructions to the server, not for the client (nginx hides them too).
         h.fields
             .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
+        h.fields
+            .splice(0..0, super::handler::carried_fields(std::mem::take(&mut c.carried)));
         self.app_head(ex, &h, &mut fr, code, &rest, head_only);
         let st = state(&mut ex.handler)?;
         st.fr = fr;

@@ -159,6 +159,18 @@ impl HttpService {
     }
 }
 
+/// The header lines an application's X-Accel-Redirect kept (Set-Cookie,
+/// Content-Disposition...), as fields for the answer of the location it
+/// named when an application answers there too: nginx keeps them in the
+/// redirected request whoever answers it.
+pub(super) fn carried_fields(carried: String) -> Vec<(String, Vec<u8>)> {
+    carried
+        .split("\r\n")
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
 /// Moves the buffered bytes `data` of a chunked request body, de-chunked,
 /// into a spool through `write`: the bytes used and whether the body is
 /// complete, or the status to answer and why.
