@@ -220,6 +220,10 @@ match = "/protected/"
 internal = true
 
 [[server.location]]
+match = "@download"
+return = "200 named download for $uri"
+
+[[server.location]]
 match = "/sub/"
 fastcgi = {{ pass = "{pass}", index = "main.php" }}
 
@@ -973,6 +977,14 @@ fn x_accel_redirect_and_x_sendfile() {
         r.header("content-type").unwrap().starts_with("text/html"),
         "{:?}",
         r.headers
+    );
+    // To a named location: the URI stays the script's.
+    let r = srv.get("/accel.php?to=@download");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "named download for /accel.php"),
+        "{}",
+        srv.error_log()
     );
     // x_accel_redirect = false: the application's body.
     let r = srv.get("/noaccel/accel.php");

@@ -207,6 +207,53 @@ fn location_settings_override_the_server() {
     assert_eq!(s.get("/.hidden").status, 404);
 }
 
+/// nginx's named locations: reached by `try_files`, `error_page` (and an
+/// application's X-Accel-Redirect) with the URI unchanged, never by a path.
+#[test]
+fn named_locations() {
+    let s = Server::with(Opts {
+        more: r#"
+[[server.location]]
+match = "/"
+try_files = ["$uri", "@front"]
+error_page = { 403 = "@denied" }
+
+[[server.location]]
+match = "/private/"
+deny = ["all"]
+error_page = { 403 = "@denied" }
+
+[[server.location]]
+match = "@front"
+return = "200 front controller for $uri?$args"
+
+[[server.location]]
+match = "@denied"
+return = "200 denied page for $uri"
+"#
+        .into(),
+        ..Opts::default()
+    });
+    std::fs::write(s.root.join("real.txt"), "a real file\n").unwrap();
+    assert_eq!(s.get("/real.txt").text(), "a real file\n");
+    let r = s.get("/blog/post-1?page=2");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "front controller for /blog/post-1?page=2"),
+        "the URI is unchanged in a named location"
+    );
+    // error_page keeps the error's status, the page comes from the named location.
+    let r = s.get("/private/x");
+    assert_eq!((r.status, r.text().as_str()), (403, "denied page for /private/x"));
+    // A client cannot ask for a named location by path.
+    let r = s.get("/@front");
+    assert_eq!(
+        r.text(),
+        "front controller for /@front?",
+        "served by `/` as a missing file"
+    );
+}
+
 #[test]
 fn location_config_errors() {
     let dir = TempDir::new();
@@ -255,6 +302,19 @@ fn location_config_errors() {
             "cannot read /nonexistent/htpasswd",
         ),
         ("match = \"/x/\"\nauth_basic = \"r\"", "needs `auth_basic_user_file`"),
+        (
+            "match = \"/\"\ntry_files = [\"$uri\", \"@nowhere\"]",
+            "no named location \"@nowhere\" in this server",
+        ),
+        (
+            "match = \"/\"\nerror_page = { 404 = \"@gone\" }",
+            "location.error_page: no named location \"@gone\"",
+        ),
+        ("match = \"@\"", "a named location is \"@\" and a name"),
+        (
+            "match = \"@a\"\nreturn = \"204\"\n[[server.location]]\nmatch = \"@a\"\nreturn = \"204\"",
+            "duplicate location \"@a\"",
+        ),
     ] {
         std::fs::write(
             &cfg,

@@ -942,6 +942,8 @@ fn build_server(
         }
         locations.push(loc);
     }
+    let error_page = parse_error_page(&c, s.error_page.take())?.unwrap_or_default();
+    check_named(src, &c, &error_page, &locations, *loc_seen, n_locations)?;
     // Counts `[[server.location]]` headers only, as `locate` does.
     *loc_seen += n_locations;
     let cgi = Vec::new();
@@ -974,12 +976,71 @@ fn build_server(
         expires: parse_expires(&c, s.expires)?.flatten(),
         default_type: parse_type(&c, s.default_type)?.unwrap_or_else(|| "application/octet-stream".into()),
         access: parse_access(&c, s.allow, s.deny, s.access)?.unwrap_or_default(),
-        error_page: parse_error_page(&c, s.error_page)?.unwrap_or_default(),
+        error_page,
         rewrite: parse_rewrite(&c, s.rewrite)?,
         gzip_static: s.gzip_static.unwrap_or(false),
         gzip: parse_gzip(&c, s.gzip, s.gzip_types, s.gzip_min_length, s.gzip_comp_level)?.flatten(),
         auth: parse_auth(&c, src, s.auth_basic, s.auth_basic_user_file)?.flatten(),
     })
+}
+
+/// Every `@name` that a `try_files` fallback or an `error_page` of this
+/// server names is one of its named locations (nginx refuses the rest
+/// only when a request gets there; corral at load).
+fn check_named(
+    src: &Source,
+    c: &Checker<'_>,
+    server_pages: &[super::ErrorPage],
+    locations: &[super::Location],
+    loc_seen: usize,
+    n_locations: usize,
+) -> Result<(), ConfigError> {
+    use super::template::Part;
+    let named: Vec<&str> = locations
+        .iter()
+        .filter_map(|l| match &l.matches {
+            super::Match::Named(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    let unknown = |target: &str| {
+        target
+            .strip_prefix('@')
+            .filter(|n| !named.contains(n))
+            .map(|n| format!("no named location \"@{n}\" in this server"))
+    };
+    for page in server_pages {
+        if let Some(e) = unknown(&page.uri) {
+            return Err(c.err("error_page", e));
+        }
+    }
+    let first = locations.len() - n_locations;
+    for (j, l) in locations.iter().enumerate().skip(first) {
+        let lc = Checker {
+            src,
+            table: "server.location",
+            nth: loc_seen + j - first,
+        };
+        if let Some(t) = l.try_files.last() {
+            match t.0.as_slice() {
+                [Part::Lit(name)] => {
+                    if let Some(e) = unknown(name) {
+                        return Err(lc.err("try_files", e));
+                    }
+                }
+                [Part::Lit(at), ..] if at.starts_with('@') => {
+                    return Err(lc.err("try_files", "a named location (\"@name\") cannot hold variables"));
+                }
+                _ => {}
+            }
+        }
+        for page in l.error_page.iter().flatten() {
+            if let Some(e) = unknown(&page.uri) {
+                return Err(lc.err("error_page", e));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Two `match`es that select the same requests: nginx's "duplicate
@@ -990,6 +1051,7 @@ fn same_match(a: &super::Match, b: &super::Match) -> bool {
         (Match::Exact(x), Match::Exact(y)) => x == y,
         (Match::Prefix(x, _), Match::Prefix(y, _)) => x == y,
         (Match::Regex(x), Match::Regex(y)) => x.as_str() == y.as_str(),
+        (Match::Named(x), Match::Named(y)) => x == y,
         _ => false,
     }
 }
@@ -1182,11 +1244,13 @@ fn build_location(
                     Some(false) => {
                         return Err(c.err("try_files", format!("\"{t}\" is not \"=code\" with a status code")));
                     }
-                    None if t.starts_with('/') || t.starts_with('$') => {}
+                    None if t.starts_with('/') || t.starts_with('$') || t.starts_with('@') => {}
                     None => {
                         return Err(c.err(
                             "try_files",
-                            format!("the last entry \"{t}\" must be a URI starting with \"/\" or \"=code\""),
+                            format!(
+                                "the last entry \"{t}\" must be a URI starting with \"/\", a named location \"@name\" or \"=code\""
+                            ),
                         ));
                     }
                 }
@@ -1371,10 +1435,13 @@ fn parse_error_page(
             }
             None => (None, target),
         };
-        if !(uri.starts_with('/') || uri.starts_with("http://") || uri.starts_with("https://")) {
+        if !(uri.starts_with('/') || uri.starts_with('@') || uri.starts_with("http://") || uri.starts_with("https://"))
+        {
             return Err(c.err(
                 "error_page",
-                format!("\"{target}\" must be a URI starting with \"/\" or a URL (optionally after \"=code\")"),
+                format!(
+                    "\"{target}\" must be a URI starting with \"/\", a named location \"@name\" or a URL (optionally after \"=code\")"
+                ),
             ));
         }
         for code in codes.split_whitespace() {

@@ -13,6 +13,10 @@ pub enum Match {
     /// A prefix; `true` for `^~` (no regex is tried when it is the longest).
     Prefix(String, bool),
     Regex(Regex),
+    /// `@name`: no request path selects it; `try_files`, `error_page` and
+    /// `X-Accel-Redirect` name it, and the URI stays as it was (nginx's
+    /// named location).
+    Named(String),
 }
 
 impl Match {
@@ -41,10 +45,13 @@ impl Match {
                 .unwrap_or(("", s)),
         };
         if op.is_empty() && rest.starts_with('@') {
-            return Err(format!(
-                "\"{rest}\": named locations do not exist in corral; give the location a path and \
-                 `internal = true`, and name that path in try_files or error_page"
-            ));
+            let name = &rest[1..];
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) {
+                return Err(format!(
+                    "\"{rest}\": a named location is \"@\" and a name of letters, digits, '_', '-' and '.'"
+                ));
+            }
+            return Ok(Match::Named(name.to_string()));
         }
         if rest.is_empty() {
             return Err(

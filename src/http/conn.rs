@@ -540,7 +540,7 @@ impl HttpService {
                 .iter()
                 .find(|e| e.status == reply.status)
         {
-            if !ep.uri.starts_with('/') {
+            if !ep.uri.starts_with(['/', '@']) {
                 let code = match ep.answer {
                     Some(Some(n @ (301 | 302 | 303 | 307 | 308))) => n,
                     _ => 302,
@@ -562,7 +562,7 @@ impl HttpService {
                     req.method_name = "GET".into();
                 }
                 let uri = ep.uri.clone();
-                req.rewrite(&uri);
+                req.redirect_to(&uri);
                 return self.begin_refused(c, req, head, io, 0);
             }
         }

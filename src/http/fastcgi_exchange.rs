@@ -643,10 +643,12 @@ impl HttpService {
     /// is retried on a fresh one; a new one counts as the server's failure
     /// and, if allowed, the next server is tried; otherwise 502.
     ///
-    /// `unread`: the failure shows the application did not read what was
-    /// sent (a reset, a broken pipe), as opposed to a clean close, which
-    /// may come after it read the request and died on it: a non-idempotent
-    /// request is resent only in the first case, never run twice.
+    /// `unread`: the failure shows the application did not run the request:
+    /// the connection refused its first byte, or the application shut its
+    /// side and still drains (see `peer_draining`). A reset or a close
+    /// after the request went in may come from a process that read it and
+    /// died on it (a crash, request_terminate_timeout): a non-idempotent
+    /// request is then never resent, so never run twice.
     fn app_failed(&mut self, c: &mut Conn, why: &str, unread: bool) -> Step {
         let now = Instant::now();
         let Some(st) = c.ex.as_mut().and_then(|e| state(&mut e.handler)) else {
@@ -755,7 +757,11 @@ impl HttpService {
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return self.app_failed(c, &format!("sending the request: {e}"), true),
+                    // Refused before a byte of this request went in: it cannot have run.
+                    Err(e) => {
+                        let unread = st.replayable && st.to_app_off == 0;
+                        return self.app_failed(c, &format!("sending the request: {e}"), unread);
+                    }
                 }
             }
 
@@ -776,7 +782,7 @@ impl HttpService {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
                         if !st.got && !st.fr.head_sent {
-                            let unread = e.kind() == io::ErrorKind::ConnectionReset;
+                            let unread = st.backend.as_ref().is_some_and(peer_draining);
                             return self.app_failed(c, &e.to_string(), unread);
                         }
                         if st.fr.head_sent {
@@ -982,8 +988,12 @@ impl HttpService {
                 }
                 (None, None) => unreachable!("one is set"),
             };
-            if !target.starts_with('/') {
-                return Some(self.fcgi_abort(c, 502, "X-Accel-Redirect does not name a local URI (\"/...\")"));
+            if !target.starts_with(['/', '@']) {
+                return Some(self.fcgi_abort(
+                    c,
+                    502,
+                    "X-Accel-Redirect does not name a local URI (\"/...\") or a named location (\"@name\")",
+                ));
             }
             // Headers that describe the download, kept for the file's response
             // (nginx's list, the application's Content-Type included).
@@ -1306,6 +1316,23 @@ fn compact_to_app(st: &mut FcgiState) {
     st.replayable = false;
     st.to_app.drain(..st.to_app_off);
     st.to_app_off = 0;
+}
+
+/// After an end of file with no answer: whether the application's end of a
+/// unix socket is still open, reading and dropping what comes. php's FastCGI
+/// code (php-fpm, php-cgi) retires a child that way (`pm.max_requests`): it
+/// shuts its side, then reads until the web server closes — a request that
+/// arrived meanwhile is dropped, never run. A process that died (it may
+/// have run the request) has closed its end: the probe, a management record
+/// any FastCGI server would ignore, then fails. Over TCP a closed peer can
+/// still take bytes before its reset comes back: no such test there.
+fn peer_draining(b: &Backend) -> bool {
+    // FCGI_GET_VALUES for request 0 with no names.
+    const PROBE: [u8; 8] = [1, 9, 0, 0, 0, 0, 0, 0];
+    b.unix
+        && b.sock
+            .send_with_flags(&PROBE, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            .is_ok_and(|n| n == PROBE.len())
 }
 
 /// Reads what the application sent into the inbox: the bytes read,

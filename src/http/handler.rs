@@ -140,7 +140,7 @@ impl HttpService {
         req.body = None;
         req.expect_continue = false;
         req.error_status = None;
-        req.rewrite(loc);
+        req.redirect_to(loc);
         // The application's fault, not the client's: 500, not routing's 400.
         if req.normalized().is_none() {
             crate::error!(

@@ -19,6 +19,8 @@ pub struct Route {
     /// request for exactly `/app` is redirected to `/app/`, as nginx does
     /// for a prefix location ending in "/" that passes to an application.
     pub slash_redirect: Vec<String>,
+    /// Named locations (`@name`): the name and the location's index.
+    pub named: Vec<(String, usize)>,
 }
 
 impl Route {
@@ -32,10 +34,19 @@ impl Route {
                 _ => None,
             })
             .collect();
+        let named = matches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match m {
+                Match::Named(n) => Some((n.clone(), i)),
+                _ => None,
+            })
+            .collect();
         Route {
             matcher: Matcher::new(&matches),
             locs,
             slash_redirect,
+            named,
         }
     }
 }
@@ -82,7 +93,7 @@ impl Loc {
             internal: l.internal,
             prefix_len: match &l.matches {
                 Match::Exact(p) | Match::Prefix(p, _) => Some(p.len()),
-                Match::Regex(_) => None,
+                Match::Regex(_) | Match::Named(_) => None,
             },
         }
     }
@@ -174,6 +185,8 @@ impl Matcher {
                 Match::Exact(p) => m.exact.push((p.clone(), i)),
                 Match::Prefix(p, stop) => m.prefixes.push((p.clone(), *stop, i)),
                 Match::Regex(r) => m.regexes.push((r.clone(), i)),
+                // Reached by name only (`Route::named`).
+                Match::Named(_) => {}
             }
         }
         // Stable: of two equal prefixes (refused at load anyway) the first stays first.

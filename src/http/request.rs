@@ -53,6 +53,8 @@ pub struct Request {
     /// The script and PATH_INFO a FastCGI location's `try_files` found,
     /// split before it rewrote the URI to the script (so PATH_INFO lives on).
     pub fastcgi_split: Option<Box<(String, String)>>,
+    /// A named location (`@name`) to serve the request next, its URI unchanged.
+    pub named: Option<Box<str>>,
     /// It came over TLS (`$scheme` https, `HTTPS=on`).
     pub https: bool,
 }
@@ -95,6 +97,15 @@ impl Request {
         self.fastcgi_split = None;
         self.path_start = 0;
         self.path_end = uri.find(['?', '#']).unwrap_or(uri.len());
+    }
+
+    /// An internal redirect: to `target`, a URI, or to a named location
+    /// (`@name`), which keeps the URI as it is (nginx).
+    pub fn redirect_to(&mut self, target: &str) {
+        match target.strip_prefix('@') {
+            Some(name) => self.named = Some(name.into()),
+            None => self.rewrite(target),
+        }
     }
 
     /// The decoded, normalised path: the one routing computed, else now.
@@ -239,6 +250,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         file: None,
         error_status: None,
         fastcgi_split: None,
+        named: None,
         https: false,
     };
     macro_rules! fail {

@@ -123,8 +123,31 @@ impl HttpService {
         let mut rewritten = false;
         loop {
             let tokens = self.cfg.server_tokens;
+            // A named location is served as it is asked: no server rewrite,
+            // no matching, the URI unchanged.
+            let named = match req.named.take() {
+                None => None,
+                Some(name) => match self.routes[server].named.iter().find(|(n, _)| **n == *name) {
+                    Some(&(_, i)) => {
+                        server_rewrites = false;
+                        rewritten = true;
+                        Some(i)
+                    }
+                    None => {
+                        crate::error!(
+                            "no named location \"@{}\" in the server that serves \"{}\"",
+                            crate::core::log::Esc(name.as_bytes()),
+                            crate::core::log::Esc(req.request_uri().as_bytes())
+                        );
+                        return Routed::Reply {
+                            site: server,
+                            reply: Reply::error(500, tokens),
+                        };
+                    }
+                },
+            };
             let server_rules = !self.sites[server].cfg.rewrite.is_empty() && server_rewrites;
-            if self.routes[server].matcher.is_empty() && !server_rules {
+            if self.routes[server].matcher.is_empty() && !server_rules && named.is_none() {
                 // No locations: no path to decode here (the static handler does).
                 if self.sites[server].cfg.deny_hidden && path::is_hidden(req.path().as_bytes()) {
                     return Routed::Reply {
@@ -159,11 +182,14 @@ impl HttpService {
             };
             let routes = &self.routes[server];
             let at = String::from_utf8_lossy(&norm);
-            if routes.slash_redirect.iter().any(|p| *p == at) && !routes.matcher.names(&at) {
+            if named.is_none() && routes.slash_redirect.iter().any(|p| *p == at) && !routes.matcher.names(&at) {
                 let reply = super::static_file::slash_redirect(at.as_bytes(), req, tokens);
                 return Routed::Reply { site: server, reply };
             }
-            let found = routes.matcher.find(&at);
+            let found = match named {
+                Some(i) => Some((i, Captures::default())),
+                None => routes.matcher.find(&at),
+            };
             let (site, loc, mut caps) = match found {
                 Some((i, caps)) => (routes.locs[i].site, Some(i), caps),
                 None => (server, None, Captures::default()),
@@ -309,6 +335,10 @@ impl HttpService {
             *redirects += 1;
             if *redirects > MAX_REDIRECTS {
                 return self.cycle(site, req);
+            }
+            if let Some(name) = fallback.strip_prefix('@') {
+                req.named = Some(name.into());
+                continue;
             }
             server_rewrites = true;
             // An internal redirect: the URI (with its own query, else the
