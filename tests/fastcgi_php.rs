@@ -89,6 +89,17 @@ error_log('marker-from-php-' . $_GET['n']);
 echo "logged\n";
 "#;
 
+/// Appends the POSTed id to a log next to the root, then answers
+/// (`charge.php`) or kills its own process (`charge_dies.php`).
+const CHARGE: &str = r#"<?php
+file_put_contents(__DIR__ . '/../charges.log', ($_POST['id'] ?? '-') . "\n", FILE_APPEND | LOCK_EX);
+echo "charged\n";
+"#;
+const CHARGE_DIES: &str = r#"<?php
+file_put_contents(__DIR__ . '/../charges.log', ($_POST['id'] ?? '-') . "\n", FILE_APPEND | LOCK_EX);
+posix_kill(getmypid(), 9);
+"#;
+
 const SLEEP: &str = r#"<?php usleep((int)($_GET['ms'] ?? 300) * 1000); echo "slept\n";"#;
 
 const HELLO: &str = r#"<?php echo 'hello from ', $_SERVER['POOL'] ?? 'php', "\n";"#;
@@ -113,6 +124,8 @@ fn site(dir: &Path) -> PathBuf {
         ("index.php", ENV),
         ("hello.php", HELLO),
         ("sleep.php", SLEEP),
+        ("charge.php", CHARGE),
+        ("charge_dies.php", CHARGE_DIES),
     ] {
         std::fs::write(root.join(name), body).unwrap();
     }
@@ -609,6 +622,18 @@ fn hanging_backend_is_a_504() {
 
 /// `n` requests over `conns` keep-alive connections; the bodies that came back.
 fn load(port: u16, path: &str, conns: usize, n: usize, stop: Option<Arc<AtomicBool>>) -> (usize, Vec<String>) {
+    load_with(port, path, conns, n, stop, false)
+}
+
+/// `load`, with POSTs of a form field `id=N` (a number per request) when `post`.
+fn load_with(
+    port: u16,
+    path: &str,
+    conns: usize,
+    n: usize,
+    stop: Option<Arc<AtomicBool>>,
+    post: bool,
+) -> (usize, Vec<String>) {
     let next = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..conns)
         .map(|_| {
@@ -620,11 +645,11 @@ fn load(port: u16, path: &str, conns: usize, n: usize, stop: Option<Arc<AtomicBo
                 let mut bad = Vec::new();
                 let mut s: Option<std::net::TcpStream> = None;
                 loop {
-                    if let Some(st) = &stop {
-                        if st.load(Ordering::Relaxed) {
-                            break;
-                        }
-                    } else if next.fetch_add(1, Ordering::Relaxed) >= n {
+                    if stop.as_ref().is_some_and(|st| st.load(Ordering::Relaxed)) {
+                        break;
+                    }
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if stop.is_none() && k >= n {
                         break;
                     }
                     let conn = s.get_or_insert_with(|| {
@@ -632,7 +657,15 @@ fn load(port: u16, path: &str, conns: usize, n: usize, stop: Option<Arc<AtomicBo
                         c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
                         c
                     });
-                    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+                    let req = if post {
+                        let body = format!("id={k}");
+                        format!(
+                            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    } else {
+                        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+                    };
                     if conn.write_all(req.as_bytes()).is_err() {
                         bad.push("write failed".to_string());
                         s = None;
@@ -725,6 +758,74 @@ fn max_requests_recycling_loses_nothing() {
         srv.error_log()
     );
     assert_eq!(ok, 400);
+}
+
+/// POSTs over kept connections while php-fpm children retire every 5
+/// requests: each is answered and runs exactly once (a request that met a
+/// retiring child is resent, one that reached a script never is).
+#[test]
+fn max_requests_recycling_runs_each_post_once() {
+    let dir = TempDir::new();
+    let root = site(dir.path());
+    let log = dir.path().join("charges.log");
+    let fpm = Php::fpm(
+        dir.path(),
+        "www",
+        &dir.path().join("fpm.sock").display().to_string(),
+        2,
+        "pm.max_requests = 5\n",
+    );
+    let srv = front(dir, root, &fpm.pass, "");
+    let (ok, bad) = load_with(srv.port, "/charge.php", 6, 300, None, true);
+    assert!(
+        bad.is_empty(),
+        "{} failed, e.g. {:?}\n{}",
+        bad.len(),
+        &bad[..bad.len().min(3)],
+        srv.error_log()
+    );
+    assert_eq!(ok, 300);
+    let mut ids: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    let runs = ids.len();
+    ids.dedup();
+    assert_eq!((runs, ids.len()), (300, 300), "every POST ran exactly once");
+}
+
+/// A POST whose script kills its php-fpm child, on a kept connection: the
+/// client gets 502 and the script ran once, not again on a fresh connection.
+#[test]
+fn a_post_that_crashed_its_child_is_not_resent() {
+    let dir = TempDir::new();
+    let root = site(dir.path());
+    let log = dir.path().join("charges.log");
+    let fpm = Php::fpm(
+        dir.path(),
+        "www",
+        &dir.path().join("fpm.sock").display().to_string(),
+        1,
+        "",
+    );
+    let srv = front(dir, root, &fpm.pass, "");
+    let mut s = srv.connect();
+    for (k, path) in ["/hello.php", "/charge_dies.php"].iter().enumerate() {
+        let req = if k == 0 {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+        } else {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 4\r\n\r\nid=7"
+            )
+        };
+        s.write_all(req.as_bytes()).unwrap();
+        let (code, _, _) = read_one(&mut s).expect("an answer");
+        assert_eq!(code, if k == 0 { 200 } else { 502 }, "{path}\n{}", srv.error_log());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "7\n", "the script ran once");
 }
 
 #[test]

@@ -142,6 +142,7 @@ mod tests {
             Ok(Match::Prefix(p, true)) => format!("^~ {p}"),
             Ok(Match::Prefix(p, false)) => p,
             Ok(Match::Regex(r)) => format!("~ {}", r.as_str()),
+            Ok(Match::Named(n)) => format!("@{n}"),
             Err(e) => format!("error: {e}"),
         }
     }
@@ -164,10 +165,9 @@ mod tests {
         assert!(kind("=").starts_with("error: is empty"));
         assert!(kind("~*").starts_with("error: is empty"));
         assert!(kind("=a").contains("must start with \"/\""));
-        assert!(
-            kind("@app").contains("named locations do not exist"),
-            "{}",
-            kind("@app")
-        );
+        assert_eq!(kind("@app"), "@app");
+        assert_eq!(kind(" @php-fpm.1 "), "@php-fpm.1");
+        assert!(kind("@").contains("a named location is"));
+        assert!(kind("@a b").contains("a named location is"));
     }
 }
