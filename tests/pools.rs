@@ -374,6 +374,77 @@ fn perl_fcgi_program_in_a_pool() {
     assert_eq!(n(&b), n(&a) + 1, "{a} {b}");
 }
 
+/// A FastCGI program (python, raw records) that answers each request and
+/// then, 50 ms later, sends a second full answer with the same id.
+const LATE_ANSWERS: &str = r#"
+import socket, struct, time
+ls = socket.socket(fileno=0)
+def rec(t, rid, data):
+    pad = (8 - len(data) % 8) % 8
+    return struct.pack('>BBHHBB', 1, t, rid, len(data), pad, 0) + data + b'\0' * pad
+def read_exact(c, k):
+    b = b''
+    while len(b) < k:
+        x = c.recv(k - len(b))
+        if not x:
+            return None
+        b += x
+    return b
+n = 0
+while True:
+    c, _ = ls.accept()
+    while True:
+        h = read_exact(c, 8)
+        if h is None:
+            break
+        v, t, rid, clen, plen, _ = struct.unpack('>BBHHBB', h)
+        if read_exact(c, clen + plen) is None:
+            break
+        if t == 5 and clen == 0:
+            n += 1
+            end = rec(6, rid, b'') + rec(3, rid, b'\0' * 8)
+            c.sendall(rec(6, rid, b'Content-Type: text/plain\r\n\r\nanswer %d\n' % n) + end)
+            time.sleep(0.05)
+            c.sendall(rec(6, rid, b'Content-Type: text/plain\r\nX-Injected: yes\r\n\r\nLATE %d\n' % n) + end)
+    c.close()
+"#;
+
+/// What a pool's program sends after a request's END_REQUEST (or under
+/// another request's id) never reaches the next client.
+#[test]
+fn late_records_of_a_program_never_reach_the_next_client() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/late.sock\"\ncommand = [\"python3\", \"{dir}/late.py\"]\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    std::fs::write(s.dir.path().join("late.py"), LATE_ANSWERS).unwrap();
+    std::fs::write(s.root.join("x.cgi"), "").unwrap();
+    s.signal("HUP");
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(10), || {
+        let r = s.get("/x.cgi");
+        last = r.text();
+        r.status == 200 && last.starts_with("answer ")
+    });
+    assert!(ok, "{last} {}", s.error_log());
+    for k in 0..6 {
+        let r = s.get("/x.cgi");
+        assert_eq!(r.status, 200, "{}", s.error_log());
+        assert!(r.text().starts_with("answer "), "request {k} got {:?}", r.text());
+        assert!(r.header("x-injected").is_none(), "request {k}");
+        if k % 2 == 0 {
+            // Also when the late answer is already waiting.
+            std::thread::sleep(Duration::from_millis(120));
+        }
+    }
+    assert!(
+        s.error_log()
+            .contains("records of another request or after its END_REQUEST"),
+        "{}",
+        s.error_log()
+    );
+}
+
 #[test]
 fn dynamic_grows_to_max_children_then_shrinks_to_max_spare() {
     let s = corral(

@@ -28,8 +28,6 @@ use crate::fastcgi::codec::{self, ProtocolStatus, Record, Role, kind};
 /// other one pauses.
 const BUFFERED: usize = 256 << 10;
 
-/// The request id the worker uses toward its own FastCGI program.
-const APP_ID: u16 = 1;
 /// How long a program may take to stop after its client left (PHP stops
 /// at its next output; one that never writes again is restarted).
 const ABORT_GRACE: Duration = Duration::from_secs(30);
@@ -123,6 +121,13 @@ struct Program {
     inbox: RecordBuf,
     /// `conn` served an earlier request (a failed first write retries).
     conn_reused: bool,
+    /// The id of the last request sent: each request gets the next one, so
+    /// late records of an earlier request (a program that wrote after its
+    /// END_REQUEST) are told apart and never reach the next client.
+    last_id: u16,
+    /// The program sent what does not belong to the request in progress:
+    /// its connection is closed after it (nothing on it can be trusted).
+    suspect: bool,
 }
 
 /// `USER` and `HOME` of the pool's user, as php-fpm sets them (after
@@ -167,6 +172,8 @@ impl App {
                     statm: None,
                     inbox: RecordBuf::default(),
                     conn_reused: false,
+                    last_id: 0,
+                    suspect: false,
                 }))
             }
             AppCfg::Cgi { argv } => Kind::Cgi {
@@ -235,10 +242,10 @@ impl App {
         let cpu_before = peer.cpu_ns();
         let mut to_app = Outbox::default();
         let mut to_client = Outbox::default();
-        if let Peer::FastCgi { .. } = peer {
-            codec::begin_request(&mut to_app.buf, APP_ID, Role::Responder, true);
-            codec::params(&mut to_app.buf, APP_ID, &req.params);
-            codec::end_stream(&mut to_app.buf, kind::PARAMS, APP_ID);
+        if let Peer::FastCgi { id, .. } = peer {
+            codec::begin_request(&mut to_app.buf, id, Role::Responder, true);
+            codec::params(&mut to_app.buf, id, &req.params);
+            codec::end_stream(&mut to_app.buf, kind::PARAMS, id);
         }
         let mut stdin_done = false;
         let mut client_gone = false;
@@ -326,8 +333,8 @@ impl App {
                             Outcome::CloseClient
                         });
                     }
-                    Peer::FastCgi { .. } => {
-                        codec::abort_request(&mut to_app.buf, APP_ID);
+                    Peer::FastCgi { id, .. } => {
+                        codec::abort_request(&mut to_app.buf, *id);
                         app_aborted = true;
                     }
                 }
@@ -356,7 +363,7 @@ impl App {
             if app_aborted
                 && !app_shut
                 && to_app.pending() == 0
-                && let Peer::FastCgi { program } = &mut peer
+                && let Peer::FastCgi { program, .. } = &mut peer
             {
                 program.conn = None;
                 let probe = program.connect().and_then(|()| {
@@ -487,9 +494,17 @@ impl App {
                 to_client.sent = 0;
             }
         }
-        if let Peer::FastCgi { program } = &mut peer
-            && app_aborted
+        if let Peer::FastCgi { program, .. } = &mut peer
+            && (app_aborted || program.suspect)
         {
+            if program.suspect {
+                crate::warn!(
+                    "[pool {}] child {}: the program sent records of another request or after its END_REQUEST during {}; its connection is closed",
+                    self.pool_name,
+                    std::process::id(),
+                    describe(req)
+                );
+            }
             program.conn = None;
         }
         if client_gone && !aborted {
@@ -522,7 +537,10 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
             }
             // The buffer stays with the program: no 64 KiB allocation per request.
             p.inbox.reset();
-            Ok(Peer::FastCgi { program: p })
+            p.suspect = false;
+            p.last_id = p.last_id.checked_add(1).unwrap_or(1);
+            let id = p.last_id;
+            Ok(Peer::FastCgi { program: p, id })
         }
         Kind::Cgi { argv, env, clear_env } => {
             let (program, args) = match argv {
@@ -680,6 +698,8 @@ use std::os::unix::fs::DirBuilderExt;
 enum Peer<'a> {
     FastCgi {
         program: &'a mut Program,
+        /// This request's id toward the program.
+        id: u16,
     },
     Cgi {
         pid: i32,
@@ -764,14 +784,14 @@ impl Peer<'_> {
 
     fn stdin(&mut self, to_app: &mut Outbox, data: &[u8]) {
         match self {
-            Peer::FastCgi { .. } => codec::stream(&mut to_app.buf, kind::STDIN, APP_ID, data),
+            Peer::FastCgi { id, .. } => codec::stream(&mut to_app.buf, kind::STDIN, *id, data),
             Peer::Cgi { .. } => to_app.buf.extend_from_slice(data),
         }
     }
 
     fn stdin_end(&mut self, to_app: &mut Outbox) {
-        if let Peer::FastCgi { .. } = self {
-            codec::end_stream(&mut to_app.buf, kind::STDIN, APP_ID);
+        if let Peer::FastCgi { id, .. } = self {
+            codec::end_stream(&mut to_app.buf, kind::STDIN, *id);
         }
     }
 
@@ -792,8 +812,14 @@ impl Peer<'_> {
         head_sent: &mut bool,
     ) -> io::Result<Option<u32>> {
         match self {
-            Peer::FastCgi { program } => {
-                let Program { conn, inbox: buf, .. } = &mut **program;
+            Peer::FastCgi { program, id: app_id } => {
+                let app_id = *app_id;
+                let Program {
+                    conn,
+                    inbox: buf,
+                    suspect,
+                    ..
+                } = &mut **program;
                 let Some(conn) = &*conn else {
                     return Err(io::Error::other("no connection to the program"));
                 };
@@ -805,6 +831,15 @@ impl Peer<'_> {
                     let (n, end) = match buf.peek().map_err(|e| io::Error::other(e.to_string()))? {
                         None => break,
                         Some((rec, n)) => match rec {
+                            // Another request's (a late answer to an earlier one): dropped.
+                            Record::Stdout { id: i, .. }
+                            | Record::Stderr { id: i, .. }
+                            | Record::EndRequest { id: i, .. }
+                                if i != app_id =>
+                            {
+                                *suspect = true;
+                                (n, None)
+                            }
                             Record::Stdout { data, .. } => {
                                 if data.is_empty() {
                                     codec::end_stream(&mut to_client.buf, kind::STDOUT, id);
@@ -835,6 +870,10 @@ impl Peer<'_> {
                     };
                     buf.consume(n);
                     if let Some(s) = end {
+                        // Bytes behind the END_REQUEST belong to no request.
+                        if !buf.raw().is_empty() {
+                            *suspect = true;
+                        }
                         return Ok(Some(s));
                     }
                 }
