@@ -342,6 +342,27 @@ fn cgi_pool_runs_a_script_per_request() {
         "{}",
         s.error_log()
     );
+    // None of the worker's blocked (signalfd) or ignored signals reach a
+    // script: it dies of a SIGTERM it sends itself.
+    write_script(
+        &s.root.join("signals.cgi"),
+        "#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+grep -E '^Sig(Blk|Ign)' /proc/self/status
+",
+    );
+    let text = s.get("/signals.cgi").text();
+    assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
+    assert!(text.contains("SigIgn:\t0000000000000000"), "{text}");
+    write_script(
+        &s.root.join("term.cgi"),
+        "#!/bin/sh
+kill -TERM $$
+printf 'Content-Type: text/plain\\r\\n\\r\\nstill alive\\n'
+",
+    );
+    let r = s.get("/term.cgi");
+    assert!(!r.text().contains("still alive"), "{} {}", r.status, r.text());
 }
 
 #[test]
@@ -372,6 +393,29 @@ fn perl_fcgi_program_in_a_pool() {
     // One long-lived process: its request counter goes on.
     let n = |t: &str| t.split(' ').nth(1).unwrap().parse::<u32>().unwrap();
     assert_eq!(n(&b), n(&a) + 1, "{a} {b}");
+    // The program starts with no blocked or ignored signals (the worker's
+    // signalfd set and SIGPIPE stay the worker's).
+    let programs: Vec<i32> = children_of(s.pid())
+        .into_iter()
+        .flat_map(children_of)
+        .filter(|&p| cmdline(p).contains("app.pl"))
+        .collect();
+    assert_eq!(programs.len(), 1, "{programs:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", programs[0])).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("SigBlk:"), "SigBlk:\t0000000000000000");
+    // (perl ignores SIGFPE itself.)
+    let ign = field("SigIgn:");
+    assert!(
+        ign == "SigIgn:\t0000000000000000" || ign == "SigIgn:\t0000000000000080",
+        "{ign}"
+    );
 }
 
 /// A FastCGI program (python, raw records) that answers each request and

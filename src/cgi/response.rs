@@ -21,6 +21,17 @@ pub struct Head {
     pub fields: Vec<(String, Vec<u8>)>,
 }
 
+/// Whether `buf` holds the empty line that ends a header section, looking
+/// only at the bytes from `from` on (and the two before): a section that
+/// comes in tiny pieces is then parsed once, not again for every piece.
+pub fn has_end(buf: &[u8], from: usize) -> bool {
+    if buf.starts_with(b"\n") || buf.starts_with(b"\r\n") {
+        return true;
+    }
+    let tail = &buf[from.saturating_sub(2).min(buf.len())..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Parses the header section at the start of `buf` (lines end in LF or CRLF).
 pub fn parse(buf: &[u8]) -> Parsed {
     let mut head = Head::default();
@@ -121,6 +132,24 @@ fn truncate(s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_end_of_a_head_is_found_in_any_pieces() {
+        let head = b"Status: 200\r\nX-A: 1\r\n\r\nbody";
+        for split in 0..head.len() {
+            let end = head[..split].windows(4).any(|w| w == b"\r\n\r\n");
+            // Fed a byte at a time up to `split`: found exactly when there.
+            let mut found = false;
+            for k in 1..=split {
+                found |= has_end(&head[..k], k - 1);
+            }
+            assert_eq!(found, end, "split {split}");
+        }
+        assert!(has_end(b"\r\n", 0) && has_end(b"\n", 0));
+        assert!(has_end(b"A: 1\n\n", 5) && has_end(b"A: 1\n\n", 6));
+        assert!(!has_end(b"A: 1\r\nB: 2\r\n", 0));
+    }
+
     use super::*;
 
     #[test]

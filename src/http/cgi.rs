@@ -446,8 +446,16 @@ pub enum Head {
     Ready(response::Head, usize),
 }
 
-pub fn parse_head(run: &Run) -> Head {
+pub fn parse_head(run: &Run, from: usize) -> Head {
+    if !response::has_end(&run.hdr, from) {
+        return if run.hdr.len() > MAX_HEAD {
+            Head::Bad("header section too large".into())
+        } else {
+            Head::More
+        };
+    }
     match response::parse(&run.hdr) {
+        Parsed::Done(_, n) if n > MAX_HEAD => Head::Bad("header section too large".into()),
         Parsed::Done(h, n) => Head::Ready(h, n),
         Parsed::Partial if run.hdr.len() > MAX_HEAD => Head::Bad("header section too large".into()),
         Parsed::Partial => Head::More,

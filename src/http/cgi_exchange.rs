@@ -351,8 +351,9 @@ impl HttpService {
                     }
                     Some(n) if !run.fr.head_sent => {
                         progress = true;
+                        let from = run.hdr.len();
                         run.hdr.extend_from_slice(&buf[..n]);
-                        match cgi::parse_head(run) {
+                        match cgi::parse_head(run, from) {
                             Head::More => {}
                             Head::Bad(why) => return self.cgi_abort(c, 502, &format!("malformed output: {why}")),
                             Head::Ready(mut h, used) => {

@@ -909,8 +909,14 @@ impl HttpService {
             ex.file_sent += (ex.out.len() - before) as u64;
             return None;
         }
+        let from = st.hdr.len();
         st.hdr.extend_from_slice(st.inbox.bytes(r));
-        let parsed = response::parse(&st.hdr);
+        // Parsed once its end is there (an application may send it a byte per record).
+        let parsed = if response::has_end(&st.hdr, from) {
+            response::parse(&st.hdr)
+        } else {
+            Parsed::Partial
+        };
         let head_len = match &parsed {
             Parsed::Done(_, used) => *used,
             _ => st.hdr.len(),

@@ -92,6 +92,46 @@ impl Spawner {
     }
 }
 
+/// Spawns `job` on the calling thread (a pool worker, which has nothing
+/// else to serve meanwhile): the pid, which is also the child's group.
+pub fn spawn_now(job: Job) -> Result<i32, Errno> {
+    let devnull =
+        OwnedFd::from(std::fs::File::open("/dev/null").map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?);
+    spawn(&job, &devnull).1
+}
+
+/// Resets, between fork and exec, what a child must not inherit from a
+/// corral process: its blocked signals (read from a signalfd) and ignored
+/// ones (SIGPIPE). Only async-signal-safe calls.
+pub fn reset_signals_in_child() -> io::Result<()> {
+    // SAFETY: sigemptyset, sigprocmask and the rt_sigaction system call are
+    // async-signal-safe; SIG_DFL installs no handler code, and `dfl` is as
+    // large as the kernel's sigaction (handler, flags, restorer, 8-byte mask).
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The raw call: glibc's `signal` refuses its own 32 and 33, which
+        // its posix_spawn leaves ignored. An all-zero kernel sigaction is
+        // SIG_DFL with no flags and an empty mask, whatever the field order.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    ptr::null_mut::<u64>(),
+                    8usize,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Spawns `job`, closes the child's ends of its pipes, posts the outcome.
 fn run_job(job: Job, devnull: &OwnedFd, sh: &Shared) {
     let done = spawn(&job, devnull);

@@ -543,6 +543,8 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
             Ok(Peer::FastCgi { program: p, id })
         }
         Kind::Cgi { argv, env, clear_env } => {
+            use std::ffi::CString;
+            use std::os::unix::ffi::OsStrExt;
             let (program, args) = match argv {
                 Some(a) => (a[0].clone(), a[1..].to_vec()),
                 None => {
@@ -553,30 +555,65 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                     (f.to_string(), Vec::new())
                 }
             };
-            let mut cmd = Command::new(&program);
-            cmd.args(&args);
-            if *clear_env {
-                cmd.env_clear();
-            }
-            cmd.envs(env.iter().map(|(k, v)| (k, v)));
-            // The params as sent: values that are not UTF-8 pass unchanged.
-            for (k, v) in codec::Pairs::new(&req.params).flatten() {
-                if !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0) {
-                    use std::os::unix::ffi::OsStrExt;
-                    cmd.env(std::ffi::OsStr::from_bytes(k), std::ffi::OsStr::from_bytes(v));
+            let cstr = |b: &[u8]| CString::new(b).map_err(|_| format!("{program}: a NUL byte in its command"));
+            // The environment: the worker's (unless clear_env), the pool's
+            // `env`, then the params as sent (values that are not UTF-8 pass
+            // unchanged); a later value of a name replaces an earlier one.
+            let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut set = |k: &[u8], v: &[u8]| match vars.iter_mut().find(|(n, _)| n == k) {
+                Some(slot) => slot.1 = v.to_vec(),
+                None => vars.push((k.to_vec(), v.to_vec())),
+            };
+            if !*clear_env {
+                for (k, v) in std::env::vars_os() {
+                    set(k.as_bytes(), v.as_bytes());
                 }
             }
-            if let Some(dir) = std::path::Path::new(&program).parent().filter(|d| d.is_dir()) {
-                cmd.current_dir(dir);
+            for (k, v) in env.iter() {
+                set(k.as_bytes(), v.as_bytes());
             }
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0);
-            let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
-            let stdin = child.stdin.take();
-            let stdout = child.stdout.take();
-            let stderr = child.stderr.take();
+            for (k, v) in codec::Pairs::new(&req.params).flatten() {
+                if !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0) {
+                    set(k, v);
+                }
+            }
+            let envp = vars
+                .into_iter()
+                .filter_map(|(mut k, v)| {
+                    k.push(b'=');
+                    k.extend_from_slice(&v);
+                    CString::new(k).ok()
+                })
+                .collect();
+            let mut argv_c = vec![cstr(program.as_bytes())?];
+            for a in &args {
+                argv_c.push(cstr(a.as_bytes())?);
+            }
+            let cwd = std::path::Path::new(&program)
+                .parent()
+                .filter(|d| d.is_dir())
+                .and_then(|d| CString::new(d.as_os_str().as_bytes()).ok());
+            let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+            let (in_r, in_w) = pipe()?;
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            // posix_spawn with an empty signal mask and default dispositions
+            // (the worker blocks its signals for its signalfd and ignores
+            // SIGPIPE: neither may reach a script), in its own group.
+            let pid = crate::os::spawn::spawn_now(crate::os::spawn::Job {
+                id: 0,
+                program: cstr(program.as_bytes())?,
+                argv: argv_c,
+                envp,
+                cwd,
+                stdin: Some(in_r),
+                stdout: out_w,
+                stderr: err_w,
+            })
+            .map_err(|e| format!("{program}: {}", io::Error::from(e)))?;
+            let stdin = Some(ChildStdin::from(in_w));
+            let stdout = Some(ChildStdout::from(out_r));
+            let stderr = Some(ChildStderr::from(err_r));
             for f in [
                 stdin.as_ref().map(|s| s.as_fd()),
                 stdout.as_ref().map(|s| s.as_fd()),
@@ -588,7 +625,7 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 set_nonblocking(f);
             }
             Ok(Peer::Cgi {
-                pid: child.id() as i32,
+                pid,
                 stdin,
                 stdout,
                 stderr,
@@ -632,15 +669,17 @@ impl Program {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        // SAFETY: the closure only calls prctl, which is async-signal-safe,
-        // between fork and exec.
+        // SAFETY: the closure only calls prctl, sigprocmask and rt_sigaction,
+        // which are async-signal-safe, between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
                 // The program dies with its worker, even on SIGKILL.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(io::Error::last_os_error());
                 }
-                Ok(())
+                // Not the worker's blocked and ignored signals: a program
+                // must stop on SIGTERM.
+                crate::os::spawn::reset_signals_in_child()
             });
         }
         let child = cmd.spawn().map_err(|e| format!("{}: {e}", self.argv[0]))?;
