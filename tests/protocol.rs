@@ -316,6 +316,45 @@ fn later_minor_version(mode: &str) {
     assert_eq!(rs.len(), 2, "{}", String::from_utf8_lossy(&out));
     assert!(out.starts_with(b"HTTP/1.1 200 "));
     assert_eq!((rs[0].text(), rs[1].text()), ("AAAA".to_string(), "BB".to_string()));
+    // Behind an empty line too (RFC 9112 §2.2).
+    let mut c = s.connect();
+    c.write_all(b"\r\nGET /a.txt HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let rs = parse_responses(&read_to_close(&mut c), false);
+    assert_eq!((rs.len(), rs[0].status), (1, 200));
+}
+
+/// TRACE and CONNECT are refused whatever the location, a `return` too
+/// (a 2xx to CONNECT would be a tunnel to the client); empty and HTTP/1.0
+/// expectations are no expectations.
+#[test]
+fn trace_connect_and_expectations() {
+    let s = Server::with(Opts {
+        server: "[[server.location]]\nmatch = \"/ret\"\nreturn = \"200 ok\"\n".into(),
+        ..Opts::default()
+    });
+    std::fs::write(s.root.join("a.txt"), "AAAA").unwrap();
+    let r = s.request("TRACE /ret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 405);
+    expect_close(
+        &s,
+        "CONNECT /ret HTTP/1.1\r\nHost: x\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        405,
+    );
+    assert_eq!(s.get("/ret").text(), "ok");
+    for head in [
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect:\r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect: , \r\nConnection: close\r\n\r\n",
+        "GET /a.txt HTTP/1.0\r\nExpect: teapot\r\n\r\n",
+    ] {
+        let r = s.request(head);
+        assert_eq!((r.status, r.text().as_str()), (200, "AAAA"), "{head:?}");
+    }
+    assert_eq!(
+        s.request("GET /a.txt HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, teapot\r\nConnection: close\r\n\r\n")
+            .status,
+        417
+    );
 }
 
 fn limits(mode: &str) {

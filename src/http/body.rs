@@ -37,6 +37,7 @@ enum State {
     Ext,
     SizeLf,
     Data,
+    SizeWs,
     DataCr,
     DataLf,
     TrailerStart,
@@ -91,8 +92,22 @@ impl Chunked {
                         }
                         self.size = self.size << 4 | (b as char).to_digit(16).unwrap_or(0) as u64;
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Ext,
+                    b';' if self.digits > 0 => self.state = Ext,
+                    b' ' | b'\t' if self.digits > 0 => self.state = SizeWs,
                     b'\r' if self.digits > 0 => self.state = SizeLf,
+                    _ => return Err(BodyError::Malformed),
+                },
+                // Only whitespace before an extension's ";" (RFC 9112 §7.1.1's
+                // BWS): "5 0" is no size a proxy in front would read as 5.
+                SizeWs => match b {
+                    b' ' | b'\t' => {
+                        self.extra += 1;
+                        if self.extra > MAX_EXT {
+                            return Err(BodyError::Malformed);
+                        }
+                    }
+                    b';' => self.state = Ext,
+                    b'\r' => self.state = SizeLf,
                     _ => return Err(BodyError::Malformed),
                 },
                 Ext => match b {
@@ -231,6 +246,16 @@ mod tests {
             BodyError::Malformed
         );
         assert_eq!(decode(b"-1\r\n", 100).unwrap_err(), BodyError::Malformed);
+        // After the size, whitespace only before an extension.
+        assert_eq!(
+            decode(b"5 0\r\nhello\r\n0\r\n\r\n", 100).unwrap_err(),
+            BodyError::Malformed
+        );
+        assert_eq!(
+            decode(b"5 zz\r\nhello\r\n0\r\n\r\n", 100).unwrap_err(),
+            BodyError::Malformed
+        );
+        assert_eq!(decode(b"5 \t ;a=b\r\nhello\r\n0 \r\n\r\n", 100).unwrap().0, b"hello");
         assert_eq!(
             decode(b"1000000000000000\r\n", 1 << 62).unwrap_err(),
             BodyError::Malformed,

@@ -485,11 +485,13 @@ impl HttpService {
                 }
             }
         };
-        // Not for applications either: TRACE would echo credentials back,
-        // a 2xx to CONNECT would start a tunnel (RFC 9110 §9.3.6, §9.3.8).
-        let cgi = if cgi && matches!(req.method_name.as_ref(), "TRACE" | "CONNECT") {
+        // Never served, whatever the location (a `return` included, as
+        // nginx refuses them first): TRACE would echo credentials back, a
+        // 2xx to CONNECT would start a tunnel (RFC 9110 §9.3.6, §9.3.8).
+        let cgi = if matches!(req.method_name.as_ref(), "TRACE" | "CONNECT") {
             let mut r = Reply::error(405, self.cfg.server_tokens);
             r.header("Allow", "GET, HEAD, POST");
+            r.close = req.method_name.as_ref() == "CONNECT";
             refused = Some(r);
             false
         } else {

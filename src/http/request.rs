@@ -187,16 +187,19 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
             return Parsed::Partial;
         }
         Err(httparse::Error::Version) => {
+            // Empty lines before the request line are skipped (RFC 9112 §2.2), as httparse does.
+            let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let line = &buf[skip..];
             // A later HTTP/1 minor (1.2, ...) is read as 1.1 (RFC 9110 §2.5).
-            if let Some(at) = later_minor(buf) {
+            if let Some(at) = later_minor(line) {
                 let mut copy = buf.to_vec();
-                copy[at] = b'1';
+                copy[skip + at] = b'1';
                 return parse(&copy, limits);
             }
-            if later_minor_pending(buf) {
+            if later_minor_pending(line) {
                 return Parsed::Partial;
             }
-            return Parsed::Error(version_status(buf), first_line(buf));
+            return Parsed::Error(version_status(line), first_line(line));
         }
         Err(httparse::Error::TooManyHeaders) => return Parsed::Error(431, first_line(buf)),
         Err(_) => return Parsed::Error(400, first_line(buf)),
@@ -325,11 +328,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                     r.keep_alive = true;
                 }
             }
-        } else if is(name, "expect") {
-            if value.eq_ignore_ascii_case("100-continue") {
-                r.expect_continue = minor >= 1;
-            } else {
-                return fail!(417);
+        } else if is(name, "expect") && minor >= 1 {
+            // A list (RFC 9110 §10.1.1), empty elements allowed (§5.6.1);
+            // an HTTP/1.0 request's expectations are ignored, as nginx does.
+            for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                if e.eq_ignore_ascii_case("100-continue") {
+                    r.expect_continue = true;
+                } else {
+                    return fail!(417);
+                }
             }
         } else if is(name, "if-none-match") {
             r.if_none_match = Some(value.to_string());
@@ -537,6 +544,9 @@ mod tests {
             assert_eq!(status(&head[..n]), 0, "a prefix of {n} bytes is partial");
         }
         assert_eq!(status("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
+        // Behind empty lines too (RFC 9112 §2.2).
+        assert_eq!(status("\r\n\nGET / HTTP/1.2\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status("\r\nGET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
     }
 
     #[test]
