@@ -745,3 +745,34 @@ fn client_that_half_closes_ends_the_script() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "done\n");
 }
+
+/// A script's stderr reaches the log up to 64 KiB, then one line says
+/// how much was not logged; output past its Content-Length is one warning.
+#[test]
+fn a_flood_of_stderr_or_excess_output_is_logged_once() {
+    let s = one_script_server(
+        TempDir::new(),
+        "flood.cgi",
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 4000 ]; do echo \"noise-line-$i-padding-padding-padding-padding\" >&2; i=$((i+1)); done\n\
+         printf 'Content-Type: text/plain\\r\\nContent-Length: 2\\r\\n\\r\\n'\nhead -c 300000 /dev/zero\n",
+        "",
+        "",
+    );
+    let r = s.get("/flood.cgi");
+    assert_eq!((r.status, r.body.len()), (200, 2));
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("were not logged")),
+        "{}",
+        s.error_log().len()
+    );
+    let log = s.error_log();
+    // 4,000 lines of 47 bytes written, about 1,400 (64 KiB) logged.
+    let logged = log.lines().filter(|l| l.contains("noise-line-")).count();
+    assert!((1000..2000).contains(&logged), "{logged} stderr lines in the log");
+    assert_eq!(
+        log.matches("more than its Content-Length").count(),
+        1,
+        "{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+}

@@ -2105,3 +2105,72 @@ fn gzip_compresses_application_output_as_it_streams() {
     assert_eq!(r.header("content-encoding"), None);
     drop(fpm);
 }
+
+/// A FastCGI server (python, raw records) that answers with the body `x`
+/// sent as 2,000 one-byte STDOUT records in one write.
+const TINY_RECORDS: &str = r#"
+import os, socket, struct, sys
+path = sys.argv[1]
+ls = socket.socket(socket.AF_UNIX)
+ls.bind(path)
+ls.listen(8)
+def rec(t, rid, data):
+    return struct.pack('>BBHHBB', 1, t, rid, len(data), 0, 0) + data
+def read_exact(c, k):
+    b = b''
+    while len(b) < k:
+        x = c.recv(k - len(b))
+        if not x:
+            return None
+        b += x
+    return b
+while True:
+    c, _ = ls.accept()
+    while True:
+        h = read_exact(c, 8)
+        if h is None:
+            break
+        v, t, rid, clen, plen, _ = struct.unpack('>BBHHBB', h)
+        if read_exact(c, clen + plen) is None:
+            break
+        if t == 5 and clen == 0:
+            out = rec(6, rid, b'Content-Type: text/plain\r\n\r\n')
+            out += b''.join(rec(6, rid, b'x') for _ in range(2000))
+            c.sendall(out + rec(6, rid, b'') + rec(3, rid, b'\0' * 8))
+    c.close()
+"#;
+
+/// Small STDOUT records read together leave as one chunk, not one each
+/// (2,000 one-byte records were 2,000 chunks: six times the bytes).
+#[test]
+fn tiny_records_are_framed_together() {
+    let (dir, root) = site();
+    let path = dir.path().join("tiny.sock");
+    std::fs::write(dir.path().join("tiny.py"), TINY_RECORDS).unwrap();
+    /// Killed however the test ends.
+    struct App(std::process::Child);
+    impl Drop for App {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _app = App(Command::new("python3")
+        .arg(dir.path().join("tiny.py"))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(eventually(Duration::from_secs(5), || path.exists()));
+    let pass = format!("unix:{}", path.display());
+    let srv = php_server(dir, root, &pass, ", check_file = false", Opts::default());
+    let mut c = srv.connect();
+    c.write_all(b"GET /x.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let raw = read_to_close(&mut c);
+    let rs = parse_responses(&raw, false);
+    assert_eq!(rs.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(rs[0].body, vec![b'x'; 2000]);
+    // 2,000 bytes of body, a few chunk lines around them.
+    assert!(raw.len() < 2600, "{} bytes on the wire", raw.len());
+}

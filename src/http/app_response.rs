@@ -25,6 +25,8 @@ pub struct Framing {
     pub discard: bool,
     /// The script, for log lines.
     pub name: String,
+    /// Output past the Content-Length was dropped (and logged, once).
+    overflowed: bool,
     /// The `gzip` filter's compressor: each piece of output is compressed
     /// and flushed (a sync flush) as it comes, so streamed output still
     /// reaches the client piece by piece.
@@ -48,7 +50,7 @@ impl Framing {
         let data = match self.remaining {
             Some(r) => {
                 let n = (r as usize).min(data.len());
-                if n < data.len() {
+                if n < data.len() && !std::mem::replace(&mut self.overflowed, true) {
                     crate::warn!("{} wrote more than its Content-Length; extra bytes dropped", self.name);
                 }
                 self.remaining = Some(r - n as u64);

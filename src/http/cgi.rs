@@ -288,6 +288,8 @@ pub fn prepare(t: &Target, env: &[(String, Vec<u8>)], stdin: Stdin, id: u64) -> 
         fr: Framing::new(format!("CGI {}", t.script_name)),
         stdout_eof: false,
         err_line: Vec::new(),
+        err_logged: 0,
+        err_dropped: 0,
         name: t.script_name.clone(),
     };
     Ok((run, job))
@@ -317,8 +319,15 @@ pub struct Run {
     pub fr: Framing,
     pub stdout_eof: bool,
     err_line: Vec<u8>,
+    /// stderr bytes logged, and those past `STDERR_LOG_MAX` that were not
+    /// (a script may write without end: the log must not follow it).
+    err_logged: usize,
+    err_dropped: u64,
     pub name: String,
 }
+
+/// The most of one script's stderr that reaches the error log (as for FastCGI).
+const STDERR_LOG_MAX: usize = 64 << 10;
 
 /// Largest CGI header section accepted.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -402,12 +411,26 @@ impl Run {
         self.stderr_ready = true;
         self.drain_stderr();
         self.flush_err_line();
+        if self.err_dropped > 0 {
+            crate::warn!(
+                "CGI {}: {} more bytes written to stderr were not logged (more than {} KiB)",
+                self.name,
+                self.err_dropped,
+                STDERR_LOG_MAX >> 10
+            );
+            self.err_dropped = 0;
+        }
     }
 
     fn flush_err_line(&mut self) {
         if !self.err_line.is_empty() {
-            let line = self.err_line.strip_suffix(b"\r").unwrap_or(&self.err_line);
-            crate::error!("CGI {}: {}", self.name, crate::core::log::Text(line));
+            if self.err_logged >= STDERR_LOG_MAX {
+                self.err_dropped += self.err_line.len() as u64;
+            } else {
+                self.err_logged += self.err_line.len();
+                let line = self.err_line.strip_suffix(b"\r").unwrap_or(&self.err_line);
+                crate::error!("CGI {}: {}", self.name, crate::core::log::Text(line));
+            }
             self.err_line.clear();
         }
     }

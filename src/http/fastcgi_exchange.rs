@@ -118,6 +118,9 @@ pub(super) struct FcgiState {
     /// Bytes came from the application on this connection.
     got: bool,
     hdr: Vec<u8>,
+    /// Body bytes of small STDOUT records read in one go, framed together
+    /// (one chunk, not one per record) once the inbox is empty.
+    small: Vec<u8>,
     fr: Framing,
     /// END_REQUEST came.
     ended: bool,
@@ -304,6 +307,7 @@ impl HttpService {
             inbox: Inbox::with_buffer(self.inbox_buffers.pop().unwrap_or_default()),
             got: false,
             hdr: Vec::new(),
+            small: Vec::new(),
             fr: Framing::new(format!("FastCGI {script}")),
             ended: false,
             err_line: Vec::new(),
@@ -874,7 +878,10 @@ impl HttpService {
             let st = state(&mut ex.handler).expect("fastcgi exchange");
             let item = match st.inbox.take() {
                 Ok(Some(item)) => item,
-                Ok(None) => return Ok(any),
+                Ok(None) => {
+                    flush_small(ex, head_only);
+                    return Ok(any);
+                }
                 Err(e) => {
                     let why = format!("the application broke the FastCGI protocol: {e}");
                     return Err(if st.fr.head_sent {
@@ -892,7 +899,10 @@ impl HttpService {
                     }
                 }
                 Item::Stderr(ID, r) => log_stderr(st, r),
-                Item::End(ID, status) => return self.app_ended(c, status, head_only).map(|()| true),
+                Item::End(ID, status) => {
+                    flush_small(ex, head_only);
+                    return self.app_ended(c, status, head_only).map(|()| true);
+                }
                 // Stream ends, other ids, management records: nothing to do.
                 _ => {}
             }
@@ -904,6 +914,14 @@ impl HttpService {
         let ex = c.ex.as_mut()?;
         let st = state(&mut ex.handler)?;
         if st.fr.head_sent {
+            let data = st.inbox.bytes(r.clone());
+            if data.len() + st.small.len() < SMALL_RECORDS {
+                st.small.extend_from_slice(data);
+                return None;
+            }
+            flush_small(ex, head_only);
+            let ex = c.ex.as_mut()?;
+            let st = state(&mut ex.handler)?;
             let before = ex.out.len();
             st.fr.frame(st.inbox.bytes(r), &mut ex.out, head_only);
             ex.file_sent += (ex.out.len() - before) as u64;
@@ -1105,6 +1123,9 @@ impl HttpService {
         let Some(ex) = c.ex.as_mut() else {
             return Step::Wait(Next::Close);
         };
+        // What came before the cut still goes out.
+        let head_only = ex.req.as_ref().is_some_and(|r| r.method == Method::Head);
+        flush_small(ex, head_only);
         if let Some(st) = state(&mut ex.handler) {
             let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
             crate::error!(
@@ -1322,6 +1343,21 @@ fn compact_to_app(st: &mut FcgiState) {
     st.replayable = false;
     st.to_app.drain(..st.to_app_off);
     st.to_app_off = 0;
+}
+
+/// Below this, STDOUT records read together are framed as one piece.
+const SMALL_RECORDS: usize = 8 << 10;
+
+/// Frames the small records' bytes gathered so far.
+fn flush_small(ex: &mut Exchange, head_only: bool) {
+    let Some(st) = state(&mut ex.handler) else { return };
+    if st.small.is_empty() {
+        return;
+    }
+    let before = ex.out.len();
+    st.fr.frame(&st.small, &mut ex.out, head_only);
+    ex.file_sent += (ex.out.len() - before) as u64;
+    st.small.clear();
 }
 
 /// After an end of file with no answer: whether the application's end of a
