@@ -110,7 +110,9 @@ pub(super) struct Exchange {
     /// leaves with the head in one `writev`, without being copied.
     mem: Option<(Arc<[u8]>, usize, usize)>,
     /// A body made as the socket drains (compressed, multipart ranges).
-    stream: Option<Box<dyn super::reply::Produce + Send>>,
+    /// (Boxed twice: a thin pointer keeps every slot's state small.)
+    #[allow(clippy::redundant_allocation)]
+    stream: Option<Box<Box<dyn super::reply::Produce + Send>>>,
     /// The request head as received, kept while an application answers:
     /// the URI it redirects to internally (X-Accel-Redirect, a local
     /// Location, an error_page) gets the client's headers, as in nginx.
@@ -771,7 +773,7 @@ impl HttpService {
                     ex.mem = Some((data, offset, offset + len));
                 }
             }
-            ReplyBody::Stream(stream) => ex.stream = Some(stream),
+            ReplyBody::Stream(stream) => ex.stream = Some(Box::new(stream)),
             // Made into a stream by `byteranges::finish` above.
             ReplyBody::Ranges { .. } => {}
             ReplyBody::File { file, offset, len } => {
