@@ -2174,3 +2174,36 @@ fn tiny_records_are_framed_together() {
     // 2,000 bytes of body, a few chunk lines around them.
     assert!(raw.len() < 2600, "{} bytes on the wire", raw.len());
 }
+
+/// `alias` in a FastCGI location: the script is the aliased file
+/// (nginx's `$request_filename`), SCRIPT_NAME stays the URI's.
+#[test]
+fn alias_in_a_fastcgi_location() {
+    let (dir, root) = site();
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("sub")).unwrap();
+    std::fs::write(other.join("env.php"), ENV).unwrap();
+    std::fs::write(other.join("sub/index.php"), ENV).unwrap();
+    let fpm = Php::fpm(dir.path(), "www", &sock(&dir, "www"), 2, "");
+    let extra = Opts {
+        server: format!(
+            "[[server.location]]\nmatch = \"^~ /fpa/\"\nalias = \"{}/\"\nfastcgi = {{ pass = \"{}\", split_path_info = \"^(.+?\\\\.php)(/.*)$\" }}\n",
+            other.display(),
+            fpm.pass
+        ),
+        ..Opts::default()
+    };
+    let srv = php_server(dir, root, &fpm.pass, "", extra);
+    let r = srv.get("/fpa/env.php/more?x=1");
+    assert_eq!(r.status, 200, "{}", srv.error_log());
+    let v = vars(&r.text());
+    let want = other.join("env.php").display().to_string();
+    assert_eq!(get(&v, "S.SCRIPT_FILENAME"), Some(want.as_str()));
+    assert_eq!(get(&v, "S.SCRIPT_NAME"), Some("/fpa/env.php"));
+    assert_eq!(get(&v, "S.PATH_INFO"), Some("/more"));
+    let r = srv.get("/fpa/sub/");
+    assert_eq!(r.status, 200, "{}", srv.error_log());
+    let want = other.join("sub/index.php").display().to_string();
+    assert_eq!(get(&vars(&r.text()), "S.SCRIPT_FILENAME"), Some(want.as_str()));
+    assert_eq!(srv.get("/fpa/missing.php").status, 404);
+}

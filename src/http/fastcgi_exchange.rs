@@ -204,8 +204,21 @@ impl HttpService {
             Some(found) => *found,
             None => split(&uri, f.split_path_info.as_ref(), &f.index),
         };
+        // With `alias`, the script's file is the aliased path (nginx's
+        // `$request_filename`), not the root and the URI.
+        let script_path = match req.file.as_deref() {
+            Some(file) => {
+                let file = String::from_utf8_lossy(file);
+                let mut p = format!("/{}", file.strip_suffix(path_info.as_str()).unwrap_or(&file));
+                if p.ends_with('/') {
+                    p.push_str(&f.index);
+                }
+                p
+            }
+            None => script.clone(),
+        };
         if f.check_file
-            && let Some(code) = self.script_status(site, &script)
+            && let Some(code) = self.script_status(site, &script_path)
         {
             if code == 404 {
                 crate::info!(
@@ -233,7 +246,7 @@ impl HttpService {
         };
         let group = f.upstream;
         let root = site_ref.cfg.root.display().to_string();
-        let filename = format!("{}{}", root.trim_end_matches('/'), script);
+        let filename = format!("{}{}", root.trim_end_matches('/'), script_path);
         let mut hs = [httparse::EMPTY_HEADER; 100];
         let mut parsed = httparse::Request::new(&mut hs);
         let _ = parsed.parse(head);
