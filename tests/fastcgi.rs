@@ -2106,39 +2106,16 @@ fn gzip_compresses_application_output_as_it_streams() {
     drop(fpm);
 }
 
-/// A FastCGI server (python, raw records) that answers with the body `x`
-/// sent as 2,000 one-byte STDOUT records in one write.
-const TINY_RECORDS: &str = r#"
-import os, socket, struct, sys
-path = sys.argv[1]
-ls = socket.socket(socket.AF_UNIX)
-ls.bind(path)
-ls.listen(8)
-def rec(t, rid, data):
-    return struct.pack('>BBHHBB', 1, t, rid, len(data), 0, 0) + data
-def read_exact(c, k):
-    b = b''
-    while len(b) < k:
-        x = c.recv(k - len(b))
-        if not x:
-            return None
-        b += x
-    return b
-while True:
-    c, _ = ls.accept()
-    while True:
-        h = read_exact(c, 8)
-        if h is None:
-            break
-        v, t, rid, clen, plen, _ = struct.unpack('>BBHHBB', h)
-        if read_exact(c, clen + plen) is None:
-            break
-        if t == 5 and clen == 0:
-            out = rec(6, rid, b'Content-Type: text/plain\r\n\r\n')
-            out += b''.join(rec(6, rid, b'x') for _ in range(2000))
-            c.sendall(out + rec(6, rid, b'') + rec(3, rid, b'\0' * 8))
-    c.close()
-"#;
+/// A FastCGI server on the unix socket named by its argument that answers
+/// with the body `x` sent as 2,000 one-byte STDOUT records in one write.
+fn tiny_records() -> String {
+    fcgi_py(
+        "ls = socket.socket(socket.AF_UNIX)\nls.bind(sys.argv[1])\nls.listen(8)",
+        "out = rec(6, rid, b'Content-Type: text/plain\\r\\n\\r\\n')\n\
+         out += b''.join(rec(6, rid, b'x') for _ in range(2000))\n\
+         c.sendall(out + rec(6, rid, b'') + rec(3, rid, b'\\0' * 8))",
+    )
+}
 
 /// Small STDOUT records read together leave as one chunk, not one each
 /// (2,000 one-byte records were 2,000 chunks: six times the bytes).
@@ -2146,7 +2123,7 @@ while True:
 fn tiny_records_are_framed_together() {
     let (dir, root) = site();
     let path = dir.path().join("tiny.sock");
-    std::fs::write(dir.path().join("tiny.py"), TINY_RECORDS).unwrap();
+    std::fs::write(dir.path().join("tiny.py"), tiny_records()).unwrap();
     /// Killed however the test ends.
     struct App(std::process::Child);
     impl Drop for App {

@@ -169,14 +169,19 @@ fn sha256(data: &[u8]) -> String {
 }
 
 fn fpm_site() -> (Php, Server) {
+    fpm_site_with(2, "")
+}
+
+/// The PHP site on a php-fpm pool of `children`, with `pool_extra` in its config.
+fn fpm_site_with(children: u32, pool_extra: &str) -> (Php, Server) {
     let dir = TempDir::new();
     let root = site(dir.path());
     let fpm = Php::fpm(
         dir.path(),
         "www",
         &dir.path().join("fpm.sock").display().to_string(),
-        2,
-        "",
+        children,
+        pool_extra,
     );
     let pass = fpm.pass.clone();
     (fpm, front(dir, root, &pass, ""))
@@ -739,16 +744,7 @@ fn read_one(s: &mut std::net::TcpStream) -> Option<(u16, String, bool)> {
 
 #[test]
 fn max_requests_recycling_loses_nothing() {
-    let dir = TempDir::new();
-    let root = site(dir.path());
-    let fpm = Php::fpm(
-        dir.path(),
-        "www",
-        &dir.path().join("fpm.sock").display().to_string(),
-        2,
-        "pm.max_requests = 5\n",
-    );
-    let srv = front(dir, root, &fpm.pass, "");
+    let (_fpm, srv) = fpm_site_with(2, "pm.max_requests = 5\n");
     let (ok, bad) = load(srv.port, "/hello.php", 8, 400, None);
     assert!(
         bad.is_empty(),
@@ -765,17 +761,8 @@ fn max_requests_recycling_loses_nothing() {
 /// retiring child is resent, one that reached a script never is).
 #[test]
 fn max_requests_recycling_runs_each_post_once() {
-    let dir = TempDir::new();
-    let root = site(dir.path());
-    let log = dir.path().join("charges.log");
-    let fpm = Php::fpm(
-        dir.path(),
-        "www",
-        &dir.path().join("fpm.sock").display().to_string(),
-        2,
-        "pm.max_requests = 5\n",
-    );
-    let srv = front(dir, root, &fpm.pass, "");
+    let (_fpm, srv) = fpm_site_with(2, "pm.max_requests = 5\n");
+    let log = srv.dir.path().join("charges.log");
     let (ok, bad) = load_with(srv.port, "/charge.php", 6, 300, None, true);
     assert!(
         bad.is_empty(),
@@ -800,17 +787,8 @@ fn max_requests_recycling_runs_each_post_once() {
 /// client gets 502 and the script ran once, not again on a fresh connection.
 #[test]
 fn a_post_that_crashed_its_child_is_not_resent() {
-    let dir = TempDir::new();
-    let root = site(dir.path());
-    let log = dir.path().join("charges.log");
-    let fpm = Php::fpm(
-        dir.path(),
-        "www",
-        &dir.path().join("fpm.sock").display().to_string(),
-        1,
-        "",
-    );
-    let srv = front(dir, root, &fpm.pass, "");
+    let (_fpm, srv) = fpm_site_with(1, "");
+    let log = srv.dir.path().join("charges.log");
     let mut s = srv.connect();
     for (k, path) in ["/hello.php", "/charge_dies.php"].iter().enumerate() {
         let req = if k == 0 {

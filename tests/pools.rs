@@ -418,40 +418,17 @@ fn perl_fcgi_program_in_a_pool() {
     );
 }
 
-/// A FastCGI program (python, raw records) that answers each request and
-/// then, 50 ms later, sends a second full answer with the same id.
-const LATE_ANSWERS: &str = r#"
-import socket, struct, time
-ls = socket.socket(fileno=0)
-def rec(t, rid, data):
-    pad = (8 - len(data) % 8) % 8
-    return struct.pack('>BBHHBB', 1, t, rid, len(data), pad, 0) + data + b'\0' * pad
-def read_exact(c, k):
-    b = b''
-    while len(b) < k:
-        x = c.recv(k - len(b))
-        if not x:
-            return None
-        b += x
-    return b
-n = 0
-while True:
-    c, _ = ls.accept()
-    while True:
-        h = read_exact(c, 8)
-        if h is None:
-            break
-        v, t, rid, clen, plen, _ = struct.unpack('>BBHHBB', h)
-        if read_exact(c, clen + plen) is None:
-            break
-        if t == 5 and clen == 0:
-            n += 1
-            end = rec(6, rid, b'') + rec(3, rid, b'\0' * 8)
-            c.sendall(rec(6, rid, b'Content-Type: text/plain\r\n\r\nanswer %d\n' % n) + end)
-            time.sleep(0.05)
-            c.sendall(rec(6, rid, b'Content-Type: text/plain\r\nX-Injected: yes\r\n\r\nLATE %d\n' % n) + end)
-    c.close()
-"#;
+/// A FastCGI program that answers each request and then, 50 ms later,
+/// sends a second full answer with the same id.
+fn late_answers() -> String {
+    fcgi_py(
+        "ls = socket.socket(fileno=0)",
+        "end = rec(6, rid, b'') + rec(3, rid, b'\\0' * 8)\n\
+         c.sendall(rec(6, rid, b'Content-Type: text/plain\\r\\n\\r\\nanswer %d\\n' % n) + end)\n\
+         time.sleep(0.05)\n\
+         c.sendall(rec(6, rid, b'Content-Type: text/plain\\r\\nX-Injected: yes\\r\\n\\r\\nLATE %d\\n' % n) + end)",
+    )
+}
 
 /// What a pool's program sends after a request's END_REQUEST (or under
 /// another request's id) never reaches the next client.
@@ -461,7 +438,7 @@ fn late_records_of_a_program_never_reach_the_next_client() {
         "[pool.cgi]\nlisten = \"unix:{dir}/late.sock\"\ncommand = [\"python3\", \"{dir}/late.py\"]\npm = \"static\"\nmax_children = 1\n",
         1,
     );
-    std::fs::write(s.dir.path().join("late.py"), LATE_ANSWERS).unwrap();
+    std::fs::write(s.dir.path().join("late.py"), late_answers()).unwrap();
     std::fs::write(s.root.join("x.cgi"), "").unwrap();
     s.signal("HUP");
     let mut last = String::new();

@@ -698,3 +698,41 @@ pub fn load(port: u16, clients: usize, keep_alive: bool) -> impl FnOnce() -> (us
         (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
     }
 }
+
+/// A FastCGI server in Python for tests that need one answering byte by
+/// byte as they say (a misbehaving application): `listen` is Python that
+/// sets `ls` to a listening socket, `answer` Python run for each request
+/// with its connection `c` and request id `rid` in scope, and `rec(type,
+/// rid, data)` to build a record.
+pub fn fcgi_py(listen: &str, answer: &str) -> String {
+    let answer: String = answer.lines().map(|l| format!("            {l}\n")).collect();
+    format!(
+        r#"import socket, struct, sys, time
+{listen}
+def rec(t, rid, data):
+    pad = (8 - len(data) % 8) % 8
+    return struct.pack('>BBHHBB', 1, t, rid, len(data), pad, 0) + data + b'\0' * pad
+def read_exact(c, k):
+    b = b''
+    while len(b) < k:
+        x = c.recv(k - len(b))
+        if not x:
+            return None
+        b += x
+    return b
+n = 0
+while True:
+    c, _ = ls.accept()
+    while True:
+        h = read_exact(c, 8)
+        if h is None:
+            break
+        v, t, rid, clen, plen, _ = struct.unpack('>BBHHBB', h)
+        if read_exact(c, clen + plen) is None:
+            break
+        if t == 5 and clen == 0:
+            n += 1
+{answer}    c.close()
+"#
+    )
+}
