@@ -742,36 +742,25 @@ fn read_one(s: &mut std::net::TcpStream) -> Option<(u16, String, bool)> {
     }
 }
 
+/// GETs, then POSTs, over kept connections while php-fpm children retire
+/// every 5 requests: each is answered, and each POST runs exactly once (a
+/// request that met a retiring child is resent, one that reached a script
+/// never is).
 #[test]
 fn max_requests_recycling_loses_nothing() {
     let (_fpm, srv) = fpm_site_with(2, "pm.max_requests = 5\n");
-    let (ok, bad) = load(srv.port, "/hello.php", 8, 400, None);
-    assert!(
-        bad.is_empty(),
-        "{} failed, e.g. {:?}\n{}",
-        bad.len(),
-        &bad[..bad.len().min(3)],
-        srv.error_log()
-    );
-    assert_eq!(ok, 400);
-}
-
-/// POSTs over kept connections while php-fpm children retire every 5
-/// requests: each is answered and runs exactly once (a request that met a
-/// retiring child is resent, one that reached a script never is).
-#[test]
-fn max_requests_recycling_runs_each_post_once() {
-    let (_fpm, srv) = fpm_site_with(2, "pm.max_requests = 5\n");
     let log = srv.dir.path().join("charges.log");
-    let (ok, bad) = load_with(srv.port, "/charge.php", 6, 300, None, true);
-    assert!(
-        bad.is_empty(),
-        "{} failed, e.g. {:?}\n{}",
-        bad.len(),
-        &bad[..bad.len().min(3)],
-        srv.error_log()
-    );
-    assert_eq!(ok, 300);
+    for (path, conns, n, post) in [("/hello.php", 8, 400, false), ("/charge.php", 6, 300, true)] {
+        let (ok, bad) = load_with(srv.port, path, conns, n, None, post);
+        assert!(
+            bad.is_empty(),
+            "{path}: {} failed, e.g. {:?}\n{}",
+            bad.len(),
+            &bad[..bad.len().min(3)],
+            srv.error_log()
+        );
+        assert_eq!(ok, n, "{path}");
+    }
     let mut ids: Vec<String> = std::fs::read_to_string(&log)
         .unwrap()
         .lines()
