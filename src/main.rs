@@ -73,6 +73,23 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let explicit = m.get_one::<String>("config");
+    if let Some(sig) = m.get_one::<String>("signal").filter(|_| !m.get_flag("test")) {
+        // Only the pid file is needed: the file must parse, not validate.
+        let pid = match explicit
+            .map(String::as_str)
+            .or(Path::new(DEFAULT_CONFIG).exists().then_some(DEFAULT_CONFIG))
+        {
+            Some(p) => config::pid_path(Path::new(p)),
+            None => Ok(config::load_default().main.pid),
+        };
+        return match pid {
+            Ok(pid) => send_signal(&pid, sig),
+            Err(e) => {
+                eprintln!("corral: [emerg] {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cfg = load(explicit);
     if m.get_flag("test") {
         return match cfg {
@@ -100,9 +117,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(sig) = m.get_one::<String>("signal") {
-        return send_signal(&cfg.main.pid, sig);
-    }
     // Resolved now: a binary upgrade starts this path again even after
     // the file was replaced.
     let exe = std::env::current_exe().unwrap_or_else(|_| argv[0].clone().into());

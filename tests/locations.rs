@@ -879,11 +879,15 @@ fn auth_basic_with_htpasswd_files() {
         text.contains("alice:$2y$") && text.contains("bob:{SHA}") && text.contains("carol:$apr1$"),
         "{text}"
     );
+    std::fs::create_dir_all(s.root.join("whoami")).unwrap();
     let s = Server::with_root(
         Opts {
             more: format!(
                 "[[server.location]]\nmatch = \"/private/\"\nauth_basic = \"Staff only\"\nauth_basic_user_file = \"{f}\"\n\n\
-                 [[server.location]]\nmatch = \"/private/public/\"\nauth_basic = \"off\"\n"
+                 [[server.location]]\nmatch = \"/private/public/\"\nauth_basic = \"off\"\n\n\
+                 [[server.location]]\nmatch = \"/whoami/\"\nauth_basic = \"Staff only\"\nauth_basic_user_file = \"{f}\"\n\
+                 cgi = {{ dir = \"{}\" }}\n",
+                s.root.join("whoami").display()
             ),
             ..Opts::default()
         },
@@ -918,4 +922,13 @@ fn auth_basic_with_htpasswd_files() {
         "auth_basic = \"off\" below"
     );
     assert_eq!(s.get("/index.html").status, 200);
+    // A CGI script behind auth_basic learns who (RFC 3875 §4.1.1, §4.1.11).
+    write_script(
+        &s.root.join("whoami/me.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s %s\\n' \"$AUTH_TYPE\" \"$REMOTE_USER\"\n",
+    );
+    let me = format!("http://127.0.0.1:{}/whoami/me.sh", s.port);
+    let (ok, body) = curl(&["-s", "-f", "-u", "bob:secret2", &me]);
+    assert!(ok, "{}", s.error_log());
+    assert_eq!(String::from_utf8_lossy(&body), "Basic bob\n");
 }

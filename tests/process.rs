@@ -310,6 +310,11 @@ fn signal_flag_uses_pid_file() {
     assert!(eventually(Duration::from_secs(5), || s
         .error_log()
         .contains("reopening logs")));
+    // Only the pid file is needed: a root removed since the start (a
+    // configuration that no longer validates) does not keep -s from working.
+    std::fs::rename(&s.root, s.dir.path().join("moved-away")).unwrap();
+    let (code, out) = run_corral(&["-t", "-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
     let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));

@@ -20,6 +20,8 @@ pub struct Request<'a> {
     /// Over TLS: `HTTPS=on` and `REQUEST_SCHEME=https`.
     pub https: bool,
     pub content_length: Option<u64>,
+    /// The user `auth_basic` let in (REMOTE_USER, and AUTH_TYPE "Basic").
+    pub remote_user: Option<&'a str>,
     /// Request header fields, in order, as (name, value): values as sent
     /// (RFC 9110 §5.5: bytes that are not text pass as they are).
     pub headers: &'a [(String, Vec<u8>)],
@@ -63,7 +65,14 @@ pub fn build(r: &Request<'_>) -> Vec<(String, Vec<u8>)> {
     put(&mut env, "DOCUMENT_ROOT", r.document_root);
     put(&mut env, "REMOTE_ADDR", &r.remote_addr);
     put(&mut env, "REMOTE_PORT", r.remote_port.to_string());
-    put(&mut env, "AUTH_TYPE", "");
+    // RFC 3875 §4.1.1 and §4.1.11: set when the server authenticated the client.
+    match r.remote_user {
+        Some(u) => {
+            put(&mut env, "AUTH_TYPE", "Basic");
+            put(&mut env, "REMOTE_USER", u);
+        }
+        None => put(&mut env, "AUTH_TYPE", ""),
+    }
     // php-cgi refuses to run without it (its force-cgi-redirect check).
     put(&mut env, "REDIRECT_STATUS", "200");
     put(&mut env, "PATH", "/usr/local/bin:/usr/bin:/bin");
@@ -144,6 +153,7 @@ mod tests {
             protocol: "HTTP/1.1",
             https: true,
             content_length: Some(3),
+            remote_user: Some("alice"),
             headers: &headers,
             extra: &extra,
         });
@@ -155,6 +165,7 @@ mod tests {
         let raw = env.iter().find(|(n, _)| n == "HTTP_X_RAW").map(|(_, v)| v.as_slice());
         assert_eq!(raw, Some(&b"\xff\xfe"[..]), "bytes that are not text pass unchanged");
         assert_eq!(get("HTTP_PROXY"), None);
+        assert_eq!((get("AUTH_TYPE"), get("REMOTE_USER")), (Some("Basic"), Some("alice")));
         assert_eq!(get("HTTPS"), Some("on"));
         assert_eq!(get("REQUEST_SCHEME"), Some("https"));
         assert_eq!(get("HTTP_X_MULTI"), Some("a, b"));

@@ -46,6 +46,28 @@ pub fn load_default() -> Config {
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let (name, text, abs, base) = read(path)?;
+    let mut cfg = load_str(&name, &text, &base)?;
+    cfg.file = Some(abs.file_name().map_or(abs.clone(), |f| base.join(f)));
+    Ok(cfg)
+}
+
+/// The pid file `path` names, from its syntax alone: what `-s` needs,
+/// so that a directory or certificate gone since the start does not keep
+/// an operator from stopping the server.
+pub fn pid_path(path: &Path) -> Result<PathBuf, ConfigError> {
+    let (name, text, _, base) = read(path)?;
+    let src = Source { name, text, base };
+    let file: raw::File = toml::from_str(&src.text).map_err(|e| src.syntax_error(&e))?;
+    let pid = file.main.and_then(|m| m.pid);
+    Ok(src.path(pid.as_deref().unwrap_or(DEFAULT_PID)))
+}
+
+/// Where the pid file goes when `main.pid` is not set.
+const DEFAULT_PID: &str = "/tmp/corral/corral.pid";
+
+/// A config file's name, text, absolute path and directory.
+fn read(path: &Path) -> Result<(String, String, PathBuf, PathBuf), ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: name.clone(),
@@ -64,9 +86,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .parent()
         .map(|dir| resolve(Path::new("/"), dir))
         .unwrap_or_else(|| PathBuf::from("/"));
-    let mut cfg = load_str(&name, &text, &base)?;
-    cfg.file = Some(abs.file_name().map_or(abs.clone(), |f| base.join(f)));
-    Ok(cfg)
+    Ok((name, text, abs, base))
 }
 
 /// Validates `text` as a config file called `name` whose relative paths
@@ -125,6 +145,10 @@ impl Source {
             "expected an address (\"unix:/path\", \"host:port\") or { address = ..., weight = .., max_fails = .., fail_timeout = .., backup = .. }".to_string()
         } else if msg.contains("untagged enum OneOrMany") {
             "expected a string or a list of strings".to_string()
+        } else if msg.contains("untagged enum HeaderValue") {
+            "expected a string or { value = \"...\", always = true } (and no other key)".to_string()
+        } else if msg.contains("expected struct LimitReq") {
+            "expected a table: { rate = \"10r/s\", burst = 20, nodelay = true }".to_string()
         } else {
             // serde's Rust type names, in an operator's words.
             msg.replace("expected i64", "expected an integer")
@@ -570,7 +594,7 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
             Dispatch::LeastConn,
         )?,
         worker_threads: c.int("worker_threads", m.worker_threads, 1, 64, 1)? as usize,
-        pid: src.path(m.pid.as_deref().unwrap_or("/tmp/corral/corral.pid")),
+        pid: src.path(m.pid.as_deref().unwrap_or(DEFAULT_PID)),
         error_log,
         log_level: c.choice("log_level", m.log_level, &levels, Level::Info)?,
         daemon: m.daemon.unwrap_or(false),
@@ -846,8 +870,9 @@ fn build_server(
     };
     let tls = super::tls::build(&c, tls_keys, tls_defaults)?;
     let root = src.path(s.root.as_deref().unwrap_or("www"));
-    if src.text.is_empty() {
-        // The built-in default tolerates a missing ./www; the worker logs it.
+    if src.text.is_empty() || s.root.is_none() {
+        // A root not written (the built-in default, a server that only
+        // redirects) may be missing: nothing is served from it then (404).
     } else if !root.is_dir() {
         return Err(c.err("root", format!("{} is not a directory", root.display())));
     }
@@ -1151,6 +1176,8 @@ fn build_location(
         v => Some(parse_charset(&c, v)?),
     };
     let mut handlers = 0;
+    // The key named when a location has more than one content handler.
+    let mut last_handler = "return";
     let mut handler = super::Handler::Static;
     if let Some(r) = l.ret {
         handlers += 1;
@@ -1192,6 +1219,7 @@ fn build_location(
     }
     if let Some(g) = l.cgi {
         handlers += 1;
+        last_handler = "cgi";
         if g.prefix.is_some() {
             return Err(c.err(
                 "cgi",
@@ -1209,20 +1237,27 @@ fn build_location(
                 ));
             }
         }
-        let cgi = build_cgi_in(&c, src, root_dir.as_deref().unwrap_or(root), g)?;
+        // Its keys are the `cgi` table's, on the `cgi = {...}` line.
+        let cgi = build_cgi_in(&c, src, root_dir.as_deref().unwrap_or(root), g).map_err(|mut e| {
+            e.key = e.key.replacen("server.location.", "server.location.cgi.", 1);
+            e.line = src.locate(c.table, c.nth, "cgi").or(e.line);
+            e
+        })?;
         handler = super::Handler::Cgi(cgi);
     }
     if l.status == Some(true) {
         handlers += 1;
+        last_handler = "status";
         handler = super::Handler::Status;
     }
     if let Some(f) = l.fastcgi {
         handlers += 1;
+        last_handler = "fastcgi";
         handler = super::Handler::FastCgi(super::fastcgi::build_fastcgi(&c, f, ups)?);
     }
     if handlers > 1 {
         return Err(c.err(
-            "return",
+            last_handler,
             "a location has one content handler: `return`, `cgi`, `fastcgi` or `status`, not more",
         ));
     }
@@ -1523,7 +1558,7 @@ fn parse_add_header(
     for (name, v) in map {
         let (value, always) = match v {
             raw::HeaderValue::Plain(v) => (v, false),
-            raw::HeaderValue::Full { value, always } => (value, always.unwrap_or(false)),
+            raw::HeaderValue::Full(raw::HeaderFull { value, always }) => (value, always.unwrap_or(false)),
         };
         let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
         if name.is_empty() || !name.bytes().all(token) {

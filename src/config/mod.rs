@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{ConfigError, load, load_default, load_str};
+pub use load::{ConfigError, load, load_default, load_str, pid_path};
 pub use location::{Handler, Location, Match};
 
 use crate::core::log::Level;

@@ -161,7 +161,14 @@ fn build_pool(
     if !matches!(listen, Address::Unix(_))
         && (p.listen_owner.is_some() || p.listen_group.is_some() || p.listen_mode.is_some())
     {
-        return Err(c.err("listen_mode", "owner, group and mode apply to a unix socket only"));
+        let key = if p.listen_owner.is_some() {
+            "listen_owner"
+        } else if p.listen_group.is_some() {
+            "listen_group"
+        } else {
+            "listen_mode"
+        };
+        return Err(c.err(key, "owner, group and mode apply to a unix socket only"));
     }
     let mut allowed_clients = Vec::new();
     for a in p.allowed_clients.map(raw::OneOrMany::into_vec).unwrap_or_default() {

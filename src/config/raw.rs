@@ -146,7 +146,15 @@ pub struct Server {
 #[serde(untagged)]
 pub enum HeaderValue {
     Plain(String),
-    Full { value: String, always: Option<bool> },
+    Full(HeaderFull),
+}
+
+/// The table form of an `add_header` value (a typo in it is an error).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFull {
+    pub value: String,
+    pub always: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

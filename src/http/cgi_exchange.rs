@@ -136,6 +136,10 @@ impl HttpService {
             _ => None,
         };
         let root = site_cfg.root.display().to_string();
+        let remote_user = match (&site_cfg.auth, &req.authorization) {
+            (Some(a), Some(given)) => a.users.check(given),
+            _ => None,
+        };
         let env = crate::cgi::env::build(&crate::cgi::env::Request {
             method: &req.method_name,
             uri: req.request_uri(),
@@ -152,6 +156,7 @@ impl HttpService {
             protocol: if req.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
             https: req.https,
             content_length,
+            remote_user,
             headers: &headers,
             extra: &rule.env,
         });
