@@ -1176,11 +1176,12 @@ fn build_location(
         v => Some(parse_charset(&c, v)?),
     };
     let mut handlers = 0;
-    // The key named when a location has more than one content handler.
-    let mut last_handler = "return";
+    // The keys of the content handlers given (more than one is an error).
+    let mut given: Vec<&str> = Vec::new();
     let mut handler = super::Handler::Static;
     if let Some(r) = l.ret {
         handlers += 1;
+        given.push("return");
         let text = match r {
             NumOrStr::Num(n) => n.to_string(),
             NumOrStr::Str(s) => s,
@@ -1219,7 +1220,7 @@ fn build_location(
     }
     if let Some(g) = l.cgi {
         handlers += 1;
-        last_handler = "cgi";
+        given.push("cgi");
         if g.prefix.is_some() {
             return Err(c.err(
                 "cgi",
@@ -1247,17 +1248,23 @@ fn build_location(
     }
     if l.status == Some(true) {
         handlers += 1;
-        last_handler = "status";
+        given.push("status");
         handler = super::Handler::Status;
     }
     if let Some(f) = l.fastcgi {
         handlers += 1;
-        last_handler = "fastcgi";
+        given.push("fastcgi");
         handler = super::Handler::FastCgi(super::fastcgi::build_fastcgi(&c, f, ups)?);
     }
     if handlers > 1 {
+        // Blamed on the one written last.
+        let key = given
+            .iter()
+            .max_by_key(|k| src.locate(c.table, c.nth, k))
+            .copied()
+            .unwrap_or("return");
         return Err(c.err(
-            last_handler,
+            key,
             "a location has one content handler: `return`, `cgi`, `fastcgi` or `status`, not more",
         ));
     }
