@@ -229,7 +229,7 @@ return = "200 front controller for $uri?$args"
 
 [[server.location]]
 match = "@denied"
-return = "200 denied page for $uri"
+return = "200 denied page for $request_method $uri"
 "#
         .into(),
         ..Opts::default()
@@ -244,7 +244,10 @@ return = "200 denied page for $uri"
     );
     // error_page keeps the error's status, the page comes from the named location.
     let r = s.get("/private/x");
-    assert_eq!((r.status, r.text().as_str()), (403, "denied page for /private/x"));
+    assert_eq!((r.status, r.text().as_str()), (403, "denied page for GET /private/x"));
+    // To a named location, error_page keeps the method (to a URI it is a GET).
+    let r = s.request("POST /private/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (403, "denied page for POST /private/x"));
     // A client cannot ask for a named location by path.
     let r = s.get("/@front");
     assert_eq!(
@@ -493,6 +496,24 @@ fn error_pages() {
     );
     let r = s.get("/nothing-here");
     assert_eq!((r.status, r.text().as_str()), (404, "custom 404\n"));
+    // The client's ranges and preconditions were about what it asked for,
+    // not the page: a plain 404 (never a 304 telling a cache its copy of a
+    // deleted URL is still good, nor a 206/416 of the page).
+    for h in [
+        "Range: bytes=0-3",
+        "Range: bytes=0-1,4-5",
+        "Range: bytes=500-",
+        "If-None-Match: *",
+        "If-Modified-Since: Thu, 01 Jan 2099 00:00:00 GMT",
+        "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT",
+        "If-Match: \"nope\"",
+    ] {
+        let r = s.request(&format!(
+            "GET /nothing-here HTTP/1.1\r\nHost: a\r\n{h}\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!((r.status, r.text().as_str()), (404, "custom 404\n"), "{h}");
+        assert!(r.header("content-range").is_none(), "{h}");
+    }
     let r = s.get("/down");
     assert_eq!((r.status, r.text().as_str()), (503, "custom 50x\n"));
     let r = s.get("/soft/missing");
@@ -798,6 +819,16 @@ fn gzip_on_the_fly() {
         assert!(head.contains("vary: accept-encoding"), "{head}");
         assert!(head.contains("etag: w/\""), "weak ETag: {head}");
         assert!(!head.contains("accept-ranges"), "{head}");
+        // A HEAD gets the GET's head (RFC 9110 §9.3.2), compressed length included.
+        let (_, head_of_head) = curl(&["-s", "-I", "-H", "Accept-Encoding: gzip", &url(path)]);
+        let head_of_head = String::from_utf8_lossy(&head_of_head).to_ascii_lowercase();
+        let fields = |h: &str| -> Vec<String> {
+            h.lines()
+                .filter(|l| !l.starts_with("date:"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(fields(&head_of_head), fields(&head), "{path}");
     }
     let (_, head) = curl(&[
         "-s",

@@ -133,6 +133,12 @@ fn conditional_requests() {
         "weak comparison"
     );
     assert_eq!(cond("If-None-Match: \"other\"").status, 200);
+    // Repeated lines are one list (RFC 9110 §5.3).
+    assert_eq!(
+        cond(&format!("If-None-Match: {etag}\r\nIf-None-Match: \"a\"")).status,
+        304
+    );
+    assert_eq!(cond(&format!("If-Match: {etag}\r\nIf-Match: \"a\"")).status, 200);
     assert_eq!(cond(&format!("If-Modified-Since: {lm}")).status, 304);
     assert_eq!(cond("If-Modified-Since: Thu, 01 Jan 1970 00:00:01 GMT").status, 200);
     // If-None-Match wins over If-Modified-Since.

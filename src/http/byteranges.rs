@@ -95,7 +95,7 @@ impl Produce for Parts {
                     if let Err(e) = file.read_exact_at(&mut out[have..], from) {
                         out.truncate(have);
                         return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            std::io::Error::new(e.kind(), "file shrank while sending")
+                            std::io::Error::new(e.kind(), "file shrank")
                         } else {
                             e
                         });

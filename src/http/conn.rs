@@ -561,7 +561,9 @@ impl HttpService {
                     Some(Some(n)) => n,
                     Some(None) => 0,
                 });
-                if req.method != Method::Head {
+                // To a URI as a GET; to a named location with its own
+                // method (nginx).
+                if req.method != Method::Head && !ep.uri.starts_with('@') {
                     req.method = Method::Get;
                     req.method_name = "GET".into();
                 }
@@ -934,10 +936,7 @@ impl HttpService {
                 }
                 match c.io.send_file(file, off, (*left).min(1 << 30) as usize) {
                     Ok(0) => {
-                        break Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file shrank while sending",
-                        ));
+                        break Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
                     }
                     Ok(n) => {
                         *left -= n as u64;

@@ -64,10 +64,7 @@ impl Produce for Stream {
                         file.read_at(&mut input[..want], *off)?
                     };
                     if want > 0 && n == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "file shrank while sending",
-                        ));
+                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank"));
                     }
                     *off += n as u64;
                     *left -= n as u64;

@@ -339,11 +339,12 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                 }
             }
         } else if is(name, "if-none-match") {
-            r.if_none_match = Some(value.to_string());
+            // Lists: repeated lines are one list (RFC 9110 §5.3).
+            join_list(&mut r.if_none_match, value);
         } else if is(name, "if-modified-since") {
             r.if_modified_since = Some(value.to_string());
         } else if is(name, "if-match") {
-            r.if_match = Some(value.to_string());
+            join_list(&mut r.if_match, value);
         } else if is(name, "if-unmodified-since") {
             r.if_unmodified_since = Some(value.to_string());
         } else if is(name, "range") {
@@ -467,6 +468,17 @@ fn port_ok(after: &str) -> Option<()> {
     }
     let p = after.strip_prefix(':')?;
     (p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())).then_some(())
+}
+
+/// Adds the field line `value` to a list field seen before.
+fn join_list(field: &mut Option<String>, value: &str) {
+    match field {
+        Some(v) => {
+            v.push_str(", ");
+            v.push_str(value);
+        }
+        None => *field = Some(value.to_string()),
+    }
 }
 
 /// Where the minor digit of a well-formed `HTTP/1.2`..`HTTP/1.9` request line is.

@@ -433,8 +433,13 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
         r.header("ETag", etag);
     };
 
+    // An error_page is the answer to an error: the client's preconditions
+    // and ranges were about what it asked for, not this page (RFC 9110
+    // §13.2.1: preconditions are ignored when the answer is an error).
+    let page = req.error_status.is_some();
     // RFC 9110 §13.2.2: the order in which preconditions are evaluated.
-    if let Some(im) = &req.if_match {
+    if page {
+    } else if let Some(im) = &req.if_match {
         if !etag_list_matches(im, etag, true) {
             return Reply::error(412, tokens);
         }
@@ -443,7 +448,9 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
     {
         return Reply::error(412, tokens);
     }
-    let not_modified = if let Some(inm) = &req.if_none_match {
+    let not_modified = if page {
+        false
+    } else if let Some(inm) = &req.if_none_match {
         etag_list_matches(inm, etag, false)
     } else if let Some(ims) = req.if_modified_since.as_deref().and_then(parse_date) {
         mtime <= ims
@@ -460,7 +467,7 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
     }
 
     let mut rng = match &req.range {
-        Some(h) if req.method == Method::Get => range::parse(h, len),
+        Some(h) if req.method == Method::Get && !page => range::parse(h, len),
         _ => Range::Full,
     };
     if rng != Range::Full
@@ -514,7 +521,9 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
         }
     };
     r.length = Some(count);
-    if req.method == Method::Get && count > 0 {
+    // A HEAD carries the body too (never sent): filters after this one
+    // (gzip) then give it the same head as the GET.
+    if count > 0 {
         r.body = match source {
             Source::File(file) => ReplyBody::File {
                 file,
