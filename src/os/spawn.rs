@@ -95,9 +95,13 @@ impl Spawner {
 /// Spawns `job` on the calling thread (a pool worker, which has nothing
 /// else to serve meanwhile): the pid, which is also the child's group.
 pub fn spawn_now(job: Job) -> Result<i32, Errno> {
-    let devnull =
-        OwnedFd::from(std::fs::File::open("/dev/null").map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?);
-    spawn(&job, &devnull).1
+    // Opened once per process, not per script.
+    static DEVNULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    let devnull = DEVNULL
+        .get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from))
+        .as_ref()
+        .ok_or(Errno::ENOENT)?;
+    spawn(&job, devnull).1
 }
 
 /// Resets, between fork and exec, what a child must not inherit from a
