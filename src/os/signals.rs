@@ -43,6 +43,21 @@ pub fn signal_fd() -> io::Result<SignalFd> {
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)
 }
 
+/// A pool worker's signalfd: the handled signals but SIGCHLD, which goes
+/// back to its default (nothing happens): the worker learns that its
+/// program or script ended from their pipes and reaps them itself, and a
+/// SIGCHLD per CGI request would wake it once more for nothing.
+pub fn signal_fd_without_children() -> io::Result<SignalFd> {
+    let fd = signal_fd()?;
+    let mut set = handled_set();
+    set.remove(Signal::SIGCHLD);
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&chld), None).map_err(io::Error::from)?;
+    fd.set_mask(&set).map_err(io::Error::from)?;
+    Ok(fd)
+}
+
 /// Reads every pending signal.
 pub fn drain(fd: &SignalFd) -> Vec<Signal> {
     let mut out = Vec::new();

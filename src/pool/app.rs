@@ -940,7 +940,11 @@ impl Peer<'_> {
                 if stdout.is_some() {
                     if readable(ev.get(i).copied().unwrap_or(PollFlags::empty())) {
                         let s = stdout.as_mut().expect("checked");
-                        out.fill(s)?;
+                        // The script closed its output (it is done): read to
+                        // the end now, so its answer and its end leave in one
+                        // write, not two turns later.
+                        let hup = ev.get(i).is_some_and(|e| e.contains(PollFlags::POLLHUP));
+                        while matches!(out.fill(&mut *s)?, Filled::Bytes) && hup {}
                         let data = out.take_raw();
                         if !data.is_empty() {
                             *head_sent = true;

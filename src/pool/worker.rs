@@ -72,7 +72,7 @@ struct Worker<'a> {
 pub fn run(spec: Spec<'_>) -> i32 {
     let pool = spec.pool;
     title::set(&format!("corral: pool {}", pool.name));
-    let sigfd = match signals::signal_fd() {
+    let sigfd = match signals::signal_fd_without_children() {
         Ok(fd) => fd,
         Err(e) => {
             crate::crit!("[pool {}] cannot set up signals: {e}", pool.name);
