@@ -45,13 +45,17 @@ fn cli() -> Command {
         )
 }
 
-/// `-c FILE`, else `./corral.toml` if present, else the built-in default.
-fn load(explicit: Option<&String>) -> Result<Config, config::ConfigError> {
+/// The configuration file: `-c FILE`, else `./corral.toml` if present;
+/// `None`: the built-in default.
+fn config_file(explicit: Option<&String>) -> Option<&Path> {
     match explicit {
-        Some(p) => config::load(Path::new(p)),
-        None if Path::new(DEFAULT_CONFIG).exists() => config::load(Path::new(DEFAULT_CONFIG)),
-        None => Ok(config::load_default()),
+        Some(p) => Some(Path::new(p)),
+        None => Some(Path::new(DEFAULT_CONFIG)).filter(|p| p.exists()),
     }
+}
+
+fn load(explicit: Option<&String>) -> Result<Config, config::ConfigError> {
+    config_file(explicit).map_or_else(|| Ok(config::load_default()), config::load)
 }
 
 fn main() -> ExitCode {
@@ -75,13 +79,7 @@ fn main() -> ExitCode {
     let explicit = m.get_one::<String>("config");
     if let Some(sig) = m.get_one::<String>("signal").filter(|_| !m.get_flag("test")) {
         // Only the pid file is needed: the file must parse, not validate.
-        let pid = match explicit
-            .map(String::as_str)
-            .or(Path::new(DEFAULT_CONFIG).exists().then_some(DEFAULT_CONFIG))
-        {
-            Some(p) => config::pid_path(Path::new(p)),
-            None => Ok(config::load_default().main.pid),
-        };
+        let pid = config_file(explicit).map_or_else(|| Ok(config::load_default().main.pid), config::pid_path);
         return match pid {
             Ok(pid) => send_signal(&pid, sig),
             Err(e) => {

@@ -1175,12 +1175,10 @@ fn build_location(
         None => None,
         v => Some(parse_charset(&c, v)?),
     };
-    let mut handlers = 0;
     // The keys of the content handlers given (more than one is an error).
     let mut given: Vec<&str> = Vec::new();
     let mut handler = super::Handler::Static;
     if let Some(r) = l.ret {
-        handlers += 1;
         given.push("return");
         let text = match r {
             NumOrStr::Num(n) => n.to_string(),
@@ -1219,7 +1217,6 @@ fn build_location(
         handler = super::Handler::Return { code, text };
     }
     if let Some(g) = l.cgi {
-        handlers += 1;
         given.push("cgi");
         if g.prefix.is_some() {
             return Err(c.err(
@@ -1247,16 +1244,14 @@ fn build_location(
         handler = super::Handler::Cgi(cgi);
     }
     if l.status == Some(true) {
-        handlers += 1;
         given.push("status");
         handler = super::Handler::Status;
     }
     if let Some(f) = l.fastcgi {
-        handlers += 1;
         given.push("fastcgi");
         handler = super::Handler::FastCgi(super::fastcgi::build_fastcgi(&c, f, ups)?);
     }
-    if handlers > 1 {
+    if given.len() > 1 {
         // Blamed on the one written last.
         let key = given
             .iter()

@@ -5,7 +5,6 @@
 //! response keeps its `Content-Length`.
 
 use std::io::Write as _;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::reply::{Produce, Reply, ReplyBody, Source};
@@ -85,23 +84,7 @@ impl Produce for Parts {
             }
             let left = end - start + 1 - self.at;
             let n = left.min((STEP - out.len().min(STEP)).max(1) as u64) as usize;
-            let from = start + self.at;
-            match &self.src {
-                Source::Memory(data) => out.extend_from_slice(&data[from as usize..from as usize + n]),
-                Source::File(file) => {
-                    let have = out.len();
-                    out.resize(have + n, 0);
-                    // Positioned reads: the descriptor may be shared with the cache.
-                    if let Err(e) = file.read_exact_at(&mut out[have..], from) {
-                        out.truncate(have);
-                        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                            std::io::Error::new(e.kind(), "file shrank")
-                        } else {
-                            e
-                        });
-                    }
-                }
-            }
+            self.src.append(out, start + self.at, n)?;
             self.at += n as u64;
             if self.at > end - start {
                 self.next += 1;

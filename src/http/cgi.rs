@@ -247,11 +247,8 @@ pub fn prepare(t: &Target, env: &[(String, Vec<u8>)], stdin: Stdin, id: u64) -> 
         Some(d) if !d.as_os_str().is_empty() => Some(cstr(d.as_os_str().as_bytes())?),
         _ => None,
     };
-    // Our ends nonblocking, the script's ends blocking as programs expect.
-    let pipe = |ours_is_read: bool| -> io::Result<(File, OwnedFd)> {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let (ours, theirs) = if ours_is_read { (r, w) } else { (w, r) };
-        nix::fcntl::fcntl(ours.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    let pipe = |ours_reads: bool| -> io::Result<(File, OwnedFd)> {
+        let (ours, theirs) = crate::os::spawn::child_pipe(ours_reads)?;
         Ok((File::from(ours), theirs))
     };
     let (stdin, child_in) = match stdin {

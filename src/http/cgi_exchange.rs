@@ -375,8 +375,7 @@ impl HttpService {
                                     .map_or(if h.location.is_some() { 302 } else { 200 }, |s| s.0);
                                 let mut fr =
                                     std::mem::take(&mut cgi_of(&mut ex.handler).run.as_mut().expect("running").fr);
-                                h.fields
-                                    .splice(0..0, super::handler::carried_fields(std::mem::take(&mut c.carried)));
+                                h.fields.splice(0..0, std::mem::take(&mut c.carried));
                                 self.app_head(ex, &h, &mut fr, code, &rest, head_only);
                                 cgi_of(&mut ex.handler).run.as_mut().expect("running").fr = fr;
                             }
@@ -484,7 +483,7 @@ impl HttpService {
     /// `Location: /local/path` without a Status: serve that path instead
     /// (RFC 3875 §6.2.2), as a GET.
     fn cgi_redirect(&mut self, c: &mut Conn, loc: &str, io: &mut Io<'_>) -> Step {
-        self.internal_redirect(c, loc, String::new(), io)
+        self.internal_redirect(c, loc, Vec::new(), io)
     }
 
     pub(super) fn cgi_timeout(&mut self, c: &mut Conn) -> Option<Next> {

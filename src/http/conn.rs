@@ -71,10 +71,10 @@ pub struct Conn {
     pub(super) limit_held: u32,
     /// A request `limit_req` delays, and where its head is.
     delayed: Option<Box<(Box<Request>, std::ops::Range<usize>)>>,
-    /// Header lines an application's X-Accel-Redirect keeps for the
-    /// response of the URI it named, and its Content-Type (which replaces
-    /// the file's).
-    pub(super) carried: String,
+    /// Header fields an application's X-Accel-Redirect keeps for the
+    /// response of the URI it named (text values only), and its
+    /// Content-Type (which replaces the file's).
+    pub(super) carried: Vec<(String, Vec<u8>)>,
     pub(super) carried_type: Option<String>,
     /// The local address, once asked for (CGI and FastCGI want it per request).
     local: Option<SocketAddr>,
@@ -195,7 +195,7 @@ impl Conn {
             redirects: 0,
             limit_held: 0,
             delayed: None,
-            carried: String::new(),
+            carried: Vec::new(),
             carried_type: None,
             local: None,
             pending_error: None,
@@ -594,8 +594,8 @@ impl HttpService {
             reply.charset = None;
             reply.header("Content-Type", ct);
         }
-        if !c.carried.is_empty() {
-            reply.extra.push_str(&std::mem::take(&mut c.carried));
+        for (name, value) in std::mem::take(&mut c.carried) {
+            reply.header(&name, String::from_utf8_lossy(&value));
         }
         if let Some(gz) = &self.sites[site].cfg.gzip {
             super::gzip::filter(&mut reply, gz, &req);

@@ -1034,16 +1034,16 @@ impl HttpService {
             }
             // Headers that describe the download, kept for the file's response
             // (nginx's list, the application's Content-Type included).
-            let mut carried = String::new();
+            let mut carried = Vec::new();
             c.carried_type = h.content_type.clone().filter(|t| !t.contains(['\r', '\n']));
             for (n, v) in &h.fields {
                 if ["content-disposition", "set-cookie", "cache-control", "expires"]
                     .iter()
                     .any(|k| n.eq_ignore_ascii_case(k))
                 {
-                    // (`carried` is text: a value that is not is dropped.)
-                    if let Ok(v) = std::str::from_utf8(v) {
-                        carried.push_str(&format!("{n}: {v}\r\n"));
+                    // (A value that is not text is dropped.)
+                    if std::str::from_utf8(v).is_ok() {
+                        carried.push((n.clone(), v.clone()));
                     }
                 }
             }
@@ -1053,15 +1053,14 @@ impl HttpService {
         if h.status.is_none() && h.location.as_deref().is_some_and(super::app_response::is_local) {
             let loc = h.location.clone().unwrap_or_default();
             self.settle_before_redirect(st);
-            return Some(self.internal_redirect(c, &loc, String::new(), io));
+            return Some(self.internal_redirect(c, &loc, Vec::new(), io));
         }
         let mut fr = std::mem::take(&mut st.fr);
         let rest = std::mem::take(&mut st.hdr);
         // X-Accel-* are instructions to the server, not for the client (nginx hides them too).
         h.fields
             .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
-        h.fields
-            .splice(0..0, super::handler::carried_fields(std::mem::take(&mut c.carried)));
+        h.fields.splice(0..0, std::mem::take(&mut c.carried));
         self.app_head(ex, &h, &mut fr, code, &rest, head_only);
         let st = state(&mut ex.handler)?;
         st.fr = fr;

@@ -2,38 +2,37 @@
 //! compressed and framed a piece at a time as the socket drains, so a
 //! large file is never held whole in memory.
 
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use super::reply::{Produce, Reply, ReplyBody};
+use super::reply::{Produce, Reply, ReplyBody, Source};
 use super::request::Request;
 use crate::config;
 
 /// Input read per step: one step's output stays small.
 const STEP: usize = 16 * 1024;
 
-/// Where the uncompressed bytes come from.
-pub enum Source {
-    Mem { data: Arc<[u8]>, pos: usize, end: usize },
-    File { file: Arc<File>, off: u64, left: u64 },
-}
-
 pub struct Stream {
+    /// The uncompressed bytes: `src` from `at` to `end`.
     src: Source,
+    at: u64,
+    end: u64,
+    /// The bytes read for one step (kept: no allocation per step).
+    input: Vec<u8>,
     enc: Option<GzEncoder<Vec<u8>>>,
     /// HTTP/1.1: chunked framing; else the connection's close ends it.
     chunked: bool,
 }
 
 impl Stream {
-    pub fn new(src: Source, level: u32, chunked: bool) -> Stream {
+    pub fn new(src: Source, offset: u64, len: u64, level: u32, chunked: bool) -> Stream {
         Stream {
             src,
+            at: offset,
+            end: offset + len,
+            input: Vec::with_capacity(STEP),
             enc: Some(GzEncoder::new(Vec::with_capacity(STEP), Compression::new(level))),
             chunked,
         }
@@ -45,37 +44,18 @@ impl Produce for Stream {
     /// the stream (and its last chunk) is complete.
     fn produce(&mut self, out: &mut Vec<u8>) -> std::io::Result<bool> {
         let Some(enc) = self.enc.as_mut() else { return Ok(false) };
-        let mut input = [0u8; STEP];
         // Deflate may hold back output: feed until some comes out or the input ends.
         let mut ended = false;
         while enc.get_ref().is_empty() {
-            let n = match &mut self.src {
-                Source::Mem { data, pos, end } => {
-                    let n = (*end - *pos).min(STEP);
-                    input[..n].copy_from_slice(&data[*pos..*pos + n]);
-                    *pos += n;
-                    n
-                }
-                Source::File { file, off, left } => {
-                    let want = (*left).min(STEP as u64) as usize;
-                    let n = if want == 0 {
-                        0
-                    } else {
-                        file.read_at(&mut input[..want], *off)?
-                    };
-                    if want > 0 && n == 0 {
-                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank"));
-                    }
-                    *off += n as u64;
-                    *left -= n as u64;
-                    n
-                }
-            };
+            let n = (self.end - self.at).min(STEP as u64) as usize;
             if n == 0 {
                 ended = true;
                 break;
             }
-            enc.write_all(&input[..n])?;
+            self.input.clear();
+            self.src.append(&mut self.input, self.at, n)?;
+            self.at += n as u64;
+            enc.write_all(&self.input)?;
         }
         let mut piece = std::mem::take(enc.get_mut());
         if ended {
@@ -123,22 +103,16 @@ pub fn filter(r: &mut Reply, cfg: &config::Gzip, req: &Request) {
         return;
     }
     let body = std::mem::replace(&mut r.body, ReplyBody::Empty);
-    let stream = |src| Box::new(Stream::new(src, cfg.level, req.minor >= 1));
+    let stream = |src, offset, len| Box::new(Stream::new(src, offset, len, cfg.level, req.minor >= 1));
     r.body = match body {
         ReplyBody::Bytes(b) => ReplyBody::Bytes(compress(&b, cfg.level)),
         ReplyBody::Shared { data, offset, len } if len <= AT_ONCE => {
             ReplyBody::Bytes(compress(&data[offset..offset + len], cfg.level))
         }
-        ReplyBody::Shared { data, offset, len } => ReplyBody::Stream(stream(Source::Mem {
-            data,
-            pos: offset,
-            end: offset + len,
-        })),
-        ReplyBody::File { file, offset, len } => ReplyBody::Stream(stream(Source::File {
-            file,
-            off: offset,
-            left: len,
-        })),
+        ReplyBody::Shared { data, offset, len } => {
+            ReplyBody::Stream(stream(Source::Memory(data), offset as u64, len as u64))
+        }
+        ReplyBody::File { file, offset, len } => ReplyBody::Stream(stream(Source::File(file), offset, len)),
         other => {
             r.body = other;
             return;
@@ -210,15 +184,7 @@ mod tests {
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
         let len = data.len();
-        let mut s = Stream::new(
-            Source::Mem {
-                data: data.clone().into(),
-                pos: 0,
-                end: len,
-            },
-            1,
-            true,
-        );
+        let mut s = Stream::new(Source::Memory(data.clone().into()), 0, len as u64, 1, true);
         let mut all = Vec::new();
         let mut steps = 0;
         loop {

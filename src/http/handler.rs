@@ -105,9 +105,17 @@ impl HttpService {
     }
 
     /// Serves `loc` (a local URI an application named) instead, as a GET
-    /// with the same Host; `carried` are header lines of the application's
-    /// answer to keep on the new one.
-    pub(super) fn internal_redirect(&mut self, c: &mut Conn, loc: &str, carried: String, io: &mut Io<'_>) -> Step {
+    /// with the same Host; `carried` are header fields of the application's
+    /// answer to keep on the new one (nginx keeps them in the redirected
+    /// request, whoever answers it: a file, or an application whose own
+    /// fields follow them).
+    pub(super) fn internal_redirect(
+        &mut self,
+        c: &mut Conn,
+        loc: &str,
+        carried: Vec<(String, Vec<u8>)>,
+        io: &mut Io<'_>,
+    ) -> Step {
         let Some(mut ex) = c.ex.take() else {
             return Step::Wait(Next::Close);
         };
@@ -157,18 +165,6 @@ impl HttpService {
         self.begin_owned(c, req, head, io);
         Step::Again
     }
-}
-
-/// The header lines an application's X-Accel-Redirect kept (Set-Cookie,
-/// Content-Disposition...), as fields for the answer of the location it
-/// named when an application answers there too: nginx keeps them in the
-/// redirected request whoever answers it.
-pub(super) fn carried_fields(carried: String) -> Vec<(String, Vec<u8>)> {
-    carried
-        .split("\r\n")
-        .filter_map(|l| l.split_once(": "))
-        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-        .collect()
 }
 
 /// Moves the buffered bytes `data` of a chunked request body, de-chunked,

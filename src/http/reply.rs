@@ -38,6 +38,41 @@ pub enum Source {
     Memory(std::sync::Arc<[u8]>),
 }
 
+impl Source {
+    /// Appends the `n` bytes at `off` to `out` (a positioned read: the
+    /// descriptor may be shared with the cache). A file that no longer
+    /// has them (it shrank while being sent) is an error.
+    pub fn append(&self, out: &mut Vec<u8>, off: u64, n: usize) -> std::io::Result<()> {
+        match self {
+            Source::Memory(data) => {
+                let part = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| data.get(o..o.checked_add(n)?))
+                    .ok_or_else(shrank)?;
+                out.extend_from_slice(part);
+            }
+            Source::File(file) => {
+                use std::os::unix::fs::FileExt;
+                let have = out.len();
+                out.resize(have + n, 0);
+                if let Err(e) = file.read_exact_at(&mut out[have..], off) {
+                    out.truncate(have);
+                    return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        shrank()
+                    } else {
+                        e
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn shrank() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank")
+}
+
 /// A body made piece by piece as the client takes it.
 pub trait Produce {
     /// Appends the next piece to `out`; `Ok(false)` once the body is complete.

@@ -437,33 +437,17 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
     // and ranges were about what it asked for, not this page (RFC 9110
     // §13.2.1: preconditions are ignored when the answer is an error).
     let page = req.error_status.is_some();
-    // RFC 9110 §13.2.2: the order in which preconditions are evaluated.
-    if page {
-    } else if let Some(im) = &req.if_match {
-        if !etag_list_matches(im, etag, true) {
-            return Reply::error(412, tokens);
+    match if page { None } else { precondition(req, etag, mtime) } {
+        None => {}
+        Some(Precondition::Failed) => return Reply::error(412, tokens),
+        Some(Precondition::NotModified) => {
+            let mut r = Reply::error(304, tokens);
+            r.content_type = None;
+            r.length = None;
+            r.body = ReplyBody::Empty;
+            validators(&mut r);
+            return r;
         }
-    } else if let Some(ius) = req.if_unmodified_since.as_deref().and_then(parse_date)
-        && mtime > ius
-    {
-        return Reply::error(412, tokens);
-    }
-    let not_modified = if page {
-        false
-    } else if let Some(inm) = &req.if_none_match {
-        etag_list_matches(inm, etag, false)
-    } else if let Some(ims) = req.if_modified_since.as_deref().and_then(parse_date) {
-        mtime <= ims
-    } else {
-        false
-    };
-    if not_modified {
-        let mut r = Reply::error(304, tokens);
-        r.content_type = None;
-        r.length = None;
-        r.body = ReplyBody::Empty;
-        validators(&mut r);
-        return r;
     }
 
     let mut rng = match &req.range {
@@ -505,13 +489,11 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
             // The multipart body is made once the headers are final (its
             // parts carry the Content-Type, charset included).
             r.status = 206;
-            if req.method == Method::Get {
-                r.body = ReplyBody::Ranges {
-                    src: source,
-                    ranges,
-                    len,
-                };
-            }
+            r.body = ReplyBody::Ranges {
+                src: source,
+                ranges,
+                len,
+            };
             return r;
         }
         Range::Unsatisfiable => {
@@ -538,6 +520,35 @@ fn respond(fm: &FileMeta, source: Source, req: &Request, tokens: bool) -> Reply 
         };
     }
     r
+}
+
+/// What the request's preconditions say of the file, in the order of
+/// RFC 9110 §13.2.2; `None`: serve it.
+enum Precondition {
+    /// 412: If-Match, else If-Unmodified-Since, failed.
+    Failed,
+    /// 304: If-None-Match, else If-Modified-Since, matched.
+    NotModified,
+}
+
+fn precondition(req: &Request, etag: &str, mtime: u64) -> Option<Precondition> {
+    if let Some(im) = &req.if_match {
+        if !etag_list_matches(im, etag, true) {
+            return Some(Precondition::Failed);
+        }
+    } else if let Some(ius) = req.if_unmodified_since.as_deref().and_then(parse_date)
+        && mtime > ius
+    {
+        return Some(Precondition::Failed);
+    }
+    let not_modified = if let Some(inm) = &req.if_none_match {
+        etag_list_matches(inm, etag, false)
+    } else if let Some(ims) = req.if_modified_since.as_deref().and_then(parse_date) {
+        mtime <= ims
+    } else {
+        false
+    };
+    not_modified.then_some(Precondition::NotModified)
 }
 
 fn parse_date(s: &str) -> Option<u64> {

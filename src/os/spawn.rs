@@ -92,6 +92,19 @@ impl Spawner {
     }
 }
 
+/// A pipe to a child's standard stream: our end (the read end when
+/// `ours_reads`) nonblocking, the child's end blocking as programs expect
+/// (`O_NONBLOCK` belongs to the open file, which the two ends do not share).
+pub fn child_pipe(ours_reads: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (ours, theirs) = if ours_reads { (r, w) } else { (w, r) };
+    nix::fcntl::fcntl(
+        ours.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    Ok((ours, theirs))
+}
+
 /// Spawns `job` on the calling thread (a pool worker, which has nothing
 /// else to serve meanwhile): the pid, which is also the child's group.
 pub fn spawn_now(job: Job) -> Result<i32, Errno> {

@@ -593,10 +593,10 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 .parent()
                 .filter(|d| d.is_dir())
                 .and_then(|d| CString::new(d.as_os_str().as_bytes()).ok());
-            let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-            let (in_r, in_w) = pipe()?;
-            let (out_r, out_w) = pipe()?;
-            let (err_r, err_w) = pipe()?;
+            let pipe = |ours_reads| crate::os::spawn::child_pipe(ours_reads).map_err(|e| format!("pipe: {e}"));
+            let (in_w, in_r) = pipe(false)?;
+            let (out_r, out_w) = pipe(true)?;
+            let (err_r, err_w) = pipe(true)?;
             // posix_spawn with an empty signal mask and default dispositions
             // (the worker blocks its signals for its signalfd and ignores
             // SIGPIPE: neither may reach a script), in its own group.
@@ -614,16 +614,6 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
             let stdin = Some(ChildStdin::from(in_w));
             let stdout = Some(ChildStdout::from(out_r));
             let stderr = Some(ChildStderr::from(err_r));
-            for f in [
-                stdin.as_ref().map(|s| s.as_fd()),
-                stdout.as_ref().map(|s| s.as_fd()),
-                stderr.as_ref().map(|s| s.as_fd()),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                set_nonblocking(f);
-            }
             Ok(Peer::Cgi {
                 pid,
                 stdin,
@@ -1077,17 +1067,6 @@ fn wait_child(pid: i32) -> io::Result<(u32, libc::rusage)> {
             }
             None => std::thread::sleep(Duration::from_millis(1)),
         }
-    }
-}
-
-fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    use std::os::fd::AsRawFd;
-    if let Ok(fl) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
-        let _ = fcntl(
-            fd.as_raw_fd(),
-            FcntlArg::F_SETFL(OFlag::from_bits_truncate(fl) | OFlag::O_NONBLOCK),
-        );
     }
 }
 
