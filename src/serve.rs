@@ -142,7 +142,10 @@ impl Builder {
 
     /// The error log file (default: stderr).
     pub fn error_log(mut self, path: impl Into<PathBuf>) -> Builder {
-        self.cfg.main.error_log = LogTarget::File(path.into());
+        let path = path.into();
+        self.cfg.log_files.retain(|(_, at)| at != "error_log");
+        self.cfg.log_files.push((path.clone(), "error_log".into()));
+        self.cfg.main.error_log = LogTarget::File(path);
         self
     }
 

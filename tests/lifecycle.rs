@@ -492,7 +492,9 @@ fn unopenable_log_files_fail_test_start_and_reload() {
     let (code, text) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("access_log") && text.contains(&bad.display().to_string()) && text.contains("test failed"),
+        text.contains("bad.toml:7: server.access_log")
+            && text.contains(&bad.display().to_string())
+            && text.contains("test failed"),
         "{text}"
     );
     let (code, text) = run_corral(&["-c", p.to_str().unwrap()]);

@@ -180,20 +180,25 @@ pub(super) fn build_upstreams(
             ));
         }
         let mut servers = Vec::new();
-        for s in list {
-            let full = match s {
-                raw::UpstreamServer::Addr(a) => raw::UpstreamServerFull {
-                    address: a,
-                    ..Default::default()
-                },
-                raw::UpstreamServer::Full(f) => f,
+        for (i, s) in list.into_iter().enumerate() {
+            // `servers[1]` for a plain address, `servers[1].weight` in a table.
+            let (full, at) = match s {
+                raw::UpstreamServer::Addr(a) => (
+                    raw::UpstreamServerFull {
+                        address: a,
+                        ..Default::default()
+                    },
+                    None,
+                ),
+                raw::UpstreamServer::Full(f) => (f, Some(format!("servers[{i}]"))),
             };
-            let address = parse_address(&full.address, src).map_err(|e| c.err("servers", e))?;
+            let key = |k: &str| at.as_ref().map_or(format!("servers[{i}]"), |t| format!("{t}.{k}"));
+            let address = parse_address(&full.address, src).map_err(|e| c.err(&key("address"), e))?;
             servers.push(UpstreamServer {
                 address,
-                weight: c.int("servers", full.weight, 1, 1000, 1)? as u32,
-                max_fails: c.int("servers", full.max_fails, 0, 1000, 1)? as u32,
-                fail_timeout: c.duration("servers", full.fail_timeout, Duration::from_secs(10))?,
+                weight: c.int(&key("weight"), full.weight, 1, 1000, 1)? as u32,
+                max_fails: c.int(&key("max_fails"), full.max_fails, 0, 1000, 1)? as u32,
+                fail_timeout: c.duration(&key("fail_timeout"), full.fail_timeout, Duration::from_secs(10))?,
                 backup: full.backup.unwrap_or(false),
             });
         }
@@ -226,7 +231,7 @@ pub(super) fn build_upstreams(
 
 /// A location's `fastcgi` table; `ups` gains a group for a direct address.
 pub(super) fn build_fastcgi(c: &Checker<'_>, f: raw::FastCgi, ups: &mut Vec<Upstream>) -> Result<FastCgi, ConfigError> {
-    let err = |k: &str, m: String| c.err("fastcgi", format!("`{k}`: {m}"));
+    let err = |k: &str, m: String| c.err(&format!("fastcgi.{k}"), m);
     let pass = f.pass.ok_or_else(|| {
         err(
             "pass",

@@ -36,11 +36,7 @@ impl std::error::Error for ConfigError {}
 /// The configuration used when no file is given and `./corral.toml` is absent.
 pub fn load_default() -> Config {
     let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let src = Source {
-        name: "(built-in default)".into(),
-        text: String::new(),
-        base,
-    };
+    let src = Source::new("(built-in default)".into(), String::new(), base);
     build(&src, raw::File::default()).expect("the built-in default is valid")
 }
 
@@ -57,7 +53,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// an operator from stopping the server.
 pub fn pid_path(path: &Path) -> Result<PathBuf, ConfigError> {
     let (name, text, _, base) = read(path)?;
-    let src = Source { name, text, base };
+    let src = Source::new(name, text, base);
     let file: raw::File = toml::from_str(&src.text).map_err(|e| src.syntax_error(&e))?;
     let pid = file.main.and_then(|m| m.pid);
     Ok(src.path(pid.as_deref().unwrap_or(DEFAULT_PID)))
@@ -92,11 +88,7 @@ fn read(path: &Path) -> Result<(String, String, PathBuf, PathBuf), ConfigError> 
 /// Validates `text` as a config file called `name` whose relative paths
 /// are taken from `base` (also the fuzz target's entry point).
 pub fn load_str(name: &str, text: &str, base: &Path) -> Result<Config, ConfigError> {
-    let src = Source {
-        name: name.to_string(),
-        text: text.to_string(),
-        base: base.to_path_buf(),
-    };
+    let src = Source::new(name.to_string(), text.to_string(), base.to_path_buf());
     let file: raw::File = toml::from_str(&src.text).map_err(|e| src.syntax_error(&e))?;
     build(&src, file)
 }
@@ -107,9 +99,20 @@ pub(super) struct Source {
     name: String,
     text: String,
     base: PathBuf,
+    /// The text parsed with positions, once a line is asked for.
+    doc: std::cell::OnceCell<Option<toml_edit::ImDocument<String>>>,
 }
 
 impl Source {
+    fn new(name: String, text: String, base: PathBuf) -> Source {
+        Source {
+            name,
+            text,
+            base,
+            doc: std::cell::OnceCell::new(),
+        }
+    }
+
     fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
         let (line, key) = match e.span() {
             Some(span) => {
@@ -179,39 +182,17 @@ impl Source {
         }
     }
 
-    /// The line of `key` inside the `nth` `[table]` / `[[table]]`, or of the
-    /// table header itself when `key` is empty.
-    fn locate(&self, table: &str, nth: usize, key: &str) -> Option<usize> {
-        let mut current: Option<&str> = None;
-        let mut seen = 0usize;
-        let mut inside = false;
-        for (i, line) in self.text.lines().enumerate() {
-            let t = line.trim();
-            if let Some(h) = t.strip_prefix('[') {
-                let name = h.trim_start_matches('[');
-                let name = name.split(']').next().unwrap_or("").trim();
-                current = Some(name);
-                inside = false;
-                if name == table {
-                    if seen == nth {
-                        inside = true;
-                        if key.is_empty() {
-                            return Some(i + 1);
-                        }
-                    }
-                    seen += 1;
-                }
-                continue;
-            }
-            if inside
-                && current == Some(table)
-                && t.strip_prefix(key)
-                    .is_some_and(|rest| rest.trim_start().starts_with('='))
-            {
-                return Some(i + 1);
-            }
-        }
-        None
+    /// The line of `key` (dotted for sub-tables, `servers[1].weight` for
+    /// an array's element) inside the `nth` table named `table` (counted
+    /// across the file: `server.location` numbers every server's locations
+    /// in order), or of that table when `key` is empty or not written.
+    pub(super) fn locate(&self, table: &str, nth: usize, key: &str) -> Option<usize> {
+        let doc = self
+            .doc
+            .get_or_init(|| toml_edit::ImDocument::parse(self.text.clone()).ok())
+            .as_ref()?;
+        let at = super::spans::offset(doc, &super::spans::path(table), nth, key)?;
+        Some(self.text[..at.min(self.text.len())].matches('\n').count() + 1)
     }
 
     pub(super) fn path(&self, p: &str) -> PathBuf {
@@ -429,6 +410,25 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         )?);
     }
     check_listen_overlaps(src, &servers, &pools, main.accept == Accept::Reuseport)?;
+    let mut log_files = Vec::new();
+    let mut named = |p: &PathBuf, table: &str, nth: usize, key: &str| {
+        let mut at = src.err(table, nth, key, String::new()).to_string();
+        at.truncate(at.trim_end_matches([' ', ':']).len());
+        log_files.push((p.clone(), at));
+    };
+    if let LogTarget::File(p) = &main.error_log {
+        named(p, "main", 0, "error_log");
+    }
+    for (i, s) in servers.iter().enumerate() {
+        if let LogTarget::File(p) = &s.access_log {
+            named(p, "server", i, "access_log");
+        }
+    }
+    for p in &pools {
+        if let Some(s) = &p.slowlog {
+            named(s, &format!("pool.{}", p.name), 0, "slowlog");
+        }
+    }
     let cfg = Config {
         file: None,
         main,
@@ -437,6 +437,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         upstreams,
         pools,
         service_listen: Vec::new(),
+        log_files,
     };
     for (a, names) in cfg.listen_addrs().iter().zip(cfg.names_by_address()) {
         let defaults: Vec<usize> = (0..cfg.servers.len())
@@ -1237,8 +1238,9 @@ fn build_location(
         }
         // Its keys are the `cgi` table's, on the `cgi = {...}` line.
         let cgi = build_cgi_in(&c, src, root_dir.as_deref().unwrap_or(root), g).map_err(|mut e| {
-            e.key = e.key.replacen("server.location.", "server.location.cgi.", 1);
-            e.line = src.locate(c.table, c.nth, "cgi").or(e.line);
+            let key = e.key.strip_prefix("server.location.").unwrap_or("").to_string();
+            e.key = format!("server.location.cgi.{key}");
+            e.line = src.locate(c.table, c.nth, &format!("cgi.{key}")).or(e.line);
             e
         })?;
         handler = super::Handler::Cgi(cgi);
@@ -1688,11 +1690,7 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<Config, ConfigError> {
-        let src = Source {
-            name: "t.toml".into(),
-            text: text.into(),
-            base: std::env::temp_dir(),
-        };
+        let src = Source::new("t.toml".into(), text.into(), std::env::temp_dir());
         let file: raw::File = toml::from_str(text).map_err(|e| src.syntax_error(&e))?;
         build(&src, file)
     }
@@ -1719,6 +1717,45 @@ mod tests {
         assert_eq!(e.key, "server.listen");
         let e = check("[main]\n\nworkers = 0\n[[server]]\nroot=\"/tmp\"\n").unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (Some(3), "main.workers"), "{e}");
+    }
+
+    #[test]
+    fn errors_in_sub_tables_and_arrays_name_their_own_line() {
+        let e = check(
+            "[[server]]\nroot = \"/tmp\"\n[[server.location]]\nmatch = \"/\"\n\
+             [server.location.fastcgi]\npass = \"unix:/x\"\nconnect_timeout = \"5x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(7), "server.location.fastcgi.connect_timeout"),
+            "{e}"
+        );
+        // The second server's location, not the first's.
+        let e = check(
+            "[[server]]\nroot = \"/tmp\"\n[[server.location]]\nmatch = \"/a\"\n[[server]]\nroot = \"/tmp\"\n\
+             [[server.location]]\nmatch = \"/b\"\nfastcgi = { pass = \"unix:/x\", index = \"a/b\" }\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(9), "server.location.fastcgi.index"),
+            "{e}"
+        );
+        let e = check(
+            "[upstream.php]\nservers = [\n  \"unix:/a\",\n  { address = \"unix:/b\", weight = 0 },\n]\n\
+             [[server]]\nroot = \"/tmp\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (Some(4), "upstream.php.servers[1].weight"),
+            "{e}"
+        );
+        // A quoted (dotted) table name is found too.
+        let e =
+            check("[pool.\"php.8\"]\nlisten = \"unix:/tmp/x.sock\"\ncommand = \"/bin/sh\"\npm = \"x\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "pool.php.8.pm"), "{e}");
     }
 
     #[test]

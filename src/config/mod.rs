@@ -12,6 +12,7 @@ mod location;
 pub mod pool;
 mod raw;
 pub mod server_name;
+mod spans;
 pub mod template;
 mod tls;
 mod units;
@@ -115,6 +116,9 @@ pub struct Config {
     /// Addresses of a service run through the library ([`crate::serve`]),
     /// where there are no HTTP servers.
     pub service_listen: Vec<SocketAddr>,
+    /// Where each log file the master opens is named in the file (for
+    /// its error when it cannot be opened): path, "file:line: key".
+    pub log_files: Vec<(PathBuf, String)>,
 }
 
 #[derive(Debug, Clone)]
