@@ -2152,6 +2152,54 @@ fn tiny_records_are_framed_together() {
     assert!(raw.len() < 2600, "{} bytes on the wire", raw.len());
 }
 
+/// A FastCGI server on the unix socket named by its argument that sends a
+/// stray STDOUT record for another request id before each answer; the
+/// body says which of its connections (1, 2, ...) the request came on.
+fn stray_records() -> String {
+    fcgi_py(
+        "ls = socket.socket(socket.AF_UNIX)\nls.bind(sys.argv[1])\nls.listen(8)\nseen = []",
+        "if c not in seen:\n    seen.append(c)\n\
+         out = rec(6, rid + 1, b'Content-Type: text/html\\r\\n\\r\\nnot yours')\n\
+         out += rec(6, rid, b'Content-Type: text/plain\\r\\n\\r\\nconn %d' % len(seen))\n\
+         c.sendall(out + rec(6, rid, b'') + rec(3, rid, b'\\0' * 8))",
+    )
+}
+
+/// Records for a request id corral did not send are no part of the answer:
+/// dropped, logged once, and the connection is not kept.
+#[test]
+fn records_for_another_request_id_are_dropped_and_end_the_connection() {
+    let (dir, root) = site();
+    let path = dir.path().join("stray.sock");
+    std::fs::write(dir.path().join("stray.py"), stray_records()).unwrap();
+    /// Killed however the test ends.
+    struct App(std::process::Child);
+    impl Drop for App {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _app = App(Command::new("python3")
+        .arg(dir.path().join("stray.py"))
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    assert!(eventually(Duration::from_secs(5), || path.exists()));
+    let pass = format!("unix:{}", path.display());
+    let srv = php_server(dir, root, &pass, ", check_file = false", Opts::default());
+    for n in 1..=2 {
+        let r = srv.get("/x.php");
+        assert_eq!((r.status, r.text()), (200, format!("conn {n}")), "{}", srv.error_log());
+    }
+    assert!(
+        srv.error_log().matches("sent a record for request id 2, not 1").count() == 2,
+        "{}",
+        srv.error_log()
+    );
+}
+
 /// `alias` in a FastCGI location: the script is the aliased file
 /// (nginx's `$request_filename`), SCRIPT_NAME stays the URI's.
 #[test]

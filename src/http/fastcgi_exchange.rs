@@ -128,6 +128,9 @@ pub(super) struct FcgiState {
     /// STDERR bytes logged, and those past `STDERR_LOG_MAX` that were not.
     err_logged: usize,
     err_dropped: u64,
+    /// A record for another request id came: logged once, and the
+    /// connection is not kept (the application lost track of its requests).
+    foreign: bool,
     idempotent: bool,
     /// For STDERR lines in the log.
     client: std::net::IpAddr,
@@ -326,6 +329,7 @@ impl HttpService {
             err_line: Vec::new(),
             err_logged: 0,
             err_dropped: 0,
+            foreign: false,
             client: c.peer.ip(),
             idempotent: matches!(
                 req.method_name.as_ref(),
@@ -551,6 +555,7 @@ impl HttpService {
         st.server = s;
         st.tried |= 1 << s;
         st.got = false;
+        st.foreign = false;
         st.inbox.clear();
         let mut ups = lock(&self.upstreams);
         ups.begin(g, s);
@@ -916,7 +921,8 @@ impl HttpService {
                     flush_small(ex, head_only);
                     return self.app_ended(c, status, head_only).map(|()| true);
                 }
-                // Stream ends, other ids, management records: nothing to do.
+                Item::Stdout(id, _) | Item::Stderr(id, _) | Item::End(id, _) if id != ID => foreign(st, id),
+                // Stream ends, management records: nothing to do.
                 _ => {}
             }
         }
@@ -1076,6 +1082,7 @@ impl HttpService {
             match st.inbox.take() {
                 Ok(Some(Item::Stderr(ID, r))) => log_stderr(st, r),
                 Ok(Some(Item::End(ID, ProtocolStatus::RequestComplete))) => break,
+                Ok(Some(Item::Stdout(id, _) | Item::Stderr(id, _) | Item::End(id, _))) if id != ID => foreign(st, id),
                 Ok(Some(Item::Stdout(..) | Item::Other | Item::Stderr(..))) => {}
                 // Not all here, or not a plain end: the connection closes.
                 _ => return,
@@ -1437,6 +1444,19 @@ fn read_app(st: &mut FcgiState) -> io::Result<usize> {
 }
 
 /// Complete STDERR lines to the error log, named after the script.
+/// A record for a request id this connection did not send: dropped (it is
+/// no part of this answer), said once, and the connection is not kept.
+fn foreign(st: &mut FcgiState, id: u16) {
+    if !st.foreign {
+        st.foreign = true;
+        crate::warn!(
+            "{} sent a record for request id {id}, not {ID}: dropped, and the connection will not be kept, client: {}",
+            st.fr.name,
+            st.client
+        );
+    }
+}
+
 fn log_stderr(st: &mut FcgiState, r: Range<usize>) {
     let room = STDERR_LOG_MAX.saturating_sub(st.err_logged);
     if r.len() > room {
@@ -1468,7 +1488,7 @@ fn watch_out(io: &mut Io<'_>, b: &mut Backend, on: bool) -> io::Result<()> {
 /// The connection can serve another request: kept by request, the whole
 /// request sent, nothing unread behind the answer.
 fn reusable(st: &FcgiState) -> bool {
-    st.knobs.keep_conn && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty()
+    st.knobs.keep_conn && !st.foreign && st.stdin_ended && st.to_app_off == st.to_app.len() && st.inbox.is_empty()
 }
 
 fn flush_err(st: &mut FcgiState) {
