@@ -418,6 +418,102 @@ fn perl_fcgi_program_in_a_pool() {
     );
 }
 
+/// A FastCGI client sending four requests on one kept connection, each in
+/// pieces 30 ms apart: BEGIN and PARAMS, then (for a POST) the body, then
+/// the empty STDIN record. Prints "END <stdout>" or "CLOSED" per request.
+const SPLIT_CLIENT: &str = r#"import socket, struct, sys, time
+def rec(t, rid, c=b''):
+    pad = (8 - len(c) % 8) % 8
+    return struct.pack('>BBHHBx', 1, t, rid, len(c), pad) + c + b'\0' * pad
+def nv(d):
+    return b''.join(bytes([len(k), len(v)]) + k.encode() + v.encode() for k, v in d.items())
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+buf = b''
+for rid in range(1, 5):
+    body = b'b' * 1000 if rid % 2 == 0 else b''
+    p = {'REQUEST_METHOD': 'POST' if body else 'GET', 'SCRIPT_NAME': '/x', 'CONTENT_LENGTH': str(len(body))}
+    s.sendall(rec(1, rid, struct.pack('>HB5x', 1, 1)) + rec(4, rid, nv(p)) + rec(4, rid))
+    if body:
+        time.sleep(0.03)
+        s.sendall(rec(5, rid, body))
+    time.sleep(0.03)
+    s.sendall(rec(5, rid))
+    out, end = b'', None
+    while end is None:
+        x = s.recv(65536)
+        if not x:
+            end = 'CLOSED'
+            break
+        buf += x
+        while len(buf) >= 8:
+            v, t, r, l, pad = struct.unpack('>BBHHB', buf[:7])
+            if len(buf) < 8 + l + pad:
+                break
+            if t == 6:
+                out += buf[8:8 + l]
+            buf = buf[8 + l + pad:]
+            if t == 3:
+                end = 'END'
+    print(end, out.split(b'\r\n\r\n')[-1].decode().strip(), flush=True)
+"#;
+
+/// libfcgi (here Perl's FCGI) does not read the end of a STDIN it did not
+/// need (a GET's; the rest after CONTENT_LENGTH bytes): relayed on its
+/// own while the program works (it answers after 100 ms here), it is taken for the next request's first record
+/// and the program drops the connection, so the next request failed with
+/// a 502 and a restarted program. The pool worker sends it together with
+/// what precedes it even when its client sends the pieces apart.
+#[test]
+fn libfcgi_programs_get_a_request_whole_when_the_client_sends_it_in_pieces() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    std::fs::write(
+        d.join("app.pl"),
+        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
+         while ($r->Accept() >= 0) { $n++; my $len = $ENV{CONTENT_LENGTH} || 0; my $b = '';\n\
+         while (length($b) < $len) { read(STDIN, $b, $len - length($b), length($b)) or last; }\n\
+         select(undef, undef, undef, 0.1);\n\
+         print \"Content-Type: text/plain\\r\\n\\r\\nperl $n $$ \", length($b), \"\\n\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("client.py"), SPLIT_CLIENT).unwrap();
+    let port = free_port();
+    let _corral = pools_only(
+        d,
+        &format!(
+            "[pool.perl]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"perl\", \"{}/app.pl\"]\n\
+             pm = \"static\"\nmax_children = 1\n",
+            d.display()
+        ),
+    );
+    let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "{}", log());
+    let out = Command::new("python3")
+        .arg(d.join("client.py"))
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "{text} {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    // One program served all four (its counter goes on), bodies read whole.
+    let pid = lines[0].split(' ').nth(3).unwrap_or("?").to_string();
+    for (i, l) in lines.iter().enumerate() {
+        let len = if i % 2 == 1 { 1000 } else { 0 };
+        assert_eq!(*l, format!("END perl {} {pid} {len}", i + 1), "{text} {}", log());
+    }
+    assert!(!log().contains("closed its connection"), "{}", log());
+}
+
 /// A FastCGI program that answers each request and then, 50 ms later,
 /// sends a second full answer with the same id.
 fn late_answers() -> String {

@@ -32,6 +32,17 @@ const BUFFERED: usize = 256 << 10;
 /// at its next output; one that never writes again is restarted).
 const ABORT_GRACE: Duration = Duration::from_secs(30);
 
+/// How long the start of a request (BEGIN and PARAMS) or the last of its
+/// body waits for the record that follows (the first STDIN record, the
+/// empty one ending STDIN) to go with it to a FastCGI program. libfcgi
+/// (C, Perl's FCGI) never reads the end of a STDIN it did not need (a
+/// GET's, the rest after CONTENT_LENGTH bytes): arriving on its own after
+/// the answer, it is taken for the next request's first record and the
+/// program drops the connection. In the same write, it is read with the
+/// rest. The web server normally sends them together; a client that
+/// waits longer gets them relayed apart.
+const HOLD: Duration = Duration::from_millis(50);
+
 /// A request as the web server sent its head.
 pub struct Request {
     pub id: u16,
@@ -248,6 +259,11 @@ impl App {
             codec::end_stream(&mut to_app.buf, kind::PARAMS, id);
         }
         let mut stdin_done = false;
+        // Body bytes relayed, against the CONTENT_LENGTH announced.
+        let body_len: Option<u64> = req.param("CONTENT_LENGTH").and_then(|v| v.trim().parse().ok());
+        let mut stdin_got: u64 = 0;
+        let mut hold_until: Option<Instant> = None;
+        let mut hold_for: u64 = 0;
         let mut client_gone = false;
         let mut head_sent = false;
         let mut ended: Option<u32> = None;
@@ -294,6 +310,7 @@ impl App {
                                 stdin_done = true;
                                 peer.stdin_end(&mut to_app);
                             } else {
+                                stdin_got += data.len() as u64;
                                 peer.stdin(&mut to_app, data);
                             }
                         }
@@ -339,9 +356,28 @@ impl App {
                     }
                 }
             }
+            // See HOLD: the head until STDIN starts, a complete body until
+            // STDIN's end record, for a short while.
+            let holding = matches!(peer, Peer::FastCgi { .. })
+                && !stdin_done
+                && !client_gone
+                && (stdin_got == 0 || body_len.is_some_and(|n| stdin_got >= n))
+                && to_app.pending() < BUFFERED;
+            // (A new wait for each: the head's, then the whole body's.)
+            let holding = if holding {
+                if hold_for != stdin_got {
+                    hold_for = stdin_got;
+                    hold_until = None;
+                }
+                Instant::now() < *hold_until.get_or_insert_with(|| Instant::now() + HOLD)
+            } else {
+                hold_until = None;
+                false
+            };
             // Write first, poll only for what would block: a request and
             // its answer then cost one wait each.
             if to_app.pending() > 0
+                && !holding
                 && let Err(e) = peer.flush_app(&mut to_app)
             {
                 crate::error!(
@@ -406,9 +442,14 @@ impl App {
             fds.push((if client_gone { sigfd.as_fd() } else { client.as_fd() }, cev));
             fds.push((sigfd.as_fd(), PollFlags::POLLIN));
             let app_in = ended.is_none() && to_client.pending() < BUFFERED;
-            let app_out = to_app.pending() > 0;
+            let app_out = to_app.pending() > 0 && !holding;
             peer.poll_fds(&mut fds, app_in, app_out);
-            let ev = match wait(&fds, deadline.into_iter().chain(give_up).min()) {
+            let wake = deadline
+                .into_iter()
+                .chain(give_up)
+                .chain(hold_until.filter(|_| holding))
+                .min();
+            let ev = match wait(&fds, wake) {
                 Ok(ev) => ev,
                 Err(e) => {
                     crate::error!("[pool {}] poll failed: {e}", self.pool_name);
