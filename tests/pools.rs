@@ -514,6 +514,43 @@ fn libfcgi_programs_get_a_request_whole_when_the_client_sends_it_in_pieces() {
     assert!(!log().contains("closed its connection"), "{}", log());
 }
 
+/// A libfcgi program that ignores a body leaves the rest of it unread on
+/// its kept connection, reads it as the next request's first record and
+/// drops the connection: the worker sends that request again on a new one
+/// (the program, alive, never ran it), and the client sees no 502.
+#[test]
+fn a_kept_connection_the_program_drops_unanswered_is_retried() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/perl.sock\"\ncommand = [\"perl\", \"{dir}/app.pl\"]\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    std::fs::write(
+        s.dir.path().join("app.pl"),
+        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
+         while ($r->Accept() >= 0) { $n++; print \"Content-Type: text/plain\\r\\n\\r\\nperl $n $$\\n\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(s.root.join("x.cgi"), "").unwrap();
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || s.get("/x.cgi").text().starts_with("perl ")),
+        "{}",
+        s.error_log()
+    );
+    let body = "b".repeat(40_000);
+    for _ in 0..3 {
+        let r = s.request(&format!(
+            "POST /x.cgi HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
+        assert_eq!(r.status, 200, "{} {}", r.text(), s.error_log());
+        let r = s.get("/x.cgi");
+        assert_eq!(r.status, 200, "{} {}", r.text(), s.error_log());
+    }
+    assert!(s.error_log().contains("sent again on a new one"), "{}", s.error_log());
+    assert!(!s.error_log().contains("the application failed"), "{}", s.error_log());
+}
+
 /// A FastCGI program that answers each request and then, 50 ms later,
 /// sends a second full answer with the same id.
 fn late_answers() -> String {

@@ -262,6 +262,13 @@ impl App {
         // Body bytes relayed, against the CONTENT_LENGTH announced.
         let body_len: Option<u64> = req.param("CONTENT_LENGTH").and_then(|v| v.trim().parse().ok());
         let mut stdin_got: u64 = 0;
+        // What was sent to a FastCGI program on a kept connection, while
+        // small: sent again on a fresh one if the program closed the kept
+        // one before answering (see `closed_unanswered`).
+        let mut replay: Option<Vec<u8>> = match &peer {
+            Peer::FastCgi { program, .. } if program.conn_reused => Some(to_app.buf.clone()),
+            _ => None,
+        };
         let mut hold_until: Option<Instant> = None;
         let mut hold_for: u64 = 0;
         let mut client_gone = false;
@@ -308,10 +315,14 @@ impl App {
                             if stdin_done {
                             } else if data.is_empty() {
                                 stdin_done = true;
+                                let from = to_app.buf.len();
                                 peer.stdin_end(&mut to_app);
+                                keep_for_replay(&mut replay, &to_app.buf[from..]);
                             } else {
                                 stdin_got += data.len() as u64;
+                                let from = to_app.buf.len();
                                 peer.stdin(&mut to_app, data);
+                                keep_for_replay(&mut replay, &to_app.buf[from..]);
                             }
                         }
                         FromClient::Abort => {
@@ -514,6 +525,28 @@ impl App {
             match peer.pump(&ev[2..], &mut to_client, req.id, &mut head_sent) {
                 Ok(Some(status)) => ended = Some(status),
                 Ok(None) => {}
+                Err(_)
+                    if !head_sent
+                        && to_client.buf.is_empty()
+                        && let Some(bytes) = replay.take()
+                        && let Peer::FastCgi { program, .. } = &mut peer
+                        && program.closed_unanswered() =>
+                {
+                    crate::info!(
+                        "[pool {}] child {}: the program closed its kept connection before answering {}; sent again on a new one",
+                        self.pool_name,
+                        std::process::id(),
+                        describe(req)
+                    );
+                    if let Err(e) = program.connect() {
+                        crate::error!("[pool {}] cannot reconnect to the program: {e}", self.pool_name);
+                        peer.kill();
+                        return Ok(answer_error(client, req.id, 502, "the application failed"));
+                    }
+                    program.inbox.reset();
+                    to_app.buf = bytes;
+                    to_app.sent = 0;
+                }
                 Err(e) => {
                     crate::error!(
                         "[pool {}] the application failed during {}: {e}",
@@ -563,6 +596,21 @@ impl App {
         let cpu_percent = cpu as f64 / 1e9 / secs * 100.0;
         let memory = peer.memory();
         Ok(Outcome::Done { cpu_percent, memory })
+    }
+}
+
+/// Most of a request kept to be sent again (see `replay` in `serve`).
+const REPLAY_MAX: usize = 64 << 10;
+
+/// Adds `bytes` to the copy kept for a replay, or drops the copy once the
+/// request is larger than `REPLAY_MAX`.
+fn keep_for_replay(replay: &mut Option<Vec<u8>>, bytes: &[u8]) {
+    if let Some(r) = replay {
+        if r.len() + bytes.len() > REPLAY_MAX {
+            *replay = None;
+        } else {
+            r.extend_from_slice(bytes);
+        }
     }
 }
 
@@ -738,6 +786,21 @@ impl Program {
         self.conn = None;
         self.ensure_running().map_err(io::Error::other)?;
         self.connect().map_err(io::Error::other)
+    }
+
+    /// Whether the kept connection the program just closed, having sent
+    /// nothing for the request on it, can take the request again on a new
+    /// one: the program is still running (it refused the connection's
+    /// next record, as libfcgi does with an unread end of an earlier
+    /// request's STDIN), not dead in the middle of it. A dying process
+    /// closes its descriptors just before it can be reaped: a short wait
+    /// tells the two apart.
+    fn closed_unanswered(&mut self) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        std::thread::sleep(Duration::from_millis(10));
+        matches!(child.try_wait(), Ok(None))
     }
 
     /// Starts the program again if it is not running (never started,
