@@ -540,8 +540,8 @@ fn get_with_query_string_and_cgi_params() {
     let (_fpm, srv) = fpm_site(2, "");
     let r = srv.request(
         "GET /env.php?a=1&b=x%20y&empty= HTTP/1.1\r\nHost: localhost\r\nX-Custom: custom value\r\n\
-         Proxy: http://evil.example:3128/\r\nX_Under: sneaky\r\nX-Multi: one\r\nX-Multi: two\r\n\
-         Cookie: c1=v1\r\nCookie: c2=v2\r\nConnection: close\r\n\r\n",
+         Proxy: http://evil.example:3128/\r\nX_Under: sneaky\r\nX.Real.Ip: 6.6.6.6\r\nX-Real-Ip: 10.0.0.1\r\n\
+         X-Multi: one\r\nX-Multi: two\r\nCookie: c1=v1\r\nCookie: c2=v2\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200, "{}", srv.error_log());
     let v = vars(&r.text());
@@ -565,6 +565,8 @@ fn get_with_query_string_and_cgi_params() {
         ("S.HTTP_HOST", "localhost"),
         ("S.HTTP_X_CUSTOM", "custom value"),
         ("S.HTTP_X_MULTI", "one, two"),
+        // PHP would turn `X.Real.Ip` into HTTP_X_REAL_IP too: it is dropped.
+        ("S.HTTP_X_REAL_IP", "10.0.0.1"),
         ("S.HTTP_COOKIE", "c1=v1; c2=v2"),
         ("S.POOL", "www"),
         ("G.a", "1"),

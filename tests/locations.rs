@@ -943,6 +943,14 @@ fn auth_basic_with_htpasswd_files() {
     }
     let (ok, _) = curl(&["-s", "-f", "-u", "alice:wrong", &url]);
     assert!(!ok, "a wrong password is refused");
+    // Two sets of credentials: which one would the application believe? 400, as nginx.
+    let basic = |up: &str| format!("Basic {}", base64_encode(up.as_bytes()));
+    let r = s.request(&format!(
+        "GET /private/doc.txt HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic("alice:wrong"),
+        basic("bob:secret2")
+    ));
+    assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         s.error_log()
             .contains("auth_basic \"Staff only\": wrong user or password")
@@ -962,4 +970,22 @@ fn auth_basic_with_htpasswd_files() {
     let (ok, body) = curl(&["-s", "-f", "-u", "bob:secret2", &me]);
     assert!(ok, "{}", s.error_log());
     assert_eq!(String::from_utf8_lossy(&body), "Basic bob\n");
+}
+
+/// Standard base64 with padding (for an Authorization field).
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -114,7 +114,13 @@ fn headers(list: &[httparse::Header<'_>], skip_host: bool, put: &mut impl FnMut(
     let mut value: Vec<u8> = Vec::new();
     for i in 0..list.len() {
         let h = &list[i];
-        if (i < 128 && done & (1 << i) != 0) || h.name.is_empty() || h.name.contains('_') {
+        // Only letters, digits and '-' (nginx's ignore_invalid_headers): an
+        // `X_Forwarded_For`, or an `X.Forwarded.For` that PHP turns into
+        // `_`, would reach the application as HTTP_X_FORWARDED_FOR.
+        if (i < 128 && done & (1 << i) != 0)
+            || h.name.is_empty()
+            || !h.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             continue;
         }
         if ["proxy", "content-type", "content-length"]

@@ -361,6 +361,12 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                 None => r.accept_encoding = Some(value.to_string()),
             }
         } else if is(name, "authorization") {
+            // One set of credentials (RFC 9110 §11.6.2 gives it no list
+            // form): with two, auth_basic would check one and an
+            // application (PHP_AUTH_USER) take the other. nginx: 400.
+            if r.authorization.is_some() {
+                return fail!(400);
+            }
             r.authorization = Some(value.to_string());
         }
     }
