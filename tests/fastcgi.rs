@@ -2214,9 +2214,9 @@ fn alias_in_a_fastcgi_location() {
     let fpm = Php::fpm(dir.path(), "www", &sock(&dir, "www"), 2, "");
     let extra = Opts {
         server: format!(
-            "[[server.location]]\nmatch = \"^~ /fpa/\"\nalias = \"{}/\"\nfastcgi = {{ pass = \"{}\", split_path_info = \"^(.+?\\\\.php)(/.*)$\" }}\n",
-            other.display(),
-            fpm.pass
+            "[[server.location]]\nmatch = \"^~ /fpa/\"\nalias = \"{o}/\"\nfastcgi = {{ pass = \"{p}\", split_path_info = \"^(.+?\\\\.php)(/.*)$\" }}\n",
+            o = other.display(),
+            p = fpm.pass
         ),
         ..Opts::default()
     };
@@ -2233,4 +2233,39 @@ fn alias_in_a_fastcgi_location() {
     let want = other.join("sub/index.php").display().to_string();
     assert_eq!(get(&vars(&r.text()), "S.SCRIPT_FILENAME"), Some(want.as_str()));
     assert_eq!(srv.get("/fpa/missing.php").status, 404);
+}
+
+/// A static `alias` location's index is an internal redirect, as under
+/// `root` (and nginx): the PHP location runs it. Its source was sent.
+#[test]
+fn the_index_of_an_alias_location_runs_through_the_php_location() {
+    let (dir, root) = site();
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("sub")).unwrap();
+    std::fs::write(other.join("env.php"), ENV).unwrap();
+    std::fs::write(other.join("sub/index.php"), ENV).unwrap();
+    let fpm = Php::fpm(dir.path(), "www", &sock(&dir, "www"), 2, "");
+    let o = Opts {
+        server: format!(
+            "[[server.location]]\nmatch = \"~ ^/app/(.+\\\\.php)$\"\nalias = \"{o}/$1\"\nfastcgi = {{ pass = \"{p}\" }}\n\
+             [[server.location]]\nmatch = \"/app/\"\nalias = \"{o}/\"\nindex = [\"env.php\", \"index.php\"]\n",
+            o = other.display(),
+            p = fpm.pass
+        ),
+        ..Opts::default()
+    };
+    let srv = Server::with_root(o, dir, root);
+    for uri in ["/app/", "/app/?q=1", "/app/sub/"] {
+        let r = srv.get(uri);
+        assert_eq!(r.status, 200, "{uri} {}", srv.error_log());
+        assert!(!r.text().contains("<?php"), "{uri}: the source was sent: {}", r.text());
+        let want = if uri.contains("sub") {
+            "sub/index.php"
+        } else {
+            "env.php"
+        };
+        let want = other.join(want).display().to_string();
+        let v = vars(&r.text());
+        assert_eq!(get(&v, "S.SCRIPT_FILENAME"), Some(want.as_str()), "{uri}");
+    }
 }

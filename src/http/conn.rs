@@ -643,16 +643,21 @@ impl HttpService {
     /// (with the request's query).
     fn index_uri(&self, site: usize, req: &Request) -> Option<String> {
         // nginx's index takes GET, HEAD and POST (a form posted to "/").
-        if req.file.is_some() || !matches!(req.method_name.as_ref(), "GET" | "HEAD" | "POST") {
+        if !matches!(req.method_name.as_ref(), "GET" | "HEAD" | "POST") {
             return None;
         }
         let norm = req.normalized()?;
         if !norm.ends_with(b"/") {
             return None;
         }
+        // The directory: the URI's under the root, or the one `alias` names.
+        let mut dir = req.file.as_deref().unwrap_or(&norm[1..]).to_vec();
+        if !dir.is_empty() && !dir.ends_with(b"/") {
+            dir.push(b'/');
+        }
         let s = &self.sites[site];
         let name = s.cfg.index.iter().find(|name| {
-            let mut rel = norm[1..].to_vec();
+            let mut rel = dir.clone();
             rel.extend_from_slice(name.as_bytes());
             // A directory counts too (nginx): it is then redirected to
             // with its slash.
