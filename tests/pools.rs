@@ -418,6 +418,65 @@ fn perl_fcgi_program_in_a_pool() {
     );
 }
 
+/// An upload is never run as PHP: with php's `cgi.fix_pathinfo`,
+/// `/up/evil.jpg/x.php` runs `/up/evil.jpg`; the pool refuses a script
+/// that does not end in `.php` (php-fpm's security.limit_extensions).
+#[test]
+fn a_php_pool_runs_only_php_scripts() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(www.join("up")).unwrap();
+    std::fs::write(www.join("hello.php"), HELLO).unwrap();
+    std::fs::write(www.join("up/evil.jpg"), "<?php echo 'EVIL_EXECUTED';").unwrap();
+    std::fs::write(d.join("secret.txt"), "TOP SECRET").unwrap();
+    let port = free_port();
+    let _corral = pools_only(
+        d,
+        &format!(
+            "[pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n"
+        ),
+    );
+    let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "{}",
+        log()
+    );
+    let run = |script: &Path| {
+        let out = Command::new("cgi-fcgi")
+            .args(["-bind", "-connect", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("SCRIPT_FILENAME", script)
+            .env("REQUEST_METHOD", "GET")
+            .env("REDIRECT_STATUS", "200")
+            .output()
+            .expect("cgi-fcgi is installed (libfcgi-bin)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(run(&www.join("hello.php")).contains("hello"), "{}", log());
+    for script in [
+        www.join("up/evil.jpg/x.php"),
+        www.join("up/evil.jpg"),
+        d.join("secret.txt"),
+    ] {
+        let out = run(&script);
+        assert!(
+            out.contains("Status: 403")
+                && out.contains("Access denied.")
+                && !out.contains("EVIL")
+                && !out.contains("SECRET"),
+            "{}: {out}",
+            script.display()
+        );
+    }
+    assert!(log().contains("has been denied (see limit_extensions)"), "{}", log());
+}
+
 /// A FastCGI client sending four requests on one kept connection, each in
 /// pieces 30 ms apart: BEGIN and PARAMS, then (for a POST) the body, then
 /// the empty STDIN record. Prints "END <stdout>" or "CLOSED" per request.

@@ -82,11 +82,21 @@ pub struct Pool {
     /// Worker i (its slot) and its program on one CPU.
     pub cpu_affinity: super::Affinity,
     pub app: App,
+    /// php-fpm's `security.limit_extensions`: the endings a FastCGI
+    /// program's script may have (empty: any).
+    pub limit_extensions: Vec<String>,
     pub status_path: Option<String>,
     pub ping_path: Option<String>,
     pub ping_response: String,
     /// How long a request from corral's own locations waits for a free worker.
     pub queue_timeout: Duration,
+}
+
+/// A PHP interpreter by its file name: `php-cgi`, `php-cgi8.2`, `php`.
+fn is_php(command: &str) -> bool {
+    std::path::Path::new(command)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("php"))
 }
 
 /// The `[pool.NAME]` tables, in name order. `http_user` is who corral's
@@ -255,6 +265,21 @@ fn build_pool(
         },
         (Some(other), _) => return Err(c.err("app", format!("\"{other}\" is not one of \"fastcgi\", \"cgi\""))),
     };
+    // php-fpm's default for a PHP program; other programs (a Perl or C
+    // app) have scripts of their own kinds, or none.
+    let limit_extensions = match (p.limit_extensions, &app) {
+        (Some(list), _) => {
+            if let Some(e) = list.iter().find(|e| e.is_empty() || e.contains('/')) {
+                return Err(c.err(
+                    "limit_extensions",
+                    format!("\"{e}\" is not a file name ending such as \".php\""),
+                ));
+            }
+            list
+        }
+        (None, App::FastCgi { argv }) if is_php(&argv[0]) => vec![".php".into(), ".phar".into()],
+        (None, _) => Vec::new(),
+    };
     let mut env = Vec::new();
     for (k, v) in p.env.unwrap_or_default() {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -338,6 +363,7 @@ fn build_pool(
             .transpose()?,
         cpu_affinity: super::load::parse_affinity(c, "cpu_affinity", p.cpu_affinity)?,
         app,
+        limit_extensions,
         status_path: path_key("status_path", p.status_path)?,
         ping_path: path_key("ping_path", p.ping_path)?,
         ping_response: p.ping_response.unwrap_or_else(|| "pong".into()),

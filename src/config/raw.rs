@@ -300,6 +300,7 @@ pub struct Pool {
     pub cpu_affinity: Option<StrOrInts>,
     pub app: Option<String>,
     pub command: Option<OneOrMany>,
+    pub limit_extensions: Option<Vec<String>>,
     pub status_path: Option<String>,
     pub ping_path: Option<String>,
     pub ping_response: Option<String>,

@@ -101,6 +101,8 @@ pub enum Stop {
 pub struct App {
     kind: Kind,
     pool_name: String,
+    /// `limit_extensions`: what a FastCGI program's script may end with.
+    limit_extensions: Vec<String>,
     /// The last request was killed past `request_terminate_timeout`.
     pub terminated: bool,
 }
@@ -196,6 +198,7 @@ impl App {
         App {
             kind,
             pool_name: pool.name.clone(),
+            limit_extensions: pool.limit_extensions.clone(),
             terminated: false,
         }
     }
@@ -234,6 +237,23 @@ impl App {
         on_signal: &mut dyn FnMut(Signal),
     ) -> Result<Outcome, Stop> {
         let started = Instant::now();
+        if let Some(denied) = self.denied_script(req) {
+            crate::warn!(
+                "[pool {}] access to the script '{}' has been denied (see limit_extensions), {}",
+                self.pool_name,
+                crate::core::log::Text(denied.as_bytes()),
+                describe(req)
+            );
+            let mut out = Vec::new();
+            let note = format!("Access to the script '{denied}' has been denied (see limit_extensions)");
+            codec::stream(&mut out, kind::STDERR, req.id, note.as_bytes());
+            let _ = blocking_write(client, &out);
+            return Ok(answer(
+                client,
+                req.id,
+                b"Status: 403 Forbidden\r\nContent-Type: text/html\r\n\r\nAccess denied.\n",
+            ));
+        }
         let mut peer = match open(&mut self.kind, req) {
             Ok(p) => p,
             Err(e) => {
@@ -611,6 +631,33 @@ fn keep_for_replay(replay: &mut Option<Vec<u8>>, bytes: &[u8]) {
         } else {
             r.extend_from_slice(bytes);
         }
+    }
+}
+
+impl App {
+    /// The file a FastCGI program would run for `req` when its ending is
+    /// not one of `limit_extensions` (php-fpm's security.limit_extensions).
+    /// With php's `cgi.fix_pathinfo` (on by default) the script is the
+    /// longest leading part of SCRIPT_FILENAME that is a file: for
+    /// `/up/evil.jpg/x.php`, `/up/evil.jpg`, an upload run as PHP.
+    fn denied_script(&self, req: &Request) -> Option<String> {
+        if self.limit_extensions.is_empty() || !matches!(self.kind, Kind::FastCgi(_)) {
+            return None;
+        }
+        let path = req.param("SCRIPT_FILENAME").or_else(|| req.param("PATH_TRANSLATED"))?;
+        let mut p = path;
+        let script = loop {
+            if std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+                break p;
+            }
+            // No file at all: the program answers its own 404.
+            match p.rfind('/') {
+                Some(cut) if cut > 0 => p = &p[..cut],
+                _ => return None,
+            }
+        };
+        let allowed = self.limit_extensions.iter().any(|e| script.ends_with(e.as_str()));
+        (!allowed).then(|| script.to_string())
     }
 }
 
