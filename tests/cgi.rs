@@ -488,6 +488,19 @@ fn a_body_the_script_did_not_read_is_dropped_and_the_connection_goes_on() {
         "{}",
         s.access_log()
     );
+    // Before any answer, to a script reading its body: 400, as nginx logs it.
+    let mut c = s.connect();
+    c.write_all(b"POST /cgi-bin/hash.py?cut HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nxx")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"POST /cgi-bin/hash.py?cut HTTP/1.1\" 400 ")),
+        "{}",
+        s.access_log()
+    );
 }
 
 #[test]

@@ -264,10 +264,7 @@ impl HttpService {
                 match self.fill(c) {
                     Ok(true) => {}
                     Ok(false) => return Some(Step::Wait(Next::Read)),
-                    Err(_) => {
-                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
-                        return Some(Step::Wait(Next::Close));
-                    }
+                    Err(_) => return Some(self.body_cut(c)),
                 }
             }
         }
@@ -429,10 +426,7 @@ impl HttpService {
                 match self.fill(c) {
                     Ok(true) => progress = true,
                     Ok(false) => {}
-                    Err(_) => {
-                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
-                        return Step::Wait(Next::Close);
-                    }
+                    Err(_) => return self.body_cut(c),
                 }
             }
             moved |= progress;

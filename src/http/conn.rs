@@ -278,6 +278,19 @@ impl HttpService {
     /// gone, as nginx takes it (499). Closing kills the script, aborts the
     /// FastCGI request (FCGI_ABORT_REQUEST) or drops it from the queue
     /// before it reaches the application.
+    /// The client closed before its whole request body came (for a script
+    /// or an application, which is stopped): logged as nginx does, 400
+    /// when nothing was answered yet.
+    pub(super) fn body_cut(&self, c: &mut Conn) -> Step {
+        crate::info!("client {} closed before sending the whole body", c.peer.ip());
+        if let Some(ex) = c.ex.as_mut()
+            && ex.status == 0
+        {
+            ex.status = 400;
+        }
+        Step::Wait(Next::Close)
+    }
+
     fn client_left_application(&mut self, c: &mut Conn) -> bool {
         let gone = c.phase == Phase::Handler
             && c.rstart == c.rend

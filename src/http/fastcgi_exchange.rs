@@ -517,10 +517,7 @@ impl HttpService {
                 match self.fill(c) {
                     Ok(true) => {}
                     Ok(false) => return Some(Step::Wait(Next::Read)),
-                    Err(_) => {
-                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
-                        return Some(Step::Wait(Next::Close));
-                    }
+                    Err(_) => return Some(self.body_cut(c)),
                 }
             }
         }
@@ -860,10 +857,7 @@ impl HttpService {
                 match self.fill(c) {
                     Ok(true) => progress = true,
                     Ok(false) => {}
-                    Err(_) => {
-                        crate::info!("client {} closed before sending the whole body", c.peer.ip());
-                        return Step::Wait(Next::Close);
-                    }
+                    Err(_) => return self.body_cut(c),
                 }
             }
             moved |= progress;
