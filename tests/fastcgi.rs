@@ -2089,6 +2089,23 @@ fn gzip_compresses_application_output_as_it_streams() {
         first < Duration::from_millis(700) && first + Duration::from_millis(500) < total,
         "compressed output was held back: first body bytes at {first:?}, the end at {total:?}"
     );
+    // Compressed, an entity-tag becomes weak; a value that is none
+    // (WordPress's `Etag: 6.1.9`) cannot, and is dropped.
+    std::fs::write(
+        srv.root.join("etag.php"),
+        "<?php header('ETag: ' . $_GET['t']); echo str_repeat('text ', 100);",
+    )
+    .unwrap();
+    for (tag, want) in [("%226.1%22", Some("W/\"6.1\"")), ("W/%22w%22", Some("W/\"w\"")), ("6.1.9", None)] {
+        let r = srv.request(&format!(
+            "GET /etag.php?t={tag} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(
+            (r.header("content-encoding"), r.header("etag")),
+            (Some("gzip"), want),
+            "{tag}"
+        );
+    }
     // Without Accept-Encoding: as the script wrote it, with Vary.
     let r = srv.get("/slow.php");
     assert_eq!(

@@ -195,10 +195,16 @@ pub fn write_head(
     }
     let mut varies = false;
     for (n, v) in &h.fields {
+        // A compressed body is another representation: its ETag is weak;
+        // one that is no entity-tag (`6.1.9`, unquoted) cannot be made
+        // weak and is dropped (nginx alike).
+        let etag = level.is_some() && n.eq_ignore_ascii_case("etag");
+        if etag && !v.starts_with(b"\"") && !v.starts_with(b"W/\"") {
+            continue;
+        }
         s.extend_from_slice(n.as_bytes());
         s.extend_from_slice(b": ");
-        // A compressed body is another representation: its ETag is weak.
-        if level.is_some() && n.eq_ignore_ascii_case("etag") && !v.starts_with(b"W/") {
+        if etag && !v.starts_with(b"W/") {
             s.extend_from_slice(b"W/");
         }
         s.extend_from_slice(v);
