@@ -2096,7 +2096,11 @@ fn gzip_compresses_application_output_as_it_streams() {
         "<?php header('ETag: ' . $_GET['t']); echo str_repeat('text ', 100);",
     )
     .unwrap();
-    for (tag, want) in [("%226.1%22", Some("W/\"6.1\"")), ("W/%22w%22", Some("W/\"w\"")), ("6.1.9", None)] {
+    for (tag, want) in [
+        ("%226.1%22", Some("W/\"6.1\"")),
+        ("W/%22w%22", Some("W/\"w\"")),
+        ("6.1.9", None),
+    ] {
         let r = srv.request(&format!(
             "GET /etag.php?t={tag} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
         ));

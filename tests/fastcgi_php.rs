@@ -793,6 +793,14 @@ fn a_post_that_crashed_its_child_is_not_resent() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "7\n", "the script ran once");
+    // A GET that kills its child, with no other server to try: 502, and
+    // the log says the application failed, not that it cannot be reached.
+    assert_eq!(srv.get("/charge_dies.php").status, 502, "{}", srv.error_log());
+    let log = srv.error_log();
+    assert!(
+        !log.contains("cannot be reached") && !log.contains("trying the next server"),
+        "{log}"
+    );
 }
 
 #[test]

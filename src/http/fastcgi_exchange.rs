@@ -687,7 +687,9 @@ impl HttpService {
             return Step::Again;
         }
         lock(&self.upstreams).failed(g, s, now);
-        if resend && st.idempotent && !st.knobs.next_upstream.off {
+        // (With no other server left, the failure itself is the log line.)
+        if resend && st.idempotent && !st.knobs.next_upstream.off && lock(&self.upstreams).has_untried(g, st.tried, now)
+        {
             crate::error!(
                 "FastCGI server {addr} failed for {}: {why}; trying the next server",
                 st.name()
