@@ -1085,8 +1085,14 @@ fn error_page_for_application_failures() {
     let o = Opts {
         server: format!(
             "error_page = {{ 502 = \"/50x.html\", 504 = \"/50x.html\" }}\n\
+             [[server.location]]\nmatch = \"^~ /p/\"\nalias = \"{root}/\"\nfastcgi = {{ pass = \"pool:php\" }}\n\
              [[server.location]]\nmatch = \"~ \\\\.php$\"\nfastcgi = {{ pass = \"unix:{}\" }}\n",
-            missing.display()
+            missing.display(),
+            root = root.display()
+        ),
+        more: format!(
+            "[pool.php]\nlisten = \"unix:{}/pool.sock\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n",
+            dir.path().display()
         ),
         ..Default::default()
     };
@@ -1108,4 +1114,9 @@ fn error_page_for_application_failures() {
     for r in rs {
         assert_eq!((r.status, r.text().as_str()), (502, "sorry, down\n"));
     }
+    // A pool's program that dies in the request: the same page (as with
+    // php-fpm), not an answer of the pool passed on as the application's.
+    assert_eq!(srv.get("/p/hello.php").status, 200, "{}", srv.error_log());
+    let r = srv.get("/p/charge_dies.php");
+    assert_eq!((r.status, r.text().as_str()), (502, "sorry, down\n"), "{}", srv.error_log());
 }

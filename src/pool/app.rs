@@ -262,12 +262,9 @@ impl App {
                     self.pool_name,
                     describe(req)
                 );
-                return Ok(answer_error(
-                    client,
-                    req.id,
-                    502,
-                    "the application could not be started",
-                ));
+                // As php-fpm when a child cannot run it: the connection
+                // ends, and the web server answers its own 502.
+                return Ok(Outcome::CloseClient);
             }
         };
         let cpu_before = peer.cpu_ns();
@@ -561,7 +558,7 @@ impl App {
                     if let Err(e) = program.connect() {
                         crate::error!("[pool {}] cannot reconnect to the program: {e}", self.pool_name);
                         peer.kill();
-                        return Ok(answer_error(client, req.id, 502, "the application failed"));
+                        return Ok(Outcome::CloseClient);
                     }
                     program.inbox.reset();
                     to_app.buf = bytes;
@@ -1265,8 +1262,13 @@ pub fn answer(client: &Socket, id: u16, page: &[u8]) -> Outcome {
 /// A request cut short (the app failed, or ran past its time): a cut
 /// connection when the answer had begun or nobody waits for it (the client
 /// sees a truncation, never a clean end), else an error of the worker's own.
+///
+/// A failed application (502) ends the connection without an answer, as
+/// a php-fpm child that dies does: the web server then answers its own 502
+/// (with its `error_page`), where an answer of ours would be passed on as
+/// the application's.
 fn cut_short(client: &Socket, id: u16, cut: bool, status: u16, why: &str) -> Outcome {
-    if cut {
+    if cut || status == 502 {
         return Outcome::CloseClient;
     }
     answer_error(client, id, status, why)
