@@ -1076,6 +1076,41 @@ fn a_client_that_leaves_aborts_its_request() {
     );
 }
 
+/// A slow upload does not hold php-fpm's only child (request_buffering,
+/// as nginx's fastcgi_request_buffering): the body is read first, so
+/// other requests are served meanwhile, and the upload arrives whole.
+#[test]
+fn a_slow_upload_does_not_hold_a_php_child() {
+    let (_fpm, srv) = fpm_site_with(1, "");
+    assert_eq!(srv.get("/hello.php").status, 200, "{}", srv.error_log());
+    let body = "a".repeat(4000);
+    let mut slow = srv.connect();
+    slow.write_all(
+        format!(
+            "POST /hello.php HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+            body.len(),
+            &body[..100]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = srv.get("/hello.php");
+        assert_eq!(r.status, 200, "{}", srv.error_log());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "waited {:?} behind a slow upload",
+            t.elapsed()
+        );
+    }
+    slow.write_all(&body.as_bytes()[100..]).unwrap();
+    let rs = parse_responses(&read_to_close(&mut slow), false);
+    assert_eq!((rs.len(), rs[0].status), (1, 200));
+}
+
 #[test]
 fn error_page_for_application_failures() {
     let dir = TempDir::new();
@@ -1118,5 +1153,10 @@ fn error_page_for_application_failures() {
     // php-fpm), not an answer of the pool passed on as the application's.
     assert_eq!(srv.get("/p/hello.php").status, 200, "{}", srv.error_log());
     let r = srv.get("/p/charge_dies.php");
-    assert_eq!((r.status, r.text().as_str()), (502, "sorry, down\n"), "{}", srv.error_log());
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (502, "sorry, down\n"),
+        "{}",
+        srv.error_log()
+    );
 }

@@ -105,6 +105,9 @@ pub struct FastCgi {
     pub x_accel_redirect: bool,
     pub x_sendfile: bool,
     pub next_upstream: NextUpstream,
+    /// Read the whole body before the application is asked (nginx's
+    /// `fastcgi_request_buffering`): a slow upload holds no php-fpm child.
+    pub request_buffering: bool,
 }
 
 /// How long a kept connection may sit idle by default. Short on purpose:
@@ -343,6 +346,7 @@ pub(super) fn build_fastcgi(c: &Checker<'_>, f: raw::FastCgi, ups: &mut Vec<Upst
         keep_conn: f.keep_conn.unwrap_or(true),
         x_accel_redirect: f.x_accel_redirect.unwrap_or(true),
         x_sendfile: f.x_sendfile.unwrap_or(false),
+        request_buffering: f.request_buffering.unwrap_or(true),
         next_upstream,
     })
 }

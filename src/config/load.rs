@@ -802,6 +802,7 @@ fn build_cgi_in(c: &Checker<'_>, src: &Source, root: &Path, g: raw::Cgi) -> Resu
         timeout: c.duration("timeout", g.timeout, Duration::from_secs(60))?,
         max_concurrent: c.int("max_concurrent", g.max_concurrent, 1, 100_000, 64)? as usize,
         env,
+        request_buffering: g.request_buffering.unwrap_or(true),
     })
 }
 

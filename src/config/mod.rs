@@ -373,6 +373,9 @@ pub struct Cgi {
     /// Scripts running at once per worker; more get 503.
     pub max_concurrent: usize,
     pub env: Vec<(String, String)>,
+    /// Read the whole body before the script starts: a slow upload holds
+    /// a temporary file, not a script and one of `max_concurrent`.
+    pub request_buffering: bool,
 }
 
 impl Config {

@@ -212,6 +212,7 @@ pub struct Cgi {
     pub timeout: Option<NumOrStr>,
     pub max_concurrent: Option<i64>,
     pub env: Option<std::collections::BTreeMap<String, String>>,
+    pub request_buffering: Option<bool>,
 }
 
 /// `[upstream.NAME]`
@@ -262,6 +263,7 @@ pub struct FastCgi {
     pub x_accel_redirect: Option<bool>,
     pub x_sendfile: Option<bool>,
     pub next_upstream: Option<Vec<String>>,
+    pub request_buffering: Option<bool>,
 }
 
 /// `[pool.NAME]`: an application pool the master runs.

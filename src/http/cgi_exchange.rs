@@ -161,10 +161,15 @@ impl HttpService {
             extra: &rule.env,
         });
         let chunked = matches!(req.body, Some(super::body::Body::Chunked(_)));
+        // A body not all here yet is read first (request_buffering).
+        let buffer_body = match &req.body {
+            Some(super::body::Body::Length { left }) => rule.request_buffering && (c.rend - c.rstart) < *left as usize,
+            _ => false,
+        };
         let timeout = rule.timeout;
         let mut ex = Exchange::new(site, Vec::new());
         cgi_of(&mut ex.handler).rule = t.rule;
-        if chunked {
+        if chunked || buffer_body {
             let file = match cgi::temp_file(&self.cfg.client_body_temp_path) {
                 Ok(f) => f,
                 Err(e) => {
@@ -184,9 +189,10 @@ impl HttpService {
                 None => return Err((req, 500)),
             }
             c.deadline = self.clock.now + timeout;
+            // A spooled body's script takes its place when it starts.
+            lock(&self.cgi_running)[site][t.rule] += 1;
+            cgi_of(&mut ex.handler).slot = true;
         }
-        lock(&self.cgi_running)[site][cgi_of(&mut ex.handler).rule] += 1;
-        cgi_of(&mut ex.handler).slot = true;
         ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
         ex.body = req.body.take();
         ex.out = self.wbufs.get_empty();
@@ -282,12 +288,23 @@ impl HttpService {
             Ok(n) => n,
             Err(e) => return Some(self.cgi_abort(c, 500, &format!("cannot rewind the spooled body: {e}"))),
         };
-        // Configured `env` entries still win, as for any other variable.
-        let rule = self.cgi_cfg(c.ex.as_ref()?.site, target.rule);
-        if !rule.env.iter().any(|(k, _)| k == "CONTENT_LENGTH") {
+        // Configured `env` entries still win, as for any other variable
+        // (a body with a Content-Length has it already).
+        let site = c.ex.as_ref()?.site;
+        let rule = self.cgi_cfg(site, target.rule);
+        if !env.iter().any(|(k, _)| k == "CONTENT_LENGTH") {
             env.push(("CONTENT_LENGTH".into(), len.to_string().into_bytes()));
         }
-        let timeout = rule.timeout;
+        let (timeout, max) = (rule.timeout, rule.max_concurrent);
+        if lock(&self.cgi_running)[site][target.rule] >= max {
+            crate::warn!(
+                "{max} CGI scripts already running for {}, answering 503",
+                target.script_name
+            );
+            return Some(self.cgi_abort(c, 503, "max_concurrent scripts are running"));
+        }
+        lock(&self.cgi_running)[site][target.rule] += 1;
+        cgi_of(&mut c.ex.as_mut()?.handler).slot = true;
         let Some(run) = self.spawn_script(&target, &env, Stdin::File(file), io) else {
             return Some(self.cgi_abort(c, 500, "cannot start the script"));
         };

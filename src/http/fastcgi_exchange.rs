@@ -113,6 +113,8 @@ pub(super) struct FcgiState {
     spool: Option<(File, u64, u64)>,
     /// The PARAMS pairs of a request whose body is still being spooled.
     pending_params: Vec<u8>,
+    /// A chunked body: CONTENT_LENGTH joins them once it is spooled.
+    length_later: bool,
     /// What the application sent, not yet handled.
     inbox: Inbox,
     /// Bytes came from the application on this connection.
@@ -268,6 +270,12 @@ impl HttpService {
             _ => None,
         };
         let chunked = matches!(req.body, Some(Body::Chunked(_)));
+        // A body not all here yet is read first (request_buffering): a
+        // slow client then holds a temporary file, not the application.
+        let buffer_body = match &req.body {
+            Some(Body::Length { left }) => f.request_buffering && (c.rend - c.rstart) < *left as usize,
+            _ => false,
+        };
         let content_length = match &req.body {
             Some(Body::Length { left }) => Some(*left),
             _ => None,
@@ -320,6 +328,7 @@ impl HttpService {
             stdin_ended: false,
             spool: None,
             pending_params: Vec::new(),
+            length_later: chunked,
             inbox: Inbox::with_buffer(self.inbox_buffers.pop().unwrap_or_default()),
             got: false,
             hdr: Vec::new(),
@@ -336,7 +345,7 @@ impl HttpService {
                 "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
             ),
         };
-        if chunked {
+        if chunked || buffer_body {
             let file = match super::cgi::temp_file(&self.cfg.client_body_temp_path) {
                 Ok(f) => f,
                 Err(e) => {
@@ -505,7 +514,9 @@ impl HttpService {
                 let st = state(&mut ex.handler)?;
                 let len = st.spool.as_ref().map_or(0, |s| s.1);
                 let mut pairs = std::mem::take(&mut st.pending_params);
-                codec::encode_pair(&mut pairs, b"CONTENT_LENGTH", len.to_string().as_bytes());
+                if st.length_later {
+                    codec::encode_pair(&mut pairs, b"CONTENT_LENGTH", len.to_string().as_bytes());
+                }
                 start_records(&mut st.to_app, &pairs, st.knobs.keep_conn);
                 if let Some((f, _, _)) = st.spool.as_mut() {
                     let _ = f.rewind();
