@@ -516,6 +516,121 @@ for rid in range(1, 5):
     print(end, out.split(b'\r\n\r\n')[-1].decode().strip(), flush=True)
 "#;
 
+/// POSTs through corral's front to a pool whose workers retire every 5
+/// requests: a worker leaving closes its kept connection as a php-fpm
+/// child does (shut, then drained), so a POST the front sent just then is
+/// known not to have run and is sent again: none is a 502.
+#[test]
+fn posts_survive_pool_workers_recycling() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 2\nmax_requests = 5",
+        ),
+        1,
+    );
+    let body = "a".repeat(1000);
+    let c = s.connect();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut c = c;
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        c.write_all(
+            format!(
+                "POST /input.php HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (code, _) = read_response(&mut r).expect("an answer");
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert_eq!(codes.get(&200), Some(&300), "{codes:?}\n{}", s.error_log());
+}
+
+/// A client that aborts (FCGI_ABORT_REQUEST) an answer the program has
+/// already ended and that it has not read: the worker drops the rest and
+/// takes the next request (it waited for ever on nothing, and a pool of
+/// such workers answered only 503).
+#[test]
+fn a_client_gone_after_the_answer_ended_frees_the_worker() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    std::fs::write(
+        d.join("app.pl"),
+        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
+         while ($r->Accept() >= 0) { $n++; print \"Content-Type: text/plain\\r\\n\\r\\n\", \"x\" x 300000, \"\\nperl $n\\n\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("client.py"),
+        r#"import socket, struct, sys, time
+def rec(t, rid, c=b''):
+    pad = (8 - len(c) % 8) % 8
+    return struct.pack('>BBHHBx', 1, t, rid, len(c), pad) + c + b'\0' * pad
+req = rec(1, 1, struct.pack('>HB5x', 1, 0)) + rec(4, 1, bytes([6, 3]) + b'METHODGET') + rec(4, 1) + rec(5, 1)
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+if sys.argv[2] == 'leave':
+    # Reads nothing: the end of the answer (ended by then) stays in the
+    # worker's queue when the abort comes, as when corral's front loses
+    # its client.
+    s.sendall(req)
+    time.sleep(0.5)
+    s.sendall(rec(2, 1))
+    time.sleep(0.2)
+    s.close()
+    sys.exit(0)
+s.sendall(req)
+s.settimeout(5)
+got = b''
+while True:
+    try:
+        x = s.recv(65536)
+    except socket.timeout:
+        print('TIMEOUT')
+        sys.exit(0)
+    if not x:
+        break
+    got += x
+print('OK' if b'perl ' in got else 'SHORT %d' % len(got))
+"#,
+    )
+    .unwrap();
+    let sock = d.join("perl.sock");
+    let _corral = pools_only(
+        d,
+        &format!(
+            "[pool.perl]\nlisten = \"unix:{}\"\ncommand = [\"perl\", \"{}/app.pl\"]\npm = \"static\"\nmax_children = 1\n",
+            sock.display(),
+            d.display()
+        ),
+    );
+    let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || std::os::unix::net::UnixStream::connect(
+            &sock
+        )
+        .is_ok()),
+        "{}",
+        log()
+    );
+    let client = |how: &str| {
+        let out = Command::new("python3")
+            .arg(d.join("client.py"))
+            .arg(&sock)
+            .arg(how)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for _ in 0..3 {
+        client("leave");
+        assert_eq!(client("stay"), "OK", "{}", log());
+    }
+}
+
 /// libfcgi (here Perl's FCGI) does not read the end of a STDIN it did not
 /// need (a GET's; the rest after CONTENT_LENGTH bytes): relayed on its
 /// own while the program works (it answers after 100 ms here), it is taken for the next request's first record

@@ -804,6 +804,11 @@ impl Master {
         for (p, n) in self.pools.round(None) {
             self.spawn_pool_workers(p, n);
         }
+        // A worker that left on its own (max_requests) is replaced now,
+        // not at the next round: its pool is short of it meanwhile.
+        for (p, n) in self.pools.owed_now() {
+            self.spawn_pool_workers(p, n);
+        }
         None
     }
 }

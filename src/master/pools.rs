@@ -384,6 +384,29 @@ impl Pools {
         spawn
     }
 
+    /// Replacements owed to pools (workers that exited on their own), to
+    /// start now: within `max_children`, unless a back-off after repeated
+    /// failures holds them (the round starts them when it ends).
+    pub fn owed_now(&mut self) -> Vec<(usize, usize)> {
+        if self.paused {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        let mut spawn = Vec::new();
+        for (i, p) in self.running.iter_mut().enumerate() {
+            if p.owed == 0 || p.respawn_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let room = p.shared.cfg.max_children.saturating_sub(p.shared.sb.counts().total);
+            let n = p.owed.min(room);
+            p.owed = 0;
+            if n > 0 {
+                spawn.push((i, n));
+            }
+        }
+        spawn
+    }
+
     /// The pool's first workers after it opened (`start_servers` for
     /// dynamic, all for static, none for ondemand).
     pub fn initial(&self) -> Vec<(usize, usize)> {

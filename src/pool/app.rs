@@ -455,6 +455,12 @@ impl App {
             if ended.is_some() && to_client.pending() == 0 {
                 continue;
             }
+            // The client went (an abort, a failed write) after the answer
+            // ended: nothing is left to wait for (the poll below would have
+            // neither the client nor the program, and no deadline).
+            if client_gone && ended.is_some() {
+                break;
+            }
             // What to wait for.
             let mut fds = Vec::with_capacity(5);
             let mut cev = PollFlags::empty();

@@ -115,6 +115,38 @@ pub fn run(spec: Spec<'_>) -> i32 {
     code
 }
 
+/// How long a closing connection is drained for the web server to see
+/// the close and close its side.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+
+/// Ends a connection the way a php-fpm child does: shuts the writing side,
+/// then reads and drops what comes until the web server closes (or
+/// `CLOSE_DRAIN`). A web server that sent its next request on a kept
+/// connection just as this worker left (max_requests, a reload, giving an
+/// idle connection up) then finds it still read, not reset, and knows the
+/// request did not run: corral's front sends it again on a new connection,
+/// a POST too. Closed at once, the unread request would turn into a reset
+/// the front cannot tell from a crash in the middle of it (then a 502).
+fn close_gracefully(conn: &Socket) {
+    if conn.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let until = Instant::now() + CLOSE_DRAIN;
+    let mut scratch = [0u8; 4096];
+    while Instant::now() < until {
+        match wait(&[(conn.as_fd(), PollFlags::POLLIN)], Some(until)) {
+            Ok(ev) if readable(ev[0]) => {}
+            _ => return,
+        }
+        match std::io::Read::read(&mut &*conn, &mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Whether the peer of unix socket `conn` is an HTTP worker of this
 /// corral (a child of our master, which is not a pool worker).
 fn from_our_http_worker(conn: &Socket) -> bool {
@@ -276,6 +308,9 @@ impl Worker<'_> {
             // as one (slowlog, request_terminate_timeout).
             self.sb.set_state(self.slot, State::Kept);
             let recycle = self.connection(&conn, listen);
+            if !self.exit {
+                close_gracefully(&conn);
+            }
             drop(conn);
             if self.exit || self.quit || recycle {
                 return 0;
