@@ -941,6 +941,13 @@ fn killed_workers_are_respawned_and_repeated_crashes_restart_the_pool() {
             now.len() == 2 && !now.contains(&before[0])
         });
         assert!(back, "round {round}: {}", status(&s));
+        // Its program's private directory went with it.
+        let dir = std::env::temp_dir().join(format!("corral-app.{}", before[0]));
+        assert!(
+            eventually(Duration::from_secs(2), || !dir.exists()),
+            "{} left",
+            dir.display()
+        );
     }
     assert!(
         eventually(Duration::from_secs(5), || s.error_log().contains("emergency restart")),

@@ -209,6 +209,7 @@ impl Pools {
     pub fn exited(&mut self, pid: Pid, abnormal: bool, how: &str) -> bool {
         for d in &mut self.draining {
             if let Some(i) = d.children.iter().position(|c| c.pid == pid) {
+                let _ = std::fs::remove_dir_all(crate::pool::app::program_dir(pid.as_raw() as u32));
                 let c = d.children.swap_remove(i);
                 d.shared.sb.free(c.slot);
                 crate::notice!("[pool {}] old worker {pid} {how}", d.shared.cfg.name);
@@ -221,6 +222,9 @@ impl Pools {
             let Some(i) = p.children.iter().position(|c| c.pid == pid) else {
                 continue;
             };
+            // A worker killed (SIGKILL) could not remove its program's
+            // directory itself.
+            let _ = std::fs::remove_dir_all(crate::pool::app::program_dir(pid.as_raw() as u32));
             let c = p.children.swap_remove(i);
             p.shared.sb.free(c.slot);
             let name = &p.shared.cfg.name;

@@ -173,7 +173,7 @@ impl App {
                 }
                 env.extend(user.into_iter().map(|(k, v)| (k.into(), v.into())));
                 env.extend(pool.env.iter().map(|(k, v)| (k.into(), v.into())));
-                let dir = std::env::temp_dir().join(format!("corral-app.{}", std::process::id()));
+                let dir = program_dir(std::process::id());
                 Kind::FastCgi(Box::new(Program {
                     argv: argv.clone(),
                     env,
@@ -620,6 +620,11 @@ impl App {
         let memory = peer.memory();
         Ok(Outcome::Done { cpu_percent, memory })
     }
+}
+
+/// The private directory of the program of pool worker `pid` (its socket).
+pub fn program_dir(pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("corral-app.{pid}"))
 }
 
 /// Most of a request kept to be sent again (see `replay` in `serve`).

@@ -78,13 +78,16 @@ pub fn decide(cfg: &Pool, sb: &Scoreboard, st: &mut PmState, now_mono_us: u64, w
     }
     // An episode lasts while the pool is short of workers: a worker
     // recycled meanwhile (max_requests) makes room for a moment, which does
-    // not end it.
+    // not end it. An ondemand pool at max_children stays in it until a
+    // worker stops for idleness (room again): a worker that is idle just
+    // when one connection comes is no end of it (every connection at the
+    // limit was a new episode and a warning, hundreds a second).
     if short && room == 0 {
         if !st.at_max {
             st.at_max = true;
             d.reached = true;
         }
-    } else if !short {
+    } else if !short && (cfg.pm != Pm::Ondemand || room > 0) {
         st.at_max = false;
     }
     d
@@ -167,6 +170,31 @@ mod tests {
             busy(&sb, i);
         }
         assert!(decide(&cfg, &sb, &mut st, mono_us(), 0).reached);
+    }
+
+    #[test]
+    fn an_ondemand_episode_at_max_children_ends_only_with_room() {
+        let cfg = pool("ondemand", "process_idle_timeout = \"10s\"");
+        let sb = Scoreboard::new(4).unwrap();
+        let mut st = PmState::default();
+        for _ in 0..3 {
+            let s = sb.claim().unwrap();
+            busy(&sb, s);
+        }
+        let b = sb.claim().unwrap();
+        busy(&sb, b);
+        assert!(decide(&cfg, &sb, &mut st, mono_us(), 1).reached);
+        // One worker idle when the next connection comes, then busy again:
+        // the same episode, not a new warning per connection.
+        sb.set_state(b, State::Idle);
+        assert!(!decide(&cfg, &sb, &mut st, mono_us(), 1).reached);
+        busy(&sb, b);
+        assert!(!decide(&cfg, &sb, &mut st, mono_us(), 1).reached);
+        // A worker stopped for idleness: room, the episode is over.
+        sb.free(b);
+        assert!(!decide(&cfg, &sb, &mut st, mono_us(), 0).reached);
+        busy(&sb, sb.claim().unwrap());
+        assert!(decide(&cfg, &sb, &mut st, mono_us(), 1).reached);
     }
 
     #[test]
