@@ -2110,6 +2110,19 @@ fn gzip_compresses_application_output_as_it_streams() {
             "{tag}"
         );
     }
+    // An application's 404 and 403 pages are compressed too (nginx's
+    // statuses), a 500 not.
+    std::fs::write(
+        srv.root.join("code.php"),
+        "<?php http_response_code((int) $_GET['c']); echo str_repeat('not here ', 200);",
+    )
+    .unwrap();
+    for (code, gz) in [(404, Some("gzip")), (403, Some("gzip")), (500, None)] {
+        let r = srv.request(&format!(
+            "GET /code.php?c={code} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!((r.status, r.header("content-encoding")), (code, gz));
+    }
     // Without Accept-Encoding: as the script wrote it, with Vary.
     let r = srv.get("/slow.php");
     assert_eq!(

@@ -192,7 +192,9 @@ impl Source {
             .get_or_init(|| toml_edit::ImDocument::parse(self.text.clone()).ok())
             .as_ref()?;
         let at = super::spans::offset(doc, &super::spans::path(table), nth, key)?;
-        Some(self.text[..at.min(self.text.len())].matches('\n').count() + 1)
+        // (Counted in bytes: an offset inside a character cannot panic.)
+        let before = &self.text.as_bytes()[..at.min(self.text.len())];
+        Some(before.iter().filter(|&&b| b == b'\n').count() + 1)
     }
 
     pub(super) fn path(&self, p: &str) -> PathBuf {

@@ -134,7 +134,7 @@ pub fn is_local(location: &str) -> bool {
 /// What the `gzip` filter does with a response: `(vary, level)`: whether
 /// it could be compressed (so `Vary: Accept-Encoding`), and the level when
 /// this client gets it compressed. nginx's rules, as for static files: a
-/// 200 of the `gzip_types`, not shorter than `gzip_min_length` when its
+/// 200, 403 or 404 of the `gzip_types`, not shorter than `gzip_min_length` when its
 /// length is known, not already encoded.
 fn gzip_choice(h: &Head, code: u16, cfg: Option<&crate::config::Gzip>, accepts: bool) -> (bool, Option<u32>) {
     let Some(cfg) = cfg else { return (false, None) };
@@ -142,7 +142,9 @@ fn gzip_choice(h: &Head, code: u16, cfg: Option<&crate::config::Gzip>, accepts: 
         .content_type
         .as_deref()
         .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    let eligible = code == 200
+    // 200, 403 and 404: nginx's gzip compresses these (an application's
+    // large error pages too), no other status.
+    let eligible = matches!(code, 200 | 403 | 404)
         && ct.is_some_and(|t| cfg.types.iter().any(|x| x == "*" || *x == t))
         && !h.fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-encoding"))
         && h.content_length.is_none_or(|l| l >= cfg.min_length.max(1));

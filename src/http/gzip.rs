@@ -79,7 +79,7 @@ impl Produce for Stream {
 /// Bodies up to this size are compressed at once, not streamed.
 const AT_ONCE: usize = 64 * 1024;
 
-/// The `gzip` filter: a 200 of a listed type, long enough, to a client
+/// The `gzip` filter: a 200, 403 or 404 (nginx's statuses) of a listed type, long enough, to a client
 /// that accepts gzip, and not already encoded (gzip_static), leaves
 /// compressed. Its ETag becomes weak and ranges are no longer offered, as
 /// nginx does; a streamed body is chunked (HTTP/1.1) or ends with the
@@ -87,7 +87,7 @@ const AT_ONCE: usize = 64 * 1024;
 pub fn filter(r: &mut Reply, cfg: &config::Gzip, req: &Request) {
     let Some(ct) = r.content_type else { return };
     let len = r.length.unwrap_or(0);
-    if r.status != 200
+    if !matches!(r.status, 200 | 403 | 404)
         || len < cfg.min_length.max(1)
         || !cfg.types.iter().any(|t| t == "*" || t == ct)
         || r.extra.contains("Content-Encoding:")
