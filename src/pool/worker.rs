@@ -307,8 +307,9 @@ impl Worker<'_> {
             // Not a request yet: a connection that says nothing is not timed
             // as one (slowlog, request_terminate_timeout).
             self.sb.set_state(self.slot, State::Kept);
-            let recycle = self.connection(&conn, listen);
-            if !self.exit {
+            let (recycle, kept) = self.connection(&conn, listen);
+            // Only a kept connection may carry a next request already.
+            if kept && !self.exit {
                 close_gracefully(&conn);
             }
             drop(conn);
@@ -319,9 +320,10 @@ impl Worker<'_> {
         }
     }
 
-    /// Serves one connection until it closes; true when the worker must
-    /// be replaced now (max_requests, max_memory).
-    fn connection(&mut self, conn: &Socket, listen: &Socket) -> bool {
+    /// Serves one connection until it closes: whether the worker must be
+    /// replaced now (max_requests, max_memory), and whether the web server
+    /// kept the connection (its next request may be on the way).
+    fn connection(&mut self, conn: &Socket, listen: &Socket) -> (bool, bool) {
         let mut buf = RecordBuf::default();
         let mut first = true;
         // Between requests: wait for the next request, not forever (a client
@@ -335,6 +337,8 @@ impl Worker<'_> {
         // when a kept one closes under it: theirs may be given up at once.
         // (Asked once a connection is kept, not for every one accepted.)
         let mut kept_grace: Option<Duration> = None;
+        // The web server asked to keep the connection (FCGI_KEEP_CONN).
+        let mut kept = false;
         loop {
             let (rec_len, action) = loop {
                 match buf.peek() {
@@ -344,20 +348,20 @@ impl Worker<'_> {
                             self.pool.name,
                             peer_of(conn)
                         );
-                        return false;
+                        return (false, kept);
                     }
                     Ok(Some((rec, n))) => break (n, Between::from(rec)),
                     Ok(None) => {}
                 }
                 if buf.eof || self.exit || (self.quit && !first) {
-                    return false;
+                    return (false, kept);
                 }
                 if Instant::now() >= idle_deadline {
                     crate::info!(
                         "[pool {}] closing a connection that sent no request in time",
                         self.pool.name
                     );
-                    return false;
+                    return (false, kept);
                 }
                 // An idle connection gives its worker up to one that waits,
                 // after a grace (a silent client otherwise holds it for
@@ -368,7 +372,7 @@ impl Worker<'_> {
                     (None, idle_deadline.min(yield_at))
                 };
                 if !self.read_more(conn, &mut buf, until, watch) {
-                    return false;
+                    return (false, kept);
                 }
             };
             buf.consume(rec_len);
@@ -390,17 +394,18 @@ impl Worker<'_> {
                 Between::Begin { id, role, keep } if role != Role::Responder => {
                     codec::end_request(&mut out, id, 0, ProtocolStatus::UnknownRole);
                     if app::blocking_write(conn, &out).is_err() || !keep {
-                        return false;
+                        return (false, kept);
                     }
                     continue;
                 }
                 Between::Begin { id, keep, .. } => {
                     first = false;
+                    kept = keep;
                     if !self.request(conn, &mut buf, id) || !keep {
-                        return self.must_recycle();
+                        return (self.must_recycle(), kept);
                     }
                     if self.must_recycle() {
-                        return true;
+                        return (true, kept);
                     }
                     self.sb.set_state(self.slot, State::Kept);
                     idle_deadline = Instant::now() + KEPT_IDLE;
@@ -417,7 +422,7 @@ impl Worker<'_> {
                 Between::Ignore => continue,
             }
             if app::blocking_write(conn, &out).is_err() {
-                return false;
+                return (false, kept);
             }
         }
     }
