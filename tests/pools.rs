@@ -549,6 +549,37 @@ fn posts_survive_pool_workers_recycling() {
     assert_eq!(codes.get(&200), Some(&300), "{codes:?}\n{}", s.error_log());
 }
 
+/// A POST whose script kills the pool's program on a kept connection:
+/// 502, and the script ran once. (The worker closes such a connection at
+/// once: drained, the front would take it for one that never ran the
+/// request and send the POST again.)
+#[test]
+fn a_post_that_kills_the_pool_program_runs_once() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    let log = s.dir.path().join("charges.log");
+    std::fs::write(
+        s.root.join("charge_dies.php"),
+        format!(
+            "<?php file_put_contents('{}', ($_POST['id'] ?? '-') . \"\\n\", FILE_APPEND | LOCK_EX); posix_kill(getmypid(), 9);",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let c = s.connect();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut c = c;
+    c.write_all(b"GET /hello.php HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut r).unwrap().0, 200, "{}", s.error_log());
+    c.write_all(
+        b"POST /charge_dies.php HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 4\r\n\r\nid=7",
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut r).unwrap().0, 502, "{}", s.error_log());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "7\n", "the script ran once");
+}
+
 /// A client that aborts (FCGI_ABORT_REQUEST) an answer the program has
 /// already ended and that it has not read: the worker drops the rest and
 /// takes the next request (it waited for ever on nothing, and a pool of

@@ -277,7 +277,10 @@ fn build_pool(
             }
             list
         }
-        (None, App::FastCgi { argv }) if is_php(&argv[0]) => vec![".php".into(), ".phar".into()],
+        // (`/usr/bin/env php-cgi` too.)
+        (None, App::FastCgi { argv } | App::Cgi { argv: Some(argv) }) if argv.iter().take(2).any(|a| is_php(a)) => {
+            vec![".php".into(), ".phar".into()]
+        }
         (None, _) => Vec::new(),
     };
     let mut env = Vec::new();

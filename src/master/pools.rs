@@ -401,6 +401,7 @@ impl Pools {
             if p.owed == 0 || p.respawn_at.is_some_and(|t| t > now) {
                 continue;
             }
+            p.respawn_at = None;
             let room = p.shared.cfg.max_children.saturating_sub(p.shared.sb.counts().total);
             let n = p.owed.min(room);
             p.owed = 0;

@@ -138,6 +138,8 @@ struct Program {
     /// late records of an earlier request (a program that wrote after its
     /// END_REQUEST) are told apart and never reach the next client.
     last_id: u16,
+    /// The program sent a record of the request in progress.
+    spoke: bool,
     /// The program sent what does not belong to the request in progress:
     /// its connection is closed after it (nothing on it can be trusted).
     suspect: bool,
@@ -186,6 +188,7 @@ impl App {
                     inbox: RecordBuf::default(),
                     conn_reused: false,
                     last_id: 0,
+                    spoke: false,
                     suspect: false,
                 }))
             }
@@ -282,12 +285,16 @@ impl App {
         // What was sent to a FastCGI program on a kept connection, while
         // small: sent again on a fresh one if the program closed the kept
         // one before answering (see `closed_unanswered`).
+        let idempotent = matches!(
+            req.param("REQUEST_METHOD").unwrap_or("GET"),
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"
+        );
         let mut replay: Option<Vec<u8>> = match &peer {
             Peer::FastCgi { program, .. } if program.conn_reused => Some(to_app.buf.clone()),
             _ => None,
         };
         let mut hold_until: Option<Instant> = None;
-        let mut hold_for: u64 = 0;
+        let mut hold_for: u8 = 0;
         let mut client_gone = false;
         let mut head_sent = false;
         let mut ended: Option<u32> = None;
@@ -393,8 +400,10 @@ impl App {
                 && to_app.pending() < BUFFERED;
             // (A new wait for each: the head's, then the whole body's.)
             let holding = if holding {
-                if hold_for != stdin_got {
-                    hold_for = stdin_got;
+                // 1: the head waits for STDIN; 2: the whole body for its end.
+                let phase = if stdin_got == 0 { 1 } else { 2 };
+                if hold_for != phase {
+                    hold_for = phase;
                     hold_until = None;
                 }
                 Instant::now() < *hold_until.get_or_insert_with(|| Instant::now() + HOLD)
@@ -553,7 +562,8 @@ impl App {
                         && to_client.buf.is_empty()
                         && let Some(bytes) = replay.take()
                         && let Peer::FastCgi { program, .. } = &mut peer
-                        && program.closed_unanswered() =>
+                        && !program.spoke
+                        && program.closed_unanswered(idempotent) =>
                 {
                     crate::info!(
                         "[pool {}] child {}: the program closed its kept connection before answering {}; sent again on a new one",
@@ -649,7 +659,7 @@ impl App {
     /// longest leading part of SCRIPT_FILENAME that is a file: for
     /// `/up/evil.jpg/x.php`, `/up/evil.jpg`, an upload run as PHP.
     fn denied_script(&self, req: &Request) -> Option<String> {
-        if self.limit_extensions.is_empty() || !matches!(self.kind, Kind::FastCgi(_)) {
+        if self.limit_extensions.is_empty() {
             return None;
         }
         let path = req.param("SCRIPT_FILENAME").or_else(|| req.param("PATH_TRANSLATED"))?;
@@ -682,6 +692,7 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
             // The buffer stays with the program: no 64 KiB allocation per request.
             p.inbox.reset();
             p.suspect = false;
+            p.spoke = false;
             p.last_id = p.last_id.checked_add(1).unwrap_or(1);
             let id = p.last_id;
             Ok(Peer::FastCgi { program: p, id })
@@ -850,12 +861,21 @@ impl Program {
     /// request's STDIN), not dead in the middle of it. A dying process
     /// closes its descriptors just before it can be reaped: a short wait
     /// tells the two apart.
-    fn closed_unanswered(&mut self) -> bool {
+    ///
+    /// A program of several processes (PHP_FCGI_CHILDREN, a forking
+    /// server) stays alive when the child running the request dies in it:
+    /// then only a method that may run twice (`idempotent`) is sent again.
+    fn closed_unanswered(&mut self, idempotent: bool) -> bool {
         let Some(child) = self.child.as_mut() else {
             return false;
         };
         std::thread::sleep(Duration::from_millis(10));
-        matches!(child.try_wait(), Ok(None))
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let pid = child.id();
+        idempotent
+            || std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).is_ok_and(|c| c.trim().is_empty())
     }
 
     /// Starts the program again if it is not running (never started,
@@ -1006,6 +1026,7 @@ impl Peer<'_> {
                     conn,
                     inbox: buf,
                     suspect,
+                    spoke,
                     ..
                 } = &mut **program;
                 let Some(conn) = &*conn else {
@@ -1029,6 +1050,7 @@ impl Peer<'_> {
                                 (n, None)
                             }
                             Record::Stdout { data, .. } => {
+                                *spoke = true;
                                 if data.is_empty() {
                                     codec::end_stream(&mut to_client.buf, kind::STDOUT, id);
                                 } else {
@@ -1038,6 +1060,7 @@ impl Peer<'_> {
                                 (n, None)
                             }
                             Record::Stderr { data, .. } => {
+                                *spoke = true;
                                 if data.is_empty() {
                                     codec::end_stream(&mut to_client.buf, kind::STDERR, id);
                                 } else {

@@ -321,8 +321,8 @@ impl Worker<'_> {
     }
 
     /// Serves one connection until it closes: whether the worker must be
-    /// replaced now (max_requests, max_memory), and whether the web server
-    /// kept the connection (its next request may be on the way).
+    /// replaced now (max_requests, max_memory), and whether it ends between
+    /// requests of a kept connection (the next one may be on its way).
     fn connection(&mut self, conn: &Socket, listen: &Socket) -> (bool, bool) {
         let mut buf = RecordBuf::default();
         let mut first = true;
@@ -337,7 +337,8 @@ impl Worker<'_> {
         // when a kept one closes under it: theirs may be given up at once.
         // (Asked once a connection is kept, not for every one accepted.)
         let mut kept_grace: Option<Duration> = None;
-        // The web server asked to keep the connection (FCGI_KEEP_CONN).
+        // The web server kept the connection (FCGI_KEEP_CONN) and its last
+        // request was answered: a next one may be on its way.
         let mut kept = false;
         loop {
             let (rec_len, action) = loop {
@@ -400,10 +401,14 @@ impl Worker<'_> {
                 }
                 Between::Begin { id, keep, .. } => {
                     first = false;
-                    kept = keep;
+                    // A request that failed (its program died in it) ends
+                    // the connection at once: drained, its close would tell
+                    // corral's front the request never ran, and a POST
+                    // would run again.
                     if !self.request(conn, &mut buf, id) || !keep {
-                        return (self.must_recycle(), kept);
+                        return (self.must_recycle(), false);
                     }
+                    kept = true;
                     if self.must_recycle() {
                         return (true, kept);
                     }
