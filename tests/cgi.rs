@@ -492,6 +492,27 @@ fn a_body_the_script_did_not_read_is_dropped_and_the_connection_goes_on() {
         "{}",
         s.access_log()
     );
+    // The same cut short by a reset, the body streamed to the script
+    // (request_buffering off): 400 too (it was logged 0).
+    let port = s.port.to_string();
+    let py = "import socket, struct, sys, time\n\
+              s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+              s.sendall(b'POST /cgi-stream/hash.py?reset HTTP/1.1\\r\\nHost: h\\r\\nContent-Length: 100000\\r\\n\\r\\n' + b'x' * 5000)\n\
+              time.sleep(0.3)\n\
+              s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+              s.close()\n";
+    let out = std::process::Command::new(python())
+        .args(["-c", py, &port])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"POST /cgi-stream/hash.py?reset HTTP/1.1\" 400 ")),
+        "{}",
+        s.access_log()
+    );
     // Before any answer, to a script reading its body: 400, as nginx logs it.
     let mut c = s.connect();
     c.write_all(b"POST /cgi-bin/hash.py?cut HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nxx")

@@ -234,6 +234,15 @@ impl HttpService {
                 }
             }
             if ready.hangup && c.phase != Phase::Send {
+                // A reset while a script or application has the request:
+                // logged as the client cutting its body short (400) or
+                // leaving (499), as when its FIN is read.
+                if c.phase == Phase::Handler
+                    && let Some(ex) = c.ex.as_mut()
+                    && ex.status == 0
+                {
+                    ex.status = if ex.body.is_some() { 400 } else { 499 };
+                }
                 return Next::Close;
             }
         }
@@ -273,11 +282,6 @@ impl HttpService {
         }
     }
 
-    /// The client closed its side while a CGI script or a FastCGI
-    /// application works on its request, with nothing more to read: it is
-    /// gone, as nginx takes it (499). Closing kills the script, aborts the
-    /// FastCGI request (FCGI_ABORT_REQUEST) or drops it from the queue
-    /// before it reaches the application.
     /// The client closed before its whole request body came (for a script
     /// or an application, which is stopped): logged as nginx does, 400
     /// when nothing was answered yet.
@@ -290,6 +294,12 @@ impl HttpService {
         }
         Step::Wait(Next::Close)
     }
+
+    /// The client closed its side while a CGI script or a FastCGI
+    /// application works on its request, with nothing more to read: it is
+    /// gone, as nginx takes it (499). Closing kills the script, aborts the
+    /// FastCGI request (FCGI_ABORT_REQUEST) or drops it from the queue
+    /// before it reaches the application.
 
     fn client_left_application(&mut self, c: &mut Conn) -> bool {
         let gone = c.phase == Phase::Handler
