@@ -300,7 +300,6 @@ impl HttpService {
     /// gone, as nginx takes it (499). Closing kills the script, aborts the
     /// FastCGI request (FCGI_ABORT_REQUEST) or drops it from the queue
     /// before it reaches the application.
-
     fn client_left_application(&mut self, c: &mut Conn) -> bool {
         let gone = c.phase == Phase::Handler
             && c.rstart == c.rend
