@@ -2142,6 +2142,40 @@ fn gzip_compresses_application_output_as_it_streams() {
     drop(fpm);
 }
 
+/// A Python FastCGI server of a test, killed however the test ends.
+struct PyApp(std::process::Child);
+
+impl Drop for PyApp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A site whose PHP location passes, without checking files, to the
+/// Python FastCGI server `script` (see `fcgi_py`), started on a unix
+/// socket of its own named `name`.
+fn python_app_site(name: &str, script: String) -> (PyApp, Server) {
+    let (dir, root) = site();
+    let path = dir.path().join(format!("{name}.sock"));
+    let file = dir.path().join(format!("{name}.py"));
+    std::fs::write(&file, script).unwrap();
+    let app = PyApp(
+        Command::new("python3")
+            .arg(&file)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(eventually(Duration::from_secs(5), || path.exists()));
+    let pass = format!("unix:{}", path.display());
+    (
+        app,
+        php_server(dir, root, &pass, ", check_file = false", Opts::default()),
+    )
+}
+
 /// A FastCGI server on the unix socket named by its argument that answers
 /// with the body `x` sent as 2,000 one-byte STDOUT records in one write.
 fn tiny_records() -> String {
@@ -2157,26 +2191,7 @@ fn tiny_records() -> String {
 /// (2,000 one-byte records were 2,000 chunks: six times the bytes).
 #[test]
 fn tiny_records_are_framed_together() {
-    let (dir, root) = site();
-    let path = dir.path().join("tiny.sock");
-    std::fs::write(dir.path().join("tiny.py"), tiny_records()).unwrap();
-    /// Killed however the test ends.
-    struct App(std::process::Child);
-    impl Drop for App {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _app = App(Command::new("python3")
-        .arg(dir.path().join("tiny.py"))
-        .arg(&path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap());
-    assert!(eventually(Duration::from_secs(5), || path.exists()));
-    let pass = format!("unix:{}", path.display());
-    let srv = php_server(dir, root, &pass, ", check_file = false", Opts::default());
+    let (_app, srv) = python_app_site("tiny", tiny_records());
     let mut c = srv.connect();
     c.write_all(b"GET /x.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -2205,26 +2220,7 @@ fn stray_records() -> String {
 /// dropped, logged once, and the connection is not kept.
 #[test]
 fn records_for_another_request_id_are_dropped_and_end_the_connection() {
-    let (dir, root) = site();
-    let path = dir.path().join("stray.sock");
-    std::fs::write(dir.path().join("stray.py"), stray_records()).unwrap();
-    /// Killed however the test ends.
-    struct App(std::process::Child);
-    impl Drop for App {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _app = App(Command::new("python3")
-        .arg(dir.path().join("stray.py"))
-        .arg(&path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap());
-    assert!(eventually(Duration::from_secs(5), || path.exists()));
-    let pass = format!("unix:{}", path.display());
-    let srv = php_server(dir, root, &pass, ", check_file = false", Opts::default());
+    let (_app, srv) = python_app_site("stray", stray_records());
     for n in 1..=2 {
         let r = srv.get("/x.php");
         assert_eq!((r.status, r.text()), (200, format!("conn {n}")), "{}", srv.error_log());
