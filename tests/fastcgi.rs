@@ -2232,16 +2232,23 @@ fn records_for_another_request_id_are_dropped_and_end_the_connection() {
     );
 }
 
-/// `alias` in a FastCGI location: the script is the aliased file
-/// (nginx's `$request_filename`), SCRIPT_NAME stays the URI's.
-#[test]
-fn alias_in_a_fastcgi_location() {
+/// A site, a directory `other` beside its root holding `env.php` and
+/// `sub/index.php` (for `alias`), and a php-fpm pool.
+fn outside_scripts() -> (TempDir, PathBuf, PathBuf, Php) {
     let (dir, root) = site();
     let other = dir.path().join("other");
     std::fs::create_dir_all(other.join("sub")).unwrap();
     std::fs::write(other.join("env.php"), ENV).unwrap();
     std::fs::write(other.join("sub/index.php"), ENV).unwrap();
     let fpm = Php::fpm(dir.path(), "www", &sock(&dir, "www"), 2, "");
+    (dir, root, other, fpm)
+}
+
+/// `alias` in a FastCGI location: the script is the aliased file
+/// (nginx's `$request_filename`), SCRIPT_NAME stays the URI's.
+#[test]
+fn alias_in_a_fastcgi_location() {
+    let (dir, root, other, fpm) = outside_scripts();
     let extra = Opts {
         server: format!(
             "[[server.location]]\nmatch = \"^~ /fpa/\"\nalias = \"{o}/\"\nfastcgi = {{ pass = \"{p}\", split_path_info = \"^(.+?\\\\.php)(/.*)$\" }}\n",
@@ -2269,12 +2276,7 @@ fn alias_in_a_fastcgi_location() {
 /// `root` (and nginx): the PHP location runs it. Its source was sent.
 #[test]
 fn the_index_of_an_alias_location_runs_through_the_php_location() {
-    let (dir, root) = site();
-    let other = dir.path().join("other");
-    std::fs::create_dir_all(other.join("sub")).unwrap();
-    std::fs::write(other.join("env.php"), ENV).unwrap();
-    std::fs::write(other.join("sub/index.php"), ENV).unwrap();
-    let fpm = Php::fpm(dir.path(), "www", &sock(&dir, "www"), 2, "");
+    let (dir, root, other, fpm) = outside_scripts();
     let o = Opts {
         server: format!(
             "[[server.location]]\nmatch = \"~ ^/app/(.+\\\\.php)$\"\nalias = \"{o}/$1\"\nfastcgi = {{ pass = \"{p}\" }}\n\

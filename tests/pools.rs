@@ -365,16 +365,19 @@ printf 'Content-Type: text/plain\\r\\n\\r\\nstill alive\\n'
     assert!(!r.text().contains("still alive"), "{} {}", r.status, r.text());
 }
 
-#[test]
-fn perl_fcgi_program_in_a_pool() {
+/// A pool `cgi` (one worker) running a Perl FCGI program that answers
+/// `/x.cgi` with "perl N " and `rest` (Perl) after it, once it serves.
+fn perl_pool(rest: &str) -> Server {
     let s = corral(
         "[pool.cgi]\nlisten = \"unix:{dir}/perl.sock\"\ncommand = [\"perl\", \"{dir}/app.pl\"]\npm = \"static\"\nmax_children = 1\n",
         1,
     );
     std::fs::write(
         s.dir.path().join("app.pl"),
-        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
-         while ($r->Accept() >= 0) { $n++; print \"Content-Type: text/plain\\r\\n\\r\\nperl $n $ENV{QUERY_STRING}\\n\"; }\n",
+        format!(
+            "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
+             while ($r->Accept() >= 0) {{ $n++; print \"Content-Type: text/plain\\r\\n\\r\\nperl $n {rest}\\n\"; }}\n"
+        ),
     )
     .unwrap();
     std::fs::write(s.root.join("x.cgi"), "").unwrap();
@@ -388,6 +391,12 @@ fn perl_fcgi_program_in_a_pool() {
         r.status == 200 && last.starts_with("perl ")
     });
     assert!(ok, "{last} {}", s.error_log());
+    s
+}
+
+#[test]
+fn perl_fcgi_program_in_a_pool() {
+    let s = perl_pool("$ENV{QUERY_STRING}");
     let a = s.get("/x.cgi?q=2").text();
     let b = s.get("/x.cgi?q=3").text();
     // One long-lived process: its request counter goes on.
@@ -725,23 +734,7 @@ fn libfcgi_programs_get_a_request_whole_when_the_client_sends_it_in_pieces() {
 /// (the program, alive, never ran it), and the client sees no 502.
 #[test]
 fn a_kept_connection_the_program_drops_unanswered_is_retried() {
-    let s = corral(
-        "[pool.cgi]\nlisten = \"unix:{dir}/perl.sock\"\ncommand = [\"perl\", \"{dir}/app.pl\"]\npm = \"static\"\nmax_children = 1\n",
-        1,
-    );
-    std::fs::write(
-        s.dir.path().join("app.pl"),
-        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
-         while ($r->Accept() >= 0) { $n++; print \"Content-Type: text/plain\\r\\n\\r\\nperl $n $$\\n\"; }\n",
-    )
-    .unwrap();
-    std::fs::write(s.root.join("x.cgi"), "").unwrap();
-    s.signal("HUP");
-    assert!(
-        eventually(Duration::from_secs(10), || s.get("/x.cgi").text().starts_with("perl ")),
-        "{}",
-        s.error_log()
-    );
+    let s = perl_pool("$$");
     let body = "b".repeat(40_000);
     for _ in 0..3 {
         let r = s.request(&format!(

@@ -18,16 +18,24 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// Where it is: "file:line: key" (without what is wrong).
+    pub fn place(&self) -> String {
+        let mut at = match self.line {
+            Some(l) => format!("{}:{l}", self.file),
+            None => self.file.clone(),
+        };
+        if !self.key.is_empty() {
+            at.push_str(": ");
+            at.push_str(&self.key);
+        }
+        at
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: ", self.file, l)?,
-            None => write!(f, "{}: ", self.file)?,
-        }
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
+        write!(f, "{}: {}", self.place(), self.message)
     }
 }
 
@@ -414,9 +422,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
     check_listen_overlaps(src, &servers, &pools, main.accept == Accept::Reuseport)?;
     let mut log_files = Vec::new();
     let mut named = |p: &PathBuf, table: &str, nth: usize, key: &str| {
-        let mut at = src.err(table, nth, key, String::new()).to_string();
-        at.truncate(at.trim_end_matches([' ', ':']).len());
-        log_files.push((p.clone(), at));
+        log_files.push((p.clone(), src.err(table, nth, key, String::new()).place()));
     };
     if let LogTarget::File(p) = &main.error_log {
         named(p, "main", 0, "error_log");

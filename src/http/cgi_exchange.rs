@@ -99,15 +99,10 @@ impl HttpService {
         head: &[u8],
         io: &mut Io<'_>,
     ) -> Result<(), (Box<Request>, u16)> {
-        let rule = self.cgi_cfg(site, t.rule);
-        if lock(&self.cgi_running)[site][t.rule] >= rule.max_concurrent {
-            crate::warn!(
-                "{} CGI scripts already running for {}, answering 503",
-                rule.max_concurrent,
-                t.script_name
-            );
+        if !self.cgi_place_free(site, t.rule, &t.script_name) {
             return Err((req, 503));
         }
+        let rule = self.cgi_cfg(site, t.rule);
         let mut hs = [httparse::EMPTY_HEADER; 100];
         let mut parsed = httparse::Request::new(&mut hs);
         let _ = parsed.parse(head);
@@ -160,16 +155,12 @@ impl HttpService {
             headers: &headers,
             extra: &rule.env,
         });
-        let chunked = matches!(req.body, Some(super::body::Body::Chunked(_)));
         // A body not all here yet is read first (request_buffering).
-        let buffer_body = match &req.body {
-            Some(super::body::Body::Length { left }) => rule.request_buffering && (c.rend - c.rstart) < *left as usize,
-            _ => false,
-        };
+        let spool = super::handler::spools(req.body.as_ref(), rule.request_buffering, c.rend - c.rstart);
         let timeout = rule.timeout;
         let mut ex = Exchange::new(site, Vec::new());
         cgi_of(&mut ex.handler).rule = t.rule;
-        if chunked || buffer_body {
+        if spool {
             let file = match cgi::temp_file(&self.cfg.client_body_temp_path) {
                 Ok(f) => f,
                 Err(e) => {
@@ -190,8 +181,7 @@ impl HttpService {
             }
             c.deadline = self.clock.now + timeout;
             // A spooled body's script takes its place when it starts.
-            lock(&self.cgi_running)[site][t.rule] += 1;
-            cgi_of(&mut ex.handler).slot = true;
+            self.take_cgi_place(site, cgi_of(&mut ex.handler));
         }
         ex.keep_alive = req.keep_alive && self.may_keep_alive(c);
         ex.body = req.body.take();
@@ -205,6 +195,24 @@ impl HttpService {
         c.phase = Phase::Handler;
         c.ex = Some(ex);
         Ok(())
+    }
+
+    /// Whether a script of `rule` may start now (`max_concurrent`); the
+    /// log says so when not (the request is then answered 503).
+    fn cgi_place_free(&self, site: usize, rule: usize, script_name: &str) -> bool {
+        let max = self.cgi_cfg(site, rule).max_concurrent;
+        let free = lock(&self.cgi_running)[site][rule] < max;
+        if !free {
+            crate::warn!("{max} CGI scripts already running for {script_name}, answering 503");
+        }
+        free
+    }
+
+    /// Counts the script starting for `st` against its rule's
+    /// `max_concurrent` (given back by `cgi_end`).
+    fn take_cgi_place(&self, site: usize, st: &mut CgiState) {
+        lock(&self.cgi_running)[site][st.rule] += 1;
+        st.slot = true;
     }
 
     fn cgi_cfg(&self, site: usize, rule: usize) -> &crate::config::Cgi {
@@ -295,16 +303,11 @@ impl HttpService {
         if !env.iter().any(|(k, _)| k == "CONTENT_LENGTH") {
             env.push(("CONTENT_LENGTH".into(), len.to_string().into_bytes()));
         }
-        let (timeout, max) = (rule.timeout, rule.max_concurrent);
-        if lock(&self.cgi_running)[site][target.rule] >= max {
-            crate::warn!(
-                "{max} CGI scripts already running for {}, answering 503",
-                target.script_name
-            );
+        let timeout = rule.timeout;
+        if !self.cgi_place_free(site, target.rule, &target.script_name) {
             return Some(self.cgi_abort(c, 503, "max_concurrent scripts are running"));
         }
-        lock(&self.cgi_running)[site][target.rule] += 1;
-        cgi_of(&mut c.ex.as_mut()?.handler).slot = true;
+        self.take_cgi_place(site, cgi_of(&mut c.ex.as_mut()?.handler));
         let Some(run) = self.spawn_script(&target, &env, Stdin::File(file), io) else {
             return Some(self.cgi_abort(c, 500, "cannot start the script"));
         };

@@ -272,10 +272,7 @@ impl HttpService {
         let chunked = matches!(req.body, Some(Body::Chunked(_)));
         // A body not all here yet is read first (request_buffering): a
         // slow client then holds a temporary file, not the application.
-        let buffer_body = match &req.body {
-            Some(Body::Length { left }) => f.request_buffering && (c.rend - c.rstart) < *left as usize,
-            _ => false,
-        };
+        let spool = super::handler::spools(req.body.as_ref(), f.request_buffering, c.rend - c.rstart);
         let content_length = match &req.body {
             Some(Body::Length { left }) => Some(*left),
             _ => None,
@@ -345,7 +342,7 @@ impl HttpService {
                 "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
             ),
         };
-        if chunked || buffer_body {
+        if spool {
             let file = match super::cgi::temp_file(&self.cfg.client_body_temp_path) {
                 Ok(f) => f,
                 Err(e) => {

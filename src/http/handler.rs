@@ -167,6 +167,18 @@ impl HttpService {
     }
 }
 
+/// Whether a request body is read into a spool file before the script or
+/// application is asked: a chunked one always (its length is needed), one
+/// with a Content-Length when `buffering` (request_buffering) and it has
+/// not all come with the head (`buffered` bytes are here).
+pub(super) fn spools(body: Option<&super::body::Body>, buffering: bool, buffered: usize) -> bool {
+    match body {
+        Some(super::body::Body::Chunked(_)) => true,
+        Some(super::body::Body::Length { left }) => buffering && (buffered as u64) < *left,
+        None => false,
+    }
+}
+
 /// Moves the buffered bytes `data` of a chunked request body, de-chunked,
 /// into a spool through `write`: the bytes used and whether the body is
 /// complete, or the status to answer and why.

@@ -209,7 +209,7 @@ impl Pools {
     pub fn exited(&mut self, pid: Pid, abnormal: bool, how: &str) -> bool {
         for d in &mut self.draining {
             if let Some(i) = d.children.iter().position(|c| c.pid == pid) {
-                let _ = std::fs::remove_dir_all(crate::pool::app::program_dir(pid.as_raw() as u32));
+                remove_program_dir(pid);
                 let c = d.children.swap_remove(i);
                 d.shared.sb.free(c.slot);
                 crate::notice!("[pool {}] old worker {pid} {how}", d.shared.cfg.name);
@@ -222,9 +222,7 @@ impl Pools {
             let Some(i) = p.children.iter().position(|c| c.pid == pid) else {
                 continue;
             };
-            // A worker killed (SIGKILL) could not remove its program's
-            // directory itself.
-            let _ = std::fs::remove_dir_all(crate::pool::app::program_dir(pid.as_raw() as u32));
+            remove_program_dir(pid);
             let c = p.children.swap_remove(i);
             p.shared.sb.free(c.slot);
             let name = &p.shared.cfg.name;
@@ -670,4 +668,10 @@ pub fn close_in_child(fd: RawFd) {
 /// Connections waiting in a listening socket's accept queue, and its backlog.
 fn listen_queue(s: &Socket) -> Option<(u32, u32)> {
     crate::os::listen_queue::read(s.as_fd()).map(|q| (q.waiting, q.backlog))
+}
+
+/// Removes the program directory of pool worker `pid`, which a worker
+/// killed (SIGKILL) could not remove itself.
+fn remove_program_dir(pid: Pid) {
+    let _ = std::fs::remove_dir_all(crate::pool::app::program_dir(pid.as_raw() as u32));
 }

@@ -88,7 +88,11 @@ impl Request {
 pub enum Outcome {
     /// Answered; the connection can serve another request.
     Done { cpu_percent: f64, memory: u64 },
-    /// The web server's connection is unusable (gone, or an answer was cut).
+    /// The web server's connection is unusable (gone, or an answer was
+    /// cut), or the application failed before answering: then the
+    /// connection ends without an answer, as when a php-fpm child dies,
+    /// and the web server answers its own 502 (with its `error_page`),
+    /// where an answer of ours would be passed on as the application's.
     CloseClient,
 }
 
@@ -247,14 +251,12 @@ impl App {
                 crate::core::log::Text(denied.as_bytes()),
                 describe(req)
             );
-            let mut out = Vec::new();
             let note = format!("Access to the script '{denied}' has been denied (see limit_extensions)");
-            codec::stream(&mut out, kind::STDERR, req.id, note.as_bytes());
-            let _ = blocking_write(client, &out);
-            return Ok(answer(
+            return Ok(answer_noted(
                 client,
                 req.id,
                 b"Status: 403 Forbidden\r\nContent-Type: text/html\r\n\r\nAccess denied.\n",
+                note.as_bytes(),
             ));
         }
         let mut peer = match open(&mut self.kind, req) {
@@ -265,8 +267,7 @@ impl App {
                     self.pool_name,
                     describe(req)
                 );
-                // As php-fpm when a child cannot run it: the connection
-                // ends, and the web server answers its own 502.
+                // No answer of ours (see `Outcome::CloseClient`).
                 return Ok(Outcome::CloseClient);
             }
         };
@@ -421,14 +422,9 @@ impl App {
                     "[pool {}] cannot send the request to the application: {e}",
                     self.pool_name
                 );
+                // No answer of ours (see `Outcome::CloseClient`).
                 peer.kill();
-                return Ok(cut_short(
-                    client,
-                    req.id,
-                    head_sent || client_gone,
-                    502,
-                    "the application failed",
-                ));
+                return Ok(Outcome::CloseClient);
             }
             if !client_gone && to_client.pending() > 0 && to_client.flush(client).is_err() {
                 client_gone = true;
@@ -586,14 +582,9 @@ impl App {
                         self.pool_name,
                         describe(req)
                     );
+                    // No answer of ours (see `Outcome::CloseClient`).
                     peer.kill();
-                    return Ok(cut_short(
-                        client,
-                        req.id,
-                        head_sent || client_gone,
-                        502,
-                        "the application failed",
-                    ));
+                    return Ok(Outcome::CloseClient);
                 }
             }
             if client_gone {
@@ -1280,7 +1271,16 @@ pub fn answer_error(client: &Socket, id: u16, status: u16, why: &str) -> Outcome
 /// Answers request `id` with `page` (a CGI head and body) of the worker's
 /// own: the whole STDOUT stream and END_REQUEST.
 pub fn answer(client: &Socket, id: u16, page: &[u8]) -> Outcome {
+    answer_noted(client, id, page, b"")
+}
+
+/// [`answer`] with `note` (when not empty) as FCGI_STDERR before it, for
+/// the web server's error log; all in one write.
+fn answer_noted(client: &Socket, id: u16, page: &[u8], note: &[u8]) -> Outcome {
     let mut out = Vec::new();
+    if !note.is_empty() {
+        codec::stream(&mut out, kind::STDERR, id, note);
+    }
     codec::stream(&mut out, kind::STDOUT, id, page);
     codec::end_stream(&mut out, kind::STDOUT, id);
     codec::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
@@ -1293,16 +1293,11 @@ pub fn answer(client: &Socket, id: u16, page: &[u8]) -> Outcome {
     }
 }
 
-/// A request cut short (the app failed, or ran past its time): a cut
-/// connection when the answer had begun or nobody waits for it (the client
-/// sees a truncation, never a clean end), else an error of the worker's own.
-///
-/// A failed application (502) ends the connection without an answer, as
-/// a php-fpm child that dies does: the web server then answers its own 502
-/// (with its `error_page`), where an answer of ours would be passed on as
-/// the application's.
+/// A request cut short (it ran past its time): a cut connection when the
+/// answer had begun (the client sees a truncation, never a clean end),
+/// else an error of the worker's own.
 fn cut_short(client: &Socket, id: u16, cut: bool, status: u16, why: &str) -> Outcome {
-    if cut || status == 502 {
+    if cut {
         return Outcome::CloseClient;
     }
     answer_error(client, id, status, why)
