@@ -288,6 +288,11 @@ fn build_pool(
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(c.err("env", format!("\"{k}\" is not an environment variable name")));
         }
+        // As php-fpm: a value "$NAME" is the master's own NAME (empty when unset).
+        let v = match v.strip_prefix('$') {
+            Some(name) if !name.is_empty() => std::env::var(name).unwrap_or_default(),
+            _ => v,
+        };
         env.push((k, v));
     }
     let path_key = |key: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
@@ -326,7 +331,7 @@ fn build_pool(
         listen_group,
         listen_mode,
         allowed_clients,
-        backlog: c.int("backlog", p.backlog, 1, 65_535, 511)? as i32,
+        backlog: c.int("backlog", p.backlog, 1, 65_535, system_backlog())? as i32,
         pm,
         max_children,
         start_servers,
@@ -441,4 +446,15 @@ fn resolve_command(c: &Checker<'_>, mut argv: Vec<String>) -> Result<Vec<String>
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The default backlog of a pool socket: the system's largest
+/// (`net.core.somaxconn`), as php-fpm's `listen.backlog = -1` on Linux, so
+/// a burst waits in the queue rather than being refused.
+fn system_backlog() -> i64 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|n| (1..=65_535).contains(n))
+        .unwrap_or(4096)
 }

@@ -102,6 +102,8 @@ pub(super) struct FcgiState {
     busy_since: Option<Instant>,
     /// When the request began waiting for a saturated pool.
     pool_wait_since: Option<Instant>,
+    /// While it waits there: counted in the pool's listen queue.
+    pool_held: Option<crate::pool::registry::HeldMark>,
     /// Encoded records not yet written are `to_app[to_app_off..]`; while
     /// `replayable`, everything sent is still there from the start.
     to_app: Vec<u8>,
@@ -319,6 +321,7 @@ impl HttpService {
             retry_at: self.clock.now,
             busy_since: None,
             pool_wait_since: None,
+            pool_held: None,
             to_app: Vec::new(),
             to_app_off: 0,
             replayable: true,
@@ -566,6 +569,7 @@ impl HttpService {
         ups.begin(g, s);
         st.counted = true;
         if let Some(b) = ups.take_idle(g, s, now) {
+            st.pool_held = None;
             ups.set_owner(&b, io.sub_token(SUB));
             st.backend = Some(b);
             st.reused = true;
@@ -584,6 +588,9 @@ impl HttpService {
             if st.pool_wait_since.is_none() {
                 crate::pool::registry::held(pool);
             }
+            if st.pool_held.is_none() {
+                st.pool_held = Some(crate::pool::registry::HeldMark::new(pool));
+            }
             ups.end(g, s);
             st.counted = false;
             if st.pool_wait_since.is_none() {
@@ -598,6 +605,7 @@ impl HttpService {
             io.wake_at(st.retry_at);
             return Some(Step::Wait(Next::Pause));
         }
+        st.pool_held = None;
         if ups.full(g, s) {
             let t = io.token();
             ups.wait(g, s, t);

@@ -801,6 +801,7 @@ impl Master {
             self.last_queue_check = Instant::now();
             self.dispatch_waiting(None);
         }
+        self.pools.watch();
         for (p, n) in self.pools.round(None) {
             self.spawn_pool_workers(p, n);
         }

@@ -40,6 +40,8 @@ pub struct PoolChild {
     started: Instant,
     /// Asked to stop: killed if still running then.
     deadline: Option<Instant>,
+    /// Its program's bad ends already counted (the slot's FAILURES word).
+    failures_seen: u64,
 }
 
 /// A pool's listening socket; a unix socket's file goes with it.
@@ -48,11 +50,16 @@ pub struct PoolSocket {
     pub sock: Socket,
     /// Remove the socket file when this is dropped (not after a hand-over).
     unlink: bool,
+    /// Handed over by the master of this pid (a binary upgrade): the file
+    /// is removed only once that master is gone (it may take over again
+    /// while it is our parent), as nginx does for its unix sockets.
+    inherited_from: Option<Pid>,
 }
 
 impl Drop for PoolSocket {
     fn drop(&mut self) {
-        if let (Address::Unix(p), true) = (&self.address, self.unlink) {
+        let unlink = self.unlink || self.inherited_from.is_some_and(|p| nix::unistd::getppid() != p);
+        if let (Address::Unix(p), true) = (&self.address, unlink) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -255,28 +262,7 @@ impl Pools {
                     );
                     p.respawn_at = Some(now + delay);
                 }
-                let cfg = &p.shared.cfg;
-                if cfg.emergency_restart_threshold > 0 {
-                    p.crashes.push_back(now);
-                    while p
-                        .crashes
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > cfg.emergency_restart_interval)
-                    {
-                        p.crashes.pop_front();
-                    }
-                    if p.crashes.len() >= cfg.emergency_restart_threshold as usize {
-                        crate::error!(
-                            "[pool {name}] {} workers failed within {} s (emergency_restart_threshold): emergency restart of the pool",
-                            p.crashes.len(),
-                            cfg.emergency_restart_interval.as_secs()
-                        );
-                        p.crashes.clear();
-                        let n = p.children.len();
-                        retire(&mut p.children, Signal::SIGTERM, Duration::from_secs(5));
-                        p.owed += n;
-                    }
-                }
+                failed(p, now);
             } else {
                 p.failures = 0;
             }
@@ -300,7 +286,18 @@ impl Pools {
             .chain(self.draining.iter().flat_map(|d| &d.children))
             .filter_map(|c| c.deadline);
         let respawns = self.running.iter().filter_map(|p| p.respawn_at);
-        std::iter::once(round).chain(kills).chain(respawns).min()
+        let slow = self.running.iter().filter_map(slow_due);
+        std::iter::once(round).chain(kills).chain(respawns).chain(slow).min()
+    }
+
+    /// The slow log and the request_terminate_timeout safety net, after
+    /// every wake-up of the master (`next_due` wakes it when a running
+    /// request turns slow, not at the next round: php-fpm checks at a third
+    /// of its shortest timeout).
+    pub fn watch(&mut self) {
+        for p in &mut self.running {
+            watch_requests(p);
+        }
     }
 
     /// Kills workers past their stop deadline.
@@ -336,14 +333,16 @@ impl Pools {
             if force.is_some_and(|f| f != i) {
                 continue;
             }
-            if force.is_none() {
-                watch_requests(p);
-            }
+            program_failures(p, now);
             let cfg = &p.shared.cfg;
             let sb = &p.shared.sb;
             let waiting = match listen_queue(&p.socket.sock) {
                 Some((waiting, backlog)) => {
-                    sb.set_listen_queue(waiting as u64, backlog as u64);
+                    // A forced round runs because a connection just
+                    // arrived (ondemand): often the one asking for the
+                    // status page, which an idle pool would then always
+                    // show as queued. Only the maximum takes it.
+                    sb.set_listen_queue(waiting as u64, backlog as u64, force.is_none());
                     waiting as usize
                 }
                 None => 0,
@@ -357,7 +356,7 @@ impl Pools {
             if d.reached {
                 sb.count_max_children_reached();
                 crate::warn!(
-                    "[pool {}] server reached max_children ({}): {} connection(s) wait; consider raising it",
+                    "[pool {}] server reached pm.max_children setting ({}), consider raising it ({} connection(s) wait)",
                     cfg.name,
                     cfg.max_children,
                     waiting
@@ -438,6 +437,7 @@ impl Pools {
                 slot,
                 started: Instant::now(),
                 deadline: None,
+                failures_seen: 0,
             });
         }
     }
@@ -466,6 +466,7 @@ impl Pools {
     pub fn keep_socket_files(&mut self, keep: bool) {
         for p in &mut self.running {
             p.socket.unlink = !keep;
+            p.socket.inherited_from = None;
         }
     }
 }
@@ -503,6 +504,7 @@ pub fn inherited() -> Vec<PoolSocket> {
             address,
             sock,
             unlink: false,
+            inherited_from: Some(nix::unistd::getppid()),
         });
     }
     // SAFETY: called by the master at start, before any other thread exists.
@@ -529,12 +531,69 @@ fn new_pool_parts(shared: Arc<Running>, socket: PoolSocket) -> RunningPool {
     }
 }
 
+/// A worker or its program failed (killed by a signal, an exit code not
+/// 0): php-fpm's emergency restart when too many do within the interval.
+fn failed(p: &mut RunningPool, now: Instant) {
+    let cfg = &p.shared.cfg;
+    if cfg.emergency_restart_threshold == 0 {
+        return;
+    }
+    p.crashes.push_back(now);
+    while p
+        .crashes
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > cfg.emergency_restart_interval)
+    {
+        p.crashes.pop_front();
+    }
+    if p.crashes.len() >= cfg.emergency_restart_threshold as usize {
+        crate::error!(
+            "[pool {}] failed processes threshold ({} in {} sec) is reached, initiating an emergency restart of the pool",
+            cfg.name,
+            p.crashes.len(),
+            cfg.emergency_restart_interval.as_secs()
+        );
+        p.crashes.clear();
+        let n = p.children.iter().filter(|c| c.deadline.is_none()).count();
+        retire(&mut p.children, Signal::SIGTERM, Duration::from_secs(5));
+        p.owed += n;
+    }
+}
+
+/// Programs that ended badly inside their workers since the last look
+/// (a worker restarts its own program, so the master does not see them
+/// exit), counted as failures.
+fn program_failures(p: &mut RunningPool, now: Instant) {
+    let mut new = 0;
+    for c in &mut p.children {
+        let n = p.shared.sb.failures(c.slot);
+        new += n.saturating_sub(c.failures_seen);
+        c.failures_seen = n;
+    }
+    for _ in 0..new {
+        failed(p, now);
+    }
+}
+
 fn retire(children: &mut [PoolChild], sig: Signal, grace: Duration) {
     let deadline = Instant::now() + grace;
     for c in children {
         let _ = kill(c.pid, sig);
         c.deadline = Some(c.deadline.map_or(deadline, |d| d.min(deadline)));
     }
+}
+
+/// When the first running request of `p` not yet in the slow log turns slow.
+fn slow_due(p: &RunningPool) -> Option<Instant> {
+    let t = p.shared.cfg.request_slowlog_timeout?;
+    let sb = &p.shared.sb;
+    let now = Instant::now();
+    p.children
+        .iter()
+        .filter(|c| !sb.slow_marked(c.slot))
+        .filter_map(|c| sb.busy_for_us(c.slot))
+        .map(|busy| now + t.saturating_sub(Duration::from_micros(busy)))
+        .min()
 }
 
 /// The slow log and the request_terminate_timeout safety net.
@@ -642,6 +701,7 @@ fn open_socket(cfg: &Pool) -> Result<PoolSocket, String> {
         address: cfg.listen.clone(),
         sock,
         unlink,
+        inherited_from: None,
     })
 }
 

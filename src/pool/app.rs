@@ -94,6 +94,10 @@ pub enum Outcome {
     /// and the web server answers its own 502 (with its `error_page`),
     /// where an answer of ours would be passed on as the application's.
     CloseClient,
+    /// The application failed after its answer had begun: the web server
+    /// must see the answer broken, never a clean end (see
+    /// `worker::break_answer`). The reason goes to its error log.
+    Broken(String),
 }
 
 /// Why the relay stopped early.
@@ -147,6 +151,11 @@ struct Program {
     /// The program sent what does not belong to the request in progress:
     /// its connection is closed after it (nothing on it can be trusted).
     suspect: bool,
+    pool: String,
+    started: Instant,
+    /// Times the program ended badly on its own (a signal, an exit code
+    /// not 0), not yet told to the master (emergency_restart_threshold).
+    failures: u32,
 }
 
 /// `USER` and `HOME` of the pool's user, as php-fpm sets them (after
@@ -194,6 +203,9 @@ impl App {
                     last_id: 0,
                     spoke: false,
                     suspect: false,
+                    pool: pool.name.clone(),
+                    started: Instant::now(),
+                    failures: 0,
                 }))
             }
             AppCfg::Cgi { argv } => Kind::Cgi {
@@ -223,6 +235,14 @@ impl App {
         match &self.kind {
             Kind::FastCgi(p) => p.child.as_ref().map(Child::id),
             Kind::Cgi { .. } => None,
+        }
+    }
+
+    /// Times the program ended badly since the last call.
+    pub fn take_failures(&mut self) -> u32 {
+        match &mut self.kind {
+            Kind::FastCgi(p) => std::mem::take(&mut p.failures),
+            Kind::Cgi { .. } => 0,
         }
     }
 
@@ -582,9 +602,13 @@ impl App {
                         self.pool_name,
                         describe(req)
                     );
-                    // No answer of ours (see `Outcome::CloseClient`).
                     peer.kill();
-                    return Ok(Outcome::CloseClient);
+                    // No answer of ours (see `Outcome::CloseClient`).
+                    return Ok(if head_sent {
+                        Outcome::Broken(format!("the application failed during {}", describe(req)))
+                    } else {
+                        Outcome::CloseClient
+                    });
                 }
             }
             if client_gone {
@@ -824,6 +848,7 @@ impl Program {
         self.statm = std::fs::File::open(format!("/proc/{pid}/statm")).ok();
         self.child = Some(child);
         self.conn = None;
+        self.started = Instant::now();
         Ok(())
     }
 
@@ -884,10 +909,42 @@ impl Program {
         self.cpu_clock = None;
         self.statm = None;
         if let Some(mut c) = self.child.take() {
-            let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
-            let _ = c.wait();
+            // Ended on its own, or killed here (its own end if it was
+            // already dying: a SIGKILL does not change that).
+            let own = c.try_wait().ok().flatten();
+            let status = own.or_else(|| {
+                let _ = killpg(Pid::from_raw(c.id() as i32), Signal::SIGKILL);
+                c.wait().ok()
+            });
+            if let Some(st) = status {
+                self.note_end(c.id(), st, own.is_some());
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Logs a program that ended badly, in php-fpm's words (the line its
+    /// users grep for), and counts it.
+    fn note_end(&mut self, pid: u32, st: std::process::ExitStatus, on_its_own: bool) {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (st.signal(), st.code()) {
+            (Some(libc::SIGKILL), _) if !on_its_own => return,
+            (Some(sig), _) => {
+                let name = Signal::try_from(sig).map_or("?", Signal::as_str);
+                format!(
+                    "exited on signal {sig} ({name}{})",
+                    if st.core_dumped() { " - core dumped" } else { "" }
+                )
+            }
+            (None, Some(0)) | (None, None) => return,
+            (None, Some(code)) => format!("exited with code {code}"),
+        };
+        self.failures += 1;
+        crate::warn!(
+            "[pool {}] child {pid} {how} after {:.6} seconds from start",
+            self.pool,
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -1298,7 +1355,7 @@ fn answer_noted(client: &Socket, id: u16, page: &[u8], note: &[u8]) -> Outcome {
 /// else an error of the worker's own.
 fn cut_short(client: &Socket, id: u16, cut: bool, status: u16, why: &str) -> Outcome {
     if cut {
-        return Outcome::CloseClient;
+        return Outcome::Broken(why.to_string());
     }
     answer_error(client, id, status, why)
 }

@@ -52,7 +52,9 @@ pub fn decide(cfg: &Pool, sb: &Scoreboard, st: &mut PmState, now_mono_us: u64, w
         Pm::Static => d.spawn = room,
         Pm::Dynamic => {
             if c.accepting > cfg.max_spare_servers {
-                d.retire = longest_idle(sb, c.accepting - cfg.max_spare_servers, now_mono_us, 0);
+                // One per round, as php-fpm: a load that comes and goes
+                // does not have the whole surplus stopped and started again.
+                d.retire = longest_idle(sb, 1, now_mono_us, 0);
                 st.spawn_rate = 1;
             } else if c.accepting < cfg.min_spare_servers {
                 short = true;
@@ -198,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn dynamic_retires_spares_above_the_maximum() {
+    fn dynamic_retires_one_spare_above_the_maximum_per_round() {
         let cfg = pool(
             "dynamic",
             "min_spare_servers = 1\nmax_spare_servers = 2\nstart_servers = 1",
@@ -208,8 +210,15 @@ mod tests {
             let s = sb.claim().unwrap();
             sb.set_state(s, State::Idle);
         }
-        let d = decide(&cfg, &sb, &mut PmState::default(), mono_us() + 1, 0);
-        assert_eq!(d.retire.len(), 2);
+        let mut st = PmState::default();
+        // Two above the maximum: one round stops one (php-fpm's pace).
+        let d = decide(&cfg, &sb, &mut st, mono_us() + 1, 0);
+        assert_eq!(d.retire.len(), 1);
+        sb.free(d.retire[0]);
+        let d = decide(&cfg, &sb, &mut st, mono_us() + 1, 0);
+        assert_eq!(d.retire.len(), 1);
+        sb.free(d.retire[0]);
+        assert!(decide(&cfg, &sb, &mut st, mono_us() + 1, 0).retire.is_empty());
     }
 
     #[test]

@@ -62,6 +62,29 @@ pub fn with<R>(f: impl FnOnce(&[PoolView<'_>]) -> R) -> R {
     f(&views)
 }
 
+/// A request of this HTTP worker waiting in corral for saturated pool
+/// `name`: counted in the pool's listen queue while it lives.
+pub struct HeldMark {
+    pool: String,
+}
+
+impl HeldMark {
+    pub fn new(pool: &str) -> HeldMark {
+        if let Some(r) = list().iter().find(|r| r.cfg.name == pool) {
+            r.sb.front_held(FRONT.load(Relaxed), true);
+        }
+        HeldMark { pool: pool.to_string() }
+    }
+}
+
+impl Drop for HeldMark {
+    fn drop(&mut self) {
+        if let Some(r) = list().iter().find(|r| r.cfg.name == self.pool) {
+            r.sb.front_held(FRONT.load(Relaxed), false);
+        }
+    }
+}
+
 /// A request starts to wait in corral for saturated pool `name`: the
 /// master counts it as a connection arriving at max_children.
 pub fn held(name: &str) {

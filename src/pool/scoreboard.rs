@@ -52,8 +52,10 @@ mod s {
     pub const SCRIPT_WORDS: usize = 20;
     pub const USER: usize = SCRIPT + SCRIPT_WORDS;
     pub const USER_WORDS: usize = 4;
+    /// Times the worker's program ended badly (emergency_restart_threshold).
+    pub const FAILURES: usize = USER + USER_WORDS;
     pub const WORDS: usize = 64;
-    const _: () = assert!(USER + USER_WORDS <= WORDS);
+    const _: () = assert!(FAILURES < WORDS);
 }
 
 /// Words after the slots: requests in progress on the pool from corral's
@@ -158,7 +160,8 @@ pub struct Figures {
 
 impl Scoreboard {
     pub fn new(slots: usize) -> std::io::Result<Scoreboard> {
-        let mem = SharedWords::new(h::WORDS + slots * s::WORDS + FRONTS)?;
+        // Two columns per HTTP worker: requests in progress, requests held.
+        let mem = SharedWords::new(h::WORDS + slots * s::WORDS + 2 * FRONTS)?;
         let sb = Scoreboard { mem, slots };
         sb.hw(h::START_TIME).store(unix_secs(), Relaxed);
         Ok(sb)
@@ -178,6 +181,10 @@ impl Scoreboard {
 
     fn fw(&self, front: usize) -> &AtomicU64 {
         &self.mem.words()[h::WORDS + self.slots * s::WORDS + front % FRONTS]
+    }
+
+    fn held_w(&self, front: usize) -> &AtomicU64 {
+        &self.mem.words()[h::WORDS + self.slots * s::WORDS + FRONTS + front % FRONTS]
     }
 
     // --- corral's HTTP workers ---
@@ -201,6 +208,24 @@ impl Scoreboard {
     /// The HTTP worker of column `front` ended: its requests are over.
     pub fn front_clear(&self, front: usize) {
         self.fw(front).store(0, Relaxed);
+        self.held_w(front).store(0, Relaxed);
+    }
+
+    /// A request of HTTP worker column `front` starts (or stops) waiting
+    /// in corral for the saturated pool.
+    pub fn front_held(&self, front: usize, starts: bool) {
+        let w = self.held_w(front);
+        if starts {
+            w.fetch_add(1, Relaxed);
+        } else {
+            let _ = w.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+
+    /// Requests waiting in corral's HTTP workers for the saturated pool
+    /// now (they never reach its socket's queue meanwhile).
+    pub fn held_now(&self) -> u64 {
+        (0..FRONTS).map(|i| self.held_w(i).load(Relaxed)).sum()
     }
 
     // --- the master ---
@@ -264,6 +289,11 @@ impl Scoreboard {
         Some(unix_us().saturating_sub(self.sw(slot, s::REQ_START).load(Relaxed)))
     }
 
+    /// Whether the slot's current request is in the slow log already.
+    pub fn slow_marked(&self, slot: usize) -> bool {
+        self.sw(slot, s::SLOW_LOGGED).load(Relaxed) == self.sw(slot, s::REQ_START).load(Relaxed)
+    }
+
     /// True the first time it is called for the slot's current request.
     pub fn mark_slow(&self, slot: usize) -> bool {
         let start = self.sw(slot, s::REQ_START).load(Relaxed);
@@ -291,14 +321,24 @@ impl Scoreboard {
         self.hw(h::TERMINATED).fetch_add(1, Relaxed);
     }
 
-    pub fn set_listen_queue(&self, waiting: u64, backlog: u64) {
-        self.hw(h::LISTEN_QUEUE).store(waiting, Relaxed);
-        self.hw(h::MAX_LISTEN_QUEUE).fetch_max(waiting, Relaxed);
+    /// The socket's accept queue as the master found it; `current` false
+    /// records it in the maximum only.
+    pub fn set_listen_queue(&self, waiting: u64, backlog: u64, current: bool) {
+        if current {
+            self.hw(h::LISTEN_QUEUE).store(waiting, Relaxed);
+        }
+        self.hw(h::MAX_LISTEN_QUEUE)
+            .fetch_max(waiting + self.held_now(), Relaxed);
         self.hw(h::LISTEN_QUEUE_LEN).store(backlog, Relaxed);
     }
 
+    /// The pool-wide figures. The listen queue counts the requests held in
+    /// corral's HTTP workers too: they wait for the pool as those in the
+    /// socket's queue do, and "listen queue" is what php-fpm's dashboards
+    /// and alerts watch.
     pub fn figures(&self) -> Figures {
         let r = |i| self.hw(i).load(Relaxed);
+        let held = self.held_now();
         Figures {
             start_time: r(h::START_TIME),
             accepted: r(h::ACCEPTED),
@@ -306,8 +346,8 @@ impl Scoreboard {
             max_children_reached: r(h::MAX_CHILDREN_REACHED),
             slow: r(h::SLOW),
             terminated: r(h::TERMINATED),
-            listen_queue: r(h::LISTEN_QUEUE),
-            max_listen_queue: r(h::MAX_LISTEN_QUEUE),
+            listen_queue: r(h::LISTEN_QUEUE) + held,
+            max_listen_queue: r(h::MAX_LISTEN_QUEUE).max(r(h::LISTEN_QUEUE) + held),
             listen_queue_len: r(h::LISTEN_QUEUE_LEN),
         }
     }
@@ -417,6 +457,15 @@ impl Scoreboard {
     /// first goes idle.
     pub fn claimed_at(&self, slot: usize) -> u64 {
         self.sw(slot, s::IDLE_SINCE).load(Relaxed)
+    }
+
+    /// The worker's program ended badly `n` more times.
+    pub fn add_failures(&self, slot: usize, n: u32) {
+        self.sw(slot, s::FAILURES).fetch_add(n as u64, Relaxed);
+    }
+
+    pub fn failures(&self, slot: usize) -> u64 {
+        self.sw(slot, s::FAILURES).load(Relaxed)
     }
 
     pub fn requests(&self, slot: usize) -> u64 {

@@ -147,6 +147,27 @@ fn close_gracefully(conn: &Socket) {
     }
 }
 
+/// Makes an answer that broke after it began look broken to the web
+/// server, as a php-fpm child dying in it does (its connection resets):
+/// a plain close after part of STDOUT would end the answer cleanly for
+/// nginx, which then passes a truncated 200 on as complete. The reason
+/// goes as FCGI_STDERR (the web server's error log), then a record of no
+/// FastCGI version, which every client takes for a broken upstream; a TCP
+/// connection is also reset. corral's own HTTP workers already take an
+/// answer with no END_REQUEST for a broken one.
+fn break_answer(conn: &Socket, id: u16, why: &str) {
+    if from_our_http_worker(conn) {
+        return;
+    }
+    let mut out = Vec::new();
+    codec::stream(&mut out, codec::kind::STDERR, id, why.as_bytes());
+    out.extend_from_slice(&[0, codec::kind::STDOUT, (id >> 8) as u8, id as u8, 0, 0, 0, 0]);
+    let _ = app::blocking_write(conn, &out);
+    if conn.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
+        let _ = conn.set_linger(Some(Duration::ZERO));
+    }
+}
+
 /// Whether the peer of unix socket `conn` is an HTTP worker of this
 /// corral (a child of our master, which is not a pool worker).
 fn from_our_http_worker(conn: &Socket) -> bool {
@@ -549,6 +570,10 @@ impl Worker<'_> {
                 for s in signals_seen {
                     self.on_signal(s);
                 }
+                let failed = self.app.take_failures();
+                if failed > 0 {
+                    self.sb.add_failures(self.slot, failed);
+                }
                 match r {
                     Ok(o) => o,
                     Err(Stop::Exit) => {
@@ -569,6 +594,11 @@ impl Worker<'_> {
             }
             Outcome::CloseClient => {
                 self.sb.end_request(self.slot, 0.0, 0);
+                false
+            }
+            Outcome::Broken(why) => {
+                self.sb.end_request(self.slot, 0.0, 0);
+                break_answer(conn, id, &why);
                 false
             }
         }
