@@ -851,3 +851,32 @@ fn a_flood_of_stderr_or_excess_output_is_logged_once() {
         &log[log.len().saturating_sub(2000)..]
     );
 }
+
+/// As nginx in front of fcgiwrap: a script's X-Accel-Redirect has corral
+/// serve that file, with the download's fields carried over, and an
+/// X-Accel-* field never reaches the client.
+#[test]
+fn x_accel_redirect_from_a_script_serves_the_file() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("protected")).unwrap();
+    std::fs::write(root.join("protected/report.txt"), "the report\n").unwrap();
+    let s = one_script_server(
+        dir,
+        "get.cgi",
+        "#!/bin/sh\nif [ \"$QUERY_STRING\" = bad ]; then printf 'X-Accel-Redirect: http://elsewhere/\\n\\n'; exit; fi\n\
+         if [ \"$QUERY_STRING\" = other ]; then printf 'X-Accel-Buffering: no\\nContent-Type: text/plain\\n\\nplain\\n'; exit; fi\n\
+         printf 'X-Accel-Redirect: /protected/report.txt\\nContent-Disposition: attachment; filename=r.txt\\nContent-Type: text/plain\\n\\nSECRET BODY\\n'\n",
+        "",
+        "",
+    );
+    let r = s.get("/get.cgi");
+    assert_eq!(r.status, 200, "{}", s.error_log());
+    assert_eq!(r.text(), "the report\n");
+    assert_eq!(r.header("content-disposition"), Some("attachment; filename=r.txt"));
+    assert!(r.header("x-accel-redirect").is_none());
+    assert_eq!(s.get("/get.cgi?bad").status, 502);
+    let r = s.get("/get.cgi?other");
+    assert_eq!(r.text(), "plain\n");
+    assert!(r.header("x-accel-buffering").is_none(), "{:?}", r.headers);
+}

@@ -228,6 +228,15 @@ fn smuggling_and_malformed_heads(mode: &str) {
             "GET /a.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
             400,
         ),
+        // Content-Type is a singleton: two would be read differently by
+        // CGI, FastCGI and a filter in front.
+        (
+            "POST /a.txt HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=1",
+            400,
+        ),
+        // No fragment in a request-target, in the query either.
+        ("GET /a.txt?q#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /a.txt#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         (
             "GET /a.txt HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             400,

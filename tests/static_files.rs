@@ -149,6 +149,12 @@ fn conditional_requests() {
     assert_eq!(cond("If-Match: \"other\"").status, 412);
     assert_eq!(cond(&format!("If-Match: {etag}")).status, 200);
     assert_eq!(cond("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:01 GMT").status, 412);
+    // A day name that is not the date's is still a date (RFC 9110 §5.6.7;
+    // 1 Jan 1970 was a Thursday), in each of the three forms.
+    assert_eq!(cond("If-Unmodified-Since: Mon, 01 Jan 1970 00:00:01 GMT").status, 412);
+    assert_eq!(cond("If-Unmodified-Since: Monday, 01-Jan-70 00:00:01 GMT").status, 412);
+    assert_eq!(cond("If-Unmodified-Since: Mon Jan  1 00:00:01 1970").status, 412);
+    assert_eq!(cond("If-Unmodified-Since: Xyz, 01 Jan 1970 00:00:01 GMT").status, 200);
 }
 
 #[test]

@@ -127,6 +127,41 @@ impl std::fmt::Write for ChunkSize<'_> {
 /// A `Location` without `Status` that is a local redirect (RFC 3875
 /// §6.2.2: an abs-path): `/x`, not the network-path `//host/x` (nor
 /// `/\host`, which browsers read alike): those are sent to the client.
+/// The header fields of an application's answer that an internal
+/// redirect it asked for (X-Accel-Redirect, X-Sendfile) keeps for the
+/// file's answer: nginx's list (the download's name, cookies, caching),
+/// and its Content-Type. A value that is not text is dropped.
+pub fn carried_fields(h: &Head) -> (Vec<(String, Vec<u8>)>, Option<String>) {
+    let mut carried = Vec::new();
+    for (n, v) in &h.fields {
+        if ["content-disposition", "set-cookie", "cache-control", "expires"]
+            .iter()
+            .any(|k| n.eq_ignore_ascii_case(k))
+            && std::str::from_utf8(v).is_ok()
+        {
+            carried.push((n.clone(), v.clone()));
+        }
+    }
+    let ctype = h.content_type.clone().filter(|t| !t.contains(['\r', '\n']));
+    (carried, ctype)
+}
+
+/// The text value of field `name` of an application's answer (the
+/// parser refused these unless they are text).
+pub fn field(h: &Head, name: &str) -> Option<String> {
+    h.fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Drops the X-Accel-* fields: instructions to the server, never for the
+/// client (nginx hides them too).
+pub fn drop_accel_fields(h: &mut Head) {
+    h.fields
+        .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
+}
+
 pub fn is_local(location: &str) -> bool {
     location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\")
 }

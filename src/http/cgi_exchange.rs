@@ -379,12 +379,27 @@ impl HttpService {
                             Head::More => {}
                             Head::Bad(why) => return self.cgi_abort(c, 502, &format!("malformed output: {why}")),
                             Head::Ready(mut h, used) => {
+                                // As nginx in front of fcgiwrap: the script
+                                // has corral send a file or location.
+                                if let Some(target) = super::app_response::field(&h, "X-Accel-Redirect") {
+                                    if !target.starts_with(['/', '@']) {
+                                        return self.cgi_abort(
+                                            c,
+                                            502,
+                                            "X-Accel-Redirect does not name a local URI (\"/...\") or a named location (\"@name\")",
+                                        );
+                                    }
+                                    let (carried, ctype) = super::app_response::carried_fields(&h);
+                                    c.carried_type = ctype;
+                                    return self.internal_redirect(c, &target, carried, io);
+                                }
                                 if h.status.is_none()
                                     && h.location.as_deref().is_some_and(super::app_response::is_local)
                                 {
                                     let loc = h.location.unwrap_or_default();
                                     return self.cgi_redirect(c, &loc, io);
                                 }
+                                super::app_response::drop_accel_fields(&mut h);
                                 let rest = run.hdr.split_off(used);
                                 let code = h
                                     .status

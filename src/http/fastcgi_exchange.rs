@@ -1009,13 +1009,7 @@ impl HttpService {
             st.stage = Stage::Pick;
             return Some(Step::Again);
         }
-        // (The parser refused these unless they are text.)
-        let field = |name: &str| {
-            h.fields
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+        let field = |name: &str| super::app_response::field(&h, name);
         let accel = if st.knobs.x_accel_redirect {
             field("X-Accel-Redirect")
         } else {
@@ -1050,21 +1044,8 @@ impl HttpService {
                     "X-Accel-Redirect does not name a local URI (\"/...\") or a named location (\"@name\")",
                 ));
             }
-            // Headers that describe the download, kept for the file's response
-            // (nginx's list, the application's Content-Type included).
-            let mut carried = Vec::new();
-            c.carried_type = h.content_type.clone().filter(|t| !t.contains(['\r', '\n']));
-            for (n, v) in &h.fields {
-                if ["content-disposition", "set-cookie", "cache-control", "expires"]
-                    .iter()
-                    .any(|k| n.eq_ignore_ascii_case(k))
-                {
-                    // (A value that is not text is dropped.)
-                    if std::str::from_utf8(v).is_ok() {
-                        carried.push((n.clone(), v.clone()));
-                    }
-                }
-            }
+            let (carried, ctype) = super::app_response::carried_fields(&h);
+            c.carried_type = ctype;
             self.settle_before_redirect(st);
             return Some(self.internal_redirect(c, &target, carried, io));
         }
@@ -1075,9 +1056,7 @@ impl HttpService {
         }
         let mut fr = std::mem::take(&mut st.fr);
         let rest = std::mem::take(&mut st.hdr);
-        // X-Accel-* are instructions to the server, not for the client (nginx hides them too).
-        h.fields
-            .retain(|(n, _)| !n.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("x-accel-")));
+        super::app_response::drop_accel_fields(&mut h);
         h.fields.splice(0..0, std::mem::take(&mut c.carried));
         self.app_head(ex, &h, &mut fr, code, &rest, head_only);
         let st = state(&mut ex.handler)?;

@@ -263,6 +263,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
     }
 
     let mut hosts = 0u32;
+    let mut content_types = 0u32;
     let mut close = false;
     let mut te: Option<String> = None;
     for h in req.headers.iter() {
@@ -368,6 +369,15 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
                 return fail!(400);
             }
             r.authorization = Some(value.to_string());
+        } else if is(name, "content-type") {
+            // A singleton (RFC 9110 §8.3): with two, CGI's environment
+            // would hold both (getenv takes the first, a shell the last)
+            // and FastCGI one of them, while a filter in front read the
+            // other. nginx takes the first; refusing is the safe answer.
+            content_types += 1;
+            if content_types > 1 {
+                return fail!(400);
+            }
         }
     }
     if hosts > 1 {
@@ -425,8 +435,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         return fail!(400);
     }
     let tail = &r.target.as_bytes()[r.path_start..];
-    r.path_end = r.path_start + tail.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(tail.len());
-    if r.target.as_bytes().get(r.path_end) == Some(&b'#') {
+    r.path_end = r.path_start + tail.iter().position(|&b| b == b'?').unwrap_or(tail.len());
+    // A request-target has no fragment (RFC 9112 §3.2), in the path or in
+    // the query: an application must not see a query a cache keyed
+    // without it did not.
+    if tail.contains(&b'#') {
         return fail!(400);
     }
     Parsed::Done(Box::new(r), len)

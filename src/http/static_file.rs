@@ -552,8 +552,34 @@ fn precondition(req: &Request, etag: &str, mtime: u64) -> Option<Precondition> {
 }
 
 fn parse_date(s: &str) -> Option<u64> {
-    let t: SystemTime = httpdate::parse_http_date(s.trim()).ok()?;
+    let s = s.trim();
+    let t: SystemTime = httpdate::parse_http_date(s).ok().or_else(|| any_weekday(s))?;
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// A date whose day name is not its date's: the HTTP-date grammar does not
+/// tie the two (RFC 9110 §5.6.7), so it is still a valid date (nginx reads
+/// it too), which the parser refuses. Tried with each day name instead.
+fn any_weekday(s: &str) -> Option<SystemTime> {
+    const SHORT: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const LONG: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let end = s.find([',', ' '])?;
+    let names = if end > 3 { LONG } else { SHORT };
+    // Still a day name: anything else is not a date.
+    if !names.contains(&&s[..end]) {
+        return None;
+    }
+    names
+        .iter()
+        .find_map(|d| httpdate::parse_http_date(&format!("{d}{}", &s[end..])).ok())
 }
 
 /// Matches an If-Match / If-None-Match list against our (strong) ETag.
