@@ -880,3 +880,30 @@ fn x_accel_redirect_from_a_script_serves_the_file() {
     assert_eq!(r.text(), "plain\n");
     assert!(r.header("x-accel-buffering").is_none(), "{:?}", r.headers);
 }
+
+/// A script that exits at once but leaves a child holding its output:
+/// the timeout kills that child too (its group), nothing is orphaned. The
+/// group was skipped once the script itself had been reaped.
+#[test]
+fn a_timeout_kills_what_an_exited_script_left_holding_its_output() {
+    let name = format!("300.{}", std::process::id());
+    let s = one_script_server(
+        TempDir::new(),
+        "bg.cgi",
+        &format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nstarted\\n'\nsleep {name} &\n"),
+        "",
+        "timeout = \"1s\"",
+    );
+    let (_, out) = curl(&["-m", "10", &format!("http://127.0.0.1:{}/bg.cgi", s.port)]);
+    assert!(String::from_utf8_lossy(&out).contains("started"));
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name)))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || !running()),
+        "the script's child was left running"
+    );
+}

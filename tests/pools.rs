@@ -130,7 +130,7 @@ impl Drop for Started {
 fn pools_only(d: &Path, pools: &str) -> Started {
     let conf = d.join("corral.toml");
     let main = format!(
-        "[main]\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n",
+        "[main]\nuser = \"root\"\npid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\n",
         d = d.display()
     );
     std::fs::write(&conf, main + pools).unwrap();
@@ -2362,5 +2362,32 @@ fn env_takes_master_variables_slowlog_is_on_time_and_backlog_is_the_systems() {
             == somaxconn),
         "{}",
         status(&s)
+    );
+}
+
+/// A client that leaves a large answer early must not hold the pool's
+/// worker: the answer's unsent part was waited on (its buffer full), so
+/// the program's end was never heard and the worker stayed for 30 s.
+#[test]
+fn a_client_leaving_a_large_answer_frees_the_worker_at_once() {
+    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 1"), 1);
+    std::fs::write(s.root.join("big6.php"), "<?php echo str_repeat('y', 8000000);\n").unwrap();
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    for _ in 0..2 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        write!(c, "GET /big6.php HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut some = [0u8; 1000];
+        c.read_exact(&mut some).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(c);
+    }
+    let t = Instant::now();
+    let r = s.get("/hello.php?a=next");
+    assert_eq!(r.status, 200, "{}", s.error_log());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "{:?}\n{}",
+        t.elapsed(),
+        s.error_log()
     );
 }

@@ -1,9 +1,12 @@
 //! A worker's CGI processes from submission to reaping. A script is known
 //! by an id from the moment it is queued; its pid arrives later from the
-//! spawner thread. Every child of a worker is a script, so SIGCHLD reaps
-//! with `waitpid(-1)`.
+//! spawner thread. A script that exits while its exchange runs stays a
+//! zombie until the exchange ends: the zombie keeps its pid, which names
+//! its process group, from being reused, so a timeout can still kill what
+//! it left running (`sleep 300 &` holding its output) without any risk of
+//! signalling someone else's group.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use nix::errno::Errno;
@@ -14,6 +17,7 @@ use nix::unistd::Pid;
 struct Entry {
     name: String,
     pid: Option<i32>,
+    /// Reaped (or never started): its pid may name another process now.
     exited: bool,
     /// Kill the group as soon as the pid is known.
     kill: bool,
@@ -26,8 +30,6 @@ pub struct Children {
     next: u64,
     entries: HashMap<u64, Entry>,
     by_pid: HashMap<i32, u64>,
-    /// Reaped before their spawn outcome was read (a race with SIGCHLD).
-    reaped_early: HashSet<i32>,
 }
 
 impl Children {
@@ -62,13 +64,9 @@ impl Children {
             }
             Ok(pid) => {
                 e.pid = Some(pid);
-                if self.reaped_early.remove(&pid) {
-                    e.exited = true;
-                } else {
-                    self.by_pid.insert(pid, id);
-                    if e.kill {
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    }
+                self.by_pid.insert(pid, id);
+                if e.kill {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
         }
@@ -79,7 +77,8 @@ impl Children {
     pub fn kill(&mut self, id: u64) {
         let Some(e) = self.entries.get_mut(&id) else { return };
         e.kill = true;
-        // Once the leader is reaped its pgid may name someone else's group.
+        // Not reaped (running, or a zombie held for this): the pgid is the
+        // script's. Once reaped it may name someone else's group.
         if let (Some(pid), false) = (e.pid, e.exited) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
@@ -90,8 +89,27 @@ impl Children {
     pub fn detach(&mut self, id: u64, deadline: Instant) {
         if let Some(e) = self.entries.get_mut(&id) {
             e.detached = Some(deadline);
+            if let (Some(pid), false) = (e.pid, e.exited) {
+                Self::try_reap(e, pid);
+                if e.exited {
+                    self.by_pid.remove(&pid);
+                }
+            }
         }
         self.forget_if_done(id);
+    }
+
+    /// Reaps `e`'s process if it has exited.
+    fn try_reap(e: &mut Entry, pid: i32) {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => {
+                e.exited = true;
+                log_end(&e.name, pid, status);
+            }
+            // Not our child any more (reaped elsewhere): nothing to hold.
+            Err(_) => e.exited = true,
+        }
     }
 
     /// The worker is exiting: no script outlives it.
@@ -104,28 +122,26 @@ impl Children {
         }
     }
 
-    /// Reaps every exited child; kills detached ones past their deadline.
+    /// Reaps the exited children whose exchange is over (or that were
+    /// killed); the others stay zombies until then (see the module's
+    /// comment). Kills detached ones past their deadline.
     pub fn reap(&mut self, now: Instant) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status) => {
-                    let Some(pid) = status.pid() else { break };
-                    let pid = pid.as_raw();
-                    match self.by_pid.remove(&pid) {
-                        Some(id) => {
-                            if let Some(e) = self.entries.get_mut(&id) {
-                                e.exited = true;
-                                log_end(&e.name, pid, status);
-                            }
-                            self.forget_if_done(id);
-                        }
-                        None => {
-                            self.reaped_early.insert(pid);
-                        }
-                    }
-                }
+        let mut done = Vec::new();
+        for (&pid, &id) in &self.by_pid {
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            if e.detached.is_none() && !e.kill {
+                continue;
             }
+            Self::try_reap(e, pid);
+            if e.exited {
+                done.push((pid, id));
+            }
+        }
+        for (pid, id) in done {
+            self.by_pid.remove(&pid);
+            self.forget_if_done(id);
         }
         for e in self.entries.values_mut() {
             if let (Some(pid), Some(deadline), false, false) = (e.pid, e.detached, e.exited, e.kill)

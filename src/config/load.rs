@@ -557,7 +557,13 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         Some(s) if s == "off" => return Err(c.err("error_log", "cannot be \"off\"; use \"stderr\" or a file path")),
         Some(s) => src.log_target(&s),
     };
-    let user = super::pool::credentials(&c, m.user, m.group)?;
+    let user = match super::pool::credentials(&c, m.user, m.group)? {
+        Some(u) => Some(u),
+        // As nginx: a root master's workers (and so the CGI scripts and
+        // pools) run as `nobody` unless told otherwise (`user = "root"`).
+        None if nix::unistd::Uid::effective().is_root() => super::pool::nobody(),
+        None => None,
+    };
     let worker_cpu_affinity = parse_affinity(&c, "worker_cpu_affinity", m.worker_cpu_affinity)?;
     let main = Main {
         user,

@@ -500,6 +500,13 @@ impl App {
             // events holds its place.
             fds.push((if client_gone { sigfd.as_fd() } else { client.as_fd() }, cev));
             fds.push((sigfd.as_fd(), PollFlags::POLLIN));
+            // A gone client's answer is dropped, never waited on: a full
+            // buffer for it must not stop the program's side being heard
+            // (the end of an aborted request, the probe's answer).
+            if client_gone {
+                to_client.buf.clear();
+                to_client.sent = 0;
+            }
             let app_in = ended.is_none() && to_client.pending() < BUFFERED;
             let app_out = to_app.pending() > 0 && !holding;
             peer.poll_fds(&mut fds, app_in, app_out);

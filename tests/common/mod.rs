@@ -135,10 +135,18 @@ impl Server {
     /// (Re)writes the config file for this server's port, dir and root.
     pub fn write_config(&self, o: &Opts) {
         let text = format!(
-            "[main]\n{workers}pid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\nlog_level = \"info\"\n{main}\n\
+            "[main]\n{workers}{user}pid = \"{d}/corral.pid\"\nerror_log = \"{d}/error.log\"\nlog_level = \"info\"\n{main}\n\
              [http]\n{http}\n\
              [[server]]\n{listen}{root}access_log = \"{d}/access.log\"\n{server}\n{more}\n",
             d = self.dir.path().display(),
+            // The tests' files and peers' sockets are root's: workers
+            // stay root unless a test says (a root master's default is
+            // `nobody`, as nginx's).
+            user = if o.main.contains("user =") {
+                ""
+            } else {
+                "user = \"root\"\n"
+            },
             workers = if o.main.contains("workers =") {
                 ""
             } else {
