@@ -49,6 +49,16 @@ fn reload_with_broken_config_keeps_serving() {
     );
 }
 
+#[test]
+fn reload_with_an_empty_config_file_is_refused() {
+    let s = Server::start();
+    let workers = s.workers();
+    // A truncated file is not the built-in default (127.0.0.1:8080).
+    std::fs::write(&s.config, "").unwrap();
+    let line = reload_refused(&s, workers);
+    assert!(line.contains("corral.toml: empty configuration"), "{line}");
+}
+
 /// Sends SIGHUP to `s`, whose config was made bad: the reload is refused,
 /// `s` still serves with the same `workers`; the "reload refused" line.
 fn reload_refused(s: &Server, mut workers: Vec<i32>) -> String {

@@ -206,6 +206,26 @@ fn test_flag_checks_config() {
 }
 
 #[test]
+fn empty_config_file_is_an_error() {
+    let dir = TempDir::new();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let path = empty.to_str().unwrap();
+    let want = format!("{path}: empty configuration");
+    let (code, out) = run_corral(&["-t", "-c", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&want) && out.contains("test failed"), "{out}");
+    // Not started with the built-in default, and -s does not signal the
+    // master the default pid file names.
+    let (code, out) = run_corral(&["-c", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&want), "{out}");
+    let (code, out) = run_corral(&["-s", "stop", "-c", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&want), "{out}");
+}
+
+#[test]
 fn missing_cpu_in_worker_cpu_affinity_is_a_warning() {
     let mut s = Server::with(Opts {
         main: "worker_cpu_affinity = [0, 1000]\n".into(),
