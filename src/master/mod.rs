@@ -101,6 +101,8 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
     // A new binary started by a daemon's SIGUSR2 is detached already and
     // must stay the old master's child, which watches it (nginx alike).
     let upgrading = std::env::var_os(listeners::INHERIT_ENV).is_some();
+    // Whatever the launcher left open must not reach workers and scripts.
+    crate::os::fds::cloexec_inherited();
     // Before anything opens a descriptor that could be mistaken for one.
     let inherited = listeners::inherited();
     let inherited_pools = pools::inherited();
