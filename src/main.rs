@@ -93,7 +93,7 @@ fn main() -> ExitCode {
         return match cfg {
             Ok(c) => {
                 eprintln!("corral: the configuration file {} syntax is ok", c.source());
-                if let Err(e) = corral::master::log_files::open_all(&c) {
+                if let Err(e) = corral::master::log_files::open_all(&c, corral::master::log_files::Owner::Keep) {
                     eprintln!("corral: [emerg] {e}");
                     eprintln!("corral: configuration file {} test failed", c.source());
                     return ExitCode::from(1);

@@ -173,7 +173,7 @@ fn start(
     if cfg.main.user.is_some() && !nix::unistd::Uid::effective().is_root() {
         crate::warn!("\"user\" only takes effect when the master runs as root; workers keep this user");
     }
-    log_files::open_all(&cfg)?;
+    log_files::open_all(&cfg, log_files::Owner::HandOver)?;
     let sigfd = signals::signal_fd().map_err(|e| format!("cannot set up signals: {e}"))?;
     // The title first: whoever reads the pid file finds the process named.
     title::set(&format!("corral: master process {}", launch.argv.join(" ")));
@@ -590,11 +590,11 @@ impl Master {
             Signal::SIGQUIT => self.stop(Stop::Graceful, sig),
             Signal::SIGUSR1 => {
                 crate::notice!("reopening logs");
-                if let Err(e) = log_files::open_all(&self.cfg) {
+                if let Err(e) = log_files::open_all(&self.cfg, log_files::Owner::HandOver) {
                     crate::error!("{e}");
                 }
                 if let Err(e) = log::reopen() {
-                    crate::error!("reopening the error log failed: {e}");
+                    crate::error!("reopening the error log failed: {e}; its lines keep going to the file open before");
                 }
                 self.children.signal_all(Signal::SIGUSR1, None);
                 self.pools.signal_all(Signal::SIGUSR1);
@@ -643,7 +643,7 @@ impl Master {
                 return;
             }
         };
-        if let Err(e) = log_files::open_all(&new) {
+        if let Err(e) = log_files::open_all(&new, log_files::Owner::HandOver) {
             crate::error!("reload refused, keeping the running configuration: {e}");
             notify("READY=1\nSTATUS=reload refused");
             return;
