@@ -409,6 +409,40 @@ fn reopen_after_logrotate_moved_the_logs() {
 }
 
 #[test]
+fn a_failed_reopen_is_not_reported_as_done() {
+    let dir = TempDir::new();
+    let logs = dir.path().join("logs");
+    let acc = logs.join("other.log");
+    let s = Server::with(Opts {
+        more: format!(
+            "[[server]]\nlisten = \"127.0.0.1:{{port}}\"\nserver_name = \"other\"\naccess_log = \"{}\"\n",
+            acc.display()
+        ),
+        ..Opts::default()
+    });
+    assert!(acc.exists());
+    // The log directory rotated away, a file in its place: it cannot be recreated.
+    std::fs::rename(&logs, dir.path().join("logs.old")).unwrap();
+    std::fs::write(&logs, "").unwrap();
+    s.signal("USR1");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().matches("logs not all reopened").count() >= 2),
+        "{}",
+        s.error_log()
+    );
+    let log = s.error_log();
+    let after = &log[log.find("reopening logs").unwrap()..];
+    assert!(!after.contains("logs reopened"), "{after}");
+    assert!(
+        after.contains(&format!("cannot reopen access log {}", acc.display()))
+            && after.contains(&format!("{} is not a directory", logs.display())),
+        "{after}"
+    );
+    assert!(!after.contains("File(") && !after.contains("os error"), "{after}");
+    drop(dir);
+}
+
+#[test]
 fn refuses_second_master_on_same_pid_file() {
     let s = Server::start();
     // A second master with the same config must not start.
