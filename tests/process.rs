@@ -443,6 +443,121 @@ fn a_failed_reopen_is_not_reported_as_done() {
 }
 
 #[test]
+fn a_zombie_master_is_not_a_running_one() {
+    let mut s = Server::start();
+    let workers = s.workers();
+    kill(s.pid(), "KILL");
+    // Not reaped yet (this test is its parent): a zombie until wait.
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(format!(
+        "/proc/{}/stat",
+        s.pid()
+    ))
+    .is_ok_and(|st| st.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))));
+    let cfg = s.config.to_str().unwrap().to_string();
+    let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a running corral master"), "{out}");
+    // A new master may start on the same pid file (once the old workers,
+    // PDEATHSIG'd, have let go of the port).
+    assert!(eventually(Duration::from_secs(5), || workers.iter().all(|w| !alive(*w))));
+    let mut next = Command::new(BIN)
+        .args(["-c", &cfg])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = s.dir.path().join("corral.pid");
+    let started = eventually(Duration::from_secs(5), || read_pid(&pid_file) == Some(next.id() as i32));
+    let _ = next.kill();
+    let out = next.wait_with_output().unwrap();
+    assert!(started, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(-1), "the zombie is reaped");
+}
+
+/// The pid file never follows what sits at its path, and a root master
+/// refuses a directory someone else could plant things in.
+#[test]
+fn pid_file_is_never_written_through_a_planted_link() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let root = d.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "important data\n").unwrap();
+    let cfg = d.join("c.toml");
+    let write_cfg = |pid: &std::path::Path, port: u16| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[main]\nworkers = 1\npid = \"{}\"\nerror_log = \"{}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{}\"\n",
+                pid.display(),
+                d.display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |pid_file: &std::path::Path| {
+        let port = free_port();
+        write_cfg(pid_file, port);
+        let mut c = Command::new(BIN)
+            .args(["-c", cfg.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let up = eventually(Duration::from_secs(5), || {
+            read_pid(&pid_file.to_path_buf()) == Some(c.id() as i32) || c.try_wait().ok().flatten().is_some()
+        });
+        let running = up && c.try_wait().ok().flatten().is_none();
+        if running {
+            kill(c.id() as i32, "TERM");
+        }
+        let out = c.wait_with_output().unwrap();
+        (running, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let safe = d.join("run");
+    std::fs::create_dir_all(&safe).unwrap();
+    std::os::unix::fs::symlink(&victim, safe.join("c.pid")).unwrap();
+    let (running, out) = run(&safe.join("c.pid"));
+    assert!(running, "{out}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "important data\n");
+    if !nix_is_root() {
+        eprintln!("not root: the directory checks do not apply");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // Another user's directory, as a /tmp/corral created by someone else.
+    let theirs = d.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+    let (running, out) = run(&theirs.join("c.pid"));
+    assert!(!running, "{out}");
+    assert!(
+        out.contains("[emerg]") && out.contains(&theirs.display().to_string()) && out.contains("belongs to uid 65534"),
+        "{out}"
+    );
+    // World-writable without the sticky bit: refused; with it (as /tmp): fine.
+    let open = d.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (running, out) = run(&open.join("c.pid"));
+    assert!(!running, "{out}");
+    assert!(out.contains("writable by group or others"), "{out}");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (running, out) = run(&open.join("c.pid"));
+    assert!(running, "{out}");
+}
+
+fn nix_is_root() -> bool {
+    nix_uid() == Some(0)
+}
+
+fn nix_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
 fn refuses_second_master_on_same_pid_file() {
     let s = Server::start();
     // A second master with the same config must not start.
