@@ -557,6 +557,24 @@ fn nix_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// A terminal resize sends SIGWINCH to a foreground master: it must not
+/// retire the workers (nginx ignores it unless daemonized).
+#[test]
+fn sigwinch_without_an_upgrade_is_ignored_in_the_foreground() {
+    let s = Server::start();
+    let workers = s.workers();
+    s.signal("WINCH");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("SIGWINCH ignored")),
+        "{}",
+        s.error_log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.workers(), workers, "the workers were left alone");
+    assert_eq!(s.get("/").status, 200);
+    assert!(!s.error_log().contains("gracefully stopping worker"), "{}", s.error_log());
+}
+
 #[test]
 fn refuses_second_master_on_same_pid_file() {
     let s = Server::start();

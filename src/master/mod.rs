@@ -66,6 +66,9 @@ pub struct Master {
     stopping: Option<Stop>,
     /// SIGWINCH retired every worker; no respawn until SIGHUP.
     winched: bool,
+    /// Started with `daemon = true` (a daemon, or the new master of a
+    /// daemon's upgrade): no terminal sends it SIGWINCH.
+    daemonized: bool,
     /// The new master started by SIGUSR2, while it runs.
     upgrade: Option<Pid>,
     /// The current generation's shared state of client limits.
@@ -198,6 +201,7 @@ fn start(
         std::process::id(),
         cfg.source(),
     );
+    let daemonized = cfg.main.daemon;
     let mut m = Master {
         cfg,
         launch,
@@ -208,6 +212,7 @@ fn start(
         pid_path,
         stopping: None,
         winched: false,
+        daemonized,
         upgrade: None,
         zone: None,
         pools: pools::Pools::default(),
@@ -614,6 +619,14 @@ impl Master {
                 }
             }
             Signal::SIGUSR2 if self.stopping.is_none() => self.start_upgrade(),
+            // A terminal resize sends SIGWINCH to a foreground master: only
+            // an upgrade's old master or a daemon (nginx's rule) retires its
+            // workers on it.
+            Signal::SIGWINCH if self.stopping.is_none() && self.upgrade.is_none() && !self.daemonized => {
+                crate::notice!(
+                    "SIGWINCH ignored: no binary upgrade in progress and not a daemon (a terminal resize sends it)"
+                );
+            }
             Signal::SIGWINCH if self.stopping.is_none() => {
                 crate::notice!("SIGWINCH received, gracefully stopping worker processes");
                 self.winched = true;
