@@ -97,6 +97,15 @@ fn sigquit_finishes_in_flight_download() {
     s.signal("QUIT");
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(s.pid()), "master waits for the download");
+    // New clients are refused at once (nginx closes its listening sockets
+    // on QUIT), not left in a queue no one accepts from.
+    let t = std::time::Instant::now();
+    let refused = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], s.port).into(), Duration::from_secs(3));
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a new connection during the graceful stop: {refused:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     // The idle connection is closed by the graceful stop.
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t = std::time::Instant::now();

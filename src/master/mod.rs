@@ -754,6 +754,12 @@ impl Master {
         notify("STOPPING=1");
         self.stopping = Some(how);
         self.unwatch_listening();
+        // New clients are refused at once (nginx's
+        // ngx_close_listening_sockets) rather than queued for no one: the
+        // workers close their copies on SIGQUIT/SIGTERM, in-flight requests
+        // go on. During an upgrade the other master holds its own copies,
+        // so the sockets stay open for it; a reload never comes here.
+        drop(self.listeners.take_sockets());
         self.children.cancel_respawns();
         self.children.signal_all(wsig, Some(grace));
         self.pools.stop_all(wsig, grace);
