@@ -59,6 +59,49 @@ fn killed_worker_is_respawned() {
     );
 }
 
+/// A crashed worker is an `[alert]`, shown at log_level = "error" (and
+/// nginx's crit/alert/emerg levels are accepted); SIGALRM, which nginx's
+/// workers ignore, kills no one.
+#[test]
+fn a_worker_crash_is_an_alert_and_sigalrm_is_ignored() {
+    let s = Server::start();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    for level in ["crit", "alert", "emerg"] {
+        let p = s.dir.path().join(format!("{level}.toml"));
+        std::fs::write(&p, text.replace("log_level = \"info\"", &format!("log_level = \"{level}\""))).unwrap();
+        let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{level}: {out}");
+    }
+    std::fs::write(&s.config, text.replace("log_level = \"info\"", "log_level = \"error\"")).unwrap();
+    let old = s.workers();
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || {
+        let now = s.workers();
+        now.len() == 2 && now.iter().all(|w| !old.contains(w))
+    }));
+    let before = s.error_log().len();
+    let workers = s.workers();
+    kill(workers[0], "ALRM");
+    kill(s.pid(), "ALRM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(workers[0]) && alive(s.pid()), "SIGALRM killed a process");
+    assert_eq!(s.workers(), workers);
+    // (Not SEGV: Rust's stack-overflow handler swallows a first one sent by kill.)
+    kill(workers[0], "ABRT");
+    let want = format!("[alert] {}#0: worker process {} (#", s.pid(), workers[0]);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let log = s.error_log();
+            log[before..].contains(&want) && log[before..].contains("exited on signal 6 (SIGABRT)")
+        }),
+        "{}",
+        s.error_log()
+    );
+    // Below the level: nothing else of the respawn.
+    assert!(eventually(Duration::from_secs(5), || s.workers().len() == 2));
+    assert!(!s.error_log()[before..].contains("[notice]"), "{}", s.error_log());
+}
+
 #[test]
 fn sigterm_stops_everything_and_removes_pid_file() {
     let mut s = Server::start();

@@ -566,6 +566,9 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         ("notice", Level::Notice),
         ("warn", Level::Warn),
         ("error", Level::Error),
+        ("crit", Level::Crit),
+        ("alert", Level::Alert),
+        ("emerg", Level::Emerg),
     ];
     let error_log = match m.error_log {
         None => LogTarget::Stderr,

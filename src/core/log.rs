@@ -20,6 +20,8 @@ pub enum Level {
     Warn,
     Error,
     Crit,
+    Alert,
+    Emerg,
 }
 
 impl Level {
@@ -31,6 +33,8 @@ impl Level {
             Level::Warn => "warn",
             Level::Error => "error",
             Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
         }
     }
 }
@@ -209,6 +213,10 @@ macro_rules! warn { ($($arg:tt)*) => { $crate::log_at!(Warn, $($arg)*) }; }
 macro_rules! error { ($($arg:tt)*) => { $crate::log_at!(Error, $($arg)*) }; }
 #[macro_export]
 macro_rules! crit { ($($arg:tt)*) => { $crate::log_at!(Crit, $($arg)*) }; }
+#[macro_export]
+macro_rules! alert { ($($arg:tt)*) => { $crate::log_at!(Alert, $($arg)*) }; }
+#[macro_export]
+macro_rules! emerg { ($($arg:tt)*) => { $crate::log_at!(Emerg, $($arg)*) }; }
 
 #[cfg(test)]
 mod tests {

@@ -136,7 +136,7 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
             code
         }
         Err(msg) => {
-            crate::crit!("{msg}");
+            crate::emerg!("{msg}");
             daemon::report_failure(&msg);
             if !logs_to_stderr {
                 eprintln!("corral: [emerg] {msg}");
