@@ -93,6 +93,9 @@ fn main() -> ExitCode {
         return match cfg {
             Ok(c) => {
                 eprintln!("corral: the configuration file {} syntax is ok", c.source());
+                if let Some(w) = corral::master::log_files::lost_log_warning(&c) {
+                    eprintln!("corral: [warn] {w}");
+                }
                 if let Err(e) = corral::master::log_files::open_all(&c, corral::master::log_files::Owner::Keep) {
                     eprintln!("corral: [emerg] {e}");
                     eprintln!("corral: configuration file {} test failed", c.source());

@@ -729,6 +729,25 @@ fn daemon_launcher_exits_1_when_the_daemon_cannot_start() {
         assert_eq!(code, 1, "{why}: {out}");
         assert!(out.contains("[emerg]") && out.contains(why), "{why}: {out}");
     }
+    // A daemon logging to stderr (/dev/null once detached) is warned
+    // about, at -t and at start (here one that cannot bind, so none stays).
+    let cfg = dir.path().join("quiet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[main]\ndaemon = true\nworkers = 1\npid = \"{}/q.pid\"\n[[server]]\nlisten = \"127.0.0.1:{busy}\"\nroot = \"{}\"\n",
+            dir.path().display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let want = "[warn] daemon = true with error_log = \"stderr\"";
+    let (code, out) = run_corral(&["-t", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(want) && out.contains("test is successful"), "{out}");
+    let (code, out) = run_corral(&["-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(want), "{out}");
     // A pid file naming a running master: the second daemon says so.
     let s = Server::start();
     let cfg = std::fs::read_to_string(&s.config).unwrap();

@@ -86,3 +86,18 @@ fn hand_over(f: &File, p: &Path, via_symlink: bool, user: &crate::config::Creden
         crate::error!("fchown({}) for user {} failed: {e}", p.display(), user.name);
     }
 }
+
+/// `daemon = true` with the error log on stderr or stdout: the daemon's are
+/// `/dev/null`, so nothing it logs would be seen (checked at `-t` and start).
+pub fn lost_log_warning(cfg: &Config) -> Option<String> {
+    let lost = matches!(
+        cfg.main.error_log,
+        crate::config::LogTarget::Stderr | crate::config::LogTarget::Stdout
+    );
+    (cfg.main.daemon && lost).then(|| {
+        format!(
+            "daemon = true with error_log = \"{}\": the daemon's stdio is /dev/null, so nothing would be logged; set error_log to a file",
+            cfg.main.error_log
+        )
+    })
+}

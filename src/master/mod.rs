@@ -109,6 +109,10 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
     // Before anything opens a descriptor that could be mistaken for one.
     let inherited = listeners::inherited();
     let inherited_pools = pools::inherited();
+    if !upgrading && let Some(w) = log_files::lost_log_warning(&cfg) {
+        // Said while stderr is still the terminal.
+        eprintln!("corral: [warn] {w}");
+    }
     if cfg.main.daemon
         && !upgrading
         && let Err(e) = daemon::daemonize()
