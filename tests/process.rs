@@ -68,7 +68,11 @@ fn a_worker_crash_is_an_alert_and_sigalrm_is_ignored() {
     let text = std::fs::read_to_string(&s.config).unwrap();
     for level in ["crit", "alert", "emerg"] {
         let p = s.dir.path().join(format!("{level}.toml"));
-        std::fs::write(&p, text.replace("log_level = \"info\"", &format!("log_level = \"{level}\""))).unwrap();
+        std::fs::write(
+            &p,
+            text.replace("log_level = \"info\"", &format!("log_level = \"{level}\"")),
+        )
+        .unwrap();
         let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
         assert_eq!(code, 0, "{level}: {out}");
     }
@@ -478,7 +482,11 @@ fn a_failed_reopen_is_not_reported_as_done() {
     std::fs::write(&logs, "").unwrap();
     s.signal("USR1");
     assert!(
-        eventually(Duration::from_secs(5), || s.error_log().matches("logs not all reopened").count() >= 2),
+        eventually(Duration::from_secs(5), || s
+            .error_log()
+            .matches("logs not all reopened")
+            .count()
+            >= 2),
         "{}",
         s.error_log()
     );
@@ -504,14 +512,21 @@ fn a_zombie_master_is_not_a_running_one() {
         "/proc/{}/stat",
         s.pid()
     ))
-    .is_ok_and(|st| st.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))));
+    .is_ok_and(|st| st
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .starts_with('Z'))));
     let cfg = s.config.to_str().unwrap().to_string();
     let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not a running corral master"), "{out}");
     // A new master may start on the same pid file (once the old workers,
     // PDEATHSIG'd, have let go of the port).
-    assert!(eventually(Duration::from_secs(5), || workers.iter().all(|w| !alive(*w))));
+    assert!(eventually(Duration::from_secs(5), || workers
+        .iter()
+        .all(|w| !alive(*w))));
     let mut next = Command::new(BIN)
         .args(["-c", &cfg])
         .stderr(std::process::Stdio::piped())
@@ -624,7 +639,11 @@ fn sigwinch_without_an_upgrade_is_ignored_in_the_foreground() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.workers(), workers, "the workers were left alone");
     assert_eq!(s.get("/").status, 200);
-    assert!(!s.error_log().contains("gracefully stopping worker"), "{}", s.error_log());
+    assert!(
+        !s.error_log().contains("gracefully stopping worker"),
+        "{}",
+        s.error_log()
+    );
 }
 
 #[test]

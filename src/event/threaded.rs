@@ -299,7 +299,8 @@ impl<C> Shared<C> {
         for (sock, _) in &self.listeners {
             match Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) {
                 Ok(idle) => {
-                    if let Err(e) = nix::unistd::dup3(idle.as_raw_fd(), sock.as_raw_fd(), nix::fcntl::OFlag::O_CLOEXEC) {
+                    if let Err(e) = nix::unistd::dup3(idle.as_raw_fd(), sock.as_raw_fd(), nix::fcntl::OFlag::O_CLOEXEC)
+                    {
                         crate::error!("cannot close a listening socket: dup3() failed: {e}");
                     }
                 }

@@ -38,7 +38,8 @@ pub fn open_all(cfg: &Config, owner: Owner) -> Result<(), String> {
                 )
             })?;
         }
-        let (f, via_symlink) = open(p).map_err(|e| format!("{at}: cannot open {}: {}", p.display(), log::os_error(&e)))?;
+        let (f, via_symlink) =
+            open(p).map_err(|e| format!("{at}: cannot open {}: {}", p.display(), log::os_error(&e)))?;
         if owner == Owner::HandOver
             && let Some(c) = &cfg.main.user
             && nix::unistd::Uid::effective().is_root()

@@ -19,7 +19,10 @@ pub fn write(path: &Path, pid: u32) -> io::Result<()> {
     if euid.is_root() {
         check_dir(dir, euid.as_raw())?;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{pid}.tmp"));
     let mut open = std::fs::OpenOptions::new();
     open.write(true)
@@ -34,7 +37,9 @@ pub fn write(path: &Path, pid: u32) -> io::Result<()> {
         }
         r => r?,
     };
-    let written = f.write_all(format!("{pid}\n").as_bytes()).and_then(|()| std::fs::rename(&tmp, path));
+    let written = f
+        .write_all(format!("{pid}\n").as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
