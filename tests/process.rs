@@ -369,12 +369,44 @@ fn test_flag_rejects_duplicates_and_listens_that_cannot_all_bind() {
 
 #[test]
 fn version_flag() {
-    let (code, out) = run_corral(&["-V"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
-        "{out}"
+    for flag in ["-V", "-v", "--version"] {
+        let (code, out) = run_corral(&[flag]);
+        assert_eq!(code, 0, "{flag}: {out}");
+        assert!(
+            out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
+            "{flag}: {out}"
+        );
+    }
+}
+
+/// `-T`: tests, then prints the file after nginx's header line.
+#[test]
+fn dump_flag_tests_then_prints_the_config() {
+    let dir = TempDir::new();
+    let p = dir.path().join("c.toml");
+    let text = format!(
+        "[main]\nworkers = 1\n\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{}\"\n",
+        dir.path().display()
     );
+    std::fs::write(&p, &text).unwrap();
+    let out = Command::new(BIN)
+        .args(["-T", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test is successful"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("# configuration file {}:\n{text}", p.display())
+    );
+    // A failed test prints no configuration.
+    std::fs::write(&p, "[main]\nwrokers = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["-T", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
