@@ -1,5 +1,5 @@
 //! The `corral` command line, in nginx's shape: `-c FILE`, `-t`,
-//! `-s stop|quit|reopen|reload`, `-V`.
+//! `-T`, `-s stop|quit|reopen|reload`, `-V` (`-v`, `--version`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,8 +38,16 @@ fn cli() -> Command {
                 .help("send a signal to the running master: stop, quit, reopen, reload"),
         )
         .arg(
+            Arg::new("dump")
+                .short('T')
+                .action(ArgAction::SetTrue)
+                .help("test the configuration, then print it (on stdout) and exit"),
+        )
+        .arg(
             Arg::new("version")
                 .short('V')
+                .short_alias('v')
+                .long("version")
                 .action(ArgAction::SetTrue)
                 .help("print the version and exit"),
         )
@@ -77,7 +85,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let explicit = m.get_one::<String>("config");
-    if let Some(sig) = m.get_one::<String>("signal").filter(|_| !m.get_flag("test")) {
+    let dump = m.get_flag("dump");
+    let test = m.get_flag("test") || dump;
+    if let Some(sig) = m.get_one::<String>("signal").filter(|_| !test) {
         // Only the pid file is needed: the file must parse, not validate.
         let pid = config_file(explicit).map_or_else(|| Ok(config::load_default().main.pid), config::pid_path);
         return match pid {
@@ -89,16 +99,22 @@ fn main() -> ExitCode {
         };
     }
     let cfg = load(explicit);
-    if m.get_flag("test") {
+    if test {
         return match cfg {
             Ok(c) => {
                 eprintln!("corral: the configuration file {} syntax is ok", c.source());
-                if let Err(e) = corral::master::log_files::open_all(&c) {
+                if let Some(w) = corral::master::log_files::lost_log_warning(&c) {
+                    eprintln!("corral: [warn] {w}");
+                }
+                if let Err(e) = corral::master::log_files::open_all(&c, corral::master::log_files::Owner::Keep) {
                     eprintln!("corral: [emerg] {e}");
                     eprintln!("corral: configuration file {} test failed", c.source());
                     return ExitCode::from(1);
                 }
                 eprintln!("corral: configuration file {} test is successful", c.source());
+                if dump {
+                    return dump_config(&c);
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -119,6 +135,28 @@ fn main() -> ExitCode {
     // the file was replaced.
     let exe = std::env::current_exe().unwrap_or_else(|_| argv[0].clone().into());
     ExitCode::from(master::run(cfg, master::Launch { argv, exe }) as u8)
+}
+
+/// `-T`: the file as it was tested, after nginx's `# configuration file PATH:` line.
+fn dump_config(c: &Config) -> ExitCode {
+    let Some(p) = &c.file else {
+        println!("# no configuration file: the built-in default");
+        return ExitCode::SUCCESS;
+    };
+    match std::fs::read_to_string(p) {
+        Ok(text) => {
+            println!("# configuration file {}:", p.display());
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("corral: [emerg] cannot read {}: {e}", p.display());
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn send_signal(pid_path: &Path, name: &str) -> ExitCode {

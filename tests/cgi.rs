@@ -907,3 +907,41 @@ fn a_timeout_kills_what_an_exited_script_left_holding_its_output() {
         "the script's child was left running"
     );
 }
+
+#[test]
+fn descriptors_the_launcher_left_open_do_not_reach_scripts() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    let bin = dir.path().join("cgi-bin");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "topsecret").unwrap();
+    write_script(
+        &bin.join("fd7.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\n\
+         if [ -e /proc/self/fd/7 ]; then echo open; cat <&7; else echo closed; fi\n",
+    );
+    // The launcher leaves fd 7 open on a file, then becomes corral.
+    let wrapper = dir.path().join("launch.sh");
+    write_script(
+        &wrapper,
+        &format!("#!/bin/sh\nexec 7<'{}'\nexec '{BIN}' \"$@\"\n", secret.display()),
+    );
+    let o = Opts {
+        server: format!(
+            "[[server.location]]\nmatch = \"^~ /cgi-bin/\"\ncgi = {{ dir = \"{}\" }}\n",
+            bin.display()
+        ),
+        ..Opts::default()
+    };
+    let s = Server::launch(o, dir, root, wrapper.to_str().unwrap());
+    // The master itself still has it (it is only marked close-on-exec).
+    assert!(
+        std::path::Path::new(&format!("/proc/{}/fd/7", s.pid())).exists(),
+        "the wrapper did open fd 7"
+    );
+    let r = s.get("/cgi-bin/fd7.sh");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().trim(), "closed", "{}", r.text());
+}

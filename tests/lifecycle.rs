@@ -49,6 +49,16 @@ fn reload_with_broken_config_keeps_serving() {
     );
 }
 
+#[test]
+fn reload_with_an_empty_config_file_is_refused() {
+    let s = Server::start();
+    let workers = s.workers();
+    // A truncated file is not the built-in default (127.0.0.1:8080).
+    std::fs::write(&s.config, "").unwrap();
+    let line = reload_refused(&s, workers);
+    assert!(line.contains("corral.toml: empty configuration"), "{line}");
+}
+
 /// Sends SIGHUP to `s`, whose config was made bad: the reload is refused,
 /// `s` still serves with the same `workers`; the "reload refused" line.
 fn reload_refused(s: &Server, mut workers: Vec<i32>) -> String {
@@ -497,6 +507,11 @@ fn unopenable_log_files_fail_test_start_and_reload() {
             && text.contains("test failed"),
         "{text}"
     );
+    // The component that is a file is named, not "File exists (os error 17)".
+    assert!(
+        text.contains(&format!("{} is not a directory", blocker.display())) && !text.contains("os error"),
+        "{text}"
+    );
     let (code, text) = run_corral(&["-c", p.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("access_log"), "{text}");
@@ -530,6 +545,81 @@ fn unopenable_log_files_fail_test_start_and_reload() {
     });
     let line = reload_refused(&s, workers);
     assert!(line.contains("access_log"), "{line}");
+}
+
+fn owner(p: &std::path::Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.mode() & 0o7777)
+}
+
+/// Log files go to the workers' user only when they are plain files reached
+/// without a symlink: a link planted where the error log goes (CVE-2016-1247's
+/// pattern), a `/dev/stdout`-like link or a device keep their owner, at
+/// start and on reopen; `-t` changes no owner at all.
+#[test]
+fn log_files_are_never_chowned_through_a_symlink_a_device_or_on_test() {
+    if !nix_is_root() {
+        eprintln!("not root: ownership changes cannot be observed");
+        return;
+    }
+    let dir = TempDir::new();
+    let d = dir.path().to_path_buf();
+    let root = d.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hi").unwrap();
+    // A root-only file the error log's name points at.
+    let victim = d.join("victim");
+    std::fs::write(&victim, "root data\n").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&victim, d.join("error.log")).unwrap();
+    // Like /dev/stdout: a symlink to what the launcher gave (here a file).
+    let tty = d.join("tty");
+    std::fs::write(&tty, "").unwrap();
+    std::fs::set_permissions(&tty, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    std::os::unix::fs::symlink(&tty, d.join("access.log")).unwrap();
+    // A character device of our own (the same device as /dev/null).
+    let dev = d.join("null");
+    let ok = Command::new("mknod")
+        .args([dev.to_str().unwrap(), "c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::set_permissions(&dev, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let plain = d.join("plain.log");
+    let s = Server::with_root(
+        Opts {
+            main: "user = \"nobody\"".into(),
+            more: format!(
+                "[[server]]\nlisten = \"127.0.0.1:{{port}}\"\nserver_name = \"a\"\nroot = \"{r}\"\naccess_log = \"{plain}\"\n\
+                 [[server]]\nlisten = \"127.0.0.1:{{port}}\"\nserver_name = \"b\"\nroot = \"{r}\"\naccess_log = \"{dev}\"\n",
+                r = root.display(),
+                plain = plain.display(),
+                dev = dev.display()
+            ),
+            ..Opts::default()
+        },
+        dir,
+        root,
+    );
+    let untouched = |what: &str| {
+        assert_eq!(owner(&victim), (0, 0o600), "{what}: the symlinked error log's target");
+        assert_eq!(owner(&tty).0, 0, "{what}: the symlinked access log's target");
+        assert_eq!(owner(&dev).0, 0, "{what}: the device");
+    };
+    untouched("start");
+    assert_eq!(owner(&plain).0, 65534, "a plain log file goes to the workers' user");
+    // -t is a check: it hands nothing over.
+    std::os::unix::fs::chown(&plain, Some(0), Some(0)).unwrap();
+    let (code, out) = run_corral(&["-t", "-c", s.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(owner(&plain).0, 0, "-t changed the owner of {}", plain.display());
+    untouched("-t");
+    // A reopen hands the plain file over again, and nothing else.
+    s.signal("USR1");
+    assert!(eventually(Duration::from_secs(5), || owner(&plain).0 == 65534));
+    untouched("reopen");
+    assert_eq!(s.get("/").status, 200);
 }
 
 /// Started with signals ignored (as under `nohup`, which ignores SIGHUP,

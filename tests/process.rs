@@ -59,6 +59,53 @@ fn killed_worker_is_respawned() {
     );
 }
 
+/// A crashed worker is an `[alert]`, shown at log_level = "error" (and
+/// nginx's crit/alert/emerg levels are accepted); SIGALRM, which nginx's
+/// workers ignore, kills no one.
+#[test]
+fn a_worker_crash_is_an_alert_and_sigalrm_is_ignored() {
+    let s = Server::start();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    for level in ["crit", "alert", "emerg"] {
+        let p = s.dir.path().join(format!("{level}.toml"));
+        std::fs::write(
+            &p,
+            text.replace("log_level = \"info\"", &format!("log_level = \"{level}\"")),
+        )
+        .unwrap();
+        let (code, out) = run_corral(&["-t", "-c", p.to_str().unwrap()]);
+        assert_eq!(code, 0, "{level}: {out}");
+    }
+    std::fs::write(&s.config, text.replace("log_level = \"info\"", "log_level = \"error\"")).unwrap();
+    let old = s.workers();
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || {
+        let now = s.workers();
+        now.len() == 2 && now.iter().all(|w| !old.contains(w))
+    }));
+    let before = s.error_log().len();
+    let workers = s.workers();
+    kill(workers[0], "ALRM");
+    kill(s.pid(), "ALRM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(workers[0]) && alive(s.pid()), "SIGALRM killed a process");
+    assert_eq!(s.workers(), workers);
+    // (Not SEGV: Rust's stack-overflow handler swallows a first one sent by kill.)
+    kill(workers[0], "ABRT");
+    let want = format!("[alert] {}#0: worker process {} (#", s.pid(), workers[0]);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let log = s.error_log();
+            log[before..].contains(&want) && log[before..].contains("exited on signal 6 (SIGABRT)")
+        }),
+        "{}",
+        s.error_log()
+    );
+    // Below the level: nothing else of the respawn.
+    assert!(eventually(Duration::from_secs(5), || s.workers().len() == 2));
+    assert!(!s.error_log()[before..].contains("[notice]"), "{}", s.error_log());
+}
+
 #[test]
 fn sigterm_stops_everything_and_removes_pid_file() {
     let mut s = Server::start();
@@ -97,6 +144,15 @@ fn sigquit_finishes_in_flight_download() {
     s.signal("QUIT");
     std::thread::sleep(Duration::from_millis(300));
     assert!(alive(s.pid()), "master waits for the download");
+    // New clients are refused at once (nginx closes its listening sockets
+    // on QUIT), not left in a queue no one accepts from.
+    let t = std::time::Instant::now();
+    let refused = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], s.port).into(), Duration::from_secs(3));
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a new connection during the graceful stop: {refused:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     // The idle connection is closed by the graceful stop.
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t = std::time::Instant::now();
@@ -206,6 +262,26 @@ fn test_flag_checks_config() {
 }
 
 #[test]
+fn empty_config_file_is_an_error() {
+    let dir = TempDir::new();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let path = empty.to_str().unwrap();
+    let want = format!("{path}: empty configuration");
+    let (code, out) = run_corral(&["-t", "-c", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&want) && out.contains("test failed"), "{out}");
+    // Not started with the built-in default, and -s does not signal the
+    // master the default pid file names.
+    let (code, out) = run_corral(&["-c", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&want), "{out}");
+    let (code, out) = run_corral(&["-s", "stop", "-c", path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&want), "{out}");
+}
+
+#[test]
 fn missing_cpu_in_worker_cpu_affinity_is_a_warning() {
     let mut s = Server::with(Opts {
         main: "worker_cpu_affinity = [0, 1000]\n".into(),
@@ -293,12 +369,44 @@ fn test_flag_rejects_duplicates_and_listens_that_cannot_all_bind() {
 
 #[test]
 fn version_flag() {
-    let (code, out) = run_corral(&["-V"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
-        "{out}"
+    for flag in ["-V", "-v", "--version"] {
+        let (code, out) = run_corral(&[flag]);
+        assert_eq!(code, 0, "{flag}: {out}");
+        assert!(
+            out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
+            "{flag}: {out}"
+        );
+    }
+}
+
+/// `-T`: tests, then prints the file after nginx's header line.
+#[test]
+fn dump_flag_tests_then_prints_the_config() {
+    let dir = TempDir::new();
+    let p = dir.path().join("c.toml");
+    let text = format!(
+        "[main]\nworkers = 1\n\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{}\"\n",
+        dir.path().display()
     );
+    std::fs::write(&p, &text).unwrap();
+    let out = Command::new(BIN)
+        .args(["-T", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test is successful"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("# configuration file {}:\n{text}", p.display())
+    );
+    // A failed test prints no configuration.
+    std::fs::write(&p, "[main]\nwrokers = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["-T", "-c", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
@@ -386,6 +494,188 @@ fn reopen_after_logrotate_moved_the_logs() {
     );
     let old = std::fs::read_to_string(s.dir.path().join("access.log.1")).unwrap();
     assert!(!old.contains("/after-rotate"));
+}
+
+#[test]
+fn a_failed_reopen_is_not_reported_as_done() {
+    let dir = TempDir::new();
+    let logs = dir.path().join("logs");
+    let acc = logs.join("other.log");
+    let s = Server::with(Opts {
+        more: format!(
+            "[[server]]\nlisten = \"127.0.0.1:{{port}}\"\nserver_name = \"other\"\naccess_log = \"{}\"\n",
+            acc.display()
+        ),
+        ..Opts::default()
+    });
+    assert!(acc.exists());
+    // The log directory rotated away, a file in its place: it cannot be recreated.
+    std::fs::rename(&logs, dir.path().join("logs.old")).unwrap();
+    std::fs::write(&logs, "").unwrap();
+    s.signal("USR1");
+    assert!(
+        eventually(Duration::from_secs(5), || s
+            .error_log()
+            .matches("logs not all reopened")
+            .count()
+            >= 2),
+        "{}",
+        s.error_log()
+    );
+    let log = s.error_log();
+    let after = &log[log.find("reopening logs").unwrap()..];
+    assert!(!after.contains("logs reopened"), "{after}");
+    assert!(
+        after.contains(&format!("cannot reopen access log {}", acc.display()))
+            && after.contains(&format!("{} is not a directory", logs.display())),
+        "{after}"
+    );
+    assert!(!after.contains("File(") && !after.contains("os error"), "{after}");
+    drop(dir);
+}
+
+#[test]
+fn a_zombie_master_is_not_a_running_one() {
+    let mut s = Server::start();
+    let workers = s.workers();
+    kill(s.pid(), "KILL");
+    // Not reaped yet (this test is its parent): a zombie until wait.
+    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(format!(
+        "/proc/{}/stat",
+        s.pid()
+    ))
+    .is_ok_and(|st| st
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .starts_with('Z'))));
+    let cfg = s.config.to_str().unwrap().to_string();
+    let (code, out) = run_corral(&["-s", "stop", "-c", &cfg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a running corral master"), "{out}");
+    // A new master may start on the same pid file (once the old workers,
+    // PDEATHSIG'd, have let go of the port).
+    assert!(eventually(Duration::from_secs(5), || workers
+        .iter()
+        .all(|w| !alive(*w))));
+    let mut next = Command::new(BIN)
+        .args(["-c", &cfg])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid_file = s.dir.path().join("corral.pid");
+    let started = eventually(Duration::from_secs(5), || read_pid(&pid_file) == Some(next.id() as i32));
+    let _ = next.kill();
+    let out = next.wait_with_output().unwrap();
+    assert!(started, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(-1), "the zombie is reaped");
+}
+
+/// The pid file never follows what sits at its path, and a root master
+/// refuses a directory someone else could plant things in.
+#[test]
+fn pid_file_is_never_written_through_a_planted_link() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let root = d.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "important data\n").unwrap();
+    let cfg = d.join("c.toml");
+    let write_cfg = |pid: &std::path::Path, port: u16| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[main]\nworkers = 1\npid = \"{}\"\nerror_log = \"{}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{}\"\n",
+                pid.display(),
+                d.display(),
+                root.display()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |pid_file: &std::path::Path| {
+        let port = free_port();
+        write_cfg(pid_file, port);
+        let mut c = Command::new(BIN)
+            .args(["-c", cfg.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let up = eventually(Duration::from_secs(5), || {
+            read_pid(&pid_file.to_path_buf()) == Some(c.id() as i32) || c.try_wait().ok().flatten().is_some()
+        });
+        let running = up && c.try_wait().ok().flatten().is_none();
+        if running {
+            kill(c.id() as i32, "TERM");
+        }
+        let out = c.wait_with_output().unwrap();
+        (running, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let safe = d.join("run");
+    std::fs::create_dir_all(&safe).unwrap();
+    std::os::unix::fs::symlink(&victim, safe.join("c.pid")).unwrap();
+    let (running, out) = run(&safe.join("c.pid"));
+    assert!(running, "{out}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "important data\n");
+    if !nix_is_root() {
+        eprintln!("not root: the directory checks do not apply");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // Another user's directory, as a /tmp/corral created by someone else.
+    let theirs = d.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+    let (running, out) = run(&theirs.join("c.pid"));
+    assert!(!running, "{out}");
+    assert!(
+        out.contains("[emerg]") && out.contains(&theirs.display().to_string()) && out.contains("belongs to uid 65534"),
+        "{out}"
+    );
+    // World-writable without the sticky bit: refused; with it (as /tmp): fine.
+    let open = d.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (running, out) = run(&open.join("c.pid"));
+    assert!(!running, "{out}");
+    assert!(out.contains("writable by group or others"), "{out}");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (running, out) = run(&open.join("c.pid"));
+    assert!(running, "{out}");
+}
+
+fn nix_is_root() -> bool {
+    nix_uid() == Some(0)
+}
+
+fn nix_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// A terminal resize sends SIGWINCH to a foreground master: it must not
+/// retire the workers (nginx ignores it unless daemonized).
+#[test]
+fn sigwinch_without_an_upgrade_is_ignored_in_the_foreground() {
+    let s = Server::start();
+    let workers = s.workers();
+    s.signal("WINCH");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("SIGWINCH ignored")),
+        "{}",
+        s.error_log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.workers(), workers, "the workers were left alone");
+    assert_eq!(s.get("/").status, 200);
+    assert!(
+        !s.error_log().contains("gracefully stopping worker"),
+        "{}",
+        s.error_log()
+    );
 }
 
 #[test]
@@ -490,6 +780,25 @@ fn daemon_launcher_exits_1_when_the_daemon_cannot_start() {
         assert_eq!(code, 1, "{why}: {out}");
         assert!(out.contains("[emerg]") && out.contains(why), "{why}: {out}");
     }
+    // A daemon logging to stderr (/dev/null once detached) is warned
+    // about, at -t and at start (here one that cannot bind, so none stays).
+    let cfg = dir.path().join("quiet.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[main]\ndaemon = true\nworkers = 1\npid = \"{}/q.pid\"\n[[server]]\nlisten = \"127.0.0.1:{busy}\"\nroot = \"{}\"\n",
+            dir.path().display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let want = "[warn] daemon = true with error_log = \"stderr\"";
+    let (code, out) = run_corral(&["-t", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(want) && out.contains("test is successful"), "{out}");
+    let (code, out) = run_corral(&["-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(want), "{out}");
     // A pid file naming a running master: the second daemon says so.
     let s = Server::start();
     let cfg = std::fs::read_to_string(&s.config).unwrap();

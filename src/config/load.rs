@@ -44,7 +44,8 @@ impl std::error::Error for ConfigError {}
 /// The configuration used when no file is given and `./corral.toml` is absent.
 pub fn load_default() -> Config {
     let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let src = Source::new("(built-in default)".into(), String::new(), base);
+    let mut src = Source::new("(built-in default)".into(), String::new(), base);
+    src.builtin = true;
     build(&src, raw::File::default()).expect("the built-in default is valid")
 }
 
@@ -79,6 +80,16 @@ fn read(path: &Path) -> Result<(String, String, PathBuf, PathBuf), ConfigError> 
         key: String::new(),
         message: format!("cannot read: {e}"),
     })?;
+    // A truncated file (`> file`, a template that rendered nothing, a full
+    // disk) must not pass as the built-in default, which listens elsewhere.
+    if text.is_empty() {
+        return Err(ConfigError {
+            file: name,
+            line: None,
+            key: String::new(),
+            message: "empty configuration".into(),
+        });
+    }
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -109,6 +120,9 @@ pub(super) struct Source {
     base: PathBuf,
     /// The text parsed with positions, once a line is asked for.
     doc: std::cell::OnceCell<Option<toml_edit::ImDocument<String>>>,
+    /// The built-in default (no file given, no `./corral.toml`), never a
+    /// file that happens to be empty.
+    builtin: bool,
 }
 
 impl Source {
@@ -118,6 +132,7 @@ impl Source {
             text,
             base,
             doc: std::cell::OnceCell::new(),
+            builtin: false,
         }
     }
 
@@ -367,7 +382,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
         Some(_) => {
             return Err(src.err("server", 0, "", "at least one [[server]] is required".into()));
         }
-        None if src.text.is_empty() => vec![raw::Server::default()],
+        None if src.builtin => vec![raw::Server::default()],
         // Pools only: corral as php-fpm, behind another web server.
         None if file.pool.as_ref().is_some_and(|p| !p.is_empty()) => Vec::new(),
         None => {
@@ -551,6 +566,9 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         ("notice", Level::Notice),
         ("warn", Level::Warn),
         ("error", Level::Error),
+        ("crit", Level::Crit),
+        ("alert", Level::Alert),
+        ("emerg", Level::Emerg),
     ];
     let error_log = match m.error_log {
         None => LogTarget::Stderr,
@@ -886,7 +904,7 @@ fn build_server(
     };
     let tls = super::tls::build(&c, tls_keys, tls_defaults)?;
     let root = src.path(s.root.as_deref().unwrap_or("www"));
-    if src.text.is_empty() || s.root.is_none() {
+    if s.root.is_none() {
         // A root not written (the built-in default, a server that only
         // redirects) may be missing: nothing is served from it then (404).
     } else if !root.is_dir() {

@@ -5,7 +5,8 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
+use std::path::Path;
 use std::sync::Mutex;
 
 use crate::config::LogTarget;
@@ -19,6 +20,8 @@ pub enum Level {
     Warn,
     Error,
     Crit,
+    Alert,
+    Emerg,
 }
 
 impl Level {
@@ -30,6 +33,8 @@ impl Level {
             Level::Warn => "warn",
             Level::Error => "error",
             Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
         }
     }
 }
@@ -48,15 +53,55 @@ static LOGGER: Mutex<Logger> = Mutex::new(Logger {
 
 fn open(target: &LogTarget) -> std::io::Result<Option<File>> {
     match target {
-        LogTarget::File(p) => {
-            if let Some(dir) = p.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let f = OpenOptions::new().create(true).append(true).open(p)?;
-            Ok(Some(f))
-        }
+        LogTarget::File(p) => open_append(p).map(Some),
         _ => Ok(None),
     }
+}
+
+/// Opens (creates) a log file for appending, creating its directory; the
+/// error's text says what failed, in words an operator reads (no
+/// " (os error N)", the component that is not a directory named).
+pub fn open_append(p: &Path) -> io::Result<File> {
+    if let Some(dir) = p.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create the directory {}: {}", dir.display(), dir_error(dir, &e)),
+            )
+        })?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map_err(|e| io::Error::new(e.kind(), os_error(&e)))
+}
+
+/// An OS error as its text alone, without Rust's " (os error N)".
+pub fn os_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Why `dir` could not be created: `create_dir_all` says "File exists"
+/// when a component is a file, so that component is named instead.
+pub fn dir_error(dir: &Path, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTDIR) {
+        let mut at: Vec<&Path> = dir.ancestors().collect();
+        at.reverse();
+        for a in at {
+            if let Ok(m) = std::fs::metadata(a)
+                && !m.is_dir()
+            {
+                return format!("{} is not a directory", a.display());
+            }
+        }
+    }
+    os_error(e)
 }
 
 /// Points the log at `target`; on failure the previous target stays.
@@ -168,6 +213,10 @@ macro_rules! warn { ($($arg:tt)*) => { $crate::log_at!(Warn, $($arg)*) }; }
 macro_rules! error { ($($arg:tt)*) => { $crate::log_at!(Error, $($arg)*) }; }
 #[macro_export]
 macro_rules! crit { ($($arg:tt)*) => { $crate::log_at!(Crit, $($arg)*) }; }
+#[macro_export]
+macro_rules! alert { ($($arg:tt)*) => { $crate::log_at!(Alert, $($arg)*) }; }
+#[macro_export]
+macro_rules! emerg { ($($arg:tt)*) => { $crate::log_at!(Emerg, $($arg)*) }; }
 
 #[cfg(test)]
 mod tests {

@@ -289,6 +289,26 @@ impl<C> Shared<C> {
         }
     }
 
+    /// A graceful stop: this worker's copies of the listening sockets go
+    /// (the socket closes once the master's and every worker's have), while
+    /// other threads may still hold their numbers. Each is replaced, in one
+    /// atomic dup3, by a socket that never listens: a late accept fails
+    /// instead of reaching a descriptor reused for something else.
+    fn close_listeners(&self) {
+        use std::os::fd::AsRawFd;
+        for (sock, _) in &self.listeners {
+            match Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) {
+                Ok(idle) => {
+                    if let Err(e) = nix::unistd::dup3(idle.as_raw_fd(), sock.as_raw_fd(), nix::fcntl::OFlag::O_CLOEXEC)
+                    {
+                        crate::error!("cannot close a listening socket: dup3() failed: {e}");
+                    }
+                }
+                Err(e) => crate::error!("cannot close a listening socket: socket() failed: {e}"),
+            }
+        }
+    }
+
     fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.stop_fd.write(1);
@@ -507,6 +527,7 @@ where
             Signal::SIGQUIT if !sh.draining.swap(true, Ordering::AcqRel) => {
                 crate::info!("gracefully shutting down");
                 sh.unwatch_listeners();
+                sh.close_listeners();
                 self.drained = true;
                 self.service.drain_started();
                 self.for_each_live(DRAIN);

@@ -1,7 +1,7 @@
 //! The access log in nginx's `combined` format, buffered per worker and
 //! flushed when the buffer fills, about every second, and at exit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -17,12 +17,7 @@ pub struct AccessLog {
 
 fn open(target: &LogTarget) -> std::io::Result<Option<File>> {
     match target {
-        LogTarget::File(p) => {
-            if let Some(d) = p.parent() {
-                std::fs::create_dir_all(d)?;
-            }
-            Ok(Some(OpenOptions::new().create(true).append(true).open(p)?))
-        }
+        LogTarget::File(p) => crate::core::log::open_append(p).map(Some),
         _ => Ok(None),
     }
 }
@@ -100,13 +95,22 @@ impl AccessLog {
         self.buf.clear();
     }
 
-    pub fn reopen(&mut self) {
+    /// Reopens the file by its path; false (logged) if it cannot be, and
+    /// lines keep going to the file open so far.
+    pub fn reopen(&mut self) -> bool {
         self.flush();
         match open(&self.target) {
             Ok(Some(f)) => self.file = Some(f),
             Ok(None) => {}
-            Err(e) => crate::error!("cannot reopen access log {:?}: {e}", self.target),
+            Err(e) => {
+                crate::error!(
+                    "cannot reopen access log {}: {e}; its lines keep going to the file open before",
+                    self.target
+                );
+                return false;
+            }
         }
+        true
     }
 }
 

@@ -314,13 +314,21 @@ impl Service for HttpService {
     }
 
     fn reopen_logs(&mut self) {
+        let mut ok = true;
         if let Err(e) = crate::core::log::reopen() {
-            crate::error!("reopening the error log failed: {e}");
+            crate::error!("reopening the error log failed: {e}; its lines keep going to the file open before");
+            ok = false;
         }
         for l in &mut self.logs {
-            l.reopen();
+            ok &= l.reopen();
         }
-        crate::notice!("logs reopened");
+        // Only a complete reopen is "reopened": a rotation script's check
+        // must not be misled.
+        if ok {
+            crate::notice!("logs reopened");
+        } else {
+            crate::error!("logs not all reopened (see above)");
+        }
     }
 
     fn shutdown(&mut self) {

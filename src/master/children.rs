@@ -155,7 +155,8 @@ impl Children {
             // A worker asked to stop that exits 0 did what it was told.
             let expected = w.deadline.is_some() && !abnormal;
             if abnormal && w.deadline.is_none() {
-                crate::warn!("worker process {pid} (#{}) {how}", w.slot);
+                // A crash: shown whatever log_level says (nginx's alert).
+                crate::alert!("worker process {pid} (#{}) {how}", w.slot);
             } else {
                 crate::notice!("worker process {pid} (#{}) {how}", w.slot);
             }

@@ -3,31 +3,102 @@
 //! written stops a start, refuses a reload and fails `-t`, instead of
 //! losing its lines unseen.
 
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
 use crate::config::Config;
+use crate::core::log;
+
+/// What to do with the files once open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// `corral -t`: a check changes no ownership.
+    Keep,
+    /// Start, reload, reopen: hand plain files to the workers' user.
+    HandOver,
+}
 
 /// Creates every log file of `cfg` (error log, access logs, pool slow
-/// logs) and hands it to the workers' user, so a worker that dropped root
-/// can still reopen it after a rotation; the first that cannot be opened
-/// is the error.
-pub fn open_all(cfg: &Config) -> Result<(), String> {
+/// logs); with [`Owner::HandOver`], hands each to the workers' user, so a
+/// worker that dropped root can still reopen it after a rotation. The first
+/// that cannot be opened is the error.
+pub fn open_all(cfg: &Config, owner: Owner) -> Result<(), String> {
     for (p, at) in &cfg.log_files {
         if let Some(d) = p.parent()
             && !d.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(d)
-                .map_err(|e| format!("{at}: cannot create the directory of {}: {e}", p.display()))?;
+            std::fs::create_dir_all(d).map_err(|e| {
+                format!(
+                    "{at}: cannot create the directory of {}: {}",
+                    p.display(),
+                    log::dir_error(d, &e)
+                )
+            })?;
         }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|e| format!("{at}: cannot open {}: {e}", p.display()))?;
-        if let Some(c) = &cfg.main.user
+        let (f, via_symlink) =
+            open(p).map_err(|e| format!("{at}: cannot open {}: {}", p.display(), log::os_error(&e)))?;
+        if owner == Owner::HandOver
+            && let Some(c) = &cfg.main.user
             && nix::unistd::Uid::effective().is_root()
-            && let Err(e) = std::os::unix::fs::chown(p, Some(c.uid), Some(c.gid))
         {
-            crate::error!("chown({}) for user {} failed: {e}", p.display(), c.name);
+            hand_over(&f, p, via_symlink, c);
         }
     }
     Ok(())
+}
+
+/// Opens `p` for appending without following a final symlink; a symlink is
+/// then opened through (`/dev/stdout`, a link an operator made), and the
+/// second value says so.
+fn open(p: &Path) -> io::Result<(File, bool)> {
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).append(true);
+    match o.clone().custom_flags(libc::O_NOFOLLOW).open(p) {
+        Ok(f) => Ok((f, false)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok((o.open(p)?, true)),
+        Err(e) => Err(e),
+    }
+}
+
+/// fchown of the open file, only for a regular file reached without a
+/// symlink and with no other name: a link planted where the log goes (in a
+/// directory the workers' user can write, CVE-2016-1247's pattern), a
+/// terminal or `/dev/null` must never change owner.
+fn hand_over(f: &File, p: &Path, via_symlink: bool, user: &crate::config::Credentials) {
+    let Ok(m) = f.metadata() else { return };
+    if via_symlink || !m.file_type().is_file() || m.nlink() > 1 {
+        crate::info!(
+            "{} is not a plain file of its own (a symlink, a device, a pipe or a hard link): its owner is left as it is",
+            p.display()
+        );
+        return;
+    }
+    if m.uid() == user.uid && m.gid() == user.gid {
+        return;
+    }
+    if let Err(e) = nix::unistd::fchown(
+        f.as_raw_fd(),
+        Some(nix::unistd::Uid::from_raw(user.uid)),
+        Some(nix::unistd::Gid::from_raw(user.gid)),
+    ) {
+        crate::error!("fchown({}) for user {} failed: {e}", p.display(), user.name);
+    }
+}
+
+/// `daemon = true` with the error log on stderr or stdout: the daemon's are
+/// `/dev/null`, so nothing it logs would be seen (checked at `-t` and start).
+pub fn lost_log_warning(cfg: &Config) -> Option<String> {
+    let lost = matches!(
+        cfg.main.error_log,
+        crate::config::LogTarget::Stderr | crate::config::LogTarget::Stdout
+    );
+    (cfg.main.daemon && lost).then(|| {
+        format!(
+            "daemon = true with error_log = \"{}\": the daemon's stdio is /dev/null, so nothing would be logged; set error_log to a file",
+            cfg.main.error_log
+        )
+    })
 }

@@ -66,6 +66,9 @@ pub struct Master {
     stopping: Option<Stop>,
     /// SIGWINCH retired every worker; no respawn until SIGHUP.
     winched: bool,
+    /// Started with `daemon = true` (a daemon, or the new master of a
+    /// daemon's upgrade): no terminal sends it SIGWINCH.
+    daemonized: bool,
     /// The new master started by SIGUSR2, while it runs.
     upgrade: Option<Pid>,
     /// The current generation's shared state of client limits.
@@ -101,9 +104,15 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
     // A new binary started by a daemon's SIGUSR2 is detached already and
     // must stay the old master's child, which watches it (nginx alike).
     let upgrading = std::env::var_os(listeners::INHERIT_ENV).is_some();
+    // Whatever the launcher left open must not reach workers and scripts.
+    crate::os::fds::cloexec_inherited();
     // Before anything opens a descriptor that could be mistaken for one.
     let inherited = listeners::inherited();
     let inherited_pools = pools::inherited();
+    if !upgrading && let Some(w) = log_files::lost_log_warning(&cfg) {
+        // Said while stderr is still the terminal.
+        eprintln!("corral: [warn] {w}");
+    }
     if cfg.main.daemon
         && !upgrading
         && let Err(e) = daemon::daemonize()
@@ -131,7 +140,7 @@ pub(crate) fn run_program(cfg: Config, launch: Launch, program: Box<dyn program:
             code
         }
         Err(msg) => {
-            crate::crit!("{msg}");
+            crate::emerg!("{msg}");
             daemon::report_failure(&msg);
             if !logs_to_stderr {
                 eprintln!("corral: [emerg] {msg}");
@@ -171,7 +180,7 @@ fn start(
     if cfg.main.user.is_some() && !nix::unistd::Uid::effective().is_root() {
         crate::warn!("\"user\" only takes effect when the master runs as root; workers keep this user");
     }
-    log_files::open_all(&cfg)?;
+    log_files::open_all(&cfg, log_files::Owner::HandOver)?;
     let sigfd = signals::signal_fd().map_err(|e| format!("cannot set up signals: {e}"))?;
     // The title first: whoever reads the pid file finds the process named.
     title::set(&format!("corral: master process {}", launch.argv.join(" ")));
@@ -196,6 +205,7 @@ fn start(
         std::process::id(),
         cfg.source(),
     );
+    let daemonized = cfg.main.daemon;
     let mut m = Master {
         cfg,
         launch,
@@ -206,6 +216,7 @@ fn start(
         pid_path,
         stopping: None,
         winched: false,
+        daemonized,
         upgrade: None,
         zone: None,
         pools: pools::Pools::default(),
@@ -588,11 +599,11 @@ impl Master {
             Signal::SIGQUIT => self.stop(Stop::Graceful, sig),
             Signal::SIGUSR1 => {
                 crate::notice!("reopening logs");
-                if let Err(e) = log_files::open_all(&self.cfg) {
+                if let Err(e) = log_files::open_all(&self.cfg, log_files::Owner::HandOver) {
                     crate::error!("{e}");
                 }
                 if let Err(e) = log::reopen() {
-                    crate::error!("reopening the error log failed: {e}");
+                    crate::error!("reopening the error log failed: {e}; its lines keep going to the file open before");
                 }
                 self.children.signal_all(Signal::SIGUSR1, None);
                 self.pools.signal_all(Signal::SIGUSR1);
@@ -612,6 +623,14 @@ impl Master {
                 }
             }
             Signal::SIGUSR2 if self.stopping.is_none() => self.start_upgrade(),
+            // A terminal resize sends SIGWINCH to a foreground master: only
+            // an upgrade's old master or a daemon (nginx's rule) retires its
+            // workers on it.
+            Signal::SIGWINCH if self.stopping.is_none() && self.upgrade.is_none() && !self.daemonized => {
+                crate::notice!(
+                    "SIGWINCH ignored: no binary upgrade in progress and not a daemon (a terminal resize sends it)"
+                );
+            }
             Signal::SIGWINCH if self.stopping.is_none() => {
                 crate::notice!("SIGWINCH received, gracefully stopping worker processes");
                 self.winched = true;
@@ -641,7 +660,7 @@ impl Master {
                 return;
             }
         };
-        if let Err(e) = log_files::open_all(&new) {
+        if let Err(e) = log_files::open_all(&new, log_files::Owner::HandOver) {
             crate::error!("reload refused, keeping the running configuration: {e}");
             notify("READY=1\nSTATUS=reload refused");
             return;
@@ -739,6 +758,12 @@ impl Master {
         notify("STOPPING=1");
         self.stopping = Some(how);
         self.unwatch_listening();
+        // New clients are refused at once (nginx's
+        // ngx_close_listening_sockets) rather than queued for no one: the
+        // workers close their copies on SIGQUIT/SIGTERM, in-flight requests
+        // go on. During an upgrade the other master holds its own copies,
+        // so the sockets stay open for it; a reload never comes here.
+        drop(self.listeners.take_sockets());
         self.children.cancel_respawns();
         self.children.signal_all(wsig, Some(grace));
         self.pools.stop_all(wsig, grace);

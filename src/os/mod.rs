@@ -1,6 +1,7 @@
 //! Thin, safe wrappers over the Linux calls the rest of corral needs.
 
 pub mod daemon;
+pub mod fds;
 pub mod listen;
 pub mod listen_queue;
 pub mod net;

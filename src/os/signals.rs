@@ -6,8 +6,10 @@ use std::io;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-/// The signals a master or worker consumes through its signalfd.
-pub const HANDLED: [Signal; 8] = [
+/// The signals a master or worker consumes through its signalfd. SIGALRM
+/// and SIGIO are read and ignored (nginx's workers ignore them too): their
+/// default action would kill the process.
+pub const HANDLED: [Signal; 10] = [
     Signal::SIGCHLD,
     Signal::SIGHUP,
     Signal::SIGINT,
@@ -16,6 +18,8 @@ pub const HANDLED: [Signal; 8] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
     Signal::SIGWINCH,
+    Signal::SIGALRM,
+    Signal::SIGIO,
 ];
 
 fn handled_set() -> SigSet {
