@@ -860,3 +860,80 @@ fn relative_config_path_with_dot_dot_gives_normal_paths() {
         "the error log beside the config file"
     );
 }
+
+/// A `worker_rlimit_nofile` the master may not set (a container without
+/// CAP_SYS_RESOURCE) is an alert, not workers that die and are started
+/// again for ever while nothing is served.
+#[test]
+fn an_rlimit_above_the_hard_limit_is_an_alert_not_an_outage() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.txt"), "served\n").unwrap();
+    let wrapper = dir.path().join("launch.sh");
+    write_script(
+        &wrapper,
+        &format!(
+            "#!/bin/sh\nexec setpriv --bounding-set=-sys_resource --inh-caps=-sys_resource \
+             sh -c 'ulimit -n 2048; ulimit -Hn 2048; exec \"$0\" \"$@\"' '{BIN}' \"$@\"\n"
+        ),
+    );
+    let o = Opts {
+        main: "worker_rlimit_nofile = 8192\nworkers = 1".into(),
+        ..Opts::default()
+    };
+    let s = Server::launch(o, dir, root, wrapper.to_str().unwrap());
+    assert_eq!(s.get("/a.txt").text(), "served\n", "{}", s.error_log());
+    assert!(
+        s.error_log().contains("going on with the limit of 2048"),
+        "{}",
+        s.error_log()
+    );
+}
+
+/// A root master with no `user` runs its workers as `nobody`, as nginx.
+#[test]
+fn a_root_master_runs_its_workers_as_nobody_by_default() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a.txt"), "served\n").unwrap();
+    let conf = dir.path().join("c.toml");
+    let port = free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\nworkers = 1\npid = \"{d}/c.pid\"\nerror_log = \"{d}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{r}\"\n",
+            d = dir.path().display(),
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["-c", conf.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let served = eventually(Duration::from_secs(10), || {
+        get_on(port, "/a.txt").is_some_and(|r| r.status == 200)
+    });
+    let master = child.id() as i32;
+    let uids: Vec<String> = children_of(master)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|st| st.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .collect();
+    kill(master, "TERM");
+    let _ = child.wait();
+    assert!(served);
+    assert!(!uids.is_empty());
+    for u in uids {
+        let real: u32 = u.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(real, nobody.uid.as_raw(), "{u}");
+    }
+}

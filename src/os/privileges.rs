@@ -20,7 +20,7 @@ static BATCH_SET: AtomicBool = AtomicBool::new(false);
 /// which inherit the policy.
 pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
     if let Some(n) = main.worker_rlimit_nofile {
-        limit(Resource::RLIMIT_NOFILE, n)?;
+        limit_or_go_on(Resource::RLIMIT_NOFILE, n, &format!("worker #{slot}"));
     }
     pin(&main.worker_cpu_affinity, slot, &format!("worker #{slot}"));
     if let Some(prio) = main.worker_priority {
@@ -33,6 +33,16 @@ pub fn prepare_worker(main: &Main, slot: usize) -> Result<(), String> {
         drop_to(c)?;
     }
     Ok(())
+}
+
+/// [`limit`], or an alert and the limit as it is: a limit above what this
+/// master may set (a container without CAP_SYS_RESOURCE) must not stop
+/// every worker from serving (nginx goes on too).
+pub fn limit_or_go_on(res: Resource, n: u64, who: &str) {
+    if let Err(e) = limit(res, n) {
+        let now = nix::sys::resource::getrlimit(res).map_or(0, |(soft, _)| soft);
+        crate::alert!("{who}: {e}; going on with the limit of {now}");
+    }
 }
 
 /// Sets both the soft and the hard limit of `res` to `n`.

@@ -193,13 +193,14 @@ fn from_our_http_worker(conn: &Socket) -> bool {
 
 /// Limits, priority, directory and user, as the pool's config says.
 fn prepare(pool: &Pool) -> Result<(), String> {
-    use crate::os::privileges::{limit, set_priority};
+    use crate::os::privileges::{limit_or_go_on, set_priority};
     use nix::sys::resource::{RLIM_INFINITY, Resource};
+    let who = format!("[pool {}] worker {}", pool.name, std::process::id());
     if let Some(n) = pool.rlimit_files {
-        limit(Resource::RLIMIT_NOFILE, n)?;
+        limit_or_go_on(Resource::RLIMIT_NOFILE, n, &who);
     }
     if let Some(core) = pool.rlimit_core {
-        limit(Resource::RLIMIT_CORE, core.unwrap_or(RLIM_INFINITY))?;
+        limit_or_go_on(Resource::RLIMIT_CORE, core.unwrap_or(RLIM_INFINITY), &who);
     }
     if let Some(p) = pool.priority {
         set_priority(p)?;
