@@ -2391,3 +2391,36 @@ fn a_client_leaving_a_large_answer_frees_the_worker_at_once() {
         s.error_log()
     );
 }
+
+/// A CGI pool worker killed while its script runs takes the script with
+/// it (the master kills the group the worker recorded): the script was
+/// orphaned, out of reach of request_terminate_timeout for good.
+#[test]
+fn a_killed_cgi_pool_worker_does_not_orphan_its_script() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/cgi.sock\"\napp = \"cgi\"\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    let name = format!("301.{}", std::process::id());
+    write_script(
+        &s.root.join("hang.cgi"),
+        &format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nsleep {name}\n"),
+    );
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name)))
+    };
+    let port = s.port;
+    let client = std::thread::spawn(move || curl(&["-m", "5", &format!("http://127.0.0.1:{port}/hang.cgi")]));
+    assert!(eventually(Duration::from_secs(5), running), "{}", s.error_log());
+    let worker = pids(&status(&s))[0];
+    signal(worker as i32, libc::SIGKILL);
+    assert!(
+        eventually(Duration::from_secs(5), || !running()),
+        "the script outlived its worker: {}",
+        s.error_log()
+    );
+    let _ = client.join();
+}

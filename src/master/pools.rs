@@ -218,6 +218,7 @@ impl Pools {
             if let Some(i) = d.children.iter().position(|c| c.pid == pid) {
                 remove_program_dir(pid);
                 let c = d.children.swap_remove(i);
+                kill_orphaned_script(&d.shared.sb, c.slot);
                 d.shared.sb.free(c.slot);
                 crate::notice!("[pool {}] old worker {pid} {how}", d.shared.cfg.name);
                 self.draining.retain(|d| !d.children.is_empty());
@@ -231,6 +232,7 @@ impl Pools {
             };
             remove_program_dir(pid);
             let c = p.children.swap_remove(i);
+            kill_orphaned_script(&p.shared.sb, c.slot);
             p.shared.sb.free(c.slot);
             let name = &p.shared.cfg.name;
             let asked = c.deadline.is_some();
@@ -728,6 +730,18 @@ pub fn close_in_child(fd: RawFd) {
 /// Connections waiting in a listening socket's accept queue, and its backlog.
 fn listen_queue(s: &Socket) -> Option<(u32, u32)> {
     crate::os::listen_queue::read(s.as_fd()).map(|q| (q.waiting, q.backlog))
+}
+
+/// The CGI script a pool worker was running when it died (SIGKILL, a
+/// crash): its group is killed, or it would run on, orphaned, past every
+/// timeout. The worker records the pid until just before it reaps it, so
+/// the pid is still the script's (or its zombie's).
+fn kill_orphaned_script(sb: &crate::pool::scoreboard::Scoreboard, slot: usize) {
+    let pid = sb.child(slot);
+    if pid > 1 {
+        crate::warn!("killing the CGI script {pid} its pool worker left running");
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 /// Removes the program directory of pool worker `pid`, which a worker

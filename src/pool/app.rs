@@ -262,6 +262,7 @@ impl App {
         sigfd: &nix::sys::signalfd::SignalFd,
         deadline: Option<Instant>,
         on_signal: &mut dyn FnMut(Signal),
+        mark_child: &dyn Fn(i32),
     ) -> Result<Outcome, Stop> {
         let started = Instant::now();
         if let Some(denied) = self.denied_script(req) {
@@ -279,7 +280,7 @@ impl App {
                 note.as_bytes(),
             ));
         }
-        let mut peer = match open(&mut self.kind, req) {
+        let mut peer = match open(&mut self.kind, req, mark_child) {
             Ok(p) => p,
             Err(e) => {
                 crate::error!(
@@ -702,7 +703,9 @@ impl App {
 }
 
 /// The peer for one request: the owned program's connection, or a CGI child.
-fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
+/// `mark` is told a CGI script's pid when it starts and 0 just before it
+/// is reaped (see `Peer::Cgi::mark`).
+fn open<'k>(kind: &'k mut Kind, req: &Request, mark: &'k dyn Fn(i32)) -> Result<Peer<'k>, String> {
     match kind {
         Kind::FastCgi(p) => {
             p.ensure_running()?;
@@ -788,11 +791,13 @@ fn open<'k>(kind: &'k mut Kind, req: &Request) -> Result<Peer<'k>, String> {
                 stderr: err_w,
             })
             .map_err(|e| format!("{program}: {}", io::Error::from(e)))?;
+            mark(pid);
             let stdin = Some(ChildStdin::from(in_w));
             let stdout = Some(ChildStdout::from(out_r));
             let stderr = Some(ChildStderr::from(err_r));
             Ok(Peer::Cgi {
                 pid,
+                mark,
                 stdin,
                 stdout,
                 stderr,
@@ -966,6 +971,11 @@ enum Peer<'a> {
     },
     Cgi {
         pid: i32,
+        /// Records the running script's pid in the worker's scoreboard
+        /// slot, so the master can kill its group if the worker is killed
+        /// (it would be orphaned, past request_terminate_timeout); 0 is
+        /// recorded before the reap, while the pid is still the script's.
+        mark: &'a dyn Fn(i32),
         stdin: Option<ChildStdin>,
         stdout: Option<ChildStdout>,
         stderr: Option<ChildStderr>,
@@ -1152,6 +1162,7 @@ impl Peer<'_> {
             }
             Peer::Cgi {
                 pid,
+                mark,
                 stdin,
                 stdout,
                 stderr,
@@ -1193,7 +1204,7 @@ impl Peer<'_> {
                     }
                 }
                 if stdout.is_none() && stderr.is_none() {
-                    let (status, ru) = wait_child(*pid)?;
+                    let (status, ru) = wait_child(*pid, *mark)?;
                     *rusage = Some(Box::new(ru));
                     codec::end_stream(&mut to_client.buf, kind::STDOUT, id);
                     codec::end_request(&mut to_client.buf, id, status, ProtocolStatus::RequestComplete);
@@ -1207,9 +1218,9 @@ impl Peer<'_> {
     fn kill(&mut self) {
         match self {
             Peer::FastCgi { program, .. } => program.stop(),
-            Peer::Cgi { pid, .. } => {
+            Peer::Cgi { pid, mark, .. } => {
                 let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
-                let _ = wait_child(*pid);
+                let _ = wait_child(*pid, *mark);
             }
         }
     }
@@ -1264,10 +1275,21 @@ fn classify(rec: Record<'_>, id: u16) -> FromClient {
 /// Reaps a CGI child: its exit status (128 + signal when killed) and its
 /// resource use. Its output is closed, so it is exiting: wait for that
 /// on a pidfd (no polling sleep), at most 10 s, then kill it.
-fn wait_child(pid: i32) -> io::Result<(u32, libc::rusage)> {
+fn wait_child(pid: i32, mark: &dyn Fn(i32)) -> io::Result<(u32, libc::rusage)> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut pidfd: Option<OwnedFd> = None;
     loop {
+        // Exited (not yet reaped: its pid is still its own)? Then its
+        // record goes first, so the master never kills a reused pid.
+        let flags = nix::sys::wait::WaitPidFlag::WEXITED
+            | nix::sys::wait::WaitPidFlag::WNOHANG
+            | nix::sys::wait::WaitPidFlag::WNOWAIT;
+        if matches!(
+            nix::sys::wait::waitid(nix::sys::wait::Id::Pid(Pid::from_raw(pid)), flags),
+            Ok(s) if s != nix::sys::wait::WaitStatus::StillAlive
+        ) {
+            mark(0);
+        }
         let mut status = 0;
         // SAFETY: an all-zero rusage is a valid value of this plain C struct.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };

@@ -54,8 +54,10 @@ mod s {
     pub const USER_WORDS: usize = 4;
     /// Times the worker's program ended badly (emergency_restart_threshold).
     pub const FAILURES: usize = USER + USER_WORDS;
+    /// The pid of the CGI script the worker runs (`app = "cgi"`), else 0.
+    pub const CHILD: usize = FAILURES + 1;
     pub const WORDS: usize = 64;
-    const _: () = assert!(FAILURES < WORDS);
+    const _: () = assert!(CHILD < WORDS);
 }
 
 /// Words after the slots: requests in progress on the pool from corral's
@@ -462,6 +464,15 @@ impl Scoreboard {
     /// The worker's program ended badly `n` more times.
     pub fn add_failures(&self, slot: usize, n: u32) {
         self.sw(slot, s::FAILURES).fetch_add(n as u64, Relaxed);
+    }
+
+    /// The worker's CGI script started (its pid) or is about to be reaped (0).
+    pub fn set_child(&self, slot: usize, pid: i32) {
+        self.sw(slot, s::CHILD).store(pid.max(0) as u64, Relaxed);
+    }
+
+    pub fn child(&self, slot: usize) -> i32 {
+        self.sw(slot, s::CHILD).load(Relaxed) as i32
     }
 
     pub fn failures(&self, slot: usize) -> u64 {

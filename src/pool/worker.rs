@@ -565,9 +565,17 @@ impl Worker<'_> {
             None => {
                 let deadline = self.pool.request_terminate_timeout.map(|t| Instant::now() + t);
                 let mut signals_seen = Vec::new();
-                let r = self
-                    .app
-                    .serve(&req, conn, buf, &self.sigfd, deadline, &mut |s| signals_seen.push(s));
+                let (sb, slot) = (self.sb, self.slot);
+                let mark = move |pid| sb.set_child(slot, pid);
+                let r = self.app.serve(
+                    &req,
+                    conn,
+                    buf,
+                    &self.sigfd,
+                    deadline,
+                    &mut |s| signals_seen.push(s),
+                    &mark,
+                );
                 for s in signals_seen {
                     self.on_signal(s);
                 }
