@@ -951,9 +951,28 @@ fn auth_basic_with_htpasswd_files() {
         basic("bob:secret2")
     ));
     assert_eq!(r.status, 400, "{}", r.text());
+    // nginx's words, naming the user.
     assert!(
         s.error_log()
-            .contains("auth_basic \"Staff only\": wrong user or password")
+            .contains("auth_basic \"Staff only\": user \"alice\": password mismatch"),
+        "{}",
+        s.error_log()
+    );
+    let (ok, _) = curl(&["-s", "-f", "-u", "mallory:x", &url]);
+    assert!(!ok);
+    assert!(
+        s.error_log()
+            .contains("auth_basic \"Staff only\": user \"mallory\" was not found"),
+        "{}",
+        s.error_log()
+    );
+    // $remote_user in the access log, as nginx's combined format.
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || s
+            .access_log()
+            .contains(" - bob [")),
+        "{}",
+        s.access_log()
     );
     assert_eq!(
         s.get("/private/public/open.txt").text(),

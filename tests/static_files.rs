@@ -591,3 +591,30 @@ fn cached_files_are_fresh_under_load() {
     }
     assert!(served.load(Ordering::Relaxed) > 100, "the load ran");
 }
+
+/// A file the workers' user may not read: 403, and an error line that says
+/// why (nginx's `open() "..." failed (13: Permission denied)`).
+#[test]
+fn an_unreadable_file_is_a_403_with_a_reason_in_the_error_log() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let s = Server::with(Opts {
+        main: "user = \"nobody\"".into(),
+        ..Opts::default()
+    });
+    let secret = s.root.join("secret.txt");
+    std::fs::write(&secret, "no\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(s.root.join("open.txt"), "yes\n").unwrap();
+    assert_eq!(s.get("/open.txt").status, 200, "{}", s.error_log());
+    assert_eq!(s.get("/secret.txt").status, 403);
+    assert!(
+        eventually(std::time::Duration::from_secs(2), || s
+            .error_log()
+            .contains("secret.txt\" failed (13: Permission denied)")),
+        "{}",
+        s.error_log()
+    );
+}

@@ -49,16 +49,43 @@ impl Htpasswd {
     /// The user an `Authorization: Basic ...` value names, if its password
     /// is right (RFC 7617; the scheme is case-insensitive).
     pub fn check(&self, authorization: &str) -> Option<&str> {
-        let (scheme, cred) = authorization.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let raw = STANDARD.decode(cred.trim()).ok()?;
-        let raw = String::from_utf8(raw).ok()?;
-        let (user, password) = raw.split_once(':')?;
-        let (name, hash) = self.users.iter().find(|(u, _)| u == user)?;
-        verify(hash, password.as_bytes()).then_some(name.as_str())
+        self.verify_basic(authorization).ok()
     }
+
+    /// [`check`](Self::check), saying why not: `Err(Some(user))` when a
+    /// user was named (not found, or a wrong password: `Mismatch`),
+    /// `Err(None)` when the value holds no Basic credentials.
+    pub fn verify_basic(&self, authorization: &str) -> Result<&str, Refusal> {
+        let (user, password) = basic_credentials(authorization).ok_or(Refusal::Malformed)?;
+        let Some((name, hash)) = self.users.iter().find(|(u, _)| *u == user) else {
+            return Err(Refusal::NoSuchUser(user));
+        };
+        if verify(hash, password.as_bytes()) {
+            Ok(name.as_str())
+        } else {
+            Err(Refusal::Mismatch(user))
+        }
+    }
+}
+
+/// Why credentials were refused (for the error log).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Malformed,
+    NoSuchUser(String),
+    Mismatch(String),
+}
+
+/// The user and password of an `Authorization: Basic ...` value, unchecked.
+pub fn basic_credentials(authorization: &str) -> Option<(String, String)> {
+    let (scheme, cred) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = STANDARD.decode(cred.trim()).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (user, password) = raw.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 fn parse_hash(h: &str) -> Result<Hash, String> {

@@ -38,6 +38,9 @@ pub struct Entry<'a> {
     pub body_bytes: u64,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// `$remote_user`: the user of Basic credentials, as nginx logs it
+    /// (checked or not).
+    pub user: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -59,7 +62,12 @@ impl AccessLog {
 
     pub fn log(&mut self, e: &Entry<'_>) {
         let b = &mut self.buf;
-        let _ = write!(b, "{} - - [{}] \"", e.addr, e.time);
+        let _ = write!(b, "{} - ", e.addr);
+        match e.user.filter(|u| !u.is_empty()) {
+            Some(u) => escape(b, u.as_bytes()),
+            None => b.push(b'-'),
+        }
+        let _ = write!(b, " [{}] \"", e.time);
         match e.request {
             RequestLine::Parsed(m, t, minor) => {
                 escape(b, m.as_bytes());

@@ -1108,6 +1108,10 @@ impl HttpService {
         let Some(log) = self.site_log[ex.site] else { return };
         let req = ex.req.as_deref();
         let body_bytes = (ex.out_off.saturating_sub(ex.head_len)) as u64 + ex.file_sent;
+        let user = req
+            .and_then(|r| r.authorization.as_deref())
+            .and_then(crate::config::htpasswd::basic_credentials)
+            .map(|(u, _)| u);
         let entry = super::access_log::Entry {
             addr: c.peer.ip(),
             time: self.clock.log_time(),
@@ -1119,6 +1123,7 @@ impl HttpService {
             body_bytes,
             referer: req.and_then(|r| r.referer.as_deref()),
             user_agent: req.and_then(|r| r.user_agent.as_deref()),
+            user: user.as_deref(),
         };
         self.logs[log].log(&entry);
     }

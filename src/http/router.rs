@@ -493,13 +493,19 @@ impl HttpService {
     fn authenticate(&self, site: usize, peer: std::net::IpAddr, req: &Request) -> Option<Routed> {
         let auth = self.sites[site].cfg.auth.as_ref()?;
         if let Some(given) = &req.authorization {
-            if auth.users.check(given).is_some() {
-                return None;
-            }
+            use crate::config::htpasswd::Refusal;
+            use crate::core::log::Esc;
+            // nginx's words, so fail2ban-style filters written for it match.
+            let why = match auth.users.verify_basic(given) {
+                Ok(_) => return None,
+                Err(Refusal::NoSuchUser(u)) => format!("user \"{}\" was not found", Esc(u.as_bytes())),
+                Err(Refusal::Mismatch(u)) => format!("user \"{}\": password mismatch", Esc(u.as_bytes())),
+                Err(Refusal::Malformed) => "no user/password was provided for basic authentication".into(),
+            };
             crate::error!(
-                "auth_basic \"{}\": wrong user or password, client: {peer}, request: \"{}\"",
+                "auth_basic \"{}\": {why}, client: {peer}, request: \"{}\"",
                 auth.realm,
-                crate::core::log::Esc(req.request_uri().as_bytes())
+                Esc(req.request_uri().as_bytes())
             );
         }
         let mut reply = Reply::error(401, self.cfg.server_tokens);

@@ -128,7 +128,18 @@ pub(super) fn errno_status(e: Errno, site: &Site, rel: &[u8]) -> u16 {
             );
             403
         }
-        Errno::EACCES | Errno::EPERM => 403,
+        Errno::EACCES | Errno::EPERM => {
+            // As nginx: a 403 the operator can explain (often the workers'
+            // `user` cannot read the file or a directory above it).
+            crate::error!(
+                "open() \"{}/{}\" failed ({}: {}), answered 403",
+                site.cfg.root.display(),
+                Esc(rel),
+                e as i32,
+                e.desc()
+            );
+            403
+        }
         Errno::EMFILE | Errno::ENFILE => {
             crate::crit!("open(\"{}\") failed: {e}", Esc(rel));
             503
