@@ -677,3 +677,33 @@ fn signals_ignored_by_the_launcher_still_work() {
     s.signal("QUIT");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// A binary upgrade whose new master cannot start (here: a broken config)
+/// leaves its reason in the error log, not only on a stderr that a daemon
+/// sends to /dev/null; the old master goes on.
+#[test]
+fn a_failed_upgrade_says_why_in_the_error_log() {
+    let s = Server::start();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("{text}\nbroken_key_for_the_test = [\n")).unwrap();
+    s.signal("USR2");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let log = s.error_log();
+            log.contains("broken_key_for_the_test") || log.contains("takes over again")
+        }),
+        "{}",
+        s.error_log()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || s.error_log().contains("takes over again")),
+        "{}",
+        s.error_log()
+    );
+    let log = s.error_log();
+    assert!(
+        log.contains("corral.toml:"),
+        "the new master's reason is missing:\n{log}"
+    );
+    assert_eq!(s.get("/").status, 200);
+}

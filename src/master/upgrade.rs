@@ -50,11 +50,19 @@ impl Master {
         }
         self.listeners.set_inheritable(true);
         let pool_sockets = self.pools.export(true);
-        let spawned = Command::new(&exe)
-            .args(self.launch.argv.iter().skip(1))
+        let mut cmd = Command::new(&exe);
+        cmd.args(self.launch.argv.iter().skip(1))
             .env(INHERIT_ENV, self.listeners.export())
-            .env(super::pools::INHERIT_ENV, pool_sockets)
-            .spawn();
+            .env(super::pools::INHERIT_ENV, pool_sockets);
+        // What the new binary says before it has a log of its own (a
+        // config error that ends the upgrade) goes to this one's error log:
+        // a daemon's stderr is /dev/null.
+        if let crate::config::LogTarget::File(p) = &self.cfg.main.error_log
+            && let Ok(f) = std::fs::OpenOptions::new().append(true).open(p)
+        {
+            cmd.stderr(f);
+        }
+        let spawned = cmd.spawn();
         self.listeners.set_inheritable(false);
         self.pools.export(false);
         match spawned {
