@@ -450,6 +450,14 @@ fn stalled_head_and_stalled_reader_time_out() {
         waited >= Duration::from_millis(950) && waited < Duration::from_millis(1600),
         "closed by client_header_timeout, on time: {waited:?}"
     );
+    // Logged as nginx does: 408 with the request line so far.
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .access_log()
+            .contains("\"GET / HTTP/1.1\" 408 0")),
+        "{}",
+        s.access_log()
+    );
     // A client that never reads a large response.
     std::fs::write(s.root.join("big.bin"), vec![7u8; 64 << 20]).unwrap();
     let c = s.connect();

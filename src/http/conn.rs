@@ -1221,7 +1221,20 @@ impl HttpService {
                     return Some(Next::Read);
                 }
             }
-            Phase::Head => crate::info!("client {} timed out reading the request head", c.peer.ip()),
+            Phase::Head => {
+                crate::info!("client {} timed out reading the request head", c.peer.ip());
+                // nginx logs it as 408 (slowloris shows in the access log):
+                // with what the request line was so far.
+                let got = &c.rbuf[c.rstart..c.rend];
+                let line = got.split(|&b| b == b'\n').next().unwrap_or(b"");
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                let mut ex = Exchange::new(
+                    self.select_site(c.listener, None),
+                    line[..line.len().min(2048)].to_vec(),
+                );
+                ex.status = 408;
+                self.log_exchange(c, &ex);
+            }
             Phase::Body if c.ex.as_ref().is_some_and(|e| e.answered) => {
                 crate::info!(
                     "client {} timed out sending the rest of a request body after its answer",
