@@ -945,3 +945,41 @@ fn descriptors_the_launcher_left_open_do_not_reach_scripts() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text().trim(), "closed", "{}", r.text());
 }
+
+/// A graceful stop that runs past shutdown_timeout stops its workers so
+/// that their CGI scripts go with them: a plain SIGKILL of the worker
+/// left them running, orphaned, after corral had exited.
+#[test]
+fn shutdown_timeout_leaves_no_script_running() {
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let name = format!("302.{}", std::process::id());
+    write_script(
+        &root.join("long.cgi"),
+        &format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nstarted\\n'\nsleep {name}\n"),
+    );
+    let o = Opts {
+        main: "workers = 1\nshutdown_timeout = \"1s\"".into(),
+        server: "[[server.location]]\nmatch = \"~ \\\\.cgi$\"\ncgi = { extensions = [\".cgi\"] }\n".into(),
+        ..Opts::default()
+    };
+    let mut s = Server::with_root(o, dir, root);
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name)))
+    };
+    let port = s.port;
+    let client = std::thread::spawn(move || curl(&["-m", "10", &format!("http://127.0.0.1:{port}/long.cgi")]));
+    assert!(eventually(Duration::from_secs(5), running), "{}", s.error_log());
+    s.signal("QUIT");
+    assert!(s.wait_exit(Duration::from_secs(10)).is_some(), "{}", s.error_log());
+    assert!(
+        eventually(Duration::from_secs(3), || !running()),
+        "a script outlived corral: {}",
+        s.error_log()
+    );
+    let _ = client.join();
+}

@@ -30,6 +30,9 @@ pub enum Exit {
     Other { pid: Pid, how: String, abnormal: bool },
 }
 
+/// How long a worker told to stop now has before it is killed.
+const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct Worker {
     pid: Pid,
     slot: usize,
@@ -37,6 +40,8 @@ struct Worker {
     started: Instant,
     /// Set once asked to stop: killed if still running at this time.
     deadline: Option<Instant>,
+    /// Told to stop now (SIGTERM) at its deadline: SIGKILL next.
+    termed: bool,
 }
 
 #[derive(Default, Clone)]
@@ -65,6 +70,7 @@ impl Children {
             generation,
             started: Instant::now(),
             deadline: None,
+            termed: false,
         });
         if let Some(s) = self.slots.get_mut(slot) {
             s.respawn_at = None;
@@ -109,6 +115,19 @@ impl Children {
     pub fn kill_overdue(&mut self) {
         let now = Instant::now();
         for w in self.workers.iter_mut().filter(|w| w.deadline.is_some_and(|d| d <= now)) {
+            if !w.termed {
+                // First a fast stop, in which the worker kills its CGI
+                // scripts (a SIGKILL would leave them running, orphaned).
+                crate::warn!(
+                    "worker process {} (#{}) did not stop in time, stopping it now",
+                    w.pid,
+                    w.slot
+                );
+                send(w.pid, Signal::SIGTERM);
+                w.termed = true;
+                w.deadline = Some(now + TERM_GRACE);
+                continue;
+            }
             crate::warn!(
                 "worker process {} (#{}) did not stop in time, killing it",
                 w.pid,
