@@ -879,6 +879,20 @@ fn x_accel_redirect_from_a_script_serves_the_file() {
     let r = s.get("/get.cgi?other");
     assert_eq!(r.text(), "plain\n");
     assert!(r.header("x-accel-buffering").is_none(), "{:?}", r.headers);
+    // Turned off: the field is dropped, the script's own answer goes out.
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("www/protected")).unwrap();
+    std::fs::write(dir.path().join("www/protected/report.txt"), "the report\n").unwrap();
+    let s = one_script_server(
+        dir,
+        "get.cgi",
+        "#!/bin/sh\nprintf 'X-Accel-Redirect: /protected/report.txt\\nContent-Type: text/plain\\n\\nown body\\n'\n",
+        "",
+        "x_accel_redirect = false",
+    );
+    let r = s.get("/get.cgi");
+    assert_eq!(r.text(), "own body\n", "{}", s.error_log());
+    assert!(r.header("x-accel-redirect").is_none());
 }
 
 /// A script that exits at once but leaves a child holding its output:

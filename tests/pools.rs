@@ -2329,19 +2329,20 @@ fn env_takes_master_variables_slowlog_is_on_time_and_backlog_is_the_systems() {
         &php_pool(
             "unix:{dir}/php.sock",
             "pm = \"static\"\nmax_children = 1\nrequest_slowlog_timeout = \"1s\"\nslowlog = \"{dir}/slow.log\"\n\
-             env = { FROM_MASTER = \"$HOME\", PLAIN = \"a$b\", UNSET = \"$CORRAL_SURELY_UNSET_VAR\" }",
+             env = { FROM_MASTER = \"$HOME\", PLAIN = \"a$b\", UNSET = \"$CORRAL_SURELY_UNSET_VAR\", HASH = \"$2y$10$abc\" }",
         ),
         1,
     );
     std::fs::write(
         s.root.join("env.php"),
-        "<?php echo getenv('FROM_MASTER'), '|', getenv('PLAIN'), '|', var_export(getenv('UNSET'), true);\n",
+        "<?php echo getenv('FROM_MASTER'), '|', getenv('PLAIN'), '|', var_export(getenv('UNSET'), true), '|', getenv('HASH');\n",
     )
     .unwrap();
     let r = s.get("/env.php");
     assert_eq!(r.status, 200, "{}", s.error_log());
     let home = std::env::var("HOME").unwrap_or_default();
-    assert_eq!(r.text(), format!("{home}|a$b|''"));
+    // Only a whole `$NAME` is a variable: a bcrypt hash stays itself.
+    assert_eq!(r.text(), format!("{home}|a$b|''|$2y$10$abc"));
     // 1.3 s each against a 1 s threshold: all three logged.
     for _ in 0..3 {
         assert_eq!(s.get("/sleep.php?ms=1300").status, 200);
@@ -2423,4 +2424,139 @@ fn a_killed_cgi_pool_worker_does_not_orphan_its_script() {
         s.error_log()
     );
     let _ = client.join();
+}
+
+/// Records of a FastCGI stream: (type, content) each, and whether the
+/// stream ended inside a record.
+fn records(mut b: &[u8]) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let clen = u16::from_be_bytes([b[4], b[5]]) as usize;
+        let len = 8 + clen + b[6] as usize;
+        if b.len() < len {
+            return (out, true);
+        }
+        out.push((b[1], b[8..8 + clen].to_vec()));
+        b = &b[len..];
+    }
+    (out, !b.is_empty())
+}
+
+/// A program that answers whole, ends the request and closes its
+/// connection while the answer still drains to a slow web server: a
+/// complete answer, not "the application failed" with its end dropped.
+#[test]
+fn a_program_closing_after_its_answer_ended_is_not_a_failure() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/close.sock\"\ncommand = [\"python3\", \"{dir}/close.py\"]\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    let program = fcgi_py(
+        "ls = socket.socket(fileno=0)",
+        "body = b'Content-Type: text/plain\\r\\n\\r\\n' + b'z' * 2000000\n\
+         out = b''.join(rec(6, rid, body[i:i + 60000]) for i in range(0, len(body), 60000))\n\
+         c.sendall(out + rec(6, rid, b'') + rec(3, rid, b'\\0' * 8))\n\
+         c.close()\n\
+         break",
+    );
+    std::fs::write(s.dir.path().join("close.py"), program).unwrap();
+    let sock = s.dir.path().join("close.sock");
+    assert!(eventually(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.write_all(&fcgi_request(1, "/x")).unwrap();
+    // A slow web server: the answer waits in the worker meanwhile.
+    std::thread::sleep(Duration::from_millis(1000));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    let (recs, cut) = records(&got);
+    let stdout: usize = recs.iter().filter(|r| r.0 == 6).map(|r| r.1.len()).sum();
+    assert!(!cut, "the stream ends inside a record");
+    assert_eq!(stdout, 2_000_000 + 28, "{}", s.error_log());
+    assert_eq!(recs.iter().filter(|r| r.0 == 3).count(), 1, "no END_REQUEST");
+    assert!(!s.error_log().contains("failed during"), "{}", s.error_log());
+}
+
+/// An answer cut by request_terminate_timeout while nginx reads it slowly
+/// (unbuffered) is broken for nginx and its client, and the marker that
+/// says so starts at a record boundary: inside a record it was body bytes
+/// (the reason text reached the client) and the answer ended cleanly.
+#[test]
+fn a_large_answer_cut_while_nginx_reads_slowly_stays_broken_and_clean() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(
+        www.join("huge.php"),
+        "<?php $c = str_repeat('h', 1 << 20); for ($i = 0; $i < 32; $i++) { echo $c; } flush(); sleep(10);\n",
+    )
+    .unwrap();
+    let sock = d.join("php.sock");
+    let mut corral = pools_only(
+        d,
+        &format!(
+            "[pool.php]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n\
+             pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"\n",
+            s = sock.display()
+        ),
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
+    let port = free_port();
+    let mut nginx = nginx(
+        d,
+        port,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; root {w};\n\
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
+             fastcgi_buffering off; fastcgi_pass unix:{s}; }} }}\n",
+            w = www.display(),
+            s = sock.display()
+        ),
+    );
+    let out = Command::new("curl")
+        .args(["-s", "--limit-rate", "4m", "-m", "30"])
+        .arg(format!("http://127.0.0.1:{port}/huge.php"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a cut answer arrived as complete ({} bytes)",
+        out.stdout.len()
+    );
+    assert!(out.stdout.len() < 32 << 20);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("terminate"), "the reason reached the client's body");
+    assert!(text.bytes().all(|b| b == b'h'), "foreign bytes in the body");
+    nginx.stop(libc::SIGQUIT);
+    corral.stop(libc::SIGQUIT);
+}
+
+/// corral's own front on a TCP pool: a broken answer is a reset, not a
+/// record of no version taken for a protocol violation.
+#[test]
+fn a_crash_mid_answer_over_tcp_reaches_corrals_front_as_a_reset() {
+    let port = free_port();
+    let s = corral(
+        &php_pool(&format!("127.0.0.1:{port}"), "pm = \"static\"\nmax_children = 1"),
+        1,
+    );
+    std::fs::write(
+        s.root.join("crash.php"),
+        "<?php echo str_repeat('y', 10000), \"\\n\"; flush(); usleep(200000); posix_kill(getmypid(), 11);\n",
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let (ok, _) = curl(&["-m", "10", &format!("http://127.0.0.1:{}/crash.php", s.port)]);
+    assert!(!ok, "a broken answer arrived as complete");
+    assert!(
+        eventually(Duration::from_secs(3), || s.error_log().contains("SIGSEGV")),
+        "{}",
+        s.error_log()
+    );
+    assert!(!s.error_log().contains("version 0"), "{}", s.error_log());
 }

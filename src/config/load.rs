@@ -579,7 +579,20 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         Some(u) => Some(u),
         // As nginx: a root master's workers (and so the CGI scripts and
         // pools) run as `nobody` unless told otherwise (`user = "root"`).
-        None if nix::unistd::Uid::effective().is_root() => super::pool::nobody(),
+        None if nix::unistd::Uid::effective().is_root() => {
+            let nobody = super::pool::nobody();
+            match &nobody {
+                Some(_) => crate::notice!(
+                    "{}: no \"user\" in [main]: the workers, CGI scripts and pools run as nobody (nginx's default)",
+                    src.name
+                ),
+                None => crate::warn!(
+                    "{}: no \"user\" in [main] and no \"nobody\" account: the workers, CGI scripts and pools run as root; set user",
+                    src.name
+                ),
+            }
+            nobody
+        }
         None => None,
     };
     let worker_cpu_affinity = parse_affinity(&c, "worker_cpu_affinity", m.worker_cpu_affinity)?;
@@ -835,6 +848,7 @@ fn build_cgi_in(c: &Checker<'_>, src: &Source, root: &Path, g: raw::Cgi) -> Resu
         max_concurrent: c.int("max_concurrent", g.max_concurrent, 1, 100_000, 64)? as usize,
         env,
         request_buffering: g.request_buffering.unwrap_or(true),
+        x_accel_redirect: g.x_accel_redirect.unwrap_or(true),
     })
 }
 

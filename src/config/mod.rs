@@ -376,6 +376,9 @@ pub struct Cgi {
     /// Read the whole body before the script starts: a slow upload holds
     /// a temporary file, not a script and one of `max_concurrent`.
     pub request_buffering: bool,
+    /// A script's `X-Accel-Redirect` is followed (nginx in front of
+    /// fcgiwrap); off, it is dropped.
+    pub x_accel_redirect: bool,
 }
 
 impl Config {

@@ -289,8 +289,13 @@ fn build_pool(
             return Err(c.err("env", format!("\"{k}\" is not an environment variable name")));
         }
         // As php-fpm: a value "$NAME" is the master's own NAME (empty when unset).
+        // Only a whole `$NAME` (a variable name): `$2y$10$...` stays itself.
+        let is_name = |n: &str| {
+            n.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
         let v = match v.strip_prefix('$') {
-            Some(name) if !name.is_empty() => std::env::var(name).unwrap_or_default(),
+            Some(name) if is_name(name) => std::env::var(name).unwrap_or_default(),
             _ => v,
         };
         env.push((k, v));

@@ -213,6 +213,7 @@ pub struct Cgi {
     pub max_concurrent: Option<i64>,
     pub env: Option<std::collections::BTreeMap<String, String>>,
     pub request_buffering: Option<bool>,
+    pub x_accel_redirect: Option<bool>,
 }
 
 /// `[upstream.NAME]`

@@ -330,6 +330,7 @@ impl HttpService {
             let Some(ex) = c.ex.as_mut() else {
                 return Step::Wait(Next::Close);
             };
+            let accel = self.cgi_cfg(ex.site, cgi_of(&mut ex.handler).rule).x_accel_redirect;
             let Some(run) = cgi_of(&mut ex.handler).run.as_mut() else {
                 return Step::Wait(Next::Close);
             };
@@ -381,7 +382,9 @@ impl HttpService {
                             Head::Ready(mut h, used) => {
                                 // As nginx in front of fcgiwrap: the script
                                 // has corral send a file or location.
-                                if let Some(target) = super::app_response::field(&h, "X-Accel-Redirect") {
+                                if let Some(target) =
+                                    super::app_response::field(&h, "X-Accel-Redirect").filter(|_| accel)
+                                {
                                     if !target.starts_with(['/', '@']) {
                                         return self.cgi_abort(
                                             c,

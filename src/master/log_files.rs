@@ -57,9 +57,27 @@ fn open(p: &Path) -> io::Result<(File, bool)> {
     let mut o = std::fs::OpenOptions::new();
     o.create(true).append(true);
     match o.clone().custom_flags(libc::O_NOFOLLOW).open(p) {
-        Ok(f) => Ok((f, false)),
+        Ok(f) => Ok((f, through_a_symlink(p))),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok((o.open(p)?, true)),
         Err(e) => Err(e),
+    }
+}
+
+/// Whether a directory above `p` is a symlink (O_NOFOLLOW covers the last
+/// component only): a link planted as `logs/sub` would lead the hand-over
+/// to a file in a directory the workers' user may not write.
+fn through_a_symlink(p: &Path) -> bool {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match openat2(libc::AT_FDCWD, p, how) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            false
+        }
+        // ELOOP: a symlink on the way; anything else: not provably plain.
+        Err(_) => true,
     }
 }
 

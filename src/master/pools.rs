@@ -343,8 +343,10 @@ impl Pools {
                     // A forced round runs because a connection just
                     // arrived (ondemand): often the one asking for the
                     // status page, which an idle pool would then always
-                    // show as queued. Only the maximum takes it.
-                    sb.set_listen_queue(waiting as u64, backlog as u64, force.is_none());
+                    // show as queued.
+                    if force.is_none() {
+                        sb.set_listen_queue(waiting as u64, backlog as u64);
+                    }
                     waiting as usize
                 }
                 None => 0,
@@ -630,9 +632,12 @@ fn watch_requests(p: &mut RunningPool) {
                     Esc(pr.uri.as_bytes()),
                     busy.as_secs_f64()
                 );
+                // As root: never through a link planted where it goes.
+                use std::os::unix::fs::OpenOptionsExt;
                 let w = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
                     .open(path)
                     .and_then(|mut f| f.write_all(entry.as_bytes()));
                 if let Err(e) = w {
@@ -738,7 +743,16 @@ fn listen_queue(s: &Socket) -> Option<(u32, u32)> {
 /// the pid is still the script's (or its zombie's).
 fn kill_orphaned_script(sb: &crate::pool::scoreboard::Scoreboard, slot: usize) {
     let pid = sb.child(slot);
-    if pid > 1 {
+    // Only a process that leads its own group (as a script does), not a
+    // pid a faulty worker wrote.
+    let leads_its_group = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2).map(|g| g == pid.to_string()))
+                .unwrap_or(false)
+        })
+    };
+    if pid > 1 && leads_its_group() {
         crate::warn!("killing the CGI script {pid} its pool worker left running");
         let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }

@@ -55,10 +55,18 @@ impl Master {
             .env(INHERIT_ENV, self.listeners.export())
             .env(super::pools::INHERIT_ENV, pool_sockets);
         // What the new binary says before it has a log of its own (a
-        // config error that ends the upgrade) goes to this one's error log:
-        // a daemon's stderr is /dev/null.
-        if let crate::config::LogTarget::File(p) = &self.cfg.main.error_log
-            && let Ok(f) = std::fs::OpenOptions::new().append(true).open(p)
+        // config error that ends the upgrade) goes to this one's error log
+        // when it is a daemon (its stderr is /dev/null); in the foreground
+        // the terminal or the journal has it.
+        if self.cfg.main.daemon
+            && let crate::config::LogTarget::File(p) = &self.cfg.main.error_log
+            && let Ok(f) = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(p)
+            }
         {
             cmd.stderr(f);
         }

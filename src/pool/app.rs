@@ -96,8 +96,11 @@ pub enum Outcome {
     CloseClient,
     /// The application failed after its answer had begun: the web server
     /// must see the answer broken, never a clean end (see
-    /// `worker::break_answer`). The reason goes to its error log.
-    Broken(String),
+    /// `worker::break_answer`). The reason goes to its error log. With it,
+    /// the rest of the record the web server was in the middle of (an
+    /// answer cut between two writes): what follows must start at a
+    /// record boundary.
+    Broken(String, Vec<u8>),
 }
 
 /// Why the relay stopped early.
@@ -510,7 +513,13 @@ impl App {
             }
             let app_in = ended.is_none() && to_client.pending() < BUFFERED;
             let app_out = to_app.pending() > 0 && !holding;
-            peer.poll_fds(&mut fds, app_in, app_out);
+            // Once the answer ended the program is not heard any more: a
+            // program that closes its connection after END_REQUEST would
+            // report a hang-up (even with no events asked) while the
+            // answer still drains to the web server.
+            if ended.is_none() {
+                peer.poll_fds(&mut fds, app_in, app_out);
+            }
             let wake = deadline
                 .into_iter()
                 .chain(give_up)
@@ -537,7 +546,7 @@ impl App {
                 return Ok(cut_short(
                     client,
                     req.id,
-                    head_sent,
+                    head_sent.then(|| to_client.rest_of_record()),
                     504,
                     "the request ran past request_terminate_timeout",
                 ));
@@ -578,6 +587,9 @@ impl App {
                 }
                 continue;
             }
+            if ended.is_some() {
+                continue;
+            }
             match peer.pump(&ev[2..], &mut to_client, req.id, &mut head_sent) {
                 Ok(Some(status)) => ended = Some(status),
                 Ok(None) => {}
@@ -613,7 +625,10 @@ impl App {
                     peer.kill();
                     // No answer of ours (see `Outcome::CloseClient`).
                     return Ok(if head_sent {
-                        Outcome::Broken(format!("the application failed during {}", describe(req)))
+                        Outcome::Broken(
+                            format!("the application failed during {}", describe(req)),
+                            to_client.rest_of_record(),
+                        )
                     } else {
                         Outcome::CloseClient
                     });
@@ -1304,7 +1319,9 @@ fn wait_child(pid: i32, mark: &dyn Fn(i32)) -> io::Result<(u32, libc::rusage)> {
             return Ok((code, ru));
         }
         if r < 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            mark(0);
+            return Err(e);
         }
         if Instant::now() >= deadline {
             // Output closed but still running: it has had its chance.
@@ -1382,9 +1399,9 @@ fn answer_noted(client: &Socket, id: u16, page: &[u8], note: &[u8]) -> Outcome {
 /// A request cut short (it ran past its time): a cut connection when the
 /// answer had begun (the client sees a truncation, never a clean end),
 /// else an error of the worker's own.
-fn cut_short(client: &Socket, id: u16, cut: bool, status: u16, why: &str) -> Outcome {
-    if cut {
-        return Outcome::Broken(why.to_string());
+fn cut_short(client: &Socket, id: u16, cut: Option<Vec<u8>>, status: u16, why: &str) -> Outcome {
+    if let Some(rest) = cut {
+        return Outcome::Broken(why.to_string(), rest);
     }
     answer_error(client, id, status, why)
 }

@@ -96,6 +96,25 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// The unsent rest of the record being sent when the buffer holds
+    /// whole records (what goes to the web server): empty at a boundary.
+    pub fn rest_of_record(&self) -> Vec<u8> {
+        let mut at = 0;
+        while at + 8 <= self.buf.len() {
+            let len = u16::from_be_bytes([self.buf[at + 4], self.buf[at + 5]]) as usize;
+            let end = at + 8 + len + self.buf[at + 6] as usize;
+            if end > self.sent {
+                return if at < self.sent {
+                    self.buf[self.sent..end.min(self.buf.len())].to_vec()
+                } else {
+                    Vec::new()
+                };
+            }
+            at = end;
+        }
+        Vec::new()
+    }
+
     pub fn pending(&self) -> usize {
         self.buf.len() - self.sent
     }

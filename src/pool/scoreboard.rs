@@ -323,12 +323,11 @@ impl Scoreboard {
         self.hw(h::TERMINATED).fetch_add(1, Relaxed);
     }
 
-    /// The socket's accept queue as the master found it; `current` false
-    /// records it in the maximum only.
-    pub fn set_listen_queue(&self, waiting: u64, backlog: u64, current: bool) {
-        if current {
-            self.hw(h::LISTEN_QUEUE).store(waiting, Relaxed);
-        }
+    /// The socket's accept queue as the master found it in a regular round
+    /// (a forced one, woken by the arriving connection, records nothing:
+    /// an idle ondemand pool would count its own scrape).
+    pub fn set_listen_queue(&self, waiting: u64, backlog: u64) {
+        self.hw(h::LISTEN_QUEUE).store(waiting, Relaxed);
         self.hw(h::MAX_LISTEN_QUEUE)
             .fetch_max(waiting + self.held_now(), Relaxed);
         self.hw(h::LISTEN_QUEUE_LEN).store(backlog, Relaxed);

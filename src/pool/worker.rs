@@ -148,24 +148,26 @@ fn close_gracefully(conn: &Socket) {
 }
 
 /// Makes an answer that broke after it began look broken to the web
-/// server, as a php-fpm child dying in it does (its connection resets):
-/// a plain close after part of STDOUT would end the answer cleanly for
-/// nginx, which then passes a truncated 200 on as complete. The reason
-/// goes as FCGI_STDERR (the web server's error log), then a record of no
-/// FastCGI version, which every client takes for a broken upstream; a TCP
-/// connection is also reset. corral's own HTTP workers already take an
-/// answer with no END_REQUEST for a broken one.
-fn break_answer(conn: &Socket, id: u16, why: &str) {
+/// server, as a php-fpm child dying in it does (its connection resets): a
+/// plain close after part of STDOUT would end the answer cleanly for
+/// nginx, which then passes a truncated 200 on as complete. A TCP
+/// connection is reset. A unix socket cannot be: there the record in
+/// progress is finished (`rest`), then come the reason as FCGI_STDERR
+/// (the web server's error log) and a record of no FastCGI version, which
+/// every client takes for a broken upstream. corral's own HTTP workers
+/// already take an answer with no END_REQUEST for a broken one.
+fn break_answer(conn: &Socket, id: u16, why: &str, rest: &[u8]) {
+    if conn.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
+        let _ = conn.set_linger(Some(Duration::ZERO));
+        return;
+    }
     if from_our_http_worker(conn) {
         return;
     }
-    let mut out = Vec::new();
+    let mut out = rest.to_vec();
     codec::stream(&mut out, codec::kind::STDERR, id, why.as_bytes());
     out.extend_from_slice(&[0, codec::kind::STDOUT, (id >> 8) as u8, id as u8, 0, 0, 0, 0]);
     let _ = app::blocking_write(conn, &out);
-    if conn.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
-        let _ = conn.set_linger(Some(Duration::ZERO));
-    }
 }
 
 /// Whether the peer of unix socket `conn` is an HTTP worker of this
@@ -605,9 +607,9 @@ impl Worker<'_> {
                 self.sb.end_request(self.slot, 0.0, 0);
                 false
             }
-            Outcome::Broken(why) => {
+            Outcome::Broken(why, rest) => {
                 self.sb.end_request(self.slot, 0.0, 0);
-                break_answer(conn, id, &why);
+                break_answer(conn, id, &why, &rest);
                 false
             }
         }
