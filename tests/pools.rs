@@ -2560,3 +2560,84 @@ fn a_crash_mid_answer_over_tcp_reaches_corrals_front_as_a_reset() {
     );
     assert!(!s.error_log().contains("version 0"), "{}", s.error_log());
 }
+
+/// An emergency restart lets each worker finish the request it runs, as
+/// php-fpm's reload does: a healthy answer in flight was cut with a plain
+/// close, which nginx passed on as a complete 200.
+#[test]
+fn an_emergency_restart_lets_healthy_requests_finish() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(
+        www.join("slow.php"),
+        "<?php echo str_repeat('a', 10000), \"\\n\"; flush(); sleep(2); echo str_repeat('b', 10000), \"\\n\";\n",
+    )
+    .unwrap();
+    std::fs::write(www.join("crash.php"), "<?php posix_kill(getmypid(), 11);\n").unwrap();
+    let sock = d.join("php.sock");
+    let mut corral = pools_only(
+        d,
+        &format!(
+            "[pool.php]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n\
+             pm = \"static\"\nmax_children = 3\nemergency_restart_threshold = 2\nemergency_restart_interval = \"60s\"\n",
+            s = sock.display()
+        ),
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    }));
+    let port = free_port();
+    let mut nginx = nginx(
+        d,
+        port,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; root {w};\n\
+             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
+             fastcgi_pass unix:{s}; }} }}\n",
+            w = www.display(),
+            s = sock.display()
+        ),
+    );
+    let slow = std::thread::spawn(move || curl(&["-m", "20", &format!("http://127.0.0.1:{port}/slow.php")]));
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2 {
+        let _ = curl(&["-m", "5", &format!("http://127.0.0.1:{port}/crash.php")]);
+    }
+    let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || log().contains("emergency restart")),
+        "{}",
+        log()
+    );
+    let (ok, body) = slow.join().unwrap();
+    assert!(ok, "the healthy answer was cut: {} bytes\n{}", body.len(), log());
+    assert_eq!(body.len(), 20002);
+    nginx.stop(libc::SIGQUIT);
+    corral.stop(libc::SIGQUIT);
+}
+
+/// A graceful stop serves the requests corral's HTTP workers already
+/// took for a pool, those still waiting for a pool worker included: the
+/// pools stop once the HTTP workers are gone (they stopped at once, and a
+/// queued request hung until shutdown_timeout, then got nothing).
+#[test]
+fn a_graceful_stop_serves_requests_queued_for_a_pool() {
+    let mut s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\nqueue_timeout = \"20s\"",
+        ),
+        1,
+    );
+    assert!(eventually(Duration::from_secs(5), || pids(&status(&s)).len() == 1));
+    let t = Instant::now();
+    let hs = concurrent(&s, "/sleep.php?ms=1000", 3);
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal("QUIT");
+    let codes: Vec<u16> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(codes, vec![200, 200, 200], "{}", s.error_log());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(s.wait_exit(Duration::from_secs(10)).is_some());
+}

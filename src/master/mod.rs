@@ -64,6 +64,10 @@ pub struct Master {
     /// The pid file in use: `<pid>.oldbin` while a new binary runs.
     pid_path: PathBuf,
     stopping: Option<Stop>,
+    /// A graceful stop began then; its pools are stopped once the HTTP
+    /// workers are gone (`pools_stopped`).
+    stop_began: Option<Instant>,
+    pools_stopped: bool,
     /// SIGWINCH retired every worker; no respawn until SIGHUP.
     winched: bool,
     /// Started with `daemon = true` (a daemon, or the new master of a
@@ -215,6 +219,8 @@ fn start(
         generation: 0,
         pid_path,
         stopping: None,
+        stop_began: None,
+        pools_stopped: false,
         winched: false,
         daemonized,
         upgrade: None,
@@ -766,7 +772,17 @@ impl Master {
         drop(self.listeners.take_sockets());
         self.children.cancel_respawns();
         self.children.signal_all(wsig, Some(grace));
-        self.pools.stop_all(wsig, grace);
+        // A graceful stop lets the pools serve the HTTP workers' requests
+        // in flight (some not yet accepted by a pool worker): the pools
+        // stop when those workers are gone. A fast stop stops all now.
+        self.stop_began.get_or_insert_with(Instant::now);
+        if how == Stop::Fast {
+            self.pools.stop_all(wsig, grace);
+            self.pools_stopped = true;
+        } else {
+            // No new pool worker meanwhile.
+            self.pools.pause();
+        }
     }
 
     fn reap(&mut self) {
@@ -809,6 +825,17 @@ impl Master {
         self.children.kill_overdue();
         self.pools.kill_overdue();
         if self.stopping.is_some() {
+            if !self.pools_stopped && self.children.alive() == 0 {
+                self.pools_stopped = true;
+                let spent = self.stop_began.map_or(Duration::ZERO, |t| t.elapsed());
+                let grace = self
+                    .cfg
+                    .main
+                    .shutdown_timeout
+                    .saturating_sub(spent)
+                    .max(Duration::from_secs(1));
+                self.pools.stop_all(Signal::SIGQUIT, grace);
+            }
             return (self.children.alive() == 0 && self.pools.alive() == 0).then_some(0);
         }
         for slot in self.children.due_respawns() {

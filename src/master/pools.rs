@@ -42,6 +42,8 @@ pub struct PoolChild {
     deadline: Option<Instant>,
     /// Its program's bad ends already counted (the slot's FAILURES word).
     failures_seen: u64,
+    /// Told to stop now at its deadline: killed next.
+    termed: bool,
 }
 
 /// A pool's listening socket; a unix socket's file goes with it.
@@ -190,6 +192,11 @@ impl Pools {
 
     /// Asks every worker to stop (`SIGQUIT` waits for the request in
     /// progress, `SIGTERM` does not), to be killed after `grace`.
+    /// No new worker from now on (a stop is coming).
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
     pub fn stop_all(&mut self, sig: Signal, grace: Duration) {
         self.paused = true;
         for p in &mut self.running {
@@ -308,6 +315,16 @@ impl Pools {
         let all = self.running.iter_mut().flat_map(|p| p.children.iter_mut());
         for c in all.chain(self.draining.iter_mut().flat_map(|d| d.children.iter_mut())) {
             if c.deadline.is_some_and(|d| d <= now) {
+                if !c.termed {
+                    // First "stop now": a worker in the middle of an answer
+                    // breaks it off so that the web server sees it broken
+                    // (a SIGKILL would close it as if it had ended).
+                    crate::warn!("pool worker {} did not stop in time, stopping it now", c.pid);
+                    let _ = kill(c.pid, Signal::SIGTERM);
+                    c.termed = true;
+                    c.deadline = Some(now + Duration::from_secs(2));
+                    continue;
+                }
                 crate::warn!("pool worker {} did not stop in time, killing it", c.pid);
                 let _ = kill(c.pid, Signal::SIGKILL);
                 c.deadline = None;
@@ -442,6 +459,7 @@ impl Pools {
                 started: Instant::now(),
                 deadline: None,
                 failures_seen: 0,
+                termed: false,
             });
         }
     }
@@ -559,7 +577,9 @@ fn failed(p: &mut RunningPool, now: Instant) {
         );
         p.crashes.clear();
         let n = p.children.iter().filter(|c| c.deadline.is_none()).count();
-        retire(&mut p.children, Signal::SIGTERM, Duration::from_secs(5));
+        // As php-fpm's reload: each worker finishes the request it runs
+        // (a healthy one is not cut), then is replaced.
+        retire(&mut p.children, Signal::SIGQUIT, Duration::from_secs(30));
         p.owed += n;
     }
 }

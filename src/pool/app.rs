@@ -105,8 +105,9 @@ pub enum Outcome {
 
 /// Why the relay stopped early.
 pub enum Stop {
-    /// SIGTERM / SIGINT: exit now.
-    Exit,
+    /// SIGTERM / SIGINT: exit now. With the rest of the record in progress
+    /// when the answer had begun (see `Outcome::Broken`): it is broken off.
+    Exit(Option<Vec<u8>>),
 }
 
 pub struct App {
@@ -566,7 +567,7 @@ impl App {
                 for s in crate::os::signals::drain(sigfd) {
                     if matches!(s, Signal::SIGTERM | Signal::SIGINT) {
                         peer.kill();
-                        return Err(Stop::Exit);
+                        return Err(Stop::Exit(head_sent.then(|| to_client.rest_of_record())));
                     }
                     on_signal(s);
                 }

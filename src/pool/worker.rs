@@ -587,9 +587,13 @@ impl Worker<'_> {
                 }
                 match r {
                     Ok(o) => o,
-                    Err(Stop::Exit) => {
+                    Err(Stop::Exit(broken)) => {
                         self.exit = true;
-                        Outcome::CloseClient
+                        match broken {
+                            // An answer cut by the stop must not end cleanly.
+                            Some(rest) => Outcome::Broken("the pool worker was told to stop now".into(), rest),
+                            None => Outcome::CloseClient,
+                        }
                     }
                 }
             }
