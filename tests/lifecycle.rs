@@ -714,3 +714,33 @@ fn a_failed_upgrade_of_a_daemon_says_why_in_the_error_log() {
     );
     assert!(eventually(Duration::from_secs(10), || !alive(master)));
 }
+
+/// A log file that is a symlink in a directory the workers' user can
+/// write is never followed by the root master (CVE-2016-1247's pattern: a
+/// planted link would have root create or append to any file).
+#[test]
+fn a_planted_log_symlink_is_not_followed() {
+    if !nix_is_root() {
+        return;
+    }
+    let dir = TempDir::new();
+    let d = dir.path();
+    let logs = d.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::os::unix::fs::chown(&logs, Some(65534), Some(65534)).unwrap();
+    let target = d.join("preload");
+    std::os::unix::fs::symlink(&target, logs.join("access.log")).unwrap();
+    let conf = d.join("c.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\nuser = \"nobody\"\npid = \"{p}/c.pid\"\nerror_log = \"{p}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{p}\"\naccess_log = \"{p}/logs/access.log\"\n",
+            p = d.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not followed"), "{out}");
+    assert!(!target.exists(), "the master created the link's target");
+}

@@ -58,9 +58,31 @@ fn open(p: &Path) -> io::Result<(File, bool)> {
     o.create(true).append(true);
     match o.clone().custom_flags(libc::O_NOFOLLOW).open(p) {
         Ok(f) => Ok((f, through_a_symlink(p))),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok((o.open(p)?, true)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            // A link an operator made (`/dev/stdout`) sits in a directory
+            // only root may change; one in a directory others can write
+            // may have been planted there (CVE-2016-1247): followed as
+            // root it would create or append to any file.
+            if nix::unistd::Uid::effective().is_root() && !only_root_writes(p.parent()) {
+                return Err(io::Error::other(
+                    "it is a symlink in a directory other users can write: not followed (make the link in a directory only root can change, or name its target)",
+                ));
+            }
+            Ok((o.open(p)?, true))
+        }
         Err(e) => Err(e),
     }
+}
+
+/// Whether only root can add or replace entries in `dir` (owned by root,
+/// not writable by group or others unless sticky: there a link stays its
+/// owner's, and the kernel's protected_symlinks applies).
+fn only_root_writes(dir: Option<&Path>) -> bool {
+    let dir = match dir {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::metadata(dir).is_ok_and(|m| m.uid() == 0 && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0))
 }
 
 /// Whether a directory above `p` is a symlink (O_NOFOLLOW covers the last
