@@ -937,3 +937,32 @@ fn a_root_master_runs_its_workers_as_nobody_by_default() {
         assert_eq!(real, nobody.uid.as_raw(), "{u}");
     }
 }
+
+/// What the workers' user cannot use is said at -t, before requests fail
+/// with 403 or 500 (the default user is nobody now).
+#[test]
+fn paths_the_workers_user_cannot_use_are_warned_at_test() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let dir = TempDir::new();
+    let d = dir.path();
+    use std::os::unix::fs::PermissionsExt;
+    for sub in ["www", "spool"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+        std::fs::set_permissions(d.join(sub), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let conf = d.join("c.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[main]\nuser = \"nobody\"\npid = \"{p}/c.pid\"\n[http]\nclient_body_temp_path = \"{p}/spool\"\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{p}/www\"\n",
+            p = d.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = run_corral(&["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cannot write in client_body_temp_path"), "{out}");
+    assert!(out.contains("cannot read the root"), "{out}");
+}

@@ -489,6 +489,7 @@ fn build(src: &Source, file: raw::File) -> Result<Config, ConfigError> {
             ));
         }
     }
+    super::worker_access::check(&cfg, &src.name);
     Ok(cfg)
 }
 

@@ -16,6 +16,7 @@ mod spans;
 pub mod template;
 mod tls;
 mod units;
+mod worker_access;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
