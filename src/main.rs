@@ -81,7 +81,11 @@ fn main() -> ExitCode {
         }
     };
     if m.get_flag("version") {
-        eprintln!("corral version {}", env!("CARGO_PKG_VERSION"));
+        eprintln!(
+            "corral version {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("CORRAL_COMMIT")
+        );
         return ExitCode::SUCCESS;
     }
     let explicit = m.get_one::<String>("config");

@@ -688,6 +688,14 @@ fn chunked_upload_is_given_a_content_length() {
     );
     assert_eq!(r.status, 200, "{}", srv.error_log());
     assert_eq!(r.text().trim(), format!("11 {} 11 PUT", sha256(b"hello world")));
+    // An empty body said with Content-Length: 0 is CONTENT_LENGTH "0", as nginx.
+    let r = srv.request("POST /input.php HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        r.text().trim(),
+        format!("0 {} 0 POST", sha256(b"")),
+        "{}",
+        srv.error_log()
+    );
 }
 
 #[test]

@@ -373,7 +373,7 @@ fn version_flag() {
         let (code, out) = run_corral(&[flag]);
         assert_eq!(code, 0, "{flag}: {out}");
         assert!(
-            out.contains(&format!("corral version {}", env!("CARGO_PKG_VERSION"))),
+            out.contains(&format!("corral version {} (commit ", env!("CARGO_PKG_VERSION"))),
             "{flag}: {out}"
         );
     }

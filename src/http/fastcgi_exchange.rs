@@ -277,7 +277,8 @@ impl HttpService {
         let spool = super::handler::spools(req.body.as_ref(), f.request_buffering, c.rend - c.rstart);
         let content_length = match &req.body {
             Some(Body::Length { left }) => Some(*left),
-            _ => None,
+            // `Content-Length: 0` is said as "0", as nginx does.
+            _ => req.content_length.filter(|&n| n == 0),
         };
         let server_addr = local.map(|a| a.ip().to_string()).unwrap_or_default();
         let remote_addr = c.peer.ip().to_string();
