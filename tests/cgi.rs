@@ -910,12 +910,7 @@ fn a_timeout_kills_what_an_exited_script_left_holding_its_output() {
     );
     let (_, out) = curl(&["-m", "10", &format!("http://127.0.0.1:{}/bg.cgi", s.port)]);
     assert!(String::from_utf8_lossy(&out).contains("started"));
-    let running = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name)))
-    };
+    let running = || any_process_named(&name);
     assert!(
         eventually(Duration::from_secs(5), || !running()),
         "the script's child was left running"
@@ -979,12 +974,7 @@ fn shutdown_timeout_leaves_no_script_running() {
         ..Opts::default()
     };
     let mut s = Server::with_root(o, dir, root);
-    let running = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name)))
-    };
+    let running = || any_process_named(&name);
     let port = s.port;
     let client = std::thread::spawn(move || curl(&["-m", "10", &format!("http://127.0.0.1:{port}/long.cgi")]));
     assert!(eventually(Duration::from_secs(5), running), "{}", s.error_log());

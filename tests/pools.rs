@@ -2407,12 +2407,7 @@ fn a_killed_cgi_pool_worker_does_not_orphan_its_script() {
         &s.root.join("hang.cgi"),
         &format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nsleep {name}\n"),
     );
-    let running = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name)))
-    };
+    let running = || any_process_named(&name);
     let port = s.port;
     let client = std::thread::spawn(move || curl(&["-m", "5", &format!("http://127.0.0.1:{port}/hang.cgi")]));
     assert!(eventually(Duration::from_secs(5), running), "{}", s.error_log());
@@ -2479,27 +2474,29 @@ fn a_program_closing_after_its_answer_ended_is_not_a_failure() {
     assert!(!s.error_log().contains("failed during"), "{}", s.error_log());
 }
 
-/// An answer cut by request_terminate_timeout while nginx reads it slowly
-/// (unbuffered) is broken for nginx and its client, and the marker that
-/// says so starts at a record boundary: inside a record it was body bytes
-/// (the reason text reached the client) and the answer ended cleanly.
-#[test]
-fn a_large_answer_cut_while_nginx_reads_slowly_stays_broken_and_clean() {
+/// A php-cgi pool (`-d output_buffering=0`, `pool` keys added) on a unix
+/// socket, behind nginx (`nginx_extra` in its `\.php$` location), with
+/// `scripts` in the document root.
+struct PhpBehindNginx {
+    dir: TempDir,
+    corral: Started,
+    nginx: Started,
+    port: u16,
+}
+
+fn php_behind_nginx(scripts: &[(&str, &str)], pool: &str, nginx_extra: &str) -> PhpBehindNginx {
     let dir = TempDir::new();
     let d = dir.path();
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(
-        www.join("huge.php"),
-        "<?php $c = str_repeat('h', 1 << 20); for ($i = 0; $i < 32; $i++) { echo $c; } flush(); sleep(10);\n",
-    )
-    .unwrap();
+    for (name, body) in scripts {
+        std::fs::write(www.join(name), body).unwrap();
+    }
     let sock = d.join("php.sock");
-    let mut corral = pools_only(
+    let corral = pools_only(
         d,
         &format!(
-            "[pool.php]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n\
-             pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"\n",
+            "[pool.php]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{pool}\n",
             s = sock.display()
         ),
     );
@@ -2507,16 +2504,43 @@ fn a_large_answer_cut_while_nginx_reads_slowly_stays_broken_and_clean() {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     }));
     let port = free_port();
-    let mut nginx = nginx(
+    let nginx = nginx(
         d,
         port,
         &format!(
             "server {{ listen 127.0.0.1:{port}; root {w};\n\
              location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
-             fastcgi_buffering off; fastcgi_pass unix:{s}; }} }}\n",
+             {nginx_extra} fastcgi_pass unix:{s}; }} }}\n",
             w = www.display(),
             s = sock.display()
         ),
+    );
+    PhpBehindNginx {
+        dir,
+        corral,
+        nginx,
+        port,
+    }
+}
+
+/// An answer cut by request_terminate_timeout while nginx reads it slowly
+/// (unbuffered) is broken for nginx and its client, and the marker that
+/// says so starts at a record boundary: inside a record it was body bytes
+/// (the reason text reached the client) and the answer ended cleanly.
+#[test]
+fn a_large_answer_cut_while_nginx_reads_slowly_stays_broken_and_clean() {
+    let PhpBehindNginx {
+        dir: _dir,
+        mut corral,
+        mut nginx,
+        port,
+    } = php_behind_nginx(
+        &[(
+            "huge.php",
+            "<?php $c = str_repeat('h', 1 << 20); for ($i = 0; $i < 32; $i++) { echo $c; } flush(); sleep(10);\n",
+        )],
+        "pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"",
+        "fastcgi_buffering off;",
     );
     let out = Command::new("curl")
         .args(["-s", "--limit-rate", "4m", "-m", "30"])
@@ -2566,40 +2590,23 @@ fn a_crash_mid_answer_over_tcp_reaches_corrals_front_as_a_reset() {
 /// close, which nginx passed on as a complete 200.
 #[test]
 fn an_emergency_restart_lets_healthy_requests_finish() {
-    let dir = TempDir::new();
-    let d = dir.path();
-    let www = d.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(
-        www.join("slow.php"),
-        "<?php echo str_repeat('a', 10000), \"\\n\"; flush(); sleep(2); echo str_repeat('b', 10000), \"\\n\";\n",
-    )
-    .unwrap();
-    std::fs::write(www.join("crash.php"), "<?php posix_kill(getmypid(), 11);\n").unwrap();
-    let sock = d.join("php.sock");
-    let mut corral = pools_only(
-        d,
-        &format!(
-            "[pool.php]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n\
-             pm = \"static\"\nmax_children = 3\nemergency_restart_threshold = 2\nemergency_restart_interval = \"60s\"\n",
-            s = sock.display()
-        ),
-    );
-    assert!(eventually(Duration::from_secs(10), || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    }));
-    let port = free_port();
-    let mut nginx = nginx(
-        d,
+    let PhpBehindNginx {
+        dir,
+        mut corral,
+        mut nginx,
         port,
-        &format!(
-            "server {{ listen 127.0.0.1:{port}; root {w};\n\
-             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
-             fastcgi_pass unix:{s}; }} }}\n",
-            w = www.display(),
-            s = sock.display()
-        ),
+    } = php_behind_nginx(
+        &[
+            (
+                "slow.php",
+                "<?php echo str_repeat('a', 10000), \"\\n\"; flush(); sleep(2); echo str_repeat('b', 10000), \"\\n\";\n",
+            ),
+            ("crash.php", "<?php posix_kill(getmypid(), 11);\n"),
+        ],
+        "pm = \"static\"\nmax_children = 3\nemergency_restart_threshold = 2\nemergency_restart_interval = \"60s\"",
+        "",
     );
+    let d = dir.path();
     let slow = std::thread::spawn(move || curl(&["-m", "20", &format!("http://127.0.0.1:{port}/slow.php")]));
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..2 {

@@ -367,6 +367,15 @@ pub fn alive(pid: i32) -> bool {
 }
 
 /// Live children of `pid`, from /proc.
+/// Whether some process's command line holds `name` (a test's own unique
+/// marker, such as `sleep 300.<test pid>`).
+pub fn any_process_named(name: &str) -> bool {
+    std::fs::read_dir("/proc").is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(name)))
+    })
+}
+
 pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else { return out };
