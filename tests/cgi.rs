@@ -987,3 +987,40 @@ fn shutdown_timeout_leaves_no_script_running() {
     );
     let _ = client.join();
 }
+
+/// A script the workers' user may not reach is a 403 that says why in the
+/// error log (it was silent).
+#[test]
+fn a_cgi_script_the_workers_cannot_reach_is_a_logged_403() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let dir = TempDir::new();
+    let root = dir.path().join("www");
+    let bin = dir.path().join("cgi-bin");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(bin.join("private")).unwrap();
+    write_script(
+        &bin.join("private/x.sh"),
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nx\\n'\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = Opts {
+        main: "user = \"nobody\"".into(),
+        server: format!(
+            "[[server.location]]\nmatch = \"^~ /cgi-bin/\"\ncgi = {{ dir = \"{}\" }}\n",
+            bin.display()
+        ),
+        ..Opts::default()
+    };
+    let s = Server::with_root(o, dir, root);
+    assert_eq!(s.get("/cgi-bin/private/x.sh").status, 403);
+    assert!(
+        eventually(Duration::from_secs(2), || s
+            .error_log()
+            .contains("Permission denied (13), refused with 403")),
+        "{}",
+        s.error_log()
+    );
+}

@@ -136,7 +136,18 @@ fn walk(i: usize, rule: &Rule, url_base: &str, rest: &str) -> Route {
                 );
                 return Route::Refuse(403);
             }
-            Err(_) => return Route::Refuse(403),
+            Err(e) => {
+                // Most often EACCES: the workers' `user` may not search a
+                // directory on the way (nginx logs its open() failure too).
+                crate::error!(
+                    "CGI script \"{}\" under {}: {} ({}), refused with 403",
+                    crate::core::log::Esc(cand.as_bytes()),
+                    rule.cfg.dir.display(),
+                    e.desc(),
+                    e as i32
+                );
+                return Route::Refuse(403);
+            }
         };
         let Ok(meta) = std::fs::File::from(fd).metadata() else {
             return Route::Refuse(403);

@@ -663,7 +663,11 @@ impl HttpService {
         let st = state(&mut ex.handler)?;
         let (g, s) = (st.group, st.server);
         let addr = lock(&self.upstreams).address(g, s).to_string();
-        crate::error!("connecting to FastCGI server {addr} for {} failed: {why}", st.name());
+        crate::error!(
+            "connecting to FastCGI server {addr} for {} failed: {why}, client: {}",
+            st.name(),
+            st.client
+        );
         lock(&self.upstreams).release(g, s, st.backend.take(), false, now);
         lock(&self.upstreams).failed(g, s, now);
         st.stage = Stage::Pick;
@@ -708,8 +712,9 @@ impl HttpService {
         if resend && st.idempotent && !st.knobs.next_upstream.off && lock(&self.upstreams).has_untried(g, st.tried, now)
         {
             crate::error!(
-                "FastCGI server {addr} failed for {}: {why}; trying the next server",
-                st.name()
+                "FastCGI server {addr} failed for {}: {why}; trying the next server, client: {}",
+                st.name(),
+                st.client
             );
             st.to_app_off = 0;
             st.stage = Stage::Pick;
@@ -999,8 +1004,9 @@ impl HttpService {
         {
             let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
             crate::warn!(
-                "FastCGI server {addr} answered {code} for {}; trying the next server",
-                st.name()
+                "FastCGI server {addr} answered {code} for {}; trying the next server, client: {}",
+                st.name(),
+                st.client
             );
             let now = Instant::now();
             lock(&self.upstreams).release(st.group, st.server, st.backend.take(), false, now);
@@ -1140,8 +1146,9 @@ impl HttpService {
         if let Some(st) = state(&mut ex.handler) {
             let addr = lock(&self.upstreams).address(st.group, st.server).to_string();
             crate::error!(
-                "FastCGI server {addr} stopped in the middle of the response of {}: {why}",
-                st.name()
+                "FastCGI server {addr} stopped in the middle of the response of {}: {why}, client: {}",
+                st.name(),
+                st.client
             );
             lock(&self.upstreams).release(st.group, st.server, st.backend.take(), false, now);
             flush_err(st);
@@ -1269,7 +1276,7 @@ impl HttpService {
                     && st.replayable
                     && !st.fr.head_sent;
                 if retry {
-                    crate::error!("{}: {why}; trying the next server", st.name());
+                    crate::error!("{}: {why}; trying the next server, client: {}", st.name(), st.client);
                     let now = Instant::now();
                     lock(&self.upstreams).release(st.group, st.server, st.backend.take(), false, now);
                     lock(&self.upstreams).failed(st.group, st.server, now);
