@@ -891,55 +891,29 @@ fn an_rlimit_above_the_hard_limit_is_an_alert_not_an_outage() {
     );
 }
 
-/// A root master with no `user` runs its workers as `nobody`, as nginx.
+/// A root master with no `user` says at -t that its workers run as root.
 #[test]
-fn a_root_master_runs_its_workers_as_nobody_by_default() {
+fn a_root_master_without_user_warns_that_workers_run_as_root() {
     if !nix::unistd::Uid::effective().is_root() {
         return;
     }
-    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
-        return;
-    };
     let dir = TempDir::new();
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("a.txt"), "served\n").unwrap();
     let conf = dir.path().join("c.toml");
-    let port = free_port();
     std::fs::write(
         &conf,
         format!(
-            "[main]\nworkers = 1\npid = \"{d}/c.pid\"\nerror_log = \"{d}/error.log\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\nroot = \"{r}\"\n",
-            d = dir.path().display(),
-            r = root.display()
+            "[main]\npid = \"{d}/c.pid\"\n[[server]]\nlisten = \"127.0.0.1:1\"\nroot = \"{d}\"\n",
+            d = dir.path().display()
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["-c", conf.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let served = eventually(Duration::from_secs(10), || {
-        get_on(port, "/a.txt").is_some_and(|r| r.status == 200)
-    });
-    let master = child.id() as i32;
-    let uids: Vec<String> = children_of(master)
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-        .filter_map(|st| st.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
-        .collect();
-    kill(master, "TERM");
-    let _ = child.wait();
-    assert!(served);
-    assert!(!uids.is_empty());
-    for u in uids {
-        let real: u32 = u.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert_eq!(real, nobody.uid.as_raw(), "{u}");
-    }
+    let (code, out) = run_corral(&["-t", "-c", conf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("run as root; set user"), "{out}");
 }
 
 /// What the workers' user cannot use is said at -t, before requests fail
-/// with 403 or 500 (the default user is nobody now).
+/// with 403 or 500.
 #[test]
 fn paths_the_workers_user_cannot_use_are_warned_at_test() {
     if !nix::unistd::Uid::effective().is_root() {

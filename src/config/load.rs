@@ -576,26 +576,17 @@ fn build_main(src: &Source, m: raw::Main) -> Result<Main, ConfigError> {
         Some(s) if s == "off" => return Err(c.err("error_log", "cannot be \"off\"; use \"stderr\" or a file path")),
         Some(s) => src.log_target(&s),
     };
-    let user = match super::pool::credentials(&c, m.user, m.group)? {
-        Some(u) => Some(u),
-        // As nginx: a root master's workers (and so the CGI scripts and
-        // pools) run as `nobody` unless told otherwise (`user = "root"`).
-        None if nix::unistd::Uid::effective().is_root() => {
-            let nobody = super::pool::nobody();
-            match &nobody {
-                Some(_) => crate::notice!(
-                    "{}: no \"user\" in [main]: the workers, CGI scripts and pools run as nobody (nginx's default)",
-                    src.name
-                ),
-                None => crate::warn!(
-                    "{}: no \"user\" in [main] and no \"nobody\" account: the workers, CGI scripts and pools run as root; set user",
-                    src.name
-                ),
-            }
-            nobody
-        }
-        None => None,
-    };
+    let user = super::pool::credentials(&c, m.user, m.group)?;
+    if user.is_none() && nix::unistd::Uid::effective().is_root() && !src.builtin {
+        // Kept root, as corral always did: a default that changed who
+        // runs the workers would turn existing sites (roots under 0700
+        // directories, root-owned sockets) into 403s and 502s at the next
+        // restart. Said at -t and at every start instead.
+        crate::warn!(
+            "{}: no \"user\" in [main]: the workers, CGI scripts and pools run as root; set user = \"www-data\" (or \"nobody\", nginx's default) unless root is meant",
+            src.name
+        );
+    }
     let worker_cpu_affinity = parse_affinity(&c, "worker_cpu_affinity", m.worker_cpu_affinity)?;
     let main = Main {
         user,

@@ -407,17 +407,6 @@ pub(super) fn credentials(
     }))
 }
 
-/// `nobody` with its own group (`nogroup` on Debian), when the system has
-/// one: who a root master's workers run as by default.
-pub(super) fn nobody() -> Option<Credentials> {
-    let u = nix::unistd::User::from_name("nobody").ok().flatten()?;
-    Some(Credentials {
-        name: u.name,
-        uid: u.uid.as_raw(),
-        gid: u.gid.as_raw(),
-    })
-}
-
 fn find_user(c: &Checker<'_>, key: &str, name: &str) -> Result<nix::unistd::User, ConfigError> {
     nix::unistd::User::from_name(name)
         .ok()
