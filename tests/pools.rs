@@ -1694,16 +1694,43 @@ struct BehindNginx {
 }
 
 fn pool_behind_nginx(name: &str, script: (&str, &str), children: usize, keepalive: usize) -> BehindNginx {
+    behind_nginx(
+        name,
+        &[script],
+        &format!("command = [\"php-cgi\"]\npm = \"static\"\nmax_children = {children}"),
+        |sock, www, port| {
+            format!(
+                "upstream {name} {{ server unix:{s}; keepalive {keepalive}; keepalive_timeout 60s; }}\n\
+                 server {{ listen 127.0.0.1:{port}; root {w}; keepalive_requests 100000;\n\
+                 location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass {name}; }} }}\n",
+                s = sock.display(),
+                w = www.display()
+            )
+        },
+    )
+}
+
+/// A pool `name` (`pool` keys after its `listen`) on a unix socket of its
+/// own, `scripts` in the document root, behind nginx configured by
+/// `nginx_http(socket, root, port)`.
+fn behind_nginx(
+    name: &str,
+    scripts: &[(&str, &str)],
+    pool: &str,
+    nginx_http: impl FnOnce(&Path, &Path, u16) -> String,
+) -> BehindNginx {
     let dir = TempDir::new();
     let d = dir.path();
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join(script.0), script.1).unwrap();
+    for (file, body) in scripts {
+        std::fs::write(www.join(file), body).unwrap();
+    }
     let sock = d.join(format!("{name}.sock"));
     let corral = pools_only(
         d,
         &format!(
-            "[pool.{name}]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = {children}\n",
+            "[pool.{name}]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\n{pool}\n",
             s = sock.display()
         ),
     );
@@ -1711,17 +1738,7 @@ fn pool_behind_nginx(name: &str, script: (&str, &str), children: usize, keepaliv
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
     }));
     let port = free_port();
-    let nginx = nginx(
-        d,
-        port,
-        &format!(
-            "upstream {name} {{ server unix:{s}; keepalive {keepalive}; keepalive_timeout 60s; }}\n\
-             server {{ listen 127.0.0.1:{port}; root {w}; keepalive_requests 100000;\n\
-             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass {name}; }} }}\n",
-            s = sock.display(),
-            w = www.display()
-        ),
-    );
+    let nginx = nginx(d, port, &nginx_http(&sock, &www, port));
     BehindNginx {
         dir,
         corral,
@@ -2474,53 +2491,24 @@ fn a_program_closing_after_its_answer_ended_is_not_a_failure() {
     assert!(!s.error_log().contains("failed during"), "{}", s.error_log());
 }
 
-/// A php-cgi pool (`-d output_buffering=0`, `pool` keys added) on a unix
-/// socket, behind nginx (`nginx_extra` in its `\.php$` location), with
-/// `scripts` in the document root.
-struct PhpBehindNginx {
-    dir: TempDir,
-    corral: Started,
-    nginx: Started,
-    port: u16,
-}
-
-fn php_behind_nginx(scripts: &[(&str, &str)], pool: &str, nginx_extra: &str) -> PhpBehindNginx {
-    let dir = TempDir::new();
-    let d = dir.path();
-    let www = d.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    for (name, body) in scripts {
-        std::fs::write(www.join(name), body).unwrap();
-    }
-    let sock = d.join("php.sock");
-    let corral = pools_only(
-        d,
-        &format!(
-            "[pool.php]\nlisten = \"unix:{s}\"\nlisten_mode = \"0666\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{pool}\n",
-            s = sock.display()
-        ),
-    );
-    assert!(eventually(Duration::from_secs(10), || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    }));
-    let port = free_port();
-    let nginx = nginx(
-        d,
-        port,
-        &format!(
-            "server {{ listen 127.0.0.1:{port}; root {w};\n\
-             location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
-             {nginx_extra} fastcgi_pass unix:{s}; }} }}\n",
-            w = www.display(),
-            s = sock.display()
-        ),
-    );
-    PhpBehindNginx {
-        dir,
-        corral,
-        nginx,
-        port,
-    }
+/// A php-cgi pool `php` (`-d output_buffering=0`, `pool` keys added)
+/// behind nginx (`nginx_extra` in its `\.php$` location), with `scripts`
+/// in the document root.
+fn php_behind_nginx(scripts: &[(&str, &str)], pool: &str, nginx_extra: &str) -> BehindNginx {
+    behind_nginx(
+        "php",
+        scripts,
+        &format!("command = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{pool}"),
+        |sock, www, port| {
+            format!(
+                "server {{ listen 127.0.0.1:{port}; root {w};\n\
+                 location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
+                 {nginx_extra} fastcgi_pass unix:{s}; }} }}\n",
+                w = www.display(),
+                s = sock.display()
+            )
+        },
+    )
 }
 
 /// An answer cut by request_terminate_timeout while nginx reads it slowly
@@ -2529,11 +2517,12 @@ fn php_behind_nginx(scripts: &[(&str, &str)], pool: &str, nginx_extra: &str) -> 
 /// (the reason text reached the client) and the answer ended cleanly.
 #[test]
 fn a_large_answer_cut_while_nginx_reads_slowly_stays_broken_and_clean() {
-    let PhpBehindNginx {
+    let BehindNginx {
         dir: _dir,
         mut corral,
         mut nginx,
         port,
+        ..
     } = php_behind_nginx(
         &[(
             "huge.php",
@@ -2590,11 +2579,12 @@ fn a_crash_mid_answer_over_tcp_reaches_corrals_front_as_a_reset() {
 /// close, which nginx passed on as a complete 200.
 #[test]
 fn an_emergency_restart_lets_healthy_requests_finish() {
-    let PhpBehindNginx {
+    let BehindNginx {
         dir,
         mut corral,
         mut nginx,
         port,
+        ..
     } = php_behind_nginx(
         &[
             (

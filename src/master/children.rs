@@ -33,6 +33,23 @@ pub enum Exit {
 /// How long a worker told to stop now has before it is killed.
 const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A worker (`who`, for the log) past its stop deadline: first told to
+/// stop now (SIGTERM: an HTTP worker kills its CGI scripts, a pool worker
+/// breaks off an answer it is in; a SIGKILL would leave the scripts
+/// orphaned and the answer looking complete), killed `TERM_GRACE` later.
+pub(super) fn stop_overdue(pid: Pid, who: &str, deadline: &mut Option<Instant>, termed: &mut bool, now: Instant) {
+    if !*termed {
+        crate::warn!("{who} did not stop in time, stopping it now");
+        send(pid, Signal::SIGTERM);
+        *termed = true;
+        *deadline = Some(now + TERM_GRACE);
+    } else {
+        crate::warn!("{who} did not stop in time, killing it");
+        send(pid, Signal::SIGKILL);
+        *deadline = None;
+    }
+}
+
 struct Worker {
     pid: Pid,
     slot: usize,
@@ -115,26 +132,8 @@ impl Children {
     pub fn kill_overdue(&mut self) {
         let now = Instant::now();
         for w in self.workers.iter_mut().filter(|w| w.deadline.is_some_and(|d| d <= now)) {
-            if !w.termed {
-                // First a fast stop, in which the worker kills its CGI
-                // scripts (a SIGKILL would leave them running, orphaned).
-                crate::warn!(
-                    "worker process {} (#{}) did not stop in time, stopping it now",
-                    w.pid,
-                    w.slot
-                );
-                send(w.pid, Signal::SIGTERM);
-                w.termed = true;
-                w.deadline = Some(now + TERM_GRACE);
-                continue;
-            }
-            crate::warn!(
-                "worker process {} (#{}) did not stop in time, killing it",
-                w.pid,
-                w.slot
-            );
-            send(w.pid, Signal::SIGKILL);
-            w.deadline = None;
+            let who = format!("worker process {} (#{})", w.pid, w.slot);
+            stop_overdue(w.pid, &who, &mut w.deadline, &mut w.termed, now);
         }
     }
 

@@ -223,10 +223,8 @@ impl Pools {
     pub fn exited(&mut self, pid: Pid, abnormal: bool, how: &str) -> bool {
         for d in &mut self.draining {
             if let Some(i) = d.children.iter().position(|c| c.pid == pid) {
-                remove_program_dir(pid);
                 let c = d.children.swap_remove(i);
-                kill_orphaned_script(&d.shared.sb, c.slot);
-                d.shared.sb.free(c.slot);
+                released(&d.shared.sb, &c);
                 crate::notice!("[pool {}] old worker {pid} {how}", d.shared.cfg.name);
                 self.draining.retain(|d| !d.children.is_empty());
                 return true;
@@ -237,10 +235,8 @@ impl Pools {
             let Some(i) = p.children.iter().position(|c| c.pid == pid) else {
                 continue;
             };
-            remove_program_dir(pid);
             let c = p.children.swap_remove(i);
-            kill_orphaned_script(&p.shared.sb, c.slot);
-            p.shared.sb.free(c.slot);
+            released(&p.shared.sb, &c);
             let name = &p.shared.cfg.name;
             let asked = c.deadline.is_some();
             if asked && !abnormal {
@@ -315,19 +311,8 @@ impl Pools {
         let all = self.running.iter_mut().flat_map(|p| p.children.iter_mut());
         for c in all.chain(self.draining.iter_mut().flat_map(|d| d.children.iter_mut())) {
             if c.deadline.is_some_and(|d| d <= now) {
-                if !c.termed {
-                    // First "stop now": a worker in the middle of an answer
-                    // breaks it off so that the web server sees it broken
-                    // (a SIGKILL would close it as if it had ended).
-                    crate::warn!("pool worker {} did not stop in time, stopping it now", c.pid);
-                    let _ = kill(c.pid, Signal::SIGTERM);
-                    c.termed = true;
-                    c.deadline = Some(now + Duration::from_secs(2));
-                    continue;
-                }
-                crate::warn!("pool worker {} did not stop in time, killing it", c.pid);
-                let _ = kill(c.pid, Signal::SIGKILL);
-                c.deadline = None;
+                let who = format!("pool worker {}", c.pid);
+                super::children::stop_overdue(c.pid, &who, &mut c.deadline, &mut c.termed, now);
             }
         }
     }
@@ -755,6 +740,14 @@ pub fn close_in_child(fd: RawFd) {
 /// Connections waiting in a listening socket's accept queue, and its backlog.
 fn listen_queue(s: &Socket) -> Option<(u32, u32)> {
     crate::os::listen_queue::read(s.as_fd()).map(|q| (q.waiting, q.backlog))
+}
+
+/// What a pool worker that exited leaves behind is cleaned up (its
+/// program's directory, a CGI script it ran) and its slot freed.
+fn released(sb: &crate::pool::scoreboard::Scoreboard, c: &PoolChild) {
+    remove_program_dir(c.pid);
+    kill_orphaned_script(sb, c.slot);
+    sb.free(c.slot);
 }
 
 /// The CGI script a pool worker was running when it died (SIGKILL, a

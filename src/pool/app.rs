@@ -635,10 +635,6 @@ impl App {
                     });
                 }
             }
-            if client_gone {
-                to_client.buf.clear();
-                to_client.sent = 0;
-            }
         }
         if let Peer::FastCgi { program, .. } = &mut peer
             && (app_aborted || program.suspect)

@@ -193,13 +193,7 @@ impl Scoreboard {
 
     /// A request from HTTP worker column `front` starts (or ends) on the pool.
     pub fn front_add(&self, front: usize, starts: bool) {
-        let w = self.fw(front);
-        if starts {
-            w.fetch_add(1, Relaxed);
-        } else {
-            // Never below zero, even after a column was cleared under it.
-            let _ = w.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-        }
+        step(self.fw(front), starts);
     }
 
     /// Requests in progress on the pool from all of corral's HTTP workers.
@@ -216,12 +210,7 @@ impl Scoreboard {
     /// A request of HTTP worker column `front` starts (or stops) waiting
     /// in corral for the saturated pool.
     pub fn front_held(&self, front: usize, starts: bool) {
-        let w = self.held_w(front);
-        if starts {
-            w.fetch_add(1, Relaxed);
-        } else {
-            let _ = w.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-        }
+        step(self.held_w(front), starts);
     }
 
     /// Requests waiting in corral's HTTP workers for the saturated pool
@@ -491,6 +480,16 @@ impl Scoreboard {
             w[..n].copy_from_slice(&chunk[..n]);
             self.sw(slot, at + i).store(u64::from_le_bytes(w), Relaxed);
         }
+    }
+}
+
+/// One up or down for an HTTP worker's column; never below zero, even
+/// after the column was cleared under it.
+fn step(w: &AtomicU64, up: bool) {
+    if up {
+        w.fetch_add(1, Relaxed);
+    } else {
+        let _ = w.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 }
 
