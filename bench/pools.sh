@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Application pools, with the same nginx front for both sides of each pair:
 #   1. PHP hello: a corral pool of php-cgi vs php-fpm (pm static, same count),
-#      and again with the pool's cpu_affinity = "auto"
+#      as a `direct` pool (php-cgi accepts on the pool's socket itself), as a
+#      relaying pool (the default), and relaying with cpu_affinity = "auto"
 #   2. a CGI script per request: a corral `app = "cgi"` pool vs fcgiwrap
 #   3. ondemand: corral's own cost from a waiting connection to a forked
 #      worker ready to accept (from its log line), and the first-request
@@ -39,7 +40,7 @@ printf '<?php echo "Hello, world\\n";\n' >"$W/www/hello.php"
 printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nHello, world\\n"\n' >"$W/www/hello.cgi"
 chmod 755 "$W/www/hello.cgi"
 P_POOL=$(free_port); P_FPM=$(free_port); P_CGI=$(free_port); P_WRAP=$(free_port)
-P_OD=$(free_port); P_FPMOD=$(free_port); P_PIN=$(free_port)
+P_OD=$(free_port); P_FPMOD=$(free_port); P_PIN=$(free_port); P_DIR=$(free_port)
 
 cat >"$W/fpm.conf" <<CONF
 [global]
@@ -69,6 +70,13 @@ listen_mode = "0666"
 command = ["php-cgi"]
 pm = "static"
 max_children = $CHILDREN
+[pool.direct]
+listen = "unix:$W/direct.sock"
+listen_mode = "0666"
+command = ["php-cgi"]
+pm = "static"
+max_children = $CHILDREN
+direct = true
 [pool.pinned]
 listen = "unix:$W/pinned.sock"
 listen_mode = "0666"
@@ -121,9 +129,11 @@ http {
   upstream pool { server unix:$W/php.sock; keepalive $CHILDREN; keepalive_timeout 1s; }
   upstream fpm { server unix:$W/fpm.sock; keepalive $CHILDREN; keepalive_timeout 1s; }
   upstream pinned { server unix:$W/pinned.sock; keepalive $CHILDREN; keepalive_timeout 1s; }
+  upstream direct { server unix:$W/direct.sock; keepalive $CHILDREN; keepalive_timeout 1s; }
 $(php_server "$P_POOL" pool)
 $(php_server "$P_FPM" fpm)
 $(php_server "$P_PIN" pinned)
+$(php_server "$P_DIR" direct)
 $(php_server "$P_CGI" "unix:$W/cgi.sock")
 $(php_server "$P_WRAP" "unix:$W/fcgiwrap.sock")
 $(php_server "$P_OD" "unix:$W/od.sock")
@@ -140,7 +150,7 @@ sleep 1
 chmod 666 "$W/fcgiwrap.sock"
 "$NGINX" -c "$W/nginx.conf" -p "$W" 2>/dev/null
 sleep 1
-for port in $P_POOL $P_FPM $P_PIN; do
+for port in $P_DIR $P_POOL $P_FPM $P_PIN; do
   body=$(curl -s --max-time 10 "http://127.0.0.1:$port/hello.php")
   [ "$body" = "Hello, world" ] || { echo "port $port does not run PHP: $body" >&2; exit 1; }
 done
@@ -174,7 +184,9 @@ pair() { # title path nameA portA nameB portB target
   echo
 }
 
-pair "PHP hello: corral pool of php-cgi vs php-fpm, pm static x$CHILDREN" /hello.php \
+pair "PHP hello: corral direct pool of php-cgi vs php-fpm, pm static x$CHILDREN" /hello.php \
+  corral-direct "$P_DIR" php-fpm "$P_FPM" "target >= 0.90"
+pair "PHP hello: corral relaying pool of php-cgi vs php-fpm, pm static x$CHILDREN" /hello.php \
   corral-php-cgi "$P_POOL" php-fpm "$P_FPM" "target >= 0.90"
 pair "PHP hello: the same pool with cpu_affinity = \"auto\" vs php-fpm" /hello.php \
   corral-pinned "$P_PIN" php-fpm "$P_FPM" "target >= 0.90"

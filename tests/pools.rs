@@ -177,7 +177,22 @@ fn nginx(d: &Path, port: u16, http: &str) -> Started {
 
 #[test]
 fn php_cgi_pool_serves_corral_locations() {
-    let s = corral(&php_pool("unix:{dir}/php.sock", "pm = \"static\"\nmax_children = 2"), 1);
+    php_cgi_pool_serves_corral_locations_in("");
+}
+
+#[test]
+fn php_cgi_pool_serves_corral_locations_direct() {
+    php_cgi_pool_serves_corral_locations_in("direct = true\n");
+}
+
+fn php_cgi_pool_serves_corral_locations_in(direct: &str) {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            &format!("pm = \"static\"\nmax_children = 2\n{direct}"),
+        ),
+        1,
+    );
     let r = s.get("/hello.php?a=one");
     assert_eq!(r.status, 200, "{}", s.error_log());
     assert!(r.text().starts_with("hello one pid "), "{}", r.text());
@@ -230,6 +245,65 @@ fn php_cgi_pool_serves_corral_locations() {
     assert_eq!(mode.permissions().mode() & 0o777, 0o660);
 }
 
+/// `direct = true`: php-cgi accepts on the pool's socket itself (a child
+/// of the pool worker, with no corral process between it and the web
+/// server), and the status still shows each request as it runs, recorded
+/// by the preload library, which leaves no trace in the program's
+/// environment.
+#[test]
+fn a_direct_program_accepts_itself_and_its_requests_are_recorded() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\ndirect = true\nclear_env = false",
+        ),
+        1,
+    );
+    std::fs::write(
+        s.root.join("env.php"),
+        "<?php var_dump(getenv('LD_PRELOAD'), getenv('CORRAL_PRELOAD'), getenv('CORRAL_PRELOAD_EXT'));\n",
+    )
+    .unwrap();
+    let r = s.get("/hello.php?a=d");
+    assert_eq!(r.status, 200, "{}", s.error_log());
+    let app: i32 = r.text().trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let worker = pids(&status(&s))[0] as i32;
+    let stat = std::fs::read_to_string(format!("/proc/{app}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, worker, "php-cgi {app} is the pool worker's child");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{app}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert!(fds.iter().all(|l| !l.contains("memfd:")), "no memfd left open: {fds:?}");
+    let env = s.get("/env.php").text();
+    assert_eq!(env.matches("bool(false)").count(), 3, "{env}");
+    let running = concurrent(&s, "/sleep.php?ms=1500&tag=running", 1);
+    let seen = eventually(Duration::from_secs(5), || {
+        let j = status(&s);
+        j.contains("\"request uri\":\"/sleep.php?ms=1500&tag=running\"") && j.contains("\"state\":\"Running\"")
+    });
+    assert!(seen, "{}", status(&s));
+    assert_eq!(field(&status(&s), "active processes"), 1);
+    for h in running {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    let j = status(&s);
+    assert_eq!(field(&j, "active processes"), 0, "{j}");
+    assert!(field(&j, "accepted conn") >= 3, "{j}");
+    assert!(field(&j, "request duration") >= 1_400_000, "{j}");
+    assert!(field(&j, "last request memory") > 1 << 20, "{j}");
+}
+
 fn sha256(p: &Path) -> String {
     let out = Command::new("sha256sum").arg(p).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -241,6 +315,15 @@ fn sha256(p: &Path) -> String {
 
 #[test]
 fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
+    nginx_and_cgi_fcgi_are_served_by_a_pool_in("");
+}
+
+#[test]
+fn nginx_and_cgi_fcgi_are_served_by_a_pool_direct() {
+    nginx_and_cgi_fcgi_are_served_by_a_pool_in("direct = true\n");
+}
+
+fn nginx_and_cgi_fcgi_are_served_by_a_pool_in(direct: &str) {
     let dir = TempDir::new();
     let d = dir.path();
     let www = d.join("www");
@@ -253,7 +336,7 @@ fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
         &format!(
             "[pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"dynamic\"\n\
              max_children = 3\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 2\n\
-             status_path = \"/fpm-status\"\nping_path = \"/ping\"\n"
+             status_path = \"/fpm-status\"\nping_path = \"/ping\"\n{direct}"
         ),
     );
     let up = eventually(Duration::from_secs(10), || {
@@ -432,6 +515,15 @@ fn perl_fcgi_program_in_a_pool() {
 /// that does not end in `.php` (php-fpm's security.limit_extensions).
 #[test]
 fn a_php_pool_runs_only_php_scripts() {
+    a_php_pool_runs_only_php_scripts_in("");
+}
+
+#[test]
+fn a_php_pool_runs_only_php_scripts_direct() {
+    a_php_pool_runs_only_php_scripts_in("direct = true\n");
+}
+
+fn a_php_pool_runs_only_php_scripts_in(direct: &str) {
     let dir = TempDir::new();
     let d = dir.path();
     let www = d.join("www");
@@ -443,7 +535,7 @@ fn a_php_pool_runs_only_php_scripts() {
     let _corral = pools_only(
         d,
         &format!(
-            "[pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n"
+            "[pool.www]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"php-cgi\"]\npm = \"static\"\nmax_children = 1\n{direct}"
         ),
     );
     let log = || std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
@@ -799,10 +891,21 @@ fn late_records_of_a_program_never_reach_the_next_client() {
 
 #[test]
 fn dynamic_grows_to_max_children_then_shrinks_to_max_spare() {
+    dynamic_grows_to_max_children_then_shrinks_to_max_spare_in("");
+}
+
+#[test]
+fn dynamic_grows_to_max_children_then_shrinks_to_max_spare_direct() {
+    dynamic_grows_to_max_children_then_shrinks_to_max_spare_in("direct = true\n");
+}
+
+fn dynamic_grows_to_max_children_then_shrinks_to_max_spare_in(direct: &str) {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"dynamic\"\nmax_children = 4\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 2",
+            &format!(
+                "pm = \"dynamic\"\nmax_children = 4\nstart_servers = 1\nmin_spare_servers = 1\nmax_spare_servers = 2\n{direct}"
+            ),
         ),
         1,
     );
@@ -841,10 +944,19 @@ fn dynamic_grows_to_max_children_then_shrinks_to_max_spare() {
 
 #[test]
 fn ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers() {
+    ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers_in("");
+}
+
+#[test]
+fn ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers_direct() {
+    ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers_in("direct = true\n");
+}
+
+fn ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers_in(direct: &str) {
     let s = corral(
         &php_pool(
             "127.0.0.1:0",
-            "pm = \"ondemand\"\nmax_children = 2\nprocess_idle_timeout = \"2s\"",
+            &format!("pm = \"ondemand\"\nmax_children = 2\nprocess_idle_timeout = \"2s\"\n{direct}"),
         )
         .replace("127.0.0.1:0", &format!("127.0.0.1:{}", free_port())),
         1,
@@ -894,17 +1006,29 @@ fn ondemand_counts_max_children_reached() {
 
 #[test]
 fn max_requests_and_max_memory_recycle_workers() {
+    max_requests_and_max_memory_recycle_workers_in("");
+}
+
+#[test]
+fn max_requests_and_max_memory_recycle_workers_direct() {
+    max_requests_and_max_memory_recycle_workers_in("direct = true\n");
+}
+
+fn max_requests_and_max_memory_recycle_workers_in(direct: &str) {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"static\"\nmax_children = 1\nmax_requests = 3",
+            &format!("pm = \"static\"\nmax_children = 1\nmax_requests = 3\n{direct}"),
         ),
         1,
     );
     let pid_of = |t: String| t.split(" pid ").nth(1).unwrap().trim().to_string();
-    let first: Vec<String> = (0..3).map(|_| pid_of(s.get("/hello.php").text())).collect();
-    assert!(first.iter().all(|p| *p == first[0]), "{first:?}");
+    let mut first = vec![pid_of(s.get("/hello.php").text())];
+    // (Read after the first request: after the third the worker may be
+    // gone already.)
     let worker = pids(&status(&s));
+    first.extend((0..2).map(|_| pid_of(s.get("/hello.php").text())));
+    assert!(first.iter().all(|p| *p == first[0]), "{first:?}");
     let next = pid_of(s.get("/hello.php").text());
     assert_ne!(next, first[0], "a new app after max_requests");
     assert_ne!(pids(&status(&s)), worker);
@@ -913,7 +1037,7 @@ fn max_requests_and_max_memory_recycle_workers() {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"static\"\nmax_children = 1\nmax_memory = \"1m\"",
+            &format!("pm = \"static\"\nmax_children = 1\nmax_memory = \"1m\"\n{direct}"),
         ),
         1,
     );
@@ -925,10 +1049,21 @@ fn max_requests_and_max_memory_recycle_workers() {
 
 #[test]
 fn terminate_timeout_kills_the_request_and_slowlog_names_the_url() {
+    terminate_timeout_kills_the_request_and_slowlog_names_the_url_in("");
+}
+
+#[test]
+fn terminate_timeout_kills_the_request_and_slowlog_names_the_url_direct() {
+    terminate_timeout_kills_the_request_and_slowlog_names_the_url_in("direct = true\n");
+}
+
+fn terminate_timeout_kills_the_request_and_slowlog_names_the_url_in(direct: &str) {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"\nrequest_slowlog_timeout = \"1s\"\nslowlog = \"{dir}/slow.log\"",
+            &format!(
+                "pm = \"static\"\nmax_children = 1\nrequest_terminate_timeout = \"2s\"\nrequest_slowlog_timeout = \"1s\"\nslowlog = \"{{dir}}/slow.log\"\n{direct}"
+            ),
         ),
         1,
     );
@@ -1118,10 +1253,21 @@ fn status_of(port: u16, path: &str) -> u16 {
 
 #[test]
 fn twenty_reloads_under_load_lose_no_request() {
+    twenty_reloads_under_load_lose_no_request_in("");
+}
+
+#[test]
+fn twenty_reloads_under_load_lose_no_request_direct() {
+    twenty_reloads_under_load_lose_no_request_in("direct = true\n");
+}
+
+fn twenty_reloads_under_load_lose_no_request_in(direct: &str) {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"dynamic\"\nmax_children = 4\nstart_servers = 2\nmin_spare_servers = 1\nmax_spare_servers = 3",
+            &format!(
+                "pm = \"dynamic\"\nmax_children = 4\nstart_servers = 2\nmin_spare_servers = 1\nmax_spare_servers = 3\n{direct}"
+            ),
         ),
         2,
     );

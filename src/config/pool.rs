@@ -90,6 +90,9 @@ pub struct Pool {
     pub ping_response: String,
     /// How long a request from corral's own locations waits for a free worker.
     pub queue_timeout: Duration,
+    /// The FastCGI program accepts on the pool's socket itself (no relay
+    /// through the worker); corral's preload library records its requests.
+    pub direct: bool,
 }
 
 /// A PHP interpreter by its file name: `php-cgi`, `php-cgi8.2`, `php`.
@@ -283,6 +286,10 @@ fn build_pool(
         }
         (None, _) => Vec::new(),
     };
+    let direct = p.direct.unwrap_or(false);
+    if direct && !matches!(app, App::FastCgi { .. }) {
+        return Err(c.err("direct", "applies to a FastCGI program (app = \"fastcgi\") only"));
+    }
     let mut env = Vec::new();
     for (k, v) in p.env.unwrap_or_default() {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -381,6 +388,7 @@ fn build_pool(
         ping_path: path_key("ping_path", p.ping_path)?,
         ping_response: p.ping_response.unwrap_or_else(|| "pong".into()),
         queue_timeout: c.duration("queue_timeout", p.queue_timeout, Duration::from_secs(30))?,
+        direct,
     })
 }
 

@@ -308,4 +308,5 @@ pub struct Pool {
     pub ping_path: Option<String>,
     pub ping_response: Option<String>,
     pub queue_timeout: Option<NumOrStr>,
+    pub direct: Option<bool>,
 }

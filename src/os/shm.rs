@@ -1,17 +1,21 @@
-//! Anonymous shared memory: a mapping made before `fork` that parent and
-//! children see alike (`MAP_SHARED | MAP_ANONYMOUS`), handed out as a
-//! slice of atomics so every access is a plain atomic operation.
+//! Shared memory: a mapping made before `fork` that parent and children
+//! see alike, handed out as a slice of atomics so every access is a plain
+//! atomic operation. Anonymous (`MAP_SHARED | MAP_ANONYMOUS`), or backed
+//! by a memfd that a program exec'd later can map too.
 
 use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 
 /// `len` zeroed 64-bit atomics shared with every process forked later.
 pub struct SharedWords {
     ptr: NonNull<AtomicU64>,
     len: usize,
+    /// The memfd behind the mapping, if it has one (close-on-exec).
+    fd: Option<OwnedFd>,
 }
 
 // SAFETY: the mapping is only ever accessed through atomics, which any
@@ -36,7 +40,39 @@ impl SharedWords {
         Ok(SharedWords {
             ptr: ptr.cast(),
             len: len.max(1),
+            fd: None,
         })
+    }
+
+    /// As `new`, backed by a memfd named `name`, which `fd` lends out.
+    pub fn new_memfd(len: usize, name: &str) -> std::io::Result<SharedWords> {
+        use nix::sys::memfd::{MemFdCreateFlag, memfd_create};
+        let bytes = len.max(1) * 8;
+        let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+        let fd = memfd_create(&name, MemFdCreateFlag::MFD_CLOEXEC)?;
+        nix::unistd::ftruncate(&fd, bytes as i64)?;
+        // SAFETY: a fresh shared mapping of a new, zero-filled memfd of
+        // `bytes` bytes aliases no Rust object; zero bits are valid AtomicU64s.
+        let ptr = unsafe {
+            mmap(
+                None,
+                NonZeroUsize::new(bytes).expect("non-zero"),
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )
+        }?;
+        Ok(SharedWords {
+            ptr: ptr.cast(),
+            len: len.max(1),
+            fd: Some(fd),
+        })
+    }
+
+    /// The memfd behind the mapping (`new_memfd`).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
     }
 
     pub fn words(&self) -> &[AtomicU64] {

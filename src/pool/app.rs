@@ -173,25 +173,31 @@ fn user_env(pool: &Pool) -> Vec<(String, String)> {
     env
 }
 
+/// The environment of a pool's FastCGI program.
+pub fn program_env(pool: &Pool) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = if pool.clear_env {
+        Vec::new()
+    } else {
+        std::env::vars_os().collect()
+    };
+    // php-cgi exits after 500 requests by default: the pool's
+    // max_requests decides instead.
+    env.push(("PHP_FCGI_MAX_REQUESTS".into(), "0".into()));
+    env.retain(|(k, _)| k != "PHP_FCGI_CHILDREN");
+    let user = user_env(pool);
+    if !user.is_empty() {
+        env.retain(|(k, _)| k != "USER" && k != "HOME");
+    }
+    env.extend(user.into_iter().map(|(k, v)| (k.into(), v.into())));
+    env.extend(pool.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env
+}
+
 impl App {
     pub fn new(pool: &Pool, output: Option<crate::master::worker_output::Ends>) -> App {
         let kind = match &pool.app {
             AppCfg::FastCgi { argv } => {
-                let mut env: Vec<(OsString, OsString)> = if pool.clear_env {
-                    Vec::new()
-                } else {
-                    std::env::vars_os().collect()
-                };
-                // php-cgi exits after 500 requests by default: the pool's
-                // max_requests decides instead.
-                env.push(("PHP_FCGI_MAX_REQUESTS".into(), "0".into()));
-                env.retain(|(k, _)| k != "PHP_FCGI_CHILDREN");
-                let user = user_env(pool);
-                if !user.is_empty() {
-                    env.retain(|(k, _)| k != "USER" && k != "HOME");
-                }
-                env.extend(user.into_iter().map(|(k, v)| (k.into(), v.into())));
-                env.extend(pool.env.iter().map(|(k, v)| (k.into(), v.into())));
+                let env = program_env(pool);
                 let dir = program_dir(std::process::id());
                 Kind::FastCgi(Box::new(Program {
                     argv: argv.clone(),
@@ -694,23 +700,8 @@ impl App {
     /// longest leading part of SCRIPT_FILENAME that is a file: for
     /// `/up/evil.jpg/x.php`, `/up/evil.jpg`, an upload run as PHP.
     fn denied_script(&self, req: &Request) -> Option<String> {
-        if self.limit_extensions.is_empty() {
-            return None;
-        }
         let path = req.param("SCRIPT_FILENAME").or_else(|| req.param("PATH_TRANSLATED"))?;
-        let mut p = path;
-        let script = loop {
-            if std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
-                break p;
-            }
-            // No file at all: the program answers its own 404.
-            match p.rfind('/') {
-                Some(cut) if cut > 0 => p = &p[..cut],
-                _ => return None,
-            }
-        };
-        let allowed = self.limit_extensions.iter().any(|e| script.ends_with(e.as_str()));
-        (!allowed).then(|| script.to_string())
+        super::script_check::denied(path, &self.limit_extensions).map(str::to_string)
     }
 }
 
@@ -947,29 +938,34 @@ impl Program {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
-    /// Logs a program that ended badly, in php-fpm's words (the line its
-    /// users grep for), and counts it.
     fn note_end(&mut self, pid: u32, st: std::process::ExitStatus, on_its_own: bool) {
-        use std::os::unix::process::ExitStatusExt;
-        let how = match (st.signal(), st.code()) {
-            (Some(libc::SIGKILL), _) if !on_its_own => return,
-            (Some(sig), _) => {
-                let name = Signal::try_from(sig).map_or("?", Signal::as_str);
-                format!(
-                    "exited on signal {sig} ({name}{})",
-                    if st.core_dumped() { " - core dumped" } else { "" }
-                )
-            }
-            (None, Some(0)) | (None, None) => return,
-            (None, Some(code)) => format!("exited with code {code}"),
-        };
-        self.failures += 1;
-        crate::warn!(
-            "[pool {}] child {pid} {how} after {:.6} seconds from start",
-            self.pool,
-            self.started.elapsed().as_secs_f64()
-        );
+        if note_end(&self.pool, pid, st, on_its_own, self.started) {
+            self.failures += 1;
+        }
     }
+}
+
+/// Logs a program that ended badly, in php-fpm's words (the line its
+/// users grep for); true when it counts as a failure.
+pub fn note_end(pool: &str, pid: u32, st: std::process::ExitStatus, on_its_own: bool, started: Instant) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let how = match (st.signal(), st.code()) {
+        (Some(libc::SIGKILL), _) if !on_its_own => return false,
+        (Some(sig), _) => {
+            let name = Signal::try_from(sig).map_or("?", Signal::as_str);
+            format!(
+                "exited on signal {sig} ({name}{})",
+                if st.core_dumped() { " - core dumped" } else { "" }
+            )
+        }
+        (None, Some(0)) | (None, None) => return false,
+        (None, Some(code)) => format!("exited with code {code}"),
+    };
+    crate::warn!(
+        "[pool {pool}] child {pid} {how} after {:.6} seconds from start",
+        started.elapsed().as_secs_f64()
+    );
+    true
 }
 
 use std::os::unix::fs::DirBuilderExt;

@@ -35,6 +35,15 @@ impl RecordBuf {
         self.eof = false;
     }
 
+    /// Starts with `bytes` (read by someone else already).
+    pub fn preload(&mut self, bytes: &[u8]) {
+        self.buf = bytes.to_vec();
+        self.buf.resize(bytes.len().max(16 << 10), 0);
+        self.start = 0;
+        self.end = bytes.len();
+        self.eof = false;
+    }
+
     /// One nonblocking read from `src`.
     pub fn fill(&mut self, mut src: impl Read) -> io::Result<Filled> {
         if self.buf.is_empty() {

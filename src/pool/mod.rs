@@ -4,10 +4,14 @@
 //! status the pools report.
 
 pub mod app;
+pub mod direct;
 pub mod fuzz_api;
 pub mod io;
 pub mod manager;
+pub mod preload;
+pub mod record;
 pub mod registry;
 pub mod scoreboard;
+pub mod script_check;
 pub mod status;
 pub mod worker;

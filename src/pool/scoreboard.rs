@@ -8,57 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
+pub use super::record::{Counts, RequestInfo, State, mono_us, unix_secs, unix_us};
+use super::record::{Words, h, s};
 use crate::os::shm::SharedWords;
-
-/// Header words.
-mod h {
-    pub const START_TIME: usize = 0;
-    pub const ACCEPTED: usize = 1;
-    pub const MAX_ACTIVE: usize = 2;
-    pub const MAX_CHILDREN_REACHED: usize = 3;
-    pub const SLOW: usize = 4;
-    pub const TERMINATED: usize = 5;
-    pub const LISTEN_QUEUE: usize = 6;
-    pub const MAX_LISTEN_QUEUE: usize = 7;
-    pub const LISTEN_QUEUE_LEN: usize = 8;
-    /// Requests that found every worker busy at max_children and wait in
-    /// corral's HTTP workers instead of the pool's queue (a running count).
-    pub const HELD: usize = 9;
-    pub const WORDS: usize = 16;
-}
-
-/// Slot words.
-mod s {
-    pub const SEQ: usize = 0;
-    pub const PID: usize = 1;
-    pub const STATE: usize = 2;
-    pub const STARTED: usize = 3;
-    pub const REQUESTS: usize = 4;
-    pub const REQ_START: usize = 5;
-    pub const REQ_DURATION: usize = 6;
-    pub const CONTENT_LENGTH: usize = 7;
-    /// f64 bits: CPU percent of the last request.
-    pub const CPU: usize = 8;
-    pub const MEMORY: usize = 9;
-    /// Monotonic µs when the worker last became idle.
-    pub const IDLE_SINCE: usize = 10;
-    /// Set by the master when the slow log has the current request.
-    pub const SLOW_LOGGED: usize = 11;
-    pub const METHOD: usize = 12;
-    pub const METHOD_WORDS: usize = 2;
-    pub const URI: usize = METHOD + METHOD_WORDS;
-    pub const URI_WORDS: usize = 24;
-    pub const SCRIPT: usize = URI + URI_WORDS;
-    pub const SCRIPT_WORDS: usize = 20;
-    pub const USER: usize = SCRIPT + SCRIPT_WORDS;
-    pub const USER_WORDS: usize = 4;
-    /// Times the worker's program ended badly (emergency_restart_threshold).
-    pub const FAILURES: usize = USER + USER_WORDS;
-    /// The pid of the CGI script the worker runs (`app = "cgi"`), else 0.
-    pub const CHILD: usize = FAILURES + 1;
-    pub const WORDS: usize = 64;
-    const _: () = assert!(CHILD < WORDS);
-}
 
 /// Words after the slots: requests in progress on the pool from corral's
 /// own HTTP workers, one column per HTTP worker slot (64) and generation
@@ -66,65 +18,14 @@ mod s {
 /// the others' counts.
 pub const FRONTS: usize = 128;
 
-/// A worker's state, as php-fpm names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u64)]
-pub enum State {
-    Free = 0,
-    /// Forked, not yet accepting: counts as idle for pm (it will accept).
-    Starting = 1,
-    /// Waiting in accept().
-    Idle = 2,
-    /// Waiting for the next request on a kept connection: idle, but it
-    /// cannot take a new connection.
-    Kept = 3,
-    ReadingHeaders = 4,
-    Running = 5,
-    Finishing = 6,
-}
-
-impl State {
-    fn from(n: u64) -> State {
-        match n {
-            1 => State::Starting,
-            2 => State::Idle,
-            3 => State::Kept,
-            4 => State::ReadingHeaders,
-            5 => State::Running,
-            6 => State::Finishing,
-            _ => State::Free,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Free => "Free",
-            State::Starting => "Starting",
-            State::Idle | State::Kept => "Idle",
-            State::ReadingHeaders => "Reading headers",
-            State::Running => "Running",
-            State::Finishing => "Finishing",
-        }
-    }
-
-    pub fn is_active(self) -> bool {
-        matches!(self, State::ReadingHeaders | State::Running | State::Finishing)
-    }
-}
-
+/// A pool's scoreboard. `mem` is a memfd a `direct` pool's program maps
+/// (to record the requests it accepts itself): nothing in it is trusted
+/// beyond the pool's own figures. What the master acts on outside the pool
+/// (the pid of a CGI script to kill) is in `trusted`, never mapped there.
 pub struct Scoreboard {
     mem: SharedWords,
+    trusted: SharedWords,
     slots: usize,
-}
-
-/// The pool's counts, derived from the slots.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Idle in accept (or about to be): these take a new connection.
-    pub accepting: usize,
-    pub idle: usize,
-    pub active: usize,
-    pub total: usize,
 }
 
 /// One slot as read for the status page.
@@ -163,8 +64,9 @@ pub struct Figures {
 impl Scoreboard {
     pub fn new(slots: usize) -> std::io::Result<Scoreboard> {
         // Two columns per HTTP worker: requests in progress, requests held.
-        let mem = SharedWords::new(h::WORDS + slots * s::WORDS + 2 * FRONTS)?;
-        let sb = Scoreboard { mem, slots };
+        let mem = SharedWords::new_memfd(Words::len(slots) + 2 * FRONTS, "corral-scoreboard")?;
+        let trusted = SharedWords::new(slots)?;
+        let sb = Scoreboard { mem, trusted, slots };
         sb.hw(h::START_TIME).store(unix_secs(), Relaxed);
         Ok(sb)
     }
@@ -173,12 +75,24 @@ impl Scoreboard {
         self.slots
     }
 
+    /// The memfd of the words, and how many there are (a program maps it).
+    pub fn memfd(&self) -> Option<(std::os::fd::BorrowedFd<'_>, usize)> {
+        self.mem.fd().map(|fd| (fd, self.mem.words().len()))
+    }
+
+    fn words(&self) -> Words<'_> {
+        Words {
+            words: self.mem.words(),
+            slots: self.slots,
+        }
+    }
+
     fn hw(&self, i: usize) -> &AtomicU64 {
-        &self.mem.words()[i]
+        self.words().hw(i)
     }
 
     fn sw(&self, slot: usize, i: usize) -> &AtomicU64 {
-        &self.mem.words()[h::WORDS + slot * s::WORDS + i]
+        self.words().sw(slot, i)
     }
 
     fn fw(&self, front: usize) -> &AtomicU64 {
@@ -228,6 +142,7 @@ impl Scoreboard {
         for i in 1..s::WORDS {
             w(i).store(0, Relaxed);
         }
+        self.trusted.words()[slot].store(0, Relaxed);
         w(s::STATE).store(State::Starting as u64, Relaxed);
         w(s::STARTED).store(unix_secs(), Relaxed);
         w(s::IDLE_SINCE).store(mono_us(), Relaxed);
@@ -243,25 +158,11 @@ impl Scoreboard {
     }
 
     pub fn state(&self, slot: usize) -> State {
-        State::from(self.sw(slot, s::STATE).load(Acquire))
+        self.words().state(slot)
     }
 
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for i in 0..self.slots {
-            let st = self.state(i);
-            match st {
-                State::Free => continue,
-                State::Starting | State::Idle => {
-                    c.accepting += 1;
-                    c.idle += 1;
-                }
-                State::Kept => c.idle += 1,
-                _ => c.active += 1,
-            }
-            c.total += 1;
-        }
-        c
+        self.words().counts()
     }
 
     /// Monotonic µs since the slot's worker became idle (`None` if busy).
@@ -289,6 +190,11 @@ impl Scoreboard {
     pub fn mark_slow(&self, slot: usize) -> bool {
         let start = self.sw(slot, s::REQ_START).load(Relaxed);
         self.sw(slot, s::SLOW_LOGGED).swap(start, Relaxed) != start
+    }
+
+    /// A request the worker answers itself for its `direct` program.
+    pub fn count_accepted(&self) {
+        self.hw(h::ACCEPTED).fetch_add(1, Relaxed);
     }
 
     pub fn count_max_children_reached(&self) {
@@ -401,46 +307,17 @@ impl Scoreboard {
     // --- the worker, in its own slot ---
 
     pub fn set_state(&self, slot: usize, st: State) {
-        if matches!(st, State::Idle | State::Kept) {
-            self.sw(slot, s::IDLE_SINCE).store(mono_us(), Relaxed);
-        }
-        if st == State::ReadingHeaders {
-            // Busy from now: the master's timers must not count from an
-            // earlier request (or from 0 in a fresh slot).
-            self.sw(slot, s::REQ_START).store(unix_us(), Relaxed);
-        }
-        self.sw(slot, s::STATE).store(st as u64, Release);
+        self.words().set_state(slot, st);
     }
 
-    /// A request begins: its description, and the pool's maximum of
-    /// active workers updated from the slots. It counts now, in the pool's
-    /// "accepted conn" and the process's "requests", as php-fpm counts a
-    /// request once its headers are read (a kept connection's requests
-    /// each count; a running first request shows 1).
+    /// A request begins (see `Words::begin_request`).
     pub fn begin_request(&self, slot: usize, req: &RequestInfo<'_>) {
-        self.hw(h::ACCEPTED).fetch_add(1, Relaxed);
-        let seq = self.sw(slot, s::SEQ);
-        seq.fetch_add(1, AcqRel);
-        self.sw(slot, s::REQUESTS).fetch_add(1, Relaxed);
-        self.sw(slot, s::REQ_START).store(unix_us(), Relaxed);
-        self.sw(slot, s::CONTENT_LENGTH).store(req.content_length, Relaxed);
-        self.put_text(slot, s::METHOD, s::METHOD_WORDS, req.method);
-        self.put_text(slot, s::URI, s::URI_WORDS, req.uri);
-        self.put_text(slot, s::SCRIPT, s::SCRIPT_WORDS, req.script);
-        self.put_text(slot, s::USER, s::USER_WORDS, req.user);
-        self.sw(slot, s::STATE).store(State::Running as u64, Release);
-        seq.fetch_add(1, AcqRel);
-        let active = self.counts().active as u64;
-        self.hw(h::MAX_ACTIVE).fetch_max(active, Relaxed);
+        self.words().begin_request(slot, req);
     }
 
     /// A request ended: its duration, CPU and memory.
     pub fn end_request(&self, slot: usize, cpu_percent: f64, memory: u64) {
-        let start = self.sw(slot, s::REQ_START).load(Relaxed);
-        self.sw(slot, s::REQ_DURATION)
-            .store(unix_us().saturating_sub(start), Relaxed);
-        self.sw(slot, s::CPU).store(cpu_percent.to_bits(), Relaxed);
-        self.sw(slot, s::MEMORY).store(memory, Relaxed);
+        self.words().end_request(slot, cpu_percent, memory);
     }
 
     /// When the master claimed the slot (monotonic µs), until the worker
@@ -454,13 +331,30 @@ impl Scoreboard {
         self.sw(slot, s::FAILURES).fetch_add(n as u64, Relaxed);
     }
 
+    /// A `direct` program's connection descriptor (see `s::CONN_FD`).
+    pub fn program_conn(&self, slot: usize) -> Option<i32> {
+        let n = self.sw(slot, s::CONN_FD).load(Relaxed);
+        (1..=i32::MAX as u64).contains(&n).then(|| (n - 1) as i32)
+    }
+
+    /// A `direct` program's answer in progress (see `s::OUT_LEFT`).
+    pub fn program_answer(&self, slot: usize) -> ProgramAnswer {
+        let w = self.sw(slot, s::OUT_LEFT).load(Relaxed);
+        let left = w & 0xffff_ffff;
+        ProgramAnswer {
+            rest: (left != 0xffff_ffff).then_some(left as usize),
+            id: (w >> 32) as u16,
+            began: w >> 48 & 1 == 1,
+        }
+    }
+
     /// The worker's CGI script started (its pid) or is about to be reaped (0).
     pub fn set_child(&self, slot: usize, pid: i32) {
-        self.sw(slot, s::CHILD).store(pid.max(0) as u64, Relaxed);
+        self.trusted.words()[slot].store(pid.max(0) as u64, Relaxed);
     }
 
     pub fn child(&self, slot: usize) -> i32 {
-        self.sw(slot, s::CHILD).load(Relaxed) as i32
+        self.trusted.words()[slot].load(Relaxed) as i32
     }
 
     pub fn failures(&self, slot: usize) -> u64 {
@@ -470,17 +364,16 @@ impl Scoreboard {
     pub fn requests(&self, slot: usize) -> u64 {
         self.sw(slot, s::REQUESTS).load(Relaxed)
     }
+}
 
-    fn put_text(&self, slot: usize, at: usize, words: usize, text: &str) {
-        let b = text.as_bytes();
-        for i in 0..words {
-            let mut w = [0u8; 8];
-            let chunk = b.get(i * 8..).unwrap_or(&[]);
-            let n = chunk.len().min(8);
-            w[..n].copy_from_slice(&chunk[..n]);
-            self.sw(slot, at + i).store(u64::from_le_bytes(w), Relaxed);
-        }
-    }
+/// Where a `direct` program is in its answer.
+pub struct ProgramAnswer {
+    /// Bytes left of the record it was writing (`None`: mid-header).
+    pub rest: Option<usize>,
+    /// The request's id.
+    pub id: u16,
+    /// Its STDOUT began.
+    pub began: bool,
 }
 
 /// One up or down for an HTTP worker's column; never below zero, even
@@ -491,30 +384,6 @@ fn step(w: &AtomicU64, up: bool) {
     } else {
         let _ = w.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
-}
-
-/// What the status page shows of a request.
-pub struct RequestInfo<'a> {
-    pub method: &'a str,
-    pub uri: &'a str,
-    pub script: &'a str,
-    pub user: &'a str,
-    pub content_length: u64,
-}
-
-pub fn unix_secs() -> u64 {
-    unix_us() / 1_000_000
-}
-
-pub fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-pub fn mono_us() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
 }
 
 #[cfg(test)]

@@ -60,8 +60,11 @@ struct Worker<'a> {
     pool: &'a Pool,
     sb: &'a Scoreboard,
     slot: usize,
-    sigfd: SignalFd,
+    sigfd: &'a SignalFd,
     app: App,
+    /// A `direct` pool's worker serving one request its program handed
+    /// over (ping, status, a refused script): the slot is the program's.
+    handed: bool,
     /// SIGQUIT came: stop after the request in progress.
     quit: bool,
     /// SIGTERM came: stop now.
@@ -85,6 +88,9 @@ pub fn run(spec: Spec<'_>) -> i32 {
     }
     crate::os::privileges::pin(&pool.cpu_affinity, spec.slot, &format!("[pool {}]", pool.name));
     signals::die_with_parent(Signal::SIGTERM);
+    if pool.direct {
+        return super::direct::run(spec, &sigfd);
+    }
     let claimed = spec.sb.claimed_at(spec.slot);
     let ready = super::scoreboard::mono_us();
     let mut app = App::new(pool, spec.output);
@@ -105,14 +111,72 @@ pub fn run(spec: Spec<'_>) -> i32 {
         pool,
         sb: spec.sb,
         slot: spec.slot,
-        sigfd,
+        sigfd: &sigfd,
         app,
+        handed: false,
         quit: false,
         exit: false,
     };
     let code = w.serve(&spec.listen);
     w.app.stop();
     code
+}
+
+/// Whether `peer` may use the pool (`allowed_clients`); logged when not.
+fn allowed(pool: &Pool, peer: &socket2::SockAddr) -> bool {
+    if pool.allowed_clients.is_empty() {
+        return true;
+    }
+    let ip = peer.as_socket().map(|a| a.ip());
+    let ip = ip.map(|i| match i {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(i, std::net::IpAddr::V4),
+        v4 => v4,
+    });
+    if ip.is_some_and(|i| pool.allowed_clients.contains(&i)) {
+        return true;
+    }
+    crate::error!(
+        "[pool {}] connection disallowed: IP address '{}' is not in allowed_clients",
+        pool.name,
+        ip.map_or("-".into(), |i| i.to_string())
+    );
+    false
+}
+
+/// Serves, for a `direct` pool's worker, a connection its program handed
+/// over: `bytes` it read already (the request up to its params, maybe
+/// more), `refused` a client not in `allowed_clients` (logged, closed).
+/// One request, then the connection is closed as a php-fpm child does.
+pub(super) fn serve_handed(
+    pool: &Pool,
+    sb: &Scoreboard,
+    slot: usize,
+    sigfd: &SignalFd,
+    conn: Socket,
+    bytes: &[u8],
+    refused: bool,
+) {
+    if refused {
+        if let Ok(peer) = conn.peer_addr() {
+            allowed(pool, &peer);
+        }
+        return;
+    }
+    let _ = conn.set_nonblocking(true);
+    let mut w = Worker {
+        pool,
+        sb,
+        slot,
+        sigfd,
+        app: App::new(pool, None),
+        handed: true,
+        quit: false,
+        exit: false,
+    };
+    let mut buf = RecordBuf::default();
+    buf.preload(bytes);
+    w.connection(&conn, None, buf);
+    close_gracefully(&conn);
 }
 
 /// How long a closing connection is drained for the web server to see
@@ -156,7 +220,7 @@ fn close_gracefully(conn: &Socket) {
 /// (the web server's error log) and a record of no FastCGI version, which
 /// every client takes for a broken upstream. corral's own HTTP workers
 /// already take an answer with no END_REQUEST for a broken one.
-fn break_answer(conn: &Socket, id: u16, why: &str, rest: &[u8]) {
+pub(super) fn break_answer(conn: &Socket, id: u16, why: &str, rest: &[u8]) {
     if conn.local_addr().is_ok_and(|a| a.as_socket().is_some()) {
         let _ = conn.set_linger(Some(Duration::ZERO));
         return;
@@ -229,7 +293,7 @@ impl Worker<'_> {
     }
 
     fn signals(&mut self) {
-        for s in signals::drain(&self.sigfd) {
+        for s in signals::drain(self.sigfd) {
             self.on_signal(s);
         }
     }
@@ -313,25 +377,13 @@ impl Worker<'_> {
                     continue;
                 }
             };
-            if !self.pool.allowed_clients.is_empty() {
-                let ip = peer.as_socket().map(|a| a.ip());
-                let ip = ip.map(|i| match i {
-                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(i, std::net::IpAddr::V4),
-                    v4 => v4,
-                });
-                if !ip.is_some_and(|i| self.pool.allowed_clients.contains(&i)) {
-                    crate::error!(
-                        "[pool {}] connection disallowed: IP address '{}' is not in allowed_clients",
-                        self.pool.name,
-                        ip.map_or("-".into(), |i| i.to_string())
-                    );
-                    continue;
-                }
+            if !allowed(self.pool, &peer) {
+                continue;
             }
             // Not a request yet: a connection that says nothing is not timed
             // as one (slowlog, request_terminate_timeout).
             self.sb.set_state(self.slot, State::Kept);
-            let (recycle, kept) = self.connection(&conn, listen);
+            let (recycle, kept) = self.connection(&conn, Some(listen), RecordBuf::default());
             // Only a kept connection may carry a next request already.
             if kept && !self.exit {
                 close_gracefully(&conn);
@@ -347,8 +399,7 @@ impl Worker<'_> {
     /// Serves one connection until it closes: whether the worker must be
     /// replaced now (max_requests, max_memory), and whether it ends between
     /// requests of a kept connection (the next one may be on its way).
-    fn connection(&mut self, conn: &Socket, listen: &Socket) -> (bool, bool) {
-        let mut buf = RecordBuf::default();
+    fn connection(&mut self, conn: &Socket, listen: Option<&Socket>, mut buf: RecordBuf) -> (bool, bool) {
         let mut first = true;
         // Between requests: wait for the next request, not forever (a client
         // that connects and says nothing, or only management records, must
@@ -392,7 +443,7 @@ impl Worker<'_> {
                 // after a grace (a silent client otherwise holds it for
                 // FIRST_RECORD, a kept one for KEPT_IDLE, while others queue).
                 let (watch, until) = if Instant::now() >= yield_at {
-                    (Some(listen), idle_deadline)
+                    (listen, idle_deadline)
                 } else {
                     (None, idle_deadline.min(yield_at))
                 };
@@ -429,14 +480,14 @@ impl Worker<'_> {
                     // the connection at once: drained, its close would tell
                     // corral's front the request never ran, and a POST
                     // would run again.
-                    if !self.request(conn, &mut buf, id) || !keep {
-                        return (self.must_recycle(), false);
+                    if !self.request(conn, &mut buf, id) || !keep || self.handed {
+                        return (!self.handed && self.must_recycle(), false);
                     }
                     kept = true;
                     if self.must_recycle() {
                         return (true, kept);
                     }
-                    self.sb.set_state(self.slot, State::Kept);
+                    self.mark(State::Kept);
                     idle_deadline = Instant::now() + KEPT_IDLE;
                     let grace = *kept_grace.get_or_insert_with(|| {
                         if from_our_http_worker(conn) {
@@ -459,7 +510,7 @@ impl Worker<'_> {
     /// One request: its params, then the app (or the built-in ping and
     /// status answers). False when the connection cannot go on.
     fn request(&mut self, conn: &Socket, buf: &mut RecordBuf, id: u16) -> bool {
-        self.sb.set_state(self.slot, State::ReadingHeaders);
+        self.mark(State::ReadingHeaders);
         let mut params = Vec::new();
         let deadline = Instant::now() + FIRST_RECORD;
         loop {
@@ -544,7 +595,11 @@ impl Worker<'_> {
             // A built-in answer runs no script (php-fpm shows "-").
             info.script = "-";
         }
-        self.sb.begin_request(self.slot, &info);
+        if self.handed {
+            self.sb.count_accepted();
+        } else {
+            self.sb.begin_request(self.slot, &info);
+        }
         let builtin = if !name.is_empty() && self.pool.ping_path.as_deref() == Some(name) {
             Some((
                 "text/plain".to_string(),
@@ -573,7 +628,7 @@ impl Worker<'_> {
                     &req,
                     conn,
                     buf,
-                    &self.sigfd,
+                    self.sigfd,
                     deadline,
                     &mut |s| signals_seen.push(s),
                     &mark,
@@ -598,24 +653,29 @@ impl Worker<'_> {
                 }
             }
         };
-        self.sb.set_state(self.slot, State::Finishing);
+        self.mark(State::Finishing);
         if std::mem::take(&mut self.app.terminated) {
             self.sb.count_terminated();
         }
-        match outcome {
-            Outcome::Done { cpu_percent, memory } => {
-                self.sb.end_request(self.slot, cpu_percent, memory);
-                true
-            }
-            Outcome::CloseClient => {
-                self.sb.end_request(self.slot, 0.0, 0);
-                false
-            }
+        let (done, cpu_percent, memory) = match outcome {
+            Outcome::Done { cpu_percent, memory } => (true, cpu_percent, memory),
+            Outcome::CloseClient => (false, 0.0, 0),
             Outcome::Broken(why, rest) => {
-                self.sb.end_request(self.slot, 0.0, 0);
                 break_answer(conn, id, &why, &rest);
-                false
+                (false, 0.0, 0)
             }
+        };
+        if !self.handed {
+            self.sb.end_request(self.slot, cpu_percent, memory);
+        }
+        done
+    }
+
+    /// The worker's stage in its slot (not while it serves a request its
+    /// `direct` program handed over: the slot tells of the program).
+    fn mark(&self, st: State) {
+        if !self.handed {
+            self.sb.set_state(self.slot, st);
         }
     }
 

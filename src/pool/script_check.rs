@@ -1,0 +1,25 @@
+//! `limit_extensions`: which script a FastCGI request would run, and
+//! whether the pool refuses it. Plain `std` only: corral's preload library
+//! (`direct` pools) includes this file and decides alike.
+
+/// The script `path` names when it is denied by `extensions` (none: every
+/// script allowed). The path may carry PATH_INFO after the script (a
+/// front without `split_path_info`): the longest prefix that is a file is
+/// the script. No file at all is not denied: the program answers its 404.
+pub fn denied<'p>(path: &'p str, extensions: &[String]) -> Option<&'p str> {
+    if extensions.is_empty() {
+        return None;
+    }
+    let mut p = path;
+    let script = loop {
+        if std::fs::metadata(p).is_ok_and(|m| m.is_file()) {
+            break p;
+        }
+        match p.rfind('/') {
+            Some(cut) if cut > 0 => p = &p[..cut],
+            _ => return None,
+        }
+    };
+    let allowed = extensions.iter().any(|e| script.ends_with(e.as_str()));
+    (!allowed).then_some(script)
+}
