@@ -31,6 +31,7 @@ fn preload() {
         src,
         "src/pool/record.rs",
         "src/pool/script_check.rs",
+        "src/pool/watch.rs",
         "crates/fastcgi/src/lib.rs",
     ] {
         println!("cargo:rerun-if-changed={p}");

@@ -623,10 +623,19 @@ for rid in range(1, 5):
 /// known not to have run and is sent again: none is a 502.
 #[test]
 fn posts_survive_pool_workers_recycling() {
+    posts_survive_pool_workers_recycling_in("");
+}
+
+#[test]
+fn posts_survive_pool_workers_recycling_direct() {
+    posts_survive_pool_workers_recycling_in("direct = true\n");
+}
+
+fn posts_survive_pool_workers_recycling_in(direct: &str) {
     let s = corral(
         &php_pool(
             "unix:{dir}/php.sock",
-            "pm = \"static\"\nmax_children = 2\nmax_requests = 5",
+            &format!("pm = \"static\"\nmax_children = 2\nmax_requests = 5\n{direct}"),
         ),
         1,
     );
@@ -2256,6 +2265,65 @@ fn nginx_keepalive_posts_to_a_small_pool_never_fail() {
     assert!(
         !log.contains("prematurely closed") && !log.contains("reset by peer"),
         "{log}"
+    );
+    nginx.stop(libc::SIGQUIT);
+    corral.stop(libc::SIGQUIT);
+}
+
+/// php-fpm's setup with a `direct` pool: nginx with `fastcgi_keep_conn`
+/// and no more kept connections than workers, programs recycled every 5
+/// requests under load: every request is answered (a program ending closes
+/// its idle kept connection as a php-fpm child does: shut, then drained).
+#[test]
+fn a_direct_pool_recycling_under_nginx_keepalive_answers_every_request() {
+    let BehindNginx {
+        dir,
+        mut corral,
+        mut nginx,
+        port: nport,
+        ..
+    } = behind_nginx(
+        "direct",
+        &[("hello.php", HELLO)],
+        "command = [\"php-cgi\"]\npm = \"static\"\nmax_children = 2\nmax_requests = 5\ndirect = true",
+        |sock, www, port| {
+            format!(
+                "upstream direct {{ server unix:{s}; keepalive 2; }}\n\
+                 server {{ listen 127.0.0.1:{port}; root {w};\n\
+                 location ~ \\.php$ {{ include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass direct; }} }}\n",
+                s = sock.display(),
+                w = www.display()
+            )
+        },
+    );
+    // No more requests at once than workers (php-fpm's rule: a program
+    // waits on its kept connection, not in accept()).
+    let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let hs: Vec<_> = (0..2)
+        .map(|_| {
+            let (ok, bad) = (ok.clone(), bad.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    match status_of(nport, "/hello.php?a=x") {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => bad.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let log = std::fs::read_to_string(dir.path().join("nginx-error.log")).unwrap_or_default();
+    let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
+    assert_eq!(bad, 0, "{ok} answered; nginx: {log}");
+    assert!(ok > 50, "{ok}");
+    let corral_log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(
+        corral_log.matches("served 5 requests (max_requests)").count() >= 5,
+        "{corral_log}"
     );
     nginx.stop(libc::SIGQUIT);
     corral.stop(libc::SIGQUIT);

@@ -72,10 +72,13 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
             };
             Instant::now() + left.min(Duration::from_secs(1))
         });
-        let timeout = match (terminate, check_loaded) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Stopping: asked again each second (a signal that came before
+        // the library's handler was in place was ignored).
+        let again = quitting.then(|| Instant::now() + Duration::from_secs(1));
+        let timeout = [terminate, check_loaded, again].into_iter().flatten().min();
+        if quitting {
+            ask_to_stop(pid);
+        }
         let fds = [
             (sigfd.as_fd(), PollFlags::POLLIN),
             (pidfd.as_fd(), PollFlags::POLLIN),
@@ -89,6 +92,7 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
                 match s {
                     Signal::SIGQUIT if !quitting => {
                         quitting = true;
+                        sb.ask_program_to_quit(slot);
                         ask_to_stop(pid);
                     }
                     Signal::SIGTERM | Signal::SIGINT => {
@@ -256,7 +260,8 @@ fn spawn(spec: &Spec<'_>) -> Result<(std::process::Child, OwnedFd, OwnedFd), Str
         }
     }
     let keep: [RawFd; 3] = [lib.as_raw_fd(), sb_fd.as_raw_fd(), theirs.as_raw_fd()];
-    // SAFETY: the closure only calls prctl, fcntl, sigprocmask and
+    let stop = super::preload::stop_signal();
+    // SAFETY: the closure only calls prctl, fcntl, sigprocmask, signal and
     // rt_sigaction, which are async-signal-safe, between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -270,7 +275,13 @@ fn spawn(spec: &Spec<'_>) -> Result<(std::process::Child, OwnedFd, OwnedFd), Str
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            crate::os::spawn::reset_signals_in_child()
+            crate::os::spawn::reset_signals_in_child()?;
+            // Ignored until the library's handler is in place: sent before,
+            // it must not kill the program (the QUIT word still tells it).
+            if libc::signal(stop, libc::SIG_IGN) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
     let child = cmd.spawn().map_err(|e| format!("{}: {e}", argv[0]))?;
@@ -287,7 +298,8 @@ fn spawn(spec: &Spec<'_>) -> Result<(std::process::Child, OwnedFd, OwnedFd), Str
     Ok((child, pidfd, ours))
 }
 
-/// The library's "stop after the request in progress".
+/// The library's "stop after the request in progress": the slot's QUIT
+/// word (set first) says it; the signal wakes a blocking accept() or read().
 fn ask_to_stop(pid: u32) {
     // SAFETY: kill with a real-time signal number, no memory involved.
     unsafe { libc::kill(pid as i32, super::preload::stop_signal()) };

@@ -70,3 +70,66 @@ pub fn pool_params(data: &[u8]) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     sb.set_state(slot, State::Idle);
     out
 }
+
+/// Entry point for `fuzz/fuzz_targets/direct_watch.rs`: what the preload
+/// library of a `direct` pool follows in a program's byte streams, fed in
+/// pieces of every size. Checks that a request handed to the worker is the
+/// request's own records, whole (padding and all) up to its params' end.
+pub fn direct_watch(data: &[u8]) {
+    use super::watch::{MAX_HANDOVER, Rules, Seen, Watch};
+    use crate::fastcgi::codec;
+    static SB: OnceLock<Scoreboard> = OnceLock::new();
+    let sb = SB.get_or_init(|| {
+        let sb = Scoreboard::new(1).expect("a scoreboard");
+        sb.claim().expect("a free slot");
+        sb
+    });
+    let Some((&seed, rest)) = data.split_first() else {
+        return;
+    };
+    let rules = Rules {
+        words: sb.words(),
+        slot: 0,
+        ping: Some("/ping".into()),
+        status: Some("/status".into()),
+        // A file that exists (`/`-rooted): its ending decides.
+        extensions: vec![".php".into()],
+        max_requests: 3,
+        max_memory: 1 << 40,
+        cpu_ns: || 1,
+        rss: || 1 << 20,
+    };
+    // Piece sizes from the seed: 1..=64 bytes, or all at once.
+    let mut x = u32::from(seed) | 1;
+    let mut next = |left: usize| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        if seed & 0x80 != 0 {
+            left
+        } else {
+            1 + (x >> 16) as usize % 64
+        }
+    };
+    let mut w = Watch::default();
+    let mut at = 0;
+    while at < rest.len() {
+        let n = next(rest.len() - at).min(rest.len() - at);
+        match w.inbound(&rules, &rest[at..at + n]) {
+            Seen::Pass => {}
+            Seen::Refuse => w = Watch::default(),
+            Seen::HandOver(all) => {
+                assert!(all.len() <= MAX_HANDOVER);
+                // The request's bytes exactly as sent (padding and all),
+                // from its BEGIN_REQUEST on: a slice of the stream.
+                assert!(all.len() >= 16 && all[1] == codec::kind::BEGIN_REQUEST, "{all:?}");
+                assert!(
+                    rest.windows(all.len()).any(|win| win == &all[..]),
+                    "not the bytes sent: {all:?}"
+                );
+                w = Watch::default();
+            }
+        }
+        at += n;
+        // The same bytes as the program's answer.
+        let _ = w.outbound(&rules, &rest[at - n..at]);
+    }
+}

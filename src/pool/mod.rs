@@ -14,4 +14,8 @@ pub mod registry;
 pub mod scoreboard;
 pub mod script_check;
 pub mod status;
+pub mod watch;
 pub mod worker;
+
+/// The FastCGI codec, as `watch` (shared with crates/preload) names it.
+use crate::fastcgi::codec;

@@ -58,8 +58,11 @@ pub mod s {
     /// `direct` pools: the bytes of the record the program is writing that
     /// it has not written yet, and that record's request id (high bits).
     pub const OUT_LEFT: usize = CONN_FD + 1;
+    /// `direct` pools: set by the worker when its program must stop after
+    /// the request in progress.
+    pub const QUIT: usize = OUT_LEFT + 1;
     pub const WORDS: usize = 72;
-    const _: () = assert!(OUT_LEFT < WORDS);
+    const _: () = assert!(QUIT < WORDS);
 }
 
 /// A worker's state, as php-fpm names them.

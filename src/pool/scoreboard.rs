@@ -80,7 +80,8 @@ impl Scoreboard {
         self.mem.fd().map(|fd| (fd, self.mem.words().len()))
     }
 
-    fn words(&self) -> Words<'_> {
+    /// The header and slots, as the recording code sees them.
+    pub fn words(&self) -> Words<'_> {
         Words {
             words: self.mem.words(),
             slots: self.slots,
@@ -337,12 +338,18 @@ impl Scoreboard {
         (1..=i32::MAX as u64).contains(&n).then(|| (n - 1) as i32)
     }
 
+    /// A `direct` program is to stop after its request in progress.
+    pub fn ask_program_to_quit(&self, slot: usize) {
+        self.sw(slot, s::QUIT).store(1, Relaxed);
+    }
+
     /// A `direct` program's answer in progress (see `s::OUT_LEFT`).
     pub fn program_answer(&self, slot: usize) -> ProgramAnswer {
         let w = self.sw(slot, s::OUT_LEFT).load(Relaxed);
+        // Written by the program's side: never more than a record's rest.
         let left = w & 0xffff_ffff;
         ProgramAnswer {
-            rest: (left != 0xffff_ffff).then_some(left as usize),
+            rest: (left <= 0xffff + 0xff).then_some(left as usize),
             id: (w >> 32) as u16,
             began: w >> 48 & 1 == 1,
         }

@@ -36,8 +36,11 @@ mod codec;
 mod record;
 #[path = "../../../src/pool/script_check.rs"]
 mod script_check;
+#[path = "../../../src/pool/watch.rs"]
+mod watch;
 
-use record::{RequestInfo, State, Words, s};
+use record::{State, Words, s};
+use watch::{Rules, Seen, Watch};
 
 // ---- libc, declared here: this library is built by rustc alone ----
 
@@ -155,15 +158,9 @@ type PollFn = unsafe extern "C" fn(*mut PollFd, u64, c_int) -> c_int;
 // ---- what corral's pool worker told us (CORRAL_PRELOAD*) ----
 
 struct Config {
-    words: Words<'static>,
-    slot: usize,
+    rules: Rules<'static>,
     listen: c_int,
     ctl: c_int,
-    max_requests: u64,
-    max_memory: u64,
-    ping: Option<String>,
-    status: Option<String>,
-    extensions: Vec<String>,
     allowed: Vec<std::net::IpAddr>,
 }
 
@@ -172,11 +169,14 @@ static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
 static WATCHED: AtomicI32 = AtomicI32::new(-1);
 /// A connection handed to the worker, now read as closed (-1: none).
 static HANDED: AtomicI32 = AtomicI32::new(-1);
+/// A connection closed gracefully under the program, read as closed.
+static CLOSED: AtomicI32 = AtomicI32::new(-1);
 /// The worker asked the program to stop after its request in progress.
 static STOP: AtomicBool = AtomicBool::new(false);
 /// max_requests or max_memory reached: end after this request.
 static RETIRE: AtomicBool = AtomicBool::new(false);
-static CONN: Mutex<Option<Conn>> = Mutex::new(None);
+/// The watched connection's descriptor and what is followed of it.
+static CONN: Mutex<Option<(c_int, Watch)>> = Mutex::new(None);
 static STATM: AtomicI32 = AtomicI32::new(-1);
 static PAGE: AtomicU64 = AtomicU64::new(4096);
 
@@ -257,18 +257,22 @@ extern "C" fn init() {
     // SAFETY: sysconf(_SC_PAGESIZE) has no side effects.
     PAGE.store(unsafe { sysconf(30) }.max(1) as u64, Relaxed);
     let cfg = Config {
-        words: Words {
-            words,
-            slots: slots as usize,
+        rules: Rules {
+            words: Words {
+                words,
+                slots: slots as usize,
+            },
+            slot: slot as usize,
+            ping,
+            status,
+            extensions,
+            max_requests,
+            max_memory,
+            cpu_ns,
+            rss,
         },
-        slot: slot as usize,
         listen: listen as c_int,
         ctl: ctl as c_int,
-        max_requests,
-        max_memory,
-        ping,
-        status,
-        extensions,
         allowed,
     };
     if CONFIG.set(cfg).is_err() {
@@ -295,128 +299,16 @@ extern "C" fn on_stop(_: c_int) {
 }
 
 fn ending() -> bool {
-    STOP.load(Relaxed) || RETIRE.load(Relaxed)
+    STOP.load(Relaxed)
+        || RETIRE.load(Relaxed)
+        // The worker's word for it, in case its signal came before our
+        // handler was in place (then it was ignored, see corral's spawn).
+        || CONFIG
+            .get()
+            .is_some_and(|c| c.rules.words.sw(c.rules.slot, s::QUIT).load(Relaxed) != 0)
 }
 
-// ---- a record stream, followed byte by byte ----
-
-#[derive(Default)]
-struct Framer {
-    hdr: [u8; 8],
-    have: usize,
-    content_left: usize,
-    pad_left: usize,
-    kind: u8,
-    id: u16,
-}
-
-enum Piece<'a> {
-    /// A header is complete (kind, id, content length).
-    Header(u8, usize),
-    Content(&'a [u8]),
-}
-
-impl Framer {
-    /// Walks `bytes`, calling `f` for each header and piece of content with
-    /// the offset just past it; stops early when `f` returns false.
-    fn feed(&mut self, mut bytes: &[u8], mut f: impl FnMut(&Framer, Piece<'_>, usize) -> bool) {
-        let total = bytes.len();
-        while !bytes.is_empty() {
-            if self.content_left == 0 && self.pad_left == 0 {
-                let n = (8 - self.have).min(bytes.len());
-                self.hdr[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-                self.have += n;
-                bytes = &bytes[n..];
-                if self.have == 8 {
-                    self.have = 0;
-                    self.kind = self.hdr[1];
-                    self.id = u16::from_be_bytes([self.hdr[2], self.hdr[3]]);
-                    self.content_left = u16::from_be_bytes([self.hdr[4], self.hdr[5]]) as usize;
-                    self.pad_left = self.hdr[6] as usize;
-                    let len = self.content_left;
-                    if !f(self, Piece::Header(self.kind, len), total - bytes.len()) {
-                        return;
-                    }
-                }
-            } else if self.content_left > 0 {
-                let n = self.content_left.min(bytes.len());
-                self.content_left -= n;
-                let (c, rest) = bytes.split_at(n);
-                bytes = rest;
-                if !f(self, Piece::Content(c), total - bytes.len()) {
-                    return;
-                }
-            } else {
-                let n = self.pad_left.min(bytes.len());
-                self.pad_left -= n;
-                bytes = &bytes[n..];
-            }
-        }
-    }
-
-    /// Bytes of the current record not yet through (0 at a boundary;
-    /// all ones in the middle of a header).
-    fn left(&self) -> u64 {
-        if self.have > 0 {
-            0xffff_ffff
-        } else {
-            (self.content_left + self.pad_left) as u64
-        }
-    }
-}
-
-// ---- the watched connection ----
-
-struct Conn {
-    fd: c_int,
-    inb: Framer,
-    outb: Framer,
-    /// Between BEGIN_REQUEST and the end of PARAMS: the request's bytes as
-    /// read (for a hand-over), its BEGIN body and its params.
-    copy: Vec<u8>,
-    begin: Vec<u8>,
-    params: Vec<u8>,
-    reading_params: bool,
-    /// A request runs (its params were passed on) until its END_REQUEST.
-    in_request: bool,
-    /// The running request's id, and whether its STDOUT began.
-    id: u16,
-    spoke: bool,
-    started_cpu: u64,
-    started_us: u64,
-}
-
-impl Conn {
-    fn new(fd: c_int) -> Conn {
-        Conn {
-            fd,
-            inb: Framer::default(),
-            outb: Framer::default(),
-            copy: Vec::new(),
-            begin: Vec::new(),
-            params: Vec::new(),
-            reading_params: false,
-            in_request: false,
-            id: 0,
-            spoke: false,
-            started_cpu: 0,
-            started_us: 0,
-        }
-    }
-}
-
-/// A request bigger than this is not handed over (it cannot be a ping or
-/// status request; a refused script that big is closed instead).
-const MAX_HANDOVER: usize = 128 << 10;
-
-/// What reading `bytes` from the connection decided.
-enum Seen {
-    Pass,
-    /// Hand the connection over with these bytes; the program reads EOF.
-    HandOver(Vec<u8>),
-    /// Close it under the program (EOF): a refused request too big to hand over.
-    Refuse,
-}
+// ---- what the library measures ----
 
 fn cpu_ns() -> u64 {
     let mut ts = Timespec { sec: 0, nsec: 0 };
@@ -451,141 +343,6 @@ unsafe extern "C" {
     #[link_name = "open"]
     fn libc_open(path: *const c_char, flags: c_int, ...) -> c_int;
     fn pread(fd: c_int, buf: *mut c_void, n: usize, off: i64) -> isize;
-}
-
-impl Conn {
-    /// Follows bytes the program read.
-    fn inbound(&mut self, cfg: &Config, bytes: &[u8]) -> Seen {
-        let mut seen = Seen::Pass;
-        // Where this read's bytes of the request (kept for a hand-over,
-        // padding and all) begin.
-        let mut from = self.reading_params.then_some(0);
-        let mut inb = std::mem::take(&mut self.inb);
-        inb.feed(bytes, |fr, piece, at| {
-            match piece {
-                Piece::Header(codec::kind::BEGIN_REQUEST, _) if !self.in_request => {
-                    cfg.words.set_state(cfg.slot, State::ReadingHeaders);
-                    self.id = fr.id;
-                    self.reading_params = true;
-                    self.copy.clear();
-                    self.copy.extend_from_slice(&fr.hdr);
-                    from = Some(at);
-                    self.begin.clear();
-                    self.params.clear();
-                }
-                Piece::Content(c) if self.reading_params && fr.kind == codec::kind::BEGIN_REQUEST => {
-                    self.begin.extend_from_slice(c);
-                }
-                Piece::Content(c) if self.reading_params && fr.kind == codec::kind::PARAMS => {
-                    self.params.extend_from_slice(c);
-                }
-                Piece::Header(codec::kind::PARAMS, 0) if self.reading_params => {
-                    self.reading_params = false;
-                    self.copy.extend_from_slice(&bytes[from.take().unwrap_or(0)..]);
-                    seen = self.params_done(cfg);
-                    return false;
-                }
-                _ => {}
-            }
-            true
-        });
-        self.inb = inb;
-        if let Some(f) = from {
-            self.copy.extend_from_slice(&bytes[f..]);
-        }
-        if self.copy.len() > MAX_HANDOVER + (64 << 10) && self.reading_params {
-            // Too big for a hand-over: no need to keep more.
-            self.copy.truncate(MAX_HANDOVER + 1);
-        }
-        if !matches!(seen, Seen::Pass) {
-            // The rest is the worker's (or nobody's): stop following.
-            self.copy = Vec::new();
-        }
-        seen
-    }
-
-    /// The request's params are complete: recorded, or handed over.
-    fn params_done(&mut self, cfg: &Config) -> Seen {
-        let get = |want: &[u8]| -> &str {
-            codec::Pairs::new(&self.params)
-                .filter_map(Result::ok)
-                .find(|(n, _)| *n == want)
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .unwrap_or("")
-        };
-        let name = get(b"SCRIPT_NAME");
-        let builtin = !name.is_empty() && [&cfg.ping, &cfg.status].iter().any(|p| p.as_deref() == Some(name));
-        let mut path = get(b"SCRIPT_FILENAME");
-        if path.is_empty() {
-            path = get(b"PATH_TRANSLATED");
-        }
-        let denied = script_check::denied(path, &cfg.extensions).is_some();
-        if builtin || denied {
-            let all = std::mem::take(&mut self.copy);
-            return if all.len() <= MAX_HANDOVER {
-                Seen::HandOver(all)
-            } else {
-                Seen::Refuse
-            };
-        }
-        let uri = get(b"REQUEST_URI");
-        let info = RequestInfo {
-            method: get(b"REQUEST_METHOD"),
-            uri,
-            script: path,
-            user: get(b"REMOTE_USER"),
-            content_length: get(b"CONTENT_LENGTH").parse().unwrap_or(0),
-        };
-        cfg.words.begin_request(cfg.slot, &info);
-        self.in_request = true;
-        self.spoke = false;
-        self.outb = Framer::default();
-        self.note_out(cfg);
-        self.started_cpu = cpu_ns();
-        self.started_us = record::unix_us();
-        self.copy = Vec::new();
-        Seen::Pass
-    }
-
-    /// Follows bytes the program wrote.
-    fn outbound(&mut self, cfg: &Config, bytes: &[u8]) {
-        let mut outb = std::mem::take(&mut self.outb);
-        outb.feed(bytes, |fr, piece, _| {
-            if let Piece::Header(codec::kind::STDOUT, 1..) = piece
-                && fr.id == self.id
-            {
-                self.spoke = true;
-            }
-            if let Piece::Header(codec::kind::END_REQUEST, ..) = piece
-                && self.in_request
-            {
-                self.in_request = false;
-                let wall = record::unix_us().saturating_sub(self.started_us).max(1);
-                let cpu = cpu_ns().saturating_sub(self.started_cpu);
-                let memory = rss();
-                cfg.words.end_request(cfg.slot, cpu as f64 / 10.0 / wall as f64, memory);
-                cfg.words.set_state(cfg.slot, State::Kept);
-                let served = cfg.words.sw(cfg.slot, s::REQUESTS).load(Relaxed);
-                if (cfg.max_requests > 0 && served >= cfg.max_requests)
-                    || (cfg.max_memory > 0 && memory > cfg.max_memory)
-                {
-                    RETIRE.store(true, Relaxed);
-                }
-            }
-            true
-        });
-        self.outb = outb;
-        self.note_out(cfg);
-    }
-
-    /// The slot's OUT_LEFT: the rest of the record being written (bits
-    /// 0-31, all ones mid-header), the request's id (32-47), whether its
-    /// STDOUT began (48).
-    fn note_out(&self, cfg: &Config) {
-        let left = self.outb.left().min(0xffff_ffff);
-        let word = left | (self.id as u64) << 32 | (self.spoke as u64) << 48;
-        cfg.words.sw(cfg.slot, s::OUT_LEFT).store(word, Relaxed);
-    }
 }
 
 /// Gives the connection (and the bytes read of its request) to corral's
@@ -629,12 +386,12 @@ fn after_read(fd: c_int, buf: *const c_void, n: isize) -> isize {
         return n;
     }
     let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(conn) = guard.as_mut().filter(|c| c.fd == fd) else {
+    let Some((_, watch)) = guard.as_mut().filter(|c| c.0 == fd) else {
         return n;
     };
     // SAFETY: the program's buffer holds the `n` bytes just read into it.
     let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, n as usize) };
-    match conn.inbound(cfg, bytes) {
+    match watch.inbound(&cfg.rules, bytes) {
         Seen::Pass => n,
         Seen::HandOver(all) => {
             *guard = None;
@@ -642,31 +399,76 @@ fn after_read(fd: c_int, buf: *const c_void, n: isize) -> isize {
             if hand_over(cfg, fd, 1, &all) {
                 HANDED.store(fd, Relaxed);
             }
-            cfg.words.set_state(cfg.slot, State::Kept);
+            cfg.rules.words.set_state(cfg.rules.slot, State::Kept);
             0
         }
         Seen::Refuse => {
             *guard = None;
             WATCHED.store(-1, Relaxed);
-            cfg.words.set_state(cfg.slot, State::Kept);
+            cfg.rules.words.set_state(cfg.rules.slot, State::Kept);
             0
         }
     }
 }
 
 /// Whether a read on the watched connection must see an end of file now:
-/// between requests when the program is to end, or once handed over.
+/// between requests when the program is to end (after a graceful close,
+/// once), or once handed over.
 fn read_ends(fd: c_int) -> bool {
-    if HANDED.load(Relaxed) == fd {
+    if HANDED.load(Relaxed) == fd || CLOSED.load(Relaxed) == fd {
         return true;
     }
     if !watched(fd) || !ending() {
         return false;
     }
-    let guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
-    guard
-        .as_ref()
-        .is_some_and(|c| c.fd == fd && !c.in_request && !c.reading_params)
+    let between = {
+        let guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|(f, w)| *f == fd && w.may_end())
+    };
+    if between {
+        close_gracefully(fd);
+        CLOSED.store(fd, Relaxed);
+    }
+    between
+}
+
+/// Ends a kept connection between requests as a php-fpm child does: our
+/// side shut, then what still comes read and dropped until the web server
+/// closes (at most 1 s). A request it sent just then is thus known not to
+/// have run (an end of file, not a reset): nginx and corral send it again.
+fn close_gracefully(fd: c_int) {
+    let shutdown = real!("shutdown", ShutdownFn);
+    let read = real!("read", ReadFn);
+    let poll = real!("poll", PollFn);
+    // SAFETY: shuts the writing side of the program's own connection.
+    if unsafe { shutdown(fd, 1) } != 0 {
+        return;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut scratch = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut p = PollFd {
+            fd,
+            events: POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, then a read into the local buffer.
+        unsafe {
+            if poll(&mut p, 1, left.as_millis() as c_int + 1) <= 0 {
+                if errno() == EINTR {
+                    continue;
+                }
+                return;
+            }
+            if read(fd, scratch.as_mut_ptr().cast(), scratch.len()) <= 0 && errno() != EINTR {
+                return;
+            }
+        }
+    }
 }
 
 /// A read interrupted by the worker's stop signal, in the middle of a
@@ -678,8 +480,21 @@ fn retry(r: isize, fd: c_int) -> bool {
 fn after_write(fd: c_int, bytes: &[u8]) {
     let Some(cfg) = CONFIG.get() else { return };
     let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(conn) = guard.as_mut().filter(|c| c.fd == fd) {
-        conn.outbound(cfg, bytes);
+    if let Some((_, watch)) = guard.as_mut().filter(|c| c.0 == fd)
+        && let Some(retire) = watch.outbound(&cfg.rules, bytes)
+    {
+        if retire {
+            RETIRE.store(true, Relaxed);
+        }
+        if ending() {
+            // The last answer is out: shut our side at once, so a web
+            // server that keeps the connection sees its end before it sends
+            // the next request on it (nginx then takes a new connection);
+            // the program's next read drains it (`close_gracefully`).
+            let shutdown = real!("shutdown", ShutdownFn);
+            // SAFETY: shuts the writing side of the program's own connection.
+            unsafe { shutdown(fd, 1) };
+        }
     }
 }
 
@@ -688,7 +503,7 @@ fn after_write(fd: c_int, bytes: &[u8]) {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize {
     let real = real!("read", ReadFn);
-    if !watched(fd) && HANDED.load(Relaxed) != fd {
+    if !watched(fd) && HANDED.load(Relaxed) != fd && CLOSED.load(Relaxed) != fd {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, buf, n) };
     }
@@ -708,7 +523,7 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: usize, flags: c_int) -> isize {
     let real = real!("recv", RecvFn);
-    if (!watched(fd) && HANDED.load(Relaxed) != fd) || flags & MSG_PEEK != 0 {
+    if (!watched(fd) && HANDED.load(Relaxed) != fd && CLOSED.load(Relaxed) != fd) || flags & MSG_PEEK != 0 {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, buf, n, flags) };
     }
@@ -735,7 +550,7 @@ pub unsafe extern "C" fn recvfrom(
     len: *mut u32,
 ) -> isize {
     let real = real!("recvfrom", RecvfromFn);
-    if (!watched(fd) && HANDED.load(Relaxed) != fd) || flags & MSG_PEEK != 0 {
+    if (!watched(fd) && HANDED.load(Relaxed) != fd && CLOSED.load(Relaxed) != fd) || flags & MSG_PEEK != 0 {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, buf, n, flags, addr, len) };
     }
@@ -866,7 +681,7 @@ fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int
         *guard = None;
         WATCHED.store(-1, Relaxed);
     }
-    cfg.words.set_state(cfg.slot, State::Idle);
+    cfg.rules.words.set_state(cfg.rules.slot, State::Idle);
     loop {
         if ending() {
             set_errno(EINVAL);
@@ -904,10 +719,11 @@ fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int
             continue;
         }
         let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
-        *guard = Some(Conn::new(c));
+        *guard = Some((c, Watch::default()));
         WATCHED.store(c, Relaxed);
-        cfg.words.sw(cfg.slot, s::CONN_FD).store(c as u64 + 1, Relaxed);
-        cfg.words.set_state(cfg.slot, State::Kept);
+        let (words, slot) = (cfg.rules.words, cfg.rules.slot);
+        words.sw(slot, s::CONN_FD).store(c as u64 + 1, Relaxed);
+        words.set_state(slot, State::Kept);
         return c;
     }
 }
@@ -951,13 +767,17 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     if fd >= 0 && HANDED.load(Relaxed) == fd {
         HANDED.store(-1, Relaxed);
     }
+    if fd >= 0 && CLOSED.load(Relaxed) == fd {
+        CLOSED.store(-1, Relaxed);
+    }
     if watched(fd) {
         let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
         *guard = None;
         WATCHED.store(-1, Relaxed);
         if let Some(cfg) = CONFIG.get() {
-            cfg.words.sw(cfg.slot, s::CONN_FD).store(0, Relaxed);
-            cfg.words.set_state(cfg.slot, State::Idle);
+            let (words, slot) = (cfg.rules.words, cfg.rules.slot);
+            words.sw(slot, s::CONN_FD).store(0, Relaxed);
+            words.set_state(slot, State::Idle);
         }
     }
     // SAFETY: the caller's argument, passed on.

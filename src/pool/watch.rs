@@ -1,0 +1,275 @@
+//! What corral's preload library (crates/preload, `direct` pools) follows
+//! in the bytes a FastCGI program reads and writes on the connection it
+//! serves: the records, each request's stages and description written to
+//! the worker's scoreboard slot, and the requests the pool answers itself
+//! (ping, status, a script `limit_extensions` refuses), which are handed
+//! over. Plain `std` only: the library includes this file; corral has it
+//! for the fuzz target of these parsers of untrusted bytes.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::codec;
+use super::record::{self, RequestInfo, State, Words, s};
+use super::script_check;
+
+/// What the pool's config says, and where to record.
+pub struct Rules<'a> {
+    pub words: Words<'a>,
+    pub slot: usize,
+    pub ping: Option<String>,
+    pub status: Option<String>,
+    pub extensions: Vec<String>,
+    pub max_requests: u64,
+    pub max_memory: u64,
+    /// The process's CPU time (ns) and resident memory (bytes).
+    pub cpu_ns: fn() -> u64,
+    pub rss: fn() -> u64,
+}
+
+#[derive(Default)]
+struct Framer {
+    hdr: [u8; 8],
+    have: usize,
+    content_left: usize,
+    pad_left: usize,
+    kind: u8,
+    id: u16,
+}
+
+enum Piece<'a> {
+    /// A header is complete (kind, id, content length).
+    Header(u8, usize),
+    Content(&'a [u8]),
+}
+
+impl Framer {
+    /// Walks `bytes`, calling `f` for each header and piece of content with
+    /// the offset just past it; stops early when `f` returns false.
+    fn feed(&mut self, mut bytes: &[u8], mut f: impl FnMut(&Framer, Piece<'_>, usize) -> bool) {
+        let total = bytes.len();
+        while !bytes.is_empty() {
+            if self.content_left == 0 && self.pad_left == 0 {
+                let n = (8 - self.have).min(bytes.len());
+                self.hdr[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have == 8 {
+                    self.have = 0;
+                    self.kind = self.hdr[1];
+                    self.id = u16::from_be_bytes([self.hdr[2], self.hdr[3]]);
+                    self.content_left = u16::from_be_bytes([self.hdr[4], self.hdr[5]]) as usize;
+                    self.pad_left = self.hdr[6] as usize;
+                    let len = self.content_left;
+                    if !f(self, Piece::Header(self.kind, len), total - bytes.len()) {
+                        return;
+                    }
+                }
+            } else if self.content_left > 0 {
+                let n = self.content_left.min(bytes.len());
+                self.content_left -= n;
+                let (c, rest) = bytes.split_at(n);
+                bytes = rest;
+                if !f(self, Piece::Content(c), total - bytes.len()) {
+                    return;
+                }
+            } else {
+                let n = self.pad_left.min(bytes.len());
+                self.pad_left -= n;
+                bytes = &bytes[n..];
+            }
+        }
+    }
+
+    /// Bytes of the current record not yet through (0 at a boundary;
+    /// all ones in the middle of a header).
+    fn left(&self) -> u64 {
+        if self.have > 0 {
+            0xffff_ffff
+        } else {
+            (self.content_left + self.pad_left) as u64
+        }
+    }
+}
+
+/// One connection as the library follows it.
+#[derive(Default)]
+pub struct Watch {
+    inb: Framer,
+    outb: Framer,
+    /// Between BEGIN_REQUEST and the end of PARAMS: the request's bytes as
+    /// read (for a hand-over), its BEGIN body and its params.
+    copy: Vec<u8>,
+    begin: Vec<u8>,
+    params: Vec<u8>,
+    reading_params: bool,
+    /// A request runs (its params were passed on) until its END_REQUEST.
+    in_request: bool,
+    /// A request was answered on the connection.
+    served: bool,
+    /// An END_REQUEST not yet written whole (whether to retire after it).
+    ended: Option<bool>,
+    /// The running request's id, and whether its STDOUT began.
+    id: u16,
+    spoke: bool,
+    started_cpu: u64,
+    started_us: u64,
+}
+
+/// A request bigger than this is not handed over (it cannot be a ping or
+/// status request; a refused script that big is closed instead).
+pub const MAX_HANDOVER: usize = 128 << 10;
+
+/// What reading `bytes` from the connection decided.
+pub enum Seen {
+    Pass,
+    /// Hand the connection over with these bytes; the program reads EOF.
+    HandOver(Vec<u8>),
+    /// Close it under the program (EOF): a refused request too big to hand over.
+    Refuse,
+}
+
+impl Watch {
+    /// Whether the connection may be ended under the program now: between
+    /// requests, after one at least. A new connection's first request is
+    /// served even when the program is to end (it was accepted, maybe just
+    /// as the stop came: closed unanswered, its request could not be told
+    /// from one that ran).
+    pub fn may_end(&self) -> bool {
+        self.served && !self.in_request && !self.reading_params
+    }
+
+    /// Follows bytes the program read.
+    pub fn inbound(&mut self, cfg: &Rules<'_>, bytes: &[u8]) -> Seen {
+        let mut seen = Seen::Pass;
+        // Where this read's bytes of the request (kept for a hand-over,
+        // padding and all) begin.
+        let mut from = self.reading_params.then_some(0);
+        let mut inb = std::mem::take(&mut self.inb);
+        inb.feed(bytes, |fr, piece, at| {
+            match piece {
+                Piece::Header(codec::kind::BEGIN_REQUEST, _) if !self.in_request => {
+                    cfg.words.set_state(cfg.slot, State::ReadingHeaders);
+                    self.id = fr.id;
+                    self.reading_params = true;
+                    self.copy.clear();
+                    self.copy.extend_from_slice(&fr.hdr);
+                    from = Some(at);
+                    self.begin.clear();
+                    self.params.clear();
+                }
+                Piece::Content(c) if self.reading_params && fr.kind == codec::kind::BEGIN_REQUEST => {
+                    self.begin.extend_from_slice(c);
+                }
+                Piece::Content(c) if self.reading_params && fr.kind == codec::kind::PARAMS => {
+                    self.params.extend_from_slice(c);
+                }
+                Piece::Header(codec::kind::PARAMS, 0) if self.reading_params => {
+                    self.reading_params = false;
+                    self.copy.extend_from_slice(&bytes[from.take().unwrap_or(0)..]);
+                    seen = self.params_done(cfg);
+                    return false;
+                }
+                _ => {}
+            }
+            true
+        });
+        self.inb = inb;
+        if let Some(f) = from {
+            self.copy.extend_from_slice(&bytes[f..]);
+        }
+        if self.copy.len() > MAX_HANDOVER + (64 << 10) && self.reading_params {
+            // Too big for a hand-over: no need to keep more.
+            self.copy.truncate(MAX_HANDOVER + 1);
+        }
+        if !matches!(seen, Seen::Pass) {
+            // The rest is the worker's (or nobody's): stop following.
+            self.copy = Vec::new();
+        }
+        seen
+    }
+
+    /// The request's params are complete: recorded, or handed over.
+    fn params_done(&mut self, cfg: &Rules<'_>) -> Seen {
+        let get = |want: &[u8]| -> &str {
+            codec::Pairs::new(&self.params)
+                .filter_map(Result::ok)
+                .find(|(n, _)| *n == want)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                .unwrap_or("")
+        };
+        let name = get(b"SCRIPT_NAME");
+        let builtin = !name.is_empty() && [&cfg.ping, &cfg.status].iter().any(|p| p.as_deref() == Some(name));
+        let mut path = get(b"SCRIPT_FILENAME");
+        if path.is_empty() {
+            path = get(b"PATH_TRANSLATED");
+        }
+        let denied = script_check::denied(path, &cfg.extensions).is_some();
+        if builtin || denied {
+            let all = std::mem::take(&mut self.copy);
+            return if all.len() <= MAX_HANDOVER {
+                Seen::HandOver(all)
+            } else {
+                Seen::Refuse
+            };
+        }
+        let uri = get(b"REQUEST_URI");
+        let info = RequestInfo {
+            method: get(b"REQUEST_METHOD"),
+            uri,
+            script: path,
+            user: get(b"REMOTE_USER"),
+            content_length: get(b"CONTENT_LENGTH").parse().unwrap_or(0),
+        };
+        cfg.words.begin_request(cfg.slot, &info);
+        self.in_request = true;
+        self.spoke = false;
+        self.outb = Framer::default();
+        self.note_out(cfg);
+        self.started_cpu = (cfg.cpu_ns)();
+        self.started_us = record::unix_us();
+        self.copy = Vec::new();
+        Seen::Pass
+    }
+
+    /// Follows bytes the program wrote. Once a request's END_REQUEST is
+    /// written whole: `Some(retire)`, `retire` when the program must end
+    /// after it (`max_requests`, `max_memory`).
+    pub fn outbound(&mut self, cfg: &Rules<'_>, bytes: &[u8]) -> Option<bool> {
+        let mut outb = std::mem::take(&mut self.outb);
+        outb.feed(bytes, |fr, piece, _| {
+            if let Piece::Header(codec::kind::STDOUT, 1..) = piece
+                && fr.id == self.id
+            {
+                self.spoke = true;
+            }
+            if let Piece::Header(codec::kind::END_REQUEST, ..) = piece
+                && self.in_request
+            {
+                self.in_request = false;
+                self.served = true;
+                let wall = record::unix_us().saturating_sub(self.started_us).max(1);
+                let cpu = (cfg.cpu_ns)().saturating_sub(self.started_cpu);
+                let memory = (cfg.rss)();
+                cfg.words.end_request(cfg.slot, cpu as f64 / 10.0 / wall as f64, memory);
+                cfg.words.set_state(cfg.slot, State::Kept);
+                let served = cfg.words.sw(cfg.slot, s::REQUESTS).load(Relaxed);
+                let retire = (cfg.max_requests > 0 && served >= cfg.max_requests)
+                    || (cfg.max_memory > 0 && memory > cfg.max_memory);
+                self.ended = Some(retire);
+            }
+            true
+        });
+        self.outb = outb;
+        self.note_out(cfg);
+        if self.outb.left() == 0 { self.ended.take() } else { None }
+    }
+
+    /// The slot's OUT_LEFT: the rest of the record being written (bits
+    /// 0-31, all ones mid-header), the request's id (32-47), whether its
+    /// STDOUT began (48).
+    fn note_out(&self, cfg: &Rules<'_>) {
+        let left = self.outb.left().min(0xffff_ffff);
+        let word = left | (self.id as u64) << 32 | (self.spoke as u64) << 48;
+        cfg.words.sw(cfg.slot, s::OUT_LEFT).store(word, Relaxed);
+    }
+}
