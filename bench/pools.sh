@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Application pools, with the same nginx front for both sides of each pair:
 #   1. PHP hello: a corral pool of php-cgi vs php-fpm (pm static, same count),
-#      as a `direct` pool (php-cgi accepts on the pool's socket itself), as a
-#      relaying pool (the default), and relaying with cpu_affinity = "auto"
+#      as configured by default (`direct`: php-cgi accepts on the pool's
+#      socket itself), relaying (`direct = false`), and relaying with
+#      cpu_affinity = "auto"
 #   2. a CGI script per request: a corral `app = "cgi"` pool vs fcgiwrap
 #   3. ondemand: corral's own cost from a waiting connection to a forked
 #      worker ready to accept (from its log line), and the first-request
@@ -70,13 +71,13 @@ listen_mode = "0666"
 command = ["php-cgi"]
 pm = "static"
 max_children = $CHILDREN
+direct = false
 [pool.direct]
 listen = "unix:$W/direct.sock"
 listen_mode = "0666"
 command = ["php-cgi"]
 pm = "static"
 max_children = $CHILDREN
-direct = true
 [pool.pinned]
 listen = "unix:$W/pinned.sock"
 listen_mode = "0666"
@@ -84,6 +85,7 @@ command = ["php-cgi"]
 pm = "static"
 max_children = $CHILDREN
 cpu_affinity = "auto"
+direct = false
 [pool.cgi]
 listen = "unix:$W/cgi.sock"
 listen_mode = "0666"
@@ -184,11 +186,11 @@ pair() { # title path nameA portA nameB portB target
   echo
 }
 
-pair "PHP hello: corral direct pool of php-cgi vs php-fpm, pm static x$CHILDREN" /hello.php \
+pair "PHP hello: corral pool of php-cgi (default: direct) vs php-fpm, pm static x$CHILDREN" /hello.php \
   corral-direct "$P_DIR" php-fpm "$P_FPM" "target >= 0.90"
-pair "PHP hello: corral relaying pool of php-cgi vs php-fpm, pm static x$CHILDREN" /hello.php \
+pair "PHP hello: corral relaying pool of php-cgi (direct = false) vs php-fpm, pm static x$CHILDREN" /hello.php \
   corral-php-cgi "$P_POOL" php-fpm "$P_FPM" "target >= 0.90"
-pair "PHP hello: the same pool with cpu_affinity = \"auto\" vs php-fpm" /hello.php \
+pair "PHP hello: the relaying pool with cpu_affinity = \"auto\" vs php-fpm" /hello.php \
   corral-pinned "$P_PIN" php-fpm "$P_FPM" "target >= 0.90"
 pair "CGI per request: corral app=cgi pool vs fcgiwrap, x$CHILDREN" /hello.cgi \
   corral-cgi "$P_CGI" fcgiwrap "$P_WRAP" "target >= 1.30"

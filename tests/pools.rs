@@ -50,7 +50,15 @@ fn corral(pools: &str, http_workers: usize) -> Server {
 }
 
 fn php_pool(listen: &str, extra: &str) -> String {
-    format!("[pool.php]\nlisten = \"{listen}\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{extra}\n")
+    // The relay unless the test says (`direct` is PHP's default).
+    let relay = if extra.contains("direct") {
+        ""
+    } else {
+        "direct = false\n"
+    };
+    format!(
+        "[pool.php]\nlisten = \"{listen}\"\ncommand = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{relay}{extra}\n"
+    )
 }
 
 /// The status page's JSON for one pool (`?json&full`).
@@ -177,7 +185,7 @@ fn nginx(d: &Path, port: u16, http: &str) -> Started {
 
 #[test]
 fn php_cgi_pool_serves_corral_locations() {
-    php_cgi_pool_serves_corral_locations_in("");
+    php_cgi_pool_serves_corral_locations_in("direct = false\n");
 }
 
 #[test]
@@ -315,7 +323,7 @@ fn sha256(p: &Path) -> String {
 
 #[test]
 fn nginx_and_cgi_fcgi_are_served_by_a_pool() {
-    nginx_and_cgi_fcgi_are_served_by_a_pool_in("");
+    nginx_and_cgi_fcgi_are_served_by_a_pool_in("direct = false\n");
 }
 
 #[test]
@@ -515,7 +523,7 @@ fn perl_fcgi_program_in_a_pool() {
 /// that does not end in `.php` (php-fpm's security.limit_extensions).
 #[test]
 fn a_php_pool_runs_only_php_scripts() {
-    a_php_pool_runs_only_php_scripts_in("");
+    a_php_pool_runs_only_php_scripts_in("direct = false\n");
 }
 
 #[test]
@@ -623,7 +631,7 @@ for rid in range(1, 5):
 /// known not to have run and is sent again: none is a 502.
 #[test]
 fn posts_survive_pool_workers_recycling() {
-    posts_survive_pool_workers_recycling_in("");
+    posts_survive_pool_workers_recycling_in("direct = false\n");
 }
 
 #[test]
@@ -900,7 +908,7 @@ fn late_records_of_a_program_never_reach_the_next_client() {
 
 #[test]
 fn dynamic_grows_to_max_children_then_shrinks_to_max_spare() {
-    dynamic_grows_to_max_children_then_shrinks_to_max_spare_in("");
+    dynamic_grows_to_max_children_then_shrinks_to_max_spare_in("direct = false\n");
 }
 
 #[test]
@@ -953,7 +961,7 @@ fn dynamic_grows_to_max_children_then_shrinks_to_max_spare_in(direct: &str) {
 
 #[test]
 fn ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers() {
-    ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers_in("");
+    ondemand_starts_empty_spawns_on_demand_and_retires_idle_workers_in("direct = false\n");
 }
 
 #[test]
@@ -1015,7 +1023,7 @@ fn ondemand_counts_max_children_reached() {
 
 #[test]
 fn max_requests_and_max_memory_recycle_workers() {
-    max_requests_and_max_memory_recycle_workers_in("");
+    max_requests_and_max_memory_recycle_workers_in("direct = false\n");
 }
 
 #[test]
@@ -1058,7 +1066,7 @@ fn max_requests_and_max_memory_recycle_workers_in(direct: &str) {
 
 #[test]
 fn terminate_timeout_kills_the_request_and_slowlog_names_the_url() {
-    terminate_timeout_kills_the_request_and_slowlog_names_the_url_in("");
+    terminate_timeout_kills_the_request_and_slowlog_names_the_url_in("direct = false\n");
 }
 
 #[test]
@@ -1262,7 +1270,7 @@ fn status_of(port: u16, path: &str) -> u16 {
 
 #[test]
 fn twenty_reloads_under_load_lose_no_request() {
-    twenty_reloads_under_load_lose_no_request_in("");
+    twenty_reloads_under_load_lose_no_request_in("direct = false\n");
 }
 
 #[test]
@@ -1852,7 +1860,7 @@ fn pool_behind_nginx(name: &str, script: (&str, &str), children: usize, keepaliv
     behind_nginx(
         name,
         &[script],
-        &format!("command = [\"php-cgi\"]\npm = \"static\"\nmax_children = {children}"),
+        &format!("command = [\"php-cgi\"]\npm = \"static\"\nmax_children = {children}\ndirect = false"),
         |sock, www, port| {
             format!(
                 "upstream {name} {{ server unix:{s}; keepalive {keepalive}; keepalive_timeout 60s; }}\n\
@@ -2435,13 +2443,15 @@ fn a_client_that_leaves_stops_the_php_script() {
 #[test]
 fn a_php_crash_mid_answer_is_broken_behind_nginx_and_counts_as_a_failure() {
     const CRASH: &str = "<?php echo str_repeat('y', 10000), \"\\n\"; @ob_flush(); flush(); usleep(200000); posix_kill(getmypid(), 11);\n";
-    for tcp in [false, true] {
+    // The relay, and php-cgi accepting itself (PHP's default, `direct`).
+    for (tcp, relay) in [(false, true), (true, true), (false, false), (true, false)] {
         let dir = TempDir::new();
         let d = dir.path();
         let www = d.join("www");
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("crash.php"), CRASH).unwrap();
-        let (listen, pass, mode) = if tcp {
+        let mode = if relay { "direct = false\n" } else { "" };
+        let (listen, pass, socket_mode) = if tcp {
             let p = free_port();
             (format!("127.0.0.1:{p}"), format!("127.0.0.1:{p}"), "")
         } else {
@@ -2451,7 +2461,7 @@ fn a_php_crash_mid_answer_is_broken_behind_nginx_and_counts_as_a_failure() {
         let mut corral = pools_only(
             d,
             &format!(
-                "[pool.php]\nlisten = \"{listen}\"\n{mode}command = [\"php-cgi\"]\npm = \"static\"\n\
+                "[pool.php]\nlisten = \"{listen}\"\n{mode}{socket_mode}command = [\"php-cgi\"]\npm = \"static\"\n\
                  max_children = 1\nemergency_restart_threshold = 3\nemergency_restart_interval = \"60s\"\n"
             ),
         );
@@ -2475,7 +2485,7 @@ fn a_php_crash_mid_answer_is_broken_behind_nginx_and_counts_as_a_failure() {
             let (ok, body) = curl(&[&format!("http://127.0.0.1:{port}/crash.php")]);
             assert!(
                 !ok,
-                "tcp {tcp}: a broken answer arrived as complete ({} bytes)",
+                "tcp {tcp}, relay {relay}: a broken answer arrived as complete ({} bytes)",
                 body.len()
             );
             let crashes = || log().matches("exited on signal 11 (SIGSEGV)").count();
@@ -2712,7 +2722,7 @@ fn php_behind_nginx(scripts: &[(&str, &str)], pool: &str, nginx_extra: &str) -> 
     behind_nginx(
         "php",
         scripts,
-        &format!("command = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\n{pool}"),
+        &format!("command = [\"php-cgi\", \"-d\", \"output_buffering=0\"]\ndirect = false\n{pool}"),
         |sock, www, port| {
             format!(
                 "server {{ listen 127.0.0.1:{port}; root {w};\n\

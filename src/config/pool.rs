@@ -286,7 +286,11 @@ fn build_pool(
         }
         (None, _) => Vec::new(),
     };
-    let direct = p.direct.unwrap_or(false);
+    // php-fpm's model for PHP (its speed: no relay hop); other programs
+    // keep the relay's checks unless asked (see docs/pools.md).
+    let direct = p
+        .direct
+        .unwrap_or_else(|| matches!(&app, App::FastCgi { argv } if argv.iter().take(2).any(|a| is_php(a))));
     if direct && !matches!(app, App::FastCgi { .. }) {
         return Err(c.err("direct", "applies to a FastCGI program (app = \"fastcgi\") only"));
     }

@@ -236,7 +236,13 @@ impl Pools {
                 continue;
             };
             let c = p.children.swap_remove(i);
+            // Failures of its program it recorded just before it ended (a
+            // `direct` worker ends with its program) count as the others.
+            let late = p.shared.sb.failures(c.slot).saturating_sub(c.failures_seen);
             released(&p.shared.sb, &c);
+            for _ in 0..late {
+                failed(p, now);
+            }
             let name = &p.shared.cfg.name;
             let asked = c.deadline.is_some();
             if asked && !abnormal {
