@@ -96,8 +96,8 @@ pub fn direct_watch(data: &[u8]) {
         extensions: vec![".php".into()],
         max_requests: 3,
         max_memory: 1 << 40,
-        cpu_ns: || 1,
-        rss: || 1 << 20,
+        usage: || (1, 1 << 20),
+        cpu_mark: || 0,
     };
     // Piece sizes from the seed: 1..=64 bytes, or all at once.
     let mut x = u32::from(seed) | 1;

@@ -21,9 +21,10 @@ pub struct Rules<'a> {
     pub extensions: Vec<String>,
     pub max_requests: u64,
     pub max_memory: u64,
-    /// The process's CPU time (ns) and resident memory (bytes).
-    pub cpu_ns: fn() -> u64,
-    pub rss: fn() -> u64,
+    /// The process's CPU time (ns) and peak resident memory (bytes), now;
+    /// and its CPU time at the last `usage` (no system call).
+    pub usage: fn() -> (u64, u64),
+    pub cpu_mark: fn() -> u64,
 }
 
 #[derive(Default)]
@@ -183,26 +184,35 @@ impl Watch {
         }
         if !matches!(seen, Seen::Pass) {
             // The rest is the worker's (or nobody's): stop following.
-            self.copy = Vec::new();
+            self.copy.clear();
         }
         seen
     }
 
     /// The request's params are complete: recorded, or handed over.
     fn params_done(&mut self, cfg: &Rules<'_>) -> Seen {
-        let get = |want: &[u8]| -> &str {
-            codec::Pairs::new(&self.params)
-                .filter_map(Result::ok)
-                .find(|(n, _)| *n == want)
-                .and_then(|(_, v)| std::str::from_utf8(v).ok())
-                .unwrap_or("")
-        };
-        let name = get(b"SCRIPT_NAME");
-        let builtin = !name.is_empty() && [&cfg.ping, &cfg.status].iter().any(|p| p.as_deref() == Some(name));
-        let mut path = get(b"SCRIPT_FILENAME");
-        if path.is_empty() {
-            path = get(b"PATH_TRANSLATED");
+        // The params wanted, in one pass (the first of each name counts).
+        const NAMES: [&[u8]; 7] = [
+            b"SCRIPT_NAME",
+            b"SCRIPT_FILENAME",
+            b"PATH_TRANSLATED",
+            b"REQUEST_URI",
+            b"REQUEST_METHOD",
+            b"REMOTE_USER",
+            b"CONTENT_LENGTH",
+        ];
+        let mut v: [Option<&str>; 7] = [None; 7];
+        for (n, val) in codec::Pairs::new(&self.params).filter_map(Result::ok) {
+            if let Some(i) = NAMES.iter().position(|w| *w == n)
+                && v[i].is_none()
+            {
+                v[i] = Some(std::str::from_utf8(val).unwrap_or(""));
+            }
         }
+        let get = |i: usize| v[i].unwrap_or("");
+        let name = get(0);
+        let builtin = !name.is_empty() && [&cfg.ping, &cfg.status].iter().any(|p| p.as_deref() == Some(name));
+        let path = if get(1).is_empty() { get(2) } else { get(1) };
         let denied = script_check::denied(path, &cfg.extensions).is_some();
         if builtin || denied {
             let all = std::mem::take(&mut self.copy);
@@ -212,22 +222,22 @@ impl Watch {
                 Seen::Refuse
             };
         }
-        let uri = get(b"REQUEST_URI");
         let info = RequestInfo {
-            method: get(b"REQUEST_METHOD"),
-            uri,
+            method: get(4),
+            uri: get(3),
             script: path,
-            user: get(b"REMOTE_USER"),
-            content_length: get(b"CONTENT_LENGTH").parse().unwrap_or(0),
+            user: get(5),
+            content_length: get(6).parse().unwrap_or(0),
         };
         cfg.words.begin_request(cfg.slot, &info);
         self.in_request = true;
         self.spoke = false;
         self.outb = Framer::default();
         self.note_out(cfg);
-        self.started_cpu = (cfg.cpu_ns)();
+        self.started_cpu = (cfg.cpu_mark)();
         self.started_us = record::unix_us();
-        self.copy = Vec::new();
+        // Kept for the next request's (no allocation per request).
+        self.copy.clear();
         Seen::Pass
     }
 
@@ -248,8 +258,8 @@ impl Watch {
                 self.in_request = false;
                 self.served = true;
                 let wall = record::unix_us().saturating_sub(self.started_us).max(1);
-                let cpu = (cfg.cpu_ns)().saturating_sub(self.started_cpu);
-                let memory = (cfg.rss)();
+                let (now, memory) = (cfg.usage)();
+                let cpu = now.saturating_sub(self.started_cpu);
                 cfg.words.end_request(cfg.slot, cpu as f64 / 10.0 / wall as f64, memory);
                 cfg.words.set_state(cfg.slot, State::Kept);
                 let served = cfg.words.sw(cfg.slot, s::REQUESTS).load(Relaxed);

@@ -87,12 +87,6 @@ struct SigAction {
     restorer: usize,
 }
 
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-
 unsafe extern "C" {
     fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
     fn __errno_location() -> *mut c_int;
@@ -102,8 +96,6 @@ unsafe extern "C" {
     fn sendmsg(fd: c_int, msg: *const MsgHdr, flags: c_int) -> isize;
     fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
     fn getpeername(fd: c_int, addr: *mut c_void, len: *mut u32) -> c_int;
-    fn clock_gettime(clock: c_int, ts: *mut Timespec) -> c_int;
-    fn sysconf(name: c_int) -> i64;
 }
 
 const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
@@ -115,7 +107,6 @@ const MSG_NOSIGNAL: c_int = 0x4000;
 const F_SETFD: c_int = 2;
 const FD_CLOEXEC: c_int = 1;
 const POLLIN: i16 = 1;
-const CLOCK_PROCESS_CPUTIME_ID: c_int = 2;
 
 fn errno() -> c_int {
     // SAFETY: glibc's per-thread errno location is always valid.
@@ -177,8 +168,6 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static RETIRE: AtomicBool = AtomicBool::new(false);
 /// The watched connection's descriptor and what is followed of it.
 static CONN: Mutex<Option<(c_int, Watch)>> = Mutex::new(None);
-static STATM: AtomicI32 = AtomicI32::new(-1);
-static PAGE: AtomicU64 = AtomicU64::new(4096);
 
 #[used]
 #[unsafe(link_section = ".init_array")]
@@ -254,8 +243,6 @@ extern "C" fn init() {
     }
     // SAFETY: marks corral's descriptor close-on-exec (no script's child keeps it).
     unsafe { fcntl(ctl as c_int, F_SETFD, FD_CLOEXEC) };
-    // SAFETY: sysconf(_SC_PAGESIZE) has no side effects.
-    PAGE.store(unsafe { sysconf(30) }.max(1) as u64, Relaxed);
     let cfg = Config {
         rules: Rules {
             words: Words {
@@ -268,8 +255,8 @@ extern "C" fn init() {
             extensions,
             max_requests,
             max_memory,
-            cpu_ns,
-            rss,
+            usage,
+            cpu_mark,
         },
         listen: listen as c_int,
         ctl: ctl as c_int,
@@ -310,39 +297,49 @@ fn ending() -> bool {
 
 // ---- what the library measures ----
 
-fn cpu_ns() -> u64 {
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: writes one timespec through the valid pointer.
-    unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
+#[repr(C)]
+struct Timeval {
+    sec: i64,
+    usec: i64,
 }
 
-/// Resident bytes of this process (/proc/self/statm, kept open).
-fn rss() -> u64 {
-    let mut fd = STATM.load(Relaxed);
-    if fd < 0 {
-        // SAFETY: opens a fixed NUL-terminated path read-only, close-on-exec.
-        fd = unsafe { libc_open(c"/proc/self/statm".as_ptr(), 0o2000000) };
-        if fd < 0 {
-            return 0;
-        }
-        STATM.store(fd, Relaxed);
-    }
-    let mut buf = [0u8; 128];
-    // SAFETY: reads into the local buffer.
-    let n = unsafe { pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n <= 0 {
-        return 0;
-    }
-    let text = std::str::from_utf8(&buf[..n as usize]).unwrap_or("");
-    let pages: u64 = text.split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    pages * PAGE.load(Relaxed)
+/// glibc's `struct rusage` on 64-bit Linux: two timevals, 14 longs.
+#[repr(C)]
+struct Rusage {
+    utime: Timeval,
+    stime: Timeval,
+    maxrss: i64,
+    rest: [i64; 13],
 }
 
 unsafe extern "C" {
-    #[link_name = "open"]
-    fn libc_open(path: *const c_char, flags: c_int, ...) -> c_int;
-    fn pread(fd: c_int, buf: *mut c_void, n: usize, off: i64) -> isize;
+    fn getrusage(who: c_int, usage: *mut Rusage) -> c_int;
+}
+
+/// The process's CPU time (ns) at the last `usage`.
+static LAST_CPU: AtomicU64 = AtomicU64::new(0);
+
+/// CPU time (ns) and peak resident memory (bytes) of the process: one
+/// system call per request, at its end (the start reuses the last one).
+fn usage() -> (u64, u64) {
+    let mut ru = Rusage {
+        utime: Timeval { sec: 0, usec: 0 },
+        stime: Timeval { sec: 0, usec: 0 },
+        maxrss: 0,
+        rest: [0; 13],
+    };
+    // SAFETY: getrusage(RUSAGE_SELF) writes one rusage through the valid pointer.
+    if unsafe { getrusage(0, &mut ru) } != 0 {
+        return (LAST_CPU.load(Relaxed), 0);
+    }
+    let us = |t: &Timeval| t.sec as u64 * 1_000_000 + t.usec as u64;
+    let cpu = (us(&ru.utime) + us(&ru.stime)) * 1000;
+    LAST_CPU.store(cpu, Relaxed);
+    (cpu, ru.maxrss.max(0) as u64 * 1024)
+}
+
+fn cpu_mark() -> u64 {
+    LAST_CPU.load(Relaxed)
 }
 
 /// Gives the connection (and the bytes read of its request) to corral's
@@ -720,6 +717,8 @@ fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int
         }
         let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
         *guard = Some((c, Watch::default()));
+        // The CPU clock a first request starts from.
+        usage();
         WATCHED.store(c, Relaxed);
         let (words, slot) = (cfg.rules.words, cfg.rules.slot);
         words.sw(slot, s::CONN_FD).store(c as u64 + 1, Relaxed);
