@@ -312,6 +312,166 @@ fn a_direct_program_accepts_itself_and_its_requests_are_recorded() {
     assert!(field(&j, "last request memory") > 1 << 20, "{j}");
 }
 
+/// A `direct` program can write its pool's scoreboard (a script can, too,
+/// through /proc/self/mem): it may falsify its own pool's figures, never
+/// what the master counts or acts on. All zeros (every slot "free") must
+/// not let the master start workers past max_children; all ones (failure
+/// counts of 2^64) must not send the master into a loop of failures.
+#[test]
+fn a_direct_program_writing_its_scoreboard_cannot_move_the_master() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 2\ndirect = true\nemergency_restart_threshold = 3",
+        ),
+        1,
+    );
+    std::fs::write(
+        s.root.join("forge.php"),
+        "<?php $v = chr((int)($_GET['v'] ?? 0));\n\
+         foreach (file('/proc/self/maps') as $l) {\n\
+           if (strpos($l, 'corral-scoreboard') === false) continue;\n\
+           [$a, $b] = array_map('hexdec', explode('-', explode(' ', $l)[0]));\n\
+           $f = fopen('/proc/self/mem', 'r+'); fseek($f, $a); fwrite($f, str_repeat($v, $b - $a)); fclose($f);\n\
+           echo 'forged ', $b - $a, \"\\n\";\n\
+         }\n",
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || total(&s) == 2));
+    for v in ["0", "255"] {
+        let r = s.get(&format!("/forge.php?v={v}"));
+        assert!(r.text().starts_with("forged "), "{} {}", r.text(), s.error_log());
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(2500) {
+            let workers = children_of(s.pid())
+                .into_iter()
+                .filter(|&p| cmdline(p).contains("pool php"))
+                .count();
+            assert!(workers <= 2, "{workers} pool workers for max_children = 2");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // The master still answers: a reload is applied.
+    s.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || s.error_log().contains("reload applied")),
+        "{}",
+        s.error_log()
+    );
+    assert!(!s.error_log().contains("emergency restart"), "{}", s.error_log());
+    assert!(eventually(Duration::from_secs(5), || s.get("/hello.php").status == 200));
+}
+
+/// A PHP command run through a wrapper (`/usr/bin/env php-cgi`, direct by
+/// default) is followed all the same: the library sets up in the process
+/// that accepts, not in the wrapper (which would take it away from php-cgi).
+#[test]
+fn a_direct_php_cgi_behind_a_wrapper_is_followed() {
+    let s = corral(
+        "[pool.php]\nlisten = \"unix:{dir}/php.sock\"\ncommand = [\"/usr/bin/env\", \"php-cgi\"]\npm = \"static\"\nmax_children = 1\n",
+        1,
+    );
+    std::fs::write(s.root.join("evil.jpg"), "<?php echo 'EVIL_EXECUTED';").unwrap();
+    assert_eq!(s.get("/hello.php").status, 200, "{}", s.error_log());
+    let j = status(&s);
+    assert!(j.contains("\"request uri\":\"/hello.php\""), "{j}");
+    // limit_extensions holds (corral's front would not send this; a client
+    // of the socket may).
+    let sock = s.dir.path().join("php.sock");
+    let out = Command::new("cgi-fcgi")
+        .args(["-bind", "-connect"])
+        .arg(&sock)
+        .env_clear()
+        .env("SCRIPT_FILENAME", s.root.join("evil.jpg"))
+        .env("REQUEST_METHOD", "GET")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("Access denied.") && !out.contains("EVIL"), "{out}");
+}
+
+/// A reload while a `direct` program runs a script: the script runs to its
+/// end undisturbed (the worker's stop signal is blocked while PHP runs: a
+/// sleep() is not cut short), then the program ends.
+#[test]
+fn a_direct_program_told_to_stop_finishes_its_script_undisturbed() {
+    let s = corral(
+        &php_pool(
+            "unix:{dir}/php.sock",
+            "pm = \"static\"\nmax_children = 1\ndirect = true",
+        ),
+        1,
+    );
+    std::fs::write(
+        s.root.join("nap.php"),
+        "<?php $t = microtime(true); sleep(3); usleep(500000); printf(\"napped %.2f\\n\", microtime(true) - $t);\n",
+    )
+    .unwrap();
+    let port = s.port;
+    let h = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(c, "GET /nap.php HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        String::from_utf8_lossy(&read_to_close(&mut c)).into_owned()
+    });
+    assert!(eventually(Duration::from_secs(5), || field(
+        &status(&s),
+        "active processes"
+    ) == 1));
+    // A changed pool: its worker is told to stop after the request.
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        cfg.replace("max_children = 1", "max_children = 1\nmax_requests = 100"),
+    )
+    .unwrap();
+    s.signal("HUP");
+    let out = h.join().unwrap();
+    let napped: f64 = out
+        .split("napped ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{out} {}", s.error_log()));
+    assert!(napped >= 3.4, "the script's sleeps were cut short: {napped} s");
+}
+
+/// A `direct` Perl FCGI program (libfcgi reads its records in large
+/// pieces): every request on a kept connection is recorded.
+#[test]
+fn a_direct_perl_fcgi_program_has_each_request_recorded() {
+    let s = corral(
+        "[pool.cgi]\nlisten = \"unix:{dir}/perl.sock\"\ncommand = [\"perl\", \"{dir}/app.pl\"]\npm = \"static\"\nmax_children = 1\ndirect = true\n",
+        1,
+    );
+    std::fs::write(
+        s.dir.path().join("app.pl"),
+        "use FCGI; my $r = FCGI::Request(); my $n = 0;\n\
+         while ($r->Accept() >= 0) { $n++; print \"Content-Type: text/plain\\r\\n\\r\\nperl $n\\n\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(s.root.join("x.cgi"), "").unwrap();
+    s.signal("HUP");
+    assert!(eventually(Duration::from_secs(10), || s
+        .get("/x.cgi")
+        .text()
+        .starts_with("perl ")));
+    let before = field(&status(&s), "requests");
+    let mut c = s.connect();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    for i in 0..5 {
+        write!(
+            c,
+            "POST /x.cgi?i={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        .unwrap();
+        let (code, _) = read_response(&mut r).expect("an answer");
+        assert_eq!(code, 200);
+    }
+    let j = status(&s);
+    assert_eq!(field(&j, "requests"), before + 5, "{j}");
+    assert!(j.contains("\"request uri\":\"/x.cgi?i=4\""), "{j}");
+}
+
 fn sha256(p: &Path) -> String {
     let out = Command::new("sha256sum").arg(p).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -584,7 +744,53 @@ fn a_php_pool_runs_only_php_scripts_in(direct: &str) {
         );
     }
     assert!(log().contains("has been denied (see limit_extensions)"), "{}", log());
+    // What a client on the pool's socket may send besides: a name that is
+    // not UTF-8 after the upload, SCRIPT_FILENAME twice (php-cgi runs the
+    // last), params that end at the STDIN record with no empty PARAMS
+    // record (php-cgi stops at any other record).
+    let evil = www.join("up/evil.jpg").display().to_string();
+    let hello = www.join("hello.php").display().to_string();
+    for case in ["non-utf8", "twice", "no-params-end"] {
+        let out = Command::new("python3")
+            .args(["-c", CRAFTED_CLIENT, &port.to_string(), case, &evil, &hello])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!out.contains("EVIL_EXECUTED"), "{case}: {out} {}", log());
+    }
 }
+
+/// One FastCGI request of a kind (`argv[2]`) to 127.0.0.1:`argv[1]`;
+/// prints what came back. `argv[3]`: an upload that is not a script,
+/// `argv[4]`: a real script.
+const CRAFTED_CLIENT: &str = r#"import socket, struct, sys
+def rec(t, rid, c=b''):
+    pad = (8 - len(c) % 8) % 8
+    return struct.pack('>BBHHBx', 1, t, rid, len(c), pad) + c + b'\0' * pad
+def nv(pairs):
+    return b''.join(bytes([len(k), len(v)]) + k + v for k, v in pairs)
+case, evil, hello = sys.argv[2], sys.argv[3].encode(), sys.argv[4].encode()
+base = [(b'REQUEST_METHOD', b'GET'), (b'REDIRECT_STATUS', b'200')]
+if case == 'non-utf8':
+    p = rec(4, 1, nv(base + [(b'SCRIPT_FILENAME', evil + b'/\xff.php')])) + rec(4, 1)
+elif case == 'twice':
+    p = rec(4, 1, nv(base + [(b'SCRIPT_FILENAME', hello), (b'SCRIPT_FILENAME', evil)])) + rec(4, 1)
+else:
+    p = rec(4, 1, nv(base + [(b'SCRIPT_FILENAME', evil)]))
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.settimeout(10)
+s.sendall(rec(1, 1, struct.pack('>HB5x', 1, 0)) + p + rec(5, 1))
+out = b''
+try:
+    while True:
+        x = s.recv(65536)
+        if not x:
+            break
+        out += x
+except Exception:
+    pass
+print(out.decode('latin-1'))
+"#;
 
 /// A FastCGI client sending four requests on one kept connection, each in
 /// pieces 30 ms apart: BEGIN and PARAMS, then (for a POST) the body, then

@@ -238,7 +238,7 @@ impl Pools {
             let c = p.children.swap_remove(i);
             // Failures of its program it recorded just before it ended (a
             // `direct` worker ends with its program) count as the others.
-            let late = p.shared.sb.failures(c.slot).saturating_sub(c.failures_seen);
+            let late = p.shared.sb.failures(c.slot).saturating_sub(c.failures_seen).min(1000);
             released(&p.shared.sb, &c);
             for _ in 0..late {
                 failed(p, now);
@@ -582,7 +582,7 @@ fn program_failures(p: &mut RunningPool, now: Instant) {
     let mut new = 0;
     for c in &mut p.children {
         let n = p.shared.sb.failures(c.slot);
-        new += n.saturating_sub(c.failures_seen);
+        new += n.saturating_sub(c.failures_seen).min(1000);
         c.failures_seen = n;
     }
     for _ in 0..new {
@@ -603,11 +603,22 @@ fn slow_due(p: &RunningPool) -> Option<Instant> {
     let t = p.shared.cfg.request_slowlog_timeout?;
     let sb = &p.shared.sb;
     let now = Instant::now();
+    let mono = mono_us();
     p.children
         .iter()
         .filter(|c| !sb.slow_marked(c.slot))
-        .filter_map(|c| sb.busy_for_us(c.slot))
-        .map(|busy| now + t.saturating_sub(Duration::from_micros(busy)))
+        .filter_map(|c| {
+            let busy = sb.busy_for_us(c.slot)?;
+            let due = now + t.saturating_sub(Duration::from_micros(busy));
+            // Not before the slot's last entry is `t` old (see `mark_slow`).
+            let last = sb.slow_logged_at(c.slot);
+            let next = if last == 0 {
+                now
+            } else {
+                now + Duration::from_micros(last.saturating_add(t.as_micros() as u64).saturating_sub(mono))
+            };
+            Some(due.max(next))
+        })
         .min()
 }
 
@@ -620,7 +631,7 @@ fn watch_requests(p: &mut RunningPool) {
         let busy = Duration::from_micros(busy);
         if let Some(t) = cfg.request_slowlog_timeout
             && busy >= t
-            && sb.mark_slow(c.slot)
+            && sb.mark_slow(c.slot, mono_us(), t.as_micros() as u64)
         {
             sb.count_slow();
             let pr = sb.process(c.slot).unwrap_or_default();

@@ -65,8 +65,23 @@ impl Request {
         Some(Request { id, params, pairs })
     }
 
+    /// A param's value; the last one when it comes more than once (php-cgi
+    /// and libfcgi keep the last).
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A param's value as the bytes sent (the last one, as `param`).
+    pub fn param_bytes(&self, name: &str) -> Option<&[u8]> {
+        codec::Pairs::new(&self.params)
+            .filter_map(Result::ok)
+            .filter(|(n, _)| *n == name.as_bytes())
+            .last()
+            .map(|(_, v)| v)
     }
 
     /// What the scoreboard shows of it.
@@ -700,8 +715,11 @@ impl App {
     /// longest leading part of SCRIPT_FILENAME that is a file: for
     /// `/up/evil.jpg/x.php`, `/up/evil.jpg`, an upload run as PHP.
     fn denied_script(&self, req: &Request) -> Option<String> {
-        let path = req.param("SCRIPT_FILENAME").or_else(|| req.param("PATH_TRANSLATED"))?;
-        super::script_check::denied(path, &self.limit_extensions).map(str::to_string)
+        let path = req
+            .param_bytes("SCRIPT_FILENAME")
+            .filter(|p| !p.is_empty())
+            .or_else(|| req.param_bytes("PATH_TRANSLATED"))?;
+        super::script_check::denied(path, &self.limit_extensions).map(|p| String::from_utf8_lossy(p).into_owned())
     }
 }
 

@@ -113,11 +113,25 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
                 let Some((&kind, bytes)) = bytes.split_first() else {
                     continue;
                 };
-                super::worker::serve_handed(pool, sb, slot, sigfd, conn, bytes, kind == 2);
+                let (quit, exit) = super::worker::serve_handed(pool, sb, slot, sigfd, conn, bytes, kind == 2);
+                // Signals read meanwhile, by the code that served it.
+                if quit && !quitting {
+                    quitting = true;
+                    sb.ask_program_to_quit(slot);
+                    ask_to_stop(pid);
+                }
+                if exit {
+                    break_off(&spec, pid, &pidfd, None, "the pool worker was told to stop now");
+                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    let _ = child.wait();
+                    return 0;
+                }
             }
         }
         if readable(ev[1]) {
             let status = child.wait();
+            // What it left in its group (a script's pcntl_fork) goes with it.
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             if let Ok(st) = status
                 && super::app::note_end(&pool.name, pid, st, true, started)
             {
@@ -220,6 +234,9 @@ fn spawn(spec: &Spec<'_>) -> Result<(std::process::Child, OwnedFd, OwnedFd), Str
         }
         None => OsString::from(&me),
     };
+    // One process accepting (the slot is one worker's): not php-cgi's own
+    // children, whatever the pool's `env` says.
+    env.retain(|(k, _)| k != "PHP_FCGI_CHILDREN");
     env.push(("LD_PRELOAD".into(), preload));
     env.push(("CORRAL_PRELOAD_SELF".into(), me.clone().into()));
     env.push((
@@ -336,12 +353,19 @@ fn take_handed(ctl: &OwnedFd) -> Option<(Socket, Vec<u8>)> {
 /// failure, not a short answer that ended cleanly.
 fn break_off(spec: &Spec<'_>, pid: u32, pidfd: &OwnedFd, status: Option<u16>, why: &str) {
     let (sb, slot) = (spec.sb, spec.slot);
+    // Stopped first, and for sure (the slot is read after): it must not
+    // write, or end its request, while its record's rest is sent.
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+    let _ = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(Pid::from_raw(pid as i32)),
+        nix::sys::wait::WaitPidFlag::WSTOPPED
+            | nix::sys::wait::WaitPidFlag::WEXITED
+            | nix::sys::wait::WaitPidFlag::WNOWAIT,
+    );
     let Some(fd) = sb.program_conn(slot) else { return };
     if !sb.state(slot).is_active() {
         return;
     }
-    // Stopped first: it must not write while its record's rest is sent.
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
     // SAFETY: pidfd_getfd duplicates the program's descriptor into this
     // process (a new descriptor, owned from here on) or fails.
     let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };

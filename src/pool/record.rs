@@ -39,8 +39,8 @@ pub mod s {
     pub const MEMORY: usize = 9;
     /// Monotonic µs when the worker last became idle.
     pub const IDLE_SINCE: usize = 10;
-    /// Set by the master when the slow log has the current request.
-    pub const SLOW_LOGGED: usize = 11;
+    /// (Unused: the slow log's marks are in the master's trusted words.)
+    pub const SPARE: usize = 11;
     pub const METHOD: usize = 12;
     pub const METHOD_WORDS: usize = 2;
     pub const URI: usize = METHOD + METHOD_WORDS;
@@ -49,7 +49,7 @@ pub mod s {
     pub const SCRIPT_WORDS: usize = 20;
     pub const USER: usize = SCRIPT + SCRIPT_WORDS;
     pub const USER_WORDS: usize = 4;
-    /// Times the worker's program ended badly (emergency_restart_threshold).
+    /// (Unused: failures are counted in the master's trusted words.)
     pub const FAILURES: usize = USER + USER_WORDS;
     /// `direct` pools: the program's descriptor of the connection it
     /// serves, plus one (0: none), for the worker to take it over when it

@@ -12,6 +12,21 @@ pub use super::record::{Counts, RequestInfo, State, mono_us, unix_secs, unix_us}
 use super::record::{Words, h, s};
 use crate::os::shm::SharedWords;
 
+/// Trusted words of a slot.
+mod t {
+    /// 1 while the master has a worker on the slot.
+    pub const CLAIMED: usize = 0;
+    /// The pid of the CGI script the worker runs (`app = "cgi"`), else 0.
+    pub const CHILD: usize = 1;
+    /// Times the worker's program ended badly (emergency_restart_threshold).
+    pub const FAILURES: usize = 2;
+    /// The request start (`s::REQ_START`) the slow log has, and when it
+    /// last wrote for the slot (monotonic µs).
+    pub const SLOW_START: usize = 3;
+    pub const SLOW_AT: usize = 4;
+    pub const WORDS: usize = 5;
+}
+
 /// Words after the slots: requests in progress on the pool from corral's
 /// own HTTP workers, one column per HTTP worker slot (64) and generation
 /// parity, so a column is cleared when its worker ends without touching
@@ -20,8 +35,9 @@ pub const FRONTS: usize = 128;
 
 /// A pool's scoreboard. `mem` is a memfd a `direct` pool's program maps
 /// (to record the requests it accepts itself): nothing in it is trusted
-/// beyond the pool's own figures. What the master acts on outside the pool
-/// (the pid of a CGI script to kill) is in `trusted`, never mapped there.
+/// beyond the pool's own figures. What the master counts or acts on (which
+/// slots are taken, a CGI script's pid to kill, failures, when the slow log
+/// last wrote) is in `trusted`, an anonymous mapping no program sees.
 pub struct Scoreboard {
     mem: SharedWords,
     trusted: SharedWords,
@@ -64,8 +80,8 @@ pub struct Figures {
 impl Scoreboard {
     pub fn new(slots: usize) -> std::io::Result<Scoreboard> {
         // Two columns per HTTP worker: requests in progress, requests held.
-        let mem = SharedWords::new_memfd(Words::len(slots) + 2 * FRONTS, "corral-scoreboard")?;
-        let trusted = SharedWords::new(slots)?;
+        let mem = SharedWords::new_memfd(Words::len(slots), "corral-scoreboard")?;
+        let trusted = SharedWords::new(slots * t::WORDS + 2 * FRONTS)?;
         let sb = Scoreboard { mem, trusted, slots };
         sb.hw(h::START_TIME).store(unix_secs(), Relaxed);
         Ok(sb)
@@ -96,12 +112,18 @@ impl Scoreboard {
         self.words().sw(slot, i)
     }
 
+    fn tw(&self, slot: usize, i: usize) -> &AtomicU64 {
+        &self.trusted.words()[slot * t::WORDS + i]
+    }
+
+    /// corral's HTTP workers' columns, in the trusted words (what the front
+    /// decides from must not be a program's to write).
     fn fw(&self, front: usize) -> &AtomicU64 {
-        &self.mem.words()[h::WORDS + self.slots * s::WORDS + front % FRONTS]
+        &self.trusted.words()[self.slots * t::WORDS + front % FRONTS]
     }
 
     fn held_w(&self, front: usize) -> &AtomicU64 {
-        &self.mem.words()[h::WORDS + self.slots * s::WORDS + FRONTS + front % FRONTS]
+        &self.trusted.words()[self.slots * t::WORDS + FRONTS + front % FRONTS]
     }
 
     // --- corral's HTTP workers ---
@@ -113,7 +135,7 @@ impl Scoreboard {
 
     /// Requests in progress on the pool from all of corral's HTTP workers.
     pub fn front_total(&self) -> u64 {
-        (0..FRONTS).map(|i| self.fw(i).load(Relaxed)).sum()
+        (0..FRONTS).fold(0u64, |a, i| a.saturating_add(self.fw(i).load(Relaxed)))
     }
 
     /// The HTTP worker of column `front` ended: its requests are over.
@@ -131,19 +153,22 @@ impl Scoreboard {
     /// Requests waiting in corral's HTTP workers for the saturated pool
     /// now (they never reach its socket's queue meanwhile).
     pub fn held_now(&self) -> u64 {
-        (0..FRONTS).map(|i| self.held_w(i).load(Relaxed)).sum()
+        (0..FRONTS).fold(0u64, |a, i| a.saturating_add(self.held_w(i).load(Relaxed)))
     }
 
     // --- the master ---
 
     /// A free slot, claimed for a worker about to be forked.
     pub fn claim(&self) -> Option<usize> {
-        let slot = (0..self.slots).find(|&i| self.state(i) == State::Free)?;
+        let slot = (0..self.slots).find(|&i| self.tw(i, t::CLAIMED).load(Acquire) == 0)?;
         let w = |i| self.sw(slot, i);
         for i in 1..s::WORDS {
             w(i).store(0, Relaxed);
         }
-        self.trusted.words()[slot].store(0, Relaxed);
+        for i in 0..t::WORDS {
+            self.tw(slot, i).store(0, Relaxed);
+        }
+        self.tw(slot, t::CLAIMED).store(1, Release);
         w(s::STATE).store(State::Starting as u64, Relaxed);
         w(s::STARTED).store(unix_secs(), Relaxed);
         w(s::IDLE_SINCE).store(mono_us(), Relaxed);
@@ -156,14 +181,36 @@ impl Scoreboard {
 
     pub fn free(&self, slot: usize) {
         self.sw(slot, s::STATE).store(State::Free as u64, Release);
+        self.tw(slot, t::CLAIMED).store(0, Release);
     }
 
+    /// The slot's state; a slot the master has a worker on is never Free
+    /// (a program could write that: it counts as starting).
     pub fn state(&self, slot: usize) -> State {
-        self.words().state(slot)
+        match (self.words().state(slot), self.tw(slot, t::CLAIMED).load(Acquire) != 0) {
+            (_, false) => State::Free,
+            (State::Free, true) => State::Starting,
+            (st, true) => st,
+        }
     }
 
+    /// The counts, from the slots the master has workers on (the total
+    /// cannot be made to drift by what a program writes).
     pub fn counts(&self) -> Counts {
-        self.words().counts()
+        let mut c = Counts::default();
+        for i in 0..self.slots {
+            match self.state(i) {
+                State::Free => continue,
+                State::Starting | State::Idle => {
+                    c.accepting += 1;
+                    c.idle += 1;
+                }
+                State::Kept => c.idle += 1,
+                _ => c.active += 1,
+            }
+            c.total += 1;
+        }
+        c
     }
 
     /// Monotonic µs since the slot's worker became idle (`None` if busy).
@@ -184,13 +231,29 @@ impl Scoreboard {
 
     /// Whether the slot's current request is in the slow log already.
     pub fn slow_marked(&self, slot: usize) -> bool {
-        self.sw(slot, s::SLOW_LOGGED).load(Relaxed) == self.sw(slot, s::REQ_START).load(Relaxed)
+        self.tw(slot, t::SLOW_START).load(Relaxed) == self.sw(slot, s::REQ_START).load(Relaxed)
     }
 
-    /// True the first time it is called for the slot's current request.
-    pub fn mark_slow(&self, slot: usize) -> bool {
+    /// Monotonic µs when the slow log last wrote for the slot (0: never).
+    pub fn slow_logged_at(&self, slot: usize) -> u64 {
+        self.tw(slot, t::SLOW_AT).load(Relaxed)
+    }
+
+    /// True the first time it is called for the slot's current request, at
+    /// most once per `gap_us` (a `direct` program could rewrite its
+    /// request's start to flood the slow log: a real one cannot turn slow
+    /// more often than that).
+    pub fn mark_slow(&self, slot: usize, now_mono_us: u64, gap_us: u64) -> bool {
         let start = self.sw(slot, s::REQ_START).load(Relaxed);
-        self.sw(slot, s::SLOW_LOGGED).swap(start, Relaxed) != start
+        let last = self.slow_logged_at(slot);
+        if self.tw(slot, t::SLOW_START).load(Relaxed) == start
+            || (last != 0 && now_mono_us < last.saturating_add(gap_us))
+        {
+            return false;
+        }
+        self.tw(slot, t::SLOW_START).store(start, Relaxed);
+        self.tw(slot, t::SLOW_AT).store(now_mono_us.max(1), Relaxed);
+        true
     }
 
     /// A request the worker answers itself for its `direct` program.
@@ -225,7 +288,7 @@ impl Scoreboard {
     pub fn set_listen_queue(&self, waiting: u64, backlog: u64) {
         self.hw(h::LISTEN_QUEUE).store(waiting, Relaxed);
         self.hw(h::MAX_LISTEN_QUEUE)
-            .fetch_max(waiting + self.held_now(), Relaxed);
+            .fetch_max(waiting.saturating_add(self.held_now()), Relaxed);
         self.hw(h::LISTEN_QUEUE_LEN).store(backlog, Relaxed);
     }
 
@@ -243,8 +306,8 @@ impl Scoreboard {
             max_children_reached: r(h::MAX_CHILDREN_REACHED),
             slow: r(h::SLOW),
             terminated: r(h::TERMINATED),
-            listen_queue: r(h::LISTEN_QUEUE) + held,
-            max_listen_queue: r(h::MAX_LISTEN_QUEUE).max(r(h::LISTEN_QUEUE) + held),
+            listen_queue: r(h::LISTEN_QUEUE).saturating_add(held),
+            max_listen_queue: r(h::MAX_LISTEN_QUEUE).max(r(h::LISTEN_QUEUE).saturating_add(held)),
             listen_queue_len: r(h::LISTEN_QUEUE_LEN),
         }
     }
@@ -262,7 +325,7 @@ impl Scoreboard {
                 std::hint::spin_loop();
                 continue;
             }
-            let state = State::from(w(s::STATE));
+            let state = self.state(slot);
             // Free, or claimed by a fork whose pid the master has not noted yet.
             if state == State::Free || w(s::PID) == 0 {
                 return None;
@@ -329,7 +392,7 @@ impl Scoreboard {
 
     /// The worker's program ended badly `n` more times.
     pub fn add_failures(&self, slot: usize, n: u32) {
-        self.sw(slot, s::FAILURES).fetch_add(n as u64, Relaxed);
+        self.tw(slot, t::FAILURES).fetch_add(n as u64, Relaxed);
     }
 
     /// A `direct` program's connection descriptor (see `s::CONN_FD`).
@@ -357,15 +420,15 @@ impl Scoreboard {
 
     /// The worker's CGI script started (its pid) or is about to be reaped (0).
     pub fn set_child(&self, slot: usize, pid: i32) {
-        self.trusted.words()[slot].store(pid.max(0) as u64, Relaxed);
+        self.tw(slot, t::CHILD).store(pid.max(0) as u64, Relaxed);
     }
 
     pub fn child(&self, slot: usize) -> i32 {
-        self.trusted.words()[slot].load(Relaxed) as i32
+        self.tw(slot, t::CHILD).load(Relaxed) as i32
     }
 
     pub fn failures(&self, slot: usize) -> u64 {
-        self.sw(slot, s::FAILURES).load(Relaxed)
+        self.tw(slot, t::FAILURES).load(Relaxed)
     }
 
     pub fn requests(&self, slot: usize) -> u64 {
@@ -433,7 +496,7 @@ mod tests {
         assert_eq!((c.active, c.idle, c.total), (0, 1, 1));
         assert_eq!(sb.requests(a), 1);
         assert_eq!(sb.figures().max_active, 1);
-        assert!(sb.mark_slow(a));
-        assert!(!sb.mark_slow(a));
+        assert!(sb.mark_slow(a, 10, 1000));
+        assert!(!sb.mark_slow(a, 20, 1000));
     }
 }

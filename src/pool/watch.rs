@@ -118,6 +118,9 @@ pub struct Watch {
 
 /// A request bigger than this is not handed over (it cannot be a ping or
 /// status request; a refused script that big is closed instead).
+/// The most params a request may have (the relay's bound too).
+pub const MAX_PARAMS: usize = 1 << 20;
+
 pub const MAX_HANDOVER: usize = 128 << 10;
 
 /// What reading `bytes` from the connection decided.
@@ -130,6 +133,11 @@ pub enum Seen {
 }
 
 impl Watch {
+    /// Whether no request is begun or running: the next read waits for one.
+    pub fn waiting(&self) -> bool {
+        !self.in_request && !self.reading_params
+    }
+
     /// Whether the connection may be ended under the program now: between
     /// requests, after one at least. A new connection's first request is
     /// served even when the program is to end (it was accepted, maybe just
@@ -148,7 +156,7 @@ impl Watch {
         let mut inb = std::mem::take(&mut self.inb);
         inb.feed(bytes, |fr, piece, at| {
             match piece {
-                Piece::Header(codec::kind::BEGIN_REQUEST, _) if !self.in_request => {
+                Piece::Header(codec::kind::BEGIN_REQUEST, _) if !self.in_request && !self.reading_params => {
                     cfg.words.set_state(cfg.slot, State::ReadingHeaders);
                     self.id = fr.id;
                     self.reading_params = true;
@@ -161,14 +169,20 @@ impl Watch {
                 Piece::Content(c) if self.reading_params && fr.kind == codec::kind::BEGIN_REQUEST => {
                     self.begin.extend_from_slice(c);
                 }
-                Piece::Content(c) if self.reading_params && fr.kind == codec::kind::PARAMS => {
+                Piece::Content(c)
+                    if self.reading_params && fr.kind == codec::kind::PARAMS && self.params.len() <= MAX_PARAMS =>
+                {
                     self.params.extend_from_slice(c);
                 }
-                Piece::Header(codec::kind::PARAMS, 0) if self.reading_params => {
+                // The params end at the empty PARAMS record, or (as php-cgi
+                // reads them) at any other record.
+                Piece::Header(kind, len) if self.reading_params && !(kind == codec::kind::PARAMS && len > 0) => {
                     self.reading_params = false;
                     self.copy.extend_from_slice(&bytes[from.take().unwrap_or(0)..]);
                     seen = self.params_done(cfg);
-                    return false;
+                    // Followed on when passed (the records after it frame the
+                    // next request); the rest is the worker's otherwise.
+                    return matches!(seen, Seen::Pass);
                 }
                 _ => {}
             }
@@ -191,7 +205,11 @@ impl Watch {
 
     /// The request's params are complete: recorded, or handed over.
     fn params_done(&mut self, cfg: &Rules<'_>) -> Seen {
-        // The params wanted, in one pass (the first of each name counts).
+        if self.params.len() > MAX_PARAMS {
+            return Seen::Refuse;
+        }
+        // The params wanted, in one pass; the last of each name counts, as
+        // for php-cgi and libfcgi.
         const NAMES: [&[u8]; 7] = [
             b"SCRIPT_NAME",
             b"SCRIPT_FILENAME",
@@ -201,18 +219,20 @@ impl Watch {
             b"REMOTE_USER",
             b"CONTENT_LENGTH",
         ];
-        let mut v: [Option<&str>; 7] = [None; 7];
+        let mut v: [&[u8]; 7] = [b""; 7];
         for (n, val) in codec::Pairs::new(&self.params).filter_map(Result::ok) {
-            if let Some(i) = NAMES.iter().position(|w| *w == n)
-                && v[i].is_none()
-            {
-                v[i] = Some(std::str::from_utf8(val).unwrap_or(""));
+            if let Some(i) = NAMES.iter().position(|w| *w == n) {
+                v[i] = val;
             }
         }
-        let get = |i: usize| v[i].unwrap_or("");
-        let name = get(0);
-        let builtin = !name.is_empty() && [&cfg.ping, &cfg.status].iter().any(|p| p.as_deref() == Some(name));
-        let path = if get(1).is_empty() { get(2) } else { get(1) };
+        let text = |b: &'_ [u8]| -> String { String::from_utf8_lossy(b).into_owned() };
+        let name = v[0];
+        let builtin = !name.is_empty()
+            && [&cfg.ping, &cfg.status]
+                .iter()
+                .any(|p| p.as_deref().map(str::as_bytes) == Some(name));
+        // The script as php-cgi opens it: the bytes sent.
+        let path = if v[1].is_empty() { v[2] } else { v[1] };
         let denied = script_check::denied(path, &cfg.extensions).is_some();
         if builtin || denied {
             let all = std::mem::take(&mut self.copy);
@@ -222,12 +242,13 @@ impl Watch {
                 Seen::Refuse
             };
         }
+        let (script, uri, method, user) = (text(path), text(v[3]), text(v[4]), text(v[5]));
         let info = RequestInfo {
-            method: get(4),
-            uri: get(3),
-            script: path,
-            user: get(5),
-            content_length: get(6).parse().unwrap_or(0),
+            method: &method,
+            uri: &uri,
+            script: &script,
+            user: &user,
+            content_length: std::str::from_utf8(v[6]).ok().and_then(|c| c.parse().ok()).unwrap_or(0),
         };
         cfg.words.begin_request(cfg.slot, &info);
         self.in_request = true;

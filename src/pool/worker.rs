@@ -147,6 +147,7 @@ fn allowed(pool: &Pool, peer: &socket2::SockAddr) -> bool {
 /// over: `bytes` it read already (the request up to its params, maybe
 /// more), `refused` a client not in `allowed_clients` (logged, closed).
 /// One request, then the connection is closed as a php-fpm child does.
+/// Returns the stops asked meanwhile (SIGQUIT, SIGTERM), for the caller.
 pub(super) fn serve_handed(
     pool: &Pool,
     sb: &Scoreboard,
@@ -155,12 +156,12 @@ pub(super) fn serve_handed(
     conn: Socket,
     bytes: &[u8],
     refused: bool,
-) {
+) -> (bool, bool) {
     if refused {
         if let Ok(peer) = conn.peer_addr() {
             allowed(pool, &peer);
         }
-        return;
+        return (false, false);
     }
     let _ = conn.set_nonblocking(true);
     let mut w = Worker {
@@ -177,6 +178,7 @@ pub(super) fn serve_handed(
     buf.preload(bytes);
     w.connection(&conn, None, buf);
     close_gracefully(&conn);
+    (w.quit, w.exit)
 }
 
 /// How long a closing connection is drained for the web server to see
@@ -331,6 +333,9 @@ impl Worker<'_> {
 
     /// The accept loop.
     fn serve(&mut self, listen: &Socket) -> i32 {
+        // Nonblocking (the flag is the socket's, shared: a `direct` pool
+        // of an earlier generation may have made it blocking).
+        let _ = listen.set_nonblocking(true);
         // EPOLLEXCLUSIVE: one idle worker wakes per connection, not all.
         let ep = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
             Ok(e) => e,

@@ -96,6 +96,8 @@ unsafe extern "C" {
     fn sendmsg(fd: c_int, msg: *const MsgHdr, flags: c_int) -> isize;
     fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
     fn getpeername(fd: c_int, addr: *mut c_void, len: *mut u32) -> c_int;
+    fn getpid() -> c_int;
+    fn pthread_sigmask(how: c_int, set: *const [u64; 16], old: *mut [u64; 16]) -> c_int;
 }
 
 const RTLD_NEXT: *mut c_void = -1isize as *mut c_void;
@@ -105,6 +107,9 @@ const EINVAL: c_int = 22;
 const MSG_PEEK: c_int = 2;
 const MSG_NOSIGNAL: c_int = 0x4000;
 const F_SETFD: c_int = 2;
+const F_DUPFD_CLOEXEC: c_int = 1030;
+const SIG_BLOCK: c_int = 0;
+const SIG_UNBLOCK: c_int = 1;
 const FD_CLOEXEC: c_int = 1;
 const POLLIN: i16 = 1;
 
@@ -153,6 +158,11 @@ struct Config {
     listen: c_int,
     ctl: c_int,
     allowed: Vec<std::net::IpAddr>,
+    /// The process that set up: a forked copy (a script's pcntl_fork)
+    /// must not accept (the worker supervises only the program).
+    pid: c_int,
+    /// The stop signal, as a sigset_t.
+    stop: [u64; 16],
 }
 
 static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
@@ -169,11 +179,23 @@ static RETIRE: AtomicBool = AtomicBool::new(false);
 /// The watched connection's descriptor and what is followed of it.
 static CONN: Mutex<Option<(c_int, Watch)>> = Mutex::new(None);
 
-#[used]
-#[unsafe(link_section = ".init_array")]
-static INIT: extern "C" fn() = init;
+/// Set up at the first accept() on the pool's socket, in the process that
+/// makes it: not at load time, so a wrapper (`/usr/bin/env php-cgi`, a
+/// shell) passes the environment and descriptors on to the program.
+fn init_once(fd: c_int) -> Option<&'static Config> {
+    static TRIED: std::sync::Once = std::sync::Once::new();
+    if let Some(c) = CONFIG.get() {
+        return Some(c);
+    }
+    if fd != 0 {
+        // corral passes the pool's socket as descriptor 0 (FastCGI's rule).
+        return None;
+    }
+    TRIED.call_once(init);
+    CONFIG.get()
+}
 
-extern "C" fn init() {
+fn init() {
     let Ok(spec) = std::env::var("CORRAL_PRELOAD") else {
         return;
     };
@@ -189,7 +211,9 @@ extern "C" fn init() {
     let me = var("CORRAL_PRELOAD_SELF");
     // Gone from the program's environment: its scripts and the processes
     // they start never see them (nor load this library).
-    // SAFETY: a constructor runs before the program has threads.
+    // SAFETY: the program is single-threaded at its first accept() (a
+    // FastCGI server of one request at a time) and reads its environment
+    // with getenv only.
     unsafe {
         for n in [
             "CORRAL_PRELOAD",
@@ -241,8 +265,19 @@ extern "C" fn init() {
     if (slot as usize) >= slots as usize || words.len() < Words::len(slots as usize) {
         return;
     }
-    // SAFETY: marks corral's descriptor close-on-exec (no script's child keeps it).
-    unsafe { fcntl(ctl as c_int, F_SETFD, FD_CLOEXEC) };
+    // corral's descriptor moved out of the program's way (a high number,
+    // close-on-exec: no script's child keeps it).
+    // SAFETY: fcntl and close on the descriptor corral passed.
+    let ctl = unsafe {
+        let high = fcntl(ctl as c_int, F_DUPFD_CLOEXEC, 900);
+        if high >= 0 {
+            close(ctl as c_int);
+            high
+        } else {
+            fcntl(ctl as c_int, F_SETFD, FD_CLOEXEC);
+            ctl as c_int
+        }
+    };
     let cfg = Config {
         rules: Rules {
             words: Words {
@@ -259,26 +294,60 @@ extern "C" fn init() {
             cpu_mark,
         },
         listen: listen as c_int,
-        ctl: ctl as c_int,
+        ctl,
         allowed,
+        // SAFETY: getpid has no side effects.
+        pid: unsafe { getpid() },
+        stop: mask_of(__libc_current_sigrtmin_safe() + stop_sig as c_int),
     };
     if CONFIG.set(cfg).is_err() {
         return;
     }
     // The worker's "stop after this request": a signal of no meaning to
-    // the program, without SA_RESTART, so a blocking accept() or read()
-    // returns to look at STOP.
+    // the program, handled without SA_RESTART and blocked except while the
+    // library waits for a connection or a next request, so it interrupts
+    // those waits and never the program's own (a script's sleep()).
     let act = SigAction {
         handler: on_stop as extern "C" fn(c_int) as usize,
         mask: [0; 16],
         flags: 0,
         restorer: 0,
     };
-    // SAFETY: installs a handler that only stores to an atomic.
+    // SAFETY: installs a handler that only stores to an atomic, then blocks it.
     unsafe {
         let sig = __libc_current_sigrtmin() + stop_sig as c_int;
         sigaction(sig, &act, std::ptr::null_mut());
+        if let Some(c) = CONFIG.get() {
+            pthread_sigmask(SIG_BLOCK, &c.stop, std::ptr::null_mut());
+        }
     }
+}
+
+fn __libc_current_sigrtmin_safe() -> c_int {
+    // SAFETY: a glibc query with no arguments.
+    unsafe { __libc_current_sigrtmin() }
+}
+
+/// A sigset_t with one signal.
+fn mask_of(sig: c_int) -> [u64; 16] {
+    let mut m = [0u64; 16];
+    if (1..=1024).contains(&sig) {
+        let bit = (sig - 1) as usize;
+        m[bit / 64] |= 1 << (bit % 64);
+    }
+    m
+}
+
+/// Runs `f` (a wait of the library's) with the stop signal deliverable.
+fn with_stop_signal<T>(cfg: &Config, f: impl FnOnce() -> T) -> T {
+    // SAFETY: changes this thread's mask for the stop signal only.
+    unsafe { pthread_sigmask(SIG_UNBLOCK, &cfg.stop, std::ptr::null_mut()) };
+    let r = f();
+    let e = errno();
+    // SAFETY: as above.
+    unsafe { pthread_sigmask(SIG_BLOCK, &cfg.stop, std::ptr::null_mut()) };
+    set_errno(e);
+    r
 }
 
 extern "C" fn on_stop(_: c_int) {
@@ -468,10 +537,35 @@ fn close_gracefully(fd: c_int) {
     }
 }
 
-/// A read interrupted by the worker's stop signal, in the middle of a
-/// request: tried again (the program never sees our signal).
-fn retry(r: isize, fd: c_int) -> bool {
-    r < 0 && errno() == EINTR && STOP.load(Relaxed) && watched(fd) && !read_ends(fd)
+/// Whether the watched connection waits for its next request (a read now
+/// may block until the web server sends one: the stop signal may wake it).
+fn between_requests(fd: c_int) -> bool {
+    let guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_ref().is_some_and(|(f, w)| *f == fd && w.waiting())
+}
+
+/// A read of the watched (or handed-over) connection: `real` reads.
+fn watched_read(fd: c_int, buf: *const c_void, real: impl Fn() -> isize) -> isize {
+    /// Not a read: the connection ended under the program meanwhile.
+    const ENDED: isize = isize::MIN;
+    loop {
+        if read_ends(fd) {
+            return 0;
+        }
+        let r = match CONFIG.get() {
+            Some(cfg) if between_requests(fd) => with_stop_signal(cfg, || if read_ends(fd) { ENDED } else { real() }),
+            _ => real(),
+        };
+        if r == ENDED {
+            return 0;
+        }
+        // Our stop signal: looked at again (the end of the connection, or
+        // the read resumed); the program never sees it.
+        if r < 0 && errno() == EINTR && STOP.load(Relaxed) {
+            continue;
+        }
+        return after_read(fd, buf, r);
+    }
 }
 
 fn after_write(fd: c_int, bytes: &[u8]) {
@@ -504,17 +598,8 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, buf, n) };
     }
-    loop {
-        if read_ends(fd) {
-            return 0;
-        }
-        // SAFETY: as above.
-        let r = unsafe { real(fd, buf, n) };
-        if retry(r, fd) {
-            continue;
-        }
-        return after_read(fd, buf, r);
-    }
+    // SAFETY: as above.
+    watched_read(fd, buf, || unsafe { real(fd, buf, n) })
 }
 
 #[unsafe(no_mangle)]
@@ -524,17 +609,8 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: usize, flags: c_in
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, buf, n, flags) };
     }
-    loop {
-        if read_ends(fd) {
-            return 0;
-        }
-        // SAFETY: as above.
-        let r = unsafe { real(fd, buf, n, flags) };
-        if retry(r, fd) {
-            continue;
-        }
-        return after_read(fd, buf, r);
-    }
+    // SAFETY: as above.
+    watched_read(fd, buf, || unsafe { real(fd, buf, n, flags) })
 }
 
 #[unsafe(no_mangle)]
@@ -551,17 +627,8 @@ pub unsafe extern "C" fn recvfrom(
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, buf, n, flags, addr, len) };
     }
-    loop {
-        if read_ends(fd) {
-            return 0;
-        }
-        // SAFETY: as above.
-        let r = unsafe { real(fd, buf, n, flags, addr, len) };
-        if retry(r, fd) {
-            continue;
-        }
-        return after_read(fd, buf, r);
-    }
+    // SAFETY: as above.
+    watched_read(fd, buf, || unsafe { real(fd, buf, n, flags, addr, len) })
 }
 
 /// A write to a connection handed over: dropped (the worker answers).
@@ -656,8 +723,10 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const IoVec, count: c_int) -> i
                 break;
             }
             let n = x.len.min(left);
-            // SAFETY: each iovec's buffer holds its `len` bytes.
-            after_write(fd, unsafe { std::slice::from_raw_parts(x.base as *const u8, n) });
+            if n > 0 {
+                // SAFETY: each iovec's buffer holds its `len` bytes.
+                after_write(fd, unsafe { std::slice::from_raw_parts(x.base as *const u8, n) });
+            }
             left -= n;
         }
     }
@@ -668,10 +737,16 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const IoVec, count: c_int) -> i
 /// refused client handed to the worker; the new connection watched.
 fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int {
     let real = real!("accept4", Accept4Fn);
-    let Some(cfg) = CONFIG.get().filter(|c| c.listen == fd) else {
+    let Some(cfg) = init_once(fd).filter(|c| c.listen == fd) else {
         // SAFETY: the caller's arguments, passed on.
         return unsafe { real(fd, addr, len, flags) };
     };
+    // SAFETY: getpid has no side effects.
+    if unsafe { getpid() } != cfg.pid {
+        // A forked copy of the program: not under the worker's watch.
+        set_errno(EINVAL);
+        return -1;
+    }
     {
         // A connection the program dropped without closing is no longer ours.
         let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
@@ -679,19 +754,24 @@ fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int
         WATCHED.store(-1, Relaxed);
     }
     cfg.rules.words.set_state(cfg.rules.slot, State::Idle);
+    /// Not accepted: the program is to end.
+    const ENDING: c_int = c_int::MIN;
     loop {
-        if ending() {
+        // SAFETY: as above.
+        let c = with_stop_signal(cfg, || {
+            if ending() {
+                ENDING
+            } else {
+                unsafe { real(fd, addr, len, flags) }
+            }
+        });
+        if c == ENDING {
             set_errno(EINVAL);
             return -1;
         }
-        // SAFETY: as above.
-        let c = unsafe { real(fd, addr, len, flags) };
         if c < 0 {
             match errno() {
-                EINTR if ending() => {
-                    set_errno(EINVAL);
-                    return -1;
-                }
+                EINTR => continue,
                 EAGAIN => {
                     // The pool's socket is shared: another took the
                     // connection. Wait for the next, as a blocking accept.
@@ -702,7 +782,7 @@ fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int
                         revents: 0,
                     };
                     // SAFETY: one valid pollfd.
-                    unsafe { poll(&mut p, 1, -1) };
+                    with_stop_signal(cfg, || unsafe { poll(&mut p, 1, -1) });
                     continue;
                 }
                 _ => return c,
@@ -715,6 +795,9 @@ fn accepting(fd: c_int, addr: *mut c_void, len: *mut u32, flags: c_int) -> c_int
             unsafe { close(c) };
             continue;
         }
+        // A number reused: whatever was marked of the old one is gone.
+        let _ = HANDED.compare_exchange(c, -1, Relaxed, Relaxed);
+        let _ = CLOSED.compare_exchange(c, -1, Relaxed, Relaxed);
         let mut guard = CONN.lock().unwrap_or_else(|e| e.into_inner());
         *guard = Some((c, Watch::default()));
         // The CPU clock a first request starts from.
@@ -763,6 +846,10 @@ pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut c_void, len: *mut u32, fl
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let real = real!("close", CloseFn);
+    if CONFIG.get().is_some_and(|c| c.ctl == fd) {
+        // corral's channel stays (a program closing every descriptor).
+        return 0;
+    }
     if fd >= 0 && HANDED.load(Relaxed) == fd {
         HANDED.store(-1, Relaxed);
     }
@@ -793,20 +880,4 @@ pub unsafe extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     let real = real!("shutdown", ShutdownFn);
     // SAFETY: the caller's arguments, passed on.
     unsafe { real(fd, how) }
-}
-
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn poll(fds: *mut PollFd, n: u64, timeout: c_int) -> c_int {
-    let real = real!("poll", PollFn);
-    loop {
-        // SAFETY: the caller's arguments, passed on.
-        let r = unsafe { real(fds, n, timeout) };
-        // php-cgi polls a new connection for its first bytes: our stop
-        // signal must not make it drop one it just accepted.
-        // SAFETY: `n` >= 1 pollfds at `fds` (the caller's).
-        if r < 0 && errno() == EINTR && STOP.load(Relaxed) && n == 1 && watched(unsafe { (*fds).fd }) {
-            continue;
-        }
-        return r;
-    }
 }
