@@ -602,6 +602,32 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize {
     watched_read(fd, buf, || unsafe { real(fd, buf, n) })
 }
 
+unsafe extern "C" {
+    fn __chk_fail() -> !;
+}
+
+/// `read` of a program built with _FORTIFY_SOURCE.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __read_chk(fd: c_int, buf: *mut c_void, n: usize, buflen: usize) -> isize {
+    if n > buflen {
+        // SAFETY: glibc's own report of a buffer overflow (it aborts).
+        unsafe { __chk_fail() }
+    }
+    // SAFETY: the caller's arguments, checked as glibc does.
+    unsafe { read(fd, buf, n) }
+}
+
+/// `recv` of a program built with _FORTIFY_SOURCE.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __recv_chk(fd: c_int, buf: *mut c_void, n: usize, buflen: usize, flags: c_int) -> isize {
+    if n > buflen {
+        // SAFETY: as above.
+        unsafe { __chk_fail() }
+    }
+    // SAFETY: as above.
+    unsafe { recv(fd, buf, n, flags) }
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: usize, flags: c_int) -> isize {
     let real = real!("recv", RecvFn);
