@@ -208,6 +208,35 @@ pub fn program_env(pool: &Pool) -> Vec<(OsString, OsString)> {
     env
 }
 
+/// A pool's FastCGI program to start: `listen` as its descriptor 0 (the
+/// FastCGI convention), `env` only, a process group of its own, its stdout
+/// and stderr to the master's pipes (`catch_workers_output`, clones: a
+/// restarted program gets the same) or /dev/null.
+pub fn program_command(
+    argv: &[String],
+    env: &[(OsString, OsString)],
+    listen: OwnedFd,
+    output: Option<&crate::master::worker_output::Ends>,
+) -> Result<Command, String> {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::from(listen))
+        .process_group(0);
+    match output {
+        Some(o) => {
+            let out = o.stdout.try_clone().map_err(|e| format!("dup(): {e}"))?;
+            let err = o.stderr.try_clone().map_err(|e| format!("dup(): {e}"))?;
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    Ok(cmd)
+}
+
 impl App {
     pub fn new(pool: &Pool, output: Option<crate::master::worker_output::Ends>) -> App {
         let kind = match &pool.app {
@@ -845,23 +874,7 @@ impl Program {
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let path = self.dir.join("app.sock");
         let l = UnixListener::bind(&path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(OwnedFd::from(l)))
-            .process_group(0);
-        match &self.output {
-            // Clones: a restarted program gets the same pipes.
-            Some(o) => {
-                let out = o.stdout.try_clone().map_err(|e| format!("dup(): {e}"))?;
-                let err = o.stderr.try_clone().map_err(|e| format!("dup(): {e}"))?;
-                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-            }
-            None => {
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
+        let mut cmd = program_command(&self.argv, &self.env, OwnedFd::from(l), self.output.as_ref())?;
         // SAFETY: the closure only calls prctl, sigprocmask and rt_sigaction,
         // which are async-signal-safe, between fork and exec.
         unsafe {

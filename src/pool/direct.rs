@@ -14,7 +14,6 @@ use std::ffi::OsString;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
@@ -260,22 +259,7 @@ fn spawn(spec: &Spec<'_>) -> Result<(std::process::Child, OwnedFd, OwnedFd), Str
     env.push(("CORRAL_PRELOAD_EXT".into(), pool.limit_extensions.join("\n").into()));
     let allow: Vec<String> = pool.allowed_clients.iter().map(|a| a.to_string()).collect();
     env.push(("CORRAL_PRELOAD_ALLOW".into(), allow.join(" ").into()));
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::from(OwnedFd::from(listen)))
-        .process_group(0);
-    match &spec.output {
-        Some(o) => {
-            let out = o.stdout.try_clone().map_err(|e| format!("dup(): {e}"))?;
-            let err = o.stderr.try_clone().map_err(|e| format!("dup(): {e}"))?;
-            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
-        }
-        None => {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-    }
+    let mut cmd = super::app::program_command(argv, &env, OwnedFd::from(listen), spec.output.as_ref())?;
     let keep: [RawFd; 3] = [lib.as_raw_fd(), sb_fd.as_raw_fd(), theirs.as_raw_fd()];
     let stop = super::preload::stop_signal();
     // SAFETY: the closure only calls prctl, fcntl, sigprocmask, signal and

@@ -121,6 +121,26 @@ pub struct Counts {
     pub total: usize,
 }
 
+impl Counts {
+    /// The counts of slots in these states.
+    pub fn of(states: impl Iterator<Item = State>) -> Counts {
+        let mut c = Counts::default();
+        for st in states {
+            match st {
+                State::Free => continue,
+                State::Starting | State::Idle => {
+                    c.accepting += 1;
+                    c.idle += 1;
+                }
+                State::Kept => c.idle += 1,
+                _ => c.active += 1,
+            }
+            c.total += 1;
+        }
+        c
+    }
+}
+
 /// What the status page shows of a request.
 pub struct RequestInfo<'a> {
     pub method: &'a str,
@@ -156,20 +176,7 @@ impl<'a> Words<'a> {
     }
 
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for i in 0..self.slots {
-            match self.state(i) {
-                State::Free => continue,
-                State::Starting | State::Idle => {
-                    c.accepting += 1;
-                    c.idle += 1;
-                }
-                State::Kept => c.idle += 1,
-                _ => c.active += 1,
-            }
-            c.total += 1;
-        }
-        c
+        Counts::of((0..self.slots).map(|i| self.state(i)))
     }
 
     pub fn set_state(&self, slot: usize, st: State) {

@@ -197,20 +197,7 @@ impl Scoreboard {
     /// The counts, from the slots the master has workers on (the total
     /// cannot be made to drift by what a program writes).
     pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for i in 0..self.slots {
-            match self.state(i) {
-                State::Free => continue,
-                State::Starting | State::Idle => {
-                    c.accepting += 1;
-                    c.idle += 1;
-                }
-                State::Kept => c.idle += 1,
-                _ => c.active += 1,
-            }
-            c.total += 1;
-        }
-        c
+        Counts::of((0..self.slots).map(|i| self.state(i)))
     }
 
     /// Monotonic µs since the slot's worker became idle (`None` if busy).
