@@ -1352,13 +1352,7 @@ fn wait_child(pid: i32, mark: &dyn Fn(i32)) -> io::Result<(u32, libc::rusage)> {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
         if pidfd.is_none() {
-            // SAFETY: pidfd_open takes a pid and flags and returns a new
-            // descriptor (or -1), which is owned from here on.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-            if fd >= 0 {
-                // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-                pidfd = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
-            }
+            pidfd = crate::os::spawn::pidfd_open(pid).ok();
         }
         match &pidfd {
             Some(fd) => {

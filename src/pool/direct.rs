@@ -29,9 +29,9 @@ use super::worker::Spec;
 use crate::config::pool::App as AppCfg;
 use crate::os::signals;
 
-/// Largest message the library hands over (its request bytes, see
-/// crates/preload `MAX_HANDOVER`, plus the kind byte).
-const HANDOVER_MAX: usize = (128 << 10) + 1;
+/// Largest message the library hands over: its request bytes, plus the
+/// kind byte.
+const HANDOVER_MAX: usize = super::watch::MAX_HANDOVER + 1;
 
 /// How soon the program's first accept() must have marked the slot.
 const LOADED_WITHIN: Duration = Duration::from_secs(10);
@@ -49,14 +49,7 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
         }
     };
     let pid = child.id();
-    let ready = super::scoreboard::mono_us();
-    crate::info!(
-        "[pool {}] worker {} ready to accept {} us after the master started it (program spawn {} us)",
-        pool.name,
-        std::process::id(),
-        ready.saturating_sub(claimed),
-        ready.saturating_sub(spawned_at)
-    );
+    super::worker::log_ready(pool, claimed, spawned_at);
     let started = Instant::now();
     let (sb, slot) = (spec.sb, spec.slot);
     let mut quitting = false;
@@ -91,14 +84,10 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
                 match s {
                     Signal::SIGQUIT if !quitting => {
                         quitting = true;
-                        sb.ask_program_to_quit(slot);
-                        ask_to_stop(pid);
+                        begin_quit(&spec, pid);
                     }
                     Signal::SIGTERM | Signal::SIGINT => {
-                        break_off(&spec, pid, &pidfd, None, "the pool worker was told to stop now");
-                        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                        let _ = child.wait();
-                        return 0;
+                        return end_now(&spec, &mut child, &pidfd, None, "the pool worker was told to stop now");
                     }
                     Signal::SIGUSR1 => {
                         let _ = crate::core::log::reopen();
@@ -116,14 +105,10 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
                 // Signals read meanwhile, by the code that served it.
                 if quit && !quitting {
                     quitting = true;
-                    sb.ask_program_to_quit(slot);
-                    ask_to_stop(pid);
+                    begin_quit(&spec, pid);
                 }
                 if exit {
-                    break_off(&spec, pid, &pidfd, None, "the pool worker was told to stop now");
-                    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    let _ = child.wait();
-                    return 0;
+                    return end_now(&spec, &mut child, &pidfd, None, "the pool worker was told to stop now");
                 }
             }
         }
@@ -178,16 +163,13 @@ pub fn run(spec: Spec<'_>, sigfd: &SignalFd) -> i32 {
                 Duration::from_micros(busy).as_secs_f64()
             );
             sb.count_terminated();
-            break_off(
+            return end_now(
                 &spec,
-                pid,
+                &mut child,
                 &pidfd,
                 Some(504),
                 "the request ran past request_terminate_timeout",
             );
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            let _ = child.wait();
-            return 0;
         }
     }
 }
@@ -288,15 +270,25 @@ fn spawn(spec: &Spec<'_>) -> Result<(std::process::Child, OwnedFd, OwnedFd), Str
     let child = cmd.spawn().map_err(|e| format!("{}: {e}", argv[0]))?;
     drop(theirs);
     drop(lib);
-    // SAFETY: pidfd_open takes a pid and flags and returns a new
-    // descriptor (or -1), owned from here on.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) };
-    if fd < 0 {
-        return Err(format!("pidfd_open(): {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let pidfd = crate::os::spawn::pidfd_open(child.id() as i32).map_err(|e| format!("pidfd_open(): {e}"))?;
     Ok((child, pidfd, ours))
+}
+
+/// SIGQUIT (or a stop read while a handed-over request was served): the
+/// program ends after its request in progress.
+fn begin_quit(spec: &Spec<'_>, pid: u32) {
+    spec.sb.ask_program_to_quit(spec.slot);
+    ask_to_stop(pid);
+}
+
+/// Ends the program now (its request broken off, see `break_off`), with
+/// whatever is left in its group; the worker's exit code.
+fn end_now(spec: &Spec<'_>, child: &mut std::process::Child, pidfd: &OwnedFd, status: Option<u16>, why: &str) -> i32 {
+    let pid = child.id();
+    break_off(spec, pid, pidfd, status, why);
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    let _ = child.wait();
+    0
 }
 
 /// The library's "stop after the request in progress": the slot's QUIT

@@ -38,7 +38,7 @@ struct Framer {
 }
 
 enum Piece<'a> {
-    /// A header is complete (kind, id, content length).
+    /// A header is complete (kind, content length).
     Header(u8, usize),
     Content(&'a [u8]),
 }
@@ -98,9 +98,8 @@ pub struct Watch {
     inb: Framer,
     outb: Framer,
     /// Between BEGIN_REQUEST and the end of PARAMS: the request's bytes as
-    /// read (for a hand-over), its BEGIN body and its params.
+    /// read (for a hand-over), and its params.
     copy: Vec<u8>,
-    begin: Vec<u8>,
     params: Vec<u8>,
     reading_params: bool,
     /// A request runs (its params were passed on) until its END_REQUEST.
@@ -116,11 +115,11 @@ pub struct Watch {
     started_us: u64,
 }
 
-/// A request bigger than this is not handed over (it cannot be a ping or
-/// status request; a refused script that big is closed instead).
 /// The most params a request may have (the relay's bound too).
 pub const MAX_PARAMS: usize = 1 << 20;
 
+/// A request bigger than this is not handed over (it cannot be a ping or
+/// status request; a refused script that big is closed instead).
 pub const MAX_HANDOVER: usize = 128 << 10;
 
 /// What reading `bytes` from the connection decided.
@@ -163,11 +162,7 @@ impl Watch {
                     self.copy.clear();
                     self.copy.extend_from_slice(&fr.hdr);
                     from = Some(at);
-                    self.begin.clear();
                     self.params.clear();
-                }
-                Piece::Content(c) if self.reading_params && fr.kind == codec::kind::BEGIN_REQUEST => {
-                    self.begin.extend_from_slice(c);
                 }
                 Piece::Content(c)
                     if self.reading_params && fr.kind == codec::kind::PARAMS && self.params.len() <= MAX_PARAMS =>

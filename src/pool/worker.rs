@@ -35,8 +35,8 @@ const KEPT_GRACE: Duration = Duration::from_millis(100);
 /// upstream keepalive timeouts of nginx (60 s) and corral (2 s)).
 const KEPT_IDLE: Duration = Duration::from_secs(120);
 
-/// The most PARAMS bytes one request may send.
-const MAX_PARAMS: usize = 1 << 20;
+/// The most PARAMS bytes one request may send (a `direct` program's alike).
+use super::watch::MAX_PARAMS;
 
 /// The web server at the other end, for log lines ("unix" for a unix socket).
 fn peer_of(conn: &Socket) -> String {
@@ -98,15 +98,7 @@ pub fn run(spec: Spec<'_>) -> i32 {
         crate::crit!("[pool {}] cannot start the application: {e}", pool.name);
         return 2;
     }
-    let spawned = super::scoreboard::mono_us();
-    // corral's own cost of a new worker (fork to accept), apart from the program's spawn.
-    crate::info!(
-        "[pool {}] worker {} ready to accept {} us after the master started it (program spawn {} us)",
-        pool.name,
-        std::process::id(),
-        spawned.saturating_sub(claimed),
-        spawned.saturating_sub(ready)
-    );
+    log_ready(pool, claimed, ready);
     let mut w = Worker {
         pool,
         sb: spec.sb,
@@ -120,6 +112,20 @@ pub fn run(spec: Spec<'_>) -> i32 {
     let code = w.serve(&spec.listen);
     w.app.stop();
     code
+}
+
+/// corral's own cost of a new worker (fork to accept), apart from its
+/// program's spawn, which began at `spawn_began` (monotonic µs, as the
+/// slot's `claimed`). bench/pools.sh reads this line.
+pub(super) fn log_ready(pool: &Pool, claimed: u64, spawn_began: u64) {
+    let now = super::scoreboard::mono_us();
+    crate::info!(
+        "[pool {}] worker {} ready to accept {} us after the master started it (program spawn {} us)",
+        pool.name,
+        std::process::id(),
+        now.saturating_sub(claimed),
+        now.saturating_sub(spawn_began)
+    );
 }
 
 /// Whether `peer` may use the pool (`allowed_clients`); logged when not.
