@@ -385,6 +385,29 @@ pub(super) fn open_spare() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
 
+/// What spending the reserve descriptor on one accept() gave.
+pub(super) enum Shed {
+    /// A waiting connection was refused (or had gone): look for more.
+    Again,
+    /// Nothing waits. accept() fails with EMFILE on an empty queue too, so
+    /// looking again would spin; the next connection raises a new event.
+    Empty,
+    /// No descriptor even with the reserve spent: pause accepting.
+    Stuck,
+}
+
+impl Shed {
+    /// The outcome of the reserve's accept() failing with `e`.
+    pub(super) fn after(e: &io::Error) -> Shed {
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => Shed::Empty,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Shed::Stuck,
+            // The peer gave up before we got to it.
+            _ => Shed::Again,
+        }
+    }
+}
+
 impl<S: Service> Reactor<S> {
     fn listener_flags(&self) -> EpollFlags {
         let f = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
@@ -596,10 +619,14 @@ impl<S: Service> Reactor<S> {
                         if self.reclaim() {
                             continue;
                         }
-                        if !self.shed(i) {
-                            crate::error!("accept() failed: {e}; pausing accepts for a second");
-                            self.pause_accepting(Duration::from_secs(1), false);
-                            return;
+                        match self.shed(i) {
+                            Shed::Again => {}
+                            Shed::Empty => return,
+                            Shed::Stuck => {
+                                crate::error!("accept() failed: {e}; pausing accepts for a second");
+                                self.pause_accepting(Duration::from_secs(1), false);
+                                return;
+                            }
                         }
                     }
                     Some(libc::ENOBUFS | libc::ENOMEM) => {
@@ -670,23 +697,27 @@ impl<S: Service> Reactor<S> {
     }
 
     /// Out of descriptors and nothing idle to close: spend the reserve
-    /// descriptor on accepting one connection to refuse it. False when
-    /// there is no reserve (the caller pauses accepting).
-    fn shed(&mut self, i: usize) -> bool {
+    /// descriptor on accepting one connection to refuse it.
+    fn shed(&mut self, i: usize) -> Shed {
         if self.spare.take().is_none() {
             self.spare = open_spare();
-            return false;
+            return Shed::Stuck;
         }
         let accepted = self.listeners.get(i).map(|l| (net::accept(&l.sock), l.addr));
-        if let Some((Ok((stream, peer)), addr)) = accepted {
-            self.refused("the worker is out of file descriptors");
-            // No lingering here: the descriptor is needed back at once.
-            if let Some(conn) = self.service.refuse(stream, peer, addr) {
-                self.service.closed(conn);
+        let outcome = match accepted {
+            Some((Ok((stream, peer)), addr)) => {
+                self.refused("the worker is out of file descriptors");
+                // No lingering here: the descriptor is needed back at once.
+                if let Some(conn) = self.service.refuse(stream, peer, addr) {
+                    self.service.closed(conn);
+                }
+                Shed::Again
             }
-        }
+            Some((Err(e), _)) => Shed::after(&e),
+            None => Shed::Empty,
+        };
         self.spare = open_spare();
-        self.spare.is_some()
+        if self.spare.is_none() { Shed::Stuck } else { outcome }
     }
 
     /// Counts a refusal: the first of a burst is logged at once, the total

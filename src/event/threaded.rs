@@ -35,8 +35,8 @@ use nix::sys::signal::Signal;
 use socket2::Socket;
 
 use super::reactor::{
-    ACCEPT_BATCH, CHANNEL_TOKEN, EVENTS, HANDLE_BASE, Io, LISTENER_BASE, Next, Ready, SIGNAL_TOKEN, Service, Signals,
-    Timers,
+    ACCEPT_BATCH, CHANNEL_TOKEN, EVENTS, HANDLE_BASE, Io, LISTENER_BASE, Next, Ready, SIGNAL_TOKEN, Service, Shed,
+    Signals, Timers,
 };
 use super::slots::{sub_of, with_sub};
 use super::{AcceptFrom, Told};
@@ -668,18 +668,23 @@ where
                 }
                 Ok((stream, peer)) => self.open(stream, peer, *addr),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EMFILE | libc::ENFILE) if self.shed(i) => continue,
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        // No new edge will come for what is queued: look again later.
-                        crate::error!("accept() failed: {e}; pausing accepts for a second");
-                        if !self.accept_later.contains(&i) {
-                            self.accept_later.push(i);
-                        }
-                        return;
+                Err(e) => {
+                    match e.raw_os_error() {
+                        Some(libc::EMFILE | libc::ENFILE) => match self.shed(i) {
+                            Shed::Again => continue,
+                            Shed::Empty => return,
+                            Shed::Stuck => {}
+                        },
+                        Some(libc::ENOBUFS | libc::ENOMEM) => {}
+                        _ => continue,
                     }
-                    _ => continue,
-                },
+                    // No new edge will come for what is queued: look again later.
+                    crate::error!("accept() failed: {e}; pausing accepts for a second");
+                    if !self.accept_later.contains(&i) {
+                        self.accept_later.push(i);
+                    }
+                    return;
+                }
             }
         }
         if told.is_none() {
@@ -690,33 +695,36 @@ where
 
     /// Out of descriptors: closes an idle connection if one can go, else
     /// spends the reserve descriptor on accepting one connection to refuse
-    /// it. False when neither helped (the caller pauses accepting).
-    fn shed(&mut self, i: usize) -> bool {
+    /// it.
+    fn shed(&mut self, i: usize) -> Shed {
         let sh = self.shared;
         let before = sh.live.load(Ordering::Acquire);
         self.reclaim();
         if sh.live.load(Ordering::Acquire) < before {
-            return true;
+            return Shed::Again;
         }
         let mut spare = sh.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.take().is_none() {
             *spare = super::reactor::open_spare();
-            return false;
+            return Shed::Stuck;
         }
-        if let Some((sock, addr)) = sh.listeners.get(i)
-            && let Ok((stream, peer)) = net::accept(sock)
-        {
-            crate::warn!(
-                "the worker is out of file descriptors: refusing a connection from {}",
-                peer.ip()
-            );
-            // No lingering here: the descriptor is needed back at once.
-            if let Some(conn) = self.service.refuse(stream, peer, *addr) {
-                self.service.closed(conn);
+        let outcome = match sh.listeners.get(i).map(|(sock, addr)| (net::accept(sock), *addr)) {
+            Some((Ok((stream, peer)), addr)) => {
+                crate::warn!(
+                    "the worker is out of file descriptors: refusing a connection from {}",
+                    peer.ip()
+                );
+                // No lingering here: the descriptor is needed back at once.
+                if let Some(conn) = self.service.refuse(stream, peer, addr) {
+                    self.service.closed(conn);
+                }
+                Shed::Again
             }
-        }
+            Some((Err(e), _)) => Shed::after(&e),
+            None => Shed::Empty,
+        };
         *spare = super::reactor::open_spare();
-        spare.is_some()
+        if spare.is_none() { Shed::Stuck } else { outcome }
     }
 
     /// Offers the longest-idle connections to the service for closing,
