@@ -502,7 +502,10 @@ fn out_of_descriptors(main: &str) {
     let before = ticks(worker);
     std::thread::sleep(Duration::from_secs(1));
     let used = ticks(worker) - before;
-    assert!(used < 20, "the worker used {used} of 100 CPU ticks while out of descriptors and idle");
+    assert!(
+        used < 20,
+        "the worker used {used} of 100 CPU ticks while out of descriptors and idle"
+    );
     let mut t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     // `close`: a 200 (had a descriptor been free) ends too, and shows below.
     t.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -524,7 +527,11 @@ fn out_of_descriptors(main: &str) {
         "a new connection hangs while the worker is out of descriptors; got {text:?}\n{}",
         s.error_log()
     );
-    assert!(got.is_empty() || text.starts_with("HTTP/1.1 503"), "{text}\n{}", s.error_log());
+    assert!(
+        got.is_empty() || text.starts_with("HTTP/1.1 503"),
+        "{text}\n{}",
+        s.error_log()
+    );
     assert!(
         eventually(Duration::from_secs(3), || s
             .error_log()
