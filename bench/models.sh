@@ -5,6 +5,10 @@
 # load: a 1 KiB file over keep-alive and with Connection: close.
 #   bench/models.sh [seconds=5] [rounds=1]
 #   ONLY=latency bench/models.sh     just the dispatch hop latency (below)
+#   ONLY=floor bench/models.sh 5 6   the default mode, the C floor, nginx and
+#                                    lighttpd in alternating rounds (PIN=1:
+#                                    servers on CPU 0, wrk on CPU 1; THREADS=
+#                                    wrk's threads, 2 by default)
 # Prints req/s, p99 and CPU µs per request (every process of the server:
 # master, workers, threads), writes bench/models.tsv and the chart
 # bench/models.svg (bench/svgchart.py). Needs wrk, gcc, nginx, lighttpd.
@@ -26,6 +30,7 @@ W=$(mktemp -d /tmp/corral-models.XXXXXX)
 PID=
 cleanup() {
   [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null || true
+  for j in $(jobs -p); do kill -TERM "$j" 2>/dev/null || true; done
   sleep 0.3
   rm -rf "$W"
 }
@@ -128,6 +133,98 @@ hop_latency() {
 
 if [ "${ONLY:-}" = latency ]; then
   hop_latency
+  exit 0
+fi
+
+# The default mode against the C floor, nginx and lighttpd (one process
+# each), all started at once and measured in alternating rounds so that a
+# slow moment of the machine hits every server alike. PIN=1 puts the servers
+# on CPU 0 and wrk on CPU 1: each server's CPU per request is then its own
+# work, not the scheduler's price of sharing both cores with wrk's threads.
+floor_rounds() {
+  local pin_srv=() pin_wrk=() pids=() names=() ports=() i
+  if [ "${PIN:-0}" = 1 ]; then pin_srv=(taskset -c 0); pin_wrk=(taskset -c 1); fi
+  start() { # name port command...
+    names+=("$1"); ports+=("$2"); shift 2
+    "${pin_srv[@]}" "$@" & pids+=($!)
+  }
+  local pc pf pn pl
+  pc=$(free_port); pf=$(free_port); pn=$(free_port); pl=$(free_port)
+  corral_conf "$pc" exclusive 1 1
+  start "corral (default)" "$pc" "$CORRAL" -c "$W/corral.toml"
+  start "C floor" "$pf" "$W/floor" "$pf" 1
+  cat >"$W/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  keepalive_requests 1000000;
+  $(nginx_temp_paths "$W/nginx-tmp")
+  server { listen 127.0.0.1:$pn; root $W/www; }
+}
+CONF
+  start "nginx" "$pn" "$NGINX" -c "$W/nginx.conf" -p "$W"
+  cat >"$W/lighttpd.conf" <<CONF
+server.document-root = "$W/www"
+server.port = $pl
+server.bind = "127.0.0.1"
+server.pid-file = "$W/lighttpd.pid"
+server.errorlog = "$W/lighttpd-error.log"
+server.max-keep-alive-requests = 1000000
+server.max-fds = 20000
+server.max-connections = 4096
+CONF
+  start "lighttpd" "$pl" "$LIGHTTPD" -D -f "$W/lighttpd.conf"
+  for i in "${!ports[@]}"; do wait_port "${ports[$i]}"; done
+  sleep 0.3
+  echo "== default mode vs the C floor: PIN=${PIN:-0}, wrk -t${THREADS:-2} -c$CONNS, $ROUNDS alternating round(s) of ${SECS}s =="
+  printf '%-18s %-10s %10s %8s %10s\n' server load req/s p99_ms cpu_us/req
+  local load r out t0 t1 reqs
+  declare -A cpu=() rps=()
+  for load in keep-alive close; do
+    local hdr=()
+    [ "$load" = close ] && hdr=(-H "Connection: close")
+    for r in $(seq "$ROUNDS"); do
+      for i in "${!ports[@]}"; do
+        t0=$(tree_ticks "${pids[$i]}")
+        out=$("${pin_wrk[@]}" wrk -t"${THREADS:-2}" -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" \
+          "http://127.0.0.1:${ports[$i]}/1k.bin")
+        t1=$(tree_ticks "${pids[$i]}")
+        reqs=$(echo "$out" | awk '/requests in/{print $1}')
+        local us r_s
+        us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
+        r_s=$(echo "$out" | awk '/Requests\/sec/{printf "%d", $2}')
+        printf '%-18s %-10s %10s %8s %10s\n' "${names[$i]}" "$load" "$r_s" \
+          "$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")" "$us"
+        cpu[$load,$i]="${cpu[$load,$i]:-} $us"
+        rps[$load,$i]="${rps[$load,$i]:-} $r_s"
+      done
+    done
+  done
+  echo "== means; CPU per request against the C floor's =="
+  for load in keep-alive close; do
+    for i in "${!ports[@]}"; do
+      python3 - "${names[$i]}" "$load" "${rps[$load,$i]}" "${cpu[$load,$i]}" "${cpu[$load,1]}" <<'PY'
+import sys
+name, load, rps, cpu, floor = sys.argv[1:]
+mean = lambda v: sum(map(float, v.split())) / len(v.split())
+print(f"{name:<18} {load:<10} {mean(rps):10.0f} req/s {mean(cpu):6.2f} us/req  x{mean(cpu)/mean(floor):.2f} of the floor")
+PY
+    done
+  done
+  for i in "${!pids[@]}"; do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+
+if [ "${ONLY:-}" = floor ]; then
+  floor_rounds
   exit 0
 fi
 
