@@ -539,6 +539,21 @@ fn out_of_descriptors(main: &str) {
         "{}",
         s.error_log()
     );
+    // One line when refusals start and one with their total, not one per
+    // client: a flood must not flood the log.
+    assert!(
+        eventually(Duration::from_secs(3), || s
+            .error_log()
+            .contains(" connections refused in ")),
+        "{}",
+        s.error_log()
+    );
+    let lines = s
+        .error_log()
+        .lines()
+        .filter(|l| l.contains("out of file descriptors"))
+        .count();
+    assert!(lines <= 4, "{lines} lines:\n{}", s.error_log());
     drop(held);
     assert!(eventually(Duration::from_secs(5), || get_on(s.port, "/")
         .is_some_and(|r| r.status == 200)));

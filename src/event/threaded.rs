@@ -145,6 +145,8 @@ struct Shared<C> {
     last_refusal: AtomicU64,
     burst_start: AtomicU64,
     refused: AtomicU64,
+    /// The burst's reason: out of descriptors (else: no slot).
+    refusing_for_fds: AtomicBool,
     /// A full table stopped accepting until then (ms since `base`; 0: not
     /// paused), so other workers on the shared socket take new connections.
     paused_until: AtomicU64,
@@ -237,6 +239,7 @@ where
         last_refusal: AtomicU64::new(0),
         burst_start: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        refusing_for_fds: AtomicBool::new(false),
         paused_until: AtomicU64::new(0),
         base: Instant::now(),
     };
@@ -272,6 +275,14 @@ where
     })
 }
 
+fn refusal_reason(for_fds: bool) -> &'static str {
+    if for_fds {
+        "the worker is out of file descriptors"
+    } else {
+        "all worker_connections are busy"
+    }
+}
+
 impl<C> Shared<C> {
     fn now_ms(&self) -> u64 {
         self.base.elapsed().as_millis() as u64 + 1
@@ -279,6 +290,23 @@ impl<C> Shared<C> {
 
     fn full(&self) -> bool {
         self.serving.load(Ordering::Acquire) >= self.limit
+    }
+
+    /// Counts a refused connection: one line when a burst starts, one with
+    /// the total when a second has passed without one (a flood of clients
+    /// must not flood the log).
+    fn count_refusal(&self, for_fds: bool) {
+        let now = self.now_ms();
+        self.refused.fetch_add(1, Ordering::AcqRel);
+        if self.last_refusal.swap(now, Ordering::AcqRel) == 0 {
+            self.burst_start.store(now, Ordering::Release);
+            self.refusing_for_fds.store(for_fds, Ordering::Release);
+            crate::warn!(
+                "{} ({} connections): refusing new connections with 503",
+                refusal_reason(for_fds),
+                self.live.load(Ordering::Relaxed)
+            );
+        }
     }
 
     /// Takes the listening sockets out of the shared epoll (a graceful
@@ -591,7 +619,8 @@ where
                 sh.last_refusal.store(0, Ordering::Release);
                 let n = sh.refused.swap(0, Ordering::AcqRel);
                 let secs = last.saturating_sub(sh.burst_start.load(Ordering::Acquire)) as f64 / 1000.0;
-                crate::warn!("{n} connections refused in {secs:.1}s (all worker_connections are busy)");
+                let why = refusal_reason(sh.refusing_for_fds.load(Ordering::Acquire));
+                crate::warn!("{n} connections refused in {secs:.1}s ({why})");
             }
         }
     }
@@ -644,15 +673,7 @@ where
             }
             match net::accept(sock) {
                 Ok((stream, peer)) if sh.full() => {
-                    let now = sh.now_ms();
-                    sh.refused.fetch_add(1, Ordering::AcqRel);
-                    if sh.last_refusal.swap(now, Ordering::AcqRel) == 0 {
-                        sh.burst_start.store(now, Ordering::Release);
-                        crate::warn!(
-                            "all worker_connections are busy ({} connections): refusing new connections with 503",
-                            sh.live.load(Ordering::Relaxed)
-                        );
-                    }
+                    sh.count_refusal(false);
                     if let Some(conn) = self.service.refuse(stream, peer, *addr) {
                         self.insert(conn, true);
                     }
@@ -710,10 +731,7 @@ where
         }
         let outcome = match sh.listeners.get(i).map(|(sock, addr)| (net::accept(sock), *addr)) {
             Some((Ok((stream, peer)), addr)) => {
-                crate::warn!(
-                    "the worker is out of file descriptors: refusing a connection from {}",
-                    peer.ip()
-                );
+                sh.count_refusal(true);
                 // No lingering here: the descriptor is needed back at once.
                 if let Some(conn) = self.service.refuse(stream, peer, addr) {
                     self.service.closed(conn);
