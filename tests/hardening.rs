@@ -491,17 +491,10 @@ fn out_of_descriptors(main: &str) {
     // connection: it does not spin on accept() (which fails with EMFILE on
     // an empty queue too). A spinning worker takes a third of a core or
     // more even on a loaded machine; an idle one next to nothing.
-    let ticks = |pid: i32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // After the name: state, ppid, ..., utime (12th), stime (13th).
-        let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let at = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        at(11) + at(12)
-    };
     let worker = s.workers()[0];
-    let before = ticks(worker);
+    let before = cpu_ticks(worker);
     std::thread::sleep(Duration::from_secs(1));
-    let used = ticks(worker) - before;
+    let used = cpu_ticks(worker) - before;
     assert!(
         used < 20,
         "the worker used {used} of 100 CPU ticks while out of descriptors and idle"

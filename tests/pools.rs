@@ -2195,15 +2195,6 @@ fn a_request_queued_across_a_reload_goes_to_the_new_workers() {
     );
 }
 
-/// CPU ticks (user + system) a process used so far.
-fn cpu_ticks(pid: u64) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
 /// A FastCGI record.
 fn record(out: &mut Vec<u8>, kind: u8, id: u16, body: &[u8]) {
     out.extend_from_slice(&[1, kind, (id >> 8) as u8, id as u8]);

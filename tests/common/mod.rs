@@ -394,6 +394,16 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
+/// CPU ticks (user + system, 100 a second) a process used so far.
+pub fn cpu_ticks(pid: impl std::fmt::Display) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the name: state, ppid, ..., utime (12th), stime (13th).
+    let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
 pub fn cmdline(pid: i32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     String::from_utf8_lossy(&raw).replace('\0', " ").trim().to_string()
