@@ -66,13 +66,18 @@ wait_port() {
   return 1
 }
 
-# One measurement: load (keep-alive | close) on port, server pid $PID.
+# wrk's threads, and what it runs under (PIN=1 of ONLY=floor: taskset).
+THREADS=${THREADS:-2}
+PIN_WRK=()
+
+# One measurement: load (keep-alive | close) on port, of the server whose
+# pid is the third argument ($PID if none). Prints req/s, p99 ms, CPU µs/req.
 measure() {
-  local load=$1 port=$2 hdr=() out t0 t1 reqs rps p99 us
+  local load=$1 port=$2 pid=${3:-$PID} hdr=() out t0 t1 reqs rps p99 us
   [ "$load" = close ] && hdr=(-H "Connection: close")
-  t0=$(tree_ticks "$PID")
-  out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "http://127.0.0.1:$port/1k.bin")
-  t1=$(tree_ticks "$PID")
+  t0=$(tree_ticks "$pid")
+  out=$("${PIN_WRK[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" "http://127.0.0.1:$port/1k.bin")
+  t1=$(tree_ticks "$pid")
   if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
     echo "WARNING: $NAME $load: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')" >&2
   fi
@@ -82,11 +87,6 @@ measure() {
   us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
   echo "$rps $p99 $us"
 }
-
-TSV="$HERE/models.tsv"
-printf '# bench/models.sh %s s x %s round(s), wrk -t2 -c%s, %s\n' "$SECS" "$ROUNDS" "$CONNS" "$(date -u +%F)" >"$TSV"
-printf 'load\tname\treq_s\tp99_ms\tcpu_us\n' >>"$TSV"
-printf '%-24s %-10s %10s %8s %10s\n' server load req/s p99_ms cpu_us/req
 
 # A corral config: corral_conf PORT MODE WORKERS THREADS
 corral_conf() {
@@ -103,6 +103,41 @@ log_level = "warn"
 listen = "127.0.0.1:$1"
 root = "$W/www"
 access_log = "off"
+CONF
+}
+
+# An nginx config: nginx_conf PORT WORKERS
+nginx_conf() {
+  cat >"$W/nginx.conf" <<CONF
+worker_processes $2;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  keepalive_requests 1000000;
+  $(nginx_temp_paths "$W/nginx-tmp")
+  server { listen 127.0.0.1:$1; root $W/www; }
+}
+CONF
+}
+
+# A lighttpd config (one process): lighttpd_conf PORT
+lighttpd_conf() {
+  cat >"$W/lighttpd.conf" <<CONF
+server.document-root = "$W/www"
+server.port = $1
+server.bind = "127.0.0.1"
+server.pid-file = "$W/lighttpd.pid"
+server.errorlog = "$W/lighttpd-error.log"
+server.max-keep-alive-requests = 1000000
+server.max-fds = 20000
+server.max-connections = 4096
 CONF
 }
 
@@ -142,8 +177,8 @@ fi
 # on CPU 0 and wrk on CPU 1: each server's CPU per request is then its own
 # work, not the scheduler's price of sharing both cores with wrk's threads.
 floor_rounds() {
-  local pin_srv=() pin_wrk=() pids=() names=() ports=() i
-  if [ "${PIN:-0}" = 1 ]; then pin_srv=(taskset -c 0); pin_wrk=(taskset -c 1); fi
+  local pin_srv=() pids=() names=() ports=() i
+  if [ "${PIN:-0}" = 1 ]; then pin_srv=(taskset -c 0); PIN_WRK=(taskset -c 1); fi
   start() { # name port command...
     names+=("$1"); ports+=("$2"); shift 2
     "${pin_srv[@]}" "$@" & pids+=($!)
@@ -153,56 +188,22 @@ floor_rounds() {
   corral_conf "$pc" exclusive 1 1
   start "corral (default)" "$pc" "$CORRAL" -c "$W/corral.toml"
   start "C floor" "$pf" "$W/floor" "$pf" 1
-  cat >"$W/nginx.conf" <<CONF
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  open_file_cache max=1000 inactive=60s;
-  keepalive_requests 1000000;
-  $(nginx_temp_paths "$W/nginx-tmp")
-  server { listen 127.0.0.1:$pn; root $W/www; }
-}
-CONF
+  nginx_conf "$pn" 1
   start "nginx" "$pn" "$NGINX" -c "$W/nginx.conf" -p "$W"
-  cat >"$W/lighttpd.conf" <<CONF
-server.document-root = "$W/www"
-server.port = $pl
-server.bind = "127.0.0.1"
-server.pid-file = "$W/lighttpd.pid"
-server.errorlog = "$W/lighttpd-error.log"
-server.max-keep-alive-requests = 1000000
-server.max-fds = 20000
-server.max-connections = 4096
-CONF
+  lighttpd_conf "$pl"
   start "lighttpd" "$pl" "$LIGHTTPD" -D -f "$W/lighttpd.conf"
   for i in "${!ports[@]}"; do wait_port "${ports[$i]}"; done
   sleep 0.3
-  echo "== default mode vs the C floor: PIN=${PIN:-0}, wrk -t${THREADS:-2} -c$CONNS, $ROUNDS alternating round(s) of ${SECS}s =="
+  echo "== default mode vs the C floor: PIN=${PIN:-0}, wrk -t$THREADS -c$CONNS, $ROUNDS alternating round(s) of ${SECS}s =="
   printf '%-18s %-10s %10s %8s %10s\n' server load req/s p99_ms cpu_us/req
-  local load r out t0 t1 reqs
+  local load r r_s p99 us
   declare -A cpu=() rps=()
   for load in keep-alive close; do
-    local hdr=()
-    [ "$load" = close ] && hdr=(-H "Connection: close")
     for r in $(seq "$ROUNDS"); do
       for i in "${!ports[@]}"; do
-        t0=$(tree_ticks "${pids[$i]}")
-        out=$("${pin_wrk[@]}" wrk -t"${THREADS:-2}" -c"$CONNS" -d"${SECS}s" --latency "${hdr[@]}" \
-          "http://127.0.0.1:${ports[$i]}/1k.bin")
-        t1=$(tree_ticks "${pids[$i]}")
-        reqs=$(echo "$out" | awk '/requests in/{print $1}')
-        local us r_s
-        us=$(python3 -c "print(round(($t1-$t0)/$TICK*1e6/max($reqs,1),2))")
-        r_s=$(echo "$out" | awk '/Requests\/sec/{printf "%d", $2}')
-        printf '%-18s %-10s %10s %8s %10s\n' "${names[$i]}" "$load" "$r_s" \
-          "$(to_ms "$(echo "$out" | awk '$1=="99%"{print $2}')")" "$us"
+        NAME=${names[$i]}
+        read -r r_s p99 us < <(measure "$load" "${ports[$i]}" "${pids[$i]}")
+        printf '%-18s %-10s %10s %8s %10s\n' "$NAME" "$load" "$r_s" "$p99" "$us"
         cpu[$load,$i]="${cpu[$load,$i]:-} $us"
         rps[$load,$i]="${rps[$load,$i]:-} $r_s"
       done
@@ -227,6 +228,12 @@ if [ "${ONLY:-}" = floor ]; then
   floor_rounds
   exit 0
 fi
+
+# The whole matrix (only this run writes the table and the chart).
+TSV="$HERE/models.tsv"
+printf '# bench/models.sh %s s x %s round(s), wrk -t%s -c%s, %s\n' "$SECS" "$ROUNDS" "$THREADS" "$CONNS" "$(date -u +%F)" >"$TSV"
+printf 'load\tname\treq_s\tp99_ms\tcpu_us\n' >>"$TSV"
+printf '%-24s %-10s %10s %8s %10s\n' server load req/s p99_ms cpu_us/req
 
 # Runs both loads against the server started by "$@" (pid in PID).
 bench() {
@@ -269,42 +276,17 @@ done
 
 for workers in 1 2; do
   port=$(free_port)
-  cat >"$W/nginx.conf" <<CONF
-worker_processes $workers;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  open_file_cache max=1000 inactive=60s;
-  keepalive_requests 1000000;
-  $(nginx_temp_paths "$W/nginx-tmp")
-  server { listen 127.0.0.1:$port; root $W/www; }
-}
-CONF
+  nginx_conf "$port" "$workers"
   NAME="nginx w$workers"
   bench "$port" "$NGINX" -c "$W/nginx.conf" -p "$W"
 done
 
 port=$(free_port)
-cat >"$W/lighttpd.conf" <<CONF
-server.document-root = "$W/www"
-server.port = $port
-server.bind = "127.0.0.1"
-server.pid-file = "$W/lighttpd.pid"
-server.errorlog = "$W/lighttpd-error.log"
-server.max-keep-alive-requests = 1000000
-server.max-fds = 20000
-server.max-connections = 4096
-CONF
+lighttpd_conf "$port"
 NAME="lighttpd w1"
 bench "$port" "$LIGHTTPD" -D -f "$W/lighttpd.conf"
 
 hop_latency
 
-python3 "$HERE/svgchart.py" "$TSV" "$HERE/models.svg" "Concurrency models: 1 KiB, wrk -t2 -c$CONNS, 2 cores"
+python3 "$HERE/svgchart.py" "$TSV" "$HERE/models.svg" "Concurrency models: 1 KiB, wrk -t$THREADS -c$CONNS, 2 cores"
 echo "wrote $TSV and $HERE/models.svg"
