@@ -396,16 +396,37 @@ pub(super) enum Shed {
     Stuck,
 }
 
-impl Shed {
-    /// The outcome of the reserve's accept() failing with `e`.
-    pub(super) fn after(e: &io::Error) -> Shed {
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) => Shed::Empty,
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => Shed::Stuck,
-            // The peer gave up before we got to it.
-            _ => Shed::Again,
-        }
+/// Out of descriptors: spends the reserve descriptor `spare` on one
+/// accept() from `sock` and refuses what it finds at once (no lingering:
+/// the descriptor is needed back), then reopens the reserve. True beside
+/// the outcome when a client was refused (the caller counts it). Both
+/// event loops shed through this.
+pub(super) fn shed_one<S: Service>(
+    spare: &mut Option<std::fs::File>,
+    service: &mut S,
+    sock: &Socket,
+    listener: usize,
+) -> (Shed, bool) {
+    if spare.take().is_none() {
+        *spare = open_spare();
+        return (Shed::Stuck, false);
     }
+    let (outcome, refused) = match net::accept(sock) {
+        Ok((stream, peer)) => {
+            if let Some(conn) = service.refuse(stream, peer, listener) {
+                service.closed(conn);
+            }
+            (Shed::Again, true)
+        }
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN) => (Shed::Empty, false),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => (Shed::Stuck, false),
+            // The peer gave up before we got to it.
+            _ => (Shed::Again, false),
+        },
+    };
+    *spare = open_spare();
+    (if spare.is_none() { Shed::Stuck } else { outcome }, refused)
 }
 
 impl<S: Service> Reactor<S> {
@@ -699,25 +720,14 @@ impl<S: Service> Reactor<S> {
     /// Out of descriptors and nothing idle to close: spend the reserve
     /// descriptor on accepting one connection to refuse it.
     fn shed(&mut self, i: usize) -> Shed {
-        if self.spare.take().is_none() {
-            self.spare = open_spare();
-            return Shed::Stuck;
-        }
-        let accepted = self.listeners.get(i).map(|l| (net::accept(&l.sock), l.addr));
-        let outcome = match accepted {
-            Some((Ok((stream, peer)), addr)) => {
-                self.refused("the worker is out of file descriptors");
-                // No lingering here: the descriptor is needed back at once.
-                if let Some(conn) = self.service.refuse(stream, peer, addr) {
-                    self.service.closed(conn);
-                }
-                Shed::Again
-            }
-            Some((Err(e), _)) => Shed::after(&e),
-            None => Shed::Empty,
+        let Some(l) = self.listeners.get(i) else {
+            return Shed::Empty;
         };
-        self.spare = open_spare();
-        if self.spare.is_none() { Shed::Stuck } else { outcome }
+        let (outcome, refused) = shed_one(&mut self.spare, &mut self.service, &l.sock, l.addr);
+        if refused {
+            self.refused("the worker is out of file descriptors");
+        }
+        outcome
     }
 
     /// Counts a refusal: the first of a burst is logged at once, the total

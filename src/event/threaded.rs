@@ -724,25 +724,15 @@ where
         if sh.live.load(Ordering::Acquire) < before {
             return Shed::Again;
         }
-        let mut spare = sh.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.take().is_none() {
-            *spare = super::reactor::open_spare();
-            return Shed::Stuck;
-        }
-        let outcome = match sh.listeners.get(i).map(|(sock, addr)| (net::accept(sock), *addr)) {
-            Some((Ok((stream, peer)), addr)) => {
-                sh.count_refusal(true);
-                // No lingering here: the descriptor is needed back at once.
-                if let Some(conn) = self.service.refuse(stream, peer, addr) {
-                    self.service.closed(conn);
-                }
-                Shed::Again
-            }
-            Some((Err(e), _)) => Shed::after(&e),
-            None => Shed::Empty,
+        let Some((sock, addr)) = sh.listeners.get(i) else {
+            return Shed::Empty;
         };
-        *spare = super::reactor::open_spare();
-        if spare.is_none() { Shed::Stuck } else { outcome }
+        let mut spare = sh.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let (outcome, refused) = super::reactor::shed_one(&mut spare, &mut self.service, sock, *addr);
+        if refused {
+            sh.count_refusal(true);
+        }
+        outcome
     }
 
     /// Offers the longest-idle connections to the service for closing,
